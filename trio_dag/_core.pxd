@@ -1,0 +1,46 @@
+# Declarations of the compiled core, so other compiled modules can cimport
+# Graph and RunState and call their C-level methods without Python overhead.
+
+cimport cython
+from libc.stdint cimport int64_t, uint8_t
+
+
+@cython.final
+cdef class Graph:
+    cdef int _n
+    cdef int* _child_off
+    cdef int* _child
+    cdef int* _par_off
+    cdef int* _par
+
+    cdef int _build(self, int n, const int* s, const int* d, Py_ssize_t e) except -1
+    cdef int _check(self, Py_ssize_t node) except -1
+    cdef int* _acyclic_order(self) except NULL
+    cdef int _kahn(self, int* order) noexcept nogil
+
+
+@cython.final
+cdef class RunState:
+    cdef Graph _graph
+    cdef double* _keys
+    cdef bint _lifo
+    cdef uint8_t* _all_done
+    cdef int* _count
+    cdef uint8_t* _state
+    cdef int64_t* _seq
+    cdef int64_t _next_seq
+    cdef int* _heap
+    cdef Py_ssize_t _heap_len
+    cdef Py_ssize_t _heap_cap
+    cdef Py_ssize_t _ready
+    cdef Py_ssize_t _running
+    cdef Py_ssize_t _ended
+    cdef Py_ssize_t _total
+
+    cdef inline bint _before(self, int a, int b) noexcept
+    cdef int _make_ready(self, int v) except -1
+    cdef int _push(self, int v) except -1
+    cdef int _pop(self) noexcept
+    cdef int _check_state(self, Py_ssize_t node, int allowed, str action) except -1
+    cdef Py_ssize_t _done(self, int node) except -1
+    cdef list _end(self, int node, uint8_t final)

@@ -1,0 +1,684 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled graph core. Same API, results and errors as ``trio_dag._core_py``.
+
+Nodes are the integers ``0..n-1``; an edge ``src -> dst`` makes *src* a
+dependency (parent) of *dst*. Everything lives in C arrays of int32 (CSR
+adjacency, counters, the ready heap), so popping and finishing a node touch no
+Python object. The argument checks and state constants are shared with the
+twin, so both say the same thing about bad input.
+"""
+
+cimport cython
+from cpython.array cimport array, clone
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy, memset
+
+from trio_dag._core_py import (
+    CANCELLED,
+    EXCLUDED,
+    FAILED,
+    PENDING,
+    READY,
+    RUNNING,
+    SKIPPED,
+    STATE_NAMES,
+    SUCCEEDED,
+    _check_n,
+    _int_array,
+)
+
+cdef array _INT_TEMPLATE = array("i")
+cdef array _DOUBLE_TEMPLATE = array("d")
+
+cdef uint8_t C_PENDING = PENDING
+cdef uint8_t C_READY = READY
+cdef uint8_t C_RUNNING = RUNNING
+cdef uint8_t C_SUCCEEDED = SUCCEEDED
+cdef uint8_t C_FAILED = FAILED
+cdef uint8_t C_SKIPPED = SKIPPED
+cdef uint8_t C_CANCELLED = CANCELLED
+cdef uint8_t C_EXCLUDED = EXCLUDED
+
+
+cdef void* _alloc(Py_ssize_t count, size_t size) except NULL:
+    cdef void* p = PyMem_RawMalloc(<size_t>(count if count > 0 else 1) * size)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
+cdef void* _zeros(Py_ssize_t count, size_t size) except NULL:
+    cdef void* p = _alloc(count, size)
+    memset(p, 0, <size_t>(count if count > 0 else 1) * size)
+    return p
+
+
+cdef array _int_result(const int* data, Py_ssize_t count):
+    cdef array out = clone(_INT_TEMPLATE, count, False)
+    if count:
+        memcpy(out.data.as_ints, data, <size_t>count * sizeof(int))
+    return out
+
+
+@cython.final
+cdef class Graph:
+    """An immutable graph in CSR form (children and parents), built in O(n + e).
+
+    Both adjacency lists are sorted by node index and duplicate edges collapse
+    into one, so every result below is deterministic.
+    """
+
+    def __init__(self, n, sources, targets):
+        n = _check_n(n)
+        cdef array src = _int_array(sources, "sources")
+        cdef array dst = _int_array(targets, "targets")
+        if len(src) != len(dst):
+            raise ValueError(
+                f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
+            )
+        cdef int nn = n
+        cdef Py_ssize_t e = len(src), i, j
+        cdef int* s = src.data.as_ints
+        cdef int* d = dst.data.as_ints
+        for i in range(e):
+            if not (0 <= s[i] < nn and 0 <= d[i] < nn):
+                bad = s[i] if not 0 <= s[i] < nn else d[i]
+                raise ValueError(
+                    f"edge {i} ({s[i]} -> {d[i]}) names node {bad}, but the graph has {nn} nodes"
+                )
+        self._build(nn, s, d, e)
+
+    cdef int _build(self, int n, const int* s, const int* d, Py_ssize_t e) except -1:
+        # Parents first, grouped by child: when the edges already come grouped
+        # by target (as the DAG records them), the sources are used as they
+        # are; otherwise a counting sort groups them. Children are then filled
+        # in ascending order, which makes duplicate edges adjacent, and the
+        # parents are rebuilt from the children, sorted and distinct.
+        cdef int v, p, c
+        cdef Py_ssize_t i, j
+        cdef bint grouped = True
+        cdef int* off = <int*>_zeros(n + 1, sizeof(int))
+        cdef int* fill = NULL
+        cdef int* by_dst = NULL
+        cdef int* last = NULL
+        cdef const int* grouped_src = s
+        try:
+            fill = <int*>_alloc(n, sizeof(int))
+            last = <int*>_alloc(n, sizeof(int))
+            self._child_off = <int*>_zeros(n + 1, sizeof(int))
+            self._par_off = <int*>_zeros(n + 1, sizeof(int))
+            with nogil:
+                for i in range(e):
+                    off[d[i] + 1] += 1
+                    if i and d[i] < d[i - 1]:
+                        grouped = False
+                for v in range(n):
+                    off[v + 1] += off[v]
+            if not grouped:
+                by_dst = <int*>_alloc(e, sizeof(int))
+                with nogil:
+                    memcpy(fill, off, <size_t>n * sizeof(int))
+                    for i in range(e):
+                        by_dst[fill[d[i]]] = s[i]
+                        fill[d[i]] += 1
+                grouped_src = by_dst
+            with nogil:
+                memset(last, 0xFF, <size_t>n * sizeof(int))
+                for v in range(n):
+                    for j in range(off[v], off[v + 1]):
+                        p = grouped_src[j]
+                        if last[p] != v:
+                            last[p] = v
+                            self._child_off[p + 1] += 1
+                for v in range(n):
+                    self._child_off[v + 1] += self._child_off[v]
+            self._child = <int*>_alloc(self._child_off[n], sizeof(int))
+            with nogil:
+                memcpy(fill, self._child_off, <size_t>n * sizeof(int))
+                memset(last, 0xFF, <size_t>n * sizeof(int))
+                for v in range(n):
+                    for j in range(off[v], off[v + 1]):
+                        p = grouped_src[j]
+                        if last[p] != v:
+                            last[p] = v
+                            self._child[fill[p]] = v
+                            fill[p] += 1
+            PyMem_RawFree(by_dst)
+            by_dst = NULL
+            self._par = <int*>_alloc(self._child_off[n], sizeof(int))
+            with nogil:
+                for j in range(self._child_off[n]):
+                    self._par_off[self._child[j] + 1] += 1
+                for v in range(n):
+                    self._par_off[v + 1] += self._par_off[v]
+                memcpy(fill, self._par_off, <size_t>n * sizeof(int))
+                for p in range(n):
+                    for j in range(self._child_off[p], self._child_off[p + 1]):
+                        c = self._child[j]
+                        self._par[fill[c]] = p
+                        fill[c] += 1
+            self._n = n
+        finally:
+            PyMem_RawFree(off)
+            PyMem_RawFree(fill)
+            PyMem_RawFree(by_dst)
+            PyMem_RawFree(last)
+        return 0
+
+    def __dealloc__(self):
+        PyMem_RawFree(self._child_off)
+        PyMem_RawFree(self._child)
+        PyMem_RawFree(self._par_off)
+        PyMem_RawFree(self._par)
+
+    @property
+    def n(self):
+        """The number of nodes."""
+        return self._n
+
+    @property
+    def num_edges(self):
+        """The number of distinct edges."""
+        return self._child_off[self._n] if self._child_off != NULL else 0
+
+    cdef int _check(self, Py_ssize_t node) except -1:
+        if not 0 <= node < self._n:
+            raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
+        return 0
+
+    def children(self, Py_ssize_t node):
+        """The nodes that depend on *node*, ascending."""
+        self._check(node)
+        return [self._child[j] for j in range(self._child_off[node], self._child_off[node + 1])]
+
+    def parents(self, Py_ssize_t node):
+        """The nodes *node* depends on, ascending."""
+        self._check(node)
+        return [self._par[j] for j in range(self._par_off[node], self._par_off[node + 1])]
+
+    def indegree(self, Py_ssize_t node):
+        """How many distinct parents *node* has."""
+        self._check(node)
+        return self._par_off[node + 1] - self._par_off[node]
+
+    def outdegree(self, Py_ssize_t node):
+        """How many distinct children *node* has."""
+        self._check(node)
+        return self._child_off[node + 1] - self._child_off[node]
+
+    cdef int _kahn(self, int* order) noexcept nogil:
+        # Breadth-first Kahn: sources ascending, children in CSR order. Nodes on
+        # or below a cycle never reach indegree zero and are left out. Returns
+        # how many nodes it ordered, or -1 when out of memory.
+        cdef int n = self._n, v, c, head = 0, tail = 0
+        cdef Py_ssize_t j
+        cdef int* count = <int*>PyMem_RawMalloc(<size_t>(n if n > 0 else 1) * sizeof(int))
+        if count == NULL:
+            return -1
+        for v in range(n):
+            count[v] = self._par_off[v + 1] - self._par_off[v]
+            if count[v] == 0:
+                order[tail] = v
+                tail += 1
+        while head < tail:
+            v = order[head]
+            head += 1
+            for j in range(self._child_off[v], self._child_off[v + 1]):
+                c = self._child[j]
+                count[c] -= 1
+                if count[c] == 0:
+                    order[tail] = c
+                    tail += 1
+        PyMem_RawFree(count)
+        return tail
+
+    cdef int* _acyclic_order(self) except NULL:
+        cdef int* order = <int*>_alloc(self._n, sizeof(int))
+        cdef int got
+        with nogil:
+            got = self._kahn(order)
+        if got != self._n:
+            PyMem_RawFree(order)
+            if got < 0:
+                raise MemoryError()
+            raise ValueError("the graph has a cycle; find_cycle() shows one")
+        return order
+
+    def find_cycle(self):
+        """One cycle as ``[a, b, ..., a]`` along edge direction, or None.
+
+        The cycle starts at its smallest node. Linear and iterative: Kahn's
+        algorithm removes every node not on or below a cycle; from the smallest
+        node left, following any remaining parent must close a loop.
+        """
+        cdef int n = self._n, got, v, start, k, i, length
+        cdef Py_ssize_t j
+        cdef int* order = <int*>_alloc(n, sizeof(int))
+        cdef int* pos = NULL
+        cdef uint8_t* left = NULL
+        try:
+            with nogil:
+                got = self._kahn(order)
+            if got < 0:
+                raise MemoryError()
+            if got == n:
+                return None
+            left = <uint8_t*>_alloc(n, sizeof(uint8_t))
+            memset(left, 1, <size_t>n)
+            for i in range(got):
+                left[order[i]] = 0
+            start = 0
+            while not left[start]:
+                start += 1
+            # ``order`` is reused as the path, ``pos`` as each node's place on it.
+            pos = <int*>_alloc(n, sizeof(int))
+            memset(pos, 0xFF, <size_t>n * sizeof(int))
+            length = 0
+            v = start
+            while pos[v] < 0:
+                pos[v] = length
+                order[length] = v
+                length += 1
+                for j in range(self._par_off[v], self._par_off[v + 1]):
+                    if left[self._par[j]]:
+                        v = self._par[j]
+                        break
+            loop = [order[i] for i in range(length - 1, pos[v] - 1, -1)]
+        finally:
+            PyMem_RawFree(order)
+            PyMem_RawFree(pos)
+            PyMem_RawFree(left)
+        # ``loop`` runs along edge direction, closing from its last node back
+        # to its first; rotate it to start at its smallest node.
+        k = loop.index(min(loop))
+        loop = loop[k:] + loop[:k]
+        loop.append(loop[0])
+        return loop
+
+    def topological_order(self):
+        """Every node, parents before children (Kahn's order, sources ascending).
+
+        Raises ValueError when the graph has a cycle.
+        """
+        cdef int* order = self._acyclic_order()
+        try:
+            return _int_result(order, self._n)
+        finally:
+            PyMem_RawFree(order)
+
+    def levels(self):
+        """For each node, the number of links in its longest chain of dependencies."""
+        cdef int* order = self._acyclic_order()
+        cdef array out = clone(_INT_TEMPLATE, self._n, True)
+        cdef int* level = out.data.as_ints
+        cdef int i, v, c, nxt
+        cdef Py_ssize_t j
+        with nogil:
+            for i in range(self._n):
+                v = order[i]
+                nxt = level[v] + 1
+                for j in range(self._child_off[v], self._child_off[v + 1]):
+                    c = self._child[j]
+                    if level[c] < nxt:
+                        level[c] = nxt
+        PyMem_RawFree(order)
+        return out
+
+    def upward_rank(self, costs):
+        """For each node, the largest total cost of a path from it to a sink, itself included."""
+        cdef int n = self._n, i, v
+        cdef Py_ssize_t j
+        cdef double best, r
+        if len(costs) != n:
+            raise ValueError(f"costs must have one value per node ({n}), got {len(costs)}")
+        cdef array out = clone(_DOUBLE_TEMPLATE, n, True)
+        cdef double* rank = out.data.as_doubles
+        cdef int* order = self._acyclic_order()
+        try:
+            for i in range(n - 1, -1, -1):
+                v = order[i]
+                best = 0.0
+                for j in range(self._child_off[v], self._child_off[v + 1]):
+                    r = rank[self._child[j]]
+                    if r > best:
+                        best = r
+                rank[v] = float(costs[v]) + best
+        finally:
+            PyMem_RawFree(order)
+        return out
+
+    def ancestors(self, targets):
+        """The targets and every node they depend on, directly or not, ascending."""
+        cdef int n = self._n, v, p, top = 0, count = 0
+        cdef Py_ssize_t j, t
+        cdef uint8_t* mark = <uint8_t*>_zeros(n, sizeof(uint8_t))
+        cdef int* stack = NULL
+        cdef array out
+        try:
+            stack = <int*>_alloc(n, sizeof(int))
+            for target in targets:
+                t = target
+                self._check(t)
+                if not mark[t]:
+                    mark[t] = 1
+                    stack[top] = <int>t
+                    top += 1
+            with nogil:
+                while top:
+                    top -= 1
+                    v = stack[top]
+                    for j in range(self._par_off[v], self._par_off[v + 1]):
+                        p = self._par[j]
+                        if not mark[p]:
+                            mark[p] = 1
+                            stack[top] = p
+                            top += 1
+                for v in range(n):
+                    if mark[v]:
+                        stack[count] = v
+                        count += 1
+            out = _int_result(stack, count)
+        finally:
+            PyMem_RawFree(mark)
+            PyMem_RawFree(stack)
+        return out
+
+
+@cython.final
+cdef class RunState:
+    """One run's bookkeeping over a :class:`Graph`.
+
+    Ready nodes wait in a heap ordered by ``keys[node]`` (smallest first; all
+    zero when *keys* is None), then by the order in which they became ready
+    (first first, or last first with ``lifo=True``). Nodes whose index is in
+    *all_done* become ready when every parent has ended in any state; the
+    others when every parent SUCCEEDED. *targets* (None: every node) limits
+    the run to those nodes and their ancestors; the rest are EXCLUDED.
+    """
+
+    def __init__(self, graph, keys=None, *, lifo=False, all_done=None, targets=None):
+        if not isinstance(graph, Graph):
+            raise TypeError(f"graph must be a Graph, not {type(graph).__name__}")
+        cdef Graph g = <Graph>graph
+        cdef int n = g._n, v
+        cdef Py_ssize_t j, i
+        cdef double k
+        self._graph = g
+        self._lifo = bool(lifo)
+        if keys is not None:
+            if len(keys) != n:
+                raise ValueError(f"keys must have one value per node ({n}), got {len(keys)}")
+            self._keys = <double*>_alloc(n, sizeof(double))
+            for i in range(n):
+                self._keys[i] = float(keys[i])
+            for i in range(n):
+                k = self._keys[i]
+                if k != k:
+                    raise ValueError("keys must not be NaN")
+        if all_done is not None:
+            self._all_done = <uint8_t*>_zeros(n, sizeof(uint8_t))
+            for node in all_done:
+                i = node
+                g._check(i)
+                self._all_done[i] = 1
+        self._state = <uint8_t*>_zeros(n, sizeof(uint8_t))
+        if targets is not None:
+            memset(self._state, C_EXCLUDED, <size_t>n)
+            for node in g.ancestors(targets):
+                self._state[<int>node] = C_PENDING
+        self._count = <int*>_alloc(n, sizeof(int))
+        self._seq = <int64_t*>_zeros(n, sizeof(int64_t))
+        self._heap_cap = n if n < 1024 else 1024
+        self._heap = <int*>_alloc(self._heap_cap, sizeof(int))
+        self._total = n
+        for v in range(n):
+            self._count[v] = g._par_off[v + 1] - g._par_off[v]
+            if self._state[v] == C_EXCLUDED:
+                self._total -= 1
+        for v in range(n):
+            if self._count[v] == 0 and self._state[v] == C_PENDING:
+                self._make_ready(v)
+
+    def __dealloc__(self):
+        PyMem_RawFree(self._keys)
+        PyMem_RawFree(self._all_done)
+        PyMem_RawFree(self._count)
+        PyMem_RawFree(self._state)
+        PyMem_RawFree(self._seq)
+        PyMem_RawFree(self._heap)
+
+    cdef inline bint _before(self, int a, int b) noexcept:
+        if self._keys != NULL and self._keys[a] != self._keys[b]:
+            return self._keys[a] < self._keys[b]
+        return self._seq[a] < self._seq[b]
+
+    cdef int _make_ready(self, int v) except -1:
+        cdef int64_t seq = self._next_seq
+        self._next_seq = seq + 1
+        self._seq[v] = -seq if self._lifo else seq
+        return self._push(v)
+
+    cdef int _push(self, int v) except -1:
+        cdef Py_ssize_t i, parent
+        cdef int* grown
+        if self._heap_len == self._heap_cap:
+            self._heap_cap = self._heap_cap * 2 if self._heap_cap else 1
+            grown = <int*>PyMem_RawRealloc(self._heap, <size_t>self._heap_cap * sizeof(int))
+            if grown == NULL:
+                raise MemoryError()
+            self._heap = grown
+        self._state[v] = C_READY
+        self._ready += 1
+        i = self._heap_len
+        self._heap_len += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if not self._before(v, self._heap[parent]):
+                break
+            self._heap[i] = self._heap[parent]
+            i = parent
+        self._heap[i] = v
+        return 0
+
+    cdef int _pop(self) noexcept:
+        cdef int top, last
+        cdef Py_ssize_t i, child, size
+        while self._heap_len:
+            top = self._heap[0]
+            self._heap_len -= 1
+            size = self._heap_len
+            if size:
+                last = self._heap[size]
+                i = 0
+                while True:
+                    child = 2 * i + 1
+                    if child >= size:
+                        break
+                    if child + 1 < size and self._before(self._heap[child + 1], self._heap[child]):
+                        child += 1
+                    if not self._before(self._heap[child], last):
+                        break
+                    self._heap[i] = self._heap[child]
+                    i = child
+                self._heap[i] = last
+            if self._state[top] == C_READY:
+                self._state[top] = C_RUNNING
+                self._ready -= 1
+                self._running += 1
+                return top
+        return -1
+
+    cdef int _check_state(self, Py_ssize_t node, int allowed, str action) except -1:
+        self._graph._check(node)
+        cdef uint8_t st = self._state[node]
+        if not (allowed >> st) & 1:
+            raise ValueError(f"cannot {action} node {node}: it is {STATE_NAMES[st]}")
+        return 0
+
+    @property
+    def graph(self):
+        """The graph this run is over."""
+        return self._graph
+
+    @property
+    def ready(self):
+        """How many nodes wait in the ready heap."""
+        return self._ready
+
+    @property
+    def running(self):
+        """How many nodes were popped and have not ended."""
+        return self._running
+
+    @property
+    def ended(self):
+        """How many nodes of the run have ended, in any final state."""
+        return self._ended
+
+    @property
+    def total(self):
+        """How many nodes take part in the run (all but the EXCLUDED ones)."""
+        return self._total
+
+    @property
+    def finished(self):
+        """True once every node of the run has ended."""
+        return self._ended == self._total
+
+    def state(self, Py_ssize_t node):
+        """The state of *node* (one of the module's state constants)."""
+        self._graph._check(node)
+        return self._state[node]
+
+    def states(self):
+        """A copy of every node's state, one byte per node."""
+        return PyBytes_FromStringAndSize(<char*>self._state, self._graph._n)
+
+    def pop(self):
+        """Take the next ready node and mark it RUNNING; -1 when none is ready."""
+        return self._pop()
+
+    def pop_all(self):
+        """Pop every ready node, in heap order."""
+        cdef list out = []
+        cdef int v = self._pop()
+        while v >= 0:
+            out.append(v)
+            v = self._pop()
+        return out
+
+    def push_back(self, Py_ssize_t node):
+        """Return a popped node to the heap at the place it had (it could not start yet)."""
+        self._check_state(node, 1 << C_RUNNING, "push back")
+        self._running -= 1
+        self._push(<int>node)
+
+    def requeue(self, Py_ssize_t node):
+        """Return a popped node to the heap as if it became ready now (a retry)."""
+        self._check_state(node, 1 << C_RUNNING, "requeue")
+        self._running -= 1
+        self._make_ready(<int>node)
+
+    cdef Py_ssize_t _done(self, int node) except -1:
+        cdef Graph g = self._graph
+        cdef Py_ssize_t j, before = self._ready
+        cdef int c
+        self._running -= 1
+        self._ended += 1
+        self._state[node] = C_SUCCEEDED
+        for j in range(g._child_off[node], g._child_off[node + 1]):
+            c = g._child[j]
+            self._count[c] -= 1
+            if self._count[c] == 0 and self._state[c] == C_PENDING:
+                self._make_ready(c)
+        return self._ready - before
+
+    def done(self, Py_ssize_t node):
+        """Mark a RUNNING node SUCCEEDED; return how many nodes became ready."""
+        self._check_state(node, 1 << C_RUNNING, "mark done")
+        return self._done(<int>node)
+
+    def done_many(self, nodes):
+        """``done`` for each node in turn; return how many nodes became ready."""
+        cdef Py_ssize_t total = 0, v
+        for node in nodes:
+            v = node
+            self._check_state(v, 1 << C_RUNNING, "mark done")
+            total += self._done(<int>v)
+        return total
+
+    cdef list _end(self, int node, uint8_t final):
+        # Breadth-first: default-trigger dependents of an unsuccessful node are
+        # SKIPPED at once; all_done dependents count it as ended. The list of
+        # skipped nodes doubles as the queue.
+        cdef Graph g = self._graph
+        cdef list skipped = []
+        cdef Py_ssize_t i = -1, j
+        cdef int v = node, c
+        self._state[node] = final
+        self._ended += 1
+        while True:
+            for j in range(g._child_off[v], g._child_off[v + 1]):
+                c = g._child[j]
+                self._count[c] -= 1
+                if self._state[c] != C_PENDING:
+                    continue
+                if self._all_done != NULL and self._all_done[c]:
+                    if self._count[c] == 0:
+                        self._make_ready(c)
+                else:
+                    self._state[c] = C_SKIPPED
+                    self._ended += 1
+                    skipped.append(c)
+            i += 1
+            if i >= len(skipped):
+                return skipped
+            v = skipped[i]
+
+    def fail(self, Py_ssize_t node):
+        """Mark a RUNNING node FAILED; return the dependents this SKIPPED, breadth-first."""
+        self._check_state(node, 1 << C_RUNNING, "fail")
+        self._running -= 1
+        return self._end(<int>node, C_FAILED)
+
+    def cancel(self, Py_ssize_t node):
+        """Mark a node that has not ended CANCELLED; return the dependents this SKIPPED."""
+        self._check_state(node, (1 << C_PENDING) | (1 << C_READY) | (1 << C_RUNNING), "cancel")
+        cdef uint8_t st = self._state[node]
+        if st == C_RUNNING:
+            self._running -= 1
+        elif st == C_READY:
+            self._ready -= 1
+        return self._end(<int>node, C_CANCELLED)
+
+    def cancel_pending(self, *, bint keep_all_done):
+        """CANCEL every PENDING or READY node, ascending; return them.
+
+        With ``keep_all_done=True`` the all_done nodes stay, and become ready
+        once all their dependencies have ended (teardown under fail-fast).
+        """
+        cdef Graph g = self._graph
+        cdef int n = g._n, v, c
+        cdef uint8_t st
+        cdef Py_ssize_t j, i
+        cdef list gone = []
+        for v in range(n):
+            st = self._state[v]
+            if (st == C_PENDING or st == C_READY) and not (
+                keep_all_done and self._all_done != NULL and self._all_done[v]
+            ):
+                if st == C_READY:
+                    self._ready -= 1
+                self._state[v] = C_CANCELLED
+                gone.append(v)
+        self._ended += len(gone)
+        for i in range(len(gone)):
+            v = gone[i]
+            for j in range(g._child_off[v], g._child_off[v + 1]):
+                c = g._child[j]
+                self._count[c] -= 1
+                if self._count[c] == 0 and self._state[c] == C_PENDING:
+                    self._make_ready(c)
+        return gone

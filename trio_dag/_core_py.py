@@ -1,0 +1,565 @@
+"""The pure-Python twin of ``trio_dag._core``: same names, same results, same order.
+
+Nodes are the integers ``0..n-1``; an edge ``src -> dst`` makes *src* a
+dependency (parent) of *dst*. :class:`Graph` is immutable, so one graph can
+serve many :class:`RunState` objects at once.
+
+Everything is stored in flat lists indexed by node; the only per-node objects
+are the transient tuples in the ready heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections.abc import Iterable, Sequence
+
+PENDING = 0
+READY = 1
+RUNNING = 2
+SUCCEEDED = 3
+FAILED = 4
+SKIPPED = 5
+CANCELLED = 6
+EXCLUDED = 7
+
+STATE_NAMES = (
+    "pending",
+    "ready",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+    "excluded",
+)
+
+_INT32_MAX = 2**31 - 1
+
+
+def _int_array(values: Iterable[int], what: str) -> array[int]:
+    if isinstance(values, array) and values.typecode == "i":
+        return values
+    try:
+        return array("i", values)
+    except OverflowError:
+        raise ValueError(f"{what} holds a node index that is not a 32-bit integer") from None
+    except TypeError as exc:
+        raise TypeError(f"{what} must be an iterable of ints: {exc}") from None
+
+
+def _check_n(n: int) -> int:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    if n < 0 or n > _INT32_MAX:
+        raise ValueError(f"n must be between 0 and {_INT32_MAX}, got {n}")
+    return n
+
+
+class Graph:
+    """An immutable graph in CSR form (children and parents), built in O(n + e).
+
+    Both adjacency lists are sorted by node index and duplicate edges collapse
+    into one, so every result below is deterministic.
+    """
+
+    __slots__ = ("_n", "_child_off", "_child", "_par_off", "_par")
+
+    def __init__(self, n: int, sources: Iterable[int], targets: Iterable[int]) -> None:
+        n = _check_n(n)
+        src = _int_array(sources, "sources")
+        dst = _int_array(targets, "targets")
+        if len(src) != len(dst):
+            raise ValueError(
+                f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
+            )
+        for i in range(len(src)):
+            s = src[i]
+            d = dst[i]
+            if not (0 <= s < n and 0 <= d < n):
+                bad = s if not 0 <= s < n else d
+                raise ValueError(
+                    f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes"
+                )
+        # Counting sort by target, then by source: two stable passes leave each
+        # adjacency list sorted, which makes duplicates adjacent.
+        off = [0] * (n + 1)
+        for d in dst:
+            off[d + 1] += 1
+        for v in range(n):
+            off[v + 1] += off[v]
+        by_dst = [0] * len(src)
+        fill = off[:n]
+        for i in range(len(src)):
+            d = dst[i]
+            by_dst[fill[d]] = src[i]
+            fill[d] += 1
+        child_cnt = [0] * (n + 1)
+        last = [-1] * n
+        for v in range(n):
+            for j in range(off[v], off[v + 1]):
+                p = by_dst[j]
+                if last[p] != v:
+                    last[p] = v
+                    child_cnt[p + 1] += 1
+        for v in range(n):
+            child_cnt[v + 1] += child_cnt[v]
+        child_off = child_cnt
+        child = [0] * child_off[n]
+        fill = child_off[:n]
+        last = [-1] * n
+        for v in range(n):
+            for j in range(off[v], off[v + 1]):
+                p = by_dst[j]
+                if last[p] != v:
+                    last[p] = v
+                    child[fill[p]] = v
+                    fill[p] += 1
+        del by_dst, last
+        par_off = [0] * (n + 1)
+        for c in child:
+            par_off[c + 1] += 1
+        for v in range(n):
+            par_off[v + 1] += par_off[v]
+        par = [0] * len(child)
+        fill = par_off[:n]
+        for p in range(n):
+            for j in range(child_off[p], child_off[p + 1]):
+                c = child[j]
+                par[fill[c]] = p
+                fill[c] += 1
+        self._n = n
+        self._child_off = child_off
+        self._child = child
+        self._par_off = par_off
+        self._par = par
+
+    @property
+    def n(self) -> int:
+        """The number of nodes."""
+        return self._n
+
+    @property
+    def num_edges(self) -> int:
+        """The number of distinct edges."""
+        return len(self._child)
+
+    def _check(self, node: int) -> int:
+        if not 0 <= node < self._n:
+            raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
+        return node
+
+    def children(self, node: int) -> list[int]:
+        """The nodes that depend on *node*, ascending."""
+        self._check(node)
+        return self._child[self._child_off[node] : self._child_off[node + 1]]
+
+    def parents(self, node: int) -> list[int]:
+        """The nodes *node* depends on, ascending."""
+        self._check(node)
+        return self._par[self._par_off[node] : self._par_off[node + 1]]
+
+    def indegree(self, node: int) -> int:
+        """How many distinct parents *node* has."""
+        self._check(node)
+        return self._par_off[node + 1] - self._par_off[node]
+
+    def outdegree(self, node: int) -> int:
+        """How many distinct children *node* has."""
+        self._check(node)
+        return self._child_off[node + 1] - self._child_off[node]
+
+    def _kahn(self) -> list[int]:
+        # Breadth-first Kahn: sources ascending, children in CSR order. Nodes on
+        # or below a cycle never reach indegree zero and are left out.
+        n = self._n
+        par_off = self._par_off
+        child_off = self._child_off
+        child = self._child
+        count = [par_off[v + 1] - par_off[v] for v in range(n)]
+        order = [v for v in range(n) if count[v] == 0]
+        i = 0
+        while i < len(order):
+            v = order[i]
+            i += 1
+            for j in range(child_off[v], child_off[v + 1]):
+                c = child[j]
+                count[c] -= 1
+                if count[c] == 0:
+                    order.append(c)
+        return order
+
+    def _acyclic_order(self) -> list[int]:
+        order = self._kahn()
+        if len(order) != self._n:
+            raise ValueError("the graph has a cycle; find_cycle() shows one")
+        return order
+
+    def find_cycle(self) -> list[int] | None:
+        """One cycle as ``[a, b, ..., a]`` along edge direction, or None.
+
+        The cycle starts at its smallest node. Linear and iterative: Kahn's
+        algorithm removes every node not on or below a cycle; from the smallest
+        node left, following any remaining parent must close a loop.
+        """
+        n = self._n
+        order = self._kahn()
+        if len(order) == n:
+            return None
+        left = [True] * n
+        for v in order:
+            left[v] = False
+        start = left.index(True)
+        par_off = self._par_off
+        par = self._par
+        pos = {}
+        path = []
+        v = start
+        while v not in pos:
+            pos[v] = len(path)
+            path.append(v)
+            for j in range(par_off[v], par_off[v + 1]):
+                if left[par[j]]:
+                    v = par[j]
+                    break
+        loop = path[pos[v] :]
+        loop.reverse()
+        # ``loop`` now runs along edge direction, closing from its last node
+        # back to its first; rotate it to start at its smallest node.
+        k = loop.index(min(loop))
+        loop = loop[k:] + loop[:k]
+        loop.append(loop[0])
+        return loop
+
+    def topological_order(self) -> array[int]:
+        """Every node, parents before children (Kahn's order, sources ascending).
+
+        Raises ValueError when the graph has a cycle.
+        """
+        return array("i", self._acyclic_order())
+
+    def levels(self) -> array[int]:
+        """For each node, the number of links in its longest chain of dependencies."""
+        level = [0] * self._n
+        child_off = self._child_off
+        child = self._child
+        for v in self._acyclic_order():
+            nxt = level[v] + 1
+            for j in range(child_off[v], child_off[v + 1]):
+                c = child[j]
+                if level[c] < nxt:
+                    level[c] = nxt
+        return array("i", level)
+
+    def upward_rank(self, costs: Sequence[float]) -> array[float]:
+        """For each node, the largest total cost of a path from it to a sink, itself included."""
+        n = self._n
+        if len(costs) != n:
+            raise ValueError(f"costs must have one value per node ({n}), got {len(costs)}")
+        rank = [0.0] * n
+        child_off = self._child_off
+        child = self._child
+        order = self._acyclic_order()
+        for i in range(n - 1, -1, -1):
+            v = order[i]
+            best = 0.0
+            for j in range(child_off[v], child_off[v + 1]):
+                r = rank[child[j]]
+                if r > best:
+                    best = r
+            rank[v] = float(costs[v]) + best
+        return array("d", rank)
+
+    def ancestors(self, targets: Iterable[int]) -> array[int]:
+        """The targets and every node they depend on, directly or not, ascending."""
+        n = self._n
+        mark = bytearray(n)
+        stack = []
+        for t in targets:
+            self._check(t)
+            if not mark[t]:
+                mark[t] = 1
+                stack.append(t)
+        par_off = self._par_off
+        par = self._par
+        while stack:
+            v = stack.pop()
+            for j in range(par_off[v], par_off[v + 1]):
+                p = par[j]
+                if not mark[p]:
+                    mark[p] = 1
+                    stack.append(p)
+        return array("i", [v for v in range(n) if mark[v]])
+
+
+class RunState:
+    """One run's bookkeeping over a :class:`Graph`.
+
+    Ready nodes wait in a heap ordered by ``keys[node]`` (smallest first; all
+    zero when *keys* is None), then by the order in which they became ready
+    (first first, or last first with ``lifo=True``). Nodes whose index is in
+    *all_done* become ready when every parent has ended in any state; the
+    others when every parent SUCCEEDED. *targets* (None: every node) limits
+    the run to those nodes and their ancestors; the rest are EXCLUDED.
+    """
+
+    __slots__ = (
+        "_graph",
+        "_keys",
+        "_lifo",
+        "_all_done",
+        "_count",
+        "_state",
+        "_seq",
+        "_next_seq",
+        "_heap",
+        "_ready",
+        "_running",
+        "_ended",
+        "_total",
+    )
+
+    def __init__(
+        self,
+        graph: Graph,
+        keys: Sequence[float] | None = None,
+        *,
+        lifo: bool = False,
+        all_done: Iterable[int] | None = None,
+        targets: Iterable[int] | None = None,
+    ) -> None:
+        if not isinstance(graph, Graph):
+            raise TypeError(f"graph must be a Graph, not {type(graph).__name__}")
+        n = graph._n
+        if keys is not None:
+            if len(keys) != n:
+                raise ValueError(f"keys must have one value per node ({n}), got {len(keys)}")
+            keys = [float(k) for k in keys]
+            if any(k != k for k in keys):
+                raise ValueError("keys must not be NaN")
+        done_mask = bytearray(n)
+        if all_done is not None:
+            for v in all_done:
+                graph._check(v)
+                done_mask[v] = 1
+        state = bytearray(n)
+        if targets is not None:
+            state = bytearray([EXCLUDED]) * n
+            for v in graph.ancestors(targets):
+                state[v] = PENDING
+        self._graph = graph
+        self._keys = keys
+        self._lifo = bool(lifo)
+        self._all_done = done_mask
+        self._count = [graph._par_off[v + 1] - graph._par_off[v] for v in range(n)]
+        self._state = state
+        self._seq = [0] * n
+        self._next_seq = 0
+        self._heap: list[tuple[float, int, int]] = []
+        self._ready = 0
+        self._running = 0
+        self._ended = 0
+        self._total = n - state.count(EXCLUDED)
+        count = self._count
+        for v in range(n):
+            if count[v] == 0 and state[v] == PENDING:
+                self._make_ready(v)
+
+    def _make_ready(self, v: int) -> None:
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        if self._lifo:
+            seq = -seq
+        self._seq[v] = seq
+        self._push(v)
+
+    def _push(self, v: int) -> None:
+        self._state[v] = READY
+        self._ready += 1
+        keys = self._keys
+        heapq.heappush(self._heap, (keys[v] if keys is not None else 0.0, self._seq[v], v))
+
+    def _check(self, node: int, allowed: tuple[int, ...], action: str) -> None:
+        self._graph._check(node)
+        st = self._state[node]
+        if st not in allowed:
+            raise ValueError(f"cannot {action} node {node}: it is {STATE_NAMES[st]}")
+
+    @property
+    def graph(self) -> Graph:
+        """The graph this run is over."""
+        return self._graph
+
+    @property
+    def ready(self) -> int:
+        """How many nodes wait in the ready heap."""
+        return self._ready
+
+    @property
+    def running(self) -> int:
+        """How many nodes were popped and have not ended."""
+        return self._running
+
+    @property
+    def ended(self) -> int:
+        """How many nodes of the run have ended, in any final state."""
+        return self._ended
+
+    @property
+    def total(self) -> int:
+        """How many nodes take part in the run (all but the EXCLUDED ones)."""
+        return self._total
+
+    @property
+    def finished(self) -> bool:
+        """True once every node of the run has ended."""
+        return self._ended == self._total
+
+    def state(self, node: int) -> int:
+        """The state of *node* (one of the module's state constants)."""
+        self._graph._check(node)
+        return self._state[node]
+
+    def states(self) -> bytes:
+        """A copy of every node's state, one byte per node."""
+        return bytes(self._state)
+
+    def pop(self) -> int:
+        """Take the next ready node and mark it RUNNING; -1 when none is ready."""
+        heap = self._heap
+        state = self._state
+        while heap:
+            v = heapq.heappop(heap)[2]
+            if state[v] == READY:
+                state[v] = RUNNING
+                self._ready -= 1
+                self._running += 1
+                return v
+        return -1
+
+    def pop_all(self) -> list[int]:
+        """Pop every ready node, in heap order."""
+        out = []
+        v = self.pop()
+        while v >= 0:
+            out.append(v)
+            v = self.pop()
+        return out
+
+    def push_back(self, node: int) -> None:
+        """Return a popped node to the heap at the place it had (it could not start yet)."""
+        self._check(node, (RUNNING,), "push back")
+        self._running -= 1
+        self._push(node)
+
+    def requeue(self, node: int) -> None:
+        """Return a popped node to the heap as if it became ready now (a retry)."""
+        self._check(node, (RUNNING,), "requeue")
+        self._running -= 1
+        self._make_ready(node)
+
+    def done(self, node: int) -> int:
+        """Mark a RUNNING node SUCCEEDED; return how many nodes became ready."""
+        self._check(node, (RUNNING,), "mark done")
+        self._running -= 1
+        self._ended += 1
+        self._state[node] = SUCCEEDED
+        g = self._graph
+        child = g._child
+        count = self._count
+        state = self._state
+        before = self._ready
+        for j in range(g._child_off[node], g._child_off[node + 1]):
+            c = child[j]
+            k = count[c] - 1
+            count[c] = k
+            if k == 0 and state[c] == PENDING:
+                self._make_ready(c)
+        return self._ready - before
+
+    def done_many(self, nodes: Iterable[int]) -> int:
+        """``done`` for each node in turn; return how many nodes became ready."""
+        total = 0
+        for v in nodes:
+            total += self.done(v)
+        return total
+
+    def _end(self, node: int, final: int) -> list[int]:
+        # Breadth-first: default-trigger dependents of an unsuccessful node are
+        # SKIPPED at once; all_done dependents count it as ended.
+        self._state[node] = final
+        self._ended += 1
+        g = self._graph
+        child_off = g._child_off
+        child = g._child
+        count = self._count
+        state = self._state
+        all_done = self._all_done
+        skipped: list[int] = []
+        queue = [node]
+        i = 0
+        while i < len(queue):
+            v = queue[i]
+            i += 1
+            for j in range(child_off[v], child_off[v + 1]):
+                c = child[j]
+                k = count[c] - 1
+                count[c] = k
+                if state[c] != PENDING:
+                    continue
+                if all_done[c]:
+                    if k == 0:
+                        self._make_ready(c)
+                else:
+                    state[c] = SKIPPED
+                    self._ended += 1
+                    skipped.append(c)
+                    queue.append(c)
+        return skipped
+
+    def fail(self, node: int) -> list[int]:
+        """Mark a RUNNING node FAILED; return the dependents this SKIPPED, breadth-first."""
+        self._check(node, (RUNNING,), "fail")
+        self._running -= 1
+        return self._end(node, FAILED)
+
+    def cancel(self, node: int) -> list[int]:
+        """Mark a node that has not ended CANCELLED; return the dependents this SKIPPED."""
+        self._check(node, (PENDING, READY, RUNNING), "cancel")
+        st = self._state[node]
+        if st == RUNNING:
+            self._running -= 1
+        elif st == READY:
+            self._ready -= 1
+        return self._end(node, CANCELLED)
+
+    def cancel_pending(self, *, keep_all_done: bool) -> list[int]:
+        """CANCEL every PENDING or READY node, ascending; return them.
+
+        With ``keep_all_done=True`` the all_done nodes stay, and become ready
+        once all their dependencies have ended (teardown under fail-fast).
+        """
+        n = self._graph._n
+        state = self._state
+        all_done = self._all_done
+        gone = []
+        for v in range(n):
+            st = state[v]
+            if (st == PENDING or st == READY) and not (keep_all_done and all_done[v]):
+                if st == READY:
+                    self._ready -= 1
+                state[v] = CANCELLED
+                gone.append(v)
+        self._ended += len(gone)
+        g = self._graph
+        child_off = g._child_off
+        child = g._child
+        count = self._count
+        for v in gone:
+            for j in range(child_off[v], child_off[v + 1]):
+                c = child[j]
+                k = count[c] - 1
+                count[c] = k
+                if k == 0 and state[c] == PENDING:
+                    self._make_ready(c)
+        return gone
