@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trio_dag import _core_py  # noqa: E402
+from trio_dag import _core_py
 
 try:
     from trio_dag import _core as _core_c  # type: ignore[attr-defined, unused-ignore]
@@ -124,9 +124,7 @@ def main() -> None:
 
     print(f"{'contender':<15} {'ns/node':>9} {'total s':>9} {'peak MB':>9}")
     for name, seconds in times.items():
-        print(
-            f"{name:<15} {seconds / n * 1e9:>9.1f} {seconds:>9.3f} {peaks[name] / 1e6:>9.1f}"
-        )
+        print(f"{name:<15} {seconds / n * 1e9:>9.1f} {seconds:>9.3f} {peaks[name] / 1e6:>9.1f}")
     if "compiled core" in times:
         fast = times["compiled core"]
         print(f"compiled vs graphlib:    {times['graphlib'] / fast:6.1f}x faster (target >= 30x)")

@@ -14,7 +14,7 @@ cdef class Graph:
     cdef int* _par
 
     cdef int _build(self, int n, const int* s, const int* d, Py_ssize_t e) except -1
-    cdef int _check(self, Py_ssize_t node) except -1
+    cdef Py_ssize_t _check(self, object node) except -1
     cdef int* _acyclic_order(self) except NULL
     cdef int _kahn(self, int* order) noexcept nogil
 
@@ -41,6 +41,6 @@ cdef class RunState:
     cdef int _make_ready(self, int v) except -1
     cdef int _push(self, int v) except -1
     cdef int _pop(self) noexcept
-    cdef int _check_state(self, Py_ssize_t node, int allowed, str action) except -1
+    cdef Py_ssize_t _check_state(self, object node_, int allowed, str action) except -1
     cdef Py_ssize_t _done(self, int node) except -1
     cdef list _end(self, int node, uint8_t final)

@@ -15,6 +15,8 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
+from operator import index as _index
+
 from trio_dag._core_py import (
     CANCELLED,
     EXCLUDED,
@@ -183,29 +185,30 @@ cdef class Graph:
         """The number of distinct edges."""
         return self._child_off[self._n] if self._child_off != NULL else 0
 
-    cdef int _check(self, Py_ssize_t node) except -1:
+    cdef Py_ssize_t _check(self, object node) except -1:
+        node = _index(node)
         if not 0 <= node < self._n:
             raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
-        return 0
+        return node
 
-    def children(self, Py_ssize_t node):
+    def children(self, node_):
         """The nodes that depend on *node*, ascending."""
-        self._check(node)
+        cdef Py_ssize_t node = self._check(node_)
         return [self._child[j] for j in range(self._child_off[node], self._child_off[node + 1])]
 
-    def parents(self, Py_ssize_t node):
+    def parents(self, node_):
         """The nodes *node* depends on, ascending."""
-        self._check(node)
+        cdef Py_ssize_t node = self._check(node_)
         return [self._par[j] for j in range(self._par_off[node], self._par_off[node + 1])]
 
-    def indegree(self, Py_ssize_t node):
+    def indegree(self, node_):
         """How many distinct parents *node* has."""
-        self._check(node)
+        cdef Py_ssize_t node = self._check(node_)
         return self._par_off[node + 1] - self._par_off[node]
 
-    def outdegree(self, Py_ssize_t node):
+    def outdegree(self, node_):
         """How many distinct children *node* has."""
-        self._check(node)
+        cdef Py_ssize_t node = self._check(node_)
         return self._child_off[node + 1] - self._child_off[node]
 
     cdef int _kahn(self, int* order) noexcept nogil:
@@ -359,8 +362,7 @@ cdef class Graph:
         try:
             stack = <int*>_alloc(n, sizeof(int))
             for target in targets:
-                t = target
-                self._check(t)
+                t = self._check(target)
                 if not mark[t]:
                     mark[t] = 1
                     stack[top] = <int>t
@@ -420,8 +422,7 @@ cdef class RunState:
         if all_done is not None:
             self._all_done = <uint8_t*>_zeros(n, sizeof(uint8_t))
             for node in all_done:
-                i = node
-                g._check(i)
+                i = g._check(node)
                 self._all_done[i] = 1
         self._state = <uint8_t*>_zeros(n, sizeof(uint8_t))
         if targets is not None:
@@ -510,12 +511,12 @@ cdef class RunState:
                 return top
         return -1
 
-    cdef int _check_state(self, Py_ssize_t node, int allowed, str action) except -1:
-        self._graph._check(node)
+    cdef Py_ssize_t _check_state(self, object node_, int allowed, str action) except -1:
+        cdef Py_ssize_t node = self._graph._check(node_)
         cdef uint8_t st = self._state[node]
         if not (allowed >> st) & 1:
             raise ValueError(f"cannot {action} node {node}: it is {STATE_NAMES[st]}")
-        return 0
+        return node
 
     @property
     def graph(self):
@@ -547,10 +548,9 @@ cdef class RunState:
         """True once every node of the run has ended."""
         return self._ended == self._total
 
-    def state(self, Py_ssize_t node):
+    def state(self, node):
         """The state of *node* (one of the module's state constants)."""
-        self._graph._check(node)
-        return self._state[node]
+        return self._state[self._graph._check(node)]
 
     def states(self):
         """A copy of every node's state, one byte per node."""
@@ -569,15 +569,15 @@ cdef class RunState:
             v = self._pop()
         return out
 
-    def push_back(self, Py_ssize_t node):
+    def push_back(self, node_):
         """Return a popped node to the heap at the place it had (it could not start yet)."""
-        self._check_state(node, 1 << C_RUNNING, "push back")
+        cdef Py_ssize_t node = self._check_state(node_, 1 << C_RUNNING, "push back")
         self._running -= 1
         self._push(<int>node)
 
-    def requeue(self, Py_ssize_t node):
+    def requeue(self, node_):
         """Return a popped node to the heap as if it became ready now (a retry)."""
-        self._check_state(node, 1 << C_RUNNING, "requeue")
+        cdef Py_ssize_t node = self._check_state(node_, 1 << C_RUNNING, "requeue")
         self._running -= 1
         self._make_ready(<int>node)
 
@@ -595,17 +595,16 @@ cdef class RunState:
                 self._make_ready(c)
         return self._ready - before
 
-    def done(self, Py_ssize_t node):
+    def done(self, node_):
         """Mark a RUNNING node SUCCEEDED; return how many nodes became ready."""
-        self._check_state(node, 1 << C_RUNNING, "mark done")
+        cdef Py_ssize_t node = self._check_state(node_, 1 << C_RUNNING, "mark done")
         return self._done(<int>node)
 
     def done_many(self, nodes):
         """``done`` for each node in turn; return how many nodes became ready."""
         cdef Py_ssize_t total = 0, v
         for node in nodes:
-            v = node
-            self._check_state(v, 1 << C_RUNNING, "mark done")
+            v = self._check_state(node, 1 << C_RUNNING, "mark done")
             total += self._done(<int>v)
         return total
 
@@ -637,15 +636,17 @@ cdef class RunState:
                 return skipped
             v = skipped[i]
 
-    def fail(self, Py_ssize_t node):
+    def fail(self, node_):
         """Mark a RUNNING node FAILED; return the dependents this SKIPPED, breadth-first."""
-        self._check_state(node, 1 << C_RUNNING, "fail")
+        cdef Py_ssize_t node = self._check_state(node_, 1 << C_RUNNING, "fail")
         self._running -= 1
         return self._end(<int>node, C_FAILED)
 
-    def cancel(self, Py_ssize_t node):
+    def cancel(self, node_):
         """Mark a node that has not ended CANCELLED; return the dependents this SKIPPED."""
-        self._check_state(node, (1 << C_PENDING) | (1 << C_READY) | (1 << C_RUNNING), "cancel")
+        cdef Py_ssize_t node = self._check_state(
+            node_, (1 << C_PENDING) | (1 << C_READY) | (1 << C_RUNNING), "cancel"
+        )
         cdef uint8_t st = self._state[node]
         if st == C_RUNNING:
             self._running -= 1

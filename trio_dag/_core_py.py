@@ -11,6 +11,7 @@ are the transient tuples in the ready heap.
 from __future__ import annotations
 
 import heapq
+from operator import index as _index
 from array import array
 from collections.abc import Iterable, Sequence
 
@@ -63,7 +64,7 @@ class Graph:
     into one, so every result below is deterministic.
     """
 
-    __slots__ = ("_n", "_child_off", "_child", "_par_off", "_par")
+    __slots__ = ("_child", "_child_off", "_n", "_par", "_par_off")
 
     def __init__(self, n: int, sources: Iterable[int], targets: Iterable[int]) -> None:
         n = _check_n(n)
@@ -145,28 +146,29 @@ class Graph:
         return len(self._child)
 
     def _check(self, node: int) -> int:
+        node = _index(node)
         if not 0 <= node < self._n:
             raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
         return node
 
     def children(self, node: int) -> list[int]:
         """The nodes that depend on *node*, ascending."""
-        self._check(node)
+        node = self._check(node)
         return self._child[self._child_off[node] : self._child_off[node + 1]]
 
     def parents(self, node: int) -> list[int]:
         """The nodes *node* depends on, ascending."""
-        self._check(node)
+        node = self._check(node)
         return self._par[self._par_off[node] : self._par_off[node + 1]]
 
     def indegree(self, node: int) -> int:
         """How many distinct parents *node* has."""
-        self._check(node)
+        node = self._check(node)
         return self._par_off[node + 1] - self._par_off[node]
 
     def outdegree(self, node: int) -> int:
         """How many distinct children *node* has."""
-        self._check(node)
+        node = self._check(node)
         return self._child_off[node + 1] - self._child_off[node]
 
     def _kahn(self) -> list[int]:
@@ -212,8 +214,8 @@ class Graph:
         start = left.index(True)
         par_off = self._par_off
         par = self._par
-        pos = {}
-        path = []
+        pos: dict[int, int] = {}
+        path: list[int] = []
         v = start
         while v not in pos:
             pos[v] = len(path)
@@ -276,7 +278,7 @@ class Graph:
         mark = bytearray(n)
         stack = []
         for t in targets:
-            self._check(t)
+            t = self._check(t)
             if not mark[t]:
                 mark[t] = 1
                 stack.append(t)
@@ -304,18 +306,18 @@ class RunState:
     """
 
     __slots__ = (
-        "_graph",
-        "_keys",
-        "_lifo",
         "_all_done",
         "_count",
-        "_state",
-        "_seq",
-        "_next_seq",
+        "_ended",
+        "_graph",
         "_heap",
+        "_keys",
+        "_lifo",
+        "_next_seq",
         "_ready",
         "_running",
-        "_ended",
+        "_seq",
+        "_state",
         "_total",
     )
 
@@ -340,7 +342,7 @@ class RunState:
         done_mask = bytearray(n)
         if all_done is not None:
             for v in all_done:
-                graph._check(v)
+                v = graph._check(v)
                 done_mask[v] = 1
         state = bytearray(n)
         if targets is not None:
@@ -379,11 +381,12 @@ class RunState:
         keys = self._keys
         heapq.heappush(self._heap, (keys[v] if keys is not None else 0.0, self._seq[v], v))
 
-    def _check(self, node: int, allowed: tuple[int, ...], action: str) -> None:
-        self._graph._check(node)
+    def _check(self, node: int, allowed: tuple[int, ...], action: str) -> int:
+        node = self._graph._check(node)
         st = self._state[node]
         if st not in allowed:
             raise ValueError(f"cannot {action} node {node}: it is {STATE_NAMES[st]}")
+        return node
 
     @property
     def graph(self) -> Graph:
@@ -417,7 +420,7 @@ class RunState:
 
     def state(self, node: int) -> int:
         """The state of *node* (one of the module's state constants)."""
-        self._graph._check(node)
+        node = self._graph._check(node)
         return self._state[node]
 
     def states(self) -> bytes:
@@ -448,19 +451,19 @@ class RunState:
 
     def push_back(self, node: int) -> None:
         """Return a popped node to the heap at the place it had (it could not start yet)."""
-        self._check(node, (RUNNING,), "push back")
+        node = self._check(node, (RUNNING,), "push back")
         self._running -= 1
         self._push(node)
 
     def requeue(self, node: int) -> None:
         """Return a popped node to the heap as if it became ready now (a retry)."""
-        self._check(node, (RUNNING,), "requeue")
+        node = self._check(node, (RUNNING,), "requeue")
         self._running -= 1
         self._make_ready(node)
 
     def done(self, node: int) -> int:
         """Mark a RUNNING node SUCCEEDED; return how many nodes became ready."""
-        self._check(node, (RUNNING,), "mark done")
+        node = self._check(node, (RUNNING,), "mark done")
         self._running -= 1
         self._ended += 1
         self._state[node] = SUCCEEDED
@@ -519,13 +522,13 @@ class RunState:
 
     def fail(self, node: int) -> list[int]:
         """Mark a RUNNING node FAILED; return the dependents this SKIPPED, breadth-first."""
-        self._check(node, (RUNNING,), "fail")
+        node = self._check(node, (RUNNING,), "fail")
         self._running -= 1
         return self._end(node, FAILED)
 
     def cancel(self, node: int) -> list[int]:
         """Mark a node that has not ended CANCELLED; return the dependents this SKIPPED."""
-        self._check(node, (PENDING, READY, RUNNING), "cancel")
+        node = self._check(node, (PENDING, READY, RUNNING), "cancel")
         st = self._state[node]
         if st == RUNNING:
             self._running -= 1

@@ -1,0 +1,125 @@
+"""Fixtures shared by the whole suite: the graph core, once per implementation.
+
+Every test that takes ``core`` runs twice, against the pure-Python twin and
+against the compiled module. The compiled half is skipped, with the reason,
+only when ``trio_dag._core`` does not import; with ``TRIO_DAG_REQUIRE_EXTENSION``
+set that is a failure instead, so a silently failed build cannot pass CI.
+``--no-c-extensions`` leaves the compiled half out altogether.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import import_module
+from types import ModuleType
+
+import pytest
+from hypothesis import settings
+
+# Our own "ci" replaces Hypothesis's built-in one (loaded when $CI is set),
+# which derandomizes: we want CI to keep exploring new examples.
+settings.register_profile(
+    "ci",
+    settings.get_profile("default"),
+    deadline=None,
+    derandomize=False,
+    print_blob=True,
+)
+settings.register_profile(
+    "long",
+    settings.get_profile("ci"),
+    max_examples=100 * settings.get_profile("default").max_examples,
+)
+# The hypothesis plugin loads --hypothesis-profile after this, when given.
+settings.load_profile("ci")
+
+C_EXTENSION = pytest.mark.c_extension
+
+
+@dataclass(frozen=True)
+class CoreImplementation:
+    """One implementation of the graph core; its module is imported on first use."""
+
+    tag: str
+    module_name: str
+    compiled: bool
+
+    def __str__(self) -> str:
+        return self.tag
+
+    def load(self) -> ModuleType:
+        try:
+            return import_module(self.module_name)
+        except ImportError as exc:
+            if not self.compiled:
+                raise
+            reason = (
+                f"the compiled core {self.module_name} did not import ({exc}); "
+                "build it with `python setup.py build_ext --inplace` or `pip install .`"
+            )
+            if os.environ.get("TRIO_DAG_REQUIRE_EXTENSION"):
+                pytest.fail(f"TRIO_DAG_REQUIRE_EXTENSION is set but {reason}", pytrace=False)
+            pytest.skip(reason)
+
+
+PYTHON = CoreImplementation("python", "trio_dag._core_py", compiled=False)
+CYTHON = CoreImplementation("cython", "trio_dag._core", compiled=True)
+COMPILED = pytest.param(CYTHON, marks=C_EXTENSION, id="cython")
+BOTH = [pytest.param(PYTHON, id="python"), COMPILED]
+
+
+@pytest.fixture(scope="session", params=BOTH)
+def core(request: pytest.FixtureRequest) -> ModuleType:
+    """The core module: ``trio_dag._core_py``, then ``trio_dag._core``."""
+    implementation: CoreImplementation = request.param
+    return implementation.load()
+
+
+@pytest.fixture(scope="session", params=[COMPILED])
+def compiled_core(request: pytest.FixtureRequest) -> ModuleType:
+    """The compiled core alone, for tests that need it beside the twin."""
+    implementation: CoreImplementation = request.param
+    return implementation.load()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # When a Hypothesis test fails, its plugin imports libcst to suggest a patch;
+    # old libcst releases warn on import, and filterwarnings=error would turn
+    # the report of the failure into an INTERNALERROR that hides it.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-c-extensions",
+        action="store_true",
+        help="leave out the tests of the compiled core (marked c_extension)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--no-c-extensions"):
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        (dropped if item.get_closest_marker(C_EXTENSION.name) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(params=BOTH)
+def dag_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Make every DAG frozen during the test use one core; runs use the same one.
+
+    The engine takes its run state from the module of the snapshot's graph,
+    so this runs the whole engine against each implementation.
+    """
+    implementation: CoreImplementation = request.param
+    module = implementation.load()
+    monkeypatch.setattr("trio_dag._dag.core", module)
+    return module

@@ -1,0 +1,880 @@
+"""Graph and RunState of the graph core, each test run against both implementations."""
+
+from __future__ import annotations
+
+import ast
+import re
+from array import array
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+STATE_CONSTANTS = (
+    "PENDING",
+    "READY",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "SKIPPED",
+    "CANCELLED",
+    "EXCLUDED",
+)
+
+
+def graph(core: ModuleType, n: int, *edges: tuple[int, int]) -> Any:
+    return core.Graph(n, [s for s, _ in edges], [d for _, d in edges])
+
+
+def drain(rs: Any) -> list[int]:
+    """Run every node to success, one at a time; return the order they started in."""
+    order = []
+    while (v := rs.pop()) >= 0:
+        order.append(v)
+        rs.done(v)
+    return order
+
+
+def counts(rs: Any) -> tuple[int, int, int, int, bool]:
+    return rs.ready, rs.running, rs.ended, rs.total, rs.finished
+
+
+# -- Graph: construction ------------------------------------------------------
+
+
+def assert_diamond(g: Any) -> None:
+    assert g.n == 4
+    assert g.num_edges == 4
+    assert [g.children(v) for v in range(4)] == [[1, 2], [3], [3], []]
+    assert [g.parents(v) for v in range(4)] == [[], [0], [0], [1, 2]]
+    assert [g.indegree(v) for v in range(4)] == [0, 1, 1, 2]
+    assert [g.outdegree(v) for v in range(4)] == [2, 1, 1, 0]
+
+
+DIAMOND_SOURCES = [0, 0, 1, 2]
+DIAMOND_TARGETS = [1, 2, 3, 3]
+
+
+def test_graph_from_lists(core: ModuleType) -> None:
+    g = core.Graph(4, DIAMOND_SOURCES, DIAMOND_TARGETS)
+    assert_diamond(g)
+    assert type(g.children(0)) is list
+    assert type(g.parents(3)) is list
+
+
+@pytest.mark.parametrize("typecode", ["i", "q"])
+def test_graph_from_int_arrays(core: ModuleType, typecode: str) -> None:
+    assert_diamond(
+        core.Graph(4, array(typecode, DIAMOND_SOURCES), array(typecode, DIAMOND_TARGETS))
+    )
+
+
+@pytest.mark.parametrize("typecode", ["i", "q"])
+def test_graph_from_memoryviews(core: ModuleType, typecode: str) -> None:
+    src = memoryview(array(typecode, DIAMOND_SOURCES))
+    dst = memoryview(array(typecode, DIAMOND_TARGETS))
+    assert_diamond(core.Graph(4, src, dst))
+
+
+def test_graph_from_iterators(core: ModuleType) -> None:
+    assert_diamond(core.Graph(4, iter(DIAMOND_SOURCES), (d for d in DIAMOND_TARGETS)))
+
+
+def test_graph_keeps_no_reference_to_its_input(core: ModuleType) -> None:
+    src = array("i", DIAMOND_SOURCES)
+    dst = list(DIAMOND_TARGETS)
+    g = core.Graph(4, src, dst)
+    src[0] = 3
+    dst[0] = 0
+    assert_diamond(g)
+
+
+def test_graph_is_immutable(core: ModuleType) -> None:
+    g = core.Graph(4, DIAMOND_SOURCES, DIAMOND_TARGETS)
+    with pytest.raises(AttributeError):
+        g.n = 5
+    with pytest.raises(AttributeError):
+        g.num_edges = 0
+    g.children(0).append(3)
+    g.parents(3).clear()
+    assert_diamond(g)
+
+
+@pytest.mark.parametrize("n", [4.0, "4", None, True])
+def test_graph_n_must_be_an_int(core: ModuleType, n: object) -> None:
+    with pytest.raises(TypeError, match="n must be an int"):
+        core.Graph(n, [], [])
+
+
+@pytest.mark.parametrize("n", [-1, -(2**40), 2**31])
+def test_graph_n_must_be_a_non_negative_int32(core: ModuleType, n: int) -> None:
+    with pytest.raises(ValueError, match=f"n must be between 0 and 2147483647, got {n}"):
+        core.Graph(n, [], [])
+
+
+def test_graph_edge_lists_must_have_the_same_length(core: ModuleType) -> None:
+    msg = "sources and targets must have the same length, got 1 and 2"
+    with pytest.raises(ValueError, match=msg):
+        core.Graph(3, [0], [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("sources", "targets", "message"),
+    [
+        ([0, 3], [1, 2], "edge 1 (3 -> 2) names node 3, but the graph has 3 nodes"),
+        ([0, 1], [1, 3], "edge 1 (1 -> 3) names node 3, but the graph has 3 nodes"),
+        ([-1, 1], [1, 2], "edge 0 (-1 -> 1) names node -1, but the graph has 3 nodes"),
+        ([0, 1], [1, -2], "edge 1 (1 -> -2) names node -2, but the graph has 3 nodes"),
+        ([5], [7], "edge 0 (5 -> 7) names node 5, but the graph has 3 nodes"),
+    ],
+)
+def test_graph_edge_out_of_range_names_the_edge(
+    core: ModuleType, sources: list[int], targets: list[int], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        core.Graph(3, sources, targets)
+
+
+def test_graph_of_no_nodes_takes_no_edges(core: ModuleType) -> None:
+    with pytest.raises(ValueError, match=re.escape("edge 0 (0 -> 0) names node 0")):
+        core.Graph(0, [0], [0])
+
+
+@pytest.mark.parametrize("which", ["sources", "targets"])
+def test_graph_edge_must_fit_in_32_bits(core: ModuleType, which: str) -> None:
+    big = array("q", [2**40])
+    small = array("q", [0])
+    edges = (big, small) if which == "sources" else (small, big)
+    msg = f"{which} holds a node index that is not a 32-bit integer"
+    with pytest.raises(ValueError, match=msg):
+        core.Graph(3, *edges)
+
+
+@pytest.mark.parametrize("bad", [[0.5], ["0"], 7])
+def test_graph_edges_must_be_ints(core: ModuleType, bad: object) -> None:
+    with pytest.raises(TypeError, match="sources must be an iterable of ints"):
+        core.Graph(3, bad, [1])
+
+
+@pytest.mark.parametrize("method", ["children", "parents", "indegree", "outdegree"])
+@pytest.mark.parametrize("node", [-1, 3, 100])
+def test_graph_node_out_of_range_raises_index_error(
+    core: ModuleType, method: str, node: int
+) -> None:
+    g = graph(core, 3, (0, 1))
+    with pytest.raises(IndexError, match=f"node {node} is out of range for a graph of 3 nodes"):
+        getattr(g, method)(node)
+
+
+HUGE = 2**70  # beyond every C integer type
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda core, g: g.children(HUGE),
+        lambda core, g: g.parents(-HUGE),
+        lambda core, g: g.indegree(HUGE),
+        lambda core, g: g.outdegree(HUGE),
+        lambda core, g: g.ancestors([HUGE]),
+        lambda core, g: core.RunState(g, all_done=[HUGE]),
+        lambda core, g: core.RunState(g, targets=[HUGE]),
+        lambda core, g: core.RunState(g).state(HUGE),
+        lambda core, g: core.RunState(g).done(HUGE),
+        lambda core, g: core.RunState(g).done_many([HUGE]),
+        lambda core, g: core.RunState(g).fail(HUGE),
+        lambda core, g: core.RunState(g).cancel(HUGE),
+        lambda core, g: core.RunState(g).push_back(HUGE),
+        lambda core, g: core.RunState(g).requeue(HUGE),
+    ],
+    ids=[
+        "children",
+        "parents",
+        "indegree",
+        "outdegree",
+        "ancestors",
+        "all_done",
+        "targets",
+        "state",
+        "done",
+        "done_many",
+        "fail",
+        "cancel",
+        "push_back",
+        "requeue",
+    ],
+)
+def test_huge_node_index_is_out_of_range(core: ModuleType, call: Any) -> None:
+    with pytest.raises(IndexError, match="is out of range for a graph of 3 nodes"):
+        call(core, graph(core, 3, (0, 1)))
+
+
+def test_duplicate_edges_collapse(core: ModuleType) -> None:
+    g = graph(core, 3, (1, 2), (0, 2), (1, 2), (0, 1), (1, 2), (0, 2))
+    assert g.num_edges == 3
+    assert g.children(0) == [1, 2]
+    assert g.children(1) == [2]
+    assert g.parents(2) == [0, 1]
+    assert (g.indegree(2), g.outdegree(1)) == (2, 1)
+    rs = core.RunState(g)
+    rs.pop()
+    assert rs.done(0) == 1  # 2 still waits for 1, however often the edge was given
+    assert drain(rs) == [1, 2]
+
+
+def test_adjacency_is_ascending_whatever_the_edge_order(core: ModuleType) -> None:
+    g = graph(core, 5, (4, 0), (4, 3), (2, 0), (4, 1), (3, 0), (1, 0))
+    assert g.children(4) == [0, 1, 3]
+    assert g.parents(0) == [1, 2, 3, 4]
+
+
+def test_empty_graph(core: ModuleType) -> None:
+    g = core.Graph(0, [], [])
+    assert (g.n, g.num_edges) == (0, 0)
+    assert g.find_cycle() is None
+    assert g.topological_order() == array("i")
+    assert g.levels() == array("i")
+    assert g.upward_rank([]) == array("d")
+    assert g.ancestors([]) == array("i")
+    rs = core.RunState(g)
+    assert counts(rs) == (0, 0, 0, 0, True)
+    assert rs.pop() == -1
+    assert rs.pop_all() == []
+    assert rs.states() == b""
+    assert rs.cancel_pending(keep_all_done=False) == []
+
+
+def test_single_node(core: ModuleType) -> None:
+    g = core.Graph(1, [], [])
+    assert g.children(0) == g.parents(0) == []
+    assert g.find_cycle() is None
+    assert g.topological_order() == array("i", [0])
+    assert g.levels() == array("i", [0])
+    assert g.upward_rank([2.5]) == array("d", [2.5])
+    assert g.ancestors([0]) == array("i", [0])
+    rs = core.RunState(g)
+    assert rs.state(0) == core.READY
+    assert rs.pop() == 0
+    assert rs.done(0) == 0
+    assert counts(rs) == (0, 0, 1, 1, True)
+
+
+# -- Graph: cycles and orders -------------------------------------------------
+
+
+def test_find_cycle_is_none_when_acyclic(core: ModuleType) -> None:
+    assert core.Graph(4, DIAMOND_SOURCES, DIAMOND_TARGETS).find_cycle() is None
+    assert core.Graph(3, [], []).find_cycle() is None
+
+
+def test_self_loop_is_a_cycle(core: ModuleType) -> None:
+    assert graph(core, 1, (0, 0)).find_cycle() == [0, 0]
+    g = graph(core, 3, (0, 1), (1, 1), (1, 2))
+    assert g.find_cycle() == [1, 1]
+    assert g.children(1) == [1, 2]
+    assert g.parents(1) == [0, 1]
+
+
+def test_two_node_cycle(core: ModuleType) -> None:
+    assert graph(core, 2, (1, 0), (0, 1)).find_cycle() == [0, 1, 0]
+
+
+def test_cycle_in_the_middle_of_the_graph(core: ModuleType) -> None:
+    # 5 -> 0 -> 4 -> 2 -> 3 -> 4, and 3 -> 1: nodes before and after the cycle.
+    g = graph(core, 6, (5, 0), (0, 4), (4, 2), (2, 3), (3, 4), (3, 1))
+    assert g.find_cycle() == [2, 3, 4, 2]
+
+
+def test_cycle_found_from_a_node_below_it(core: ModuleType) -> None:
+    # Node 0 is not on the cycle 2 -> 3 -> 2 but depends on it.
+    g = graph(core, 4, (2, 3), (3, 2), (3, 0), (1, 2))
+    assert g.find_cycle() == [2, 3, 2]
+
+
+def test_cycle_starts_at_its_smallest_node(core: ModuleType) -> None:
+    assert graph(core, 5, (4, 1), (1, 3), (3, 4), (0, 4)).find_cycle() == [1, 3, 4, 1]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda g: g.topological_order(),
+        lambda g: g.levels(),
+        lambda g: g.upward_rank([1.0] * g.n),
+    ],
+    ids=["topological_order", "levels", "upward_rank"],
+)
+@pytest.mark.parametrize(
+    "edges",
+    [[(0, 0)], [(0, 1), (1, 0)], [(3, 0), (0, 1), (1, 2), (2, 0), (2, 3)]],
+    ids=["self_loop", "two_nodes", "middle"],
+)
+def test_orders_reject_a_cyclic_graph(
+    core: ModuleType, call: Any, edges: list[tuple[int, int]]
+) -> None:
+    g = graph(core, 5, *edges)
+    message = "the graph has a cycle; find_cycle() shows one"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(g)
+
+
+def test_topological_order_is_breadth_first_from_ascending_sources(core: ModuleType) -> None:
+    g = graph(core, 5, (4, 0), (4, 1), (0, 3), (2, 3))
+    order = g.topological_order()
+    assert order == array("i", [2, 4, 0, 1, 3])
+    assert order.typecode == "i"
+
+
+def test_levels(core: ModuleType) -> None:
+    # 0 -> 1 -> 2 -> 3 with a shortcut 0 -> 3, a late source 5 -> 2, an isolated 4.
+    g = graph(core, 6, (0, 1), (1, 2), (2, 3), (0, 3), (5, 2))
+    levels = g.levels()
+    assert levels == array("i", [0, 1, 2, 3, 0, 0])
+    assert levels.typecode == "i"
+
+
+def test_levels_take_the_longest_chain(core: ModuleType) -> None:
+    g = graph(core, 5, (0, 4), (0, 1), (1, 2), (2, 3), (3, 4))
+    assert g.levels() == array("i", [0, 1, 2, 3, 4])
+
+
+def test_upward_rank(core: ModuleType) -> None:
+    g = graph(core, 5, (0, 1), (0, 2), (1, 3), (2, 3))
+    rank = g.upward_rank([1, 2, 5.5, 1, 0.25])
+    assert rank == array("d", [7.5, 3.0, 6.5, 1.0, 0.25])
+    assert rank.typecode == "d"
+
+
+def test_upward_rank_takes_any_sequence_of_costs(core: ModuleType) -> None:
+    g = graph(core, 2, (0, 1))
+    assert g.upward_rank(array("d", [1.5, 2.0])) == array("d", [3.5, 2.0])
+    assert g.upward_rank((1, 2)) == array("d", [3.0, 2.0])
+
+
+def test_upward_rank_needs_one_cost_per_node(core: ModuleType) -> None:
+    g = graph(core, 3, (0, 1))
+    message = "costs must have one value per node (3), got 2"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        g.upward_rank([1.0, 2.0])
+
+
+def test_ancestors(core: ModuleType) -> None:
+    # 0 -> 1 -> 3, 2 -> 3, 3 -> 4, 5 -> 4, 6 alone.
+    g = graph(core, 7, (0, 1), (1, 3), (2, 3), (3, 4), (5, 4))
+    result = g.ancestors([3])
+    assert result == array("i", [0, 1, 2, 3])
+    assert result.typecode == "i"
+    assert g.ancestors([1, 5, 1]) == array("i", [0, 1, 5])
+    assert g.ancestors(iter([4])) == array("i", [0, 1, 2, 3, 4, 5])
+    assert g.ancestors([6]) == array("i", [6])
+    assert g.ancestors([]) == array("i")
+
+
+def test_ancestors_of_a_cyclic_graph(core: ModuleType) -> None:
+    g = graph(core, 5, (0, 1), (1, 2), (2, 1), (2, 3), (4, 3))
+    assert g.ancestors([2]) == array("i", [0, 1, 2])
+    assert g.ancestors([3]) == array("i", [0, 1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("node", [-1, 3])
+def test_ancestors_of_a_node_out_of_range(core: ModuleType, node: int) -> None:
+    g = graph(core, 3, (0, 1))
+    with pytest.raises(IndexError, match=f"node {node} is out of range for a graph of 3 nodes"):
+        g.ancestors([0, node])
+
+
+def test_chain_of_a_million_nodes(core: ModuleType) -> None:
+    n = 1_000_000
+    g = core.Graph(n, array("i", range(n - 1)), array("i", range(1, n)))
+    assert g.num_edges == n - 1
+    assert g.find_cycle() is None
+    assert g.topological_order() == array("i", range(n))
+    levels = g.levels()
+    assert levels[0] == 0
+    assert levels[-1] == n - 1
+    rs = core.RunState(g)
+    pop = rs.pop
+    done = rs.done
+    expected = 0
+    while (v := pop()) >= 0:
+        assert v == expected
+        expected += 1
+        done(v)
+    assert expected == n
+    assert counts(rs) == (0, 0, n, n, True)
+
+
+# -- RunState: construction ---------------------------------------------------
+
+
+def test_core_has_every_name_of_the_stub(core: ModuleType) -> None:
+    stub = Path(core.__file__).with_name("_core.pyi")
+    for node in ast.parse(stub.read_text()).body:
+        if isinstance(node, ast.AnnAssign):
+            assert isinstance(node.target, ast.Name)
+            assert hasattr(core, node.target.id), node.target.id
+        elif isinstance(node, ast.ClassDef):
+            cls = getattr(core, node.name)
+            for member in node.body:
+                if isinstance(member, ast.FunctionDef):
+                    assert hasattr(cls, member.name), f"{node.name}.{member.name}"
+
+
+def test_state_constants_exist_and_are_distinct(core: ModuleType) -> None:
+    values = [getattr(core, name) for name in STATE_CONSTANTS]
+    assert all(type(v) is int and 0 <= v < 256 for v in values)
+    assert len(set(values)) == len(values)
+
+
+def test_runstate_needs_a_graph(core: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        core.RunState("not a graph")
+
+
+def test_runstate_remembers_its_graph(core: ModuleType) -> None:
+    g = graph(core, 2, (0, 1))
+    assert core.RunState(g).graph is g
+
+
+def test_runstate_needs_one_key_per_node(core: ModuleType) -> None:
+    g = graph(core, 3, (0, 1))
+    with pytest.raises(ValueError, match=re.escape("keys must have one value per node (3), got 4")):
+        core.RunState(g, [0.0] * 4)
+
+
+def test_runstate_keys_must_not_be_nan(core: ModuleType) -> None:
+    g = graph(core, 3, (0, 1))
+    with pytest.raises(ValueError, match="keys must not be NaN"):
+        core.RunState(g, [0.0, float("nan"), 1.0])
+
+
+@pytest.mark.parametrize("option", ["all_done", "targets"])
+@pytest.mark.parametrize("node", [-1, 3])
+def test_runstate_node_out_of_range(core: ModuleType, option: str, node: int) -> None:
+    g = graph(core, 3, (0, 1))
+    with pytest.raises(IndexError, match=f"node {node} is out of range for a graph of 3 nodes"):
+        core.RunState(g, **{option: [0, node]})
+
+
+def test_runstates_over_one_graph_are_independent(core: ModuleType) -> None:
+    g = graph(core, 3, (0, 1), (1, 2))
+    first = core.RunState(g)
+    second = core.RunState(g, lifo=True)
+    assert drain(first) == [0, 1, 2]
+    assert second.states() == bytes([core.READY, core.PENDING, core.PENDING])
+    assert drain(second) == [0, 1, 2]
+
+
+# -- RunState: order of the ready heap ----------------------------------------
+
+
+def test_fifo_order(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 5, (0, 3), (1, 4)))
+    assert rs.pop_all() == [0, 1, 2]
+    rs.done(1)
+    rs.done(0)
+    assert rs.pop_all() == [4, 3]  # in the order they became ready, not by index
+
+
+def test_lifo_order(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 5, (0, 3), (1, 4)), lifo=True)
+    assert rs.pop() == 2  # ties among the first ready: highest index first
+    assert rs.pop() == 1
+    rs.done(1)
+    assert rs.pop() == 4  # the newest ready goes first
+    assert rs.pop() == 0
+    rs.done(0)
+    rs.done(4)
+    assert rs.pop_all() == [3]
+
+
+def test_lifo_order_of_nodes_ready_at_once(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 4, (0, 1), (0, 2), (0, 3)), lifo=True)
+    rs.pop()
+    assert rs.done(0) == 3
+    assert rs.pop_all() == [3, 2, 1]
+
+
+def test_keys_order_with_ties_by_ready_order(core: ModuleType) -> None:
+    g = core.Graph(4, [], [])
+    assert core.RunState(g, [1.0, 0.0, 1.0, 0.0]).pop_all() == [1, 3, 0, 2]
+    assert core.RunState(g, [1.0, 0.0, 1.0, 0.0], lifo=True).pop_all() == [3, 1, 2, 0]
+
+
+def test_keys_order_newly_ready_nodes(core: ModuleType) -> None:
+    # 0 -> 3 and 1 -> 2; keys put 2 and 3 ahead of the still-ready 4.
+    rs = core.RunState(graph(core, 5, (0, 3), (1, 2)), array("d", [0, 0, -1, -1, 2]))
+    assert rs.pop() == 0
+    assert rs.pop() == 1
+    rs.done(0)
+    rs.done(1)
+    assert rs.pop_all() == [3, 2, 4]
+
+
+def test_keys_may_be_ints(core: ModuleType) -> None:
+    assert core.RunState(core.Graph(3, [], []), (2, 1, 3)).pop_all() == [1, 0, 2]
+
+
+def test_pop_returns_minus_one_when_nothing_is_ready(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 2, (0, 1)))
+    assert rs.pop() == 0
+    assert rs.pop() == -1
+    assert rs.pop_all() == []
+
+
+def test_push_back_keeps_its_place(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 4, (1, 3)))
+    assert rs.pop() == 0
+    assert rs.pop() == 1
+    rs.done(1)
+    rs.push_back(0)
+    assert rs.state(0) == core.READY
+    assert counts(rs) == (3, 0, 1, 4, False)
+    assert rs.pop_all() == [0, 2, 3]
+
+
+def test_requeue_goes_to_the_back(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 4, (1, 3)))
+    assert rs.pop() == 0
+    assert rs.pop() == 1
+    rs.done(1)
+    rs.requeue(0)
+    assert rs.state(0) == core.READY
+    assert counts(rs) == (3, 0, 1, 4, False)
+    assert rs.pop_all() == [2, 3, 0]
+
+
+def test_push_back_and_requeue_under_lifo(core: ModuleType) -> None:
+    rs = core.RunState(core.Graph(3, [], []), lifo=True)
+    assert rs.pop() == 2
+    assert rs.pop() == 1
+    rs.push_back(2)
+    rs.requeue(1)
+    assert rs.pop_all() == [1, 2, 0]
+
+
+def test_push_back_and_requeue_respect_keys(core: ModuleType) -> None:
+    rs = core.RunState(core.Graph(3, [], []), [0.0, 1.0, 1.0])
+    assert rs.pop_all() == [0, 1, 2]
+    rs.requeue(1)
+    rs.requeue(0)
+    rs.push_back(2)
+    assert rs.pop_all() == [0, 2, 1]
+
+
+# -- RunState: ending nodes ---------------------------------------------------
+
+
+def test_done_returns_how_many_became_ready(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 4, (0, 1), (0, 2), (1, 3), (2, 3)))
+    rs.pop()
+    assert rs.done(0) == 2
+    assert rs.pop_all() == [1, 2]
+    assert rs.done(1) == 0
+    assert rs.done(2) == 1
+    assert rs.state(0) == core.SUCCEEDED
+    assert rs.state(3) == core.READY
+
+
+def test_done_many(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 4, (0, 3), (1, 3), (2, 3)))
+    assert rs.done_many([]) == 0
+    assert rs.pop_all() == [0, 1, 2]
+    assert rs.done_many(iter([2, 0, 1])) == 1
+    assert rs.pop_all() == [3]
+
+
+def test_done_many_ends_nodes_in_turn_until_one_is_not_running(core: ModuleType) -> None:
+    rs = core.RunState(core.Graph(3, [], []))
+    assert rs.pop_all() == [0, 1, 2]
+    with pytest.raises(ValueError, match="cannot mark done node 0: it is succeeded"):
+        rs.done_many([1, 0, 0, 2])
+    assert rs.states() == bytes([core.SUCCEEDED, core.SUCCEEDED, core.RUNNING])
+
+
+def one_node_in_each_state(core: ModuleType) -> Any:
+    """A run whose nodes 0..7 are ready, pending, running, succeeded, failed, skipped,
+    cancelled and excluded."""
+    g = graph(core, 8, (2, 1), (4, 5))
+    keys = [9.0] + [0.0] * 7
+    rs = core.RunState(g, keys, targets=range(7))
+    assert [rs.pop() for _ in range(4)] == [2, 3, 4, 6]
+    rs.done(3)
+    assert rs.fail(4) == [5]
+    assert rs.cancel(6) == []
+    return rs
+
+
+def test_states(core: ModuleType) -> None:
+    rs = one_node_in_each_state(core)
+    states = rs.states()
+    assert type(states) is bytes
+    assert list(states) == [
+        core.READY,
+        core.PENDING,
+        core.RUNNING,
+        core.SUCCEEDED,
+        core.FAILED,
+        core.SKIPPED,
+        core.CANCELLED,
+        core.EXCLUDED,
+    ]
+    assert [rs.state(v) for v in range(8)] == list(states)
+    assert counts(rs) == (1, 1, 4, 7, False)
+
+
+@pytest.mark.parametrize("node", [-1, 8])
+@pytest.mark.parametrize(
+    "action", ["state", "push_back", "requeue", "done", "fail", "cancel", "done_many"]
+)
+def test_runstate_node_out_of_range_raises_index_error(
+    core: ModuleType, action: str, node: int
+) -> None:
+    rs = one_node_in_each_state(core)
+    before = rs.states()
+    arg: Any = [node] if action == "done_many" else node
+    with pytest.raises(IndexError, match=f"node {node} is out of range for a graph of 8 nodes"):
+        getattr(rs, action)(arg)
+    assert rs.states() == before
+
+
+NOT_RUNNING = {
+    0: "ready",
+    1: "pending",
+    3: "succeeded",
+    4: "failed",
+    5: "skipped",
+    6: "cancelled",
+    7: "excluded",
+}
+VERBS = {"push_back": "push back", "requeue": "requeue", "done": "mark done", "fail": "fail"}
+
+
+@pytest.mark.parametrize("action", list(VERBS))
+@pytest.mark.parametrize("node", list(NOT_RUNNING))
+def test_ending_a_node_that_is_not_running_raises_value_error(
+    core: ModuleType, action: str, node: int
+) -> None:
+    rs = one_node_in_each_state(core)
+    before = (rs.states(), counts(rs))
+    message = f"cannot {VERBS[action]} node {node}: it is {NOT_RUNNING[node]}"
+    with pytest.raises(ValueError, match=message):
+        getattr(rs, action)(node)
+    assert (rs.states(), counts(rs)) == before
+
+
+@pytest.mark.parametrize("node", [3, 4, 5, 6, 7])
+def test_cancel_a_node_that_ended_or_is_excluded_raises_value_error(
+    core: ModuleType, node: int
+) -> None:
+    rs = one_node_in_each_state(core)
+    before = (rs.states(), counts(rs))
+    with pytest.raises(ValueError, match=f"cannot cancel node {node}: it is {NOT_RUNNING[node]}"):
+        rs.cancel(node)
+    assert (rs.states(), counts(rs)) == before
+
+
+def test_fail_skips_dependents_breadth_first(core: ModuleType) -> None:
+    # 0 -> 1 -> 3 -> 5 and 0 -> 2 -> 4; 6 and 7 -> 4 are not reached through 0.
+    g = graph(core, 8, (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (7, 4))
+    rs = core.RunState(g)
+    assert rs.pop() == 0
+    assert rs.fail(0) == [1, 2, 3, 4, 5]
+    assert rs.state(0) == core.FAILED
+    assert all(rs.state(v) == core.SKIPPED for v in range(1, 6))
+    assert counts(rs) == (2, 0, 6, 8, False)
+    assert drain(rs) == [6, 7]
+    assert rs.finished
+
+
+def test_fail_skips_a_dependent_at_once_while_its_other_parents_run(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 3, (0, 2), (1, 2)))
+    assert rs.pop_all() == [0, 1]
+    assert rs.fail(0) == [2]
+    assert rs.done(1) == 0
+    assert rs.finished
+
+
+def test_fail_stops_at_all_done_nodes(core: ModuleType) -> None:
+    # 0 -> 1 -> 2 -> 3 with 2 all_done.
+    g = graph(core, 4, (0, 1), (1, 2), (2, 3))
+    rs = core.RunState(g, all_done=[2])
+    rs.pop()
+    assert rs.fail(0) == [1]
+    assert rs.state(2) == core.READY  # all its parents ended: 1 was skipped
+    assert rs.state(3) == core.PENDING
+    assert counts(rs) == (1, 0, 2, 4, False)
+    assert drain(rs) == [2, 3]
+
+
+def test_all_done_node_waits_for_every_parent(core: ModuleType) -> None:
+    # 0 -> 3, 1 -> 3, 2 -> 3 with 3 all_done; the parents end in three ways.
+    rs = core.RunState(graph(core, 4, (0, 3), (1, 3), (2, 3)), all_done=[3])
+    assert rs.pop_all() == [0, 1, 2]
+    assert rs.fail(0) == []
+    assert rs.cancel(1) == []
+    assert rs.state(3) == core.PENDING
+    assert rs.done(2) == 1
+    assert rs.pop() == 3
+
+
+def test_all_done_node_behind_a_skipped_one_waits_for_its_other_parents(
+    core: ModuleType,
+) -> None:
+    # 0 -> 1 -> 3, 2 -> 3 with 3 all_done.
+    rs = core.RunState(graph(core, 4, (0, 1), (1, 3), (2, 3)), all_done=[3])
+    assert rs.pop_all() == [0, 2]
+    assert rs.fail(0) == [1]
+    assert rs.state(3) == core.PENDING
+    assert rs.done(2) == 1
+    assert rs.pop() == 3
+
+
+def test_all_done_node_has_default_dependents(core: ModuleType) -> None:
+    # 0 -> 1 -> 2 with 1 all_done: 2 is skipped only if 1 itself does not succeed.
+    rs = core.RunState(graph(core, 3, (0, 1), (1, 2)), all_done=[1])
+    rs.pop()
+    rs.fail(0)
+    assert rs.pop() == 1
+    assert rs.fail(1) == [2]
+    assert rs.finished
+
+
+def test_cancel_a_pending_node(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 4, (0, 1), (1, 2), (1, 3)), all_done=[3])
+    assert rs.pop() == 0
+    assert rs.cancel(1) == [2]
+    assert rs.state(1) == core.CANCELLED
+    assert rs.state(3) == core.READY  # its only parent has ended, though 0 still runs
+    assert counts(rs) == (1, 1, 2, 4, False)
+    assert rs.done(0) == 0
+
+
+def test_cancel_a_ready_node(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 3, (0, 2)))
+    assert counts(rs) == (2, 0, 0, 3, False)
+    assert rs.cancel(0) == [2]
+    assert rs.state(0) == core.CANCELLED
+    assert counts(rs) == (1, 0, 2, 3, False)
+    assert rs.pop_all() == [1]
+
+
+def test_cancel_a_running_node(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 3, (0, 1), (0, 2)), all_done=[2])
+    assert rs.pop() == 0
+    assert rs.cancel(0) == [1]
+    assert rs.state(0) == core.CANCELLED
+    assert rs.state(2) == core.READY
+    assert counts(rs) == (1, 0, 2, 3, False)
+    with pytest.raises(ValueError, match="cannot mark done node 0: it is cancelled"):
+        rs.done(0)
+
+
+def teardown_run(core: ModuleType) -> Any:
+    """0 and 1 running, 2 ready behind a key, 3 pending below 0, 4 teardown (all_done)
+    below 0, 1 and 3."""
+    g = graph(core, 5, (0, 3), (0, 4), (1, 4), (3, 4))
+    rs = core.RunState(g, [0.0, 0.0, 1.0, 0.0, 0.0], all_done=[4])
+    assert rs.pop() == 0
+    assert rs.pop() == 1
+    return rs
+
+
+def test_cancel_pending_cancels_every_pending_and_ready_node(core: ModuleType) -> None:
+    rs = teardown_run(core)
+    assert rs.cancel_pending(keep_all_done=False) == [2, 3, 4]
+    assert counts(rs) == (0, 2, 3, 5, False)
+    assert rs.pop() == -1
+    assert rs.done(0) == 0
+    assert rs.fail(1) == []
+    assert rs.finished
+
+
+def test_cancel_pending_keeps_all_done_nodes(core: ModuleType) -> None:
+    rs = teardown_run(core)
+    assert rs.cancel_pending(keep_all_done=True) == [2, 3]
+    assert rs.state(4) == core.PENDING
+    assert counts(rs) == (0, 2, 2, 5, False)
+    assert rs.done(0) == 0
+    assert rs.fail(1) == []
+    assert rs.state(4) == core.READY
+    assert drain(rs) == [4]
+    assert rs.finished
+
+
+def test_cancel_pending_makes_kept_nodes_ready(core: ModuleType) -> None:
+    # 0 -> 1 -> 2 with 2 all_done: cancelling 1 leaves 2 with no parent to wait for.
+    rs = core.RunState(graph(core, 3, (0, 1), (1, 2)), all_done=[2])
+    rs.pop()
+    rs.done(0)
+    assert rs.cancel_pending(keep_all_done=True) == [1]
+    assert rs.state(2) == core.READY
+    assert rs.pop_all() == [2]
+
+
+def test_cancel_pending_twice_cancels_nothing_more(core: ModuleType) -> None:
+    rs = teardown_run(core)
+    rs.cancel_pending(keep_all_done=False)
+    assert rs.cancel_pending(keep_all_done=False) == []
+    assert counts(rs) == (0, 2, 3, 5, False)
+
+
+# -- RunState: targets --------------------------------------------------------
+
+
+def test_targets_run_only_with_their_dependencies(core: ModuleType) -> None:
+    # 0 -> 1 -> 2, 0 -> 3, 4 alone.
+    g = graph(core, 5, (0, 1), (1, 2), (0, 3))
+    rs = core.RunState(g, targets=[2])
+    assert rs.total == 3
+    assert rs.states() == bytes([core.READY, core.PENDING, core.PENDING] + [core.EXCLUDED] * 2)
+    assert rs.pop() == 0
+    assert rs.done(0) == 1
+    assert drain(rs) == [1, 2]
+    assert counts(rs) == (0, 0, 3, 3, True)
+    assert rs.state(3) == rs.state(4) == core.EXCLUDED
+
+
+def test_targets_bring_in_every_ancestor(core: ModuleType) -> None:
+    # 0 -> 1 -> 2 and 3 -> 2: targets 0 and 2 take 1 and 3 along.
+    g = graph(core, 5, (0, 1), (1, 2), (3, 2))
+    rs = core.RunState(g, targets=[0, 2])
+    assert rs.total == 4
+    assert rs.state(4) == core.EXCLUDED
+    assert drain(rs) == [0, 3, 1, 2]
+
+
+def test_targets_accept_any_iterable_with_repeats(core: ModuleType) -> None:
+    g = graph(core, 3, (0, 1))
+    rs = core.RunState(g, targets=iter([1, 0, 1]))
+    assert rs.total == 2
+    assert drain(rs) == [0, 1]
+
+
+def test_no_targets_run_nothing(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 2, (0, 1)), targets=[])
+    assert counts(rs) == (0, 0, 0, 0, True)
+    assert rs.pop() == -1
+    assert rs.states() == bytes([core.EXCLUDED] * 2)
+
+
+# -- RunState: counts ---------------------------------------------------------
+
+
+def test_counts_through_a_run(core: ModuleType) -> None:
+    rs = core.RunState(graph(core, 4, (0, 1), (0, 2), (1, 3)))
+    assert counts(rs) == (1, 0, 0, 4, False)
+    assert rs.pop() == 0
+    assert counts(rs) == (0, 1, 0, 4, False)
+    rs.done(0)
+    assert counts(rs) == (2, 0, 1, 4, False)
+    assert rs.pop_all() == [1, 2]
+    assert counts(rs) == (0, 2, 1, 4, False)
+    rs.requeue(2)
+    assert counts(rs) == (1, 1, 1, 4, False)
+    assert rs.fail(1) == [3]
+    assert counts(rs) == (1, 0, 3, 4, False)
+    rs.pop()
+    rs.done(2)
+    assert counts(rs) == (0, 0, 4, 4, True)
