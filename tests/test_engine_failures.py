@@ -1,0 +1,434 @@
+"""When tasks fail: skip and fail_fast, all_done outcomes, retries, timeouts,
+callbacks that raise, and BaseExceptions from tasks (SPEC section 3).
+
+Every test runs the engine on both cores (``dag_core``) on a MockClock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import outcome
+import pytest
+import trio
+from _engine_probe import Probe, add_nap
+from trio.testing import MockClock
+
+import trio_dag
+from trio_dag import TaskState
+from trio_dag.events import Event, TaskFinished, TaskRetrying
+
+
+async def flaky(probe: Probe, seconds: float, fails: int, *deps: Any) -> str:
+    """Fail the first *fails* attempts (each after *seconds*), then succeed."""
+    task = trio_dag.current_task()
+    with probe.attempt():
+        await trio.sleep(seconds)
+        if task.attempt <= fails:
+            raise ValueError(f"attempt {task.attempt}")
+    return task.name
+
+
+def collect(*deps: Any, **named: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """An all_done body: return the outcomes it was given."""
+    return deps, named
+
+
+def _error_type(o: outcome.Outcome[Any]) -> type[BaseException]:
+    assert isinstance(o, outcome.Error)
+    return type(o.error)
+
+
+# -- on_failure="skip" -------------------------------------------------------------
+
+
+async def test_skip_ends_dependents_skipped_at_once_and_others_go_on(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    finished: dict[str, tuple[TaskState, float]] = {}
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, TaskFinished):
+            finished[event.task.name] = (event.state, event.time - probe.t0)
+
+    dag = trio_dag.DAG()
+    bad = add_nap(dag, probe, "bad", 1, fail=ValueError("bad"))
+    child = add_nap(dag, probe, "child", 1, bad)
+    grand = add_nap(dag, probe, "grand", 1, child)
+    side = add_nap(dag, probe, "side", 3)
+    cleanup = dag.add(collect, child, bad, side, name="cleanup", trigger="all_done")
+    after_cleanup = add_nap(dag, probe, "after-cleanup", 1, cleanup)
+    failing_cleanup = add_nap(
+        dag, probe, "failing-cleanup", 1, grand, trigger="all_done", fail=OSError("cleanup failed")
+    )
+    after_failing = add_nap(dag, probe, "after-failing", 1, failing_cleanup)
+    report = await trio_dag.run(dag, check=False, on_event=on_event)
+    assert finished["child"] == finished["grand"] == (TaskState.SKIPPED, 1)
+    assert finished["side"] == (TaskState.SUCCEEDED, 3)
+    assert report.failed == [bad, failing_cleanup]
+    assert report.skipped == [child, grand, after_failing]
+    assert report.succeeded == [side, cleanup, after_cleanup]
+    deps, _ = report[cleanup]
+    assert _error_type(deps[0]) is trio_dag.TaskSkippedError
+    assert deps[1].error is report.errors["bad"]
+    assert deps[2] == outcome.Value("side")
+    assert probe.start("after-cleanup") == 3
+    assert "child" not in probe.spans
+    assert report.cancelled == []
+
+
+async def test_all_done_task_receives_outcomes_wherever_the_handles_are(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    ok = add_nap(dag, probe, "ok", 1)
+    bad = add_nap(dag, probe, "bad", 2, fail=KeyError("k"))
+    skipped = add_nap(dag, probe, "skipped", 1, bad)
+    seen = dag.add(
+        collect, [ok, {"x": (bad,)}], name="seen", kwargs={"s": skipped}, trigger="all_done"
+    )
+    report = await trio_dag.run(dag, check=False)
+    (listed,), named = report[seen]
+    assert listed[0] == outcome.Value("ok") == report.outcome(ok)
+    assert listed[1]["x"][0].error is report.errors["bad"] is report.outcome(bad).error
+    assert isinstance(listed[1]["x"][0].error, KeyError)
+    skipped_error = named["s"].error
+    assert isinstance(skipped_error, trio_dag.TaskSkippedError)
+    assert skipped_error.task == "skipped"
+    assert skipped_error.dependency == "bad"
+    assert _error_type(report.outcome(skipped)) is trio_dag.TaskSkippedError
+    assert report.state(seen) is TaskState.SUCCEEDED
+
+
+# -- on_failure="fail_fast" ----------------------------------------------------------
+
+
+async def test_fail_fast_cancels_the_rest_but_runs_teardown(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    bad = add_nap(dag, probe, "bad", 2, fail=ValueError("first"))
+    slow = add_nap(dag, probe, "slow", 10)
+    waiting = add_nap(dag, probe, "waiting", 1)  # ready, but no slot (limit=2)
+    after_slow = add_nap(dag, probe, "after-slow", 1, slow)
+    teardown = dag.add(collect, slow, bad, after_slow, name="teardown", trigger="all_done")
+    td_probe = add_nap(dag, probe, "td-probe", 3, after_slow, trigger="all_done")
+    after_teardown = add_nap(dag, probe, "after-teardown", 1, teardown)
+    with pytest.raises(trio_dag.RunFailedError) as info:
+        await trio_dag.run(dag, limit=2, on_failure="fail_fast")
+    report = info.value.report
+    assert [e.task for e in info.value.exceptions] == ["bad"]
+    assert probe.running == set()
+    assert probe.end("slow") == 2  # cancelled at the failure
+    assert report.cancelled == [slow, waiting, after_slow, after_teardown]
+    assert "waiting" not in probe.spans and "after-slow" not in probe.spans
+    assert report.state(teardown) is report.state(td_probe) is TaskState.SUCCEEDED
+    assert probe.start("td-probe") >= 2
+    deps, _ = report[teardown]
+    assert [_error_type(o) for o in deps] == [
+        trio_dag.TaskCancelledError,
+        ValueError,
+        trio_dag.TaskCancelledError,
+    ]
+    assert report.stats.makespan == 2 + 3
+
+
+async def test_fail_fast_lets_a_running_teardown_finish(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # SPEC: the first failure cancels every running task "except all_done tasks
+    # (teardown) whose dependencies have all ended"; "every other task that
+    # had not ended (running, or never started) ends CANCELLED".
+    probe = Probe()
+    dag = trio_dag.DAG()
+    setup = add_nap(dag, probe, "setup", 1)
+    add_nap(dag, probe, "teardown", 4, setup, trigger="all_done")  # runs 1..5
+    add_nap(dag, probe, "bad", 2, fail=ValueError("x"))
+    report = await trio_dag.run(dag, on_failure="fail_fast", check=False)
+    assert report.state("teardown") is TaskState.SUCCEEDED
+    assert probe.end("teardown") == 5
+
+
+async def test_fail_fast_does_not_count_a_failure_that_is_retried(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    dag.add(flaky, probe, 1, 1, name="flaky", retries=1)
+    add_nap(dag, probe, "slow", 5)
+    report = await trio_dag.run(dag, on_failure="fail_fast")
+    assert report.ok
+    assert probe.end("slow") == 5
+
+
+async def test_failure_during_teardown_is_reported(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    bad = add_nap(dag, probe, "bad", 1, fail=ValueError("first"))
+    td1 = add_nap(dag, probe, "td1", 1, bad, trigger="all_done", fail=OSError("td"))
+    td2 = add_nap(dag, probe, "td2", 2, bad, trigger="all_done")
+    report = await trio_dag.run(dag, on_failure="fail_fast", check=False)
+    assert report.failed == [bad, td1]
+    assert report.state(td2) is TaskState.SUCCEEDED
+    assert probe.end("td2") == 3
+
+
+# -- retries --------------------------------------------------------------------------
+
+
+async def test_retries_wait_with_backoff(dag_core: Any, autojump_clock: MockClock) -> None:
+    probe = Probe()
+    events: list[Event] = []
+    dag = trio_dag.DAG()
+    h = dag.add(flaky, probe, 1, 3, name="h", retries=3, retry_delay=1, retry_backoff=3)
+    report = await trio_dag.run(dag, on_event=events.append)
+    assert report[h] == "h"
+    # attempts take 1 s; delays 1, 3, 9
+    assert [s for s, _ in probe.spans["h"]] == [0, 2, 6, 16]
+    retrying = [e for e in events if isinstance(e, TaskRetrying)]
+    assert [(e.attempt, e.delay, str(e.error)) for e in retrying] == [
+        (1, 1, "attempt 1"),
+        (2, 3, "attempt 2"),
+        (3, 9, "attempt 3"),
+    ]
+    timing = report.timing(h)
+    assert (timing.start, timing.end, timing.attempts, timing.duration) == (0, 17, 4, 17)
+
+
+async def test_retries_exhausted_fail_with_the_last_error(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    h = dag.add(flaky, probe, 1, 99, name="h", retries=2)
+    report = await trio_dag.run(dag, check=False)
+    assert report.state(h) is TaskState.FAILED
+    assert str(report.errors["h"]) == "attempt 3"
+    assert [s for s, _ in probe.spans["h"]] == [0, 1, 2]  # no delay by default
+    assert report.timing(h).attempts == 3
+
+
+async def test_retry_on_selects_what_is_retried(dag_core: Any, autojump_clock: MockClock) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    no = dag.add(flaky, probe, 1, 1, name="no", retries=3, retry_on=KeyError)
+    yes = dag.add(flaky, probe, 1, 1, name="yes", retries=3, retry_on=(KeyError, ValueError))
+    report = await trio_dag.run(dag, check=False)
+    assert report.state(no) is TaskState.FAILED
+    assert len(probe.spans["no"]) == 1
+    assert report[yes] == "yes"
+    assert len(probe.spans["yes"]) == 2
+
+
+async def test_retrying_task_holds_no_limit_slot(dag_core: Any, autojump_clock: MockClock) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    dag.add(flaky, probe, 1, 1, name="x", retries=1, retry_delay=5)
+    add_nap(dag, probe, "y", 3)
+    add_nap(dag, probe, "z", 3)
+    report = await trio_dag.run(dag, limit=1)
+    assert probe.start("y") == 1  # while x waits out its delay
+    assert probe.start("z") == 4
+    assert probe.start("x", 2) == 7  # due at 6, then waits for the slot
+    assert report.ok
+
+
+async def test_retrying_task_holds_none_of_its_uses(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    dag.add(flaky, probe, 1, 1, name="x", retries=1, retry_delay=5, uses={"A": 1})
+    add_nap(dag, probe, "y", 3, uses={"A": 1})
+    report = await trio_dag.run(dag, resources={"A": 1})
+    assert probe.start("y") == 1
+    assert probe.start("x", 2) == 6
+    assert report.ok
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("priority", ["x", "y", "x", "z", "w"]), ("fifo", ["x", "y", "z", "w", "x"])],
+)
+async def test_retry_takes_its_slot_again_in_policy_order(
+    dag_core: Any, autojump_clock: MockClock, policy: str, expected: list[str]
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    dag.add(flaky, probe, 1, 1, name="x", retries=1, retry_delay=1, priority=5)
+    add_nap(dag, probe, "y", 2, priority=4)
+    add_nap(dag, probe, "z", 1, priority=1)
+    add_nap(dag, probe, "w", 1, priority=0)
+    await trio_dag.run(dag, limit=1, policy=policy)
+    assert probe.started == expected
+
+
+# -- timeouts ---------------------------------------------------------------------------
+
+
+async def test_timeout_fails_the_attempt(dag_core: Any, autojump_clock: MockClock) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    slow = add_nap(dag, probe, "slow", 5, timeout=2)
+    quick = add_nap(dag, probe, "quick", 1, timeout=2)
+    report = await trio_dag.run(dag, check=False)
+    error = report.errors["slow"]
+    assert isinstance(error, trio_dag.TaskTimeoutError)
+    assert isinstance(error, TimeoutError)
+    assert (error.task, error.timeout) == ("slow", 2)
+    assert probe.end("slow") == 2
+    assert report.state(slow) is TaskState.FAILED
+    assert report[quick] == "quick"
+
+
+async def test_timeout_is_per_attempt_and_retried_by_default(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    events: list[Event] = []
+    dag = trio_dag.DAG()
+    slow = add_nap(dag, probe, "slow", 5, timeout=2, retries=2, retry_delay=1)
+    report = await trio_dag.run(dag, check=False, on_event=events.append)
+    assert probe.spans["slow"] == [(0, 2), (3, 5), (7, 9)]
+    assert all(
+        isinstance(e.error, trio_dag.TaskTimeoutError)
+        for e in events
+        if isinstance(e, TaskRetrying)
+    )
+    assert report.timing(slow).attempts == 3
+    assert report.timing(slow).end == 9
+
+
+async def test_timeout_not_retried_when_retry_on_excludes_it(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    add_nap(dag, probe, "slow", 5, timeout=2, retries=2, retry_on=ValueError)
+    report = await trio_dag.run(dag, check=False)
+    assert len(probe.spans["slow"]) == 1
+    assert isinstance(report.errors["slow"], trio_dag.TaskTimeoutError)
+
+
+async def test_timeout_of_a_thread_takes_effect_when_it_returns(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    release = threading.Event()
+    returned: list[float] = []
+
+    def blocked() -> str:
+        release.wait(30)  # set at t=5 by the task below; 30 s is only a safety net
+        return "late"
+
+    async def release_at_5() -> None:
+        await trio.sleep(5)
+        release.set()
+
+    t0 = trio.current_time()
+    dag = trio_dag.DAG()
+    h = dag.add(blocked, name="blocked", timeout=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(release_at_5)
+        report = await trio_dag.run(dag, check=False)
+        returned.append(trio.current_time() - t0)
+    assert isinstance(report.errors["blocked"], trio_dag.TaskTimeoutError)
+    assert returned == [5]
+    assert report.timing(h).end == t0 + 5
+
+
+# -- callbacks that raise -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_on_event_raising_stops_the_run_with_callback_error(
+    dag_core: Any, autojump_clock: MockClock, streaming: bool
+) -> None:
+    probe = Probe()
+    problem = RuntimeError("progress bar broke")
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, TaskFinished) and event.task.name == "quick":
+            raise problem
+
+    dag = trio_dag.DAG()
+    quick = add_nap(dag, probe, "quick", 1)
+    add_nap(dag, probe, "slow", 10)
+    add_nap(dag, probe, "later", 1, quick)
+    add_nap(dag, probe, "teardown", 1, quick, trigger="all_done")
+    with pytest.raises(trio_dag.CallbackError, match="progress bar broke") as info:
+        if streaming:
+            async with trio_dag.open_run(dag, on_event=on_event):
+                pass
+        else:
+            await trio_dag.run(dag, on_event=on_event)
+    assert info.value.__cause__ is problem
+    assert probe.running == set()
+    assert probe.end("slow") == 1
+    assert "later" not in probe.spans
+    assert "teardown" in probe.spans  # the run stops as under fail_fast
+
+
+# -- BaseExceptions from tasks --------------------------------------------------------
+
+
+class Abort(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, Abort, SystemExit])
+@pytest.mark.parametrize("run_in", ["async", "inline", "thread"])
+async def test_base_exception_propagates_unwrapped_after_the_rest_is_cancelled(
+    dag_core: Any, autojump_clock: MockClock, exc_type: type[BaseException], run_in: str
+) -> None:
+    probe = Probe()
+    calls: list[int] = []
+
+    def fatal() -> None:
+        calls.append(trio_dag.current_task().attempt)
+        raise exc_type("stop")
+
+    async def fatal_async() -> None:
+        await trio.sleep(1)
+        fatal()
+
+    dag = trio_dag.DAG()
+    gate = add_nap(dag, probe, "gate", 1)
+    body = fatal_async if run_in == "async" else fatal
+    options: dict[str, Any] = {} if run_in == "async" else {"run_in": run_in}
+    h = dag.add(body, after=[] if run_in == "async" else [gate], retries=3, **options)
+    # Only a cancellation ends "forever". (Mock time may jump while a thread
+    # runs, so the thread case does not check when.)
+    add_nap(dag, probe, "forever", math.inf)
+    add_nap(dag, probe, "teardown", 1, h, trigger="all_done")
+    with pytest.raises(exc_type) as info:
+        await trio_dag.run(dag, on_failure="skip")
+    assert type(info.value) is exc_type
+    assert calls == [1]  # never retried
+    assert probe.running == set()
+    assert "forever" in probe.spans
+    if run_in != "thread":
+        assert probe.end("forever") == 1
+    assert "teardown" not in probe.spans
+
+
+async def test_base_exception_propagates_unwrapped_from_open_run(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    add_nap(dag, probe, "fatal", 1, fail=KeyboardInterrupt())
+    add_nap(dag, probe, "slow", 10)
+    seen: list[Event] = []
+    with pytest.raises(KeyboardInterrupt):
+        async with trio_dag.open_run(dag) as run:
+            async for event in run.events():
+                seen.append(event)
+    assert probe.running == set()
+    assert {e.task.name for e in seen if isinstance(e, TaskFinished)} == {"fatal", "slow"}

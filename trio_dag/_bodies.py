@@ -1,0 +1,100 @@
+"""How a task's body is called: in the event loop, inline, or in a worker thread.
+
+Each attempt runs in its own copy of the worker's ``contextvars`` context,
+as if it were its own Trio task: context variables a body sets never leak
+into other bodies, and ``current_task()`` sees only its own task.
+
+An async body is started with ``coro.send(None)`` by the worker itself, so a
+body that returns without suspending never goes through the scheduler and
+needs no second worker; only when it suspends does the engine hear about it
+(``on_suspend``), and the worker goes on driving it with :func:`_resume`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from typing import Any, Final
+
+import trio
+
+__all__ = ["ASYNC", "INLINE", "KINDS", "THREAD", "call", "kind_of"]
+
+ASYNC: Final = 0
+INLINE: Final = 1
+THREAD: Final = 2
+KINDS: Final = {"async": ASYNC, "inline": INLINE, "thread": THREAD}
+_COROUTINE: Final = types.CoroutineType
+
+
+def kind_of(fn: Callable[..., Any]) -> int:
+    """ASYNC for coroutine functions (also behind ``functools.partial`` or an
+    async ``__call__``), THREAD for every other callable."""
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - an object with an async __call__
+    ):
+        return ASYNC
+    return THREAD
+
+
+@types.coroutine
+def _resume(
+    coro: Coroutine[Any, Any, Any], trap: Any, ctx: contextvars.Context
+) -> Generator[Any, Any, Any]:
+    """Go on driving *coro* in *ctx*; it has just yielded *trap* for the scheduler."""
+    while True:
+        try:
+            value = yield trap
+        except BaseException as exc:
+            try:
+                trap = ctx.run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                trap = ctx.run(coro.send, value)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+async def call(
+    kind: int,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    ctx: contextvars.Context,
+    on_suspend: Callable[[], None],
+) -> Any:
+    """Run one attempt of a body in *ctx* and return its result.
+
+    A sync body in a thread cannot be interrupted: a cancellation or deadline
+    that arrives while it runs takes effect when it returns, and its result
+    is then discarded (the checkpoint after it raises ``Cancelled``).
+    """
+    if kind == ASYNC:
+        coro = ctx.run(fn, *args, **kwargs)
+        if type(coro) is not _COROUTINE:
+            # Some other awaitable: let Trio drive it, from a coroutine made in ctx.
+            coro = ctx.run(_await, coro)
+        try:
+            trap = ctx.run(coro.send, None)
+        except StopIteration as stop:
+            return stop.value
+        on_suspend()
+        return await _resume(coro, trap, ctx)
+    if kind == INLINE:
+        return ctx.run(fn, *args, **kwargs)
+    on_suspend()
+    result = await trio.to_thread.run_sync(functools.partial(ctx.run, fn, *args, **kwargs))
+    await trio.lowlevel.checkpoint_if_cancelled()
+    return result

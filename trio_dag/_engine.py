@@ -1,0 +1,430 @@
+"""The Trio run loop: workers pull ready tasks from the core and run their bodies.
+
+A run keeps at most ``limit`` worker tasks in one nursery. A worker pops the
+next task that may start, runs its body, tells the core how it ended, and
+loops. It starts with one worker; more are spawned only when a body suspends
+(or waits for a limiter or a thread), so bodies that never suspend cost no
+Trio task each. No limiter, cancel scope or event object is made per task
+unless the run needs it: a shared ``CapacityLimiter``, a timeout, fail-fast or
+an event listener.
+
+Stopping comes in two kinds. Fail-fast (the first failure under
+``on_failure="fail_fast"``, or an ``on_event`` callback that raises) cancels
+every pending task and every running one except ``all_done`` (teardown)
+tasks, through one cancel scope per task, and lets teardown run. A halt
+(``run.cancel()``, the caller's scope, a task raising a BaseException that is
+not an Exception) cancels everything through the nursery.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import sys
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import outcome
+import trio
+
+from . import _bodies
+from ._admission import Admission
+from ._errors import CallbackError, TaskTimeoutError
+from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted, TaskState
+from ._impl import core
+from ._policies import Strategy
+from ._report import RunReport, task_outcome
+
+if TYPE_CHECKING:
+    from ._dag import Snapshot, TaskOptions
+
+__all__ = ["Engine"]
+
+_NAN: Final = float("nan")
+# A worker whose bodies never suspend still lets other Trio tasks run this often.
+_FAIRNESS_EVERY: Final = 2048
+_STATES: Final = {
+    core.SUCCEEDED: TaskState.SUCCEEDED,
+    core.FAILED: TaskState.FAILED,
+    core.SKIPPED: TaskState.SKIPPED,
+    core.CANCELLED: TaskState.CANCELLED,
+}
+
+
+class _Outcomes:
+    """What an ``all_done`` task receives for each dependency: an Outcome.
+
+    Passed to ``Snapshot.bind`` in place of the outputs list; it only indexes.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __getitem__(self, j: int) -> outcome.Outcome[Any]:
+        e = self._engine
+        return task_outcome(e.snap, e.st.state(j), j, e.outputs, e.errors, e.st.state)
+
+
+class Engine:
+    """One run of a snapshot. Build it, ``await execute()``, read ``report``."""
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        members: Sequence[int] | None,
+        *,
+        keys: list[float] | None,
+        lifo: bool,
+        limit: int | trio.CapacityLimiter | None,
+        resources: Mapping[str, float] | None,
+        strategy: Strategy,
+        fail_fast: bool,
+        on_event: Callable[[Event], None] | None,
+        stream: Callable[[Event], None] | None,
+    ) -> None:
+        n = snap.n
+        self.snap = snap
+        # The run state comes from the implementation that built the graph, so
+        # tests can run the engine on either core in one process.
+        run_state = sys.modules[type(snap.graph).__module__].RunState
+        self.st = run_state(snap.graph, keys, lifo=lifo, all_done=snap.all_done, targets=members)
+        self.admission = Admission(snap, self.st, resources, strategy)
+        self.outputs: list[Any] = [None] * n
+        self.errors: dict[int, BaseException] = {}
+        self.start = array("d", [_NAN]) * n
+        self.end = array("d", [_NAN]) * n
+        self.attempts = array("i", [0]) * n
+        # The order in which tasks' last attempts ended: ties on the clock are
+        # common, and the critical path needs to know which ended last.
+        self.end_order = array("q", [0]) * n
+        self.ends = 0
+        self.extra: list[tuple[int, int, float, float]] = []
+        self.busy = 0.0
+        self.live = 0
+        self.peak = 0
+        self.on_event = on_event
+        self.stream = stream
+        self.fail_fast = fail_fast
+        self.teardown = bytearray(n)
+        for i in snap.all_done:
+            self.teardown[i] = 1
+        # Per-task cancel scopes, only when something may cancel tasks one by one.
+        self.scopes: dict[int, trio.CancelScope] | None = (
+            {} if fail_fast or on_event is not None else None
+        )
+        self.limiter = limit if isinstance(limit, trio.CapacityLimiter) else None
+        if self.limiter is not None:
+            tokens = self.limiter.total_tokens
+            self.cap = n if math.isinf(tokens) else max(1, int(tokens))
+        else:
+            self.cap = n if limit is None else int(limit)  # type: ignore[arg-type]
+        self.workers = 0
+        self.retry_waiting = 0
+        self.failing = False
+        self.halted = False
+        self.fatal: BaseException | None = None
+        self.callback_error: CallbackError | None = None
+        self.kinds: dict[Any, int] = {}
+        self.since_checkpoint = 0
+        self.nursery: trio.Nursery | None = None
+        self.report: RunReport | None = None
+        self.now: Callable[[], float] = trio.current_time
+        self.started_at = 0.0
+
+    # -- the run as a whole --------------------------------------------------
+
+    async def execute(self) -> RunReport:
+        """Run every task of the run; return the report once nothing runs."""
+        self.now = trio.lowlevel.current_clock().current_time
+        self.started_at = self.now()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                # One worker to begin with; it starts more when a body suspends.
+                v = self._next()
+                if v >= 0:
+                    self.workers += 1
+                    nursery.start_soon(self._worker, v)
+        finally:
+            self.nursery = None
+            self._finish()
+        if self.fatal is not None:
+            raise self.fatal
+        if self.callback_error is not None:
+            raise self.callback_error
+        assert self.report is not None
+        return self.report
+
+    def cancel(self) -> None:
+        """Stop the run: cancel what runs and start nothing more, teardown included."""
+        if self.report is None:
+            self._halt()
+
+    def _fail_fast(self) -> None:
+        if self.failing or self.halted:
+            return
+        self.failing = True
+        for v in self.st.cancel_pending(keep_all_done=True):
+            self._ended(v, core.CANCELLED)
+        assert self.scopes is not None
+        for v, scope in self.scopes.items():
+            if not self.teardown[v]:
+                scope.cancel()
+
+    def _halt(self) -> None:
+        if self.halted:
+            return
+        self.halted = True
+        for v in self.st.cancel_pending(keep_all_done=False):
+            self._ended(v, core.CANCELLED)
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    def _finish(self) -> None:
+        st = self.st
+        if not st.finished:
+            for v in st.cancel_pending(keep_all_done=False):
+                self._ended(v, core.CANCELLED)
+            states = st.states()
+            for v in range(self.snap.n):
+                if states[v] == core.RUNNING:
+                    self._ended(v, core.CANCELLED, st.cancel(v))
+        self.report = RunReport(
+            self.snap,
+            st.states(),
+            self.outputs,
+            self.errors,
+            self.start,
+            self.end,
+            self.end_order,
+            self.attempts,
+            self.extra,
+            self.busy,
+            self.peak,
+            self.started_at,
+            self.now(),
+        )
+
+    # -- workers -------------------------------------------------------------
+
+    def _next(self) -> int:
+        """The next task that may start now, or -1."""
+        if self.halted or self.nursery is None:
+            return -1
+        admission = self.admission
+        if admission.plain:
+            v: int = self.st.pop()
+            return v
+        if not admission.open(self.retry_waiting):
+            return -1
+        return admission.take()
+
+    def _spawn(self) -> None:
+        """Start a worker for each task that may start, up to the limit.
+
+        Called when the calling worker is about to wait: a body that finishes
+        without suspending needs no second worker.
+        """
+        while self.workers < self.cap:
+            v = self._next()
+            if v < 0:
+                return
+            self.workers += 1
+            assert self.nursery is not None
+            self.nursery.start_soon(self._worker, v)
+
+    async def _worker(self, v: int) -> None:
+        try:
+            while v >= 0:
+                if self.scopes is None:
+                    await self._attempt(v)
+                else:
+                    await self._scoped(v, self._attempt)
+                self.since_checkpoint += 1
+                if self.since_checkpoint >= _FAIRNESS_EVERY:
+                    self.since_checkpoint = 0
+                    await trio.lowlevel.checkpoint()
+                v = self._next()
+        finally:
+            self.workers -= 1
+
+    async def _scoped(self, v: int, step: Callable[[int], Any]) -> None:
+        # A cancel scope of its own, so fail-fast can cancel this task alone.
+        assert self.scopes is not None
+        with trio.CancelScope() as scope:
+            self.scopes[v] = scope
+            if self.failing and not self.teardown[v]:
+                scope.cancel()
+            try:
+                await step(v)
+            finally:
+                del self.scopes[v]
+
+    def _cancelled(self, v: int) -> None:
+        """Task *v* saw Cancelled: record it, and halt if it came from outside."""
+        if not self.halted and (self.teardown[v] or not self.failing):
+            self._halt()
+        self._ended(v, core.CANCELLED, self.st.cancel(v))
+
+    # -- one attempt ---------------------------------------------------------
+
+    async def _attempt(self, v: int) -> None:
+        limiter = self.limiter
+        if limiter is not None:
+            try:
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                self._spawn()
+                try:
+                    await limiter.acquire()
+                except trio.Cancelled:
+                    self.admission.release(v)
+                    self._cancelled(v)
+                    raise
+        try:
+            await self._body(v)
+        finally:
+            if limiter is not None:
+                limiter.release()
+
+    async def _body(self, v: int) -> None:
+        snap = self.snap
+        opts = snap.options(v)
+        fn = snap.fn(v)
+        kind = _bodies.KINDS[opts.run_in] if opts.run_in is not None else self._kind(fn)
+        if opts.trigger == "all_done":
+            args, kwargs = snap.bind(v, _Outcomes(self))  # type: ignore[arg-type]
+        else:
+            args, kwargs = snap.bind(v, self.outputs)
+        attempt = self.attempts[v] + 1
+        self.attempts[v] = attempt
+        began = self.now()
+        if attempt == 1:
+            self.start[v] = began
+        self.live += 1
+        if self.live > self.peak:
+            self.peak = self.live
+        if self.on_event is not None or self.stream is not None:
+            self._emit(TaskStarted(snap.handle(v), attempt, began))
+        ctx = contextvars.copy_context()
+        ctx.run(_CURRENT.set, (snap, v, attempt))
+        try:
+            if opts.timeout is None:
+                result = await _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
+            else:
+                with trio.move_on_after(opts.timeout) as deadline:
+                    result = await _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
+                # A thread's result is discarded when the deadline passed as it ran.
+                if deadline.cancel_called:
+                    raise TaskTimeoutError(snap.name(v), opts.timeout)
+        except trio.Cancelled:
+            self._attempt_ended(v, attempt, began, opts)
+            self._cancelled(v)
+            raise
+        except Exception as exc:
+            self._attempt_ended(v, attempt, began, opts)
+            self._failed(v, attempt, exc, opts)
+            return
+        except BaseException as exc:
+            self._attempt_ended(v, attempt, began, opts)
+            self.errors[v] = exc
+            self._ended(v, core.FAILED, self.st.fail(v))
+            if self.fatal is None:
+                self.fatal = exc
+            self._halt()
+            return
+        self._attempt_ended(v, attempt, began, opts)
+        self.outputs[v] = result
+        self.st.done(v)
+        self._ended(v, core.SUCCEEDED)
+
+    def _kind(self, fn: Callable[..., Any]) -> int:
+        try:
+            return self.kinds[fn]
+        except KeyError:
+            kind = self.kinds[fn] = _bodies.kind_of(fn)
+            return kind
+        except TypeError:  # an unhashable callable
+            return _bodies.kind_of(fn)
+
+    def _attempt_ended(self, v: int, attempt: int, began: float, opts: TaskOptions) -> None:
+        now = self.now()
+        self.end[v] = now
+        self.ends += 1
+        self.end_order[v] = self.ends
+        self.busy += now - began
+        self.live -= 1
+        if opts.retries:
+            self.extra.append((v, attempt, began, now))
+        if not self.admission.plain:
+            self.admission.release(v)
+
+    def _failed(self, v: int, attempt: int, exc: Exception, opts: TaskOptions) -> None:
+        if (
+            attempt <= opts.retries
+            and isinstance(exc, opts.retry_on)
+            and not self.failing
+            and not self.halted
+        ):
+            delay = opts.retry_delay * opts.retry_backoff ** (attempt - 1)
+            if self.on_event is not None or self.stream is not None:
+                self._emit(TaskRetrying(self.snap.handle(v), attempt, exc, delay))
+            if delay > 0:
+                self.retry_waiting += 1
+                assert self.nursery is not None
+                if self.scopes is None:
+                    self.nursery.start_soon(self._retry_later, v, delay)
+                else:
+                    self.nursery.start_soon(self._scoped, v, lambda v: self._retry_later(v, delay))
+            else:
+                self.st.requeue(v)
+            return
+        self.errors[v] = exc
+        self._ended(v, core.FAILED, self.st.fail(v))
+        if self.fail_fast:
+            self._fail_fast()
+
+    async def _retry_later(self, v: int, delay: float) -> None:
+        try:
+            await trio.sleep(delay)
+        except trio.Cancelled:
+            self._cancelled(v)
+            raise
+        finally:
+            self.retry_waiting -= 1
+        self.st.requeue(v)
+        self._spawn()
+
+    # -- ended tasks and events ----------------------------------------------
+
+    def _ended(self, v: int, code: int, skipped: Sequence[int] = ()) -> None:
+        admission = self.admission
+        if admission.levels is not None:
+            admission.ended(v)
+            for s in skipped:
+                admission.ended(s)
+        if self.on_event is not None or self.stream is not None:
+            self._emit_finished(v, code)
+            for s in skipped:
+                self._emit_finished(s, core.SKIPPED)
+
+    def _emit_finished(self, v: int, code: int) -> None:
+        start = self.start[v]
+        duration = 0.0 if math.isnan(start) else self.end[v] - start
+        result = task_outcome(self.snap, code, v, self.outputs, self.errors, self.st.state)
+        self._emit(TaskFinished(self.snap.handle(v), _STATES[code], self.now(), duration, result))
+
+    def _emit(self, event: Event) -> None:
+        if self.stream is not None:
+            try:
+                self.stream(event)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.stream = None  # the reader stopped listening; the run goes on
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception as exc:
+                self.callback_error = CallbackError("on_event", exc)
+                self.on_event = None
+                self._fail_fast()

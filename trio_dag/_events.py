@@ -1,0 +1,112 @@
+"""Events of a run, the task states they report, and the per-task context.
+
+Events are built only when someone listens (an ``on_event`` callback or
+``run.events()``), so a run nobody watches pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+import outcome
+
+if TYPE_CHECKING:
+    from ._dag import Handle, Snapshot
+
+__all__ = [
+    "Event",
+    "TaskFinished",
+    "TaskInfo",
+    "TaskRetrying",
+    "TaskStarted",
+    "TaskState",
+    "current_task",
+]
+
+
+class TaskState(enum.Enum):
+    """The state of a task in a run's report.
+
+    ``PENDING`` marks a task that ``targets=`` left out of the run; every task
+    of the run ends in one of the other four.
+    """
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+@final
+@attrs.frozen
+class TaskStarted:
+    """An attempt of *task* started at Trio time *time* (attempts count from 1)."""
+
+    task: Handle[Any]
+    attempt: int
+    time: float
+
+
+@final
+@attrs.frozen
+class TaskRetrying:
+    """Attempt *attempt* of *task* raised *error*; the next starts after *delay* seconds."""
+
+    task: Handle[Any]
+    attempt: int
+    error: BaseException
+    delay: float
+
+
+@final
+@attrs.frozen
+class TaskFinished:
+    """*task* ended in *state* at *time*.
+
+    *duration* runs from its first attempt's start (0.0 when it never
+    started); *outcome* is what an ``all_done`` dependent receives.
+    """
+
+    task: Handle[Any]
+    state: TaskState
+    time: float
+    duration: float
+    outcome: outcome.Outcome[Any]
+
+
+Event = TaskStarted | TaskRetrying | TaskFinished
+
+
+@final
+@attrs.frozen
+class TaskInfo:
+    """What a running task knows about itself: see :func:`current_task`."""
+
+    name: str
+    attempt: int
+    tags: tuple[str, ...]
+
+
+# Set for each attempt to (snapshot, task index, attempt); TaskInfo is built on demand.
+_CURRENT: contextvars.ContextVar[tuple[Snapshot, int, int]] = contextvars.ContextVar(
+    "trio_dag_current_task"
+)
+
+
+def current_task() -> TaskInfo:
+    """The task whose body is running in this context (also in its worker thread).
+
+    Raises RuntimeError outside a task body.
+    """
+    try:
+        snap, i, attempt = _CURRENT.get()
+    except LookupError:
+        raise RuntimeError(
+            "trio_dag.current_task() was called outside a task body; "
+            "call it from a function that a run started"
+        ) from None
+    return TaskInfo(snap.name(i), attempt, snap.options(i).tags)

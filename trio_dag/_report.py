@@ -1,0 +1,382 @@
+"""RunReport: what a run did, task by task, with its timings, stats and exports."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+from array import array
+from collections.abc import Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Final, final
+
+import attrs
+from outcome import Error, Outcome, Value
+
+from ._dag import Handle
+from ._errors import TaskCancelledError, TaskFailedError, TaskSkippedError
+from ._events import TaskState
+from ._impl import core
+
+if TYPE_CHECKING:
+    from ._dag import Snapshot
+
+__all__ = ["RunReport", "RunStats", "TaskTiming", "task_outcome"]
+
+_STATE_OF: Final = {
+    core.SUCCEEDED: TaskState.SUCCEEDED,
+    core.FAILED: TaskState.FAILED,
+    core.SKIPPED: TaskState.SKIPPED,
+    core.CANCELLED: TaskState.CANCELLED,
+    core.EXCLUDED: TaskState.PENDING,
+}
+_NAN: Final = float("nan")
+
+
+def task_outcome(
+    snap: Snapshot,
+    code: int,
+    i: int,
+    outputs: list[Any],
+    errors: dict[int, BaseException],
+    state_of: Callable[[int], int],
+) -> Outcome[Any]:
+    """The Outcome of task *i*, which ended with core state *code*."""
+    if code == core.SUCCEEDED:
+        return Value(outputs[i])
+    if code == core.FAILED:
+        return Error(errors[i])
+    if code == core.SKIPPED:
+        blocker = next(
+            (snap.name(p) for p in snap.graph.parents(i) if state_of(p) != core.SUCCEEDED), None
+        )
+        return Error(TaskSkippedError(snap.name(i), blocker))
+    return Error(TaskCancelledError(snap.name(i)))
+
+
+@final
+@attrs.frozen
+class TaskTiming:
+    """When a task ran, on the Trio clock.
+
+    ``start`` is its first attempt's start, ``end`` its last attempt's end;
+    both are None (and ``attempts`` 0) for a task that never started.
+    """
+
+    start: float | None
+    end: float | None
+    attempts: int
+
+    @property
+    def duration(self) -> float | None:
+        """``end - start``, or None for a task that never started."""
+        if self.start is None or self.end is None:
+            return None
+        return self.end - self.start
+
+
+@final
+@attrs.frozen
+class RunStats:
+    """Figures of a whole run (Trio clock, seconds)."""
+
+    tasks: int
+    makespan: float
+    busy: float
+    speedup: float
+    peak_concurrency: int
+    waves: int
+    tasks_per_second: float
+
+
+@final
+class RunReport:
+    """The result of a run: every task's state, output or error, and timings.
+
+    ``report[h]`` is a task's output (or raises its TaskFailedError,
+    TaskSkippedError or TaskCancelledError; KeyError for a task ``targets=``
+    left out). A handle or a task name may be used wherever a task is asked for.
+    """
+
+    __slots__ = (
+        "_attempts",
+        "_busy",
+        "_end",
+        "_end_order",
+        "_ended_at",
+        "_errors",
+        "_extra",
+        "_outputs",
+        "_peak",
+        "_snap",
+        "_start",
+        "_started_at",
+        "_states",
+    )
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        states: bytes,
+        outputs: list[Any],
+        errors: dict[int, BaseException],
+        start: array[float],
+        end: array[float],
+        end_order: array[int],
+        attempts: array[int],
+        extra: list[tuple[int, int, float, float]],
+        busy: float,
+        peak: int,
+        started_at: float,
+        ended_at: float,
+    ) -> None:
+        # start/end hold NaN for tasks that never started, end_order 0 (else
+        # the rank of the task's last attempt among all attempt ends); extra
+        # holds (task, attempt, start, end) of every attempt of each task
+        # that may retry.
+        self._snap = snap
+        self._states = states
+        self._outputs = outputs
+        self._errors = errors
+        self._start = start
+        self._end = end
+        self._end_order = end_order
+        self._attempts = attempts
+        self._extra = extra
+        self._busy = busy
+        self._peak = peak
+        self._started_at = started_at
+        self._ended_at = ended_at
+
+    def _index(self, task: Handle[Any] | str) -> int:
+        return self._snap.index(task)
+
+    def state(self, task: Handle[Any] | str) -> TaskState:
+        """The final state of *task*; ``PENDING`` if ``targets=`` left it out."""
+        st = self._states[self._index(task)]
+        return _STATE_OF.get(st, TaskState.CANCELLED)
+
+    def _of(self, st: int) -> list[Handle[Any]]:
+        return [self._snap.handle(i) for i, s in enumerate(self._states) if s == st]
+
+    @property
+    def ok(self) -> bool:
+        """True when every task of the run SUCCEEDED."""
+        return all(s == core.SUCCEEDED or s == core.EXCLUDED for s in self._states)
+
+    @property
+    def succeeded(self) -> list[Handle[Any]]:
+        """The tasks that SUCCEEDED, in insertion order."""
+        return self._of(core.SUCCEEDED)
+
+    @property
+    def failed(self) -> list[Handle[Any]]:
+        """The tasks that FAILED, in insertion order."""
+        return self._of(core.FAILED)
+
+    @property
+    def skipped(self) -> list[Handle[Any]]:
+        """The tasks that were SKIPPED, in insertion order."""
+        return self._of(core.SKIPPED)
+
+    @property
+    def cancelled(self) -> list[Handle[Any]]:
+        """The tasks that were CANCELLED, in insertion order."""
+        return self._of(core.CANCELLED)
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        """``{name: exception}`` of every FAILED task, each its own last exception."""
+        return {self._snap.name(i): e for i, e in sorted(self._errors.items())}
+
+    def outcome(self, task: Handle[Any] | str) -> Outcome[Any]:
+        """``Value(output)``, or ``Error`` of the task's exception, TaskSkippedError or
+        TaskCancelledError: what an ``all_done`` dependent receives."""
+        return self._outcome(self._index(task))
+
+    def _outcome(self, i: int) -> Outcome[Any]:
+        st = self._states[i]
+        if st == core.EXCLUDED:
+            raise KeyError(f"task {self._snap.name(i)!r} was not part of this run (targets=)")
+        return task_outcome(
+            self._snap, st, i, self._outputs, self._errors, self._states.__getitem__
+        )
+
+    def __getitem__(self, task: Handle[Any] | str) -> Any:
+        i = self._index(task)
+        st = self._states[i]
+        if st == core.SUCCEEDED:
+            return self._outputs[i]
+        if st == core.FAILED:
+            err = self._errors[i]
+            raise TaskFailedError(self._snap.name(i), err) from err
+        return self._outcome(i).unwrap()
+
+    def __contains__(self, task: object) -> bool:
+        if not isinstance(task, (str, Handle)):
+            return False
+        try:
+            return bool(self._states[self._snap.index(task)] != core.EXCLUDED)
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    def __iter__(self) -> Iterator[Handle[Any]]:
+        """The handles of the run's tasks, in insertion order."""
+        return (self._snap.handle(i) for i, s in enumerate(self._states) if s != core.EXCLUDED)
+
+    def __len__(self) -> int:
+        return sum(1 for s in self._states if s != core.EXCLUDED)
+
+    def timing(self, task: Handle[Any] | str) -> TaskTiming:
+        """When *task* ran: see :class:`TaskTiming`."""
+        i = self._index(task)
+        start = self._start[i]
+        if math.isnan(start):
+            return TaskTiming(None, None, 0)
+        return TaskTiming(start, self._end[i], self._attempts[i])
+
+    @property
+    def stats(self) -> RunStats:
+        """Makespan, busy time, speedup, peak concurrency, waves, tasks per second."""
+        tasks = len(self)
+        makespan = self._ended_at - self._started_at
+        levels = self._snap.graph.levels()
+        waves = max(
+            (levels[i] + 1 for i, s in enumerate(self._states) if s != core.EXCLUDED), default=0
+        )
+        return RunStats(
+            tasks=tasks,
+            makespan=makespan,
+            busy=self._busy,
+            speedup=self._busy / makespan if makespan > 0 else 0.0,
+            peak_concurrency=self._peak,
+            waves=waves,
+            tasks_per_second=tasks / makespan if makespan > 0 else 0.0,
+        )
+
+    def critical_path(self) -> list[Handle[Any]]:
+        """The chain that bounded the makespan, first task first.
+
+        It ends at the task that ended last; each task before it is the
+        dependency that ended last before the next one started.
+        """
+        order = self._end_order
+        last = max(range(len(order)), key=order.__getitem__, default=-1)
+        if last < 0 or order[last] == 0:
+            return []
+        path = [last]
+        while True:
+            parents = self._snap.graph.parents(path[-1])
+            gate = max(parents, key=order.__getitem__, default=-1)
+            if gate < 0 or order[gate] == 0:
+                break
+            path.append(gate)
+        return [self._snap.handle(k) for k in reversed(path)]
+
+    def summary(self, *, slowest: int = 5) -> str:
+        """A table a person reads: counts per state, the slowest tasks, the failures."""
+        stats = self.stats
+        lines = [
+            f"{stats.tasks} tasks in {stats.makespan:.3f} s "
+            f"(busy {stats.busy:.3f} s, speedup {stats.speedup:.2f}, "
+            f"peak concurrency {stats.peak_concurrency}, {stats.waves} waves)",
+            "",
+        ]
+        counts: dict[TaskState, int] = {s: 0 for s in TaskState if s is not TaskState.PENDING}
+        for s in self._states:
+            if s != core.EXCLUDED:
+                counts[_STATE_OF.get(s, TaskState.CANCELLED)] += 1
+        width = max(len(state.name) for state in counts)
+        lines += [f"  {state.name:<{width}}  {count:>8}" for state, count in counts.items()]
+        ran = [
+            (self._end[i] - self._start[i], i)
+            for i in range(len(self._start))
+            if not math.isnan(self._start[i])
+        ]
+        top = heapq.nlargest(slowest, ran, key=lambda d: (d[0], -d[1]))
+        if top:
+            names = [self._snap.name(i) for _, i in top]
+            nw = max(len(n) for n in names)
+            lines += ["", f"slowest {len(top)}:"]
+            lines += [
+                f"  {name:<{nw}}  {dur:>10.3f} s  {self._attempts[i]} attempt(s)"
+                for name, (dur, i) in zip(names, top, strict=True)
+            ]
+        if self._errors:
+            lines += ["", f"failures ({len(self._errors)}):"]
+            items = sorted(self._errors.items())
+            names = [self._snap.name(i) for i, _ in items]
+            nw = max(len(n) for n in names)
+            for name, (_, err) in zip(names, items, strict=True):
+                first = (str(err).splitlines() or [""])[0]
+                lines.append(f"  {name:<{nw}}  {type(err).__name__}: {first}".rstrip())
+        return "\n".join(lines)
+
+    def to_chrome_trace(self, file: str | os.PathLike[str] | IO[str]) -> None:
+        """Write the run as Trace Event Format JSON (open it in Perfetto).
+
+        One lane per concurrent slot; each attempt is a slice named after its
+        task, with its tags, state and attempt number as args.
+        """
+        events: list[dict[str, Any]] = []
+        free: list[int] = []
+        busy: list[tuple[float, int]] = []
+        lanes = 0
+        for start, end, i, attempt in self._spans():
+            while busy and busy[0][0] <= start:
+                heapq.heappush(free, heapq.heappop(busy)[1])
+            if free:
+                lane = heapq.heappop(free)
+            else:
+                lane = lanes
+                lanes += 1
+            heapq.heappush(busy, (end, lane))
+            opts = self._snap.options(i)
+            events.append(
+                {
+                    "name": self._snap.name(i),
+                    "cat": ",".join(opts.tags) or "task",
+                    "ph": "X",
+                    "ts": (start - self._started_at) * 1e6,
+                    "dur": (end - start) * 1e6,
+                    "pid": 1,
+                    "tid": lane + 1,
+                    "args": {
+                        "state": self.state(self._snap.handle(i)).name,
+                        "attempt": attempt,
+                        "tags": list(opts.tags),
+                    },
+                }
+            )
+        events += [
+            {
+                "name": "thread_name",
+                "ph": "M",
+                "pid": 1,
+                "tid": lane + 1,
+                "args": {"name": f"slot {lane + 1}"},
+            }
+            for lane in range(lanes)
+        ]
+        doc = {"traceEvents": events, "displayTimeUnit": "ms"}
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+        else:
+            json.dump(doc, file)
+
+    def _spans(self) -> list[tuple[float, float, int, int]]:
+        # Every attempt as (start, end, task, attempt), by start time. Tasks
+        # that may retry have each attempt in ``extra``; any other task that
+        # started ran once, from its start to its end.
+        spans = [(s, e, i, a) for i, a, s, e in self._extra]
+        recorded = {i for i, _, _, _ in self._extra}
+        for i in range(len(self._start)):
+            if self._attempts[i] and i not in recorded:
+                spans.append((self._start[i], self._end[i], i, 1))
+        spans.sort(key=lambda x: (x[0], x[2], x[3]))
+        return spans
+
+    def __repr__(self) -> str:
+        stats = self.stats
+        return f"<RunReport {stats.tasks} tasks ok={self.ok} makespan={stats.makespan:.3f}s>"

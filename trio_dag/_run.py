@@ -1,0 +1,268 @@
+"""The public ways to run a DAG: ``run``, ``run_sync`` and ``open_run``.
+
+They check every option before anything starts, freeze the DAG, turn the
+policy into core keys, and hand over to the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, final
+
+import trio
+
+from ._errors import RunFailedError, TaskFailedError
+from ._events import Event
+from ._policies import Policy, Strategy, check_policy, check_strategy, ready_keys
+
+if TYPE_CHECKING:
+    from ._dag import DAG, Handle
+    from ._engine import Engine
+    from ._report import RunReport
+
+__all__ = ["Run", "open_run", "run", "run_sync"]
+
+OnFailure = Literal["skip", "fail_fast"]
+
+
+def _check_limit(limit: object) -> None:
+    if limit is None or isinstance(limit, trio.CapacityLimiter):
+        return
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise TypeError(
+            f"limit must be None, an int >= 1 or a trio.CapacityLimiter, not {type(limit).__name__}"
+        )
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}; use None for no limit")
+
+
+def _check_resources(resources: object) -> None:
+    if resources is None:
+        return
+    if not isinstance(resources, Mapping):
+        raise TypeError(
+            f"resources must be a mapping of name to capacity, not {type(resources).__name__}"
+        )
+    for name, capacity in resources.items():
+        if not isinstance(name, str):
+            raise TypeError(f"resource names must be str, got {name!r}")
+        if (
+            not isinstance(capacity, numbers.Real)
+            or isinstance(capacity, bool)
+            or not math.isfinite(capacity)
+            or capacity < 0
+        ):
+            raise ValueError(f"resource {name!r} needs a finite capacity >= 0, got {capacity!r}")
+
+
+def _engine(
+    dag: DAG,
+    *,
+    limit: int | trio.CapacityLimiter | None,
+    resources: Mapping[str, float] | None,
+    policy: Policy,
+    strategy: Strategy,
+    on_failure: OnFailure,
+    targets: Iterable[Handle[Any] | str] | None,
+    on_event: Callable[[Event], None] | None,
+    stream: Callable[[Event], None] | None,
+) -> Engine:
+    from ._engine import Engine
+
+    _check_limit(limit)
+    _check_resources(resources)
+    check_policy(policy)
+    check_strategy(strategy)
+    if on_failure not in ("skip", "fail_fast"):
+        raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
+    if on_event is not None and not callable(on_event):
+        raise TypeError(f"on_event must be callable, not {type(on_event).__name__}")
+    if isinstance(targets, str):
+        targets = [targets]
+    snap = dag._freeze()
+    if targets is None:
+        members = None
+        member_list: Iterable[int] = range(snap.n)
+    else:
+        member_list = members = list(snap.graph.ancestors([snap.index(t) for t in targets]))
+    keys, lifo = ready_keys(snap, policy, strategy, list(member_list))
+    return Engine(
+        snap,
+        members,
+        keys=keys,
+        lifo=lifo,
+        limit=limit,
+        resources=resources,
+        strategy=strategy,
+        fail_fast=on_failure == "fail_fast",
+        on_event=on_event,
+        stream=stream,
+    )
+
+
+def _checked(report: RunReport, check: bool) -> RunReport:
+    if check and report._errors:
+        failures = [
+            TaskFailedError(report._snap.name(i), exc) for i, exc in sorted(report._errors.items())
+        ]
+        count = len(failures)
+        raise RunFailedError(f"{count} task{'s' if count != 1 else ''} failed", failures, report)
+    return report
+
+
+async def run(
+    dag: DAG,
+    *,
+    limit: int | trio.CapacityLimiter | None = None,
+    resources: Mapping[str, float] | None = None,
+    policy: Policy = "fifo",
+    strategy: Strategy = "immediate",
+    on_failure: OnFailure = "skip",
+    targets: Iterable[Handle[Any] | str] | None = None,
+    check: bool = True,
+    on_event: Callable[[Event], None] | None = None,
+) -> RunReport:
+    """Run every task of *dag* (or of ``targets`` and their dependencies) and report.
+
+    Returns when nothing of the run is still running. With ``check=True``
+    a run with failed tasks raises :class:`RunFailedError` (its ``.report``
+    holds the report). See the package docs for each option.
+    """
+    engine = _engine(
+        dag,
+        limit=limit,
+        resources=resources,
+        policy=policy,
+        strategy=strategy,
+        on_failure=on_failure,
+        targets=targets,
+        on_event=on_event,
+        stream=None,
+    )
+    return _checked(await engine.execute(), check)
+
+
+def run_sync(dag: DAG, **options: Any) -> RunReport:
+    """``trio.run(trio_dag.run, dag, **options)``: run *dag* from synchronous code."""
+    return trio.run(partial(run, dag, **options))
+
+
+@final
+class Run:
+    """A run in progress, from :func:`open_run`.
+
+    Iterate :meth:`events` to watch it, call :meth:`cancel` to stop it; read
+    :attr:`report` after the ``async with`` block.
+    """
+
+    def __init__(self, engine: Engine, receive: trio.MemoryReceiveChannel[Event]) -> None:
+        self._engine = engine
+        self._receive = receive
+        self._iterated = False
+
+    def events(self) -> AsyncIterator[Event]:
+        """Every event of the run from its start, in order; ends when the run ends.
+
+        May be iterated once. Events are buffered without bound, so a slow
+        reader never blocks the run and never misses one.
+        """
+        if self._iterated:
+            raise RuntimeError("run.events() may be iterated only once")
+        self._iterated = True
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        async with self._receive:
+            async for event in self._receive:
+                yield event
+
+    def cancel(self) -> None:
+        """Stop the run: running tasks are cancelled, nothing more starts.
+
+        Finished tasks keep their results; the rest end CANCELLED. The
+        ``async with`` block then returns the report (``ok`` is False).
+        """
+        self._engine.cancel()
+
+    @property
+    def report(self) -> RunReport:
+        """The run's report; available once the run has ended."""
+        if self._engine.report is None:
+            raise RuntimeError("the run has not ended yet; read run.report after the block")
+        return self._engine.report
+
+
+@asynccontextmanager
+async def open_run(
+    dag: DAG,
+    *,
+    limit: int | trio.CapacityLimiter | None = None,
+    resources: Mapping[str, float] | None = None,
+    policy: Policy = "fifo",
+    strategy: Strategy = "immediate",
+    on_failure: OnFailure = "skip",
+    targets: Iterable[Handle[Any] | str] | None = None,
+    check: bool = True,
+    on_event: Callable[[Event], None] | None = None,
+) -> AsyncIterator[Run]:
+    """Start a run in the background and yield a :class:`Run` to watch or stop it.
+
+    Leaving the block waits for the run to end (an exception in the block
+    cancels it first); then ``check=True`` raises :class:`RunFailedError` if
+    any task failed.
+    """
+    send, receive = trio.open_memory_channel[Event](math.inf)
+    engine = _engine(
+        dag,
+        limit=limit,
+        resources=resources,
+        policy=policy,
+        strategy=strategy,
+        on_failure=on_failure,
+        targets=targets,
+        on_event=on_event,
+        stream=send.send_nowait,
+    )
+    handle = Run(engine, receive)
+    failure: list[BaseException] = []
+    raised: list[BaseException] = []
+
+    async def background() -> None:
+        try:
+            await engine.execute()
+        except trio.Cancelled:
+            raise
+        except BaseException as exc:  # raised below, outside the nursery
+            failure.append(exc)
+        finally:
+            send.close()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(background)
+            try:
+                yield handle
+            except BaseException as exc:
+                raised.append(exc)
+                engine.cancel()
+                raise
+    except BaseExceptionGroup as group:
+        # What the block raised comes out as it was, not inside the group
+        # of this context manager's own nursery.
+        if raised and len(group.exceptions) == 1 and group.exceptions[0] is raised[0]:
+            exc = raised[0]
+            context = exc.__context__
+            try:
+                raise exc from exc.__cause__
+            finally:
+                exc.__context__ = context
+                del exc
+        raise
+    if failure:
+        raise failure[0]
+    assert engine.report is not None
+    _checked(engine.report, check)
