@@ -1,4 +1,4 @@
-"""Builds the compiled core, unless TRIO_DAG_NO_EXTENSIONS is set."""
+"""Builds the compiled core and loop, unless TRIO_DAG_NO_EXTENSIONS is set."""
 
 import os
 
@@ -10,7 +10,10 @@ else:
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
-        [Extension("trio_dag._core", ["trio_dag/_core.pyx"], extra_compile_args=["-O3"])],
+        [
+            Extension(name, [f"trio_dag/{name.split('.')[1]}.pyx"], extra_compile_args=["-O3"])
+            for name in ("trio_dag._core", "trio_dag._loop")
+        ],
         compiler_directives={"language_level": "3"},
     )
 

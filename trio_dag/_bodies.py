@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import trio
 
-__all__ = ["ASYNC", "INLINE", "KINDS", "THREAD", "call", "kind_of"]
+__all__ = ["ASYNC", "INLINE", "KINDS", "THREAD", "call", "kind_of", "resume"]
 
 ASYNC: Final = 0
 INLINE: Final = 1
@@ -44,7 +44,7 @@ def kind_of(fn: Callable[..., Any]) -> int:
 
 
 @types.coroutine
-def _resume(
+def resume(
     coro: Coroutine[Any, Any, Any], trap: Any, ctx: contextvars.Context
 ) -> Generator[Any, Any, Any]:
     """Go on driving *coro* in *ctx*; it has just yielded *trap* for the scheduler."""
@@ -91,7 +91,7 @@ async def call(
         except StopIteration as stop:
             return stop.value
         on_suspend()
-        return await _resume(coro, trap, ctx)
+        return await resume(coro, trap, ctx)
     if kind == INLINE:
         return ctx.run(fn, *args, **kwargs)
     on_suspend()

@@ -21,14 +21,13 @@ from __future__ import annotations
 import contextvars
 import math
 import sys
-from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import outcome
 import trio
 
-from . import _bodies
+from . import _bodies, _loop_py
 from ._admission import Admission
 from ._errors import CallbackError, TaskTimeoutError
 from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted, TaskState
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine"]
 
-_NAN: Final = float("nan")
 # A worker whose bodies never suspend still lets other Trio tasks run this often.
 _FAIRNESS_EVERY: Final = 2048
 _STATES: Final = {
@@ -50,6 +48,17 @@ _STATES: Final = {
     core.SKIPPED: TaskState.SKIPPED,
     core.CANCELLED: TaskState.CANCELLED,
 }
+
+
+def _loop_for(graph: object) -> Any:
+    """The loop implementation that matches the graph's core (compiled or not)."""
+    if type(graph).__module__ == "trio_dag._core":
+        try:
+            from . import _loop  # type: ignore[attr-defined, unused-ignore]
+        except ImportError:
+            return _loop_py
+        return _loop
+    return _loop_py
 
 
 class _Outcomes:
@@ -90,19 +99,7 @@ class Engine:
         run_state = sys.modules[type(snap.graph).__module__].RunState
         self.st = run_state(snap.graph, keys, lifo=lifo, all_done=snap.all_done, targets=members)
         self.admission = Admission(snap, self.st, resources, strategy)
-        self.outputs: list[Any] = [None] * n
         self.errors: dict[int, BaseException] = {}
-        self.start = array("d", [_NAN]) * n
-        self.end = array("d", [_NAN]) * n
-        self.attempts = array("i", [0]) * n
-        # The order in which tasks' last attempts ended: ties on the clock are
-        # common, and the critical path needs to know which ended last.
-        self.end_order = array("q", [0]) * n
-        self.ends = 0
-        self.extra: list[tuple[int, int, float, float]] = []
-        self.busy = 0.0
-        self.live = 0
-        self.peak = 0
         self.on_event = on_event
         self.stream = stream
         self.fail_fast = fail_fast
@@ -125,19 +122,28 @@ class Engine:
         self.halted = False
         self.fatal: BaseException | None = None
         self.callback_error: CallbackError | None = None
-        self.kinds: dict[Any, int] = {}
         self.since_checkpoint = 0
         self.nursery: trio.Nursery | None = None
         self.report: RunReport | None = None
-        self.now: Callable[[], float] = trio.current_time
         self.started_at = 0.0
+        # Tasks run through the fast loop unless the run needs per-task Python
+        # work around them (events, scopes, limiter, admission rules).
+        fast = (
+            self.admission.plain
+            and self.limiter is None
+            and self.scopes is None
+            and on_event is None
+            and stream is None
+        )
+        self.loop = _loop_for(snap.graph).Loop(snap, self.st, trio.current_time, fast)
+        self.outputs = self.loop.outputs
 
     # -- the run as a whole --------------------------------------------------
 
     async def execute(self) -> RunReport:
         """Run every task of the run; return the report once nothing runs."""
-        self.now = trio.lowlevel.current_clock().current_time
-        self.started_at = self.now()
+        self.loop.now = trio.lowlevel.current_clock().current_time
+        self.started_at = self.loop.now()
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -190,20 +196,21 @@ class Engine:
             for v in range(self.snap.n):
                 if states[v] == core.RUNNING:
                     self._ended(v, core.CANCELLED, st.cancel(v))
+        loop = self.loop
         self.report = RunReport(
             self.snap,
             st.states(),
-            self.outputs,
+            loop.outputs,
             self.errors,
-            self.start,
-            self.end,
-            self.end_order,
-            self.attempts,
-            self.extra,
-            self.busy,
-            self.peak,
+            loop.start,
+            loop.end,
+            loop.end_order,
+            loop.attempts,
+            loop.extra,
+            loop.busy,
+            loop.peak,
             self.started_at,
-            self.now(),
+            loop.now(),
         )
 
     # -- workers -------------------------------------------------------------
@@ -235,12 +242,29 @@ class Engine:
             self.nursery.start_soon(self._worker, v)
 
     async def _worker(self, v: int) -> None:
+        slot: list[Any] = [self.snap, -1, 0]
+        _CURRENT.set(slot)
+        loop = self.loop
         try:
             while v >= 0:
-                if self.scopes is None:
-                    await self._attempt(v)
+                v = loop.run(v, slot)
+                if v < 0:
+                    return
+                why = loop.why
+                if why == _loop_py.CHECKPOINT:
+                    await self._checkpoint(v)
+                    continue
+                if why == _loop_py.SUSPENDED:
+                    await self._resumed(v, slot)
+                elif why == _loop_py.RAISED:
+                    error = loop.error
+                    loop.error = None
+                    assert error is not None
+                    self._raised(v, loop.began, self.snap.options(v), error)
+                elif self.scopes is None:
+                    await self._attempt(v, slot)
                 else:
-                    await self._scoped(v, self._attempt)
+                    await self._scoped(v, lambda v: self._attempt(v, slot))
                 self.since_checkpoint += 1
                 if self.since_checkpoint >= _FAIRNESS_EVERY:
                     self.since_checkpoint = 0
@@ -248,6 +272,14 @@ class Engine:
                 v = self._next()
         finally:
             self.workers -= 1
+
+    async def _checkpoint(self, v: int) -> None:
+        # Task v was popped but has not started: a cancellation here ends it.
+        try:
+            await trio.lowlevel.checkpoint()
+        except trio.Cancelled:
+            self._cancelled(v)
+            raise
 
     async def _scoped(self, v: int, step: Callable[[int], Any]) -> None:
         # A cancel scope of its own, so fail-fast can cancel this task alone.
@@ -269,7 +301,7 @@ class Engine:
 
     # -- one attempt ---------------------------------------------------------
 
-    async def _attempt(self, v: int) -> None:
+    async def _attempt(self, v: int, slot: list[Any]) -> None:
         limiter = self.limiter
         if limiter is not None:
             try:
@@ -283,32 +315,28 @@ class Engine:
                     self._cancelled(v)
                     raise
         try:
-            await self._body(v)
+            await self._body(v, slot)
         finally:
             if limiter is not None:
                 limiter.release()
 
-    async def _body(self, v: int) -> None:
+    async def _body(self, v: int, slot: list[Any]) -> None:
         snap = self.snap
+        loop = self.loop
         opts = snap.options(v)
         fn = snap.fn(v)
-        kind = _bodies.KINDS[opts.run_in] if opts.run_in is not None else self._kind(fn)
+        kind = _bodies.KINDS[opts.run_in] if opts.run_in is not None else loop.kind(fn)
         if opts.trigger == "all_done":
             args, kwargs = snap.bind(v, _Outcomes(self))  # type: ignore[arg-type]
         else:
-            args, kwargs = snap.bind(v, self.outputs)
-        attempt = self.attempts[v] + 1
-        self.attempts[v] = attempt
-        began = self.now()
-        if attempt == 1:
-            self.start[v] = began
-        self.live += 1
-        if self.live > self.peak:
-            self.peak = self.live
+            args, kwargs = snap.bind(v, loop.outputs)
+        began = loop.begin(v)
+        attempt = loop.attempts[v]
         if self.on_event is not None or self.stream is not None:
             self._emit(TaskStarted(snap.handle(v), attempt, began))
         ctx = contextvars.copy_context()
-        ctx.run(_CURRENT.set, (snap, v, attempt))
+        slot[1] = v
+        slot[2] = attempt
         try:
             if opts.timeout is None:
                 result = await _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
@@ -319,46 +347,61 @@ class Engine:
                 if deadline.cancel_called:
                     raise TaskTimeoutError(snap.name(v), opts.timeout)
         except trio.Cancelled:
-            self._attempt_ended(v, attempt, began, opts)
+            slot[1] = -1
+            loop.finish(v, began, opts.retries)
             self._cancelled(v)
             raise
-        except Exception as exc:
-            self._attempt_ended(v, attempt, began, opts)
-            self._failed(v, attempt, exc, opts)
-            return
         except BaseException as exc:
-            self._attempt_ended(v, attempt, began, opts)
-            self.errors[v] = exc
-            self._ended(v, core.FAILED, self.st.fail(v))
-            if self.fatal is None:
-                self.fatal = exc
-            self._halt()
+            slot[1] = -1
+            self._raised(v, began, opts, exc)
             return
-        self._attempt_ended(v, attempt, began, opts)
+        slot[1] = -1
+        self._succeeded(v, began, opts, result)
+
+    async def _resumed(self, v: int, slot: list[Any]) -> None:
+        """Go on with a body the fast loop started and that suspended."""
+        loop = self.loop
+        coro, trap, ctx, began = loop.coro, loop.trap, loop.ctx, loop.began
+        loop.coro = loop.trap = loop.ctx = None
+        assert ctx is not None
+        opts = self.snap.options(v)
+        self._spawn()
+        try:
+            result = await _bodies.resume(coro, trap, ctx)
+        except trio.Cancelled:
+            slot[1] = -1
+            loop.finish(v, began, opts.retries)
+            self._cancelled(v)
+            raise
+        except BaseException as exc:
+            slot[1] = -1
+            self._raised(v, began, opts, exc)
+            return
+        slot[1] = -1
+        self._succeeded(v, began, opts, result)
+
+    def _succeeded(self, v: int, began: float, opts: TaskOptions, result: Any) -> None:
+        self.loop.finish(v, began, opts.retries)
+        if not self.admission.plain:
+            self.admission.release(v)
         self.outputs[v] = result
         self.st.done(v)
         self._ended(v, core.SUCCEEDED)
 
-    def _kind(self, fn: Callable[..., Any]) -> int:
-        try:
-            return self.kinds[fn]
-        except KeyError:
-            kind = self.kinds[fn] = _bodies.kind_of(fn)
-            return kind
-        except TypeError:  # an unhashable callable
-            return _bodies.kind_of(fn)
-
-    def _attempt_ended(self, v: int, attempt: int, began: float, opts: TaskOptions) -> None:
-        now = self.now()
-        self.end[v] = now
-        self.ends += 1
-        self.end_order[v] = self.ends
-        self.busy += now - began
-        self.live -= 1
-        if opts.retries:
-            self.extra.append((v, attempt, began, now))
+    def _raised(self, v: int, began: float, opts: TaskOptions, exc: BaseException) -> None:
+        """An attempt of task *v* raised *exc* (not Cancelled)."""
+        self.loop.finish(v, began, opts.retries)
         if not self.admission.plain:
             self.admission.release(v)
+        if isinstance(exc, Exception):
+            self._failed(v, self.loop.attempts[v], exc, opts)
+            return
+        # KeyboardInterrupt, SystemExit and the like stop the whole run.
+        self.errors[v] = exc
+        self._ended(v, core.FAILED, self.st.fail(v))
+        if self.fatal is None:
+            self.fatal = exc
+        self._halt()
 
     def _failed(self, v: int, attempt: int, exc: Exception, opts: TaskOptions) -> None:
         if (
@@ -410,10 +453,11 @@ class Engine:
                 self._emit_finished(s, core.SKIPPED)
 
     def _emit_finished(self, v: int, code: int) -> None:
-        start = self.start[v]
-        duration = 0.0 if math.isnan(start) else self.end[v] - start
+        loop = self.loop
+        start = loop.start[v]
+        duration = 0.0 if math.isnan(start) else loop.end[v] - start
         result = task_outcome(self.snap, code, v, self.outputs, self.errors, self.st.state)
-        self._emit(TaskFinished(self.snap.handle(v), _STATES[code], self.now(), duration, result))
+        self._emit(TaskFinished(self.snap.handle(v), _STATES[code], loop.now(), duration, result))
 
     def _emit(self, event: Event) -> None:
         if self.stream is not None:

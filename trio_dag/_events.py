@@ -14,7 +14,7 @@ import attrs
 import outcome
 
 if TYPE_CHECKING:
-    from ._dag import Handle, Snapshot
+    from ._dag import Handle
 
 __all__ = [
     "Event",
@@ -91,10 +91,10 @@ class TaskInfo:
     tags: tuple[str, ...]
 
 
-# Set for each attempt to (snapshot, task index, attempt); TaskInfo is built on demand.
-_CURRENT: contextvars.ContextVar[tuple[Snapshot, int, int]] = contextvars.ContextVar(
-    "trio_dag_current_task"
-)
+# Each worker sets this once, in its own context, to its slot
+# ``[snapshot, task, attempt]``; the task is -1 between bodies. Bodies run in
+# copies of the worker's context, so they see their worker's slot.
+_CURRENT: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("trio_dag_current_task")
 
 
 def current_task() -> TaskInfo:
@@ -102,11 +102,11 @@ def current_task() -> TaskInfo:
 
     Raises RuntimeError outside a task body.
     """
-    try:
-        snap, i, attempt = _CURRENT.get()
-    except LookupError:
+    slot = _CURRENT.get(None)
+    if slot is None or slot[1] < 0:
         raise RuntimeError(
             "trio_dag.current_task() was called outside a task body; "
             "call it from a function that a run started"
-        ) from None
+        )
+    snap, i, attempt = slot
     return TaskInfo(snap.name(i), attempt, snap.options(i).tags)

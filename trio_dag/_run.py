@@ -11,7 +11,7 @@ import numbers
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
 
 import trio
 
@@ -102,6 +102,15 @@ def _engine(
         on_event=on_event,
         stream=stream,
     )
+
+
+def _reraise(error: BaseException) -> NoReturn:
+    """Raise *error* again, keeping the context it had."""
+    context = error.__context__
+    try:
+        raise error
+    finally:
+        error.__context__ = context
 
 
 def _checked(report: RunReport, check: bool) -> RunReport:
@@ -246,21 +255,15 @@ async def open_run(
             nursery.start_soon(background)
             try:
                 yield handle
-            except BaseException as exc:
-                raised.append(exc)
+            except BaseException as error:
+                raised.append(error)
                 engine.cancel()
                 raise
     except BaseExceptionGroup as group:
         # What the block raised comes out as it was, not inside the group
         # of this context manager's own nursery.
         if raised and len(group.exceptions) == 1 and group.exceptions[0] is raised[0]:
-            exc = raised[0]
-            context = exc.__context__
-            try:
-                raise exc from exc.__cause__
-            finally:
-                exc.__context__ = context
-                del exc
+            _reraise(raised.pop())
         raise
     if failure:
         raise failure[0]
