@@ -1,0 +1,236 @@
+"""The standard library's :mod:`graphlib` on trio_dag's graph core: change one import.
+
+::
+
+    from trio_dag.graphlib import CycleError, TopologicalSorter
+
+Same API, same errors in the same situations, the same nodes in each
+``get_ready()`` batch; ``CycleError`` is the standard library's own class.
+Nodes are any hashable objects. :meth:`~TopologicalSorter.add` numbers them in
+order of first mention and records edges between numbers;
+:meth:`~TopologicalSorter.prepare` hands those to the core, which does the
+readiness bookkeeping (counters, ready queue, cycle search) in arrays.
+
+Differences from the standard library, all outside what it documents:
+
+- Within one ``get_ready()`` tuple, the nodes that a single node's ``done()``
+  made ready come in the order they were first mentioned; the standard
+  library lists them in the order their edges from that node were added. The
+  nodes ready at ``prepare()``, and everything else about the order, match.
+- When the graph has several cycles, ``CycleError`` may report another one (the
+  standard library promises only "one undefined choice"); each node of the
+  list is still an immediate predecessor of the next, first node repeated last.
+- ``add()`` that raises (an unhashable node or predecessor) leaves the sorter
+  as it was. The standard library leaves the node half added: its counter
+  already includes every predecessor, so it can never become ready.
+- Pickling or copying a sorter is not supported (the compiled core's state
+  does not pickle); the standard library's sorters happen to pickle.
+
+The core is the one :mod:`trio_dag._impl` picks. ``_core`` (private) is the
+module whose ``Graph`` and ``RunState`` ``prepare()`` uses; the tests
+monkeypatch it to run each core through CPython's own graphlib tests.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from graphlib import CycleError as CycleError
+from itertools import count
+from types import GenericAlias, ModuleType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import _impl
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsItems
+
+    from ._core import RunState
+
+__all__ = ["CycleError", "TopologicalSorter"]
+
+_T = TypeVar("_T")
+
+_core: ModuleType = _impl.core
+
+
+class TopologicalSorter(Generic[_T]):
+    """Sorts a graph of hashable nodes topologically, batch by batch.
+
+    *graph*, when given, maps each node to an iterable of its predecessors,
+    added as if by :meth:`add` (a subclass that overrides ``add`` sees each
+    call). Then :meth:`prepare`, and loop::
+
+        ts = TopologicalSorter(graph)
+        ts.prepare()
+        while ts.is_active():
+            ready = ts.get_ready()
+            ...  # process them, in any order, in parallel
+            ts.done(*ready)
+    """
+
+    def __init__(self, graph: SupportsItems[_T, Iterable[_T]] | None = None) -> None:
+        # Each node's index is its rank in order of first mention; a missing
+        # key numbers itself. Edges go predecessor -> node, by index.
+        self._index: defaultdict[_T, int] = defaultdict(count().__next__)
+        # "I", not "i": appending a Python int to an "i" array goes through
+        # PyArg_Parse, several times slower. Indices are never negative, so
+        # prepare() hands the core the same bytes as an "i" array.
+        self._sources = array("I")
+        self._targets = array("I")
+        self._nodes: list[_T] = []  # index -> node, from prepare() on
+        # The last get_ready() batch and its indices, until a done() call:
+        # done(*batch) then needs no lookups.
+        self._batch: tuple[_T, ...] = ()
+        self._batch_ids: list[int] = []
+        self._run: RunState | None = None
+        if graph is None:
+            return
+        if type(self).add is TopologicalSorter.add:
+            self._add_all(graph.items())
+        else:
+            for node, predecessors in graph.items():
+                self.add(node, *predecessors)
+
+    def add(self, node: _T, *predecessors: _T) -> None:
+        """Add *node* and its *predecessors*, which must all be hashable.
+
+        Adding a node again adds to its predecessors; a predecessor not yet
+        seen becomes a node with no predecessors of its own; a predecessor
+        given twice is no different from one given once.
+
+        Raises ValueError after :meth:`prepare`, TypeError (changing nothing)
+        when a node is not hashable.
+        """
+        if self._run is not None:
+            raise ValueError("Nodes cannot be added after a call to prepare()")
+        self._add_all(((node, predecessors),))
+
+    def _add_all(self, pairs: Iterable[tuple[_T, Iterable[_T]]]) -> None:
+        # The loop of add(), without a method call per node: the constructor
+        # runs it over the whole graph. A plain loop beats map() here, which
+        # would build an iterator per node.
+        index = self._index
+        sources = self._sources
+        targets = self._targets
+        before = len(index)
+        edges = len(sources)
+        try:
+            for node, predecessors in pairs:
+                i = index[node]
+                for p in predecessors:
+                    sources.append(index[p])
+                    targets.append(i)
+        except BaseException:
+            # New nodes are the last keys: dropping them restores the sorter.
+            del sources[edges:], targets[edges:]
+            while len(index) > before:
+                index.popitem()
+            index.default_factory = count(before).__next__
+            raise
+
+    def prepare(self) -> None:
+        """Freeze the graph and check it for cycles.
+
+        Raises CycleError when there is one; :meth:`get_ready` still hands out
+        every node the cycle does not block. Raises ValueError when called twice.
+        """
+        if self._run is not None:
+            raise ValueError("cannot prepare() more than once")
+        nodes = list(self._index)
+        sources = array("i", self._sources.tobytes())
+        targets = array("i", self._targets.tobytes())
+        graph = _core.Graph(len(nodes), sources, targets)
+        self._run = _core.RunState(graph)
+        self._index.default_factory = None
+        self._nodes = nodes
+        self._sources, self._targets = array("I"), array("I")
+        cycle: list[int] | None = graph.find_cycle()
+        if cycle is not None:
+            raise CycleError("nodes are in a cycle", [nodes[i] for i in cycle])
+
+    def get_ready(self) -> tuple[_T, ...]:
+        """Every node that is ready and not yet handed out, as a tuple.
+
+        Empty when nothing is ready until more nodes are :meth:`done` (or ever,
+        once the work is over or blocked by a cycle). Raises ValueError before
+        :meth:`prepare`.
+        """
+        run = self._checked_run()
+        ids = run.pop_all()
+        ready = tuple(map(self._nodes.__getitem__, ids))
+        self._batch, self._batch_ids = ready, ids
+        return ready
+
+    def is_active(self) -> bool:
+        """True while a node is ready or handed out and not yet done.
+
+        Raises ValueError before :meth:`prepare`.
+        """
+        run = self._checked_run()
+        return run.running > 0 or run.ready > 0
+
+    def __bool__(self) -> bool:
+        """The same as :meth:`is_active`."""
+        return self.is_active()
+
+    def done(self, *nodes: _T) -> None:
+        """Mark *nodes*, handed out by :meth:`get_ready`, as processed, in turn.
+
+        Raises ValueError, after marking the nodes before it, at the first node
+        that was never added, not yet handed out, or already done; ValueError
+        before :meth:`prepare`.
+        """
+        run = self._checked_run()
+        batch, ids = self._batch, self._batch_ids
+        self._batch, self._batch_ids = (), []
+        if nodes == batch:
+            # done(*get_ready()): every node is out and not yet done.
+            run.done_many(ids)
+            return
+        ended = run.ended
+        try:
+            run.done_many(map(self._index.__getitem__, nodes))
+        except (KeyError, TypeError, ValueError):
+            pass
+        else:
+            return
+        # The core stopped at a node it names by index, or a lookup failed:
+        # the nodes before it are done; the standard library's error names it.
+        self._done_each(run, nodes[run.ended - ended :])
+
+    def _done_each(self, run: RunState, nodes: tuple[_T, ...]) -> None:
+        # done() one node at a time, raising the standard library's error at
+        # the first node that cannot be done.
+        index = self._index
+        for node in nodes:
+            i = index.get(node)
+            if i is None:
+                raise ValueError(f"node {node!r} was not added using add()")
+            state = run.state(i)
+            if state == _core.SUCCEEDED:
+                raise ValueError(f"node {node!r} was already marked done")
+            if state != _core.RUNNING:
+                raise ValueError(f"node {node!r} was not passed out (still not ready)")
+            run.done(i)
+
+    def _checked_run(self) -> RunState:
+        if self._run is None:
+            raise ValueError("prepare() must be called first")
+        return self._run
+
+    def static_order(self) -> Iterator[_T]:
+        """Every node, predecessors first: :meth:`prepare`, then drain batch by batch.
+
+        Raises CycleError (on the first ``next()``) when the graph has a cycle.
+        """
+        self.prepare()
+        while self.is_active():
+            node_group = self.get_ready()
+            yield from node_group
+            self.done(*node_group)
+
+    def __class_getitem__(cls, item: Any) -> GenericAlias:
+        """``TopologicalSorter[int]``, for annotations, as in the standard library."""
+        return GenericAlias(cls, item)
