@@ -23,7 +23,8 @@ from trio_dag import (
     Handle,
     UnknownDependencyError,
 )
-from trio_dag._dag import Snapshot, TaskOptions
+from trio_dag._options import TaskOptions
+from trio_dag._snapshot import Snapshot
 
 
 async def load(path: str) -> bytes:

@@ -2,8 +2,6 @@
 
 from . import events as events
 from ._dag import DAG as DAG
-from ._dag import Handle as Handle
-from ._dag import TaskOptions as TaskOptions
 from ._errors import CallbackError as CallbackError
 from ._errors import CycleError as CycleError
 from ._errors import DuplicateTaskError as DuplicateTaskError
@@ -20,7 +18,9 @@ from ._errors import UnknownDependencyError as UnknownDependencyError
 from ._events import TaskInfo as TaskInfo
 from ._events import TaskState as TaskState
 from ._events import current_task as current_task
+from ._handle import Handle as Handle
 from ._impl import CORE as CORE
+from ._options import TaskOptions as TaskOptions
 from ._policies import Threshold as Threshold
 from ._report import RunReport as RunReport
 from ._report import RunStats as RunStats

@@ -11,9 +11,9 @@ are the transient tuples in the ready heap.
 from __future__ import annotations
 
 import heapq
-from operator import index as _index
 from array import array
 from collections.abc import Iterable, Sequence
+from operator import index as _index
 
 PENDING = 0
 READY = 1

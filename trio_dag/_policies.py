@@ -15,7 +15,8 @@ import attrs
 from ._errors import CallbackError
 
 if TYPE_CHECKING:
-    from ._dag import Handle, Snapshot
+    from ._handle import Handle
+    from ._snapshot import Snapshot
 
 __all__ = ["POLICIES", "Policy", "Strategy", "Threshold", "ready_keys"]
 

@@ -13,13 +13,13 @@ from typing import IO, TYPE_CHECKING, Any, Final, final
 import attrs
 from outcome import Error, Outcome, Value
 
-from ._dag import Handle
 from ._errors import TaskCancelledError, TaskFailedError, TaskSkippedError
 from ._events import TaskState
+from ._handle import Handle
 from ._impl import core
 
 if TYPE_CHECKING:
-    from ._dag import Snapshot
+    from ._snapshot import Snapshot
 
 __all__ = ["RunReport", "RunStats", "TaskTiming", "task_outcome"]
 

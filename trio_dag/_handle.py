@@ -1,0 +1,74 @@
+"""Handle: the reference to one task of a DAG that ``DAG.add`` returns.
+
+Immutable and small (two slots); passing one as an argument of another task
+makes a dependency. It knows its DAG and index, and asks the DAG for its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeVar, final
+
+if TYPE_CHECKING:
+    from ._dag import DAG
+
+__all__ = ["Handle"]
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+@final
+class Handle(Generic[T_co]):
+    """A task of a :class:`DAG`, as returned by :meth:`DAG.add`.
+
+    Pass it as an argument of another task to feed it this task's output.
+    Immutable and hashable: handles are equal when they name the same task
+    of the same DAG. ``Handle[bytes]`` is a task whose function returns bytes.
+    """
+
+    __slots__ = ("_dag", "_index")
+    _dag: DAG
+    _index: int
+
+    def __init__(self, dag: DAG, index: int) -> None:
+        _set_dag(self, dag)
+        _set_index(self, index)
+
+    @property
+    def dag(self) -> DAG:
+        """The DAG the task belongs to."""
+        return self._dag
+
+    @property
+    def index(self) -> int:
+        """The task's insertion index in its DAG, from 0."""
+        return self._index
+
+    @property
+    def name(self) -> str:
+        """The task's unique name."""
+        return self._dag._name(self._index)
+
+    def __setattr__(self, attr: str, value: object) -> NoReturn:
+        raise AttributeError(f"Handle is immutable; cannot set {attr!r}")
+
+    def __delattr__(self, attr: str) -> NoReturn:
+        raise AttributeError(f"Handle is immutable; cannot delete {attr!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Handle:
+            return NotImplemented
+        return self._dag is other._dag and self._index == other._index
+
+    def __hash__(self) -> int:
+        return hash((id(self._dag), self._index))
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.name!r} (task {self._index})>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Handle, (self._dag, self._index))
+
+
+_set_dag: Final[Callable[[Handle[Any], DAG], None]] = Handle.__dict__["_dag"].__set__
+_set_index: Final[Callable[[Handle[Any], int], None]] = Handle.__dict__["_index"].__set__
