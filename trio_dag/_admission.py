@@ -15,7 +15,7 @@ from ._impl import core
 from ._policies import Strategy, Threshold
 
 if TYPE_CHECKING:
-    from ._dag import Snapshot
+    from ._snapshot import Snapshot
 
 __all__ = ["Admission"]
 
@@ -39,18 +39,16 @@ class Admission:
         states = st.states()
         self.free: dict[str, float] = dict(resources or {})
         self.uses: list[Uses] | None = None
-        any_uses = False
-        for i in range(snap.n):
-            uses = snap.options(i).uses
-            if not uses or states[i] == core.EXCLUDED:
-                continue
-            any_uses = True
-            for name, amount in uses:
-                capacity = self.free.get(name)
-                if capacity is None or amount > capacity:
-                    raise ResourceError(snap.name(i), name, amount, capacity)
-        if any_uses:
-            self.uses = [snap.options(i).uses for i in range(snap.n)]
+        # Most tasks share a few options objects: look at each one once.
+        options = snap._opts[: snap.n]
+        if any(o.uses for o in {id(o): o for o in options}.values()):
+            self.uses = [o.uses for o in options]
+            for i, uses in enumerate(self.uses):
+                if uses and states[i] != core.EXCLUDED:
+                    for name, amount in uses:
+                        capacity = self.free.get(name)
+                        if capacity is None or amount > capacity:
+                            raise ResourceError(snap.name(i), name, amount, capacity)
         self.threshold = strategy.n if isinstance(strategy, Threshold) else 0
         self.group_left = 0
         self.levels: array[int] | None = None

@@ -36,7 +36,8 @@ from ._policies import Strategy
 from ._report import RunReport, task_outcome
 
 if TYPE_CHECKING:
-    from ._dag import Snapshot, TaskOptions
+    from ._options import TaskOptions
+    from ._snapshot import Snapshot
 
 __all__ = ["Engine"]
 
@@ -117,6 +118,8 @@ class Engine:
         else:
             self.cap = n if limit is None else int(limit)  # type: ignore[arg-type]
         self.workers = 0
+        # Workers with nothing to do wait here for _spawn to hand them a task.
+        self.idle: list[trio.lowlevel.Task] = []
         self.retry_waiting = 0
         self.failing = False
         self.halted = False
@@ -135,7 +138,7 @@ class Engine:
             and on_event is None
             and stream is None
         )
-        self.loop = _loop_for(snap.graph).Loop(snap, self.st, trio.current_time, fast)
+        self.loop = _loop_for(snap.graph).Loop(snap, self.st, trio.current_time, fast, self._spawn)
         self.outputs = self.loop.outputs
 
     # -- the run as a whole --------------------------------------------------
@@ -177,11 +180,15 @@ class Engine:
         for v, scope in self.scopes.items():
             if not self.teardown[v]:
                 scope.cancel()
+        if self.st.finished:
+            self._dismiss_idle()
 
     def _halt(self) -> None:
         if self.halted:
             return
         self.halted = True
+        self.loop.stopped = True
+        self._dismiss_idle()
         for v in self.st.cancel_pending(keep_all_done=False):
             self._ended(v, core.CANCELLED)
         if self.nursery is not None:
@@ -228,50 +235,98 @@ class Engine:
         return admission.take()
 
     def _spawn(self) -> None:
-        """Start a worker for each task that may start, up to the limit.
+        """Give each task that may start a worker: an idle one, or a new one up to the limit.
 
         Called when the calling worker is about to wait: a body that finishes
         without suspending needs no second worker.
         """
-        while self.workers < self.cap:
+        while self.idle or self.workers < self.cap:
             v = self._next()
             if v < 0:
                 return
-            self.workers += 1
-            assert self.nursery is not None
-            self.nursery.start_soon(self._worker, v)
+            if self.idle:
+                trio.lowlevel.reschedule(self.idle.pop(), outcome.Value(v))
+            else:
+                self.workers += 1
+                assert self.nursery is not None
+                self.nursery.start_soon(self._worker, v)
+
+    def _dismiss_idle(self) -> None:
+        """Let idle workers exit: the run has ended or stopped."""
+        idle, self.idle = self.idle, []
+        for task in idle:
+            trio.lowlevel.reschedule(task, outcome.Value(-1))
+
+    async def _wait_for_work(self) -> int:
+        """Wait, idle, until _spawn hands this worker a task (-1: exit).
+
+        Waking an idle worker costs far less than spawning a new one, and
+        workers run out of ready tasks often (a task's dependents become
+        ready only when all their dependencies are done).
+        """
+        if self.st.finished or self.halted or self.st.running == 0:
+            # With nothing running (not even a retry wait), nothing can
+            # change what may start: waiting would never end.
+            self._dismiss_idle()
+            return -1
+        task = trio.lowlevel.current_task()
+        self.idle.append(task)
+
+        def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
+            self.idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        v: int = await trio.lowlevel.wait_task_rescheduled(abort)
+        return v
 
     async def _worker(self, v: int) -> None:
-        slot: list[Any] = [self.snap, -1, 0]
+        slot: list[Any] = [self.snap, -1, 0, 0.0]
         _CURRENT.set(slot)
         loop = self.loop
         try:
             while v >= 0:
                 v = loop.run(v, slot)
-                if v < 0:
-                    return
-                why = loop.why
-                if why == _loop_py.CHECKPOINT:
-                    await self._checkpoint(v)
-                    continue
-                if why == _loop_py.SUSPENDED:
-                    await self._resumed(v, slot)
-                elif why == _loop_py.RAISED:
-                    error = loop.error
-                    loop.error = None
-                    assert error is not None
-                    self._raised(v, loop.began, self.snap.options(v), error)
-                elif self.scopes is None:
-                    await self._attempt(v, slot)
-                else:
-                    await self._scoped(v, lambda v: self._attempt(v, slot))
-                self.since_checkpoint += 1
-                if self.since_checkpoint >= _FAIRNESS_EVERY:
-                    self.since_checkpoint = 0
-                    await trio.lowlevel.checkpoint()
-                v = self._next()
+                while v >= 0:
+                    why = loop.why
+                    if why == _loop_py.SUSPENDED:
+                        self._spawn()
+                        v = await self._drive(slot)
+                        continue
+                    if why == _loop_py.CHECKPOINT:
+                        await self._checkpoint(v)
+                    else:
+                        if why == _loop_py.RAISED:
+                            error = loop.error
+                            loop.error = None
+                            assert error is not None
+                            self._raised(v, loop.began, self.snap.options(v), error)
+                        elif self.scopes is None:
+                            await self._attempt(v, slot)
+                        else:
+                            await self._scoped(v, lambda v: self._attempt(v, slot))
+                        self.since_checkpoint += 1
+                        if self.since_checkpoint >= _FAIRNESS_EVERY:
+                            self.since_checkpoint = 0
+                            await trio.lowlevel.checkpoint()
+                        v = self._next()
+                    if v >= 0:
+                        v = loop.run(v, slot)
+                v = await self._wait_for_work()
         finally:
             self.workers -= 1
+
+    async def _drive(self, slot: list[Any]) -> int:
+        """Await the loop's suspended body; return the next task it hands back."""
+        loop = self.loop
+        try:
+            v: int = await loop.drive(slot)
+        except trio.Cancelled:
+            v = slot[1]
+            slot[1] = -1
+            loop.finish(v, slot[3], self.snap.options(v).retries)
+            self._cancelled(v)
+            raise
+        return v
 
     async def _checkpoint(self, v: int) -> None:
         # Task v was popped but has not started: a cancellation here ends it.
@@ -298,6 +353,8 @@ class Engine:
         if not self.halted and (self.teardown[v] or not self.failing):
             self._halt()
         self._ended(v, core.CANCELLED, self.st.cancel(v))
+        if self.st.finished:
+            self._dismiss_idle()
 
     # -- one attempt ---------------------------------------------------------
 
@@ -349,28 +406,8 @@ class Engine:
         except trio.Cancelled:
             slot[1] = -1
             loop.finish(v, began, opts.retries)
-            self._cancelled(v)
-            raise
-        except BaseException as exc:
-            slot[1] = -1
-            self._raised(v, began, opts, exc)
-            return
-        slot[1] = -1
-        self._succeeded(v, began, opts, result)
-
-    async def _resumed(self, v: int, slot: list[Any]) -> None:
-        """Go on with a body the fast loop started and that suspended."""
-        loop = self.loop
-        coro, trap, ctx, began = loop.coro, loop.trap, loop.ctx, loop.began
-        loop.coro = loop.trap = loop.ctx = None
-        assert ctx is not None
-        opts = self.snap.options(v)
-        self._spawn()
-        try:
-            result = await _bodies.resume(coro, trap, ctx)
-        except trio.Cancelled:
-            slot[1] = -1
-            loop.finish(v, began, opts.retries)
+            if not self.admission.plain:
+                self.admission.release(v)
             self._cancelled(v)
             raise
         except BaseException as exc:

@@ -14,7 +14,7 @@ import attrs
 import outcome
 
 if TYPE_CHECKING:
-    from ._dag import Handle
+    from ._handle import Handle
 
 __all__ = [
     "Event",
@@ -92,7 +92,7 @@ class TaskInfo:
 
 
 # Each worker sets this once, in its own context, to its slot
-# ``[snapshot, task, attempt]``; the task is -1 between bodies. Bodies run in
+# ``[snapshot, task, attempt, start time]``; the task is -1 between bodies. Bodies run in
 # copies of the worker's context, so they see their worker's slot.
 _CURRENT: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("trio_dag_current_task")
 
@@ -108,5 +108,5 @@ def current_task() -> TaskInfo:
             "trio_dag.current_task() was called outside a task body; "
             "call it from a function that a run started"
         )
-    snap, i, attempt = slot
+    snap, i, attempt, _ = slot
     return TaskInfo(snap.name(i), attempt, snap.options(i).tags)

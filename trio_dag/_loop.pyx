@@ -22,6 +22,8 @@ import types
 from array import array as _array
 
 from trio_dag._bodies import ASYNC, kind_of
+import trio
+
 from trio_dag._loop_py import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 
 
@@ -46,6 +48,7 @@ cdef extern from "<time.h>" nogil:
 
 
 cdef object _COROUTINE = types.CoroutineType
+cdef object _CANCELLED = trio.Cancelled
 cdef int C_SLOW = SLOW
 cdef int C_SUSPENDED = SUSPENDED
 cdef int C_RAISED = RAISED
@@ -66,9 +69,10 @@ cdef int _send(object coro, PyObject** out) except -1:
 cdef class Loop:
     """One run's ledger and fast loop. The engine reads the fields for its report.
 
-    Each worker has a *slot*, ``[snapshot, task, attempt]`` (task -1 between
-    bodies), which ``current_task()`` reads through a context variable the
-    worker sets once; ``run`` fills it in for each body it starts.
+    Each worker has a *slot*, ``[snapshot, task, attempt, start time]``
+    (task -1 between bodies), which ``current_task()`` reads through a
+    context variable the worker sets once; ``run`` fills it in for each body
+    it starts.
     """
 
     cdef RunState _st
@@ -77,6 +81,8 @@ cdef class Loop:
     cdef bint _system_clock
     cdef double _offset
     cdef public bint fast
+    cdef public bint stopped
+    cdef public object on_suspend
     cdef public list outputs
     cdef public array start
     cdef public array end
@@ -102,8 +108,9 @@ cdef class Loop:
     cdef object _last_fn
     cdef int _last_kind
 
-    def __init__(self, snap, st, now, fast):
+    def __init__(self, snap, st, now, fast, on_suspend):
         n = snap.n
+        self.on_suspend = on_suspend
         self._snap = snap
         self._st = <RunState?>st
         self.now = now
@@ -226,22 +233,25 @@ cdef class Loop:
     def run(self, Py_ssize_t v, list slot):
         """Run task *v* and those after it while their bodies return at once.
 
-        Returns -1 when nothing more may start; otherwise a task handed back
-        to the engine, with the reason in ``why`` (and ``began``, ``coro``,
-        ``trap``, ``ctx`` or ``error`` as it says).
+        Returns -1 when nothing more may start; otherwise the task handed back
+        to the engine, with the reason in ``why``: SLOW (not started),
+        CHECKPOINT (not started), RAISED (``began``, ``error``) or SUSPENDED
+        (``began``, ``trap``: then ``await drive(slot)``).
         """
         if not self.fast:
             self.why = C_SLOW
             return v
+        return self._chain(v, slot, self._time())
+
+    cdef Py_ssize_t _chain(self, Py_ssize_t v, list slot, double now) except -2:
         cdef RunState st = self._st
         cdef list fns = self._snap._fns
         cdef list opts_of = self._snap._opts
         cdef list outputs = self.outputs
-        cdef object fn, opts, args, coro, ctx, kwargs = None
+        cdef object fn, opts, args, coro, ctx, kwargs
         cdef PyObject* result = NULL
         cdef int sent
-        cdef double began, now = self._time()
-        slot[0] = self._snap
+        cdef double began
         while v >= 0:
             if self.since_checkpoint >= C_FAIRNESS:
                 self.since_checkpoint = 0
@@ -265,6 +275,7 @@ cdef class Loop:
             began = self._begin(v, now)
             slot[1] = v
             slot[2] = self.attempts.data.as_ints[v]
+            slot[3] = began
             ctx = PyContext_CopyCurrent()
             PyContext_Enter(ctx)
             try:
@@ -290,9 +301,142 @@ cdef class Loop:
                 return v
             slot[1] = -1
             now = self._time()
-            self._finish(v, began, now, self._last_retries)
-            outputs[v] = <object>result
+            self._succeeded(v, began, now, self._last_retries, <object>result)
             Py_XDECREF(result)
-            st._done(<int>v)
-            v = st._pop()
+            v = -1 if self.stopped else st._pop()
         return -1
+
+    cdef inline int _succeeded(
+        self, Py_ssize_t v, double began, double now, int retries, object result
+    ) except -1:
+        self._finish(v, began, now, retries)
+        self.outputs[v] = result
+        self._st._done(<int>v)
+        return 0
+
+    def drive(self, list slot):
+        """Drive the suspended body of the worker's task to its end, then go on.
+
+        Bodies that the chain starts and that suspend in turn are driven
+        here too, so a worker goes back to the engine only for a task that
+        needs it: returns what ``run`` returns. ``Cancelled`` propagates;
+        the slot's task and start time (``slot[1]``, ``slot[3]``) tell which
+        attempt it ended. The loop is shared by all workers: what one
+        suspended body needs is taken from it at once, and the rest lives
+        in the worker's slot.
+        """
+        cdef _Drive d = _Drive.__new__(_Drive)
+        d.loop = self
+        d.slot = slot
+        d._take()
+        return d
+
+cdef int _send_value(object coro, object value, PyObject** out) except -1:
+    # 0: the body returned (*out is its value); 1: it yielded *out.
+    cdef PySendResult r = PyIter_Send(coro, value, out)
+    if r == PYGEN_ERROR:
+        return -1
+    return 0 if r == PYGEN_RETURN else 1
+
+
+@cython.final
+cdef class _Drive:
+    """The awaitable ``Loop.drive`` returns: it is its own iterator."""
+
+    cdef Loop loop
+    cdef list slot
+    cdef object coro
+    cdef object ctx
+    cdef object trap
+
+    cdef void _take(self) noexcept:
+        loop = self.loop
+        self.coro = loop.coro
+        self.ctx = loop.ctx
+        self.trap = loop.trap
+        loop.coro = loop.ctx = loop.trap = None
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._step(None, None)
+
+    def send(self, value):
+        return self._step(value, None)
+
+    def throw(self, typ, val=None, tb=None):
+        if val is None:
+            val = typ() if isinstance(typ, type) else typ
+        return self._step(None, val)
+
+    def close(self):
+        if self.coro is not None:
+            self.coro.close()
+
+    cdef object _step(self, object value, object exc):
+        # Resume the body with value (or throw exc into it). Returns the
+        # next trap to yield to Trio, or raises StopIteration(task) when the
+        # worker must go back to the engine.
+        cdef PyObject* result = NULL
+        cdef int sent
+        cdef Py_ssize_t v
+        cdef double now
+        cdef Loop loop = self.loop
+        cdef list slot = self.slot
+        if self.trap is not None:
+            # The first step hands Trio the trap the body already yielded.
+            trap = self.trap
+            self.trap = None
+            return trap
+        coro = self.coro
+        ctx = self.ctx
+        PyContext_Enter(ctx)
+        try:
+            if exc is None:
+                sent = _send_value(coro, value, &result)
+            else:
+                sent = 2
+                trap = coro.throw(exc)
+        except StopIteration as stop:
+            PyContext_Exit(ctx)
+            done_value = stop.value
+        except _CANCELLED:
+            PyContext_Exit(ctx)
+            raise
+        except BaseException as error:
+            PyContext_Exit(ctx)
+            v = slot[1]
+            slot[1] = -1
+            self.coro = self.ctx = None
+            loop.why = C_RAISED
+            loop.began = slot[3]
+            loop.error = error
+            raise StopIteration(v)
+        else:
+            PyContext_Exit(ctx)
+            if sent == 2:
+                return trap
+            if sent == 1:
+                trap = <object>result
+                Py_XDECREF(result)
+                return trap
+            done_value = <object>result
+            Py_XDECREF(result)
+        v = slot[1]
+        slot[1] = -1
+        self.coro = self.ctx = None
+        now = loop._time()
+        opts = (<list>loop._snap._opts)[v]
+        loop._succeeded(v, slot[3], now, 1 if opts.retries else 0, done_value)
+        v = loop._chain(-1 if loop.stopped else loop._st._pop(), slot, now)
+        if v < 0 or loop.why != C_SUSPENDED:
+            raise StopIteration(v)
+        loop.on_suspend()
+        self._take()
+        trap = self.trap
+        self.trap = None
+        return trap

@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextvars
 import types
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final
+
+import trio
 
 from ._bodies import ASYNC, kind_of
 
 if TYPE_CHECKING:
-    from ._dag import Snapshot
+    from ._snapshot import Snapshot
 
 __all__ = ["CHECKPOINT", "RAISED", "SLOW", "SUSPENDED", "Loop"]
 
@@ -33,22 +35,33 @@ CHECKPOINT: Final = 4  # not started: let other Trio tasks run first
 FAIRNESS_EVERY: Final = 2048
 _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType
+_CANCELLED: Final = trio.Cancelled
 
 
 class Loop:
     """One run's ledger and fast loop. The engine reads the fields for its report.
 
-    Each worker has a *slot*, ``[snapshot, task, attempt]`` (task -1 between
-    bodies), which ``current_task()`` reads through a context variable the
-    worker sets once; ``run`` fills it in for each body it starts.
+    Each worker has a *slot*, ``[snapshot, task, attempt, start time]``
+    (task -1 between bodies), which ``current_task()`` reads through a
+    context variable the worker sets once; ``run`` fills it in for each body
+    it starts.
     """
 
-    def __init__(self, snap: Snapshot, st: Any, now: Callable[[], float], fast: bool) -> None:
+    def __init__(
+        self,
+        snap: Snapshot,
+        st: Any,
+        now: Callable[[], float],
+        fast: bool,
+        on_suspend: Callable[[], None],
+    ) -> None:
         n = snap.n
         self.snap = snap
         self.st = st
         self.now = now
         self.fast = fast
+        self.on_suspend = on_suspend
+        self.stopped = False
         self.outputs: list[Any] = [None] * n
         self.start = array("d", [_NAN]) * n
         self.end = array("d", [_NAN]) * n
@@ -119,13 +132,17 @@ class Loop:
     def run(self, v: int, slot: list[Any]) -> int:
         """Run task *v* and those after it while their bodies return at once.
 
-        Returns -1 when nothing more may start; otherwise a task handed back
-        to the engine, with the reason in ``why`` (and ``began``, ``coro``,
-        ``trap``, ``ctx`` or ``error`` as it says).
+        Returns -1 when nothing more may start; otherwise the task handed back
+        to the engine, with the reason in ``why``: SLOW (not started),
+        CHECKPOINT (not started), RAISED (``began``, ``error``) or SUSPENDED
+        (``began``, ``trap``: then ``await drive(slot)``).
         """
         if not self.fast:
             self.why = SLOW
             return v
+        return self._chain(v, slot)
+
+    def _chain(self, v: int, slot: list[Any]) -> int:
         snap = self.snap
         st = self.st
         outputs = self.outputs
@@ -147,6 +164,7 @@ class Loop:
             ctx = contextvars.copy_context()
             slot[1] = v
             slot[2] = self.attempts[v]
+            slot[3] = began
             try:
                 coro = ctx.run(fn, *args, **kwargs)
                 if type(coro) is not _COROUTINE:
@@ -154,10 +172,8 @@ class Loop:
                 trap = ctx.run(coro.send, None)
             except StopIteration as stop:
                 slot[1] = -1
-                self.finish(v, began, opts.retries)
-                outputs[v] = stop.value
-                st.done(v)
-                v = st.pop()
+                self._succeeded(v, began, opts.retries, stop.value)
+                v = -1 if self.stopped else st.pop()
                 continue
             except BaseException as exc:
                 slot[1] = -1
@@ -172,3 +188,53 @@ class Loop:
             self.ctx = ctx
             return v
         return -1
+
+    def _succeeded(self, v: int, began: float, retries: int, result: Any) -> None:
+        self.finish(v, began, retries)
+        self.outputs[v] = result
+        self.st.done(v)
+
+    @types.coroutine
+    def drive(self, slot: list[Any]) -> Generator[Any, Any, int]:
+        """Drive the suspended body of the worker's task to its end, then go on.
+
+        Bodies that the chain starts and that suspend in turn are driven
+        here too, so a worker goes back to the engine only for a task that
+        needs it: returns what ``run`` returns. ``Cancelled`` propagates;
+        the slot's task and start time (``slot[1]``, ``slot[3]``) tell which
+        attempt it ended. The loop is shared by all workers: what one
+        suspended body needs is taken from it at once, and the rest lives
+        in the worker's slot.
+        """
+        while True:
+            coro, ctx, trap = self.coro, self.ctx, self.trap
+            self.coro = self.ctx = self.trap = None
+            assert ctx is not None
+            while True:
+                try:
+                    value = yield trap
+                except BaseException as exc:
+                    step, arg = coro.throw, exc
+                else:
+                    step, arg = coro.send, value
+                try:
+                    trap = ctx.run(step, arg)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                except _CANCELLED:
+                    raise
+                except BaseException as exc:
+                    v = slot[1]
+                    slot[1] = -1
+                    self.why = RAISED
+                    self.began = slot[3]
+                    self.error = exc
+                    return v  # type: ignore[no-any-return]
+            v = slot[1]
+            slot[1] = -1
+            self._succeeded(v, slot[3], self.snap._opts[v].retries, result)
+            v = self._chain(-1 if self.stopped else self.st.pop(), slot)
+            if v < 0 or self.why != SUSPENDED:
+                return v
+            self.on_suspend()

@@ -20,8 +20,9 @@ from ._events import Event
 from ._policies import Policy, Strategy, check_policy, check_strategy, ready_keys
 
 if TYPE_CHECKING:
-    from ._dag import DAG, Handle
+    from ._dag import DAG
     from ._engine import Engine
+    from ._handle import Handle
     from ._report import RunReport
 
 __all__ = ["Run", "open_run", "run", "run_sync"]
@@ -84,12 +85,10 @@ def _engine(
     if isinstance(targets, str):
         targets = [targets]
     snap = dag._freeze()
-    if targets is None:
-        members = None
-        member_list: Iterable[int] = range(snap.n)
-    else:
-        member_list = members = list(snap.graph.ancestors([snap.index(t) for t in targets]))
-    keys, lifo = ready_keys(snap, policy, strategy, list(member_list))
+    members = None
+    if targets is not None:
+        members = snap.graph.ancestors([snap.index(t) for t in targets])
+    keys, lifo = ready_keys(snap, policy, strategy, range(snap.n) if members is None else members)
     return Engine(
         snap,
         members,

@@ -1,0 +1,46 @@
+"""Types of the compiled loop ``trio_dag._loop``; the twin is ``trio_dag._loop_py``."""
+
+import contextvars
+from array import array
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+class Loop:
+    """One run's ledger and fast loop (see ``trio_dag._loop_py.Loop``)."""
+
+    fast: bool
+    stopped: bool
+    on_suspend: Callable[[], None]
+    now: Callable[[], float]
+    outputs: list[Any]
+    start: array[float]
+    end: array[float]
+    attempts: array[int]
+    end_order: array[int]
+    extra: list[tuple[int, int, float, float]]
+    busy: float
+    live: int
+    peak: int
+    ends: int
+    since_checkpoint: int
+    kinds: dict[Any, int]
+    why: int
+    began: float
+    coro: Any
+    trap: Any
+    ctx: contextvars.Context | None
+    error: BaseException | None
+
+    def __init__(
+        self,
+        snap: Any,
+        st: Any,
+        now: Callable[[], float],
+        fast: bool,
+        on_suspend: Callable[[], None],
+    ) -> None: ...
+    def begin(self, v: int) -> float: ...
+    def finish(self, v: int, began: float, retries: int) -> int: ...
+    def kind(self, fn: Callable[..., Any]) -> int: ...
+    def run(self, v: int, slot: list[Any]) -> int: ...
+    def drive(self, slot: list[Any]) -> Awaitable[int]: ...
