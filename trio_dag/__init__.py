@@ -1,6 +1,8 @@
 """trio_dag: run directed acyclic graphs of tasks on Trio, with a compiled core."""
 
 from . import events as events
+from ._batching import Batched as Batched
+from ._batching import batched as batched
 from ._dag import DAG as DAG
 from ._errors import CallbackError as CallbackError
 from ._errors import CycleError as CycleError

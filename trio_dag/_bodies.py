@@ -21,18 +21,24 @@ from typing import Any, Final
 
 import trio
 
-__all__ = ["ASYNC", "INLINE", "KINDS", "THREAD", "call", "kind_of", "resume"]
+from ._batching import Batched
+
+__all__ = ["ASYNC", "BATCH", "INLINE", "KINDS", "THREAD", "call", "kind_of", "resume"]
 
 ASYNC: Final = 0
 INLINE: Final = 1
 THREAD: Final = 2
+BATCH: Final = 3  # a @batched function: the engine gathers its tasks into calls
 KINDS: Final = {"async": ASYNC, "inline": INLINE, "thread": THREAD}
 _COROUTINE: Final = types.CoroutineType
 
 
 def kind_of(fn: Callable[..., Any]) -> int:
-    """ASYNC for coroutine functions (also behind ``functools.partial`` or an
-    async ``__call__``), THREAD for every other callable."""
+    """BATCH for ``@batched`` functions, ASYNC for coroutine functions (also
+    behind ``functools.partial`` or an async ``__call__``), THREAD for every
+    other callable."""
+    if isinstance(fn, Batched):
+        return BATCH
     target = fn
     while isinstance(target, functools.partial):
         target = target.func

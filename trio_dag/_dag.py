@@ -20,6 +20,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
+from ._batching import Batched
 from ._dependencies import AFTER, copy_kwargs, scan, scan_after
 from ._errors import CycleError, ForeignHandleError, UnknownDependencyError
 from ._export import render_dot, render_mermaid
@@ -74,12 +75,14 @@ class DAG:
       with ``name=``; the others are computed (``f"{fn.__name__}-{i}"``).
     - ``_pending``: ``{edge: (task, name)}`` for ``after=`` names not yet resolved.
     - ``_all_done``: ascending indices of tasks with ``trigger="all_done"``.
+    - ``_batched``: ascending indices of tasks of ``@batched`` functions.
     """
 
     __slots__ = (
         "__weakref__",
         "_all_done",
         "_args",
+        "_batched",
         "_dst",
         "_fns",
         "_graph_cache",
@@ -109,11 +112,33 @@ class DAG:
         self._index_of: dict[str, int] = {}
         self._pending: dict[int, tuple[int, str]] = {}
         self._all_done = array("i")
+        self._batched = array("i")
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
 
     # --- building ----------------------------------------------------------
 
+    @overload
+    def add(
+        self,
+        fn: Batched[Any, T],
+        /,
+        *args: Any,
+        name: str | None = ...,
+        kwargs: Mapping[str, Any] | None = ...,
+        after: Handle[Any] | str | Iterable[Handle[Any] | str] = ...,
+        priority: int = ...,
+        cost: float = ...,
+        tags: Iterable[str] = ...,
+        uses: Mapping[str, float] | None = ...,
+        retries: int = ...,
+        retry_delay: float = ...,
+        retry_backoff: float = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = ...,
+        timeout: float | None = ...,
+        run_in: RunIn | None = ...,
+        trigger: Trigger = ...,
+    ) -> Handle[T]: ...
     @overload
     def add(
         self,
@@ -280,6 +305,8 @@ class DAG:
         *pos* None means the data edges are positions ``0..len(data)-1``.
         """
         i = len(self._fns)
+        if type(fn) is Batched:
+            self._batched.append(i)
         self._fns.append(fn)
         self._args.append(stored)
         self._opts.append(opts)
@@ -320,6 +347,7 @@ class DAG:
         del self._fns[n:], self._args[n:], self._opts[n:], self._off[n + 1 :]
         del self._src[end:], self._dst[end:], self._pos[end:]
         del self._all_done[bisect.bisect_left(self._all_done, n) :]
+        del self._batched[bisect.bisect_left(self._batched, n) :]
         for table in (self._kwargs, self._paths, self._names):
             for k in [k for k in table if k >= n]:
                 del table[k]

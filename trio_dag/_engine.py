@@ -29,6 +29,8 @@ import trio
 
 from . import _bodies, _loop_py
 from ._admission import Admission
+from ._batch_runner import OpenBatch, claim, join_or_run
+from ._batching import Batched
 from ._errors import CallbackError, TaskTimeoutError
 from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted, TaskState
 from ._impl import core
@@ -121,6 +123,12 @@ class Engine:
         # Workers with nothing to do wait here for _spawn to hand them a task.
         self.idle: list[trio.lowlevel.Task] = []
         self.retry_waiting = 0
+        # Batched functions: the batch each waits to fill, and which call ran whom.
+        self.open_batches: dict[Any, OpenBatch] = {}
+        self.openers: dict[int, OpenBatch] = {}
+        self.has_batched = snap.has_batched
+        self.batches = 0
+        self.batch_of: dict[int, int] = {}
         self.failing = False
         self.halted = False
         self.fatal: BaseException | None = None
@@ -216,6 +224,7 @@ class Engine:
             loop.extra,
             loop.busy,
             loop.peak,
+            self.batch_of,
             self.started_at,
             loop.now(),
         )
@@ -224,6 +233,15 @@ class Engine:
 
     def _next(self) -> int:
         """The next task that may start now, or -1."""
+        while True:
+            v = self._pop()
+            if v < 0 or not self.has_batched:
+                return v
+            fn = self.snap.fn(v)
+            if not isinstance(fn, Batched) or claim(self, v, fn):
+                return v
+
+    def _pop(self) -> int:
         if self.halted or self.nursery is None:
             return -1
         admission = self.admission
@@ -383,6 +401,10 @@ class Engine:
         opts = snap.options(v)
         fn = snap.fn(v)
         kind = _bodies.KINDS[opts.run_in] if opts.run_in is not None else loop.kind(fn)
+        if kind == _bodies.BATCH:
+            assert isinstance(fn, Batched)
+            await join_or_run(self, v, fn, opts, slot)
+            return
         if opts.trigger == "all_done":
             args, kwargs = snap.bind(v, _Outcomes(self))  # type: ignore[arg-type]
         else:
@@ -417,18 +439,22 @@ class Engine:
         slot[1] = -1
         self._succeeded(v, began, opts, result)
 
-    def _succeeded(self, v: int, began: float, opts: TaskOptions, result: Any) -> None:
+    def _succeeded(
+        self, v: int, began: float, opts: TaskOptions, result: Any, *, release: bool = True
+    ) -> None:
         self.loop.finish(v, began, opts.retries)
-        if not self.admission.plain:
+        if release and not self.admission.plain:
             self.admission.release(v)
         self.outputs[v] = result
         self.st.done(v)
         self._ended(v, core.SUCCEEDED)
 
-    def _raised(self, v: int, began: float, opts: TaskOptions, exc: BaseException) -> None:
+    def _raised(
+        self, v: int, began: float, opts: TaskOptions, exc: BaseException, *, release: bool = True
+    ) -> None:
         """An attempt of task *v* raised *exc* (not Cancelled)."""
         self.loop.finish(v, began, opts.retries)
-        if not self.admission.plain:
+        if release and not self.admission.plain:
             self.admission.release(v)
         if isinstance(exc, Exception):
             self._failed(v, self.loop.attempts[v], exc, opts)

@@ -44,11 +44,15 @@ class TaskState(enum.Enum):
 @final
 @attrs.frozen
 class TaskStarted:
-    """An attempt of *task* started at Trio time *time* (attempts count from 1)."""
+    """An attempt of *task* started at Trio time *time* (attempts count from 1).
+
+    *batch* is the number (from 1) of the batched call that runs it, or None.
+    """
 
     task: Handle[Any]
     attempt: int
     time: float
+    batch: int | None = None
 
 
 @final

@@ -100,6 +100,7 @@ class RunReport:
 
     __slots__ = (
         "_attempts",
+        "_batch_of",
         "_busy",
         "_end",
         "_end_order",
@@ -127,6 +128,7 @@ class RunReport:
         extra: list[tuple[int, int, float, float]],
         busy: float,
         peak: int,
+        batch_of: dict[int, int],
         started_at: float,
         ended_at: float,
     ) -> None:
@@ -145,6 +147,7 @@ class RunReport:
         self._extra = extra
         self._busy = busy
         self._peak = peak
+        self._batch_of = batch_of
         self._started_at = started_at
         self._ended_at = ended_at
 
@@ -226,6 +229,13 @@ class RunReport:
 
     def __len__(self) -> int:
         return sum(1 for s in self._states if s != core.EXCLUDED)
+
+    def batch(self, task: Handle[Any] | str) -> int | None:
+        """The number (from 1) of the batched call that ran *task*'s last attempt.
+
+        None for a task of a function that is not ``@batched``, or that never ran.
+        """
+        return self._batch_of.get(self._index(task))
 
     def timing(self, task: Handle[Any] | str) -> TaskTiming:
         """When *task* ran: see :class:`TaskTiming`."""

@@ -48,6 +48,7 @@ class Snapshot:
       ``dependency -> dependent`` for every data and ``after=`` dependency.
     - ``all_done``: ``array('i')``, ascending indices of the tasks with
       ``trigger="all_done"`` (for ``core.RunState(all_done=...)``).
+    - ``has_batched``: whether any task is of a ``@batched`` function.
     - ``priorities``: ``list[int]`` and ``costs``: ``array('d')``, one entry
       per task, computed on first use.
     """
@@ -66,6 +67,7 @@ class Snapshot:
         "all_done",
         "dag",
         "graph",
+        "has_batched",
         "n",
     )
 
@@ -74,6 +76,7 @@ class Snapshot:
         self.graph = graph
         self.n: int = graph.n
         self.all_done = dag._all_done[: bisect.bisect_left(dag._all_done, self.n)]
+        self.has_batched = bool(dag._batched) and dag._batched[0] < self.n
         self._fns = dag._fns
         self._args = dag._args
         self._opts = dag._opts
