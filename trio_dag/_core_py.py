@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections.abc import Iterable, Sequence
+from itertools import accumulate, chain
 from operator import index as _index
 
 PENDING = 0
@@ -74,61 +75,34 @@ class Graph:
             raise ValueError(
                 f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
             )
-        for i in range(len(src)):
-            s = src[i]
-            d = dst[i]
-            if not (0 <= s < n and 0 <= d < n):
-                bad = s if not 0 <= s < n else d
-                raise ValueError(
-                    f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes"
-                )
-        # Counting sort by target, then by source: two stable passes leave each
-        # adjacency list sorted, which makes duplicates adjacent.
-        off = [0] * (n + 1)
-        for d in dst:
-            off[d + 1] += 1
+        if src and (min(src) < 0 or max(src) >= n or min(dst) < 0 or max(dst) >= n):
+            for i in range(len(src)):
+                s = src[i]
+                d = dst[i]
+                if not (0 <= s < n and 0 <= d < n):
+                    bad = s if not 0 <= s < n else d
+                    raise ValueError(
+                        f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes"
+                    )
+        # Each node's parents, sorted and distinct; then the children, which
+        # come out sorted since the nodes are visited in order. The flat CSR
+        # lists are made at C speed by chain and accumulate.
+        parents: list[list[int]] = [[] for _ in range(n)]
+        for s, d in zip(src, dst, strict=True):
+            parents[d].append(s)
         for v in range(n):
-            off[v + 1] += off[v]
-        by_dst = [0] * len(src)
-        fill = off[:n]
-        for i in range(len(src)):
-            d = dst[i]
-            by_dst[fill[d]] = src[i]
-            fill[d] += 1
-        child_cnt = [0] * (n + 1)
-        last = [-1] * n
+            ps = parents[v]
+            if len(ps) > 1:
+                parents[v] = sorted(set(ps))
+        children: list[list[int]] = [[] for _ in range(n)]
         for v in range(n):
-            for j in range(off[v], off[v + 1]):
-                p = by_dst[j]
-                if last[p] != v:
-                    last[p] = v
-                    child_cnt[p + 1] += 1
-        for v in range(n):
-            child_cnt[v + 1] += child_cnt[v]
-        child_off = child_cnt
-        child = [0] * child_off[n]
-        fill = child_off[:n]
-        last = [-1] * n
-        for v in range(n):
-            for j in range(off[v], off[v + 1]):
-                p = by_dst[j]
-                if last[p] != v:
-                    last[p] = v
-                    child[fill[p]] = v
-                    fill[p] += 1
-        del by_dst, last
-        par_off = [0] * (n + 1)
-        for c in child:
-            par_off[c + 1] += 1
-        for v in range(n):
-            par_off[v + 1] += par_off[v]
-        par = [0] * len(child)
-        fill = par_off[:n]
-        for p in range(n):
-            for j in range(child_off[p], child_off[p + 1]):
-                c = child[j]
-                par[fill[c]] = p
-                fill[c] += 1
+            for p in parents[v]:
+                children[p].append(v)
+        child_off = [0, *accumulate(map(len, children))]
+        child = list(chain.from_iterable(children))
+        par_off = [0, *accumulate(map(len, parents))]
+        par = list(chain.from_iterable(parents))
+        del parents, children
         self._n = n
         self._child_off = child_off
         self._child = child
