@@ -39,10 +39,8 @@ class Admission:
         states = st.states()
         self.free: dict[str, float] = dict(resources or {})
         self.uses: list[Uses] | None = None
-        # Most tasks share a few options objects: look at each one once.
-        options = snap._opts[: snap.n]
-        if any(o.uses for o in {id(o): o for o in options}.values()):
-            self.uses = [o.uses for o in options]
+        if snap.has_uses:
+            self.uses = [o.uses for o in snap._opts[: snap.n]]
             for i, uses in enumerate(self.uses):
                 if uses and states[i] != core.EXCLUDED:
                     for name, amount in uses:

@@ -76,6 +76,7 @@ class DAG:
     - ``_pending``: ``{edge: (task, name)}`` for ``after=`` names not yet resolved.
     - ``_all_done``: ascending indices of tasks with ``trigger="all_done"``.
     - ``_batched``: ascending indices of tasks of ``@batched`` functions.
+    - ``_with_uses``: ascending indices of tasks with ``uses=``.
     """
 
     __slots__ = (
@@ -96,6 +97,7 @@ class DAG:
         "_pos",
         "_snapshot",
         "_src",
+        "_with_uses",
     )
 
     def __init__(self) -> None:
@@ -113,6 +115,7 @@ class DAG:
         self._pending: dict[int, tuple[int, str]] = {}
         self._all_done = array("i")
         self._batched = array("i")
+        self._with_uses = array("i")
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
 
@@ -340,6 +343,8 @@ class DAG:
                 self._index_of[name] = i
             if opts.trigger == "all_done":
                 self._all_done.append(i)
+            if opts.uses:
+                self._with_uses.append(i)
 
     def _truncate(self, n: int) -> None:
         """Forget every task from index *n* on (map() undoing a partly done call)."""
@@ -348,6 +353,7 @@ class DAG:
         del self._src[end:], self._dst[end:], self._pos[end:]
         del self._all_done[bisect.bisect_left(self._all_done, n) :]
         del self._batched[bisect.bisect_left(self._batched, n) :]
+        del self._with_uses[bisect.bisect_left(self._with_uses, n) :]
         for table in (self._kwargs, self._paths, self._names):
             for k in [k for k in table if k >= n]:
                 del table[k]

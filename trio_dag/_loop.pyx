@@ -102,7 +102,12 @@ cdef class Loop:
     cdef public object ctx
     cdef public object error
     cdef object _kwargs
+    cdef list _args_of
+    cdef dict _kwargs_of
+    cdef array _off
+    cdef array _src
     cdef object _last_opts
+    cdef bint _last_run_in_none
     cdef bint _last_simple
     cdef int _last_retries
     cdef object _last_fn
@@ -113,6 +118,11 @@ cdef class Loop:
         self.on_suspend = on_suspend
         self._snap = snap
         self._st = <RunState?>st
+        # The snapshot's columns, read for every task: looked up once here.
+        self._args_of = snap._args
+        self._kwargs_of = snap._kwargs
+        self._off = snap._off
+        self._src = snap._src
         self.now = now
         self.fast = fast
         self.outputs = [None] * n
@@ -200,6 +210,7 @@ cdef class Loop:
                 and opts.run_in in (None, "async")
             )
             self._last_retries = 1 if opts.retries else 0
+            self._last_run_in_none = opts.run_in is None
             self._last_opts = opts
         return self._last_simple
 
@@ -207,18 +218,15 @@ cdef class Loop:
         # The common case in C: every argument is a handle (the snapshot
         # stores their count); anything else goes through Snapshot.bind.
         # The kwargs to call with are left in self._kwargs.
-        cdef object snap = self._snap
-        cdef object stored = (<list>snap._args)[v]
+        cdef object stored = self._args_of[v]
         cdef Py_ssize_t k, j, lo
-        cdef array off, src
+        cdef array src = self._src
         cdef list outputs = self.outputs
         cdef object item, tup
-        cdef dict kw_of = snap._kwargs
+        cdef dict kw_of = self._kwargs_of
         if type(stored) is int:
             k = stored
-            off = snap._off
-            src = snap._src
-            lo = off.data.as_ints[v]
+            lo = self._off.data.as_ints[v]
             tup = PyTuple_New(k)
             for j in range(k):
                 item = outputs[src.data.as_ints[lo + j]]
@@ -226,7 +234,7 @@ cdef class Loop:
                 PyTuple_SET_ITEM(tup, j, item)
             self._kwargs = kw_of.get(v) if kw_of else None
             return tup
-        bound = snap.bind(v, outputs)
+        bound = self._snap.bind(v, outputs)
         self._kwargs = bound[1] or None
         return bound[0]
 
@@ -262,7 +270,7 @@ cdef class Loop:
             if not self._simple(opts):
                 self.why = C_SLOW
                 return v
-            if opts.run_in is None:
+            if self._last_run_in_none:
                 if fn is not self._last_fn:
                     self._last_kind = self.kind(fn)
                     self._last_fn = fn
@@ -275,7 +283,6 @@ cdef class Loop:
             began = self._begin(v, now)
             slot[1] = v
             slot[2] = self.attempts.data.as_ints[v]
-            slot[3] = began
             ctx = PyContext_CopyCurrent()
             PyContext_Enter(ctx)
             try:
@@ -292,6 +299,7 @@ cdef class Loop:
                 return v
             PyContext_Exit(ctx)
             if sent == 1:
+                slot[3] = began
                 self.why = C_SUSPENDED
                 self.began = began
                 self.coro = coro

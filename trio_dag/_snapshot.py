@@ -49,6 +49,7 @@ class Snapshot:
     - ``all_done``: ``array('i')``, ascending indices of the tasks with
       ``trigger="all_done"`` (for ``core.RunState(all_done=...)``).
     - ``has_batched``: whether any task is of a ``@batched`` function.
+    - ``has_uses``: whether any task has ``uses=``.
     - ``priorities``: ``list[int]`` and ``costs``: ``array('d')``, one entry
       per task, computed on first use.
     """
@@ -68,6 +69,7 @@ class Snapshot:
         "dag",
         "graph",
         "has_batched",
+        "has_uses",
         "n",
     )
 
@@ -77,6 +79,7 @@ class Snapshot:
         self.n: int = graph.n
         self.all_done = dag._all_done[: bisect.bisect_left(dag._all_done, self.n)]
         self.has_batched = bool(dag._batched) and dag._batched[0] < self.n
+        self.has_uses = bool(dag._with_uses) and dag._with_uses[0] < self.n
         self._fns = dag._fns
         self._args = dag._args
         self._opts = dag._opts
