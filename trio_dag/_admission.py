@@ -7,7 +7,8 @@ The core's heap already holds ready tasks in policy order (waves first under
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ResourceError
@@ -38,6 +39,10 @@ class Admission:
         self.st = st
         states = st.states()
         self.free: dict[str, float] = dict(resources or {})
+        # Tasks waiting for a resource, in the order found, by the resource
+        # they lack; and those woken from a queue back into the heap.
+        self.waiting: dict[str, deque[int]] = {}
+        self.woken: set[int] = set()
         self.uses: list[Uses] | None = None
         if snap.has_uses:
             self.uses = [o.uses for o in snap._opts[: snap.n]]
@@ -82,55 +87,102 @@ class Admission:
         return False
 
     def take(self) -> int:
-        """Pop the next task that may start now (taking its resources), or -1."""
+        """Pop the next task that may start now (taking its resources), or -1.
+
+        A task whose resources do not fit waits, out of the ready heap, in the
+        queue of the first resource it lacks, until a release of that resource
+        can let it start: so each waiting task is looked at again only when it
+        may fit, however many wait. A task that needs a resource others
+        already wait for waits behind them (it cannot starve them), while
+        tasks that need other resources, or none, go ahead.
+        """
         st = self.st
         levels = self.levels
         uses_of = self.uses
-        held: list[int] = []
-        reserved: dict[str, float] = {}
-        found = -1
         while True:
             v: int = st.pop()
             if v < 0:
-                break
+                return -1
             if levels is not None and levels[v] > self.wave:
                 # The heap is ordered by wave first: nothing behind v may start.
-                held.append(v)
-                break
-            uses = uses_of[v] if uses_of is not None else ()
-            if uses and not self._fits(uses, reserved):
-                self._set_aside(uses, reserved)
-                held.append(v)
-                continue
-            found = v
-            break
-        for v in held:
-            st.push_back(v)
-        if found >= 0:
-            self.group_left -= 1
+                st.push_back(v)
+                return -1
             if uses_of is not None:
-                for name, amount in uses_of[found]:
-                    self.free[name] -= amount
-        return found
+                uses = uses_of[v]
+                if uses:
+                    lacking = self._lacking(v, uses)
+                    if lacking is not None:
+                        self.waiting.setdefault(lacking, deque()).append(v)
+                        continue
+                    for name, amount in uses:
+                        self.free[name] -= amount
+            self.group_left -= 1
+            return v
 
-    def _fits(self, uses: Uses, reserved: dict[str, float]) -> bool:
-        free = self.free
-        return all(free[name] - reserved.get(name, 0.0) >= amount for name, amount in uses)
-
-    def _set_aside(self, uses: Uses, reserved: dict[str, float]) -> None:
-        # A task that does not fit keeps what is free of each resource it
-        # waits for, so tasks behind it cannot starve it; resources that do
-        # fit stay usable by the tasks behind it.
+    def _lacking(self, v: int, uses: Uses) -> str | None:
+        # The first resource task v must wait for, or None when all fit. A
+        # task woken from a queue is not held back by the tasks behind it.
+        woken = v in self.woken
+        if woken:
+            self.woken.discard(v)
         for name, amount in uses:
-            left = self.free[name] - reserved.get(name, 0.0)
-            if left < amount:
-                reserved[name] = reserved.get(name, 0.0) + max(left, 0.0)
+            if self.free[name] < amount or (self.waiting.get(name) and not woken):
+                return name
+        return None
 
     def release(self, v: int) -> None:
-        """Give back what task *v* took (its attempt ended)."""
+        """Give back what task *v* took (its attempt ended), waking waiters it may fit."""
         if self.uses is not None:
             for name, amount in self.uses[v]:
                 self.free[name] += amount
+                self._wake(name)
+
+    def _wake(self, name: str) -> None:
+        # Back to the heap go the first waiters of the resource whose
+        # amounts fit in what is free; they start in policy order from there.
+        queue = self.waiting.get(name)
+        if not queue:
+            return
+        budget = self.free[name]
+        uses_of = self.uses
+        assert uses_of is not None
+        while queue:
+            amount = dict(uses_of[queue[0]])[name]
+            if amount > budget:
+                break
+            budget -= amount
+            u = queue.popleft()
+            self.woken.add(u)
+            self.st.push_back(u)
+        if not queue:
+            del self.waiting[name]
+
+    def take_waiting(self, wanted: Callable[[int], bool], most: int) -> list[int]:
+        """Take up to *most* waiting tasks for which *wanted* is true, in queue order.
+
+        For batches: a task that joins a batch needs no resources of its own.
+        """
+        taken: list[int] = []
+        for name in list(self.waiting):
+            queue = self.waiting[name]
+            kept: deque[int] = deque()
+            for u in queue:
+                if len(taken) < most and wanted(u):
+                    taken.append(u)
+                else:
+                    kept.append(u)
+            if kept:
+                self.waiting[name] = kept
+            else:
+                del self.waiting[name]
+        return taken
+
+    def drain(self) -> list[int]:
+        """Every task waiting for a resource, taken out of the queues (to cancel them)."""
+        tasks = [u for queue in self.waiting.values() for u in queue]
+        self.waiting.clear()
+        self.woken.clear()
+        return sorted(tasks)
 
     def ended(self, v: int) -> None:
         """Count task *v* as ended for the wave barrier."""

@@ -91,6 +91,10 @@ def _gather(engine: Engine, fn: Batched[Any, Any], tasks: list[int]) -> None:
             held.append(u)
     for u in held:
         st.push_back(u)
+    if len(tasks) < fn.max_size and engine.admission.waiting:
+        tasks.extend(
+            engine.admission.take_waiting(lambda u: snap.fn(u) is fn, fn.max_size - len(tasks))
+        )
 
 
 async def _wait_for_more(engine: Engine, fn: Batched[Any, Any], batch: OpenBatch) -> None:

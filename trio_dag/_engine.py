@@ -184,6 +184,7 @@ class Engine:
         self.failing = True
         for v in self.st.cancel_pending(keep_all_done=True):
             self._ended(v, core.CANCELLED)
+        self._cancel_waiting(teardown_too=False)
         assert self.scopes is not None
         for v, scope in self.scopes.items():
             if not self.teardown[v]:
@@ -199,8 +200,18 @@ class Engine:
         self._dismiss_idle()
         for v in self.st.cancel_pending(keep_all_done=False):
             self._ended(v, core.CANCELLED)
+        self._cancel_waiting(teardown_too=True)
         if self.nursery is not None:
             self.nursery.cancel_scope.cancel()
+
+    def _cancel_waiting(self, *, teardown_too: bool) -> None:
+        # Tasks waiting for a resource were taken from the heap: cancel_pending
+        # does not see them.
+        for v in self.admission.drain():
+            if teardown_too or not self.teardown[v]:
+                self._ended(v, core.CANCELLED, self.st.cancel(v))
+            else:
+                self.st.push_back(v)
 
     def _finish(self) -> None:
         st = self.st
