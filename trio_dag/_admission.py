@@ -79,9 +79,12 @@ class Admission:
         if not self.threshold or self.group_left > 0:
             return True
         st = self.st
-        ready = st.ready
-        waiting = st.total - st.ended - ready - st.running
-        if ready >= self.threshold or st.running == 0 or (waiting == 0 and retry_waiting == 0):
+        # Tasks waiting for a resource count as ready, not as running.
+        parked = self.parked()
+        ready = st.ready + parked
+        running = st.running - parked
+        waiting = st.total - st.ended - ready - running
+        if ready >= self.threshold or running == 0 or (waiting == 0 and retry_waiting == 0):
             self.group_left = ready
             return True
         return False
@@ -156,6 +159,10 @@ class Admission:
             self.st.push_back(u)
         if not queue:
             del self.waiting[name]
+
+    def parked(self) -> int:
+        """How many tasks wait for a resource (taken from the heap, not running)."""
+        return sum(map(len, self.waiting.values())) if self.waiting else 0
 
     def take_waiting(self, wanted: Callable[[int], bool], most: int) -> list[int]:
         """Take up to *most* waiting tasks for which *wanted* is true, in queue order.

@@ -164,9 +164,8 @@ async def _call(
             )
     except trio.Cancelled:
         slot[1] = -1
-        loop.live += len(members) - 1
+        _end_call(loop, snap, members, began)
         for u in members:
-            loop.finish(u, began, snap.options(u).retries)
             if u == leader:
                 engine.admission.release(u)
             if engine.st.state(u) == core.RUNNING:
@@ -174,11 +173,20 @@ async def _call(
         raise
     except BaseException as exc:
         slot[1] = -1
-        loop.live += len(members) - 1
+        _end_call(loop, snap, members, began)
         for u in members:
-            engine._raised(u, began, snap.options(u), exc, release=u == leader)
+            engine._raised(u, began, snap.options(u), exc, release=u == leader, timed=False)
         return
     slot[1] = -1
-    loop.live += len(members) - 1
+    _end_call(loop, snap, members, began)
     for u, result in zip(members, results, strict=True):
-        engine._succeeded(u, began, snap.options(u), result, release=u == leader)
+        engine._succeeded(u, began, snap.options(u), result, release=u == leader, timed=False)
+
+
+def _end_call(loop: Any, snap: Any, members: list[int], began: float) -> None:
+    # Every task of the call ends its attempt now; the call counted once
+    # while it ran, so it counts once in the busy time too.
+    loop.live += len(members) - 1
+    for u in members:
+        loop.finish(u, began, snap.options(u).retries)
+    loop.busy -= sum(loop.end[u] - began for u in members[1:])

@@ -293,7 +293,7 @@ class Engine:
         workers run out of ready tasks often (a task's dependents become
         ready only when all their dependencies are done).
         """
-        if self.st.finished or self.halted or self.st.running == 0:
+        if self.st.finished or self.halted or self.st.running == self.admission.parked():
             # With nothing running (not even a retry wait), nothing can
             # change what may start: waiting would never end.
             self._dismiss_idle()
@@ -451,9 +451,17 @@ class Engine:
         self._succeeded(v, began, opts, result)
 
     def _succeeded(
-        self, v: int, began: float, opts: TaskOptions, result: Any, *, release: bool = True
+        self,
+        v: int,
+        began: float,
+        opts: TaskOptions,
+        result: Any,
+        *,
+        release: bool = True,
+        timed: bool = True,
     ) -> None:
-        self.loop.finish(v, began, opts.retries)
+        if timed:
+            self.loop.finish(v, began, opts.retries)
         if release and not self.admission.plain:
             self.admission.release(v)
         self.outputs[v] = result
@@ -461,10 +469,18 @@ class Engine:
         self._ended(v, core.SUCCEEDED)
 
     def _raised(
-        self, v: int, began: float, opts: TaskOptions, exc: BaseException, *, release: bool = True
+        self,
+        v: int,
+        began: float,
+        opts: TaskOptions,
+        exc: BaseException,
+        *,
+        release: bool = True,
+        timed: bool = True,
     ) -> None:
-        """An attempt of task *v* raised *exc* (not Cancelled)."""
-        self.loop.finish(v, began, opts.retries)
+        """An attempt of task *v* raised *exc* (not Cancelled); *timed*: end its attempt."""
+        if timed:
+            self.loop.finish(v, began, opts.retries)
         if release and not self.admission.plain:
             self.admission.release(v)
         if isinstance(exc, Exception):

@@ -292,6 +292,11 @@ class RunReport:
             f"peak concurrency {stats.peak_concurrency}, {stats.waves} waves)",
             "",
         ]
+        if self._batch_of:
+            calls = len(set(self._batch_of.values()))
+            lines[0] += (
+                f"; {calls} batched calls of {len(self._batch_of) / calls:.1f} tasks on average"
+            )
         counts: dict[TaskState, int] = {s: 0 for s in TaskState if s is not TaskState.PENDING}
         for s in self._states:
             if s != core.EXCLUDED:
@@ -326,13 +331,20 @@ class RunReport:
         """Write the run as Trace Event Format JSON (open it in Perfetto).
 
         One lane per concurrent slot; each attempt is a slice named after its
-        task, with its tags, state and attempt number as args.
+        task, with its tags, state and attempt number as args. A batched call
+        is one slice, named after the task that opened it, with the batch
+        number and every task it ran as args.
         """
         events: list[dict[str, Any]] = []
         free: list[int] = []
         busy: list[tuple[float, int]] = []
         lanes = 0
+        batches: dict[int, dict[str, Any]] = {}
         for start, end, i, attempt in self._spans():
+            number = self._batch_of.get(i) if attempt == self._attempts[i] else None
+            if number is not None and number in batches:
+                batches[number]["args"]["tasks"].append(self._snap.name(i))
+                continue
             while busy and busy[0][0] <= start:
                 heapq.heappush(free, heapq.heappop(busy)[1])
             if free:
@@ -342,22 +354,24 @@ class RunReport:
                 lanes += 1
             heapq.heappush(busy, (end, lane))
             opts = self._snap.options(i)
-            events.append(
-                {
-                    "name": self._snap.name(i),
-                    "cat": ",".join(opts.tags) or "task",
-                    "ph": "X",
-                    "ts": (start - self._started_at) * 1e6,
-                    "dur": (end - start) * 1e6,
-                    "pid": 1,
-                    "tid": lane + 1,
-                    "args": {
-                        "state": self.state(self._snap.handle(i)).name,
-                        "attempt": attempt,
-                        "tags": list(opts.tags),
-                    },
-                }
-            )
+            event: dict[str, Any] = {
+                "name": self._snap.name(i),
+                "cat": ",".join(opts.tags) or "task",
+                "ph": "X",
+                "ts": (start - self._started_at) * 1e6,
+                "dur": (end - start) * 1e6,
+                "pid": 1,
+                "tid": lane + 1,
+                "args": {
+                    "state": self.state(self._snap.handle(i)).name,
+                    "attempt": attempt,
+                    "tags": list(opts.tags),
+                },
+            }
+            if number is not None:
+                event["args"].update(batch=number, tasks=[self._snap.name(i)])
+                batches[number] = event
+            events.append(event)
         events += [
             {
                 "name": "thread_name",

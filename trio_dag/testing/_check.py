@@ -1,0 +1,389 @@
+"""check_run: hold a finished run to the guarantees of SPEC section 3.
+
+The checks read only what a user can see: the DAG, the report and the
+events, in the order they happened. Each broken rule raises an
+AssertionError that starts with the rule's name (a key of :data:`RULES`)
+and names the tasks involved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+
+from .. import (
+    Handle,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskOptions,
+    TaskSkippedError,
+    TaskState,
+    UnknownDependencyError,
+)
+from ..events import Event
+from ._recorder import Recorder
+from ._replay import EventCheck
+from ._rules import FINAL, RAN, RULES, broken
+
+if TYPE_CHECKING:
+    from .. import DAG, RunReport
+    from .._policies import Policy, Strategy
+
+__all__ = ["RULES", "check_run"]
+
+
+def check_run(
+    dag: DAG,
+    report: RunReport,
+    events: Recorder | Iterable[Event] | None = None,
+    *,
+    limit: int | trio.CapacityLimiter | None = None,
+    resources: Mapping[str, float] | None = None,
+    policy: Policy = "fifo",
+    strategy: Strategy = "immediate",
+    on_failure: str = "skip",
+    targets: Iterable[Handle[Any] | str] | None = None,
+    check: bool = True,
+    on_event: Callable[[Event], None] | None = None,
+) -> None:
+    """Check a finished run of *dag* against every guarantee of SPEC section 3.
+
+    Give it the run's report, its *events* (a :class:`Recorder`, or any
+    iterable of events in the order they happened) and the options the run
+    was given, as keywords; ``check`` is ignored, and when *events* is None
+    and ``on_event`` is a Recorder, that Recorder's events are used::
+
+        options = dict(limit=2, resources={"gpu": 1}, on_failure="fail_fast")
+        recorder = trio_dag.testing.Recorder()
+        report = await trio_dag.run(dag, check=False, on_event=recorder, **options)
+        trio_dag.testing.check_run(dag, report, recorder, **options)
+
+    Without events only what the report shows is checked: final states,
+    dependency order and the wave barrier by timing, the skip and fail-fast
+    rules, peak concurrency. With them, also concurrency and resource use at
+    every start, retries, the moment of every skip and stop, and (with
+    ``limit=1``, strategy "immediate", no ``uses`` and no delayed retry) the
+    start order of a named policy; Threshold groups, resource fairness and
+    key-function order are not checked. Raises AssertionError naming the
+    broken rule (see :data:`RULES`) and the tasks involved.
+    """
+    if events is None and isinstance(on_event, Recorder):
+        events = on_event
+    if on_failure not in ("skip", "fail_fast"):
+        raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
+    run = Run(dag, report, targets, limit, resources, policy, strategy, on_failure)
+    run.check_report()
+    if events is not None:
+        EventCheck(run, list(events)).check()
+    else:
+        # The events show who ran together, and that the report's peak agrees.
+        peak = report.stats.peak_concurrency
+        if run.cap is not None and peak > run.cap:
+            broken("limit", f"report.stats.peak_concurrency is {peak}, above the limit {run.cap}")
+
+
+class Run:
+    """What the DAG, the options and the report say; the checks that need only them."""
+
+    def __init__(
+        self,
+        dag: DAG,
+        report: RunReport,
+        targets: Iterable[Handle[Any] | str] | None,
+        limit: int | trio.CapacityLimiter | None,
+        resources: Mapping[str, float] | None,
+        policy: Policy,
+        strategy: Strategy,
+        on_failure: str,
+    ) -> None:
+        self.report = report
+        handles: list[Handle[Any]] = []
+        states: list[TaskState] = []
+        for h in dag:
+            try:  # tasks added to the DAG after the run began are not part of it
+                states.append(report.state(h))
+            except UnknownDependencyError:
+                break
+            handles.append(h)
+        self.handles = handles
+        self.states = states
+        self.n = n = len(handles)
+        self.names = [h.name for h in handles]
+        # The only private read: the tasks' options, which the public API does not
+        # expose, from the snapshot the run ran (the DAG may have grown since).
+        snap = report._snap
+        self.opts: list[TaskOptions] = [snap.options(i) for i in range(n)]
+        self.parents = [sorted({d.index for d in dag.dependencies(h)}) for h in handles]
+        self.children: list[list[int]] = [[] for _ in range(n)]
+        for i, ps in enumerate(self.parents):
+            for p in ps:
+                self.children[p].append(i)
+        self.in_run = [s is not TaskState.PENDING for s in states]
+        self.targets = None if targets is None else _indices(dag, targets)
+        self.cap = _capacity(limit)
+        self.limiter = isinstance(limit, trio.CapacityLimiter)
+        self.resources = dict(resources or {})
+        self.policy = policy
+        self.strategy = strategy
+        self.fail_fast = on_failure == "fail_fast"
+        self.levels = _levels(self.parents)
+
+    def label(self, i: int) -> str:
+        return repr(self.names[i])
+
+    def all_done(self, i: int) -> bool:
+        return self.opts[i].trigger == "all_done"
+
+    def members(self) -> Iterable[int]:
+        return (i for i in range(self.n) if self.in_run[i])
+
+    # -- from the report alone -------------------------------------------------
+
+    def check_report(self) -> None:
+        self._membership()
+        self._final_states()
+        self._report_agrees()
+        self._order_by_timing()
+        self._skips()
+        self._fail_fast_by_timing()
+        if self.strategy == "waves":
+            self._waves_by_timing()
+
+    def _membership(self) -> None:
+        expected = [True] * self.n
+        if self.targets is not None:
+            expected = [False] * self.n
+            stack = list(self.targets)
+            while stack:
+                i = stack.pop()
+                if not expected[i]:
+                    expected[i] = True
+                    stack.extend(self.parents[i])
+        for i in range(self.n):
+            if expected[i] != self.in_run[i]:
+                how = "left out of" if expected[i] else "part of"
+                broken(
+                    "targets",
+                    f"task {self.label(i)} was {how} the run (state {self.states[i].name})",
+                )
+
+    def _final_states(self) -> None:
+        for i in self.members():
+            if self.states[i] not in FINAL:
+                broken("final state", f"task {self.label(i)} ended {self.states[i].name}")
+
+    def _report_agrees(self) -> None:
+        report = self.report
+        by_state: dict[TaskState, list[Handle[Any]]] = {s: [] for s in FINAL}
+        for i in self.members():
+            by_state[self.states[i]].append(self.handles[i])
+        lists = {
+            TaskState.SUCCEEDED: report.succeeded,
+            TaskState.FAILED: report.failed,
+            TaskState.SKIPPED: report.skipped,
+            TaskState.CANCELLED: report.cancelled,
+        }
+        for state, listed in lists.items():
+            if listed != by_state[state]:
+                broken(
+                    "report",
+                    f"report.{state.name.lower()} lists {[h.name for h in listed]}, "
+                    f"but report.state() says {[h.name for h in by_state[state]]}",
+                )
+        if report.ok != (len(by_state[TaskState.SUCCEEDED]) == sum(self.in_run)):
+            broken("report", f"report.ok is {report.ok}")
+        failed = {h.name for h in by_state[TaskState.FAILED]}
+        self.errors = report.errors  # built on each access: read it once
+        if set(self.errors) != failed:
+            broken("report", f"report.errors names {sorted(self.errors)}, not {sorted(failed)}")
+        if report.stats.tasks != sum(self.in_run):
+            broken("report", f"report.stats.tasks is {report.stats.tasks}, not {sum(self.in_run)}")
+        for i in range(self.n):
+            self._task_agrees(i)
+
+    def _task_agrees(self, i: int) -> None:
+        report, h, state = self.report, self.handles[i], self.states[i]
+        timing = report.timing(h)
+        if (timing.start is None) != (timing.attempts == 0):
+            broken("report", f"task {self.label(i)} has timing {timing}")
+        if timing.attempts > self.opts[i].retries + 1:
+            broken(
+                "attempts",
+                f"task {self.label(i)} made {timing.attempts} attempts with "
+                f"retries={self.opts[i].retries}",
+            )
+        if state in RAN and timing.attempts == 0:
+            broken("final state", f"task {self.label(i)} ended {state.name} but never started")
+        if state is TaskState.PENDING:
+            if timing.attempts:
+                broken("targets", f"task {self.label(i)} was left out of the run but started")
+            return
+        result = report.outcome(h)
+        try:
+            value = report[h]
+        except (TaskFailedError, TaskSkippedError, TaskCancelledError) as exc:
+            raised: BaseException | None = exc
+        else:
+            raised = None
+        if state is TaskState.SUCCEEDED:
+            if not isinstance(result, outcome.Value) or raised is not None:
+                broken("report", f"task {self.label(i)} SUCCEEDED but its outcome is {result!r}")
+            if result.value is not value:
+                broken("report", f"report[{self.label(i)}] is not its outcome's value")
+            return
+        expected = {
+            TaskState.FAILED: TaskFailedError,
+            TaskState.SKIPPED: TaskSkippedError,
+            TaskState.CANCELLED: TaskCancelledError,
+        }[state]
+        if not isinstance(result, outcome.Error) or not isinstance(raised, expected):
+            broken(
+                "report",
+                f"task {self.label(i)} ended {state.name} but report[...] gives "
+                f"{raised!r} and its outcome is {result!r}",
+            )
+        if state is TaskState.FAILED and result.error is not self.errors[self.names[i]]:
+            broken("report", f"the outcome of failed task {self.label(i)} is not its error")
+
+    def _order_by_timing(self) -> None:
+        timing = self.report.timing
+        for i in self.members():
+            start = timing(self.handles[i]).start
+            if start is None:
+                continue
+            for p in self.parents[i]:
+                dep = self.states[p]
+                if dep is not TaskState.SUCCEEDED and not self.all_done(i):
+                    broken(
+                        "dependency order",
+                        f"task {self.label(i)} started although its dependency "
+                        f"{self.label(p)} ended {dep.name}",
+                    )
+                end = timing(self.handles[p]).end
+                if end is not None and start < end:
+                    broken(
+                        "dependency order",
+                        f"task {self.label(i)} started at {start}, before its dependency "
+                        f"{self.label(p)} ended at {end}",
+                    )
+
+    def _skips(self) -> None:
+        states = self.states
+        for i in self.members():
+            bad = [p for p in self.parents[i] if states[p] is not TaskState.SUCCEEDED]
+            if states[i] is TaskState.SKIPPED:
+                if self.all_done(i):
+                    broken("skip", f"all_done task {self.label(i)} ended SKIPPED")
+                if not bad:
+                    broken(
+                        "skip",
+                        f"task {self.label(i)} ended SKIPPED, but all its dependencies succeeded",
+                    )
+                if self.report.timing(self.handles[i]).attempts:
+                    broken("skip", f"task {self.label(i)} ended SKIPPED after it started")
+                if self.fail_fast:
+                    broken(
+                        "fail_fast",
+                        f"task {self.label(i)} ended SKIPPED (its dependency {self.label(bad[0])} "
+                        "did not succeed); under fail_fast it must end CANCELLED",
+                    )
+            elif (
+                not self.fail_fast
+                and not self.all_done(i)
+                and any(states[p] in (TaskState.FAILED, TaskState.SKIPPED) for p in bad)
+            ):
+                p = next(p for p in bad if states[p] in (TaskState.FAILED, TaskState.SKIPPED))
+                broken(
+                    "skip",
+                    f"task {self.label(i)} ended {states[i].name}, but its dependency "
+                    f"{self.label(p)} ended {states[p].name}, so it must end SKIPPED",
+                )
+
+    def _fail_fast_by_timing(self) -> None:
+        if not self.fail_fast:
+            return
+        timing = self.report.timing
+        ends = [
+            timing(self.handles[i]).end
+            for i in self.members()
+            if self.states[i] is TaskState.FAILED
+        ]
+        first = min((e for e in ends if e is not None), default=None)
+        if first is None:
+            return
+        for i in self.members():
+            start = timing(self.handles[i]).start
+            if start is not None and start > first and not self.all_done(i):
+                broken(
+                    "fail_fast",
+                    f"task {self.label(i)} started at {start}, after the first failure at {first}",
+                )
+
+    def _waves_by_timing(self) -> None:
+        timing = self.report.timing
+        # The latest end of each wave, among the tasks that started.
+        last_end: dict[int, float] = {}
+        for i in self.members():
+            end = timing(self.handles[i]).end
+            if end is not None:
+                level = self.levels[i]
+                last_end[level] = max(last_end.get(level, end), end)
+        latest = -math.inf
+        for level in range(max(self.levels, default=-1) + 1):
+            for i in self.members():
+                start = timing(self.handles[i]).start
+                if self.levels[i] == level and start is not None and start < latest:
+                    broken(
+                        "waves",
+                        f"task {self.label(i)} of wave {level} started at {start}, before "
+                        f"an earlier wave ended at {latest}",
+                    )
+            latest = max(latest, last_end.get(level, -math.inf))
+
+
+def _indices(dag: DAG, targets: Iterable[Handle[Any] | str]) -> list[int]:
+    if isinstance(targets, (str, Handle)):
+        targets = [targets]
+    return [dag[t].index for t in targets]
+
+
+def _capacity(limit: object) -> int | None:
+    if isinstance(limit, trio.CapacityLimiter):
+        tokens = limit.total_tokens
+        return None if math.isinf(tokens) else int(tokens)
+    if limit is None:
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(
+            f"limit must be None, an int >= 1 or a trio.CapacityLimiter, not {limit!r}"
+        )
+    return limit
+
+
+def _levels(parents: list[list[int]]) -> list[int]:
+    """Wave of each task: the number of links of its longest chain of dependencies."""
+    levels = [0] * len(parents)
+    for i in _topological(parents):
+        levels[i] = max((levels[p] + 1 for p in parents[i]), default=0)
+    return levels
+
+
+def _topological(parents: list[list[int]]) -> list[int]:
+    # Dependencies may come after their dependents (after= names), so not just range(n).
+    n = len(parents)
+    count = [len(ps) for ps in parents]
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i, ps in enumerate(parents):
+        for p in ps:
+            children[p].append(i)
+    order = [i for i in range(n) if count[i] == 0]
+    for v in order:
+        for c in children[v]:
+            count[c] -= 1
+            if count[c] == 0:
+                order.append(c)
+    return order

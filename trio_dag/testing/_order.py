@@ -1,0 +1,88 @@
+"""The start order of a named policy, replayed from the events of a ``limit=1`` run.
+
+With one slot, each start must be the first ready task in policy order. The
+ready tasks and the order in which they became ready are rebuilt from the
+events: a task becomes ready at the event that ended its last dependency
+(roots before any event), or at its TaskRetrying when it retries at once;
+tasks that became ready at the same event rank by insertion.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import TaskState
+from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
+
+if TYPE_CHECKING:
+    from ._check import Run
+
+__all__ = ["first_out_of_order"]
+
+Key = tuple[float, int, int]
+
+
+def first_out_of_order(run: Run, events: list[Event]) -> str | None:
+    """What is wrong with the first start out of policy order, or None.
+
+    Only checks runs where the order is fully determined by what the events show:
+    ``limit=1`` (an int), strategy "immediate", a named policy, no task with
+    ``uses``, no retry after a delay (its return to the queue leaves no
+    event), and for "critical_path" no ``targets``.
+    """
+    policy = run.policy
+    if run.cap != 1 or run.limiter or run.strategy != "immediate" or not isinstance(policy, str):
+        return None
+    if policy == "critical_path" and run.targets is not None:
+        return None
+    if any(run.opts[i].uses for i in run.members()):
+        return None
+    if any(type(e) is TaskRetrying and e.delay > 0 for e in events):
+        return None
+    primary = _primary_keys(run, policy)
+    lifo = policy == "lifo"
+
+    def key(i: int, pos: int) -> Key:
+        if lifo:
+            return (primary[i], -pos, -i)
+        return (primary[i], pos, i)
+
+    ready: dict[int, Key] = {i: key(i, -1) for i in run.members() if not run.parents[i]}
+    ended = [0] * run.n  # dependencies ended so far
+    succeeded = [0] * run.n
+    for pos, event in enumerate(events):
+        i = event.task.index
+        if type(event) is TaskStarted:
+            if i in ready:
+                best = min(ready, key=ready.__getitem__)
+                if ready[best] < ready[i]:
+                    return (
+                        f"task {run.label(i)} started (event #{pos}) while {run.label(best)} "
+                        f"was ready and comes first under policy={policy!r}"
+                    )
+                del ready[i]
+        elif type(event) is TaskRetrying:
+            ready[i] = key(i, pos)
+        else:
+            assert type(event) is TaskFinished
+            ready.pop(i, None)
+            for c in run.children[i]:
+                ended[c] += 1
+                succeeded[c] += event.state is TaskState.SUCCEEDED
+                if ended[c] == len(run.parents[c]) and run.in_run[c]:
+                    if run.all_done(c) or succeeded[c] == ended[c]:
+                        ready[c] = key(c, pos)
+    return None
+
+
+def _primary_keys(run: Run, policy: str) -> list[float]:
+    if policy == "priority":
+        return [-float(o.priority) for o in run.opts]
+    if policy == "critical_path":
+        # The longest total cost of a path from the task to a sink, itself included;
+        # by wave from the last, so children come first.
+        rank = [0.0] * run.n
+        for v in sorted(range(run.n), key=run.levels.__getitem__, reverse=True):
+            rank[v] = run.opts[v].cost + max((rank[c] for c in run.children[v]), default=0.0)
+        return [-r for r in rank]
+    return [0.0] * run.n

@@ -1,0 +1,356 @@
+"""The checks of check_run that replay the events of a run, in the order they happened.
+
+Walking the events once keeps, for every task, its attempts, whether one is
+running, and when it ended; each start is checked against the dependencies,
+the limit, the resources, the wave barrier and any stop before it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import outcome
+
+from .. import Handle, TaskState
+from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
+from ._order import first_out_of_order
+from ._rules import RAN, broken
+
+if TYPE_CHECKING:
+    from ._check import Run
+
+__all__ = ["EventCheck"]
+
+
+class EventCheck:
+    """The checks that need the events, in the order they happened."""
+
+    def __init__(self, run: Run, events: list[Event]) -> None:
+        self.run = run
+        self.events = events
+        n = run.n
+        self.attempts = [0] * n
+        self.running = [False] * n
+        self.ended_at = [-1] * n  # position of the task's TaskFinished
+        self.finish: list[TaskFinished | None] = [None] * n
+        self.first_start = [math.nan] * n
+        self.last_start = [math.nan] * n
+        self.delay = [0.0] * n
+        self.live = 0
+        self.peak = 0
+        self.in_use: dict[str, float] = dict.fromkeys(run.resources, 0.0)
+        self.fail_pos = -1  # the first failure under fail_fast
+        self.halt_pos = -1  # the first cancellation from outside
+        self.running_at: dict[int, list[bool]] = {}  # who ran just after each stop
+        self.unended = [0] * (max(run.levels, default=-1) + 1)
+        for i in run.members():
+            self.unended[run.levels[i]] += 1
+        self.wave = 0
+        self._advance()
+
+    def check(self) -> None:
+        last_time = -math.inf
+        for pos, event in enumerate(self.events):
+            i = self._index(pos, event)
+            if type(event) is not TaskRetrying:
+                if event.time < last_time:
+                    broken(
+                        "events",
+                        f"event #{pos} ({type(event).__name__} of {self.run.label(i)}) "
+                        f"has time {event.time}, earlier than the event before it",
+                    )
+                last_time = event.time
+            if type(event) is TaskStarted:
+                self._started(pos, i, event)
+            elif type(event) is TaskRetrying:
+                self._retrying(pos, i, event)
+            else:
+                assert type(event) is TaskFinished
+                self._finished(pos, i, event)
+        self._complete()
+        self._stops()
+        detail = first_out_of_order(self.run, self.events)
+        if detail is not None:
+            broken("policy", detail)
+
+    def _index(self, pos: int, event: object) -> int:
+        run = self.run
+        if type(event) not in (TaskStarted, TaskRetrying, TaskFinished):
+            broken("events", f"event #{pos} is not an event of trio_dag.events: {event!r}")
+        assert isinstance(event, (TaskStarted, TaskRetrying, TaskFinished))
+        h = event.task
+        if type(h) is not Handle or h.index >= run.n or h != run.handles[h.index]:
+            broken("events", f"event #{pos} is about {h!r}, not a task of this run's DAG")
+        if not run.in_run[h.index]:
+            broken("targets", f"event #{pos} is about {run.label(h.index)}, left out of the run")
+        if self.finish[h.index] is not None:
+            broken(
+                "events", f"event #{pos} about {run.label(h.index)} comes after its TaskFinished"
+            )
+        return h.index
+
+    def _started(self, pos: int, i: int, event: TaskStarted) -> None:
+        run = self.run
+        if self.running[i] or event.attempt != self.attempts[i] + 1:
+            broken(
+                "attempts",
+                f"task {run.label(i)} started attempt {event.attempt} (event #{pos}) "
+                f"after {self.attempts[i]} attempt(s)"
+                + (", one of them still running" if self.running[i] else ""),
+            )
+        if event.attempt > run.opts[i].retries + 1:
+            broken(
+                "attempts",
+                f"task {run.label(i)} started attempt {event.attempt} with retries="
+                f"{run.opts[i].retries}",
+            )
+        if event.attempt == 1:
+            self.first_start[i] = event.time
+            self._dependencies_ended(pos, i)
+        elif event.time < self.last_start[i] + self.delay[i] - 1e-9:
+            broken(
+                "retries",
+                f"task {run.label(i)} started attempt {event.attempt} at {event.time}, before "
+                f"its retry delay of {self.delay[i]} after the attempt that began at "
+                f"{self.last_start[i]}",
+            )
+        if self.fail_pos >= 0 and not run.all_done(i):
+            failed = self.events[self.fail_pos].task.name
+            broken(
+                "fail_fast",
+                f"task {run.label(i)} started (event #{pos}) after the first failure, "
+                f"of {failed!r} (event #{self.fail_pos})",
+            )
+        if self.halt_pos >= 0:
+            broken(
+                "cancellation",
+                f"task {run.label(i)} started (event #{pos}) after the run was cancelled "
+                f"(event #{self.halt_pos})",
+            )
+        if run.strategy == "waves" and run.levels[i] > self.wave:
+            waiting = next(
+                j for j in run.members() if run.levels[j] == self.wave and self.ended_at[j] < 0
+            )
+            broken(
+                "waves",
+                f"task {run.label(i)} of wave {run.levels[i]} started (event #{pos}) while "
+                f"task {run.label(waiting)} of wave {self.wave} had not ended",
+            )
+        self.attempts[i] = event.attempt
+        self.last_start[i] = event.time
+        self.running[i] = True
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        if run.cap is not None and self.live > run.cap:
+            others = [run.names[j] for j in range(run.n) if self.running[j] and j != i]
+            broken(
+                "limit",
+                f"task {run.label(i)} started (event #{pos}) while {others} ran: "
+                f"{self.live} bodies at once, above the limit {run.cap}",
+            )
+        for name, amount in run.opts[i].uses:
+            capacity = run.resources.get(name, 0.0)
+            self.in_use[name] = self.in_use.get(name, 0.0) + amount
+            if self.in_use[name] > capacity + 1e-9:
+                holders = [
+                    run.names[j]
+                    for j in range(run.n)
+                    if self.running[j] and any(r == name for r, _ in run.opts[j].uses)
+                ]
+                broken(
+                    "resources",
+                    f"task {run.label(i)} started (event #{pos}) while {holders} held "
+                    f"{name!r}: {self.in_use[name]:g} in use, above its capacity {capacity:g}",
+                )
+
+    def _dependencies_ended(self, pos: int, i: int) -> None:
+        run = self.run
+        for p in run.parents[i]:
+            finish = self.finish[p]
+            if finish is None:
+                broken(
+                    "dependency order",
+                    f"task {run.label(i)} started (event #{pos}) before its dependency "
+                    f"{run.label(p)} ended",
+                )
+            if finish.state is not TaskState.SUCCEEDED and not run.all_done(i):
+                broken(
+                    "dependency order",
+                    f"task {run.label(i)} started (event #{pos}) although its dependency "
+                    f"{run.label(p)} ended {finish.state.name}",
+                )
+
+    def _attempt_ended(self, i: int) -> None:
+        self.running[i] = False
+        self.live -= 1
+        for name, amount in self.run.opts[i].uses:
+            self.in_use[name] -= amount
+
+    def _retrying(self, pos: int, i: int, event: TaskRetrying) -> None:
+        run, opts = self.run, self.run.opts[i]
+        if not self.running[i] or event.attempt != self.attempts[i]:
+            broken(
+                "events",
+                f"TaskRetrying of {run.label(i)} for attempt {event.attempt} (event #{pos}), "
+                f"but {'attempt ' + str(self.attempts[i]) if self.running[i] else 'no attempt'} "
+                "was running",
+            )
+        error = event.error
+        if event.attempt > opts.retries or not (
+            isinstance(error, Exception) and isinstance(error, opts.retry_on)
+        ):
+            broken(
+                "retries",
+                f"task {run.label(i)} is retried after attempt {event.attempt} raised "
+                f"{error!r}, with retries={opts.retries} and retry_on={opts.retry_on}",
+            )
+        expected = opts.retry_delay * opts.retry_backoff ** (event.attempt - 1)
+        if not math.isclose(event.delay, expected, rel_tol=1e-9, abs_tol=1e-12):
+            broken(
+                "retries",
+                f"task {run.label(i)} waits {event.delay} before attempt {event.attempt + 1}, "
+                f"not {expected}",
+            )
+        self.delay[i] = event.delay
+        self._attempt_ended(i)
+
+    def _finished(self, pos: int, i: int, event: TaskFinished) -> None:
+        run = self.run
+        if self.running[i]:
+            self._attempt_ended(i)
+        self.finish[i] = event
+        self.ended_at[i] = pos
+        state = event.state
+        if state is TaskState.SKIPPED:
+            blockers = [
+                p
+                for p in run.parents[i]
+                if self.finish[p] and self.finish[p].state is not TaskState.SUCCEEDED  # type: ignore[union-attr]
+            ]
+            if not blockers:
+                broken(
+                    "skip",
+                    f"task {run.label(i)} ended SKIPPED (event #{pos}) before any of its "
+                    "dependencies ended without success",
+                )
+        if state is TaskState.FAILED and run.fail_fast and self.fail_pos < 0:
+            self.fail_pos = pos
+            self.running_at[pos] = self.running[:]
+        elif state is TaskState.CANCELLED and self.halt_pos < 0:
+            if not run.fail_fast or self.fail_pos < 0 or run.all_done(i):
+                self.halt_pos = pos
+                self.running_at[pos] = self.running[:]
+        self.unended[run.levels[i]] -= 1
+        self._advance()
+
+    def _advance(self) -> None:
+        """Move the wave barrier past the waves that have ended."""
+        while self.wave < len(self.unended) - 1 and self.unended[self.wave] == 0:
+            self.wave += 1
+
+    def _complete(self) -> None:
+        run, report = self.run, self.run.report
+        for i in run.members():
+            finish = self.finish[i]
+            if finish is None:
+                broken("events", f"task {run.label(i)} has no TaskFinished")
+            if finish.state is not run.states[i]:
+                broken(
+                    "events",
+                    f"TaskFinished of {run.label(i)} says {finish.state.name}, the report "
+                    f"{run.states[i].name}",
+                )
+            timing = report.timing(run.handles[i])
+            if timing.attempts != self.attempts[i]:
+                broken(
+                    "events",
+                    f"task {run.label(i)} has {self.attempts[i]} TaskStarted events, the "
+                    f"report counts {timing.attempts} attempts",
+                )
+            if timing.start is not None and timing.start != self.first_start[i]:
+                broken(
+                    "events",
+                    f"task {run.label(i)} first started at {self.first_start[i]}, the report "
+                    f"says {timing.start}",
+                )
+            self._outcome_agrees(i, finish)
+        if self.peak != report.stats.peak_concurrency:
+            broken(
+                "report",
+                f"report.stats.peak_concurrency is {report.stats.peak_concurrency}, but the "
+                f"events show {self.peak} bodies running at once",
+            )
+
+    def _outcome_agrees(self, i: int, finish: TaskFinished) -> None:
+        run = self.run
+        expected = run.report.outcome(run.handles[i])
+        got = finish.outcome
+        if isinstance(expected, outcome.Value):
+            same = isinstance(got, outcome.Value) and got.value is expected.value
+        else:
+            assert isinstance(expected, outcome.Error)
+            # A failure carries the task's own exception; a skip or cancellation an
+            # error made for the occasion, of the same class.
+            same = isinstance(got, outcome.Error) and (
+                got.error is expected.error or type(got.error) is type(expected.error)
+            )
+        if not same:
+            broken(
+                "events",
+                f"TaskFinished of {run.label(i)} carries {got!r}, the report {expected!r}",
+            )
+
+    def _stops(self) -> None:
+        """Who may end how, once the first failure (fail_fast) or a cancellation stopped the run."""
+        run = self.run
+        for i in run.members():
+            if run.all_done(i) and self.halt_pos < 0 and run.states[i] not in RAN:
+                rule = "fail_fast" if run.fail_fast else "skip"
+                broken(
+                    rule,
+                    f"all_done task {run.label(i)} ended {run.states[i].name}; it must run "
+                    "once its dependencies have ended",
+                )
+            self._after_skip_cause(i)
+        for rule, stop in (("fail_fast", self.fail_pos), ("cancellation", self.halt_pos)):
+            if stop < 0:
+                continue
+            when = self.events[stop]
+            assert type(when) is TaskFinished
+            for i in run.members():
+                if self.ended_at[i] <= stop or (rule == "fail_fast" and run.all_done(i)):
+                    continue
+                finish = self.finish[i]
+                assert finish is not None
+                if finish.state is TaskState.CANCELLED:
+                    continue
+                if self.running_at[stop][i] and finish.state in RAN and finish.time == when.time:
+                    continue  # it ended in the same instant, before it could see the cancellation
+                broken(
+                    rule,
+                    f"task {run.label(i)} had not ended when {when.task.name!r} ended "
+                    f"{when.state.name} (event #{stop}), but it ended {finish.state.name}",
+                )
+
+    def _after_skip_cause(self, i: int) -> None:
+        """Under skip: a dependent of a FAILED or SKIPPED task ends SKIPPED at once."""
+        run = self.run
+        if run.fail_fast or run.all_done(i):
+            return
+        finish = self.finish[i]
+        assert finish is not None
+        for p in run.parents[i]:
+            cause = self.finish[p]
+            assert cause is not None
+            if cause.state not in (TaskState.FAILED, TaskState.SKIPPED):
+                continue
+            if self.ended_at[i] < self.ended_at[p]:
+                continue  # it ended (CANCELLED) before: checked with the stops
+            if finish.state is not TaskState.SKIPPED or finish.time != cause.time:
+                broken(
+                    "skip",
+                    f"task {run.label(i)} ended {finish.state.name} at {finish.time}; its "
+                    f"dependency {run.label(p)} ended {cause.state.name} at {cause.time}, so "
+                    "it must end SKIPPED at once",
+                )

@@ -1,0 +1,56 @@
+"""The rules check_run holds a run to, by name, and the error a broken one raises."""
+
+from __future__ import annotations
+
+from typing import Final, NoReturn
+
+from .. import TaskState
+
+__all__ = ["FINAL", "RAN", "RULES", "broken"]
+
+RULES: Final = {
+    "targets": "SPEC 3, targets: only the targets and their ancestors run",
+    "final state": "SPEC 3, guarantee 2: every task of the run ends in exactly one final state",
+    "attempts": "SPEC 3, guarantee 2: no task body runs twice, retries aside",
+    "dependency order": (
+        "SPEC 3, guarantee 1: a task starts only after every dependency SUCCEEDED (all_done: ended)"
+    ),
+    "limit": "SPEC 3, guarantee 3: no more than `limit` task bodies run at once",
+    "resources": "SPEC 3, guarantee 3: the amounts of a resource in use never exceed its capacity",
+    "skip": (
+        "SPEC 3, on_failure: a task whose dependency did not succeed ends SKIPPED at once "
+        "(all_done tasks still run); all other tasks go on"
+    ),
+    "fail_fast": (
+        "SPEC 3, on_failure='fail_fast': after the first failure nothing new starts but "
+        "all_done teardown, and every other task that had not ended ends CANCELLED"
+    ),
+    "cancellation": (
+        "SPEC 3: cancellation from outside stops everything, teardown included; "
+        "finished tasks keep their results, the rest are CANCELLED"
+    ),
+    "retries": (
+        "SPEC 3, retries: only an Exception matching retry_on is retried, at most `retries` "
+        "times, after retry_delay * retry_backoff**(k-1)"
+    ),
+    "waves": "SPEC 3, strategy='waves': no task of wave k+1 starts before all of wave k ended",
+    "policy": "SPEC 3, policy: with limit=1 the next task to start is the first ready one",
+    "events": (
+        "SPEC 3, events: TaskStarted once per attempt, TaskRetrying with the attempt that "
+        "failed, TaskFinished once per task, every event in the order it happened"
+    ),
+    "report": "SPEC 4: the report describes the run as it happened",
+}
+"""The rules :func:`check_run` checks, by name, with the words of the SPEC they come from."""
+
+FINAL: Final = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
+)
+"""The states a task of a run may end in."""
+RAN: Final = frozenset({TaskState.SUCCEEDED, TaskState.FAILED})
+"""The states of a task whose body ran to its end."""
+
+
+def broken(rule: str, detail: str) -> NoReturn:
+    """Raise the AssertionError of a broken rule."""
+    raise AssertionError(f"rule {rule!r} broken: {detail}\n  ({RULES[rule]})")
