@@ -1,0 +1,445 @@
+"""Embed a corpus of Python files with a real model, store the vectors, answer a query.
+
+The corpus is the standard library's own ``.py`` files (without
+``site-packages``), or the directory given. Each file is a small pipeline of
+the DAG::
+
+    read (thread) -> split (inline) -> embed, one task per chunk -> store
+
+``embed`` and ``store`` are ``@trio_dag.batched``: the engine gathers ready
+chunks, whatever file they come from, into one call of the model (WordLlama,
+in a worker thread; a call is one task body against ``--limit``, however
+many chunks it holds), and finished files into one SQLite transaction (one
+writer at a time: the ``db`` resource). Then the query's 5 nearest chunks are
+read back from the database. Progress goes to stderr; the run's summary, a
+Chrome trace (open it in Perfetto) and the answer follow.
+
+    pip install 'trio_dag[embed]'
+    python examples/embed_corpus.py [DIRECTORY] [--query TEXT] [--db PATH]
+                                    [--trace PATH] [--limit N] [--batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sqlite3
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Collection
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, NamedTuple, TextIO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trio
+
+import trio_dag
+from trio_dag.events import Event, TaskFinished
+
+try:
+    import numpy as np
+    import wordllama
+except ImportError as error:  # main() says what to install
+    MISSING: ImportError | None = error
+else:
+    MISSING = None
+
+INSTALL_HINT = (
+    "examples/embed_corpus.py needs the WordLlama model: pip install 'trio_dag[embed]' "
+    "(from a checkout: pip install -e '.[embed]')"
+)
+CHUNK_BYTES = 1024
+SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
+STORE_BATCH = 64
+TOP = 5
+
+
+class SourceFile(NamedTuple):
+    """A file of the corpus: where it is, its path relative to the corpus, its size."""
+
+    path: Path
+    rel: str
+    size: int
+
+
+class Chunk(NamedTuple):
+    """A piece of a file: the line it starts on (from 1) and its text."""
+
+    line: int
+    text: str
+
+
+class Hit(NamedTuple):
+    """A chunk found by a query, with its cosine similarity to it."""
+
+    score: float
+    path: str
+    line: int
+    text: str
+
+
+def find_sources(root: Path) -> list[SourceFile]:
+    """The ``.py`` files under *root*, by path, leaving out ``site-packages``."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+        for name in names:
+            if name.endswith(".py"):
+                path = Path(folder, name)
+                try:
+                    size = path.stat().st_size
+                except OSError:  # a dangling link
+                    continue
+                found.append(SourceFile(path, path.relative_to(root).as_posix(), size))
+    return sorted(found, key=lambda f: f.rel)
+
+
+def chunk_count(size: int) -> int:
+    """How many chunks a file of *size* bytes gets: one per started CHUNK_BYTES.
+
+    The DAG is built before any file is read, so the number of embed tasks of
+    a file has to follow from its size alone.
+    """
+    return -(-size // CHUNK_BYTES)
+
+
+def split(data: bytes, count: int) -> list[Chunk]:
+    """Cut *data* into *count* chunks of about equal size, each starting at a line start.
+
+    Chunk k starts at the first line that starts in its k-th share of the
+    bytes; a line longer than a share is cut (at a character boundary).
+    """
+    if count == 0:
+        return []
+    step = max(1, -(-len(data) // count))
+    starts = [0]
+    for k in range(1, count):
+        low = min(k * step, len(data))
+        start = data.find(b"\n", low - 1) + 1
+        if start == 0 or start >= min(low + step, len(data)):
+            start = low
+            while start < len(data) and data[start] & 0xC0 == 0x80:  # inside a UTF-8 character
+                start += 1
+        starts.append(max(start, starts[-1]))
+    starts.append(len(data))
+    chunks = []
+    line = 1
+    for begin, end in pairwise(starts):
+        chunks.append(Chunk(line, data[begin:end].decode("utf-8", errors="replace")))
+        line += data.count(b"\n", begin, end)
+    return chunks
+
+
+class Model:
+    """WordLlama with the 256-dimension weights and the tokenizer its wheel ships.
+
+    ``WordLlama.load()`` alone looks for the tokenizer in a folder the wheel
+    does not have and then goes to the network; the package's own directory
+    as ``cache_dir`` has it in ``tokenizers/``, so this loads offline.
+    """
+
+    def __init__(self) -> None:
+        package = Path(wordllama.__file__).parent
+        self._wl = wordllama.WordLlama.load(cache_dir=package, disable_download=True)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of *texts*, one row each (zeros for a text without tokens)."""
+        # WordLlama pads each of its sub-batches to its longest text: sorted by
+        # length, the padding (most of the work on unsorted code) stays small.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        rows = self._wl.embed([texts[i] for i in order], batch_size=16)
+        vectors = np.empty_like(rows)
+        vectors[order] = rows
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+
+def open_db(path: str) -> sqlite3.Connection:
+    """The database at *path* (``:memory:`` works), with its tables made anew.
+
+    The connection is used from worker threads, one at a time: the run's
+    ``db`` resource has a capacity of 1.
+    """
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.executescript(
+        """
+        PRAGMA journal_mode = WAL;
+        PRAGMA synchronous = NORMAL;
+        DROP TABLE IF EXISTS chunks;
+        DROP TABLE IF EXISTS files;
+        CREATE TABLE files (id INTEGER PRIMARY KEY, path TEXT UNIQUE, bytes INTEGER);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            file INTEGER REFERENCES files (id),
+            line INTEGER,
+            text TEXT,
+            vector BLOB
+        );
+        """
+    )
+    return db
+
+
+def write(db: sqlite3.Connection, files: list[tuple[SourceFile, list[Chunk], list[Any]]]) -> None:
+    """Insert *files* with their chunks and vectors, in one transaction."""
+    db.execute("BEGIN")
+    try:
+        for source, chunks, vectors in files:
+            cursor = db.execute(
+                "INSERT INTO files (path, bytes) VALUES (?, ?)", (source.rel, source.size)
+            )
+            db.executemany(
+                "INSERT INTO chunks (file, line, text, vector) VALUES (?, ?, ?, ?)",
+                [
+                    (cursor.lastrowid, chunk.line, chunk.text, vector.tobytes())
+                    for chunk, vector in zip(chunks, vectors, strict=True)
+                ],
+            )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class Pipeline(NamedTuple):
+    """The DAG of a corpus, and its embed and store tasks (to follow progress)."""
+
+    dag: trio_dag.DAG
+    embeds: frozenset[trio_dag.Handle[Any]]
+    stores: frozenset[trio_dag.Handle[Any]]
+
+
+def pipeline(
+    sources: list[SourceFile], model: Model, db: sqlite3.Connection, batch: int
+) -> Pipeline:
+    """One read, one split, one embed task per chunk and one store task per file."""
+
+    @trio_dag.batched(max_size=batch)
+    async def embed(items: list[tuple[list[Chunk], int]]) -> list[Any]:
+        """Embed chunk k of each item's chunks, all in one call of the model."""
+        texts = [chunks[k].text for chunks, k in items]
+        return list(await trio.to_thread.run_sync(model.embed, texts))
+
+    @trio_dag.batched(max_size=STORE_BATCH)
+    async def store(items: list[tuple[SourceFile, list[Chunk], list[Any]]]) -> list[int]:
+        """Write the items' files in one transaction; each task gets its chunk count."""
+        await trio.to_thread.run_sync(write, db, items)
+        return [len(chunks) for _, chunks, _ in items]
+
+    dag = trio_dag.DAG()
+    embeds: list[trio_dag.Handle[Any]] = []
+    stores: list[trio_dag.Handle[Any]] = []
+    for source in sources:
+        data = dag.add(
+            read, source.path, name=f"read:{source.rel}", tags=("read",), run_in="thread"
+        )
+        count = chunk_count(source.size)
+        chunks = dag.add(
+            split, data, count, name=f"split:{source.rel}", tags=("split",), run_in="inline"
+        )
+        # The item of an embed task holds the file's chunks (a handle) and which
+        # one is its own: the task waits for the split and gets the list.
+        vectors = [
+            dag.add(
+                embed,
+                (chunks, k),
+                name=f"embed:{source.rel}#{k}",
+                tags=("embed",),
+            )
+            for k in range(count)
+        ]
+        embeds += vectors
+        stores.append(
+            dag.add(
+                store,
+                (source, chunks, vectors),
+                name=f"store:{source.rel}",
+                tags=("store",),
+                uses={"db": 1},
+            )
+        )
+    return Pipeline(dag, frozenset(embeds), frozenset(stores))
+
+
+def read(path: Path) -> bytes:
+    """The bytes of the file at *path* (its task runs it in a worker thread)."""
+    return path.read_bytes()
+
+
+class Progress:
+    """An ``on_event`` callback: files stored, chunks embedded and chunks per second,
+    on one line of *out*, redrawn at most every *every* seconds."""
+
+    def __init__(self, plan: Pipeline, out: TextIO | None = None, every: float = 0.25) -> None:
+        self.embeds = plan.embeds
+        self.stores = plan.stores
+        self.out = out if out is not None else sys.stderr
+        self.every = every
+        self.chunks = 0
+        self.files = 0
+        self.began = time.monotonic()
+        self.shown = -math.inf
+
+    def __call__(self, event: Event) -> None:
+        """Count a finished embed or store task; redraw the line when it is due."""
+        if not isinstance(event, TaskFinished):
+            return
+        if event.task in self.embeds:
+            self.chunks += 1
+        elif event.task in self.stores:
+            self.files += 1
+        else:
+            return
+        now = time.monotonic()
+        if now - self.shown >= self.every:
+            self.shown = now
+            self.draw(now)
+
+    def draw(self, now: float) -> None:
+        """Write the line over the previous one."""
+        rate = self.chunks / max(now - self.began, 1e-9)
+        self.out.write(
+            f"\rfiles {self.files:,}/{len(self.stores):,}  chunks {self.chunks:,}/"
+            f"{len(self.embeds):,}  {rate:,.0f} chunks/s "
+        )
+        self.out.flush()
+
+    def close(self) -> None:
+        """Draw the final counts and end the line."""
+        self.draw(time.monotonic())
+        self.out.write("\n")
+        self.out.flush()
+
+
+def search(db: sqlite3.Connection, model: Model, query: str, top: int = TOP) -> list[Hit]:
+    """The *top* chunks of the database nearest to *query* (cosine similarity)."""
+    ids: list[int] = []
+    blobs: list[bytes] = []
+    for chunk_id, blob in db.execute("SELECT id, vector FROM chunks ORDER BY id"):
+        ids.append(chunk_id)
+        blobs.append(blob)
+    if not ids:
+        return []
+    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
+    scores = matrix @ model.embed([query])[0]
+    best = np.argsort(-scores, kind="stable")[:top]
+    hits = []
+    for row in best:
+        path, line, text = db.execute(
+            "SELECT files.path, chunks.line, chunks.text FROM chunks "
+            "JOIN files ON files.id = chunks.file WHERE chunks.id = ?",
+            (ids[row],),
+        ).fetchone()
+        hits.append(Hit(float(scores[row]), path, line, text))
+    return hits
+
+
+def first_line(text: str, width: int = 60) -> str:
+    """The first line of *text* that is not blank, stripped and cut to *width*."""
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def batches(report: trio_dag.RunReport, tasks: Collection[trio_dag.Handle[Any]]) -> int:
+    """How many batched calls ran *tasks*."""
+    return len({report.batch(task) for task in tasks} - {None})
+
+
+def positive(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: see the module's docstring."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        default=Path(sysconfig.get_paths()["stdlib"]),
+        help="the .py files to embed (default: the standard library, without site-packages)",
+    )
+    parser.add_argument(
+        "--query", default="decode a JSON document", help="the text to find (default: %(default)r)"
+    )
+    parser.add_argument(
+        "--db",
+        help="the SQLite file to write, its tables replaced (default: corpus.sqlite3 in a new "
+        "temporary directory; ':memory:' keeps nothing)",
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        default=Path("embed_corpus.trace.json"),
+        help="where to write the Chrome trace of the run (default: %(default)s, in the "
+        "current directory)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=positive,
+        default=4,
+        help="task bodies (a model call is one) at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch", type=positive, default=64, help="chunks per model call (default: %(default)s)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the pipeline and answer the query; the exit status is 1 if a task failed."""
+    args = parse_args(argv)
+    if MISSING is not None:
+        print(f"{INSTALL_HINT}\n({MISSING})", file=sys.stderr)
+        return 2
+    if not args.directory.is_dir():
+        print(f"{args.directory} is not a directory", file=sys.stderr)
+        return 2
+    db_path = args.db or str(Path(tempfile.mkdtemp(prefix="embed_corpus-"), "corpus.sqlite3"))
+    sources = find_sources(args.directory)
+    total = sum(source.size for source in sources)
+    print(f"corpus: {args.directory} ({len(sources):,} files, {total / 1e6:.1f} MB)", flush=True)
+
+    model = Model()
+    db = open_db(db_path)
+    plan = pipeline(sources, model, db, args.batch)
+    progress = Progress(plan)
+    report = trio_dag.run_sync(
+        plan.dag,
+        limit=args.limit,
+        resources={"model": 1, "db": 1},
+        check=False,
+        on_event=progress,
+    )
+    progress.close()
+
+    print(report.summary())
+    makespan = report.stats.makespan
+    calls = batches(report, plan.embeds)
+    print(
+        f"\nembedded {len(plan.embeds):,} chunks of {len(sources):,} files in {makespan:.1f} s "
+        f"({len(plan.embeds) / max(makespan, 1e-9):,.0f} chunks/s) in {calls:,} model calls "
+        f"({len(plan.embeds) / max(calls, 1):.1f} chunks per call)"
+    )
+    report.to_chrome_trace(args.trace)
+    print(f"database: {db_path}")
+    print(f"trace: {args.trace}")
+
+    print(f"\nthe {TOP} chunks nearest to {args.query!r}:")
+    for hit in search(db, model, args.query):
+        print(f"  {hit.score:.3f}  {hit.path}:{hit.line}  {first_line(hit.text)}")
+    db.close()
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

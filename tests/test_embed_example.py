@@ -1,0 +1,215 @@
+"""examples/embed_corpus.py end to end: a small corpus in, its vectors in SQLite, a query answered.
+
+The example runs as a user runs it, in a subprocess, on a directory made
+here of files on clearly different topics.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embed_corpus.py"
+CHUNK_BYTES = 1024  # the example's
+
+JSON_FILE = '''\
+"""Decode JSON documents: parse the text of a JSON document into Python objects."""
+
+import json
+
+
+class JSONDecodeError(ValueError):
+    """A JSON document could not be decoded: the message says where parsing stopped."""
+
+
+def decode_document(text):
+    """Decode a JSON document: parse its objects, arrays, strings and numbers."""
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise JSONDecodeError(f"invalid JSON document: {error}") from error
+
+
+def decode_lines(lines):
+    """Decode one JSON document per line (JSON Lines) into a list of objects."""
+    return [decode_document(line) for line in lines if line.strip()]
+'''
+
+SOCKET_FILE = '''\
+"""Open TCP sockets to a host and port, send bytes and receive the reply."""
+
+import socket
+
+
+def connect(host, port, timeout=5.0):
+    """Open a TCP connection to host:port and return the connected socket."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def send_all(sock, payload):
+    """Send every byte of the payload over the socket."""
+    sock.sendall(payload)
+
+
+def receive(sock, size=4096):
+    """Receive up to size bytes from the peer; b"" once it closed the connection."""
+    return sock.recv(size)
+
+
+def serve(port):
+    """Listen on a port and accept one client connection."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    return listener.accept()
+'''
+
+DATES_FILE = '''\
+"""Calendar arithmetic: add days to dates, count weekdays, find the last day of a month."""
+
+import calendar
+import datetime
+
+
+def add_days(day, count):
+    """The date count days after the given day."""
+    return day + datetime.timedelta(days=count)
+
+
+def last_day_of_month(year, month):
+    """The last calendar day of the month."""
+    return datetime.date(year, month, calendar.monthrange(year, month)[1])
+
+
+def weekdays_between(start, end):
+    """How many weekdays (Monday to Friday) lie between two dates."""
+    days = (end - start).days
+    return sum(1 for k in range(days) if (start + datetime.timedelta(days=k)).weekday() < 5)
+'''
+
+
+def make_corpus(root: Path) -> dict[str, bytes]:
+    """Write the corpus under *root*; return what the example must store, by path."""
+    files = {
+        "decoding/json_documents.py": JSON_FILE,
+        "network/sockets.py": SOCKET_FILE,
+        # Over 1 KiB, so more than one chunk: the chunks must join up again.
+        "time/dates.py": DATES_FILE + "\n" + DATES_FILE.replace("def ", "def other_"),
+        "empty/__init__.py": "",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    # Left out: not .py, and inside site-packages.
+    (root / "notes.txt").write_text("decode a JSON document\n", encoding="utf-8")
+    (root / "site-packages").mkdir()
+    (root / "site-packages" / "vendored.py").write_text(JSON_FILE, encoding="utf-8")
+    return {rel: text.encode() for rel, text in files.items()}
+
+
+# A skip mark, not importorskip: importing wordllama configures the root logger.
+needs_wordllama = pytest.mark.skipif(
+    importlib.util.find_spec("wordllama") is None,
+    reason="needs the embed extra: pip install -e '.[embed]'",
+)
+
+
+def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the example as a user does; fail with its stderr if it fails."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def top_hits(stdout: str) -> list[str]:
+    """The paths of the query's answer, best first."""
+    return [m[0] for m in re.findall(r"^\s+-?\d\.\d+\s+(\S+):(\d+)\s", stdout, re.MULTILINE)]
+
+
+@needs_wordllama
+def test_embed_corpus_stores_every_chunk_and_answers_the_query(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    expected = make_corpus(corpus)
+    db_path = tmp_path / "vectors.sqlite3"
+    trace = tmp_path / "trace.json"
+
+    done = run_example(
+        str(corpus),
+        *("--query", "decode a JSON document", "--db", str(db_path), "--trace", str(trace)),
+        *("--batch", "4"),
+    )
+
+    with sqlite3.connect(db_path) as db:
+        stored = dict(db.execute("SELECT path, bytes FROM files"))
+        assert stored == {rel: len(data) for rel, data in expected.items()}
+        for rel, data in expected.items():
+            rows = db.execute(
+                "SELECT line, text, length(vector) FROM chunks JOIN files ON files.id = "
+                "chunks.file WHERE files.path = ? ORDER BY chunks.id",
+                (rel,),
+            ).fetchall()
+            text = data.decode()
+            assert len(rows) == math.ceil(len(data) / CHUNK_BYTES)
+            assert "".join(chunk for _, chunk, _ in rows) == text
+            offset = 0
+            for line, chunk, size in rows:
+                assert line == text.count("\n", 0, offset) + 1
+                assert size == 256 * 4  # float32 vectors of WordLlama's 256 dimensions
+                offset += len(chunk)
+
+    events = json.loads(trace.read_text(encoding="utf-8"))["traceEvents"]
+    names = {event["name"] for event in events if event["ph"] == "X"}
+    assert "embed:decoding/json_documents.py#0" in names
+    assert "store:empty/__init__.py" in names
+
+    assert "SUCCEEDED" in done.stdout  # the summary
+    hits = top_hits(done.stdout)
+    assert 1 < len(hits) <= 5
+    assert hits[0] == "decoding/json_documents.py"
+    assert "chunks/s" in done.stderr  # the progress line
+
+
+@needs_wordllama
+def test_embed_corpus_finds_the_json_decoder_in_the_standard_library(tmp_path: Path) -> None:
+    json_package = Path(sysconfig.get_paths()["stdlib"]) / "json"
+    done = run_example(
+        str(json_package),
+        *("--query", "decode a JSON document", "--db", ":memory:"),
+        *("--trace", str(tmp_path / "trace.json")),
+    )
+    hits = top_hits(done.stdout)
+    assert len(hits) == 5
+    assert "decoder.py" in hits
+
+
+def test_embed_corpus_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+    # A None in sys.modules makes "import wordllama" raise ImportError.
+    script = textwrap.dedent(
+        f"""
+        import runpy, sys
+        sys.modules["wordllama"] = None
+        sys.argv = ["embed_corpus.py", {str(tmp_path)!r}]
+        runpy.run_path({str(EXAMPLE)!r}, run_name="__main__")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "pip install 'trio_dag[embed]'" in done.stderr
+    assert done.stdout == ""
