@@ -150,30 +150,32 @@ async def test_report_states_outputs_and_errors(dag_core: Any, autojump_clock: M
     report = await trio_dag.run(dag, on_failure="fail_fast", check=False)
     assert isinstance(report, trio_dag.RunReport)
     assert not report.ok
+    # SPEC 3, fail_fast: every task that had not ended ends CANCELLED, the
+    # failed task's own dependents included (SKIPPED is the "skip" rule).
     assert [report.state(h) for h in dag] == [
         TaskState.SUCCEEDED,
         TaskState.FAILED,
-        TaskState.SKIPPED,
+        TaskState.CANCELLED,
         TaskState.CANCELLED,
         TaskState.SUCCEEDED,
     ]
     assert (report.succeeded, report.failed) == ([ok, teardown], [bad])
-    assert (report.skipped, report.cancelled) == ([skipped], [slow])
+    assert (report.skipped, report.cancelled) == ([], [skipped, slow])
     assert report.errors == {"bad": boom}
     assert report[ok] == report["ok"] == "ok"
     with pytest.raises(trio_dag.TaskFailedError) as failed:
         report[bad]
     assert failed.value.task == "bad"
     assert failed.value.__cause__ is boom
-    with pytest.raises(trio_dag.TaskSkippedError) as skip:
+    with pytest.raises(trio_dag.TaskCancelledError) as never_ran:
         report["skipped"]
-    assert (skip.value.task, skip.value.dependency) == ("skipped", "bad")
+    assert never_ran.value.task == "skipped"
     with pytest.raises(trio_dag.TaskCancelledError) as cancelled:
         report[slow]
     assert cancelled.value.task == "slow"
     assert report.outcome("ok") == outcome.Value("ok")
     assert report.outcome(bad).error is boom
-    assert isinstance(report.outcome(skipped).error, trio_dag.TaskSkippedError)
+    assert isinstance(report.outcome(skipped).error, trio_dag.TaskCancelledError)
     assert isinstance(report.outcome("slow").error, trio_dag.TaskCancelledError)
     never = report.timing("skipped")
     assert (never.start, never.end, never.attempts, never.duration) == (None, None, 0, None)

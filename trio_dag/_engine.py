@@ -368,10 +368,12 @@ class Engine:
     async def _scoped(self, v: int, step: Callable[[int], Any]) -> None:
         # A cancel scope of its own, so fail-fast can cancel this task alone.
         assert self.scopes is not None
+        if self.failing and not self.teardown[v]:
+            # Fail-fast came between taking this task and starting it.
+            self._cancelled(v)
+            return
         with trio.CancelScope() as scope:
             self.scopes[v] = scope
-            if self.failing and not self.teardown[v]:
-                scope.cancel()
             try:
                 await step(v)
             finally:
@@ -384,6 +386,10 @@ class Engine:
         self._ended(v, core.CANCELLED, self.st.cancel(v))
         if self.st.finished:
             self._dismiss_idle()
+        elif not self.halted:
+            # Teardown tasks may have become ready, and this may be no worker
+            # (a retry timer) that would go on to start them.
+            self._spawn()
 
     # -- one attempt ---------------------------------------------------------
 
@@ -514,9 +520,11 @@ class Engine:
                 self.st.requeue(v)
             return
         self.errors[v] = exc
-        self._ended(v, core.FAILED, self.st.fail(v))
         if self.fail_fast:
+            # Stop first, so the failed task's dependents end CANCELLED like
+            # every other task that had not ended, not SKIPPED.
             self._fail_fast()
+        self._ended(v, core.FAILED, self.st.fail(v))
 
     async def _retry_later(self, v: int, delay: float) -> None:
         try:

@@ -13,7 +13,12 @@ from typing import IO, TYPE_CHECKING, Any, Final, final
 import attrs
 from outcome import Error, Outcome, Value
 
-from ._errors import TaskCancelledError, TaskFailedError, TaskSkippedError
+from ._errors import (
+    TaskCancelledError,
+    TaskFailedError,
+    TaskSkippedError,
+    UnknownDependencyError,
+)
 from ._events import TaskState
 from ._handle import Handle
 from ._impl import core
@@ -152,7 +157,12 @@ class RunReport:
         self._ended_at = ended_at
 
     def _index(self, task: Handle[Any] | str) -> int:
-        return self._snap.index(task)
+        if not isinstance(task, (str, Handle)):
+            raise TypeError(f"ask the report about a Handle or a task name, not {task!r}")
+        try:
+            return self._snap.index(task)
+        except UnknownDependencyError as exc:
+            raise KeyError(str(exc)) from None
 
     def state(self, task: Handle[Any] | str) -> TaskState:
         """The final state of *task*; ``PENDING`` if ``targets=`` left it out."""

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
 
 import trio
 
+from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
+from ._handle import Handle
 from ._policies import Policy, Strategy, check_policy, check_strategy, ready_keys
 
 if TYPE_CHECKING:
-    from ._dag import DAG
     from ._engine import Engine
-    from ._handle import Handle
     from ._report import RunReport
 
 __all__ = ["Run", "open_run", "run", "run_sync"]
@@ -82,8 +82,14 @@ def _engine(
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
     if on_event is not None and not callable(on_event):
         raise TypeError(f"on_event must be callable, not {type(on_event).__name__}")
-    if isinstance(targets, str):
+    if not isinstance(dag, DAG):
+        raise TypeError(f"run needs a trio_dag.DAG to run, not {type(dag).__name__}")
+    if isinstance(targets, (str, Handle)):
         targets = [targets]
+    elif targets is not None and not isinstance(targets, Iterable):
+        raise TypeError(
+            f"targets must be handles or task names (or one of them), not {type(targets).__name__}"
+        )
     snap = dag._freeze()
     members = None
     if targets is not None:

@@ -8,6 +8,7 @@ and names the tasks involved.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,6 @@ from .. import (
     TaskOptions,
     TaskSkippedError,
     TaskState,
-    UnknownDependencyError,
 )
 from ..events import Event
 from ._recorder import Recorder
@@ -101,21 +101,16 @@ class Run:
         on_failure: str,
     ) -> None:
         self.report = report
-        handles: list[Handle[Any]] = []
-        states: list[TaskState] = []
-        for h in dag:
-            try:  # tasks added to the DAG after the run began are not part of it
-                states.append(report.state(h))
-            except UnknownDependencyError:
-                break
-            handles.append(h)
-        self.handles = handles
-        self.states = states
-        self.n = n = len(handles)
-        self.names = [h.name for h in handles]
-        # The only private read: the tasks' options, which the public API does not
-        # expose, from the snapshot the run ran (the DAG may have grown since).
+        # The only private read: the snapshot the run ran, for the number of its
+        # tasks (the DAG may have grown since) and their options, which the
+        # public API does not expose.
         snap = report._snap
+        if snap.dag is not dag:
+            raise ValueError(f"the report is of a run of another DAG than {dag!r}")
+        self.n = n = snap.n
+        self.handles = handles = list(itertools.islice(dag, n))
+        self.states = states = [report.state(h) for h in handles]
+        self.names = [h.name for h in handles]
         self.opts: list[TaskOptions] = [snap.options(i) for i in range(n)]
         self.parents = [sorted({d.index for d in dag.dependencies(h)}) for h in handles]
         self.children: list[list[int]] = [[] for _ in range(n)]

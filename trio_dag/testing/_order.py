@@ -28,7 +28,7 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
     Only checks runs where the order is fully determined by what the events show:
     ``limit=1`` (an int), strategy "immediate", a named policy, no task with
     ``uses``, no retry after a delay (its return to the queue leaves no
-    event), and for "critical_path" no ``targets``.
+    event), no batched call, and for "critical_path" no ``targets``.
     """
     policy = run.policy
     if run.cap != 1 or run.limiter or run.strategy != "immediate" or not isinstance(policy, str):
@@ -37,7 +37,10 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
         return None
     if any(run.opts[i].uses for i in run.members()):
         return None
-    if any(type(e) is TaskRetrying and e.delay > 0 for e in events):
+    if any(
+        (type(e) is TaskRetrying and e.delay > 0) or (type(e) is TaskStarted and e.batch)
+        for e in events
+    ):
         return None
     primary = _primary_keys(run, policy)
     lifo = policy == "lifo"

@@ -8,7 +8,7 @@ the limit, the resources, the wave barrier and any stop before it.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import outcome
 
@@ -37,8 +37,10 @@ class EventCheck:
         self.first_start = [math.nan] * n
         self.last_start = [math.nan] * n
         self.delay = [0.0] * n
-        self.live = 0
+        self.live = 0  # bodies running: plain tasks, and batched calls
         self.peak = 0
+        self.call_of: dict[int, tuple[str, int]] = {}  # the call each running task is in
+        self.calls: dict[tuple[str, int], list[Any]] = {}  # call: [running tasks, its uses]
         self.in_use: dict[str, float] = dict.fromkeys(run.resources, 0.0)
         self.fail_pos = -1  # the first failure under fail_fast
         self.halt_pos = -1  # the first cancellation from outside
@@ -140,6 +142,14 @@ class EventCheck:
         self.attempts[i] = event.attempt
         self.last_start[i] = event.time
         self.running[i] = True
+        # A batched call is one body, however many tasks it serves, and holds
+        # the uses of the task that opened it (the first to start) once.
+        call = ("task", i) if event.batch is None else ("batch", event.batch)
+        self.call_of[i] = call
+        if call in self.calls:
+            self.calls[call][0] += 1
+            return
+        self.calls[call] = [1, run.opts[i].uses]
         self.live += 1
         self.peak = max(self.peak, self.live)
         if run.cap is not None and self.live > run.cap:
@@ -183,9 +193,14 @@ class EventCheck:
 
     def _attempt_ended(self, i: int) -> None:
         self.running[i] = False
-        self.live -= 1
-        for name, amount in self.run.opts[i].uses:
-            self.in_use[name] -= amount
+        call = self.call_of.pop(i)
+        held = self.calls[call]
+        held[0] -= 1
+        if held[0] == 0:
+            del self.calls[call]
+            self.live -= 1
+            for name, amount in held[1]:
+                self.in_use[name] -= amount
 
     def _retrying(self, pos: int, i: int, event: TaskRetrying) -> None:
         run, opts = self.run, self.run.opts[i]

@@ -60,6 +60,10 @@ class DagShape:
         """The number of tasks."""
         return len(self.parents)
 
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        # Hypothesis's printer: the shape itself, not the call that made it.
+        p.text(repr(self))
+
     @property
     def edges(self) -> list[tuple[int, int]]:
         """Every ``(dependency, dependent)`` pair, by dependent, then dependency."""
@@ -81,18 +85,23 @@ def _check_sizes(min_tasks: object, max_tasks: object, max_parents: object) -> N
     _check_int("max_parents", max_parents, 0)
 
 
-def _parents(draw: st.DrawFn, i: int, max_parents: int) -> tuple[int, ...]:
-    """Distinct dependencies of task *i*, ascending; shrinks towards none, then task i - 1."""
-    if i == 0 or max_parents == 0:
-        return ()
-    back = draw(st.lists(st.integers(1, i), max_size=min(i, max_parents), unique=True))
-    return tuple(sorted(i - k for k in back))
+def _picks(max_tasks: int, max_parents: int) -> st.SearchStrategy[list[int]]:
+    """Which earlier tasks a task depends on, as numbers taken modulo its index.
+
+    Drawn without knowing the task's index, so that every task is one
+    element of a list, which Hypothesis shrinks by deleting whole tasks; a
+    dependency shrinks towards task 0, which deleting tasks never moves.
+    """
+    return st.lists(st.integers(0, max(0, max_tasks - 2)), max_size=max_parents, unique=True)
 
 
-@st.composite
-def _shapes(draw: st.DrawFn, min_tasks: int, max_tasks: int, max_parents: int) -> DagShape:
-    n = draw(st.integers(min_tasks, max_tasks))
-    return DagShape(tuple(_parents(draw, i, max_parents) for i in range(n)))
+def _parents(i: int, picks: list[int]) -> tuple[int, ...]:
+    """The dependencies of task *i*."""
+    return tuple(sorted({k % i for k in picks})) if i else ()
+
+
+def _shape(all_picks: list[list[int]]) -> DagShape:
+    return DagShape(tuple(_parents(i, picks) for i, picks in enumerate(all_picks)))
 
 
 def dag_shapes(
@@ -111,7 +120,8 @@ def dag_shapes(
             ...
     """
     _check_sizes(min_tasks, max_tasks, max_parents)
-    return _shapes(min_tasks, max_tasks, max_parents)
+    tasks = st.lists(_picks(max_tasks, max_parents), min_size=min_tasks, max_size=max_tasks)
+    return tasks.map(_shape)
 
 
 @final
@@ -273,11 +283,12 @@ def _one_in(draw: st.DrawFn, k: int) -> bool:
     return draw(st.integers(0, k - 1)) == k - 1
 
 
-def _draw_task(draw: st.DrawFn, i: int, o: _Options) -> _TaskPlan:
-    parents = _parents(draw, i, o.max_parents)
-    deps = tuple((p, draw(st.sampled_from(_HOWS))) for p in parents)
+@st.composite
+def _tasks(draw: st.DrawFn, o: _Options) -> tuple[list[tuple[int, str]], dict[str, Any]]:
+    """One task: its dependencies as ``(pick, how given)`` (see _picks), and its options."""
+    picks = draw(_picks(o.max_tasks, o.max_parents))
+    deps = [(k, draw(st.sampled_from(_HOWS))) for k in picks]
     plan: dict[str, Any] = {
-        "deps": deps,
         "seconds": draw(o.seconds),
         "run_in": draw(st.sampled_from(o.run_in)),
         "priority": draw(st.integers(-2, 2)),
@@ -301,13 +312,17 @@ def _draw_task(draw: st.DrawFn, i: int, o: _Options) -> _TaskPlan:
             top = math.floor(capacity)
             uses.append((name, float(draw(st.integers(1, top))) if top >= 1 else capacity))
     plan["uses"] = tuple(uses)
-    return _TaskPlan(**plan)
+    return deps, plan
 
 
-@st.composite
-def _plans(draw: st.DrawFn, o: _Options) -> _Plan:
-    n = draw(st.integers(o.min_tasks, o.max_tasks))
-    return _Plan(tuple(_draw_task(draw, i, o) for i in range(n)))
+def _plan(tasks: list[tuple[list[tuple[int, str]], dict[str, Any]]]) -> _Plan:
+    planned = []
+    for i, (deps, plan) in enumerate(tasks):
+        how_of: dict[int, str] = {}
+        for k, how in deps if i else ():
+            how_of.setdefault(k % i, how)  # two picks may name one task: the first counts
+        planned.append(_TaskPlan(deps=tuple(sorted(how_of.items())), **plan))
+    return _Plan(tuple(planned))
 
 
 def dags(
@@ -364,20 +379,20 @@ def dags(
         raise InvalidArgument(
             f"run_in must be a non-empty collection of 'async', 'inline', 'thread'; got {run_in!r}"
         )
-    return _plans(
-        _Options(
-            min_tasks,
-            max_tasks,
-            max_parents,
-            seconds,
-            failures,
-            retries,
-            timeouts,
-            all_done,
-            _check_resources(resources),
-            kinds,
-        )
-    ).map(build_dag)
+    options = _Options(
+        min_tasks,
+        max_tasks,
+        max_parents,
+        seconds,
+        failures,
+        retries,
+        timeouts,
+        all_done,
+        _check_resources(resources),
+        kinds,
+    )
+    tasks = st.lists(_tasks(options), min_size=min_tasks, max_size=max_tasks)
+    return tasks.map(_plan).map(build_dag)
 
 
 def _check_resources(resources: object) -> tuple[tuple[str, float], ...]:
