@@ -570,3 +570,12 @@ class Engine:
                 self.callback_error = CallbackError("on_event", exc)
                 self.on_event = None
                 self._fail_fast()
+            except trio.Cancelled:
+                raise
+            except BaseException as exc:
+                # KeyboardInterrupt and the like stop everything, and propagate
+                # from run() as they are, as when a task raises them.
+                self.on_event = None
+                if self.fatal is None:
+                    self.fatal = exc
+                self._halt()
