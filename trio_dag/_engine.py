@@ -178,11 +178,22 @@ class Engine:
         if self.report is None:
             self._halt()
 
-    def _fail_fast(self) -> None:
+    def _fail_fast(self, failed: int = -1) -> None:
+        """Stop as fail-fast does; *failed* is the task whose failure stops the run.
+
+        Pending tasks are cancelled before the failure is told to the core, so
+        the failed task's dependents end CANCELLED (not SKIPPED) like every
+        other task that had not ended; the events still tell the failure first.
+        """
         if self.failing or self.halted:
+            if failed >= 0:
+                self._ended(failed, core.FAILED, self.st.fail(failed))
             return
         self.failing = True
-        for v in self.st.cancel_pending(keep_all_done=True):
+        cancelled = self.st.cancel_pending(keep_all_done=True)
+        if failed >= 0:
+            self._ended(failed, core.FAILED, self.st.fail(failed))
+        for v in cancelled:
             self._ended(v, core.CANCELLED)
         self._cancel_waiting(teardown_too=False)
         assert self.scopes is not None
@@ -521,10 +532,9 @@ class Engine:
             return
         self.errors[v] = exc
         if self.fail_fast:
-            # Stop first, so the failed task's dependents end CANCELLED like
-            # every other task that had not ended, not SKIPPED.
-            self._fail_fast()
-        self._ended(v, core.FAILED, self.st.fail(v))
+            self._fail_fast(failed=v)
+        else:
+            self._ended(v, core.FAILED, self.st.fail(v))
 
     async def _retry_later(self, v: int, delay: float) -> None:
         try:
