@@ -64,6 +64,16 @@ def _loop_for(graph: object) -> Any:
     return _loop_py
 
 
+def _leaked() -> bool:
+    """Whether a Cancelled that a body raised came from no scope around it.
+
+    A body may catch its own scope's Cancelled and raise it again outside
+    that scope; no scope around the body is cancelled then, and the
+    exception is the body's own doing, like any other BaseException.
+    """
+    return trio.current_effective_deadline() != -math.inf
+
+
 class _Outcomes:
     """What an ``all_done`` task receives for each dependency: an Outcome.
 
@@ -325,6 +335,10 @@ class Engine:
         loop = self.loop
         try:
             while v >= 0:
+                if self.halted:
+                    # Handed a task just before the run stopped: it never starts.
+                    self._cancelled(v)
+                    return
                 v = loop.run(v, slot)
                 while v >= 0:
                     why = loop.why
@@ -360,9 +374,12 @@ class Engine:
         loop = self.loop
         try:
             v: int = await loop.drive(slot)
-        except trio.Cancelled:
+        except trio.Cancelled as exc:
             v = slot[1]
             slot[1] = -1
+            if _leaked():
+                self._raised(v, slot[3], self.snap.options(v), exc)
+                return self._next()
             loop.finish(v, slot[3], self.snap.options(v).retries)
             self._cancelled(v)
             raise
@@ -379,8 +396,8 @@ class Engine:
     async def _scoped(self, v: int, step: Callable[[int], Any]) -> None:
         # A cancel scope of its own, so fail-fast can cancel this task alone.
         assert self.scopes is not None
-        if self.failing and not self.teardown[v]:
-            # Fail-fast came between taking this task and starting it.
+        if self.halted or (self.failing and not self.teardown[v]):
+            # The run stopped between taking this task and starting it.
             self._cancelled(v)
             return
         with trio.CancelScope() as scope:
@@ -453,8 +470,11 @@ class Engine:
                 # A thread's result is discarded when the deadline passed as it ran.
                 if deadline.cancel_called:
                     raise TaskTimeoutError(snap.name(v), opts.timeout)
-        except trio.Cancelled:
+        except trio.Cancelled as exc:
             slot[1] = -1
+            if _leaked():
+                self._raised(v, began, opts, exc)
+                return
             loop.finish(v, began, opts.retries)
             if not self.admission.plain:
                 self.admission.release(v)
