@@ -161,8 +161,11 @@ class RunReport:
             raise TypeError(f"ask the report about a Handle or a task name, not {task!r}")
         try:
             return self._snap.index(task)
-        except UnknownDependencyError as exc:
-            raise KeyError(str(exc)) from None
+        except UnknownDependencyError:
+            name = task if isinstance(task, str) else task.name
+            raise KeyError(
+                f"task {name!r} is not in this report: the DAG had no such task when it ran"
+            ) from None
 
     def state(self, task: Handle[Any] | str) -> TaskState:
         """The final state of *task*; ``PENDING`` if ``targets=`` left it out."""

@@ -289,6 +289,8 @@ class Run:
             elif (
                 not self.fail_fast
                 and not self.all_done(i)
+                # CANCELLED: a stop from outside may have come before the failure.
+                and states[i] is not TaskState.CANCELLED
                 and any(states[p] in (TaskState.FAILED, TaskState.SKIPPED) for p in bad)
             ):
                 p = next(p for p in bad if states[p] in (TaskState.FAILED, TaskState.SKIPPED))
