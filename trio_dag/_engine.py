@@ -475,9 +475,7 @@ class Engine:
             if _leaked():
                 self._raised(v, began, opts, exc)
                 return
-            loop.finish(v, began, opts.retries)
-            if not self.admission.plain:
-                self.admission.release(v)
+            self._end_attempt(v, began, opts)
             self._cancelled(v)
             raise
         except BaseException as exc:
@@ -486,6 +484,16 @@ class Engine:
             return
         slot[1] = -1
         self._succeeded(v, began, opts, result)
+
+    def _end_attempt(
+        self, v: int, began: float, opts: TaskOptions, *, release: bool = True, timed: bool = True
+    ) -> None:
+        """End the attempt of task *v* begun at *began* (*timed*) and give back its
+        resources (*release*; a batch gives back only its opener's)."""
+        if timed:
+            self.loop.finish(v, began, opts.retries)
+        if release and not self.admission.plain:
+            self.admission.release(v)
 
     def _succeeded(
         self,
@@ -497,10 +505,7 @@ class Engine:
         release: bool = True,
         timed: bool = True,
     ) -> None:
-        if timed:
-            self.loop.finish(v, began, opts.retries)
-        if release and not self.admission.plain:
-            self.admission.release(v)
+        self._end_attempt(v, began, opts, release=release, timed=timed)
         self.outputs[v] = result
         self.st.done(v)
         self._ended(v, core.SUCCEEDED)
@@ -516,10 +521,7 @@ class Engine:
         timed: bool = True,
     ) -> None:
         """An attempt of task *v* raised *exc* (not Cancelled); *timed*: end its attempt."""
-        if timed:
-            self.loop.finish(v, began, opts.retries)
-        if release and not self.admission.plain:
-            self.admission.release(v)
+        self._end_attempt(v, began, opts, release=release, timed=timed)
         if isinstance(exc, Exception):
             self._failed(v, self.loop.attempts[v], exc, opts)
             return
