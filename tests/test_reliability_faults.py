@@ -491,16 +491,21 @@ async def _set_when(event: threading.Event, probe: Probe, name: str) -> None:
     event.set()
 
 
+@pytest.mark.parametrize("ends", ["returns", "raises"])
 @pytest.mark.parametrize("how", ["run.cancel", "timeout", "fail_fast"])
 async def test_blocked_thread_is_awaited_when_cancelled_and_its_result_discarded(
-    dag_core: Any, autojump_clock: MockClock, how: str
+    dag_core: Any, autojump_clock: MockClock, how: str, ends: str
 ) -> None:
+    # Whether the thread returns or raises once the run stopped (or its
+    # deadline passed), what it gives back is discarded the same way.
     release = threading.Event()
     returned: list[float] = []
 
     def blocked() -> str:
         release.wait()
         returned.append(1)
+        if ends == "raises":
+            raise KeyError("late")
         return "late"
 
     async def fail_at_2() -> None:

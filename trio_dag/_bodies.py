@@ -85,7 +85,9 @@ async def call(
 
     A sync body in a thread cannot be interrupted: a cancellation or deadline
     that arrives while it runs takes effect when it returns, and its result
-    is then discarded (the checkpoint after it raises ``Cancelled``).
+    or its exception is then discarded (the checkpoint after it raises
+    ``Cancelled``). A BaseException that is not an Exception (KeyboardInterrupt,
+    SystemExit) still propagates: it stops the run whatever happened.
     """
     if kind == ASYNC:
         coro = ctx.run(fn, *args, **kwargs)
@@ -101,6 +103,11 @@ async def call(
     if kind == INLINE:
         return ctx.run(fn, *args, **kwargs)
     on_suspend()
-    result = await trio.to_thread.run_sync(functools.partial(ctx.run, fn, *args, **kwargs))
+    try:
+        result = await trio.to_thread.run_sync(functools.partial(ctx.run, fn, *args, **kwargs))
+    except Exception:
+        # An error is discarded like a result: the task was cancelled as it ran.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        raise
     await trio.lowlevel.checkpoint_if_cancelled()
     return result
