@@ -46,6 +46,27 @@ async def test_outputs_flow_to_dependents(dag_core: Any, autojump_clock: MockClo
     assert report.ok
 
 
+async def test_async_bodies_get_their_literal_arguments_beside_after_edges(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # Async bodies that return at once take the loop's fast path, which hands
+    # a task without handles its stored arguments as they are.
+    async def echo(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        return args, kwargs
+
+    dag = trio_dag.DAG()
+    first = dag.add(echo, name="first")
+    bare = dag.add(echo, after=[first])
+    literal = dag.add(echo, 1, "two", after=[first])
+    keyword = dag.add(echo, 3, kwargs={"k": [4]}, after=[first, bare])
+    mixed = dag.add(echo, first, 5, kwargs={"k": literal}, after=[keyword])
+    report = await trio_dag.run(dag)
+    assert report[first] == report[bare] == ((), {})
+    assert report[literal] == ((1, "two"), {})
+    assert report[keyword] == ((3,), {"k": [4]})
+    assert report[mixed] == ((((), {}), 5), {"k": ((1, "two"), {})})
+
+
 async def test_task_starts_only_after_its_dependencies_succeeded(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:

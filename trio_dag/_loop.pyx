@@ -22,6 +22,7 @@ import types
 from array import array as _array
 
 from trio_dag._bodies import ASYNC, kind_of
+from trio_dag._dependencies import AFTER
 import trio
 
 from trio_dag._loop_py import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
@@ -55,6 +56,7 @@ cdef int C_RAISED = RAISED
 cdef int C_CHECKPOINT = CHECKPOINT
 cdef int C_FAIRNESS = FAIRNESS_EVERY
 cdef int C_ASYNC = ASYNC
+cdef int C_AFTER = AFTER
 
 
 cdef int _send(object coro, PyObject** out) except -1:
@@ -106,6 +108,7 @@ cdef class Loop:
     cdef dict _kwargs_of
     cdef array _off
     cdef array _src
+    cdef array _pos
     cdef object _last_opts
     cdef bint _last_run_in_none
     cdef bint _last_simple
@@ -123,6 +126,7 @@ cdef class Loop:
         self._kwargs_of = snap._kwargs
         self._off = snap._off
         self._src = snap._src
+        self._pos = snap._pos
         self.now = now
         self.fast = fast
         self.outputs = [None] * n
@@ -234,6 +238,14 @@ cdef class Loop:
                 PyTuple_SET_ITEM(tup, j, item)
             self._kwargs = kw_of.get(v) if kw_of else None
             return tup
+        lo = self._off.data.as_ints[v]
+        if type(stored) is tuple and (
+            lo == self._off.data.as_ints[v + 1] or self._pos.data.as_ints[lo] == C_AFTER
+        ):
+            # No handle among the arguments (none, or only after= edges):
+            # the stored tuple itself, as Snapshot.bind gives it.
+            self._kwargs = kw_of.get(v) if kw_of else None
+            return stored
         bound = self._snap.bind(v, outputs)
         self._kwargs = bound[1] or None
         return bound[0]
