@@ -507,7 +507,27 @@ def test_catches_a_start_out_of_policy_order() -> None:
     check_run(dag, report, recorder, limit=1, policy="lifo")
     for policy, task in [("fifo", "z"), ("priority", "z"), ("critical_path", "z")]:
         _broken("policy", task, dag, report, recorder.events, limit=1, policy=policy)
-    check_run(dag, report, recorder, limit=1, policy=lambda h: -h.index)  # not checked
+    check_run(dag, report, recorder, limit=1, policy=lambda h: -h.index)  # z, y, x: as lifo
+    _broken("policy", "z", dag, report, recorder.events, limit=1, policy=lambda h: h.index)
+    with pytest.raises(AssertionError, match="under policy='the key function'"):
+        check_run(dag, report, recorder, limit=1, policy=lambda h: h.name)
+
+
+def test_key_function_that_raises_leaves_the_order_unchecked() -> None:
+    dag = trio_dag.DAG()
+    for name in ("a", "b"):
+        dag.add(_nap, name=name)
+    recorder = Recorder()
+
+    async def main() -> trio_dag.RunReport:
+        return await trio_dag.run(dag, limit=1, check=False, on_event=recorder)
+
+    report = on_mock_clock(main)
+
+    def bad_key(handle: trio_dag.Handle[Any]) -> int:
+        raise RuntimeError("key")
+
+    check_run(dag, report, recorder, limit=1, policy=bad_key)
 
 
 def test_catches_a_broken_event_log() -> None:

@@ -67,9 +67,10 @@ def check_run(
     rules, peak concurrency. With them, also concurrency and resource use at
     every start, retries, the moment of every skip and stop, and (with
     ``limit=1``, strategy "immediate", no ``uses`` and no delayed retry) the
-    start order of a named policy; Threshold groups, resource fairness and
-    key-function order are not checked. Raises AssertionError naming the
-    broken rule (see :data:`RULES`) and the tasks involved.
+    start order of the policy (a key function is called again for that, once
+    per task). Threshold groups and resource fairness are not checked.
+    Raises AssertionError naming the broken rule (see :data:`RULES`) and the
+    tasks involved.
     """
     if events is None and isinstance(on_event, Recorder):
         events = on_event

@@ -1,4 +1,4 @@
-"""The start order of a named policy, replayed from the events of a ``limit=1`` run.
+"""The start order of a policy, replayed from the events of a ``limit=1`` run.
 
 With one slot, each start must be the first ready task in policy order. The
 ready tasks and the order in which they became ready are rebuilt from the
@@ -9,7 +9,7 @@ tasks that became ready at the same event rank by insertion.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import TaskState
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
@@ -19,19 +19,21 @@ if TYPE_CHECKING:
 
 __all__ = ["first_out_of_order"]
 
-Key = tuple[float, int, int]
+Key = tuple[Any, int, int]
 
 
 def first_out_of_order(run: Run, events: list[Event]) -> str | None:
     """What is wrong with the first start out of policy order, or None.
 
     Only checks runs where the order is fully determined by what the events show:
-    ``limit=1`` (an int), strategy "immediate", a named policy, no task with
-    ``uses``, no retry after a delay (its return to the queue leaves no
-    event), no batched call, and for "critical_path" no ``targets``.
+    ``limit=1`` (an int), strategy "immediate", no task with ``uses``, no
+    retry after a delay (its return to the queue leaves no event), no batched
+    call, and for "critical_path" no ``targets``. A key function is called
+    again, once per task of the run: it must give the same keys as during the
+    run; when it raises, the order is not checked.
     """
     policy = run.policy
-    if run.cap != 1 or run.limiter or run.strategy != "immediate" or not isinstance(policy, str):
+    if run.cap != 1 or run.limiter or run.strategy != "immediate":
         return None
     if policy == "critical_path" and run.targets is not None:
         return None
@@ -43,6 +45,8 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
     ):
         return None
     primary = _primary_keys(run, policy)
+    if primary is None:
+        return None
     lifo = policy == "lifo"
 
     def key(i: int, pos: int) -> Key:
@@ -59,9 +63,10 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
             if i in ready:
                 best = min(ready, key=ready.__getitem__)
                 if ready[best] < ready[i]:
+                    name = policy if isinstance(policy, str) else "the key function"
                     return (
                         f"task {run.label(i)} started (event #{pos}) while {run.label(best)} "
-                        f"was ready and comes first under policy={policy!r}"
+                        f"was ready and comes first under policy={name!r}"
                     )
                 del ready[i]
         elif type(event) is TaskRetrying:
@@ -78,7 +83,12 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
     return None
 
 
-def _primary_keys(run: Run, policy: str) -> list[float]:
+def _primary_keys(run: Run, policy: Any) -> list[Any] | None:
+    if callable(policy):
+        try:
+            return [policy(run.handles[i]) if run.in_run[i] else None for i in range(run.n)]
+        except Exception:
+            return None  # the run stopped with a CallbackError: the order is moot
     if policy == "priority":
         return [-float(o.priority) for o in run.opts]
     if policy == "critical_path":

@@ -34,7 +34,10 @@ RULES: Final = {
         "times, after retry_delay * retry_backoff**(k-1)"
     ),
     "waves": "SPEC 3, strategy='waves': no task of wave k+1 starts before all of wave k ended",
-    "policy": "SPEC 3, policy: with limit=1 the next task to start is the first ready one",
+    "policy": (
+        "SPEC 3, policy: with limit=1 the next task to start is the first ready one "
+        "in policy order (a key function: smallest key first)"
+    ),
     "events": (
         "SPEC 3, events: TaskStarted once per attempt, TaskRetrying with the attempt that "
         "failed, TaskFinished once per task, every event in the order it happened"
