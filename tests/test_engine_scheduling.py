@@ -177,6 +177,29 @@ async def test_task_waiting_for_a_resource_is_not_starved(
     assert probe.peak_use == {"A": 2}
 
 
+@pytest.mark.parametrize("amount", [1, 2])
+async def test_waiting_tasks_queue_in_policy_order(
+    dag_core: Any, autojump_clock: MockClock, amount: int
+) -> None:
+    # SPEC: "Ready tasks are considered in policy order". urgent becomes ready
+    # after big-a began to wait for A, but comes first under priority: it
+    # starts as soon as what it needs is free, ahead of big-a.
+    probe = Probe()
+    dag = trio_dag.DAG()
+    add_nap(dag, probe, "hold-a", 10, uses={"A": 1})
+    add_nap(dag, probe, "big-a", 2, uses={"A": 2})
+    gate = add_nap(dag, probe, "gate", 4)
+    add_nap(dag, probe, "urgent", 1, gate, uses={"A": amount}, priority=5)
+    await trio_dag.run(dag, resources={"A": 2}, policy="priority")
+    if amount == 1:
+        assert probe.start("urgent") == 4  # fits beside hold-a
+        assert probe.start("big-a") == 10
+    else:
+        assert probe.start("urgent") == 10  # waits, but ahead of big-a
+        assert probe.start("big-a") == 11
+    assert probe.peak_use == {"A": 2}
+
+
 async def test_waiting_task_sets_aside_only_the_resources_it_waits_for(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:

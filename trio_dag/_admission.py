@@ -6,9 +6,9 @@ The core's heap already holds ready tasks in policy order (waves first under
 
 from __future__ import annotations
 
+import heapq
 from array import array
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ResourceError
@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 __all__ = ["Admission"]
 
 Uses = tuple[tuple[str, float], ...]
+Place = tuple[float, int, int]  # a waiter's place in policy order: key, order, task
 
 
 class Admission:
     """Resources, waves and Threshold gating for one run.
 
     ``plain`` is True when none applies: the engine then pops the core directly.
+    *keys* and *lifo* are the core's: they order the tasks that wait for a
+    resource as the ready heap orders tasks.
     """
 
     def __init__(
@@ -35,14 +38,22 @@ class Admission:
         st: Any,
         resources: Mapping[str, float] | None,
         strategy: Strategy,
+        keys: Sequence[float] | None = None,
+        lifo: bool = False,
     ) -> None:
         self.st = st
         states = st.states()
         self.free: dict[str, float] = dict(resources or {})
-        # Tasks waiting for a resource, in the order found, by the resource
-        # they lack; and those woken from a queue back into the heap.
-        self.waiting: dict[str, deque[int]] = {}
+        # Tasks waiting for a resource, by the resource they lack: heaps in
+        # policy order. Those woken from a queue back into the ready heap.
+        self.waiting: dict[str, list[Place]] = {}
         self.woken: set[int] = set()
+        self.keys = keys
+        self.lifo = lifo
+        # Each waiting task's place, kept from the first time it was taken
+        # from the heap (its readiness order) until it starts.
+        self.places: dict[int, Place] = {}
+        self.taken = 0
         self.uses: list[Uses] | None = None
         if snap.has_uses:
             self.uses = [o.uses for o in snap._opts[: snap.n]]
@@ -95,9 +106,12 @@ class Admission:
         A task whose resources do not fit waits, out of the ready heap, in the
         queue of the first resource it lacks, until a release of that resource
         can let it start: so each waiting task is looked at again only when it
-        may fit, however many wait. A task that needs a resource others
-        already wait for waits behind them (it cannot starve them), while
-        tasks that need other resources, or none, go ahead.
+        may fit, however many wait. Queues are in policy order (the core's
+        key, then the order tasks left the heap, reversed under lifo): a task
+        that needs a resource others already wait for waits behind those that
+        come before it (it cannot starve them) and goes ahead of the others,
+        as SPEC's "considered in policy order" asks; tasks that need other
+        resources, or none, go ahead.
         """
         st = self.st
         levels = self.levels
@@ -113,24 +127,40 @@ class Admission:
             if uses_of is not None:
                 uses = uses_of[v]
                 if uses:
-                    lacking = self._lacking(v, uses)
+                    place = self._place(v)
+                    lacking = self._lacking(v, uses, place)
                     if lacking is not None:
-                        self.waiting.setdefault(lacking, deque()).append(v)
+                        heapq.heappush(self.waiting.setdefault(lacking, []), place)
                         continue
+                    del self.places[v]
                     for name, amount in uses:
                         self.free[name] -= amount
             self.group_left -= 1
             return v
 
-    def _lacking(self, v: int, uses: Uses) -> str | None:
-        # The first resource task v must wait for, or None when all fit. A
-        # task woken from a queue is not held back by the tasks behind it.
+    def _place(self, v: int) -> Place:
+        place = self.places.get(v)
+        if place is None:
+            self.taken += 1
+            key = 0.0 if self.keys is None else self.keys[v]
+            place = self.places[v] = (key, -self.taken if self.lifo else self.taken, v)
+        return place
+
+    def _lacking(self, v: int, uses: Uses, place: Place) -> str | None:
+        # The first resource task v must wait for, or None when all fit: one
+        # too little is free of, or one a task before it in policy order waits
+        # for. A task just woken from a queue came first in it.
         woken = v in self.woken
         if woken:
             self.woken.discard(v)
+        waiting = self.waiting
         for name, amount in uses:
-            if self.free[name] < amount or (self.waiting.get(name) and not woken):
+            if self.free[name] < amount:
                 return name
+            if not woken:
+                queue = waiting.get(name)
+                if queue and queue[0] < place:
+                    return name
         return None
 
     def release(self, v: int) -> None:
@@ -150,11 +180,12 @@ class Admission:
         uses_of = self.uses
         assert uses_of is not None
         while queue:
-            amount = dict(uses_of[queue[0]])[name]
+            u = queue[0][2]
+            amount = dict(uses_of[u])[name]
             if amount > budget:
                 break
             budget -= amount
-            u = queue.popleft()
+            heapq.heappop(queue)
             self.woken.add(u)
             self.st.push_back(u)
         if not queue:
@@ -171,24 +202,26 @@ class Admission:
         """
         taken: list[int] = []
         for name in list(self.waiting):
-            queue = self.waiting[name]
-            kept: deque[int] = deque()
-            for u in queue:
+            kept: list[Place] = []
+            for place in sorted(self.waiting[name]):
+                u = place[2]
                 if len(taken) < most and wanted(u):
                     taken.append(u)
+                    del self.places[u]
                 else:
-                    kept.append(u)
+                    kept.append(place)
             if kept:
-                self.waiting[name] = kept
+                self.waiting[name] = kept  # sorted: a heap
             else:
                 del self.waiting[name]
         return taken
 
     def drain(self) -> list[int]:
         """Every task waiting for a resource, taken out of the queues (to cancel them)."""
-        tasks = [u for queue in self.waiting.values() for u in queue]
+        tasks = [place[2] for queue in self.waiting.values() for place in queue]
         self.waiting.clear()
         self.woken.clear()
+        self.places.clear()
         return sorted(tasks)
 
     def ended(self, v: int) -> None:

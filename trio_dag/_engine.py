@@ -111,7 +111,7 @@ class Engine:
         # tests can run the engine on either core in one process.
         run_state = sys.modules[type(snap.graph).__module__].RunState
         self.st = run_state(snap.graph, keys, lifo=lifo, all_done=snap.all_done, targets=members)
-        self.admission = Admission(snap, self.st, resources, strategy)
+        self.admission = Admission(snap, self.st, resources, strategy, keys, lifo)
         self.errors: dict[int, BaseException] = {}
         self.on_event = on_event
         self.stream = stream
