@@ -1,4 +1,4 @@
-"""Builds the compiled core and loop, unless TRIO_DAG_NO_EXTENSIONS is set."""
+"""Builds the compiled core, loop and interner, unless TRIO_DAG_NO_EXTENSIONS is set."""
 
 import os
 
@@ -12,7 +12,7 @@ else:
     ext_modules = cythonize(
         [
             Extension(name, [f"trio_dag/{name.split('.')[1]}.pyx"], extra_compile_args=["-O3"])
-            for name in ("trio_dag._core", "trio_dag._loop")
+            for name in ("trio_dag._core", "trio_dag._loop", "trio_dag._intern")
         ],
         compiler_directives={"language_level": "3"},
     )

@@ -4,7 +4,8 @@ Every test that takes ``core`` runs twice, against the pure-Python twin and
 against the compiled module. The compiled half is skipped, with the reason,
 only when ``trio_dag._core`` does not import; with ``TRIO_DAG_REQUIRE_EXTENSION``
 set that is a failure instead, so a silently failed build cannot pass CI.
-``--no-c-extensions`` leaves the compiled half out altogether.
+``--no-c-extensions`` leaves the compiled half out altogether. The
+``interner`` fixture does the same for trio_dag.graphlib's interner.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ C_EXTENSION = pytest.mark.c_extension
 
 @dataclass(frozen=True)
 class CoreImplementation:
-    """One implementation of the graph core; its module is imported on first use."""
+    """One implementation of the graph core (or *what*); its module is imported on first use."""
 
     tag: str
     module_name: str
     compiled: bool
+    what: str = "core"
 
     def __str__(self) -> str:
         return self.tag
@@ -55,7 +57,7 @@ class CoreImplementation:
             if not self.compiled:
                 raise
             reason = (
-                f"the compiled core {self.module_name} did not import ({exc}); "
+                f"the compiled {self.what} {self.module_name} did not import ({exc}); "
                 "build it with `python setup.py build_ext --inplace` or `pip install .`"
             )
             if os.environ.get("TRIO_DAG_REQUIRE_EXTENSION"):
@@ -79,6 +81,26 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
 @pytest.fixture(scope="session", params=[COMPILED])
 def compiled_core(request: pytest.FixtureRequest) -> ModuleType:
     """The compiled core alone, for tests that need it beside the twin."""
+    implementation: CoreImplementation = request.param
+    return implementation.load()
+
+
+INTERNERS = [
+    pytest.param(
+        CoreImplementation("python", "trio_dag._intern_py", compiled=False, what="interner"),
+        id="python-interner",
+    ),
+    pytest.param(
+        CoreImplementation("cython", "trio_dag._intern", compiled=True, what="interner"),
+        marks=C_EXTENSION,
+        id="cython-interner",
+    ),
+]
+
+
+@pytest.fixture(scope="session", params=INTERNERS)
+def interner(request: pytest.FixtureRequest) -> ModuleType:
+    """trio_dag.graphlib's interner: ``trio_dag._intern_py``, then ``trio_dag._intern``."""
     implementation: CoreImplementation = request.param
     return implementation.load()
 

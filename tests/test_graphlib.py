@@ -2,11 +2,13 @@
 
 CPython's own ``test.test_graphlib`` runs against ours; Hypothesis drives ours
 and the standard library side by side on random graphs; the rest pins down
-each behaviour and each documented difference.
+each behaviour and each documented difference. Sorters run on each core with
+each interner: the compiled interner also works on the twin core.
 """
 
 from __future__ import annotations
 
+import collections
 import graphlib
 import importlib.util
 import io
@@ -32,16 +34,16 @@ from trio_dag import graphlib as ours
 
 
 @contextmanager
-def on_core(core: ModuleType) -> Iterator[None]:
-    """Make trio_dag.graphlib prepare its sorters on *core* inside the block."""
-    with mock.patch.object(ours, "_core", core):
+def on_core(core: ModuleType, interner: ModuleType) -> Iterator[None]:
+    """Make trio_dag.graphlib build its sorters on *interner* and *core* inside the block."""
+    with mock.patch.object(ours, "_core", core), mock.patch.object(ours, "_intern", interner):
         yield
 
 
 @pytest.fixture
-def sorter_core(core: ModuleType) -> Iterator[ModuleType]:
-    """The ``core`` fixture, with trio_dag.graphlib preparing on it for the test."""
-    with on_core(core):
+def sorter_core(core: ModuleType, interner: ModuleType) -> Iterator[ModuleType]:
+    """The ``core`` fixture, with trio_dag.graphlib on it and on *interner* for the test."""
+    with on_core(core, interner):
         yield core
 
 
@@ -69,8 +71,9 @@ def load_cpython_tests() -> ModuleType:
     return module
 
 
-def write_graphlib_shim(directory: Path, core: ModuleType, log: Path) -> None:
-    """A ``graphlib.py`` in *directory* that makes ``import graphlib`` give ours, on *core*.
+def write_graphlib_shim(directory: Path, core: ModuleType, interner: ModuleType, log: Path) -> None:
+    """A ``graphlib.py`` in *directory* that makes ``import graphlib`` give ours, on *core*
+    and *interner*.
 
     It first steps aside (trio_dag itself imports the standard library's
     graphlib), then puts ours in its place in ``sys.modules``, which is what
@@ -81,8 +84,10 @@ def write_graphlib_shim(directory: Path, core: ModuleType, log: Path) -> None:
         f"sys.path.remove({str(directory)!r})\n"
         "del sys.modules[__name__]\n"
         f"import {core.__name__} as core\n"
+        f"import {interner.__name__} as interner\n"
         "import trio_dag.graphlib as ours\n"
         "ours._core = core\n"
+        "ours._intern = interner\n"
         f"with open({str(log)!r}, 'a') as log:\n"
         "    log.write('trio_dag.graphlib\\n')\n"
         "sys.modules[__name__] = ours\n"
@@ -90,18 +95,21 @@ def write_graphlib_shim(directory: Path, core: ModuleType, log: Path) -> None:
 
 
 def test_cpython_test_graphlib_passes(
-    sorter_core: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sorter_core: ModuleType,
+    interner: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every test of CPython's test_graphlib passes against trio_dag.graphlib.
 
     ``test_static_order_does_not_change_with_the_hash_seed`` runs ``import
     graphlib`` in two child interpreters, which copy our environment: a
     ``graphlib.py`` first on their PYTHONPATH makes that import ours, on the
-    same core, and the log it writes shows that both children used it.
+    same core and interner, and the log it writes shows that both children used it.
     """
     tests = load_cpython_tests()
     log = tmp_path / "imports.log"
-    write_graphlib_shim(tmp_path, sorter_core, log)
+    write_graphlib_shim(tmp_path, sorter_core, interner, log)
     root = Path(trio_dag.__file__).resolve().parent.parent
     path = [str(tmp_path), str(root)]
     if os.environ.get("PYTHONPATH"):
@@ -154,13 +162,16 @@ def build(module: ModuleType, calls: list[tuple[int, list[int]]]) -> Any:
 
 @given(calls=adds, data=st.data())
 def test_matches_the_standard_library_step_by_step(
-    core: ModuleType, calls: list[tuple[int, list[int]]], data: st.DataObject
+    core: ModuleType,
+    interner: ModuleType,
+    calls: list[tuple[int, list[int]]],
+    data: st.DataObject,
 ) -> None:
     """Random add() calls, then random get_ready(), done() and is_active() calls,
     good and bad, then a drain, on ours and on the standard library: the same
     cycle verdict, the same first batch, the same set in every later batch, the
     same errors."""
-    with on_core(core):
+    with on_core(core, interner):
         theirs, mine = build(graphlib, calls), build(ours, calls)
         try:
             theirs.prepare()
@@ -210,10 +221,10 @@ def test_matches_the_standard_library_step_by_step(
 
 @given(calls=adds)
 def test_static_order_matches_the_standard_library(
-    core: ModuleType, calls: list[tuple[int, list[int]]]
+    core: ModuleType, interner: ModuleType, calls: list[tuple[int, list[int]]]
 ) -> None:
     """The same nodes, predecessors first, or CycleError for both."""
-    with on_core(core):
+    with on_core(core, interner):
         try:
             expected = list(build(graphlib, calls).static_order())
         except graphlib.CycleError:
@@ -240,8 +251,9 @@ def test_cycle_error_is_the_standard_librarys() -> None:
     assert issubclass(ours.CycleError, ValueError)
 
 
-def test_sorters_use_the_core_impl_picks() -> None:
+def test_sorters_use_the_core_and_interner_impl_picks() -> None:
     assert ours._core is _impl.core
+    assert (_impl.CORE, ours._intern) == _impl.pick("_intern", "_intern_py", "interner")
 
 
 def test_prepare_builds_the_run_on_the_patched_core(sorter_core: ModuleType) -> None:
@@ -321,6 +333,43 @@ def test_add_an_unhashable_node_changes_nothing(sorter_core: ModuleType) -> None
     assert ts.get_ready() == (2, 6)
     with pytest.raises(ValueError, match=r"^node 3 was not added using add\(\)$"):
         ts.done(3)
+
+
+class Lenient(ours.TopologicalSorter[Any]):
+    """Survives a graph that fails, to show what the failure left."""
+
+    def __init__(self, graph: Any, error: type[BaseException]) -> None:
+        with pytest.raises(error):
+            super().__init__(graph)
+
+
+def test_a_graph_that_fails_midway_leaves_the_sorter_empty(sorter_core: ModuleType) -> None:
+    """Nodes 1 to 4 were added before the unhashable predecessor: none stays."""
+    ts = Lenient({1: [2], 3: [4, {}, 5], 6: []}, TypeError)
+    ts.add(7, 2)
+    assert list(ts.static_order()) == [2, 7]
+
+
+def test_a_graph_stopped_by_any_exception_leaves_the_sorter_empty(
+    sorter_core: ModuleType,
+) -> None:
+    def predecessors() -> Iterator[int]:
+        yield 4
+        raise KeyboardInterrupt
+
+    ts = Lenient({1: [2], 3: predecessors(), 6: []}, KeyboardInterrupt)
+    ts.add(7)
+    assert list(ts.static_order()) == [7]
+
+
+def test_graph_may_be_any_object_with_items(sorter_core: ModuleType) -> None:
+    class Items:
+        def items(self) -> list[tuple[int, list[int]]]:
+            return [(1, [2]), (3, [1])]
+
+    assert list(ours.TopologicalSorter(Items()).static_order()) == [2, 1, 3]
+    ordered = collections.OrderedDict([(1, [2]), (3, [1])])
+    assert list(ours.TopologicalSorter(ordered).static_order()) == [2, 1, 3]
 
 
 def test_constructor_calls_an_overriding_add(sorter_core: ModuleType) -> None:

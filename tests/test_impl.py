@@ -2,7 +2,8 @@
 
 Each case imports trio_dag in a fresh interpreter with a controlled environment.
 Putting None in ``sys.modules["trio_dag._core"]`` makes the compiled core fail to
-import whether or not it is built.
+import whether or not it is built; the same goes for trio_dag.graphlib's
+interner, which is chosen the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import trio_dag
 ROOT = Path(trio_dag.__file__).resolve().parent.parent
 NO_COMPILED_CORE = "import sys; sys.modules['trio_dag._core'] = None; "
 SHOW_CORE = "import trio_dag, trio_dag._impl as i; print(trio_dag.CORE, i.core.__name__)"
+NO_COMPILED_INTERNER = "import sys; sys.modules['trio_dag._intern'] = None; "
+SHOW_INTERNER = "import trio_dag, trio_dag.graphlib as g; print(trio_dag.CORE, g._intern.__name__)"
 
 
 def run_python(code: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
@@ -72,3 +75,24 @@ def test_require_extension_without_compiled_core_fails_to_import() -> None:
 def test_compiled_core_is_picked_when_it_imports(compiled_core: ModuleType) -> None:
     assert core_of(SHOW_CORE) == "cython trio_dag._core"
     assert core_of(SHOW_CORE, TRIO_DAG_REQUIRE_EXTENSION="1") == "cython trio_dag._core"
+
+
+def test_no_extensions_picks_the_twin_interner() -> None:
+    assert core_of(SHOW_INTERNER, TRIO_DAG_NO_EXTENSIONS="1") == "python trio_dag._intern_py"
+
+
+def test_missing_compiled_interner_falls_back_to_the_twin() -> None:
+    assert core_of(NO_COMPILED_INTERNER + SHOW_INTERNER).endswith(" trio_dag._intern_py")
+
+
+def test_require_extension_without_compiled_interner_fails_to_import(
+    compiled_core: ModuleType,
+) -> None:
+    code = NO_COMPILED_INTERNER + "import trio_dag.graphlib"
+    stderr = import_error_of(code, TRIO_DAG_REQUIRE_EXTENSION="1")
+    assert "TRIO_DAG_REQUIRE_EXTENSION is set but the compiled interner trio_dag._intern" in stderr
+
+
+def test_compiled_interner_is_picked_when_it_imports(compiled_core: ModuleType) -> None:
+    """The interner is built with the core (setup.py); a build without it is stale."""
+    assert core_of(SHOW_INTERNER) == "cython trio_dag._intern"

@@ -9,7 +9,9 @@ Same API, same errors in the same situations, the same nodes in each
 Nodes are any hashable objects. :meth:`~TopologicalSorter.add` numbers them in
 order of first mention and records edges between numbers;
 :meth:`~TopologicalSorter.prepare` hands those to the core, which does the
-readiness bookkeeping (counters, ready queue, cycle search) in arrays.
+readiness bookkeeping (counters, ready queue, cycle search) in arrays. The
+numbering, and the mapping of the core's numbers back to nodes, is an
+interner's job: compiled (``trio_dag._intern``) when it imports, like the core.
 
 Differences from the standard library, all outside what it documents:
 
@@ -26,18 +28,17 @@ Differences from the standard library, all outside what it documents:
 - Pickling or copying a sorter is not supported (the compiled core's state
   does not pickle); the standard library's sorters happen to pickle.
 
-The core is the one :mod:`trio_dag._impl` picks. ``_core`` (private) is the
-module whose ``Graph`` and ``RunState`` ``prepare()`` uses; the tests
-monkeypatch it to run each core through CPython's own graphlib tests.
+The core and the interner are the ones :mod:`trio_dag._impl` picks. ``_core``
+(private) is the module whose ``Graph`` and ``RunState`` ``prepare()`` uses,
+``_intern`` the one whose ``Interner`` a sorter is built on; the tests
+monkeypatch them to run each implementation through CPython's own graphlib
+tests. The compiled interner works on either core.
 """
 
 from __future__ import annotations
 
-from array import array
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from graphlib import CycleError as CycleError
-from itertools import count
 from types import GenericAlias, ModuleType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -47,12 +48,14 @@ if TYPE_CHECKING:
     from _typeshed import SupportsItems
 
     from ._core import RunState
+    from ._intern import Interner
 
 __all__ = ["CycleError", "TopologicalSorter"]
 
 _T = TypeVar("_T")
 
 _core: ModuleType = _impl.core
+_intern: ModuleType = _impl.pick("_intern", "_intern_py", "interner")[1]
 
 
 class TopologicalSorter(Generic[_T]):
@@ -71,24 +74,14 @@ class TopologicalSorter(Generic[_T]):
     """
 
     def __init__(self, graph: SupportsItems[_T, Iterable[_T]] | None = None) -> None:
-        # Each node's index is its rank in order of first mention; a missing
-        # key numbers itself. Edges go predecessor -> node, by index.
-        self._index: defaultdict[_T, int] = defaultdict(count().__next__)
-        # "I", not "i": appending a Python int to an "i" array goes through
-        # PyArg_Parse, several times slower. Indices are never negative, so
-        # prepare() hands the core the same bytes as an "i" array.
-        self._sources = array("I")
-        self._targets = array("I")
-        self._nodes: list[_T] = []  # index -> node, from prepare() on
-        # The last get_ready() batch and its indices, until a done() call:
-        # done(*batch) then needs no lookups.
-        self._batch: tuple[_T, ...] = ()
-        self._batch_ids: list[int] = []
+        # A dict holds at least as many nodes as keys.
+        size_hint = len(graph) if isinstance(graph, dict) else 0
+        self._interner: Interner[_T] = _intern.Interner(size_hint)
         self._run: RunState | None = None
         if graph is None:
             return
         if type(self).add is TopologicalSorter.add:
-            self._add_all(graph.items())
+            self._interner.add(graph.items())
         else:
             for node, predecessors in graph.items():
                 self.add(node, *predecessors)
@@ -105,30 +98,7 @@ class TopologicalSorter(Generic[_T]):
         """
         if self._run is not None:
             raise ValueError("Nodes cannot be added after a call to prepare()")
-        self._add_all(((node, predecessors),))
-
-    def _add_all(self, pairs: Iterable[tuple[_T, Iterable[_T]]]) -> None:
-        # The loop of add(), without a method call per node: the constructor
-        # runs it over the whole graph. A plain loop beats map() here, which
-        # would build an iterator per node.
-        index = self._index
-        sources = self._sources
-        targets = self._targets
-        before = len(index)
-        edges = len(sources)
-        try:
-            for node, predecessors in pairs:
-                i = index[node]
-                for p in predecessors:
-                    sources.append(index[p])
-                    targets.append(i)
-        except BaseException:
-            # New nodes are the last keys: dropping them restores the sorter.
-            del sources[edges:], targets[edges:]
-            while len(index) > before:
-                index.popitem()
-            index.default_factory = count(before).__next__
-            raise
+        self._interner.add(((node, predecessors),))
 
     def prepare(self) -> None:
         """Freeze the graph and check it for cycles.
@@ -138,14 +108,9 @@ class TopologicalSorter(Generic[_T]):
         """
         if self._run is not None:
             raise ValueError("cannot prepare() more than once")
-        nodes = list(self._index)
-        sources = array("i", self._sources.tobytes())
-        targets = array("i", self._targets.tobytes())
-        graph = _core.Graph(len(nodes), sources, targets)
+        graph = _core.Graph(*self._interner.edges())
         self._run = _core.RunState(graph)
-        self._index.default_factory = None
-        self._nodes = nodes
-        self._sources, self._targets = array("I"), array("I")
+        nodes = self._interner.freeze()
         cycle: list[int] | None = graph.find_cycle()
         if cycle is not None:
             raise CycleError("nodes are in a cycle", [nodes[i] for i in cycle])
@@ -157,11 +122,7 @@ class TopologicalSorter(Generic[_T]):
         once the work is over or blocked by a cycle). Raises ValueError before
         :meth:`prepare`.
         """
-        run = self._checked_run()
-        ids = run.pop_all()
-        ready = tuple(map(self._nodes.__getitem__, ids))
-        self._batch, self._batch_ids = ready, ids
-        return ready
+        return self._interner.take_ready(self._checked_run())
 
     def is_active(self) -> bool:
         """True while a node is ready or handed out and not yet done.
@@ -183,15 +144,11 @@ class TopologicalSorter(Generic[_T]):
         before :meth:`prepare`.
         """
         run = self._checked_run()
-        batch, ids = self._batch, self._batch_ids
-        self._batch, self._batch_ids = (), []
-        if nodes == batch:
-            # done(*get_ready()): every node is out and not yet done.
-            run.done_many(ids)
+        if self._interner.done_batch(run, nodes):  # done(*get_ready()): no lookups
             return
         ended = run.ended
         try:
-            run.done_many(map(self._index.__getitem__, nodes))
+            run.done_many(map(self._interner.index.__getitem__, nodes))
         except (KeyError, TypeError, ValueError):
             pass
         else:
@@ -203,7 +160,7 @@ class TopologicalSorter(Generic[_T]):
     def _done_each(self, run: RunState, nodes: tuple[_T, ...]) -> None:
         # done() one node at a time, raising the standard library's error at
         # the first node that cannot be done.
-        index = self._index
+        index = self._interner.index
         for node in nodes:
             i = index.get(node)
             if i is None:
