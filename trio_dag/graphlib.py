@@ -25,6 +25,11 @@ Differences from the standard library, all outside what it documents:
 - ``add()`` that raises (an unhashable node or predecessor) leaves the sorter
   as it was. The standard library leaves the node half added: its counter
   already includes every predecessor, so it can never become ready.
+- Of several equal nodes (``37`` and ``37.0``), the one mentioned first is
+  the one handed out; the standard library may hand out a later one.
+- A constructor graph whose predecessors are not iterable (``{1: 2}``) raises
+  TypeError with Python's own message, not the ``Value after * must be an
+  iterable`` of the standard library's ``add(node, *predecessors)``.
 - Pickling or copying a sorter is not supported (the compiled core's state
   does not pickle); the standard library's sorters happen to pickle.
 
