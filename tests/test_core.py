@@ -229,6 +229,19 @@ def test_adjacency_is_ascending_whatever_the_edge_order(core: ModuleType) -> Non
     assert g.parents(0) == [1, 2, 3, 4]
 
 
+def test_edges_in_order_or_not_make_the_same_graph(core: ModuleType) -> None:
+    # Sorted by target then source, as a DAG records them, or in any order with repeats.
+    edges = [(0, 2), (1, 2), (0, 3), (2, 3), (4, 3), (1, 5), (3, 5), (4, 5)]
+    shuffled = [edges[i] for i in (7, 2, 5, 0, 6, 1, 4, 3)] + [(4, 3), (0, 2)]
+    a, b = graph(core, 6, *edges), graph(core, 6, *shuffled)
+    assert a.num_edges == b.num_edges == 8
+    for v in range(6):
+        assert a.children(v) == b.children(v)
+        assert a.parents(v) == b.parents(v)
+    assert a.topological_order() == b.topological_order()
+    assert drain(core.RunState(a)) == drain(core.RunState(b))
+
+
 def test_empty_graph(core: ModuleType) -> None:
     g = core.Graph(0, [], [])
     assert (g.n, g.num_edges) == (0, 0)
@@ -266,6 +279,8 @@ def test_single_node(core: ModuleType) -> None:
 def test_find_cycle_is_none_when_acyclic(core: ModuleType) -> None:
     assert core.Graph(4, DIAMOND_SOURCES, DIAMOND_TARGETS).find_cycle() is None
     assert core.Graph(3, [], []).find_cycle() is None
+    # Edges to a lower node, but no cycle.
+    assert graph(core, 4, (3, 0), (2, 0), (3, 1), (1, 0)).find_cycle() is None
 
 
 def test_self_loop_is_a_cycle(core: ModuleType) -> None:

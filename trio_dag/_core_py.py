@@ -4,16 +4,18 @@ Nodes are the integers ``0..n-1``; an edge ``src -> dst`` makes *src* a
 dependency (parent) of *dst*. :class:`Graph` is immutable, so one graph can
 serve many :class:`RunState` objects at once.
 
-Everything is stored in flat lists indexed by node; the only per-node objects
-are the transient tuples in the ready heap.
+Everything is stored in flat lists (the parents in an array) indexed by node
+or edge; the only per-node objects are the transient tuples in the ready heap.
 """
 
 from __future__ import annotations
 
 import heapq
+import sys
 from array import array
-from collections.abc import Iterable, Sequence
-from itertools import accumulate, chain
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
 from operator import index as _index
 
 PENDING = 0
@@ -50,6 +52,77 @@ def _int_array(values: Iterable[int], what: str) -> array[int]:
         raise TypeError(f"{what} must be an iterable of ints: {exc}") from None
 
 
+# Two int32 words side by side read as one int64: the one at _HIGH weighs more.
+_LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
+
+
+def _sorted_edges(src: array[int], dst: array[int]) -> tuple[array[int], array[int]]:
+    """The edges sorted by target then source, without repeats, at C speed.
+
+    Each edge becomes one int64, ``target << 32 | source``, for the sort; a
+    negative source sorts as a large one (both are rejected later).
+    """
+    pairs = array("i", bytes(8 * len(src)))
+    pairs[_LOW::2] = src
+    pairs[_HIGH::2] = dst
+    keys = array("q", dict.fromkeys(sorted(array("q", pairs.tobytes()))))
+    pairs = array("i", keys.tobytes())
+    return pairs[_LOW::2], pairs[_HIGH::2]
+
+
+def _edge_lists(src: array[int], dst: array[int]) -> tuple[list[int], list[int]]:
+    # Lists, so that the loops over them make no int object per step; the
+    # sources read as unsigned, so that a negative one fails to index, as a
+    # source too large does.
+    return array("I", src.tobytes()).tolist(), dst.tolist()
+
+
+def _degrees(n: int, src: list[int], dst: list[int]) -> tuple[list[int], list[int], bool] | None:
+    """Each node's out- and in-degree, and whether every edge goes to a higher
+    node (then there is no cycle); None unless the edges come sorted by
+    target then source, without repeats.
+
+    Raises IndexError for a node out of range, but a negative target, which
+    sorts first, is left for the caller to see.
+    """
+    outdegree = [0] * n
+    indegree = [0] * n
+    forward = True
+    last_d = last_s = -1
+    for s, d in zip(src, dst, strict=True):
+        if d != last_d:
+            if d < last_d:
+                return None
+            last_d = d
+        elif s <= last_s:
+            return None
+        last_s = s
+        outdegree[s] += 1
+        indegree[d] += 1
+        if s >= d:
+            forward = False
+    return outdegree, indegree, forward
+
+
+def _out_of_range(n: int, src: array[int], dst: array[int]) -> ValueError:
+    """The error for the first edge, in the order given, that names no node."""
+    edges = enumerate(zip(src, dst, strict=True))
+    i, s, d = next((i, s, d) for i, (s, d) in edges if not (0 <= s < n and 0 <= d < n))
+    bad = s if not 0 <= s < n else d
+    return ValueError(f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes")
+
+
+def _zeros(values: list[int]) -> Iterator[int]:
+    """The indices of the zeros in *values*, ascending, each found at C speed."""
+    i = -1
+    try:
+        while True:
+            i = values.index(0, i + 1)
+            yield i
+    except ValueError:
+        return
+
+
 def _check_n(n: int) -> int:
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"n must be an int, not {type(n).__name__}")
@@ -59,13 +132,15 @@ def _check_n(n: int) -> int:
 
 
 class Graph:
-    """An immutable graph in CSR form (children and parents), built in O(n + e).
+    """An immutable graph in CSR form (children and parents).
 
-    Both adjacency lists are sorted by node index and duplicate edges collapse
-    into one, so every result below is deterministic.
+    Built in O(n + e) from edges sorted by target then source, as a DAG
+    usually records them, and in O(n + e log e) from others. Both adjacency
+    lists are sorted by node index and duplicate edges collapse into one, so
+    every result below is deterministic.
     """
 
-    __slots__ = ("_child", "_child_off", "_n", "_par", "_par_off")
+    __slots__ = ("_child", "_child_off", "_forward", "_indegree", "_n", "_par", "_par_off")
 
     def __init__(self, n: int, sources: Iterable[int], targets: Iterable[int]) -> None:
         n = _check_n(n)
@@ -75,39 +150,39 @@ class Graph:
             raise ValueError(
                 f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
             )
-        if src and (min(src) < 0 or max(src) >= n or min(dst) < 0 or max(dst) >= n):
-            for i in range(len(src)):
-                s = src[i]
-                d = dst[i]
-                if not (0 <= s < n and 0 <= d < n):
-                    bad = s if not 0 <= s < n else d
-                    raise ValueError(
-                        f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes"
-                    )
-        # Each node's parents, sorted and distinct; then the children, which
-        # come out sorted since the nodes are visited in order. The flat CSR
-        # lists are made at C speed by chain and accumulate.
-        parents: list[list[int]] = [[] for _ in range(n)]
-        for s, d in zip(src, dst, strict=True):
-            parents[d].append(s)
-        for v in range(n):
-            ps = parents[v]
-            if len(ps) > 1:
-                parents[v] = sorted(set(ps))
-        children: list[list[int]] = [[] for _ in range(n)]
-        for v in range(n):
-            for p in parents[v]:
-                children[p].append(v)
-        child_off = [0, *accumulate(map(len, children))]
-        child = list(chain.from_iterable(children))
-        par_off = [0, *accumulate(map(len, parents))]
-        par = list(chain.from_iterable(parents))
-        del parents, children
+        # The parents are the sources in (target, source) order, which the
+        # edges of a DAG usually come in already; the children are then
+        # placed by a counting sort on the source, which visits the targets
+        # ascending and so leaves each node's children sorted.
+        par = src[:]
+        edge_src, edge_dst = _edge_lists(src, dst)
+        try:
+            degrees = _degrees(n, edge_src, edge_dst)
+            if degrees is None:
+                par, tgt = _sorted_edges(src, dst)
+                edge_src, edge_dst = _edge_lists(par, tgt)
+                degrees = _degrees(n, edge_src, edge_dst)
+        except IndexError:
+            degrees = None
+        # Edges in order may still name a negative target, which sorts first.
+        if degrees is None or (edge_dst and edge_dst[0] < 0):
+            raise _out_of_range(n, src, dst)
+        outdegree, indegree, forward = degrees
+        child_off = [0, *accumulate(outdegree)]
+        fill = child_off[:n]
+        child = [0] * len(edge_src)
+        for s, d in zip(edge_src, edge_dst, strict=True):
+            j = fill[s]
+            child[j] = d
+            fill[s] = j + 1
         self._n = n
         self._child_off = child_off
         self._child = child
-        self._par_off = par_off
+        self._par_off = [0, *accumulate(indegree)]
         self._par = par
+        self._indegree = indegree
+        # Every edge going to a higher node rules out a cycle at once.
+        self._forward = forward
 
     @property
     def n(self) -> int:
@@ -133,7 +208,7 @@ class Graph:
     def parents(self, node: int) -> list[int]:
         """The nodes *node* depends on, ascending."""
         node = self._check(node)
-        return self._par[self._par_off[node] : self._par_off[node + 1]]
+        return self._par[self._par_off[node] : self._par_off[node + 1]].tolist()
 
     def indegree(self, node: int) -> int:
         """How many distinct parents *node* has."""
@@ -178,6 +253,8 @@ class Graph:
         algorithm removes every node not on or below a cycle; from the smallest
         node left, following any remaining parent must close a loop.
         """
+        if self._forward:
+            return None
         n = self._n
         order = self._kahn()
         if len(order) == n:
@@ -277,21 +354,31 @@ class RunState:
     *all_done* become ready when every parent has ended in any state; the
     others when every parent SUCCEEDED. *targets* (None: every node) limits
     the run to those nodes and their ancestors; the rest are EXCLUDED.
+
+    Without keys, the heap is a deque in that order (nodes that become ready
+    join one end) plus a heap for the nodes pushed back to their old place.
+    ``_pop`` and ``_done`` are ``pop`` and ``done`` without the checks, and
+    ``_done_pop`` the two in one call, for the loop.
     """
 
     __slots__ = (
         "_all_done",
+        "_child",
+        "_child_off",
         "_count",
         "_ended",
         "_graph",
+        "_head",
         "_heap",
         "_keys",
-        "_lifo",
         "_next_seq",
-        "_ready",
+        "_queue",
         "_running",
         "_seq",
+        "_stale",
         "_state",
+        "_step",
+        "_take",
         "_total",
     )
 
@@ -318,42 +405,116 @@ class RunState:
             for v in all_done:
                 v = graph._check(v)
                 done_mask[v] = 1
-        state = bytearray(n)
+        # A list, not a bytearray: the loop reads and writes it for every task.
+        state = [PENDING] * n
         if targets is not None:
-            state = bytearray([EXCLUDED]) * n
+            state = [EXCLUDED] * n
             for v in graph.ancestors(targets):
                 state[v] = PENDING
         self._graph = graph
+        self._child = graph._child
+        self._child_off = graph._child_off
         self._keys = keys
-        self._lifo = bool(lifo)
         self._all_done = done_mask
-        self._count = [graph._par_off[v + 1] - graph._par_off[v] for v in range(n)]
+        self._count = graph._indegree.copy()
         self._state = state
         self._seq = [0] * n
         self._next_seq = 0
+        self._step = -1 if lifo else 1
+        # The deque holds nodes in the order they became ready; they leave
+        # from its left end, or with lifo from its right end.
+        self._queue: deque[int] = deque()
+        self._take = self._queue.pop if lifo else self._queue.popleft
+        self._head = -1 if lifo else 0
         self._heap: list[tuple[float, int, int]] = []
-        self._ready = 0
+        # Entries of the deque and heap whose node is no longer READY (it was
+        # cancelled there): the ready count is their length less these.
+        self._stale = 0
         self._running = 0
         self._ended = 0
         self._total = n - state.count(EXCLUDED)
-        count = self._count
-        for v in range(n):
-            if count[v] == 0 and state[v] == PENDING:
+        for v in _zeros(self._count):
+            if state[v] == PENDING:
                 self._make_ready(v)
 
     def _make_ready(self, v: int) -> None:
         seq = self._next_seq
-        self._next_seq = seq + 1
-        if self._lifo:
-            seq = -seq
+        self._next_seq = seq + self._step
         self._seq[v] = seq
-        self._push(v)
+        self._state[v] = READY
+        keys = self._keys
+        if keys is None:
+            self._queue.append(v)
+        else:
+            heapq.heappush(self._heap, (keys[v], seq, v))
 
     def _push(self, v: int) -> None:
         self._state[v] = READY
-        self._ready += 1
         keys = self._keys
         heapq.heappush(self._heap, (keys[v] if keys is not None else 0.0, self._seq[v], v))
+
+    def _pop(self) -> int:
+        queue = self._queue
+        heap = self._heap
+        state = self._state
+        while queue or heap:
+            # Without keys, a pushed-back node goes first if it became ready first.
+            if heap and (not queue or heap[0][1] < self._seq[queue[self._head]]):
+                v = heapq.heappop(heap)[2]
+            else:
+                v = self._take()
+            if state[v] == READY:
+                state[v] = RUNNING
+                self._running += 1
+                return v
+            self._stale -= 1
+        return -1
+
+    def _done(self, node: int) -> int:
+        self._running -= 1
+        self._ended += 1
+        state = self._state
+        state[node] = SUCCEEDED
+        count = self._count
+        made = 0
+        for c in self._child[self._child_off[node] : self._child_off[node + 1]]:
+            k = count[c] - 1
+            count[c] = k
+            if k == 0 and state[c] == PENDING:
+                self._make_ready(c)
+                made += 1
+        return made
+
+    def _done_pop(self, node: int) -> int:
+        # _done(node) then _pop(), written out for the deque alone (no keys,
+        # nothing pushed back): one call per task for the loop. Popping a
+        # node leaves _running as it was.
+        if self._keys is not None or self._heap:
+            self._done(node)
+            return self._pop()
+        self._ended += 1
+        state = self._state
+        state[node] = SUCCEEDED
+        count = self._count
+        queue = self._queue
+        for c in self._child[self._child_off[node] : self._child_off[node + 1]]:
+            k = count[c] - 1
+            count[c] = k
+            if k == 0 and state[c] == PENDING:
+                seq = self._next_seq
+                self._next_seq = seq + self._step
+                self._seq[c] = seq
+                state[c] = READY
+                queue.append(c)
+        take = self._take
+        while queue:
+            v = take()
+            if state[v] == READY:
+                state[v] = RUNNING
+                return v
+            self._stale -= 1
+        self._running -= 1
+        return -1
 
     def _check(self, node: int, allowed: tuple[int, ...], action: str) -> int:
         node = self._graph._check(node)
@@ -370,7 +531,7 @@ class RunState:
     @property
     def ready(self) -> int:
         """How many nodes wait in the ready heap."""
-        return self._ready
+        return len(self._queue) + len(self._heap) - self._stale
 
     @property
     def running(self) -> int:
@@ -403,24 +564,15 @@ class RunState:
 
     def pop(self) -> int:
         """Take the next ready node and mark it RUNNING; -1 when none is ready."""
-        heap = self._heap
-        state = self._state
-        while heap:
-            v = heapq.heappop(heap)[2]
-            if state[v] == READY:
-                state[v] = RUNNING
-                self._ready -= 1
-                self._running += 1
-                return v
-        return -1
+        return self._pop()
 
     def pop_all(self) -> list[int]:
         """Pop every ready node, in heap order."""
         out = []
-        v = self.pop()
+        v = self._pop()
         while v >= 0:
             out.append(v)
-            v = self.pop()
+            v = self._pop()
         return out
 
     def push_back(self, node: int) -> None:
@@ -437,22 +589,7 @@ class RunState:
 
     def done(self, node: int) -> int:
         """Mark a RUNNING node SUCCEEDED; return how many nodes became ready."""
-        node = self._check(node, (RUNNING,), "mark done")
-        self._running -= 1
-        self._ended += 1
-        self._state[node] = SUCCEEDED
-        g = self._graph
-        child = g._child
-        count = self._count
-        state = self._state
-        before = self._ready
-        for j in range(g._child_off[node], g._child_off[node + 1]):
-            c = child[j]
-            k = count[c] - 1
-            count[c] = k
-            if k == 0 and state[c] == PENDING:
-                self._make_ready(c)
-        return self._ready - before
+        return self._done(self._check(node, (RUNNING,), "mark done"))
 
     def done_many(self, nodes: Iterable[int]) -> int:
         """``done`` for each node in turn; return how many nodes became ready."""
@@ -507,7 +644,7 @@ class RunState:
         if st == RUNNING:
             self._running -= 1
         elif st == READY:
-            self._ready -= 1
+            self._stale += 1
         return self._end(node, CANCELLED)
 
     def cancel_pending(self, *, keep_all_done: bool) -> list[int]:
@@ -524,7 +661,7 @@ class RunState:
             st = state[v]
             if (st == PENDING or st == READY) and not (keep_all_done and all_done[v]):
                 if st == READY:
-                    self._ready -= 1
+                    self._stale += 1
                 state[v] = CANCELLED
                 gone.append(v)
         self._ended += len(gone)

@@ -2,10 +2,11 @@
 
 :class:`Loop` keeps each run's per-task records (attempts, start and end
 times, outputs, busy time, concurrency) for the engine and the report, and
-runs the hot path: pop a ready task, bind its arguments, start its body with
-``coro.send(None)`` in a fresh context, and when the body returns at once,
-record it and go on to the next, without going back to the Trio scheduler.
-Whatever is not that simple goes back to the engine, which does it in Python.
+runs the hot path: pop a ready task, bind its arguments, start its body in a
+fresh context (through a runner, see ``_runner``), and when the body returns
+at once, record it and go on to the next, without going back to the Trio
+scheduler. Whatever is not that simple goes back to the engine, which does it
+in Python.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import contextvars
 import types
 from array import array
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -27,7 +29,7 @@ __all__ = ["CHECKPOINT", "RAISED", "SLOW", "SUSPENDED", "Loop"]
 
 # Why Loop.run() handed a task back to the engine:
 SLOW: Final = 1  # not started: needs the engine's general path
-SUSPENDED: Final = 2  # its body suspended: resume it with loop.coro/trap/ctx
+SUSPENDED: Final = 2  # its body suspended: resume it (its runner) with loop.coro/trap/ctx
 RAISED: Final = 3  # its body raised loop.error
 CHECKPOINT: Final = 4  # not started: let other Trio tasks run first
 
@@ -36,6 +38,7 @@ FAIRNESS_EVERY: Final = 2048
 _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType
 _CANCELLED: Final = trio.Cancelled
+_RETURNED: Final = object()  # what a runner yields once its body has returned
 
 
 class Loop:
@@ -76,7 +79,6 @@ class Loop:
         self.peak = 0
         self.since_checkpoint = 0
         self.kinds: dict[Any, int] = {}
-        self.eligible: dict[int, bool] = {}
         # Set when run() hands a task back:
         self.why = 0
         self.began = 0.0
@@ -84,12 +86,40 @@ class Loop:
         self.trap: Any = None
         self.ctx: contextvars.Context | None = None
         self.error: BaseException | None = None
+        # The runner of the next body, and where runners leave return values.
+        self._runner: Generator[Any, Any, None] | None = None
+        self._result: list[Any] = [None]
+
+    @property
+    def now(self) -> Callable[[], float]:
+        """The clock: a callable returning Trio time."""
+        return self._now
+
+    @now.setter
+    def now(self, value: Callable[[], float]) -> None:
+        self._now = value
+        # Trio's SystemClock is its offset plus time.perf_counter(): read that
+        # directly, without a call in between.
+        owner = getattr(value, "__self__", None)
+        if (
+            owner is not None
+            and type(owner).__name__ == "SystemClock"
+            and type(owner).__module__.startswith("trio")
+            and getattr(value, "__name__", "") == "current_time"
+        ):
+            self._offset: float | None = owner.offset
+        else:
+            self._offset = None
+
+    def _time(self) -> float:
+        offset = self._offset
+        return self._now() if offset is None else offset + perf_counter()
 
     def begin(self, v: int) -> float:
         """Count an attempt of task *v* as started; return its start time."""
+        began = self._time()
         attempt = self.attempts[v] + 1
         self.attempts[v] = attempt
-        began = self.now()
         if attempt == 1:
             self.start[v] = began
         self.live += 1
@@ -99,7 +129,9 @@ class Loop:
 
     def finish(self, v: int, began: float, retries: int) -> None:
         """Count the attempt of task *v* that began at *began* as ended."""
-        now = self.now()
+        self._finish(v, began, self._time(), retries)
+
+    def _finish(self, v: int, began: float, now: float, retries: int) -> None:
         self.end[v] = now
         self.ends += 1
         self.end_order[v] = self.ends
@@ -118,16 +150,16 @@ class Loop:
         except TypeError:  # an unhashable callable
             return kind_of(fn)
 
-    def _simple(self, opts: Any) -> bool:
-        key = id(opts)
-        simple = self.eligible.get(key)
-        if simple is None:
-            simple = self.eligible[key] = (
-                opts.timeout is None
-                and opts.trigger == "all_succeeded"
-                and opts.run_in in (None, "async")
-            )
-        return simple
+    def _allows(self, opts: Any, fn: Callable[..., Any]) -> bool:
+        # Whether a task with these options and function may take the fast
+        # path; the chain keeps the answer for the last pair, which most
+        # tasks share.
+        run_in = opts.run_in
+        return (
+            opts.timeout is None
+            and opts.trigger == "all_succeeded"
+            and (run_in == "async" or (run_in is None and self.kind(fn) == ASYNC))
+        )
 
     def run(self, v: int, slot: list[Any]) -> int:
         """Run task *v* and those after it while their bodies return at once.
@@ -140,59 +172,126 @@ class Loop:
         if not self.fast:
             self.why = SLOW
             return v
-        return self._chain(v, slot)
+        return self._chain(v, slot, self._time())
 
-    def _chain(self, v: int, slot: list[Any]) -> int:
+    def _chain(self, v: int, slot: list[Any], now: float) -> int:
+        # The clock is read once per task: when a body ends, that time is also
+        # the next body's start. Counters stay in locals while the chain runs
+        # and go back to the fields however it ends.
         snap = self.snap
         st = self.st
         outputs = self.outputs
         opts_of = snap._opts
         fns = snap._fns
-        while v >= 0:
-            if self.since_checkpoint >= FAIRNESS_EVERY:
-                self.since_checkpoint = 0
-                self.why = CHECKPOINT
-                return v
-            opts = opts_of[v]
-            fn = fns[v]
-            if not self._simple(opts) or (opts.run_in is None and self.kind(fn) != ASYNC):
-                self.why = SLOW
-                return v
-            args, kwargs = snap.bind(v, outputs)
-            self.since_checkpoint += 1
-            began = self.begin(v)
-            ctx = contextvars.copy_context()
-            slot[1] = v
-            slot[2] = self.attempts[v]
-            slot[3] = began
-            try:
-                coro = ctx.run(fn, *args, **kwargs)
-                if type(coro) is not _COROUTINE:
-                    raise TypeError(f"{fn!r} is async but returned {type(coro).__name__}")
-                trap = ctx.run(coro.send, None)
-            except StopIteration as stop:
+        args_of = snap._args
+        kwargs_of = snap._kwargs
+        off = snap._off
+        src = snap._src
+        attempts = self.attempts
+        start = self.start
+        end = self.end
+        end_order = self.end_order
+        # Trio's SystemClock is its offset plus perf_counter(); any other clock
+        # is read as 0.0 plus itself, which is exactly its time.
+        if self._offset is None:
+            offset, clock = 0.0, self._now
+        else:
+            offset, clock = self._offset, perf_counter
+        copy_context = contextvars.copy_context
+        runner = self._runner or self._new_runner()
+        send = runner.send
+        result = self._result
+        since = self.since_checkpoint
+        ends = self.ends
+        busy = self.busy
+        live = self.live + 1  # while a body of the chain runs
+        peak = self.peak
+        last_opts = last_fn = None
+        fast = False
+        retries = 0
+        try:
+            while v >= 0:
+                if since >= FAIRNESS_EVERY:
+                    since = 0
+                    self.why = CHECKPOINT
+                    return v
+                opts = opts_of[v]
+                fn = fns[v]
+                if opts is not last_opts or fn is not last_fn:
+                    fast = self._allows(opts, fn)
+                    last_opts = opts
+                    last_fn = fn
+                    retries = opts.retries
+                if not fast:
+                    self.why = SLOW
+                    return v
+                # Snapshot.bind, with its two common cases here: no argument
+                # at all, or every argument a handle (args_of holds their count).
+                stored = args_of[v]
+                kwargs: Mapping[str, Any] | None = kwargs_of.get(v) if kwargs_of else None
+                if not (stored or kwargs):
+                    args: tuple[Any, ...] = ()
+                elif type(stored) is int:
+                    lo = off[v]
+                    args = tuple([outputs[j] for j in src[lo : lo + stored]])
+                else:
+                    args, kwargs = snap.bind(v, outputs)
+                since += 1
+                attempt = attempts[v] + 1
+                attempts[v] = attempt
+                if attempt == 1:
+                    start[v] = now
+                if live > peak:
+                    self.peak = peak = live
+                slot[1] = v
+                slot[2] = attempt
+                ctx = copy_context()
+                try:
+                    trap = ctx.run(send, (fn, args, kwargs))
+                except BaseException as exc:
+                    slot[1] = -1
+                    self._handed_back(RAISED, now, live)
+                    self.error = exc
+                    return v
+                if trap is not _RETURNED:
+                    slot[3] = now
+                    self._handed_back(SUSPENDED, now, live)
+                    self.coro = runner
+                    self.trap = trap
+                    self.ctx = ctx
+                    return v
                 slot[1] = -1
-                self._succeeded(v, began, opts.retries, stop.value)
-                v = -1 if self.stopped else st.pop()
-                continue
-            except BaseException as exc:
-                slot[1] = -1
-                self.why = RAISED
-                self.began = began
-                self.error = exc
-                return v
-            self.why = SUSPENDED
-            self.began = began
-            self.coro = coro
-            self.trap = trap
-            self.ctx = ctx
-            return v
-        return -1
+                began = now
+                now = offset + clock()
+                end[v] = now
+                ends += 1
+                end_order[v] = ends
+                busy += now - began
+                if retries:
+                    self.extra.append((v, attempt, began, now))
+                outputs[v] = result[0]
+                if self.stopped:
+                    st._done(v)
+                    return -1
+                v = st._done_pop(v)
+            return -1
+        finally:
+            self.since_checkpoint = since
+            self.ends = ends
+            self.busy = busy
 
-    def _succeeded(self, v: int, began: float, retries: int, result: Any) -> None:
-        self.finish(v, began, retries)
-        self.outputs[v] = result
-        self.st.done(v)
+    def _new_runner(self) -> Generator[Any, Any, None]:
+        runner = self._runner = _runner(self._result)
+        next(runner)
+        return runner
+
+    def _handed_back(self, why: int, began: float, live: int) -> None:
+        # A body began at *began* and did not return at once: its runner
+        # goes with it, and it stays live until the engine ends it.
+        self._runner = None
+        self.live = live
+        self.why = why
+        self.began = began
 
     @types.coroutine
     def drive(self, slot: list[Any]) -> Generator[Any, Any, int]:
@@ -207,21 +306,18 @@ class Loop:
         in the worker's slot.
         """
         while True:
-            coro, ctx, trap = self.coro, self.ctx, self.trap
+            runner, ctx, trap = self.coro, self.ctx, self.trap
             self.coro = self.ctx = self.trap = None
             assert ctx is not None
             while True:
                 try:
                     value = yield trap
                 except BaseException as exc:
-                    step, arg = coro.throw, exc
+                    step, arg = runner.throw, exc
                 else:
-                    step, arg = coro.send, value
+                    step, arg = runner.send, value
                 try:
                     trap = ctx.run(step, arg)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
                 except _CANCELLED:
                     raise
                 except BaseException as exc:
@@ -231,10 +327,33 @@ class Loop:
                     self.began = slot[3]
                     self.error = exc
                     return v  # type: ignore[no-any-return]
+                if trap is _RETURNED:
+                    break
             v = slot[1]
             slot[1] = -1
-            self._succeeded(v, slot[3], self.snap._opts[v].retries, result)
-            v = self._chain(-1 if self.stopped else self.st.pop(), slot)
+            now = self._time()
+            self._finish(v, slot[3], now, self.snap._opts[v].retries)
+            self.outputs[v] = self._result[0]
+            self.st._done(v)
+            v = self._chain(-1 if self.stopped else self.st._pop(), slot, now)
             if v < 0 or self.why != SUSPENDED:
                 return v
             self.on_suspend()
+
+
+@types.coroutine
+def _runner(result: list[Any]) -> Generator[Any, Any, None]:
+    """Run each body sent in as ``(fn, args, kwargs)``: yield its traps, then _RETURNED.
+
+    The body's return value is left in ``result[0]``. Through ``yield from``
+    it comes back without a StopIteration, which costs a fast body a good
+    part of its time. A runner that raised or suspended serves no other body.
+    """
+    call = yield None
+    while True:
+        fn, args, kwargs = call
+        coro = fn(*args, **kwargs) if kwargs else fn(*args)
+        if type(coro) is not _COROUTINE:
+            raise TypeError(f"{fn!r} is async but returned {type(coro).__name__}")
+        result[0] = yield from coro  # type: ignore[misc]  # allowed in a types.coroutine
+        call = yield _RETURNED
