@@ -14,6 +14,9 @@ cdef class Graph:
     cdef int* _par
 
     cdef int _build(self, int n, const int* s, const int* d, Py_ssize_t e) except -1
+    cdef int _build_ascending(
+        self, int n, const int* s, const int* d, Py_ssize_t e, int* off, int* fill
+    ) except -1
     cdef Py_ssize_t _check(self, object node) except -1
     cdef int* _acyclic_order(self) except NULL
     cdef int _kahn(self, int* order) noexcept nogil
@@ -30,6 +33,10 @@ cdef class RunState:
     cdef int64_t* _seq
     cdef int64_t _next_seq
     cdef int* _heap
+    cdef int* _queue
+    cdef Py_ssize_t _q_head
+    cdef Py_ssize_t _q_len
+    cdef Py_ssize_t _q_cap
     cdef Py_ssize_t _heap_len
     cdef Py_ssize_t _heap_cap
     cdef Py_ssize_t _ready
@@ -39,7 +46,10 @@ cdef class RunState:
 
     cdef inline bint _before(self, int a, int b) noexcept
     cdef int _make_ready(self, int v) except -1
+    cdef int _grow_queue(self) except -1
+    cdef inline int _take(self) noexcept
     cdef int _push(self, int v) except -1
+    cdef int _heap_pop(self) noexcept
     cdef int _pop(self) noexcept
     cdef Py_ssize_t _check_state(self, object node_, int allowed, str action) except -1
     cdef Py_ssize_t _done(self, int node) except -1

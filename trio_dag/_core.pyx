@@ -11,6 +11,7 @@ twin, so both say the same thing about bad input.
 cimport cython
 from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
@@ -97,10 +98,14 @@ cdef class Graph:
         # by target (as the DAG records them), the sources are used as they
         # are; otherwise a counting sort groups them. Children are then filled
         # in ascending order, which makes duplicate edges adjacent, and the
-        # parents are rebuilt from the children, sorted and distinct.
+        # parents are rebuilt from the children, sorted and distinct. Edges
+        # grouped by target with strictly ascending sources in each group
+        # are already both: their parents are a copy, and no edge is a
+        # duplicate (one pass over the edges instead of four).
         cdef int v, p, c
         cdef Py_ssize_t i, j
         cdef bint grouped = True
+        cdef bint ascending = True
         cdef int* off = <int*>_zeros(n + 1, sizeof(int))
         cdef int* fill = NULL
         cdef int* by_dst = NULL
@@ -114,10 +119,18 @@ cdef class Graph:
             with nogil:
                 for i in range(e):
                     off[d[i] + 1] += 1
-                    if i and d[i] < d[i - 1]:
-                        grouped = False
+                    if i and d[i] <= d[i - 1]:
+                        if d[i] < d[i - 1]:
+                            grouped = False
+                            ascending = False
+                        elif s[i] <= s[i - 1]:
+                            ascending = False
                 for v in range(n):
                     off[v + 1] += off[v]
+            if ascending:
+                self._build_ascending(n, s, d, e, off, fill)
+                off = NULL  # now the parents' offsets
+                return 0
             if not grouped:
                 by_dst = <int*>_alloc(e, sizeof(int))
                 with nogil:
@@ -169,6 +182,33 @@ cdef class Graph:
             PyMem_RawFree(last)
         return 0
 
+    cdef int _build_ascending(
+        self, int n, const int* s, const int* d, Py_ssize_t e, int* off, int* fill
+    ) except -1:
+        # The edges are grouped by target, sources strictly ascending in each
+        # group: *off* (the targets' offsets) becomes the parents' offsets and
+        # the parents are the sources as they are. Filling children by
+        # ascending target keeps each child list sorted.
+        cdef int p
+        cdef Py_ssize_t i
+        self._par = <int*>_alloc(e, sizeof(int))
+        self._child = <int*>_alloc(e, sizeof(int))
+        with nogil:
+            memcpy(self._par, s, <size_t>e * sizeof(int))
+            for i in range(e):
+                self._child_off[s[i] + 1] += 1
+            for p in range(n):
+                self._child_off[p + 1] += self._child_off[p]
+            memcpy(fill, self._child_off, <size_t>n * sizeof(int))
+            for i in range(e):
+                p = s[i]
+                self._child[fill[p]] = d[i]
+                fill[p] += 1
+        PyMem_RawFree(self._par_off)
+        self._par_off = off
+        self._n = n
+        return 0
+
     def __dealloc__(self):
         PyMem_RawFree(self._child_off)
         PyMem_RawFree(self._child)
@@ -186,7 +226,15 @@ cdef class Graph:
         return self._child_off[self._n] if self._child_off != NULL else 0
 
     cdef Py_ssize_t _check(self, object node) except -1:
-        node = _index(node)
+        cdef long v
+        cdef int overflow = 0
+        if PyLong_CheckExact(node):
+            # The common case, without a call to operator.index.
+            v = PyLong_AsLongAndOverflow(node, &overflow)
+            if 0 <= v < self._n and not overflow:
+                return v
+        else:
+            node = _index(node)
         if not 0 <= node < self._n:
             raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
         return node
@@ -398,6 +446,10 @@ cdef class RunState:
     *all_done* become ready when every parent has ended in any state; the
     others when every parent SUCCEEDED. *targets* (None: every node) limits
     the run to those nodes and their ancestors; the rest are EXCLUDED.
+
+    Without keys, nodes that become ready wait in a ring buffer instead, in
+    that order already (a queue, or with lifo a stack: O(1) each), and the
+    heap holds only the nodes pushed back to their old place, as the twin does.
     """
 
     def __init__(self, graph, keys=None, *, lifo=False, all_done=None, targets=None):
@@ -431,7 +483,14 @@ cdef class RunState:
                 self._state[<int>node] = C_PENDING
         self._count = <int*>_alloc(n, sizeof(int))
         self._seq = <int64_t*>_zeros(n, sizeof(int64_t))
-        self._heap_cap = n if n < 1024 else 1024
+        if keys is None:
+            self._q_cap = 1
+            while self._q_cap < n and self._q_cap < 1024:
+                self._q_cap <<= 1
+            self._queue = <int*>_alloc(self._q_cap, sizeof(int))
+            self._heap_cap = 16
+        else:
+            self._heap_cap = n if n < 1024 else 1024
         self._heap = <int*>_alloc(self._heap_cap, sizeof(int))
         self._total = n
         for v in range(n):
@@ -449,6 +508,7 @@ cdef class RunState:
         PyMem_RawFree(self._state)
         PyMem_RawFree(self._seq)
         PyMem_RawFree(self._heap)
+        PyMem_RawFree(self._queue)
 
     cdef inline bint _before(self, int a, int b) noexcept:
         if self._keys != NULL and self._keys[a] != self._keys[b]:
@@ -459,7 +519,49 @@ cdef class RunState:
         cdef int64_t seq = self._next_seq
         self._next_seq = seq + 1
         self._seq[v] = -seq if self._lifo else seq
-        return self._push(v)
+        if self._queue == NULL:
+            return self._push(v)
+        # Its seq is past every queued node's: it joins the ring's tail.
+        if self._q_len == self._q_cap:
+            self._grow_queue()
+        self._queue[(self._q_head + self._q_len) & (self._q_cap - 1)] = v
+        self._q_len += 1
+        self._state[v] = C_READY
+        self._ready += 1
+        return 0
+
+    cdef int _grow_queue(self) except -1:
+        # Double the ring, its nodes unrolled from the head to the front.
+        cdef Py_ssize_t cap = self._q_cap, first = cap - self._q_head
+        cdef int* grown = <int*>_alloc(2 * cap, sizeof(int))
+        memcpy(grown, self._queue + self._q_head, <size_t>first * sizeof(int))
+        memcpy(grown + first, self._queue, <size_t>self._q_head * sizeof(int))
+        PyMem_RawFree(self._queue)
+        self._queue = grown
+        self._q_head = 0
+        self._q_cap = 2 * cap
+        return 0
+
+    cdef inline int _take(self) noexcept:
+        # The next ready node by its seq: the ring's front (tail with lifo) or
+        # a pushed-back node in the heap; -1 when both are empty. The node
+        # may be stale (no longer READY).
+        cdef int front
+        cdef Py_ssize_t at
+        if self._q_len:
+            if self._lifo:
+                at = (self._q_head + self._q_len - 1) & (self._q_cap - 1)
+            else:
+                at = self._q_head
+            front = self._queue[at]
+            if not self._heap_len or self._seq[front] < self._seq[self._heap[0]]:
+                self._q_len -= 1
+                if not self._lifo:
+                    self._q_head = (at + 1) & (self._q_cap - 1)
+                return front
+        elif not self._heap_len:
+            return -1
+        return self._heap_pop()
 
     cdef int _push(self, int v) except -1:
         cdef Py_ssize_t i, parent
@@ -483,33 +585,41 @@ cdef class RunState:
         self._heap[i] = v
         return 0
 
-    cdef int _pop(self) noexcept:
-        cdef int top, last
+    cdef int _heap_pop(self) noexcept:
+        # Remove and return the heap's top; the heap is not empty.
+        cdef int top = self._heap[0], last
         cdef Py_ssize_t i, child, size
-        while self._heap_len:
-            top = self._heap[0]
-            self._heap_len -= 1
-            size = self._heap_len
-            if size:
-                last = self._heap[size]
-                i = 0
-                while True:
-                    child = 2 * i + 1
-                    if child >= size:
-                        break
-                    if child + 1 < size and self._before(self._heap[child + 1], self._heap[child]):
-                        child += 1
-                    if not self._before(self._heap[child], last):
-                        break
-                    self._heap[i] = self._heap[child]
-                    i = child
-                self._heap[i] = last
+        self._heap_len -= 1
+        size = self._heap_len
+        if size:
+            last = self._heap[size]
+            i = 0
+            while True:
+                child = 2 * i + 1
+                if child >= size:
+                    break
+                if child + 1 < size and self._before(self._heap[child + 1], self._heap[child]):
+                    child += 1
+                if not self._before(self._heap[child], last):
+                    break
+                self._heap[i] = self._heap[child]
+                i = child
+            self._heap[i] = last
+        return top
+
+    cdef int _pop(self) noexcept:
+        cdef int top
+        while True:
+            top = self._take() if self._queue != NULL else (
+                self._heap_pop() if self._heap_len else -1
+            )
+            if top < 0:
+                return -1
             if self._state[top] == C_READY:
                 self._state[top] = C_RUNNING
                 self._ready -= 1
                 self._running += 1
                 return top
-        return -1
 
     cdef Py_ssize_t _check_state(self, object node_, int allowed, str action) except -1:
         cdef Py_ssize_t node = self._graph._check(node_)
@@ -562,11 +672,11 @@ cdef class RunState:
 
     def pop_all(self):
         """Pop every ready node, in heap order."""
-        cdef list out = []
-        cdef int v = self._pop()
-        while v >= 0:
-            out.append(v)
-            v = self._pop()
+        # Exactly the READY nodes come out: the list is sized once.
+        cdef Py_ssize_t i, k = self._ready
+        cdef list out = [None] * k
+        for i in range(k):
+            out[i] = self._pop()
         return out
 
     def push_back(self, node_):
