@@ -27,6 +27,8 @@ settings.register_profile(
     derandomize=False,
     print_blob=True,
 )
+# Run it with -o faulthandler_timeout=0: its tests take longer than the
+# 2-minute hang guard of pyproject.toml.
 settings.register_profile(
     "long",
     settings.get_profile("ci"),
