@@ -321,9 +321,7 @@ def assert_counts_add_up(
 
 @settings(max_examples=20, deadline=None)
 @given(lifo=st.booleans(), seed=st.integers(0, 2**32 - 1))
-def test_cores_agree_while_thousands_wait(
-    compiled_core: ModuleType, lifo: bool, seed: int
-) -> None:
+def test_cores_agree_while_thousands_wait(compiled_core: ModuleType, lifo: bool, seed: int) -> None:
     # A 4-ary tree, breadth-first: the ready nodes outgrow the ring the
     # compiled core starts with (1,024) while it is wrapped around, and
     # pops, push_backs, requeues, cancels and failures interleave; the twin

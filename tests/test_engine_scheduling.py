@@ -13,6 +13,7 @@ from _engine_probe import Probe, add_nap
 from trio.testing import MockClock
 
 import trio_dag
+import trio_dag.testing
 from trio_dag import TaskState
 
 # -- limit -------------------------------------------------------------------------
@@ -214,6 +215,46 @@ async def test_waiting_task_sets_aside_only_the_resources_it_waits_for(
     await trio_dag.run(dag, resources={"A": 2, "B": 2})
     assert probe.start("all-b") == 0
     assert probe.start("big-ab") == 10
+
+
+async def test_task_woken_for_one_resource_still_waits_behind_earlier_waiters_of_another(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # big-a waits for A (1 of 2 free) and sets that 1 aside. later-ba waits
+    # for B first; woken when B frees at 5, it still comes after big-a for A
+    # and may not take the 1 set aside for it.
+    probe = Probe()
+    dag = trio_dag.DAG()
+    add_nap(dag, probe, "hold-b", 5, uses={"B": 1})
+    add_nap(dag, probe, "hold-a", 10, uses={"A": 1})
+    add_nap(dag, probe, "big-a", 1, uses={"A": 2})
+    add_nap(dag, probe, "later-ba", 1, uses={"B": 1, "A": 1})
+    recorder = trio_dag.testing.Recorder()
+    options: dict[str, Any] = {"resources": {"A": 2, "B": 1}}
+    report = await trio_dag.run(dag, on_event=recorder, **options)
+    trio_dag.testing.check_run(dag, report, recorder, **options)
+    assert probe.start("big-a") == 10
+    assert probe.start("later-ba") == 11
+
+
+async def test_task_woken_for_one_resource_that_waits_for_another_holds_nobody_back(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # r-then-b waits for R, then (woken when R frees at 5) for B, taking
+    # nothing: all-r behind it in R's queue starts at 5 on the R it left free,
+    # not when r-then-b finally runs and releases R.
+    probe = Probe()
+    dag = trio_dag.DAG()
+    add_nap(dag, probe, "hold-r", 5, uses={"R": 2})
+    add_nap(dag, probe, "hold-b", 10, uses={"B": 1})
+    add_nap(dag, probe, "r-then-b", 1, uses={"R": 1, "B": 1})
+    add_nap(dag, probe, "all-r", 1, uses={"R": 2})
+    options: dict[str, Any] = {"resources": {"R": 2, "B": 1}}
+    recorder = trio_dag.testing.Recorder()
+    report = await trio_dag.run(dag, on_event=recorder, **options)
+    trio_dag.testing.check_run(dag, report, recorder, **options)
+    assert probe.start("all-r") == 5
+    assert probe.start("r-then-b") == 10
 
 
 # -- policies ------------------------------------------------------------------------

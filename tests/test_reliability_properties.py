@@ -22,6 +22,7 @@ from _reliability import (
     RESOURCES,
     draw_targets,
     mock_run,
+    newest_first,
     on_mock_clock,
     real_options,
     run_options,
@@ -45,6 +46,32 @@ def test_every_run_keeps_the_guarantees(
 ) -> None:
     options["targets"] = draw_targets(data, dag)
     report, recorder, used = mock_run(dag, **options)
+    check_run(dag, report, recorder, **used)
+
+
+CONTENDED = {"A": 2.0, "B": 1.0, "C": 3.0}
+
+
+@suite
+@given(
+    dag=dags(
+        max_tasks=12,
+        failures=False,
+        retries=False,
+        timeouts=False,
+        all_done=False,
+        resources=CONTENDED,
+    ),
+    limit=st.sampled_from([None, 2, 3]),
+    policy=st.sampled_from(["fifo", "priority", "critical_path", newest_first]),
+)
+def test_tasks_contending_for_resources_wait_their_turn(
+    dag_core: Any, dag: trio_dag.DAG, limit: int | None, policy: Any
+) -> None:
+    # Most tasks need two or three scarce resources: what check_run's
+    # "resource order" rule sees best (no task overtakes one that waits
+    # before it; one waiting for A never holds back one that needs only B).
+    report, recorder, used = mock_run(dag, limit=limit, policy=policy, resources=CONTENDED)
     check_run(dag, report, recorder, **used)
 
 

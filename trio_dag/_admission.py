@@ -45,9 +45,10 @@ class Admission:
         states = st.states()
         self.free: dict[str, float] = dict(resources or {})
         # Tasks waiting for a resource, by the resource they lack: heaps in
-        # policy order. Those woken from a queue back into the ready heap.
+        # policy order. Those woken from a queue back into the ready heap,
+        # with the resource whose queue they left.
         self.waiting: dict[str, list[Place]] = {}
-        self.woken: set[int] = set()
+        self.woken: dict[int, str] = {}
         self.keys = keys
         self.lifo = lifo
         # Each waiting task's place, kept from the first time it was taken
@@ -111,7 +112,9 @@ class Admission:
         that needs a resource others already wait for waits behind those that
         come before it (it cannot starve them) and goes ahead of the others,
         as SPEC's "considered in policy order" asks; tasks that need other
-        resources, or none, go ahead.
+        resources, or none, go ahead. A task woken for one resource that
+        must wait for another leaves the first one's amount free: that
+        queue is woken again, so no task behind it waits for nothing.
         """
         st = self.st
         levels = self.levels
@@ -128,9 +131,12 @@ class Admission:
                 uses = uses_of[v]
                 if uses:
                     place = self._place(v)
-                    lacking = self._lacking(v, uses, place)
+                    lacking = self._lacking(uses, place)
+                    woken_for = self.woken.pop(v, None)
                     if lacking is not None:
                         heapq.heappush(self.waiting.setdefault(lacking, []), place)
+                        if woken_for is not None:
+                            self._wake(woken_for)
                         continue
                     del self.places[v]
                     for name, amount in uses:
@@ -146,21 +152,18 @@ class Admission:
             place = self.places[v] = (key, -self.taken if self.lifo else self.taken, v)
         return place
 
-    def _lacking(self, v: int, uses: Uses, place: Place) -> str | None:
-        # The first resource task v must wait for, or None when all fit: one
-        # too little is free of, or one a task before it in policy order waits
-        # for. A task just woken from a queue came first in it.
-        woken = v in self.woken
-        if woken:
-            self.woken.discard(v)
+    def _lacking(self, uses: Uses, place: Place) -> str | None:
+        # The first resource a task at *place* must wait for, or None when all
+        # fit: one too little is free of, or one a task before it in policy
+        # order waits for (SPEC: it set aside what is free). A task woken from
+        # a queue came first in it, so only earlier tasks hold it back there.
         waiting = self.waiting
         for name, amount in uses:
             if self.free[name] < amount:
                 return name
-            if not woken:
-                queue = waiting.get(name)
-                if queue and queue[0] < place:
-                    return name
+            queue = waiting.get(name)
+            if queue and queue[0] < place:
+                return name
         return None
 
     def release(self, v: int) -> None:
@@ -186,7 +189,7 @@ class Admission:
                 break
             budget -= amount
             heapq.heappop(queue)
-            self.woken.add(u)
+            self.woken[u] = name
             self.st.push_back(u)
         if not queue:
             del self.waiting[name]
@@ -199,10 +202,12 @@ class Admission:
         """Take up to *most* waiting tasks for which *wanted* is true, in queue order.
 
         For batches: a task that joins a batch needs no resources of its own.
+        The tasks behind those taken are woken if what is free now fits them.
         """
         taken: list[int] = []
         for name in list(self.waiting):
             kept: list[Place] = []
+            before = len(taken)
             for place in sorted(self.waiting[name]):
                 u = place[2]
                 if len(taken) < most and wanted(u):
@@ -212,6 +217,8 @@ class Admission:
                     kept.append(place)
             if kept:
                 self.waiting[name] = kept  # sorted: a heap
+                if len(taken) > before:
+                    self._wake(name)
             else:
                 del self.waiting[name]
         return taken

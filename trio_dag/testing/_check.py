@@ -65,10 +65,13 @@ def check_run(
     Without events only what the report shows is checked: final states,
     dependency order and the wave barrier by timing, the skip and fail-fast
     rules, peak concurrency. With them, also concurrency and resource use at
-    every start, retries, the moment of every skip and stop, and (with
+    every start, retries, the moment of every skip and stop, (with
     ``limit=1``, strategy "immediate", no ``uses`` and no delayed retry) the
-    start order of the policy (a key function is called again for that, once
-    per task). Threshold groups and resource fairness are not checked.
+    start order of the policy, and (strategy "immediate", any policy but
+    "lifo") that no task overtakes one that waits before it for the single
+    resource it uses. A key function is called again for these, once per
+    task. Threshold groups are not checked: the events do not show when a
+    group opened.
     Raises AssertionError naming the broken rule (see :data:`RULES`) and the
     tasks involved.
     """

@@ -17,7 +17,7 @@ from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
 if TYPE_CHECKING:
     from ._check import Run
 
-__all__ = ["first_out_of_order"]
+__all__ = ["first_out_of_order", "primary_keys"]
 
 Key = tuple[Any, int, int]
 
@@ -44,7 +44,7 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
         for e in events
     ):
         return None
-    primary = _primary_keys(run, policy)
+    primary = primary_keys(run, policy)
     if primary is None:
         return None
     lifo = policy == "lifo"
@@ -83,7 +83,8 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
     return None
 
 
-def _primary_keys(run: Run, policy: Any) -> list[Any] | None:
+def primary_keys(run: Run, policy: Any) -> list[Any] | None:
+    """Each task's policy key, smallest first; None when a key function raises."""
     if callable(policy):
         try:
             return [policy(run.handles[i]) if run.in_run[i] else None for i in range(run.n)]

@@ -14,6 +14,7 @@ import outcome
 
 from .. import Handle, TaskState
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
+from ._fairness import first_overtaking
 from ._order import first_out_of_order
 from ._rules import RAN, broken
 
@@ -75,6 +76,9 @@ class EventCheck:
         detail = first_out_of_order(self.run, self.events)
         if detail is not None:
             broken("policy", detail)
+        detail = first_overtaking(self.run, self.events)
+        if detail is not None:
+            broken("resource order", detail)
 
     def _index(self, pos: int, event: object) -> int:
         run = self.run

@@ -17,6 +17,10 @@ RULES: Final = {
     ),
     "limit": "SPEC 3, guarantee 3: no more than `limit` task bodies run at once",
     "resources": "SPEC 3, guarantee 3: the amounts of a resource in use never exceed its capacity",
+    "resource order": (
+        "SPEC 3, resources: ready tasks are considered in policy order; a task waiting for a "
+        "resource is never overtaken by later tasks that need it"
+    ),
     "skip": (
         "SPEC 3, on_failure: a task whose dependency did not succeed ends SKIPPED at once "
         "(all_done tasks still run); all other tasks go on"
