@@ -533,10 +533,10 @@ def test_catches_a_task_that_overtakes_one_waiting_for_its_resource() -> None:
     _broken("resource order", ("y", "x"), dag, report, recorder.events, resources=resources)
     with pytest.raises(AssertionError, match="'x', ready from the start and before it"):
         check_run(dag, report, recorder, resources=resources)
-    # Left unchecked where the events cannot show the order: lifo, a shared
-    # limiter, waves, or a key function that raises.
+    for other in [{"limit": trio.CapacityLimiter(3)}, {"strategy": trio_dag.Threshold(2)}]:
+        _broken("resource order", "y", dag, report, recorder.events, resources=resources, **other)
+    # Left unchecked where the events cannot show the order: lifo, waves.
     check_run(dag, report, recorder, resources=resources, policy="lifo")
-    check_run(dag, report, recorder, resources=resources, limit=trio.CapacityLimiter(3))
     check_run(dag, report, recorder, resources=resources, strategy="waves")
 
 

@@ -67,7 +67,7 @@ def check_run(
     rules, peak concurrency. With them, also concurrency and resource use at
     every start, retries, the moment of every skip and stop, (with
     ``limit=1``, strategy "immediate", no ``uses`` and no delayed retry) the
-    start order of the policy, and (strategy "immediate", any policy but
+    start order of the policy, and (any strategy but "waves", any policy but
     "lifo") that no task overtakes one that waits before it for the single
     resource it uses. A key function is called again for these, once per
     task. Threshold groups are not checked: the events do not show when a

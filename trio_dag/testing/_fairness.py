@@ -3,9 +3,12 @@
 SPEC 3: ready tasks are considered in policy order, and one that does not fit
 sets aside the free amounts of the resources it waits for, so a later task
 that needs the same resource cannot start while it waits. The replay knows
-what a task waits for only when it uses a single resource; each such task
-that was ready before another task needing that resource started, and
-comes before it in policy order, must not start at a later instant.
+what a task waits for only when it uses a single resource. Such a task X,
+ready no later than a task Y that needs the same resource and after it in
+policy order, must not still wait when Y starts; it did wait if the two did
+not fit together beside what the tasks running then held (had X taken its
+share first, Y could not have fit). Only the order of the events is used,
+never their times, so the rule holds on any clock.
 """
 
 from __future__ import annotations
@@ -27,15 +30,16 @@ Order = tuple[Any, int, int]  # policy key, position of the event that made it r
 def first_overtaking(run: Run, events: list[Event]) -> str | None:
     """What is wrong with the first task that overtook a waiting one, or None.
 
-    Checks runs whose order the events show: strategy "immediate", ``limit``
-    None or an int (a shared CapacityLimiter may hold an admitted task back),
-    policy "fifo", "priority", "critical_path" (without ``targets``) or a key
-    function (called again, once per task; when it raises nothing is
-    checked), no batched call. Tasks that retried are left out: their return
-    to the queue leaves no event. A task that never started is left out too:
-    its cancellation may be reported after a teardown task starts.
+    Checks every run but those with strategy "waves" (the barrier orders
+    tasks by wave first), policy "lifo" (a task that comes first became
+    ready later, which the events do not place before the other's start),
+    "critical_path" with ``targets``, a key function that raises (it is
+    called again, once per task), or a batched call. Tasks that retried are
+    left out: their return to the queue leaves no event. So are waiting
+    tasks that never started: under fail_fast their cancellation may be
+    reported after a teardown task starts.
     """
-    if not run.resources or run.limiter or run.strategy != "immediate":
+    if not run.resources or run.strategy == "waves":
         return None
     policy = run.policy
     if policy == "lifo" or (policy == "critical_path" and run.targets is not None):
@@ -57,38 +61,52 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
         return None
 
     order: dict[int, Order] = {}
-    ready_time: dict[int, float] = {}
+    amount = [dict(u) for u in uses]
     waiting: dict[str, set[int]] = {}  # single-resource tasks ready and not started
+    in_use: dict[str, float] = dict.fromkeys(run.resources, 0.0)
+    holding: dict[int, list[tuple[str, float]]] = {}  # running attempts and their uses
 
-    def became_ready(i: int, pos: int, time: float) -> None:
+    def became_ready(i: int, pos: int) -> None:
         order[i] = (primary[i], pos, i)
-        ready_time[i] = time
         if i in single:
             waiting.setdefault(single[i], set()).add(i)
 
+    def released(i: int) -> None:
+        for name, held in holding.pop(i, ()):
+            in_use[name] = in_use.get(name, 0.0) - held
+
     for i in run.members():
         if not run.parents[i]:
-            became_ready(i, -1, float("-inf"))
+            became_ready(i, -1)
     ended = [0] * run.n
     succeeded = [0] * run.n
-    started: dict[int, float] = {}
-    suspects: list[tuple[int, int, str, float, int]] = []  # waiter, starter, resource, when, pos
+    started: set[int] = set()
+    suspects: list[tuple[int, int, str, int]] = []  # waiter, starter, resource, position
     try:
         for pos, event in enumerate(events):
             i = event.task.index
             if type(event) is TaskStarted:
-                if event.attempt != 1:
-                    continue
-                started[i] = event.time
-                if i in single:
-                    waiting.setdefault(single[i], set()).discard(i)
-                for name, _ in uses[i] if i in order else ():
-                    suspects.extend(
-                        (x, i, name, event.time, pos)
-                        for x in waiting.get(name, ())
-                        if ready_time[x] < event.time and order[x] < order[i]
-                    )
-            elif type(event) is TaskFinished:
+                if event.attempt == 1 and i in order:
+                    started.add(i)
+                    if i in single:
+                        waiting[single[i]].discard(i)
+                    for name, need in uses[i]:
+                        free = run.resources.get(name, 0.0) - in_use.get(name, 0.0)
+                        suspects.extend(
+                            (x, i, name, pos)
+                            for x in waiting.get(name, ())
+                            if order[x][1] <= order[i][1]
+                            and order[x] < order[i]
+                            and free < amount[x][name] + need - 1e-9
+                        )
+                holding[i] = list(run.opts[i].uses)
+                for name, held in holding[i]:
+                    in_use[name] = in_use.get(name, 0.0) + held
+            elif type(event) is TaskRetrying:
+                released(i)
+            else:
+                assert type(event) is TaskFinished
+                released(i)
                 if i in single:
                     waiting.setdefault(single[i], set()).discard(i)
                 for c in run.children[i]:
@@ -96,19 +114,19 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
                     succeeded[c] += event.state is TaskState.SUCCEEDED
                     if ended[c] == len(run.parents[c]) and run.in_run[c]:
                         if run.all_done(c) or succeeded[c] == ended[c]:
-                            became_ready(c, pos, event.time)
+                            became_ready(c, pos)
     except TypeError:
         return None  # keys that do not compare: the run raised CallbackError
-    for x, y, name, when, pos in suspects:
-        if x in started and started[x] > when:
+    for x, y, name, pos in suspects:
+        if x in started:
             return (
-                f"task {run.label(y)} started at {when} (event #{pos}) needing {name!r} while "
-                f"{run.label(x)}, {since(ready_time[x])} and before it in policy order, "
-                f"waited for {name!r}; {run.label(x)} started only at {started[x]}"
+                f"task {run.label(y)} started (event #{pos}) needing {name!r} while "
+                f"{run.label(x)}, {since(order[x][1])} and before it in policy order, "
+                f"waited for {name!r}: the two did not fit together beside the tasks running"
             )
     return None
 
 
-def since(time: float) -> str:
+def since(pos: int) -> str:
     """When a task became ready, in words."""
-    return "ready from the start" if time == float("-inf") else f"ready since {time}"
+    return "ready from the start" if pos < 0 else f"ready since event #{pos}"
