@@ -17,6 +17,7 @@ from _engine_probe import Probe, add_nap
 from trio.testing import MockClock
 
 import trio_dag
+import trio_dag.testing
 from trio_dag import TaskState
 from trio_dag.events import Event, TaskFinished, TaskRetrying
 
@@ -178,6 +179,27 @@ async def test_failure_during_teardown_is_reported(
     assert report.failed == [bad, td1]
     assert report.state(td2) is TaskState.SUCCEEDED
     assert probe.end("td2") == 3
+
+
+async def test_fail_fast_starts_teardown_in_the_order_the_events_made_it_ready(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # "bad" fails before "pending" starts. The events tell bad FAILED, then
+    # pending CANCELLED, so under fifo td-bad (ready at the failure) comes
+    # before td-pending (ready at the cancellation), though the core cancels
+    # pending tasks before it is told of the failure.
+    probe = Probe()
+    dag = trio_dag.DAG()
+    bad = add_nap(dag, probe, "bad", 0, fail=ValueError("x"))
+    pending = add_nap(dag, probe, "pending", 1)
+    add_nap(dag, probe, "td-pending", 1, pending, trigger="all_done")
+    add_nap(dag, probe, "td-bad", 1, bad, trigger="all_done")
+    recorder = trio_dag.testing.Recorder()
+    options: dict[str, Any] = {"limit": 1, "on_failure": "fail_fast"}
+    report = await trio_dag.run(dag, check=False, on_event=recorder, **options)
+    trio_dag.testing.check_run(dag, report, recorder, **options)
+    assert report.state(pending) is TaskState.CANCELLED
+    assert (probe.start("td-bad"), probe.start("td-pending")) == (0, 1)
 
 
 # -- retries --------------------------------------------------------------------------

@@ -203,6 +203,7 @@ class Engine:
         cancelled = self.st.cancel_pending(keep_all_done=True)
         if failed >= 0:
             self._ended(failed, core.FAILED, self.st.fail(failed))
+            self._ready_in_event_order([failed, *cancelled])
         for v in cancelled:
             self._ended(v, core.CANCELLED)
         self._cancel_waiting(teardown_too=False)
@@ -212,6 +213,27 @@ class Engine:
                 scope.cancel()
         if self.st.finished:
             self._dismiss_idle()
+
+    def _ready_in_event_order(self, ended: list[int]) -> None:
+        """Order the teardown tasks that *ended* made ready as the events tell it.
+
+        The core saw the cancellations before the failure, the events tell
+        the failure first: a teardown task becomes ready, for "fifo", at the
+        event of the last of its dependencies to end. Tasks ready before
+        keep their place.
+        """
+        st = self.st
+        rank = {v: k for k, v in enumerate(ended)}
+        graph = self.snap.graph
+        fresh: list[tuple[int, int]] = []
+        for v in st.pop_all():
+            last = max((rank.get(p, -1) for p in graph.parents(v)), default=-1)
+            if last < 0:
+                st.push_back(v)
+            else:
+                fresh.append((last, v))
+        for _, v in sorted(fresh):
+            st.requeue(v)
 
     def _halt(self) -> None:
         if self.halted:
