@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import TaskState
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
-from ._order import primary_keys
+from ._order import Readiness, primary_keys
 
 if TYPE_CHECKING:
     from ._check import Run
@@ -53,7 +52,8 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
         else []
         for i in range(run.n)
     ]
-    single = {i: u[0][0] for i, u in enumerate(uses) if len(u) == 1 and run.in_run[i]}
+    # The tasks that use one resource: what they wait for, and how much.
+    single = {i: u[0] for i, u in enumerate(uses) if len(u) == 1 and run.in_run[i]}
     if not single:
         return None
     primary = primary_keys(run, policy)
@@ -61,7 +61,6 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
         return None
 
     order: dict[int, Order] = {}
-    amount = [dict(u) for u in uses]
     waiting: dict[str, set[int]] = {}  # single-resource tasks ready and not started
     in_use: dict[str, float] = dict.fromkeys(run.resources, 0.0)
     holding: dict[int, list[tuple[str, float]]] = {}  # running attempts and their uses
@@ -69,17 +68,15 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
     def became_ready(i: int, pos: int) -> None:
         order[i] = (primary[i], pos, i)
         if i in single:
-            waiting.setdefault(single[i], set()).add(i)
+            waiting.setdefault(single[i][0], set()).add(i)
 
     def released(i: int) -> None:
         for name, held in holding.pop(i, ()):
             in_use[name] = in_use.get(name, 0.0) - held
 
-    for i in run.members():
-        if not run.parents[i]:
-            became_ready(i, -1)
-    ended = [0] * run.n
-    succeeded = [0] * run.n
+    readiness = Readiness(run)
+    for i in readiness.roots():
+        became_ready(i, -1)
     started: set[int] = set()
     suspects: list[tuple[int, int, str, int]] = []  # waiter, starter, resource, position
     try:
@@ -89,7 +86,7 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
                 if event.attempt == 1 and i in order:
                     started.add(i)
                     if i in single:
-                        waiting[single[i]].discard(i)
+                        waiting[single[i][0]].discard(i)
                     for name, need in uses[i]:
                         free = run.resources.get(name, 0.0) - in_use.get(name, 0.0)
                         suspects.extend(
@@ -97,7 +94,7 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
                             for x in waiting.get(name, ())
                             if order[x][1] <= order[i][1]
                             and order[x] < order[i]
-                            and free < amount[x][name] + need - 1e-9
+                            and free < single[x][1] + need - 1e-9
                         )
                 holding[i] = list(run.opts[i].uses)
                 for name, held in holding[i]:
@@ -108,13 +105,9 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
                 assert type(event) is TaskFinished
                 released(i)
                 if i in single:
-                    waiting.setdefault(single[i], set()).discard(i)
-                for c in run.children[i]:
-                    ended[c] += 1
-                    succeeded[c] += event.state is TaskState.SUCCEEDED
-                    if ended[c] == len(run.parents[c]) and run.in_run[c]:
-                        if run.all_done(c) or succeeded[c] == ended[c]:
-                            became_ready(c, pos)
+                    waiting.setdefault(single[i][0], set()).discard(i)
+                for c in readiness.after(event):
+                    became_ready(c, pos)
     except TypeError:
         return None  # keys that do not compare: the run raised CallbackError
     for x, y, name, pos in suspects:

@@ -17,7 +17,7 @@ from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
 if TYPE_CHECKING:
     from ._check import Run
 
-__all__ = ["first_out_of_order", "primary_keys"]
+__all__ = ["Readiness", "first_out_of_order", "primary_keys"]
 
 Key = tuple[Any, int, int]
 
@@ -54,9 +54,8 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
             return (primary[i], -pos, -i)
         return (primary[i], pos, i)
 
-    ready: dict[int, Key] = {i: key(i, -1) for i in run.members() if not run.parents[i]}
-    ended = [0] * run.n  # dependencies ended so far
-    succeeded = [0] * run.n
+    readiness = Readiness(run)
+    ready: dict[int, Key] = {i: key(i, -1) for i in readiness.roots()}
     for pos, event in enumerate(events):
         i = event.task.index
         if type(event) is TaskStarted:
@@ -74,13 +73,39 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
         else:
             assert type(event) is TaskFinished
             ready.pop(i, None)
-            for c in run.children[i]:
-                ended[c] += 1
-                succeeded[c] += event.state is TaskState.SUCCEEDED
-                if ended[c] == len(run.parents[c]) and run.in_run[c]:
-                    if run.all_done(c) or succeeded[c] == ended[c]:
-                        ready[c] = key(c, pos)
+            for c in readiness.after(event):
+                ready[c] = key(c, pos)
     return None
+
+
+class Readiness:
+    """Which tasks of a run the events make ready, replayed one TaskFinished at a time.
+
+    A task becomes ready at the event that ends its last dependency (all of
+    them SUCCEEDED, or ended in any state for ``all_done``); roots before
+    any event.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.ended = [0] * run.n  # dependencies ended so far
+        self.succeeded = [0] * run.n
+
+    def roots(self) -> list[int]:
+        """The tasks of the run ready before any event, ascending."""
+        return [i for i in self.run.members() if not self.run.parents[i]]
+
+    def after(self, event: TaskFinished) -> list[int]:
+        """The tasks *event* makes ready, ascending."""
+        run, ended, succeeded = self.run, self.ended, self.succeeded
+        made = []
+        for c in run.children[event.task.index]:
+            ended[c] += 1
+            succeeded[c] += event.state is TaskState.SUCCEEDED
+            if ended[c] == len(run.parents[c]) and run.in_run[c]:
+                if run.all_done(c) or succeeded[c] == ended[c]:
+                    made.append(c)
+        return made
 
 
 def primary_keys(run: Run, policy: Any) -> list[Any] | None:
