@@ -113,9 +113,7 @@ cdef class Graph:
         cdef const int* grouped_src = s
         try:
             fill = <int*>_alloc(n, sizeof(int))
-            last = <int*>_alloc(n, sizeof(int))
             self._child_off = <int*>_zeros(n + 1, sizeof(int))
-            self._par_off = <int*>_zeros(n + 1, sizeof(int))
             with nogil:
                 for i in range(e):
                     off[d[i] + 1] += 1
@@ -131,6 +129,8 @@ cdef class Graph:
                 self._build_ascending(n, s, d, e, off, fill)
                 off = NULL  # now the parents' offsets
                 return 0
+            self._par_off = <int*>_zeros(n + 1, sizeof(int))
+            last = <int*>_alloc(n, sizeof(int))
             if not grouped:
                 by_dst = <int*>_alloc(e, sizeof(int))
                 with nogil:
@@ -204,7 +204,6 @@ cdef class Graph:
                 p = s[i]
                 self._child[fill[p]] = d[i]
                 fill[p] += 1
-        PyMem_RawFree(self._par_off)
         self._par_off = off
         self._n = n
         return 0
@@ -544,8 +543,8 @@ cdef class RunState:
 
     cdef inline int _take(self) noexcept:
         # The next ready node by its seq: the ring's front (tail with lifo) or
-        # a pushed-back node in the heap; -1 when both are empty. The node
-        # may be stale (no longer READY).
+        # a node in the heap; -1 when both are empty. The node may be stale
+        # (no longer READY). With keys the ring stays empty: the heap alone.
         cdef int front
         cdef Py_ssize_t at
         if self._q_len:
@@ -610,9 +609,7 @@ cdef class RunState:
     cdef int _pop(self) noexcept:
         cdef int top
         while True:
-            top = self._take() if self._queue != NULL else (
-                self._heap_pop() if self._heap_len else -1
-            )
+            top = self._take()
             if top < 0:
                 return -1
             if self._state[top] == C_READY:
