@@ -202,7 +202,7 @@ async def test_cancellation_at_every_step_of_a_task_life(
         assert report.state("teardown") is TaskState.CANCELLED  # outside: teardown too
         assert "teardown" not in probe.spans
         assert report.stats.makespan == ended
-    check_run(scene.dag, report, recorder, **scene.options)
+    check_run(scene.dag, report, recorder, cancelled=how != "fail_fast", **scene.options)
 
 
 async def test_cancel_before_anything_started_and_after_the_end(
@@ -217,7 +217,7 @@ async def test_cancel_before_anything_started_and_after_the_end(
         run.cancel()
     assert run.report.cancelled == list(dag)
     assert probe.started == []
-    check_run(dag, run.report, recorder)
+    check_run(dag, run.report, recorder, cancelled=True)
     async with trio_dag.open_run(dag) as run:
         pass
     run.cancel()  # after the end: changes nothing
@@ -323,7 +323,7 @@ async def test_retry_delay_ending_as_the_run_stops_starts_nothing(
         report = run.report
         assert report.state(flaky) is TaskState.CANCELLED
         assert len(probe.spans["flaky"]) == 1
-        check_run(dag, report, recorder, on_failure="fail_fast")
+        check_run(dag, report, recorder, cancelled=how == "run.cancel", on_failure="fail_fast")
 
 
 async def test_fail_fast_reports_the_failure_before_what_it_cancelled(

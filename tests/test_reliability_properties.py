@@ -138,7 +138,7 @@ def test_streamed_runs_keep_the_guarantees_also_when_cancelled(
         return run.report
 
     report = on_mock_clock(main)
-    check_run(dag, report, events, **used)
+    check_run(dag, report, events, cancelled=cancel_at is not None, **used)
 
 
 @suite
@@ -156,7 +156,7 @@ def test_runs_cancelled_by_the_caller_keep_the_guarantees(
                 runs.append(run)
 
     on_mock_clock(main)
-    check_run(dag, runs[0].report, recorder, **used)
+    check_run(dag, runs[0].report, recorder, cancelled=True, **used)
 
 
 @pytest.mark.parametrize("strategy", ["immediate", "waves"])

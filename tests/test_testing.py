@@ -463,13 +463,13 @@ def test_catches_a_start_after_the_run_was_cancelled() -> None:
         return run.report
 
     report = on_mock_clock(main)
-    check_run(dag, report, recorder)
+    check_run(dag, report, recorder, cancelled=True)
     events = recorder.events
     cancelled = _index(events, TaskFinished, "slow", TaskState.CANCELLED)
     late = [e for e in events if e.task.name == "late"]
     moved = [e for e in events if e.task.name != "late"]
     moved[cancelled - 2 + 1 : cancelled - 2 + 1] = [attrs.evolve(e, time=5.0) for e in late]  # type: ignore[misc]
-    _broken("cancellation", "late", dag, report, moved)
+    _broken("cancellation", "late", dag, report, moved, cancelled=True)
 
 
 def test_catches_a_wrong_retry() -> None:

@@ -17,6 +17,7 @@ import outcome
 import trio
 
 from .. import (
+    Batched,
     Handle,
     TaskCancelledError,
     TaskFailedError,
@@ -25,9 +26,11 @@ from .. import (
     TaskState,
 )
 from ..events import Event
+from ._order import primary_keys
 from ._recorder import Recorder
 from ._replay import EventCheck
 from ._rules import FINAL, RAN, RULES, broken
+from ._timings import check_overlaps
 
 if TYPE_CHECKING:
     from .. import DAG, RunReport
@@ -41,6 +44,7 @@ def check_run(
     report: RunReport,
     events: Recorder | Iterable[Event] | None = None,
     *,
+    cancelled: bool = False,
     limit: int | trio.CapacityLimiter | None = None,
     resources: Mapping[str, float] | None = None,
     policy: Policy = "fifo",
@@ -62,16 +66,38 @@ def check_run(
         report = await trio_dag.run(dag, check=False, on_event=recorder, **options)
         trio_dag.testing.check_run(dag, report, recorder, **options)
 
+    Say ``cancelled=True`` when something other than its tasks may have
+    stopped the run: ``run.cancel()``, a cancelled scope around it,
+    KeyboardInterrupt, or an ``on_event`` callback that raised (the run
+    raised CallbackError). Otherwise a task that ended CANCELLED is a broken
+    rule unless a failure under fail_fast (for tasks other than
+    ``all_done`` teardown), a task raising a BaseException, or a policy key
+    function that raises or gives keys that do not compare explains it.
+
     Without events only what the report shows is checked: final states,
     dependency order and the wave barrier by timing, the skip and fail-fast
-    rules, peak concurrency. With them, also concurrency and resource use at
-    every start, retries, the moment of every skip and stop, (with
+    rules, what ended CANCELLED, batch numbers, peak concurrency, and the
+    limit and resources wherever the report's timings overlap (see below).
+    With them, also concurrency and resource use at every start, retries,
+    durations, every batched call, the order of every skip and stop, (with
     ``limit=1``, strategy "immediate", no ``uses`` and no delayed retry) the
     start order of the policy, and (any strategy but "waves", any policy but
     "lifo") that no task overtakes one that waits before it for the single
     resource it uses. A key function is called again for these, once per
     task. Threshold groups are not checked: the events do not show when a
     group opened.
+
+    The rules hold on any clock: they compare events by their order, and
+    times only where one clock reading must come before another (a task
+    starts after its dependency ended), never two readings for equality;
+    so runs on the real clock are checked as well as runs on a MockClock.
+    Resource amounts and capacities are summed exactly, each float as the
+    shortest decimal that reads back as it, so three tasks using 0.1 fit in
+    a capacity of 0.3 (the engine accounts them the same way). From the
+    report alone, the bodies counted against the limit and the capacities
+    are those whose timings strictly overlap (spans that only touch do
+    not), among tasks that made a single attempt.
+
     Raises AssertionError naming the broken rule (see :data:`RULES`) and the
     tasks involved.
     """
@@ -79,7 +105,7 @@ def check_run(
         events = on_event
     if on_failure not in ("skip", "fail_fast"):
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
-    run = Run(dag, report, targets, limit, resources, policy, strategy, on_failure)
+    run = Run(dag, report, targets, limit, resources, policy, strategy, on_failure, cancelled)
     run.check_report()
     if events is not None:
         EventCheck(run, list(events)).check()
@@ -88,6 +114,7 @@ def check_run(
         peak = report.stats.peak_concurrency
         if run.cap is not None and peak > run.cap:
             broken("limit", f"report.stats.peak_concurrency is {peak}, above the limit {run.cap}")
+    check_overlaps(run)
 
 
 class Run:
@@ -103,6 +130,7 @@ class Run:
         policy: Policy,
         strategy: Strategy,
         on_failure: str,
+        cancelled: bool,
     ) -> None:
         self.report = report
         # The only private read: the snapshot the run ran, for the number of its
@@ -116,6 +144,11 @@ class Run:
         self.states = states = [report.state(h) for h in handles]
         self.names = [h.name for h in handles]
         self.opts: list[TaskOptions] = [snap.options(i) for i in range(n)]
+        # The batched function of each task that the engine runs in batches.
+        self.batched: list[Batched[Any, Any] | None] = [
+            fn if isinstance(fn, Batched) and opts.run_in is None else None
+            for fn, opts in zip((snap.fn(i) for i in range(n)), self.opts, strict=True)
+        ]
         self.parents = [sorted({d.index for d in dag.dependencies(h)}) for h in handles]
         self.children: list[list[int]] = [[] for _ in range(n)]
         for i, ps in enumerate(self.parents):
@@ -130,6 +163,23 @@ class Run:
         self.strategy = strategy
         self.fail_fast = on_failure == "fail_fast"
         self.levels = _levels(self.parents)
+        self.cancelled = cancelled
+        # A stop the events may not show: from outside, or by a callback that raised.
+        self.unseen_stop = cancelled or self._key_function_raised()
+
+    def _key_function_raised(self) -> bool:
+        """Whether the policy key function raised during the run (CallbackError), as it may
+        have if it raises now or gives keys that do not compare."""
+        if not callable(self.policy) or not any(s is TaskState.CANCELLED for s in self.states):
+            return False
+        keys = primary_keys(self, self.policy)
+        if keys is None:
+            return True
+        try:
+            sorted(keys[i] for i in self.members())
+        except TypeError:
+            return True
+        return False
 
     def label(self, i: int) -> str:
         return repr(self.names[i])
@@ -148,6 +198,8 @@ class Run:
         self._report_agrees()
         self._order_by_timing()
         self._skips()
+        self._cancel_causes()
+        self._batches()
         self._fail_fast_by_timing()
         if self.strategy == "waves":
             self._waves_by_timing()
@@ -207,7 +259,11 @@ class Run:
     def _task_agrees(self, i: int) -> None:
         report, h, state = self.report, self.handles[i], self.states[i]
         timing = report.timing(h)
-        if (timing.start is None) != (timing.attempts == 0):
+        if (
+            (timing.start is None) != (timing.attempts == 0)
+            or (timing.start is None) != (timing.end is None)
+            or (timing.start is not None and timing.end is not None and timing.end < timing.start)
+        ):
             broken("report", f"task {self.label(i)} has timing {timing}")
         if timing.attempts > self.opts[i].retries + 1:
             broken(
@@ -302,6 +358,67 @@ class Run:
                     "skip",
                     f"task {self.label(i)} ended {states[i].name}, but its dependency "
                     f"{self.label(p)} ended {states[p].name}, so it must end SKIPPED",
+                )
+
+    def _cancel_causes(self) -> None:
+        """A task ends CANCELLED only when something stopped the run."""
+        if self.unseen_stop:
+            return
+        # A BaseException raised by a task stops everything, as from outside.
+        if any(not isinstance(e, Exception) for e in self.errors.values()):
+            return
+        failed = any(self.states[i] is TaskState.FAILED for i in self.members())
+        for i in self.members():
+            if self.states[i] is not TaskState.CANCELLED:
+                continue
+            if self.fail_fast and failed and not self.all_done(i):
+                continue
+            if not self.fail_fast:
+                why = "on_failure='skip' cancels nothing"
+            elif failed:
+                why = "it is all_done teardown, which still runs after a failure under fail_fast"
+            else:
+                why = "no task failed under fail_fast"
+            broken(
+                "cancel cause",
+                f"task {self.label(i)} ended CANCELLED, but nothing stopped the run: {why}, and "
+                "check_run was not told cancelled=True (the run stopped from outside or by a "
+                "CallbackError)",
+            )
+
+    def _batches(self) -> None:
+        """What the report says of batched calls: one function each, at most max_size tasks."""
+        calls: dict[int, list[int]] = {}
+        for i in self.members():
+            number = self.report.batch(self.handles[i])
+            if number is None:
+                continue
+            fn = self.batched[i]
+            if fn is None:
+                broken(
+                    "batches",
+                    f"report.batch({self.label(i)}) is {number!r}, but the task is not of a "
+                    "batched function",
+                )
+            if not isinstance(number, int) or number < 1:
+                broken("batches", f"report.batch({self.label(i)}) is {number!r}, not a number >= 1")
+            if self.report.timing(self.handles[i]).attempts == 0:
+                broken(
+                    "batches", f"report.batch({self.label(i)}) is {number}, but it never started"
+                )
+            tasks = calls.setdefault(number, [])
+            tasks.append(i)
+            if self.batched[tasks[0]] is not fn:
+                broken(
+                    "batches",
+                    f"tasks {self.label(tasks[0])} and {self.label(i)} of different functions "
+                    f"ran in batched call {number}",
+                )
+            if len(tasks) > fn.max_size:
+                broken(
+                    "batches",
+                    f"batched call {number} ran {[self.names[t] for t in tasks]}, more than "
+                    f"max_size={fn.max_size} of {fn!r}",
                 )
 
     def _fail_fast_by_timing(self) -> None:

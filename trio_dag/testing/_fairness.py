@@ -8,15 +8,18 @@ ready no later than a task Y that needs the same resource and after it in
 policy order, must not still wait when Y starts; it did wait if the two did
 not fit together beside what the tasks running then held (had X taken its
 share first, Y could not have fit). Only the order of the events is used,
-never their times, so the rule holds on any clock.
+never their times, so the rule holds on any clock; amounts are summed
+exactly (see ``exact``).
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
 from ._order import Readiness, primary_keys
+from ._rules import exact
 
 if TYPE_CHECKING:
     from ._check import Run
@@ -47,11 +50,12 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
         return None
     retried = {e.task.index for e in events if type(e) is TaskRetrying}
     uses = [
-        [(name, amount) for name, amount in run.opts[i].uses if amount > 0]
+        [(name, exact(amount)) for name, amount in run.opts[i].uses if amount > 0]
         if i not in retried
         else []
         for i in range(run.n)
     ]
+    capacity = {name: exact(c) for name, c in run.resources.items()}
     # The tasks that use one resource: what they wait for, and how much.
     single = {i: u[0] for i, u in enumerate(uses) if len(u) == 1 and run.in_run[i]}
     if not single:
@@ -62,8 +66,8 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
 
     order: dict[int, Order] = {}
     waiting: dict[str, set[int]] = {}  # single-resource tasks ready and not started
-    in_use: dict[str, float] = dict.fromkeys(run.resources, 0.0)
-    holding: dict[int, list[tuple[str, float]]] = {}  # running attempts and their uses
+    in_use: dict[str, int | Fraction] = dict.fromkeys(run.resources, 0)
+    holding: dict[int, list[tuple[str, int | Fraction]]] = {}  # running attempts, their uses
 
     def became_ready(i: int, pos: int) -> None:
         order[i] = (primary[i], pos, i)
@@ -72,7 +76,7 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
 
     def released(i: int) -> None:
         for name, held in holding.pop(i, ()):
-            in_use[name] = in_use.get(name, 0.0) - held
+            in_use[name] = in_use.get(name, 0) - held
 
     readiness = Readiness(run)
     for i in readiness.roots():
@@ -88,17 +92,17 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
                     if i in single:
                         waiting[single[i][0]].discard(i)
                     for name, need in uses[i]:
-                        free = run.resources.get(name, 0.0) - in_use.get(name, 0.0)
+                        free = capacity.get(name, 0) - in_use.get(name, 0)
                         suspects.extend(
                             (x, i, name, pos)
                             for x in waiting.get(name, ())
                             if order[x][1] <= order[i][1]
                             and order[x] < order[i]
-                            and free < single[x][1] + need - 1e-9
+                            and free < single[x][1] + need
                         )
-                holding[i] = list(run.opts[i].uses)
+                holding[i] = [(name, exact(held)) for name, held in run.opts[i].uses]
                 for name, held in holding[i]:
-                    in_use[name] = in_use.get(name, 0.0) + held
+                    in_use[name] = in_use.get(name, 0) + held
             elif type(event) is TaskRetrying:
                 released(i)
             else:

@@ -116,7 +116,7 @@ def primary_keys(run: Run, policy: Any) -> list[Any] | None:
         except Exception:
             return None  # the run stopped with a CallbackError: the order is moot
     if policy == "priority":
-        return [-float(o.priority) for o in run.opts]
+        return [-o.priority for o in run.opts]  # exact: ints above 2**53 do not tie
     if policy == "critical_path":
         # The longest total cost of a path from the task to a sink, itself included;
         # by wave from the last, so children come first.

@@ -2,26 +2,33 @@
 
 Walking the events once keeps, for every task, its attempts, whether one is
 running, and when it ended; each start is checked against the dependencies,
-the limit, the resources, the wave barrier and any stop before it.
+the limit, the resources, the batched calls, the wave barrier and any stop
+before it. Rules are decided by the order of the events; their times are
+compared only where one clock reading must come before another, so the
+replay holds on the real clock as on a MockClock.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import outcome
 
-from .. import Handle, TaskState
+from .. import Batched, Handle, TaskState
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
 from ._fairness import first_overtaking
 from ._order import first_out_of_order
-from ._rules import RAN, broken
+from ._rules import RAN, broken, exact
 
 if TYPE_CHECKING:
     from ._check import Run
 
 __all__ = ["EventCheck"]
+
+# The states of the tasks a failure or a stop ends at once, one event after another.
+_CASCADE = frozenset({TaskState.SKIPPED, TaskState.CANCELLED})
 
 
 class EventCheck:
@@ -42,9 +49,18 @@ class EventCheck:
         self.peak = 0
         self.call_of: dict[int, tuple[str, int]] = {}  # the call each running task is in
         self.calls: dict[tuple[str, int], list[Any]] = {}  # call: [running tasks, its uses]
-        self.in_use: dict[str, float] = dict.fromkeys(run.resources, 0.0)
+        self.in_use: dict[str, int | Fraction] = dict.fromkeys(run.resources, 0)
+        self.capacity = {name: exact(c) for name, c in run.resources.items()}
+        # Batched calls by number: (function, start time, tasks started in it).
+        self.batches: dict[int, tuple[Batched[Any, Any], float, list[int]]] = {}
+        self.batch_of: list[int | None] = [None] * n  # of each task's last attempt
+        self.in_batch = [False] * n  # whether the task's first attempt was in a batched call
         self.fail_pos = -1  # the first failure under fail_fast
+        self.fatal_pos = -1  # the first task that raised a BaseException: a stop
         self.halt_pos = -1  # the first cancellation from outside
+        # Before each position: the last event that is not a TaskFinished of a
+        # task SKIPPED or CANCELLED (what a cascade of skips is made of).
+        self.cascade_from: list[int] = []
         self.running_at: dict[int, list[bool]] = {}  # who ran just after each stop
         self.unended = [0] * (max(run.levels, default=-1) + 1)
         for i in run.members():
@@ -54,7 +70,11 @@ class EventCheck:
 
     def check(self) -> None:
         last_time = -math.inf
+        last_other = -1
         for pos, event in enumerate(self.events):
+            self.cascade_from.append(last_other)
+            if type(event) is not TaskFinished or event.state not in _CASCADE:
+                last_other = pos
             i = self._index(pos, event)
             if type(event) is not TaskRetrying:
                 if event.time < last_time:
@@ -128,7 +148,9 @@ class EventCheck:
                 f"task {run.label(i)} started (event #{pos}) after the first failure, "
                 f"of {failed!r} (event #{self.fail_pos})",
             )
-        if self.halt_pos >= 0:
+        # A stop the events do not show may have been a CallbackError's, after
+        # which teardown still starts, as under fail_fast.
+        if self.halt_pos >= 0 and not (run.unseen_stop and run.all_done(i)):
             broken(
                 "cancellation",
                 f"task {run.label(i)} started (event #{pos}) after the run was cancelled "
@@ -143,6 +165,7 @@ class EventCheck:
                 f"task {run.label(i)} of wave {run.levels[i]} started (event #{pos}) while "
                 f"task {run.label(waiting)} of wave {self.wave} had not ended",
             )
+        self._batch(pos, i, event)
         self.attempts[i] = event.attempt
         self.last_start[i] = event.time
         self.running[i] = True
@@ -164,9 +187,9 @@ class EventCheck:
                 f"{self.live} bodies at once, above the limit {run.cap}",
             )
         for name, amount in run.opts[i].uses:
-            capacity = run.resources.get(name, 0.0)
-            self.in_use[name] = self.in_use.get(name, 0.0) + amount
-            if self.in_use[name] > capacity + 1e-9:
+            capacity = self.capacity.get(name, 0)
+            self.in_use[name] = self.in_use.get(name, 0) + exact(amount)
+            if self.in_use[name] > capacity:
                 holders = [
                     run.names[j]
                     for j in range(run.n)
@@ -175,8 +198,70 @@ class EventCheck:
                 broken(
                     "resources",
                     f"task {run.label(i)} started (event #{pos}) while {holders} held "
-                    f"{name!r}: {self.in_use[name]:g} in use, above its capacity {capacity:g}",
+                    f"{name!r}: {float(self.in_use[name]):g} in use, above its capacity "
+                    f"{float(capacity):g}",
                 )
+
+    def _batch(self, pos: int, i: int, event: TaskStarted) -> None:
+        """A task starts in a batched call only with others of its function, at the call's start."""
+        run, number = self.run, event.batch
+        fn = run.batched[i]
+        if event.attempt == 1:
+            self.in_batch[i] = number is not None
+        self.batch_of[i] = number
+        if number is None:
+            if fn is not None:
+                broken(
+                    "batches",
+                    f"task {run.label(i)} of {fn!r} started (event #{pos}) in no batched call",
+                )
+            return
+        if fn is None:
+            broken(
+                "batches",
+                f"task {run.label(i)} is not of a batched function, but started (event #{pos}) "
+                f"in batched call {number!r}",
+            )
+        if not isinstance(number, int) or number < 1:
+            broken("batches", f"task {run.label(i)} started (event #{pos}) in batch {number!r}")
+        call = self.batches.get(number)
+        latest = max(self.batches, default=0)
+        if call is None:
+            if number < latest:
+                broken(
+                    "batches",
+                    f"task {run.label(i)} started (event #{pos}) batched call {number} after "
+                    f"call {latest}: calls are numbered in the order they start",
+                )
+            self.batches[number] = (fn, event.time, [i])
+            return
+        of, began, tasks = call
+        if number != latest:
+            broken(
+                "batches",
+                f"task {run.label(i)} joined batched call {number} (event #{pos}) after call "
+                f"{latest} had started",
+            )
+        if of is not fn:
+            broken(
+                "batches",
+                f"task {run.label(i)} of {fn!r} started (event #{pos}) in batched call {number} "
+                f"of {of!r}",
+            )
+        if event.time != began:
+            # One reading of the clock starts every task of a call.
+            broken(
+                "batches",
+                f"task {run.label(i)} started (event #{pos}) in batched call {number} at "
+                f"{event.time}, but the call started at {began}",
+            )
+        tasks.append(i)
+        if len(tasks) > fn.max_size:
+            broken(
+                "batches",
+                f"task {run.label(i)} started (event #{pos}) in batched call {number}, which then "
+                f"ran {[run.names[t] for t in tasks]}: more than max_size={fn.max_size}",
+            )
 
     def _dependencies_ended(self, pos: int, i: int) -> None:
         run = self.run
@@ -204,7 +289,7 @@ class EventCheck:
             del self.calls[call]
             self.live -= 1
             for name, amount in held[1]:
-                self.in_use[name] -= amount
+                self.in_use[name] -= exact(amount)
 
     def _retrying(self, pos: int, i: int, event: TaskRetrying) -> None:
         run, opts = self.run, self.run.opts[i]
@@ -253,6 +338,12 @@ class EventCheck:
                     f"task {run.label(i)} ended SKIPPED (event #{pos}) before any of its "
                     "dependencies ended without success",
                 )
+        if state is TaskState.FAILED:
+            error = getattr(event.outcome, "error", None)
+            if not isinstance(error, Exception) and self.fatal_pos < 0:
+                self.fatal_pos = pos
+        if state is TaskState.CANCELLED:
+            self._cancel_cause(pos, i)
         if state is TaskState.FAILED and run.fail_fast and self.fail_pos < 0:
             self.fail_pos = pos
             self.running_at[pos] = self.running[:]
@@ -262,6 +353,29 @@ class EventCheck:
                 self.running_at[pos] = self.running[:]
         self.unended[run.levels[i]] -= 1
         self._advance()
+
+    def _cancel_cause(self, pos: int, i: int) -> None:
+        """A task ends CANCELLED only after what stopped the run, or by a stop no event shows."""
+        run = self.run
+        if run.unseen_stop or self.fatal_pos >= 0:
+            return
+        if self.fail_pos >= 0 and not run.all_done(i):
+            return
+        if self.fail_pos >= 0:
+            why = (
+                f"it is all_done teardown, which the failure of "
+                f"{self.events[self.fail_pos].task.name!r} (event #{self.fail_pos}) does not cancel"
+            )
+        elif run.fail_fast:
+            why = "no task had failed before it"
+        else:
+            why = "on_failure='skip' cancels nothing"
+        broken(
+            "cancel cause",
+            f"task {run.label(i)} ended CANCELLED (event #{pos}) though nothing had stopped the "
+            f"run: {why}, and check_run was not told cancelled=True (the run stopped from outside "
+            "or by a CallbackError)",
+        )
 
     def _advance(self) -> None:
         """Move the wave barrier past the waves that have ended."""
@@ -287,11 +401,12 @@ class EventCheck:
                     f"task {run.label(i)} has {self.attempts[i]} TaskStarted events, the "
                     f"report counts {timing.attempts} attempts",
                 )
-            if timing.start is not None and timing.start != self.first_start[i]:
+            self._timing_agrees(i, finish, timing)
+            if report.batch(run.handles[i]) != self.batch_of[i]:
                 broken(
-                    "events",
-                    f"task {run.label(i)} first started at {self.first_start[i]}, the report "
-                    f"says {timing.start}",
+                    "batches",
+                    f"report.batch({run.label(i)}) is {report.batch(run.handles[i])}, but its "
+                    f"last TaskStarted says batch {self.batch_of[i]}",
                 )
             self._outcome_agrees(i, finish)
         if self.peak != report.stats.peak_concurrency:
@@ -299,6 +414,45 @@ class EventCheck:
                 "report",
                 f"report.stats.peak_concurrency is {report.stats.peak_concurrency}, but the "
                 f"events show {self.peak} bodies running at once",
+            )
+
+    def _timing_agrees(self, i: int, finish: TaskFinished, timing: Any) -> None:
+        """The report's timing, the TaskStarted times and the TaskFinished agree.
+
+        A plain task's first TaskStarted carries the very reading the report
+        keeps as its start. A batched call reads the clock once for all its
+        TaskStarted events and then once per task for the report, so there
+        the report's start may only come later. ``duration`` is the
+        report's ``end - start``, computed from the same two readings (0.0
+        for a task that never started), and the task ends after its last
+        attempt ended.
+        """
+        run = self.run
+        if timing.start is None:
+            if finish.duration != 0.0:
+                broken(
+                    "events",
+                    f"TaskFinished of {run.label(i)} says duration {finish.duration}, but it "
+                    "never started: 0.0",
+                )
+            return
+        first = self.first_start[i]
+        if timing.start != first and (not self.in_batch[i] or timing.start < first):
+            broken(
+                "events",
+                f"task {run.label(i)} first started at {first}, the report says {timing.start}",
+            )
+        if finish.duration != timing.end - timing.start:
+            broken(
+                "events",
+                f"TaskFinished of {run.label(i)} says duration {finish.duration}, but the "
+                f"report's timing gives end - start = {timing.end - timing.start}",
+            )
+        if finish.time < timing.end:
+            broken(
+                "events",
+                f"TaskFinished of {run.label(i)} has time {finish.time}, before the end of its "
+                f"last attempt at {timing.end} (report.timing)",
             )
 
     def _outcome_agrees(self, i: int, finish: TaskFinished) -> None:
@@ -337,15 +491,20 @@ class EventCheck:
                 continue
             when = self.events[stop]
             assert type(when) is TaskFinished
+            # Teardown goes on after a failure under fail_fast, and after a
+            # CallbackError, which the events do not tell from a cancellation.
+            teardown_goes_on = rule == "fail_fast" or run.unseen_stop
             for i in run.members():
-                if self.ended_at[i] <= stop or (rule == "fail_fast" and run.all_done(i)):
+                if self.ended_at[i] <= stop or (teardown_goes_on and run.all_done(i)):
                     continue
                 finish = self.finish[i]
                 assert finish is not None
                 if finish.state is TaskState.CANCELLED:
                     continue
-                if self.running_at[stop][i] and finish.state in RAN and finish.time == when.time:
-                    continue  # it ended in the same instant, before it could see the cancellation
+                if self.running_at[stop][i] and finish.state in RAN:
+                    # Its body may have passed its last checkpoint before the
+                    # cancellation reached it; no event shows when it did.
+                    continue
                 broken(
                     rule,
                     f"task {run.label(i)} had not ended when {when.task.name!r} ended "
@@ -364,12 +523,15 @@ class EventCheck:
             assert cause is not None
             if cause.state not in (TaskState.FAILED, TaskState.SKIPPED):
                 continue
-            if self.ended_at[i] < self.ended_at[p]:
+            end, cause_end = self.ended_at[i], self.ended_at[p]
+            if end < cause_end:
                 continue  # it ended (CANCELLED) before: checked with the stops
-            if finish.state is not TaskState.SKIPPED or finish.time != cause.time:
+            # At once: in the cascade of events that ends the skipped tasks right
+            # after their cause (the clock is read anew for each of them).
+            if finish.state is not TaskState.SKIPPED or self.cascade_from[end] > cause_end:
                 broken(
                     "skip",
-                    f"task {run.label(i)} ended {finish.state.name} at {finish.time}; its "
-                    f"dependency {run.label(p)} ended {cause.state.name} at {cause.time}, so "
-                    "it must end SKIPPED at once",
+                    f"task {run.label(i)} ended {finish.state.name} (event #{end}); its "
+                    f"dependency {run.label(p)} ended {cause.state.name} (event #{cause_end}), "
+                    "so it must end SKIPPED at once, among the skips that follow",
                 )

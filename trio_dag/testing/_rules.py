@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
+from fractions import Fraction
 from typing import Final, NoReturn
 
 from .. import TaskState
 
-__all__ = ["FINAL", "RAN", "RULES", "broken"]
+__all__ = ["FINAL", "RAN", "RULES", "broken", "exact"]
 
 RULES: Final = {
     "targets": "SPEC 3, targets: only the targets and their ancestors run",
@@ -33,9 +35,18 @@ RULES: Final = {
         "SPEC 3: cancellation from outside stops everything, teardown included; "
         "finished tasks keep their results, the rest are CANCELLED"
     ),
+    "cancel cause": (
+        "SPEC 3: a task ends CANCELLED only when something stops the run: the first failure "
+        "under fail_fast (never teardown), a BaseException raised by a task, a CallbackError, "
+        "or cancellation from outside"
+    ),
     "retries": (
         "SPEC 3, retries: only an Exception matching retry_on is retried, at most `retries` "
         "times, after retry_delay * retry_backoff**(k-1)"
+    ),
+    "batches": (
+        "@batched: one call runs at most max_size tasks of one batched function, all started "
+        "at its start; calls are numbered from 1 in the order they start, as report.batch() says"
     ),
     "waves": "SPEC 3, strategy='waves': no task of wave k+1 starts before all of wave k ended",
     "policy": (
@@ -61,3 +72,18 @@ RAN: Final = frozenset({TaskState.SUCCEEDED, TaskState.FAILED})
 def broken(rule: str, detail: str) -> NoReturn:
     """Raise the AssertionError of a broken rule."""
     raise AssertionError(f"rule {rule!r} broken: {detail}\n  ({RULES[rule]})")
+
+
+def exact(amount: object) -> int | Fraction:
+    """*amount* (a resource amount or capacity) as an exact number.
+
+    A float counts as the shortest decimal that reads back as it
+    (``Fraction(repr(x))``), so three amounts of 0.1 sum to exactly 0.3;
+    ints (and Fractions) count as they are. This is how the engine accounts
+    resources too, so that no sum drifts.
+    """
+    if isinstance(amount, (int, Fraction)):
+        return amount
+    if isinstance(amount, numbers.Real):
+        return Fraction(repr(float(amount)))
+    raise TypeError(f"an amount must be a real number, not {amount!r}")
