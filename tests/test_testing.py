@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from _forged import Doctored, rejects
 from _reliability import RESOURCES, on_mock_clock
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
@@ -26,7 +27,7 @@ import trio_dag
 import trio_dag.testing
 from trio_dag import TaskState
 from trio_dag.events import Event, TaskFinished, TaskRetrying, TaskStarted
-from trio_dag.testing import RULES, DagShape, Recorder, check_run, dag_shapes, dags
+from trio_dag.testing import DagShape, Recorder, check_run, dag_shapes, dags
 
 # -- the public surface --------------------------------------------------------------------
 
@@ -336,24 +337,6 @@ def test_check_run_counts_a_batched_call_once(limit: int | None) -> None:
 # -- check_run catches every broken rule -------------------------------------------------------
 
 
-class Doctored:
-    """A real report with some answers replaced."""
-
-    def __init__(self, report: trio_dag.RunReport, **answers: Any) -> None:
-        self._report = report
-        self._answers = answers
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._answers:
-            return self._answers[name]
-        return getattr(self._report, name)
-
-    def __getitem__(self, task: Any) -> Any:
-        if "getitem" in self._answers:
-            return self._answers["getitem"](task)
-        return self._report[task]
-
-
 def _broken(
     rule: str,
     task: str | tuple[str, ...],
@@ -363,13 +346,7 @@ def _broken(
     **options: Any,
 ) -> None:
     """check_run raises the AssertionError of *rule*, naming *task* (or one of them)."""
-    with pytest.raises(AssertionError) as info:
-        check_run(dag, report, events, **{"resources": {"gpu": 2}, **options})
-    message = str(info.value)
-    assert message.startswith(f"rule {rule!r} broken:"), message
-    tasks = (task,) if isinstance(task, str) else task
-    assert any(repr(t) in message for t in tasks), message
-    assert RULES[rule] in message
+    rejects(rule, task, dag, report, events, **{"resources": {"gpu": 2}, **options})
 
 
 def _index(events: list[Event], kind: type, name: str, state: TaskState | None = None) -> int:
