@@ -134,8 +134,8 @@ class Run:
     ) -> None:
         self.report = report
         # The only private read: the snapshot the run ran, for the number of its
-        # tasks (the DAG may have grown since) and their options, which the
-        # public API does not expose.
+        # tasks (the DAG may have grown since), their options and functions,
+        # which the public API does not expose.
         snap = report._snap
         if snap.dag is not dag:
             raise ValueError(f"the report is of a run of another DAG than {dag!r}")
@@ -163,7 +163,6 @@ class Run:
         self.strategy = strategy
         self.fail_fast = on_failure == "fail_fast"
         self.levels = _levels(self.parents)
-        self.cancelled = cancelled
         # A stop the events may not show: from outside, or by a callback that raised.
         self.unseen_stop = cancelled or self._key_function_raised()
 
