@@ -291,6 +291,27 @@ def test_a_batch_opener_cancelled_in_max_delay_gives_back_its_uses(dag_core: Any
     assert report.state(cleanup) is TaskState.SUCCEEDED
 
 
+def test_a_batch_never_strands_a_task_waiting_for_a_resource(dag_core: Any) -> None:
+    # When "hold" gives back R, admission wakes "a" (and sets R aside for
+    # it) but not "b", which waits behind it. The batch that "opener" opens
+    # then must not take "a" without R: nothing would wake "b" again, and
+    # it would end CANCELLED in a run nobody cancelled.
+    model = Model(seconds=0.1)
+    embed = batched_model(model, max_size=2)
+    dag = trio_dag.DAG()
+    hold = dag.add(ready_at, 1, "hold", name="hold", uses={"R": 1})
+    dag.add(embed, "a", name="a", uses={"R": 1})
+    dag.add(embed, "b", name="b", uses={"R": 1})
+    dag.add(embed, hold, name="opener", priority=10)
+    report = bounded(
+        lambda: trio_dag.run(dag, resources={"R": 1}, policy="priority", check=False),
+        60,
+        "a task woken for a resource beside a batch",
+    )
+    assert report.ok, {h.name: report.state(h) for h in report}
+    assert sorted(item for call in model.calls for item in call) == ["a", "b", "hold"]
+
+
 def test_run_cancel_while_a_batch_waits_cancels_every_member(dag_core: Any) -> None:
     model = Model()
     embed = batched_model(model, max_size=8, max_delay=5)

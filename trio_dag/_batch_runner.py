@@ -122,14 +122,18 @@ async def join_or_run(
 
 def _gather(engine: Engine, batch: OpenBatch) -> None:
     # Pop ready tasks of the batch's function and kind, in policy order; the
-    # others go back in place.
+    # others go back in place. So do tasks woken from a resource's queue:
+    # admission set aside their amounts, and only admission.take, which
+    # takes or passes on that amount, may take them from the heap.
     fn = batch.fn
     tasks = batch.tasks
     st = engine.st
     snap = engine.snap
     teardown = engine.teardown
     kind = teardown[tasks[0]]
-    levels = engine.admission.levels
+    admission = engine.admission
+    levels = admission.levels
+    woken = admission.woken
     held = []
     while len(tasks) < fn.max_size:
         u = st.pop()
@@ -138,16 +142,17 @@ def _gather(engine: Engine, batch: OpenBatch) -> None:
         if (
             snap.fn(u) is fn
             and teardown[u] == kind
-            and (levels is None or levels[u] <= engine.admission.wave)
+            and (levels is None or levels[u] <= admission.wave)
+            and u not in woken
         ):
             tasks.append(u)
         else:
             held.append(u)
     for u in held:
         st.push_back(u)
-    if len(tasks) < fn.max_size and engine.admission.waiting:
+    if len(tasks) < fn.max_size and admission.waiting:
         tasks.extend(
-            engine.admission.take_waiting(
+            admission.take_waiting(
                 lambda u: snap.fn(u) is fn and teardown[u] == kind, fn.max_size - len(tasks)
             )
         )
