@@ -540,12 +540,14 @@ def _plans(draw: st.DrawFn) -> dict[str, Any]:
             "retries": draw(st.integers(0, 2)),
             "retry_delay": draw(st.sampled_from([0.0, 0.2])),
             "all_done": draw(st.booleans()) and draw(st.booleans()),
+            "uses": draw(st.sampled_from([{}, {"model": 1}, {"model": 0.5}, {"other": 1}])),
         }
         tasks.append(task)
     return {
         "functions": functions,
         "tasks": tasks,
-        "uses": draw(st.booleans()),
+        # Every batched task uses the model; or none does; or each its own way.
+        "uses": draw(st.sampled_from(["same", "none", "mixed"])),
         "on_failure": draw(st.sampled_from(["skip", "fail_fast"])),
         "policy": draw(st.sampled_from(["fifo", "lifo", "priority", "critical_path"])),
         "strategy": draw(st.sampled_from(["immediate", "waves", "threshold"])),
@@ -601,17 +603,19 @@ def test_drawn_dags_with_batched_tasks_end_and_free_their_resources(
         if task["batched"] is None:
             handles.append(dag.add(plain, task["seconds"], task["fail"], *deps, **options))
         else:
-            if plan["uses"]:
+            if plan["uses"] == "same":
                 options["uses"] = {"model": 1}
+            elif plan["uses"] == "mixed":
+                options["uses"] = task["uses"]
             item = deps[0] if deps else i
             handles.append(dag.add(functions[task["batched"]], item, **options))
-    cleanup = dag.add(plain, 0, False, *handles, trigger="all_done", uses={"model": 1})
+    cleanup = dag.add(plain, 0, False, *handles, trigger="all_done", uses={"model": 1, "other": 1})
     strategy = trio_dag.Threshold(2) if plan["strategy"] == "threshold" else plan["strategy"]
     report = bounded(
         lambda: trio_dag.run(
             dag,
             limit=plan["limit"],
-            resources={"model": 1},
+            resources={"model": 1, "other": 1},
             policy=plan["policy"],
             strategy=strategy,
             on_failure=plan["on_failure"],
@@ -623,7 +627,7 @@ def test_drawn_dags_with_batched_tasks_end_and_free_their_resources(
     assert {report.state(h) for h in report} <= FINAL
     assert report.state(cleanup) is TaskState.SUCCEEDED
     assert all(size <= max_size for max_size, size in sizes)
-    if plan["uses"]:
+    if plan["uses"] == "same":
         assert live[1] <= 1
     if plan["on_failure"] == "skip":
         assert not report.cancelled
