@@ -6,6 +6,13 @@ in their places), and if the batch is not full and ``max_delay`` allows,
 waits for more; meanwhile other workers that take a task of the function add
 it to the open batch instead of starting a call. Then it calls the function
 once with the items and gives each task its element of the result.
+
+A batch is opened when a worker is handed its first task, before that
+worker runs: every way that task can end ends the batch with it (the tasks
+that joined end too, and the opener's ``uses`` go back exactly once), or
+they would wait for a call that never comes. Teardown (``all_done``) tasks
+and the others are batched apart, so that fail-fast, which cancels only the
+others, cancels whole batches.
 """
 
 from __future__ import annotations
@@ -24,36 +31,76 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._options import TaskOptions
 
-__all__ = ["OpenBatch", "claim", "join_or_run"]
+__all__ = ["OpenBatch", "claim", "drop", "join_or_run"]
 
 
 class OpenBatch:
-    """A batch that tasks of its function may still join."""
+    """A batch of one batched function: its opener first, then the tasks that joined.
 
-    __slots__ = ("full", "tasks")
+    ``holding``: the opener still holds its ``uses``, which the whole call
+    takes once; they go back when the batch ends, however it ends.
+    """
 
-    def __init__(self, opener: int) -> None:
+    __slots__ = ("fn", "full", "holding", "key", "tasks")
+
+    def __init__(self, fn: Batched[Any, Any], key: tuple[Any, int], opener: int) -> None:
+        self.fn = fn
+        self.key = key
         self.tasks = [opener]
         self.full = trio.Event()
+        self.holding = True
 
 
 def claim(engine: Engine, v: int, fn: Batched[Any, Any]) -> bool:
     """Task *v* of *fn* was just taken: open a batch with it (True), or join one (False).
 
     A task that joins is taken care of by the batch's opener; its resources
-    go back at once, since a call takes its opener's once.
+    go back at once, since a call takes its opener's once. A batch takes no
+    more than ``fn.max_size`` tasks: one of size 1 is full as it opens.
     """
-    batch = engine.open_batches.get(fn)
-    if batch is None or batch.tasks[0] == v:
-        batch = engine.open_batches[fn] = OpenBatch(v)
-        engine.openers[v] = batch
+    key = (fn, engine.teardown[v])
+    batch = engine.open_batches.get(key)
+    if batch is None:
+        batch = engine.openers[v] = OpenBatch(fn, key, v)
+        if fn.max_size > 1:
+            engine.open_batches[key] = batch
         return True
     engine.admission.release(v)
     batch.tasks.append(v)
     if len(batch.tasks) >= fn.max_size:
-        del engine.open_batches[fn]
+        _close(engine, batch)
         batch.full.set()
     return False
+
+
+def drop(engine: Engine, v: int) -> None:
+    """Task *v* ended CANCELLED before it started: if it opened a batch, end the batch.
+
+    The batch takes no more tasks, the opener's ``uses`` go back, and the
+    tasks that joined it end CANCELLED as the opener did (they share its
+    kind: teardown or not).
+    """
+    batch = engine.openers.pop(v, None)
+    if batch is None:
+        return
+    _close(engine, batch)
+    _give_back(engine, batch)
+    st = engine.st
+    for u in batch.tasks[1:]:
+        engine._ended(u, core.CANCELLED, st.cancel(u))
+
+
+def _close(engine: Engine, batch: OpenBatch) -> None:
+    # No task joins the batch from now on.
+    if engine.open_batches.get(batch.key) is batch:
+        del engine.open_batches[batch.key]
+
+
+def _give_back(engine: Engine, batch: OpenBatch) -> None:
+    # The opener's uses go back once, whichever way the batch ends.
+    if batch.holding:
+        batch.holding = False
+        engine.admission.release(batch.tasks[0])
 
 
 async def join_or_run(
@@ -66,69 +113,105 @@ async def join_or_run(
         if not claim(engine, v, fn):
             return
         batch = engine.openers.pop(v)
+    _gather(engine, batch)
+    if len(batch.tasks) < fn.max_size and fn.max_delay > 0:
+        await _wait_for_more(engine, batch)
+    _close(engine, batch)
+    await _call(engine, batch, opts, slot)
+
+
+def _gather(engine: Engine, batch: OpenBatch) -> None:
+    # Pop ready tasks of the batch's function and kind, in policy order; the
+    # others go back in place. So do tasks woken from a resource's queue:
+    # admission set aside their amounts, and only admission.take, which
+    # takes or passes on that amount, may take them from the heap.
+    fn = batch.fn
     tasks = batch.tasks
-    _gather(engine, fn, tasks)
-    if len(tasks) < fn.max_size and fn.max_delay > 0:
-        await _wait_for_more(engine, fn, batch)
-    if engine.open_batches.get(fn) is batch:
-        del engine.open_batches[fn]
-    await _call(engine, fn, opts, tasks, slot)
-
-
-def _gather(engine: Engine, fn: Batched[Any, Any], tasks: list[int]) -> None:
-    # Pop ready tasks of fn, in policy order; the others go back in place.
     st = engine.st
     snap = engine.snap
-    levels = engine.admission.levels
+    teardown = engine.teardown
+    kind = teardown[tasks[0]]
+    admission = engine.admission
+    levels = admission.levels
+    woken = admission.woken
     held = []
     while len(tasks) < fn.max_size:
         u = st.pop()
         if u < 0:
             break
-        if snap.fn(u) is fn and (levels is None or levels[u] <= engine.admission.wave):
+        if (
+            snap.fn(u) is fn
+            and teardown[u] == kind
+            and (levels is None or levels[u] <= admission.wave)
+            and u not in woken
+        ):
             tasks.append(u)
         else:
             held.append(u)
     for u in held:
         st.push_back(u)
-    if len(tasks) < fn.max_size and engine.admission.waiting:
+    if len(tasks) < fn.max_size and admission.waiting:
         tasks.extend(
-            engine.admission.take_waiting(lambda u: snap.fn(u) is fn, fn.max_size - len(tasks))
+            admission.take_waiting(
+                lambda u: snap.fn(u) is fn and teardown[u] == kind, fn.max_size - len(tasks)
+            )
         )
 
 
-async def _wait_for_more(engine: Engine, fn: Batched[Any, Any], batch: OpenBatch) -> None:
+async def _wait_for_more(engine: Engine, batch: OpenBatch) -> None:
     try:
         engine._spawn()
-        with trio.move_on_after(fn.max_delay):
+        with trio.move_on_after(batch.fn.max_delay):
             await batch.full.wait()
     except trio.Cancelled:
-        if engine.open_batches.get(fn) is batch:
-            del engine.open_batches[fn]
+        _close(engine, batch)
+        _give_back(engine, batch)
         for u in batch.tasks:
             engine._cancelled(u)
         raise
 
 
-async def _call(
-    engine: Engine, fn: Batched[Any, Any], opts: TaskOptions, tasks: list[int], slot: list[Any]
-) -> None:
+def _bind(engine: Engine, batch: OpenBatch) -> tuple[list[Any], list[int]]:
+    """The items of the batch's tasks, and the tasks they belong to.
+
+    A task whose arguments cannot be bound (its argument list was changed
+    after ``add``) or are not exactly one item fails alone; the call goes
+    on for the others. The items of ``all_done`` tasks are Outcomes, as
+    for any ``all_done`` task.
+    """
     snap = engine.snap
     loop = engine.loop
+    outputs: Any = engine.outcomes if engine.teardown[batch.tasks[0]] else loop.outputs
     items = []
     members = []
-    for u in tasks:
-        args, kwargs = snap.bind(u, loop.outputs)
-        if len(args) != 1 or kwargs:
-            error = TypeError(
-                f"task {snap.name(u)!r} of batched {fn!r} must have exactly one positional "
-                f"argument, its item; it has {len(args)} and {len(kwargs)} keyword argument(s)"
-            )
+    for u in batch.tasks:
+        try:
+            args, kwargs = snap.bind(u, outputs)
+            if len(args) != 1 or kwargs:
+                raise TypeError(
+                    f"task {snap.name(u)!r} of batched {batch.fn!r} must have exactly one "
+                    f"positional argument, its item; it has {len(args)} and {len(kwargs)} "
+                    "keyword argument(s)"
+                )
+        except Exception as error:
             engine._raised(u, loop.begin(u), snap.options(u), error, release=False)
             continue
         items.append(args[0])
         members.append(u)
-    if not members:
+    return items, members
+
+
+async def _call(engine: Engine, batch: OpenBatch, opts: TaskOptions, slot: list[Any]) -> None:
+    snap = engine.snap
+    loop = engine.loop
+    fn = batch.fn
+    items, members = _bind(engine, batch)
+    if not members or engine.halted or (engine.failing and not engine.teardown[batch.tasks[0]]):
+        # Every task failed on its arguments, or one of those failures
+        # stopped the run: there is nothing to call.
+        _give_back(engine, batch)
+        for u in members:
+            engine._cancelled(u)
         return
     engine.batches += 1
     number = engine.batches
@@ -164,29 +247,31 @@ async def _call(
             )
     except trio.Cancelled:
         slot[1] = -1
-        _end_call(loop, snap, members, began)
+        _end_call(engine, batch, members, began)
         for u in members:
-            if u == leader:
-                engine.admission.release(u)
             if engine.st.state(u) == core.RUNNING:
                 engine._cancelled(u)
         raise
     except BaseException as exc:
         slot[1] = -1
-        _end_call(loop, snap, members, began)
+        _end_call(engine, batch, members, began)
         for u in members:
-            engine._raised(u, began, snap.options(u), exc, release=u == leader, timed=False)
+            engine._raised(u, began, snap.options(u), exc, release=False, timed=False)
         return
     slot[1] = -1
-    _end_call(loop, snap, members, began)
+    _end_call(engine, batch, members, began)
     for u, result in zip(members, results, strict=True):
-        engine._succeeded(u, began, snap.options(u), result, release=u == leader, timed=False)
+        engine._succeeded(u, began, snap.options(u), result, release=False, timed=False)
 
 
-def _end_call(loop: Any, snap: Any, members: list[int], began: float) -> None:
+def _end_call(engine: Engine, batch: OpenBatch, members: list[int], began: float) -> None:
     # Every task of the call ends its attempt now; the call counted once
-    # while it ran, so it counts once in the busy time too.
+    # while it ran, so it counts once in the busy time too. The call's
+    # uses go back before any task's end can start another.
+    loop = engine.loop
+    snap = engine.snap
     loop.live += len(members) - 1
     for u in members:
         loop.finish(u, began, snap.options(u).retries)
     loop.busy -= sum(loop.end[u] - began for u in members[1:])
+    _give_back(engine, batch)

@@ -57,8 +57,14 @@ def batched(
     ``uses`` of the task that opened the batch once; give the tasks of one
     batched function the same ``uses``. If the call raises, or returns a
     list of the wrong length, every task in the batch fails with that error
-    (and retries on its own, in a later batch). ``current_task()`` inside
-    the call is the task that opened the batch::
+    (and retries on its own, in a later batch); a task whose arguments
+    cannot be bound fails alone. A call never gets more than *max_size*
+    items. ``all_done`` tasks are batched apart from the others and their
+    items are Outcomes, as for any ``all_done`` task; so ``on_failure=
+    "fail_fast"`` cancels whole batches and lets teardown batches run. If
+    the run stops while a batch waits or runs, every task in it ends
+    CANCELLED. ``current_task()`` inside the call is the task that opened
+    the batch::
 
         @trio_dag.batched(max_size=64)
         async def embed(texts: list[str]) -> list[list[float]]:

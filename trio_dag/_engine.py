@@ -29,7 +29,7 @@ import trio
 
 from . import _bodies, _loop_py
 from ._admission import Admission
-from ._batch_runner import OpenBatch, claim, join_or_run
+from ._batch_runner import OpenBatch, claim, drop, join_or_run
 from ._batching import Batched
 from ._errors import CallbackError, TaskTimeoutError
 from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted, TaskState
@@ -133,12 +133,15 @@ class Engine:
         # Workers with nothing to do wait here for _spawn to hand them a task.
         self.idle: list[trio.lowlevel.Task] = []
         self.retry_waiting = 0
-        # Batched functions: the batch each waits to fill, and which call ran whom.
-        self.open_batches: dict[Any, OpenBatch] = {}
+        # Batched functions: the batch each (with the teardown flag) waits to
+        # fill, the batches whose openers have not started, which call ran whom.
+        self.open_batches: dict[tuple[Any, int], OpenBatch] = {}
         self.openers: dict[int, OpenBatch] = {}
         self.has_batched = snap.has_batched
         self.batches = 0
         self.batch_of: dict[int, int] = {}
+        # What the all_done tasks of a batch are bound with.
+        self.outcomes = _Outcomes(self)
         self.failing = False
         self.halted = False
         self.fatal: BaseException | None = None
@@ -434,6 +437,9 @@ class Engine:
         if not self.halted and (self.teardown[v] or not self.failing):
             self._halt()
         self._ended(v, core.CANCELLED, self.st.cancel(v))
+        if self.openers:
+            # v may have opened a batch that others joined before v started.
+            drop(self, v)
         if self.st.finished:
             self._dismiss_idle()
         elif not self.halted:
