@@ -162,25 +162,35 @@ async def _call(
                 f"batched {fn!r} was called with {len(items)} items and returned {got}; "
                 "it must return a list with one result per item, in order"
             )
-    except trio.Cancelled:
-        slot[1] = -1
-        _end_call(loop, snap, members, began)
-        for u in members:
-            if u == leader:
-                engine.admission.release(u)
-            if engine.st.state(u) == core.RUNNING:
-                engine._cancelled(u)
-        raise
     except BaseException as exc:
-        slot[1] = -1
-        _end_call(loop, snap, members, began)
+        raised: BaseException | None = exc
+    else:
+        raised = None
+    slot[1] = -1
+    _end_call(loop, snap, members, began)
+    if raised is not None:
+        # Outside the except block, as in Engine._body.
+        _call_raised(engine, members, began, raised)
+        return
+    for u, result in zip(members, results, strict=True):
+        engine._succeeded(u, began, snap.options(u), result, release=u == leader, timed=False)
+
+
+def _call_raised(engine: Engine, members: list[int], began: float, exc: BaseException) -> None:
+    # Decided as for one task's body (Engine._attempt_raised); the call took
+    # its opener's resources only.
+    snap = engine.snap
+    leader = members[0]
+    cancelled, failure = _bodies.split_cancelled(exc)
+    if cancelled is None:
         for u in members:
             engine._raised(u, began, snap.options(u), exc, release=u == leader, timed=False)
         return
-    slot[1] = -1
-    _end_call(loop, snap, members, began)
-    for u, result in zip(members, results, strict=True):
-        engine._succeeded(u, began, snap.options(u), result, release=u == leader, timed=False)
+    engine.admission.release(leader)
+    for u in members:
+        if engine.st.state(u) == core.RUNNING:
+            engine._cancelled(u, failure)
+    raise cancelled
 
 
 def _end_call(loop: Any, snap: Any, members: list[int], began: float) -> None:
