@@ -454,3 +454,91 @@ async def test_base_exception_propagates_unwrapped_from_open_run(
                 seen.append(event)
     assert probe.running == set()
     assert {e.task.name for e in seen if isinstance(e, TaskFinished)} == {"fatal", "slow"}
+
+
+# -- errors of the engine's own: the task fails, the report is whole --------------------
+
+
+async def gather(items: list[Any]) -> list[Any]:
+    await trio.sleep(1)
+    return items
+
+
+def _changed_after_add(probe: Probe, **options: Any) -> trio_dag.DAG:
+    """gather's argument list loses its handle after add(): binding it must fail."""
+    dag = trio_dag.DAG()
+    first = add_nap(dag, probe, "first", 1)
+    items = [first]
+    dag.add(gather, items, name="gather", **options)
+    add_nap(dag, probe, "after", 1, dag["gather"])
+    add_nap(dag, probe, "other", 3)
+    items.clear()
+    return dag
+
+
+@pytest.mark.parametrize("listen", [False, True])
+@pytest.mark.parametrize("on_failure", ["skip", "fail_fast"])
+async def test_arguments_changed_after_add_fail_their_task(
+    dag_core: Any, autojump_clock: MockClock, listen: bool, on_failure: str
+) -> None:
+    # Without a listener the engine takes its fast loop: both paths are checked.
+    probe = Probe()
+    events: list[Event] = []
+    dag = _changed_after_add(probe, retries=2)
+    with trio.fail_after(100):
+        report = await trio_dag.run(
+            dag, check=False, on_failure=on_failure, on_event=events.append if listen else None
+        )
+    assert report.state("gather") is TaskState.FAILED
+    error = report.errors["gather"]
+    assert isinstance(error, RuntimeError)
+    assert "changed after it was added" in str(error)
+    assert report.timing("gather").attempts == 1  # not retried: it cannot work
+    assert report["first"] == "first"
+    if on_failure == "skip":
+        assert report.state("after") is TaskState.SKIPPED
+        assert report["other"] == "other"
+    else:
+        assert report.state("other") is TaskState.CANCELLED
+    if listen:
+        trio_dag.testing.check_run(dag, report, events, on_failure=on_failure)
+
+
+async def test_arguments_changed_after_add_raise_run_failed_error(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    with trio.fail_after(100), pytest.raises(trio_dag.RunFailedError) as info:
+        await trio_dag.run(_changed_after_add(Probe()))
+    assert [e.task for e in info.value.exceptions] == ["gather"]
+    assert isinstance(info.value.exceptions[0].__cause__, RuntimeError)
+    assert info.value.report.state("other") is TaskState.SUCCEEDED
+
+
+@pytest.mark.parametrize("on_failure", ["skip", "fail_fast"])
+async def test_an_internal_error_around_a_task_fails_that_task(
+    dag_core: Any, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, on_failure: str
+) -> None:
+    # The last-resort guard: a bug of the engine's own code around a task
+    # (forced here: the table of body kinds lost its entries) becomes that
+    # task's failure, not a bare ExceptionGroup out of the run's nursery.
+    probe = Probe()
+    dag = trio_dag.DAG()
+    gate = add_nap(dag, probe, "gate", 1)
+    broken = dag.add(lambda: "never", name="broken", run_in="thread", after=[gate])
+    add_nap(dag, probe, "after", 1, broken)
+    add_nap(dag, probe, "other", 3)
+    monkeypatch.setattr("trio_dag._bodies.KINDS", {})
+    with trio.fail_after(100):
+        report = await trio_dag.run(dag, check=False, on_failure=on_failure)
+    assert report.state("broken") is TaskState.FAILED
+    assert isinstance(report.errors["broken"], KeyError)
+    assert report["gate"] == "gate"
+    assert probe.running == set()
+    if on_failure == "skip":
+        assert report.state("after") is TaskState.SKIPPED
+        assert report["other"] == "other"
+    else:
+        assert report.state("other") is TaskState.CANCELLED
+    with trio.fail_after(100), pytest.raises(trio_dag.RunFailedError) as info:
+        await trio_dag.run(dag, on_failure=on_failure)
+    assert [e.task for e in info.value.exceptions] == ["broken"]
