@@ -493,6 +493,14 @@ class Engine:
         raise cancelled
 
     async def _body(self, v: int, slot: list[Any]) -> None:
+        """Run one attempt of task *v* by the general path and record how it ended.
+
+        Where SPEC does not say: arguments that cannot be bound (a container
+        changed after ``add``) fail the attempt, counted and not retried; a
+        body cancelled while it also failed (a group mixing ``Cancelled``
+        with its own error) ends FAILED with the part that is not
+        ``Cancelled``, as a Trio scope lets it out.
+        """
         snap = self.snap
         loop = self.loop
         opts = snap.options(v)
@@ -514,8 +522,7 @@ class Engine:
         else:
             unbound = None
         if unbound is not None:
-            # Its arguments were changed after add(): no attempt can work, so
-            # this one fails for good (SPEC leaves it open: not retried).
+            # Its arguments were changed after add(): no attempt can work.
             self._end_attempt(v, began, opts)
             self._gave_up(v, unbound)
             return
