@@ -397,6 +397,32 @@ async def test_on_event_raising_stops_the_run_with_callback_error(
     assert "teardown" in probe.spans  # the run stops as under fail_fast
 
 
+class Unprintable(Exception):
+    """str() and repr() both raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+async def test_on_event_raising_an_exception_that_cannot_be_printed(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    problem = Unprintable()
+
+    def on_event(event: Event) -> None:
+        raise problem
+
+    dag = trio_dag.DAG()
+    add_nap(dag, Probe(), "quick", 1)
+    with trio.fail_after(100), pytest.raises(trio_dag.CallbackError) as info:
+        await trio_dag.run(dag, on_event=on_event)
+    assert info.value.__cause__ is problem
+    assert "str() raised RuntimeError" in str(info.value)
+
+
 # -- BaseExceptions from tasks --------------------------------------------------------
 
 
