@@ -7,7 +7,9 @@ Every test runs the engine on both cores (``dag_core``) on a MockClock.
 from __future__ import annotations
 
 import math
+import signal
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import outcome
@@ -480,6 +482,115 @@ async def test_base_exception_propagates_unwrapped_from_open_run(
                 seen.append(event)
     assert probe.running == set()
     assert {e.task.name for e in seen if isinstance(e, TaskFinished)} == {"fatal", "slow"}
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, Abort, SystemExit])
+async def test_base_exception_from_a_nursery_in_a_body_propagates_unwrapped(
+    dag_core: Any, autojump_clock: MockClock, exc_type: type[BaseException]
+) -> None:
+    # The body's nursery wraps it in a BaseExceptionGroup; SPEC 3 still wants
+    # `except KeyboardInterrupt:` to catch it.
+    probe = Probe()
+
+    async def child() -> None:
+        await trio.sleep(1)
+        raise exc_type("stop")
+
+    async def holds_a_nursery() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+            nursery.start_soon(trio.sleep, 100)
+
+    dag = trio_dag.DAG()
+    dag.add(holds_a_nursery, name="fatal")
+    add_nap(dag, probe, "forever", math.inf)
+    with trio.fail_after(100), pytest.raises(exc_type) as info:
+        await trio_dag.run(dag)
+    assert type(info.value) is exc_type
+    assert probe.running == set()
+    assert probe.end("forever") == 1
+
+
+# -- a real Ctrl-C (SIGINT) ------------------------------------------------------------
+#
+# Sync tests around trio.run on the real clock: Trio's SIGINT handler is
+# installed by trio.run. Every other task sleeps 5 s, so a lost Ctrl-C
+# fails the test after 5 s instead of hanging it.
+
+
+def _ctrl_c() -> None:
+    signal.raise_signal(signal.SIGINT)
+
+
+def _what_left(main: Callable[[], Awaitable[Any]]) -> BaseException | None:
+    """Run *main* in trio.run; return whatever it raised (never let it reach pytest)."""
+    try:
+        trio.run(main)
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def _cut_short(probe: Probe) -> bool:
+    """Whether every body that started was stopped before its 5 s were up."""
+    return all(end - start < 5 for spans in probe.spans.values() for start, end in spans)
+
+
+def _sleepers(probe: Probe) -> trio_dag.DAG:
+    dag = trio_dag.DAG()
+    add_nap(dag, probe, "sleeper-1", 5)
+    add_nap(dag, probe, "sleeper-2", 5)
+    return dag
+
+
+@pytest.mark.parametrize("where", ["thread", "async", "inline"])
+def test_ctrl_c_from_a_body_leaves_run_sync_unwrapped(dag_core: Any, where: str) -> None:
+    probe = Probe()
+    dag = _sleepers(probe)
+
+    async def in_async_body() -> None:
+        _ctrl_c()
+        await trio.sleep(5)
+
+    if where == "async":
+        dag.add(in_async_body, name="interrupt")
+    else:
+        dag.add(_ctrl_c, name="interrupt", run_in=where)
+    try:
+        trio_dag.run_sync(dag)
+    except BaseException as exc:
+        left: BaseException | None = exc
+    else:
+        left = None
+    assert type(left) is KeyboardInterrupt, repr(left)
+    assert probe.running == set()
+    assert _cut_short(probe)
+
+
+@pytest.mark.parametrize("how", ["run", "open_run-block", "open_run-exit"])
+def test_ctrl_c_while_every_body_sleeps_propagates_unwrapped(dag_core: Any, how: str) -> None:
+    # Raised by a system task (KI-protected), the KeyboardInterrupt goes to
+    # the main task: the one that awaits the run.
+    probe = Probe()
+    dag = _sleepers(probe)
+
+    async def interrupt_soon() -> None:
+        await trio.sleep(0.2)
+        _ctrl_c()
+
+    async def main() -> None:
+        trio.lowlevel.spawn_system_task(interrupt_soon)
+        if how == "run":
+            await trio_dag.run(dag)
+        else:
+            async with trio_dag.open_run(dag):
+                if how == "open_run-block":
+                    await trio.sleep(5)
+
+    left = _what_left(main)
+    assert type(left) is KeyboardInterrupt, repr(left)
+    assert probe.running == set()
+    assert _cut_short(probe)
 
 
 # -- errors of the engine's own: the task fails, the report is whole --------------------
