@@ -651,6 +651,29 @@ async def test_arguments_changed_after_add_raise_run_failed_error(
     assert info.value.report.state("other") is TaskState.SUCCEEDED
 
 
+@trio_dag.batched(max_size=4)
+async def batched_gather(items: list[list[Any]]) -> list[list[Any]]:
+    await trio.sleep(1)
+    return items
+
+
+async def test_arguments_of_a_batched_task_changed_after_add_fail_it(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    first = add_nap(dag, probe, "first", 1)
+    items = [[first] for _ in range(3)]
+    for k, item in enumerate(items):
+        dag.add(batched_gather, item, name=f"batch-{k}")
+    items[1].clear()
+    with trio.fail_after(100):
+        report = await trio_dag.run(dag, check=False)
+    assert report.state("batch-1") is TaskState.FAILED
+    assert isinstance(report.errors["batch-1"], RuntimeError)
+    assert report["batch-0"] == report["batch-2"] == ["first"]
+
+
 @pytest.mark.parametrize("on_failure", ["skip", "fail_fast"])
 async def test_an_internal_error_around_a_task_fails_that_task(
     dag_core: Any, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, on_failure: str

@@ -118,7 +118,17 @@ async def _call(
     items = []
     members = []
     for u in tasks:
-        args, kwargs = snap.bind(u, loop.outputs)
+        try:
+            args, kwargs = snap.bind(u, loop.outputs)
+        except Exception as exc:
+            unbound: Exception | None = exc
+        else:
+            unbound = None
+        if unbound is not None:
+            # Its arguments changed after add(): it fails for good, as in Engine._body.
+            engine._end_attempt(u, loop.begin(u), snap.options(u), release=False)
+            engine._gave_up(u, unbound)
+            continue
         if len(args) != 1 or kwargs:
             error = TypeError(
                 f"task {snap.name(u)!r} of batched {fn!r} must have exactly one positional "
