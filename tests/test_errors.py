@@ -164,6 +164,55 @@ def test_task_failed_error_keeps_the_task_exception_as_cause() -> None:
     assert TaskFailedError("x").__cause__ is None
 
 
+class Unprintable(Exception):
+    """An exception whose str() (and, with *repr_too*, repr()) raises."""
+
+    def __init__(self, repr_too: bool = False) -> None:
+        super().__init__()
+        self.repr_too = repr_too
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    def __repr__(self) -> str:
+        if self.repr_too:
+            raise RuntimeError("no repr either")
+        return "Unprintable()"
+
+
+class Silent(Exception):
+    """An exception with an empty message whose repr() raises."""
+
+    def __str__(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize("make", [TaskFailedError, CallbackError], ids=lambda c: c.__name__)
+def test_errors_about_an_exception_that_cannot_be_printed_still_print(
+    make: type[TaskFailedError] | type[CallbackError],
+) -> None:
+    # str() or repr() of a user's exception may raise; the error about it
+    # says so instead of raising in turn.
+    for cause, shown in [
+        (Unprintable(), "<Unprintable object (str() raised RuntimeError)>"),
+        (Unprintable(repr_too=True), "<Unprintable object (str() raised RuntimeError)>"),
+        (Silent(), "<Silent object (repr() raised RuntimeError)>"),
+    ]:
+        err = make("x", cause)
+        assert str(err).endswith(f": {shown}")
+        assert err.__cause__ is cause
+        assert pickle.loads(pickle.dumps(err, protocol=0)) is not None
+
+
+def test_run_failed_error_of_an_exception_that_cannot_be_printed() -> None:
+    err = RunFailedError("1 task failed", [TaskFailedError("x", Unprintable(repr_too=True))])
+    assert str(err) == "1 task failed (1 sub-exception)"
+    assert "str() raised RuntimeError" in str(err.exceptions[0])
+
+
 def test_skipped_cancelled_and_timeout_errors() -> None:
     skipped = TaskSkippedError("store", "fetch-1")
     assert (skipped.task, skipped.dependency) == ("store", "fetch-1")

@@ -221,6 +221,36 @@ async def test_summary_shows_counts_slowest_and_failures(
     assert "second line" not in failures
 
 
+class Unprintable(Exception):
+    """str() and repr() both raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+async def test_report_of_an_exception_that_cannot_be_printed(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    add_nap(dag, probe, "odd", 1, fail=Unprintable())
+    add_nap(dag, probe, "fine", 1)
+    with pytest.raises(trio_dag.RunFailedError) as info:
+        await trio_dag.run(dag)
+    report = info.value.report
+    assert "odd" in str(info.value.exceptions[0])
+    assert isinstance(report.errors["odd"], Unprintable)
+    with pytest.raises(trio_dag.TaskFailedError, match="str\\(\\) raised RuntimeError") as failed:
+        report["odd"]
+    assert isinstance(failed.value.__cause__, Unprintable)
+    failures = report.summary()[report.summary().index("failures") :]
+    assert "odd  Unprintable: <Unprintable object (str() raised RuntimeError)>" in failures
+    assert report["fine"] == "fine"
+
+
 # -- Chrome trace ----------------------------------------------------------------------
 
 

@@ -187,13 +187,21 @@ def _bind(engine: Engine, batch: OpenBatch) -> tuple[list[Any], list[int]]:
     for u in batch.tasks:
         try:
             args, kwargs = snap.bind(u, outputs)
-            if len(args) != 1 or kwargs:
-                raise TypeError(
-                    f"task {snap.name(u)!r} of batched {batch.fn!r} must have exactly one "
-                    f"positional argument, its item; it has {len(args)} and {len(kwargs)} "
-                    "keyword argument(s)"
-                )
-        except Exception as error:
+        except Exception as exc:
+            unbound: Exception | None = exc
+        else:
+            unbound = None
+        if unbound is not None:
+            # Its arguments changed after add(): it fails for good, as in Engine._body.
+            engine._end_attempt(u, loop.begin(u), snap.options(u), release=False)
+            engine._gave_up(u, unbound)
+            continue
+        if len(args) != 1 or kwargs:
+            error = TypeError(
+                f"task {snap.name(u)!r} of batched {batch.fn!r} must have exactly one "
+                f"positional argument, its item; it has {len(args)} and {len(kwargs)} "
+                "keyword argument(s)"
+            )
             engine._raised(u, loop.begin(u), snap.options(u), error, release=False)
             continue
         items.append(args[0])
@@ -245,23 +253,33 @@ async def _call(engine: Engine, batch: OpenBatch, opts: TaskOptions, slot: list[
                 f"batched {fn!r} was called with {len(items)} items and returned {got}; "
                 "it must return a list with one result per item, in order"
             )
-    except trio.Cancelled:
-        slot[1] = -1
-        _end_call(engine, batch, members, began)
-        for u in members:
-            if engine.st.state(u) == core.RUNNING:
-                engine._cancelled(u)
-        raise
     except BaseException as exc:
-        slot[1] = -1
-        _end_call(engine, batch, members, began)
+        raised: BaseException | None = exc
+    else:
+        raised = None
+    slot[1] = -1
+    _end_call(engine, batch, members, began)
+    if raised is not None:
+        # Outside the except block, as in Engine._body.
+        _call_raised(engine, members, began, raised)
+        return
+    for u, result in zip(members, results, strict=True):
+        engine._succeeded(u, began, snap.options(u), result, release=False, timed=False)
+
+
+def _call_raised(engine: Engine, members: list[int], began: float, exc: BaseException) -> None:
+    # Decided as for one task's body (Engine._attempt_raised); the call's
+    # uses went back in _end_call.
+    snap = engine.snap
+    cancelled, failure = _bodies.split_cancelled(exc)
+    if cancelled is None:
         for u in members:
             engine._raised(u, began, snap.options(u), exc, release=False, timed=False)
         return
-    slot[1] = -1
-    _end_call(engine, batch, members, began)
-    for u, result in zip(members, results, strict=True):
-        engine._succeeded(u, began, snap.options(u), result, release=False, timed=False)
+    for u in members:
+        if engine.st.state(u) == core.RUNNING:
+            engine._cancelled(u, failure)
+    raise cancelled
 
 
 def _end_call(engine: Engine, batch: OpenBatch, members: list[int], began: float) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, Final
@@ -23,7 +24,18 @@ import trio
 
 from ._batching import Batched
 
-__all__ = ["ASYNC", "BATCH", "INLINE", "KINDS", "THREAD", "call", "kind_of", "resume"]
+__all__ = [
+    "ASYNC",
+    "BATCH",
+    "INLINE",
+    "KINDS",
+    "THREAD",
+    "call",
+    "fatal",
+    "kind_of",
+    "resume",
+    "split_cancelled",
+]
 
 ASYNC: Final = 0
 INLINE: Final = 1
@@ -47,6 +59,50 @@ def kind_of(fn: Callable[..., Any]) -> int:
     ):
         return ASYNC
     return THREAD
+
+
+def split_cancelled(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
+    """Split what a body raised as a cancelled Trio scope around it would: ``(cancelled, rest)``.
+
+    *cancelled* is the part a cancelled scope around the body catches: a
+    ``trio.Cancelled``, or the group of them a nursery inside the body
+    raises; the caller records the task CANCELLED and raises it again for
+    that scope. *rest* is what the scope lets out: the body's own error (a
+    group mixing Cancelled with a ``ValueError`` leaves the group of the
+    ``ValueError``), or None. When no scope around the body is cancelled, a
+    Cancelled can only be one the body let out of a scope of its own: then
+    all of *exc* is the body's own doing, ``(None, exc)``, like any other
+    BaseException.
+    """
+    if isinstance(exc, trio.Cancelled):
+        cancelled: BaseException | None = exc
+        rest: BaseException | None = None
+    elif isinstance(exc, BaseExceptionGroup):
+        cancelled, rest = exc.split(trio.Cancelled)
+    else:
+        return None, exc
+    if cancelled is None or trio.current_effective_deadline() != -math.inf:
+        return None, exc
+    return cancelled, rest
+
+
+def fatal(exc: BaseException) -> BaseException | None:
+    """The exception in *exc* that stops a whole run and leaves it unwrapped, or None.
+
+    That is a BaseException that is neither an ``Exception`` nor a
+    ``trio.Cancelled`` (KeyboardInterrupt, SystemExit, a custom one): *exc*
+    itself, or the first such one in a group, as Trio delivers a Ctrl-C
+    through a nursery (SPEC 3: it propagates from ``run`` unwrapped).
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = fatal(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, (Exception, trio.Cancelled)):
+        return None
+    return exc
 
 
 @types.coroutine

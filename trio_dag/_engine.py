@@ -64,14 +64,13 @@ def _loop_for(graph: object) -> Any:
     return _loop_py
 
 
-def _leaked() -> bool:
-    """Whether a Cancelled that a body raised came from no scope around it.
-
-    A body may catch its own scope's Cancelled and raise it again outside
-    that scope; no scope around the body is cancelled then, and the
-    exception is the body's own doing, like any other BaseException.
-    """
-    return trio.current_effective_deadline() != -math.inf
+def _took_token(limiter: trio.CapacityLimiter) -> bool:
+    """Whether a token of *limiter* was free (and is now taken)."""
+    try:
+        limiter.acquire_nowait()
+    except trio.WouldBlock:
+        return False
+    return True
 
 
 class _Outcomes:
@@ -176,6 +175,15 @@ class Engine:
                 if v >= 0:
                     self.workers += 1
                     nursery.start_soon(self._worker, v)
+        except BaseExceptionGroup as group:
+            # A KeyboardInterrupt (a real Ctrl-C) goes to the task that called
+            # run, here, and leaves the nursery inside its group: SPEC 3 wants
+            # it unwrapped. Cancellation passes on as it is, for the scopes.
+            fatal = _bodies.fatal(group)
+            if fatal is None:
+                raise
+            if self.fatal is None:
+                self.fatal = fatal
         finally:
             self.nursery = None
             self._finish()
@@ -374,15 +382,21 @@ class Engine:
                     if why == _loop_py.CHECKPOINT:
                         await self._checkpoint(v)
                     else:
-                        if why == _loop_py.RAISED:
-                            error = loop.error
-                            loop.error = None
-                            assert error is not None
-                            self._raised(v, loop.began, self.snap.options(v), error)
-                        elif self.scopes is None:
-                            await self._attempt(v, slot)
-                        else:
-                            await self._scoped(v, lambda v: self._attempt(v, slot))
+                        broke: Exception | None = None
+                        try:
+                            if why == _loop_py.RAISED:
+                                error = loop.error
+                                loop.error = None
+                                assert error is not None
+                                self._attempt_raised(v, loop.began, self.snap.options(v), error)
+                            elif self.scopes is None:
+                                await self._attempt(v, slot)
+                            else:
+                                await self._scoped(v, lambda v: self._attempt(v, slot))
+                        except Exception as exc:
+                            broke = exc
+                        if broke is not None:
+                            self._broke(v, broke)
                         self.since_checkpoint += 1
                         if self.since_checkpoint >= _FAIRNESS_EVERY:
                             self.since_checkpoint = 0
@@ -395,28 +409,31 @@ class Engine:
             self.workers -= 1
 
     async def _drive(self, slot: list[Any]) -> int:
-        """Await the loop's suspended body; return the next task it hands back."""
-        loop = self.loop
+        """Await the loop's suspended body; return the next task it hands back.
+
+        The loop hands back every exception but a bare Cancelled as RAISED.
+        """
         try:
-            v: int = await loop.drive(slot)
+            v: int = await self.loop.drive(slot)
         except trio.Cancelled as exc:
-            v = slot[1]
-            slot[1] = -1
-            if _leaked():
-                self._raised(v, slot[3], self.snap.options(v), exc)
-                return self._next()
-            loop.finish(v, slot[3], self.snap.options(v).retries)
-            self._cancelled(v)
-            raise
-        return v
+            cancelled = exc
+        else:
+            return v
+        v = slot[1]
+        slot[1] = -1
+        self._attempt_raised(v, slot[3], self.snap.options(v), cancelled)
+        return self._next()
 
     async def _checkpoint(self, v: int) -> None:
         # Task v was popped but has not started: a cancellation here ends it.
         try:
             await trio.lowlevel.checkpoint()
-        except trio.Cancelled:
-            self._cancelled(v)
-            raise
+        except trio.Cancelled as exc:
+            cancelled = exc
+        else:
+            return
+        self._cancelled(v)
+        raise cancelled
 
     async def _scoped(self, v: int, step: Callable[[int], Any]) -> None:
         # A cancel scope of its own, so fail-fast can cancel this task alone.
@@ -432,11 +449,20 @@ class Engine:
             finally:
                 del self.scopes[v]
 
-    def _cancelled(self, v: int) -> None:
-        """Task *v* saw Cancelled: record it, and halt if it came from outside."""
+    def _cancelled(self, v: int, failure: BaseException | None = None) -> None:
+        """Task *v* saw Cancelled: record it, and halt if it came from outside.
+
+        With *failure*, what the cancelled scope lets out besides (see
+        :func:`_bodies.split_cancelled`), the task ends FAILED with it, not
+        retried; its attempt has been ended already.
+        """
         if not self.halted and (self.teardown[v] or not self.failing):
             self._halt()
-        self._ended(v, core.CANCELLED, self.st.cancel(v))
+        if failure is None:
+            self._ended(v, core.CANCELLED, self.st.cancel(v))
+        else:
+            # Halted or failing now: _failed does not retry.
+            self._raised(v, 0.0, self.snap.options(v), failure, release=False, timed=False)
         if self.openers:
             # v may have opened a batch that others joined before v started.
             drop(self, v)
@@ -451,24 +477,36 @@ class Engine:
 
     async def _attempt(self, v: int, slot: list[Any]) -> None:
         limiter = self.limiter
-        if limiter is not None:
-            try:
-                limiter.acquire_nowait()
-            except trio.WouldBlock:
-                self._spawn()
-                try:
-                    await limiter.acquire()
-                except trio.Cancelled:
-                    self.admission.release(v)
-                    self._cancelled(v)
-                    raise
+        if limiter is not None and not _took_token(limiter):
+            await self._wait_for_token(v, limiter)
         try:
             await self._body(v, slot)
         finally:
             if limiter is not None:
                 limiter.release()
 
+    async def _wait_for_token(self, v: int, limiter: trio.CapacityLimiter) -> None:
+        # Other workers go on meanwhile; a cancellation here ends task v.
+        self._spawn()
+        try:
+            await limiter.acquire()
+        except trio.Cancelled as exc:
+            cancelled = exc
+        else:
+            return
+        self.admission.release(v)
+        self._cancelled(v)
+        raise cancelled
+
     async def _body(self, v: int, slot: list[Any]) -> None:
+        """Run one attempt of task *v* by the general path and record how it ended.
+
+        Where SPEC does not say: arguments that cannot be bound (a container
+        changed after ``add``) fail the attempt, counted and not retried; a
+        body cancelled while it also failed (a group mixing ``Cancelled``
+        with its own error) ends FAILED with the part that is not
+        ``Cancelled``, as a Trio scope lets it out.
+        """
         snap = self.snap
         loop = self.loop
         opts = snap.options(v)
@@ -478,17 +516,27 @@ class Engine:
             assert isinstance(fn, Batched)
             await join_or_run(self, v, fn, opts, slot)
             return
-        if opts.trigger == "all_done":
-            args, kwargs = snap.bind(v, _Outcomes(self))  # type: ignore[arg-type]
-        else:
-            args, kwargs = snap.bind(v, loop.outputs)
         began = loop.begin(v)
         attempt = loop.attempts[v]
         if self.on_event is not None or self.stream is not None:
             self._emit(TaskStarted(snap.handle(v), attempt, began))
+        outputs = _Outcomes(self) if opts.trigger == "all_done" else loop.outputs
+        try:
+            args, kwargs = snap.bind(v, outputs)  # type: ignore[arg-type]
+        except Exception as exc:
+            unbound: Exception | None = exc
+        else:
+            unbound = None
+        if unbound is not None:
+            # Its arguments were changed after add(): no attempt can work.
+            self._end_attempt(v, began, opts)
+            self._gave_up(v, unbound)
+            return
         ctx = contextvars.copy_context()
         slot[1] = v
         slot[2] = attempt
+        result: Any = None
+        error: BaseException | None = None
         try:
             if opts.timeout is None:
                 result = await _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
@@ -498,20 +546,31 @@ class Engine:
                 # A thread's result is discarded when the deadline passed as it ran.
                 if deadline.cancel_called:
                     raise TaskTimeoutError(snap.name(v), opts.timeout)
-        except trio.Cancelled as exc:
-            slot[1] = -1
-            if _leaked():
-                self._raised(v, began, opts, exc)
-                return
-            self._end_attempt(v, began, opts)
-            self._cancelled(v)
-            raise
         except BaseException as exc:
-            slot[1] = -1
+            error = exc
+        slot[1] = -1
+        # Outside the except block: a stop it causes (fail_fast) must not give
+        # the Cancelled of other tasks this error as __context__.
+        if error is None:
+            self._succeeded(v, began, opts, result)
+        else:
+            self._attempt_raised(v, began, opts, error)
+
+    def _attempt_raised(self, v: int, began: float, opts: TaskOptions, exc: BaseException) -> None:
+        """The attempt of task *v* begun at *began* raised *exc*: end it as Trio's scopes decide.
+
+        A cancellation from a scope around the task ends it CANCELLED, or
+        FAILED with what that scope lets out besides, and is raised again for
+        that scope to catch; anything else is the attempt's own error. Call
+        it outside any ``except`` block (see ``_body``).
+        """
+        cancelled, failure = _bodies.split_cancelled(exc)
+        if cancelled is None:
             self._raised(v, began, opts, exc)
             return
-        slot[1] = -1
-        self._succeeded(v, began, opts, result)
+        self._end_attempt(v, began, opts)
+        self._cancelled(v, failure)
+        raise cancelled
 
     def _end_attempt(
         self, v: int, began: float, opts: TaskOptions, *, release: bool = True, timed: bool = True
@@ -553,11 +612,12 @@ class Engine:
         if isinstance(exc, Exception):
             self._failed(v, self.loop.attempts[v], exc, opts)
             return
-        # KeyboardInterrupt, SystemExit and the like stop the whole run.
+        # KeyboardInterrupt, SystemExit and the like stop the whole run, and
+        # leave it unwrapped, also from the group of a nursery in the body.
         self.errors[v] = exc
         self._ended(v, core.FAILED, self.st.fail(v))
         if self.fatal is None:
-            self.fatal = exc
+            self.fatal = _bodies.fatal(exc) or exc
         self._halt()
 
     def _failed(self, v: int, attempt: int, exc: Exception, opts: TaskOptions) -> None:
@@ -580,11 +640,28 @@ class Engine:
             else:
                 self.st.requeue(v)
             return
+        self._gave_up(v, exc)
+
+    def _gave_up(self, v: int, exc: Exception) -> None:
+        """Task *v* fails for good with *exc*: record it, and stop as ``on_failure`` says."""
         self.errors[v] = exc
         if self.fail_fast:
             self._fail_fast(failed=v)
         else:
             self._ended(v, core.FAILED, self.st.fail(v))
+
+    def _broke(self, v: int, exc: Exception) -> None:
+        """Last resort: the engine's own code raised *exc* while it ran task *v*.
+
+        A bug of trio_dag; rather than leave the run's nursery as a bare
+        ExceptionGroup with no report, it becomes task *v*'s failure, not
+        retried (what its attempt held, timing or resources, may be left as
+        it was). Should *v* have ended already there is no task to blame,
+        and *exc* is raised.
+        """
+        if self.st.state(v) != core.RUNNING:
+            raise exc
+        self._gave_up(v, exc)
 
     async def _retry_later(self, v: int, delay: float) -> None:
         try:
@@ -626,16 +703,20 @@ class Engine:
         if self.on_event is not None:
             try:
                 self.on_event(event)
-            except Exception as exc:
-                self.callback_error = CallbackError("on_event", exc)
-                self.on_event = None
-                self._fail_fast()
             except trio.Cancelled:
                 raise
             except BaseException as exc:
+                error = exc
+            else:
+                return
+            # Outside the except block, as in _body.
+            self.on_event = None
+            if isinstance(error, Exception):
+                self.callback_error = CallbackError("on_event", error)
+                self._fail_fast()
+            else:
                 # KeyboardInterrupt and the like stop everything, and propagate
                 # from run() as they are, as when a task raises them.
-                self.on_event = None
                 if self.fatal is None:
-                    self.fatal = exc
+                    self.fatal = error
                 self._halt()

@@ -33,6 +33,36 @@ __all__ = [
 _CYCLE_SHOWN = 10
 
 
+def message_of(error: BaseException) -> str:
+    """``str(error)``, or ``<Type object (str() raised ...)>`` when that raises.
+
+    A user's exception may break its own ``__str__``; an error about it, a
+    report or a summary must still print.
+    """
+    try:
+        return str(error)
+    except Exception as exc:
+        return _unprintable(error, "str", exc)
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of *error*, or its repr when the message is empty; never raises."""
+    try:
+        text = str(error)
+    except Exception as exc:
+        return _unprintable(error, "str", exc)
+    if text:
+        return f"{type(error).__name__}: {text}"
+    try:
+        return repr(error)
+    except Exception as exc:
+        return _unprintable(error, "repr", exc)
+
+
+def _unprintable(error: BaseException, how: str, exc: Exception) -> str:
+    return f"<{type(error).__name__} object ({how}() raised {type(exc).__name__})>"
+
+
 class TrioDagError(Exception):
     """The base class of every error trio_dag raises."""
 
@@ -169,7 +199,7 @@ class TaskFailedError(TrioDagError):
         self.task = task
         message = f"task {task!r} failed"
         if error is not None:
-            message += f": {type(error).__name__}: {error}" if str(error) else f": {error!r}"
+            message += f": {describe(error)}"
             self.__cause__ = error
         super().__init__(message)
 
@@ -280,7 +310,7 @@ class CallbackError(TrioDagError):
         self.callback = callback
         message = f"{callback} raised, so the run was stopped"
         if error is not None:
-            message += f": {type(error).__name__}: {error}" if str(error) else f": {error!r}"
+            message += f": {describe(error)}"
             self.__cause__ = error
         super().__init__(message)
 

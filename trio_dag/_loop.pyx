@@ -221,7 +221,8 @@ cdef class Loop:
     cdef object _bind(self, Py_ssize_t v):
         # The common case in C: every argument is a handle (the snapshot
         # stores their count); anything else goes through Snapshot.bind.
-        # The kwargs to call with are left in self._kwargs.
+        # The kwargs to call with are left in self._kwargs. None: binding
+        # raised, and the engine's general path fails the task.
         cdef object stored = self._args_of[v]
         cdef Py_ssize_t k, j, lo
         cdef array src = self._src
@@ -246,7 +247,10 @@ cdef class Loop:
             # the stored tuple itself, as Snapshot.bind gives it.
             self._kwargs = kw_of.get(v) if kw_of else None
             return stored
-        bound = self._snap.bind(v, outputs)
+        try:
+            bound = self._snap.bind(v, outputs)
+        except Exception:
+            return None  # its arguments changed after add(): the engine fails it
         self._kwargs = bound[1] or None
         return bound[0]
 
@@ -290,6 +294,9 @@ cdef class Loop:
                     self.why = C_SLOW
                     return v
             args = self._bind(v)
+            if args is None:
+                self.why = C_SLOW
+                return v
             kwargs = self._kwargs
             self.since_checkpoint += 1
             began = self._begin(v, now)

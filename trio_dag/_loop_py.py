@@ -235,7 +235,12 @@ class Loop:
                     lo = off[v]
                     args = tuple([outputs[j] for j in src[lo : lo + stored]])
                 else:
-                    args, kwargs = snap.bind(v, outputs)
+                    try:
+                        args, kwargs = snap.bind(v, outputs)
+                    except Exception:
+                        # Its arguments changed after add(): the engine fails it.
+                        self.why = SLOW
+                        return v
                 since += 1
                 attempt = attempts[v] + 1
                 attempts[v] = attempt

@@ -18,6 +18,7 @@ from ._errors import (
     TaskFailedError,
     TaskSkippedError,
     UnknownDependencyError,
+    message_of,
 )
 from ._events import TaskState
 from ._handle import Handle
@@ -336,7 +337,7 @@ class RunReport:
             names = [self._snap.name(i) for i, _ in items]
             nw = max(len(n) for n in names)
             for name, (_, err) in zip(names, items, strict=True):
-                first = (str(err).splitlines() or [""])[0]
+                first = (message_of(err).splitlines() or [""])[0]
                 lines.append(f"  {name:<{nw}}  {type(err).__name__}: {first}".rstrip())
         return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
 
 import trio
 
+from ._bodies import fatal
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
@@ -248,10 +249,10 @@ async def open_run(
     async def background() -> None:
         try:
             await engine.execute()
-        except trio.Cancelled:
-            raise
-        except BaseException as exc:  # raised below, outside the nursery
-            failure.append(exc)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and fatal(exc) is None:
+                raise  # cancellation (a Cancelled or a group of them), for the scopes
+            failure.append(exc)  # raised below, outside the nursery
         finally:
             send.close()
 
@@ -266,9 +267,13 @@ async def open_run(
                 raise
     except BaseExceptionGroup as group:
         # What the block raised comes out as it was, not inside the group
-        # of this context manager's own nursery.
+        # of this context manager's own nursery; so does a KeyboardInterrupt
+        # (or other BaseException) Trio delivered to this task meanwhile.
         if raised and len(group.exceptions) == 1 and group.exceptions[0] is raised[0]:
             _reraise(raised.pop())
+        delivered = fatal(group)
+        if delivered is not None:
+            _reraise(delivered)
         raise
     if failure:
         raise failure[0]
