@@ -294,7 +294,7 @@ cdef class Loop:
         cdef list fns = self._snap._fns
         cdef list opts_of = self._snap._opts
         cdef list outputs = self.outputs
-        cdef object fn, opts, coro, ctx, value
+        cdef object fn, opts, coro, ctx
         cdef tuple args
         cdef dict kwargs
         cdef PyObject* result = NULL
@@ -347,12 +347,10 @@ cdef class Loop:
                 Py_XDECREF(result)
                 self.ctx = ctx
                 return v
-            # Own the value before anything can raise, or it would leak.
-            value = <object>result
-            Py_XDECREF(result)
             slot[1] = -1
             now = self._time()
-            self._succeeded(v, began, now, self._last_retries, value)
+            self._succeeded(v, began, now, self._last_retries, <object>result)
+            Py_XDECREF(result)
             v = -1 if self.stopped else st._pop()
         return -1
 
