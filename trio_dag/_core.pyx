@@ -73,6 +73,11 @@ cdef class Graph:
 
     Both adjacency lists are sorted by node index and duplicate edges collapse
     into one, so every result below is deterministic.
+
+    A graph holds at most ``MAX_NODES`` (2**31 - 2) nodes and is given at
+    most ``MAX_EDGES`` (2**31 - 1) edges, repeats included: what the compiled
+    core's C ints hold (SPEC sets no limit). Both twins raise the same
+    ValueError past them, before building anything.
     """
 
     # __cinit__, not __init__: it runs exactly once, so no call can leave
