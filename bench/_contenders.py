@@ -27,10 +27,10 @@ import trio
 
 import trio_dag
 
-# DAG._freeze takes its core from this module's ``core``; tests/conftest.py's
-# ``dag_core`` fixture patches the same attribute. The engine takes its run
-# state from the module of the frozen graph, so the whole run follows.
-from trio_dag import _dag as freezes_with
+# DAG._freeze takes its backend from ``_impl.BACKEND``; tests/conftest.py's
+# ``dag_core`` fixture patches the same attribute. A snapshot carries the
+# backend it was frozen with, so the whole run follows.
+from trio_dag import _impl
 
 LIMIT = 64
 WIDTH = 100  # tasks per layer of the layered graph
@@ -172,15 +172,14 @@ def build_dag(parents: Iterable[Parents], bodies: Iterable[Body]) -> trio_dag.DA
 
 @contextmanager
 def frozen_with(module_name: str) -> Iterator[ModuleType]:
-    """DAGs frozen inside the block use the core *module_name*."""
-    module = import_module(module_name)
-    namespace = vars(freezes_with)
-    saved = namespace["core"]
-    namespace["core"] = module
+    """DAGs frozen inside the block use the backend whose core is *module_name*."""
+    backend = _impl.compiled() if module_name == COMPILED_CORE else _impl.python()
+    saved = _impl.BACKEND
+    _impl.BACKEND = backend
     try:
-        yield module
+        yield backend.core
     finally:
-        namespace["core"] = saved
+        _impl.BACKEND = saved
 
 
 def run_trio_dag(core: str, dag: trio_dag.DAG) -> float:
@@ -190,8 +189,8 @@ def run_trio_dag(core: str, dag: trio_dag.DAG) -> float:
         used = type(dag._freeze().graph).__module__
     if used != module.__name__:
         raise RuntimeError(
-            f"the DAG froze with {used}, not {module.__name__}: {freezes_with.__name__}.core "
-            "no longer picks the core; update freezes_with in bench/_contenders.py"
+            f"the DAG froze with {used}, not {module.__name__}: _impl.BACKEND no longer "
+            "picks the backend; update frozen_with in bench/_contenders.py"
         )
     return seconds
 

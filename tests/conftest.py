@@ -1,8 +1,9 @@
 """Fixtures shared by the whole suite: the graph core, once per implementation.
 
 Every test that takes ``core`` runs twice, against the pure-Python twin and
-against the compiled module. The compiled half is skipped, with the reason,
-only when ``trio_dag._core`` does not import; with ``TRIO_DAG_REQUIRE_EXTENSION``
+against the compiled module; ``dag_core`` does the same for the whole backend
+(core, loop and interner). The compiled half is skipped, with the reason,
+only when the compiled module does not import; with ``TRIO_DAG_REQUIRE_EXTENSION``
 set that is a failure instead, so a silently failed build cannot pass CI.
 ``--no-c-extensions`` leaves the compiled half out altogether. The
 ``interner`` fixture does the same for trio_dag.graphlib's interner.
@@ -11,12 +12,18 @@ set that is a failure instead, so a silently failed build cannot pass CI.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
+from typing import TypeVar
 
 import pytest
 from hypothesis import settings
+
+from trio_dag import _impl
+
+T = TypeVar("T")
 
 # Our own "ci" replaces Hypothesis's built-in one (loaded when $CI is set),
 # which derandomizes: we want CI to keep exploring new examples.
@@ -53,18 +60,34 @@ class CoreImplementation:
         return self.tag
 
     def load(self) -> ModuleType:
+        return self._imported(self._import)
+
+    def backend(self) -> _impl.Backend:
+        """The whole backend this implementation belongs to (core, loop, interner)."""
+        return self._imported(_impl.compiled if self.compiled else _impl.python)
+
+    def _import(self) -> ModuleType:
         try:
             return import_module(self.module_name)
         except ImportError as exc:
             if not self.compiled:
                 raise
-            reason = (
+            raise ImportError(
                 f"the compiled {self.what} {self.module_name} did not import ({exc}); "
                 "build it with `python setup.py build_ext --inplace` or `pip install .`"
-            )
+            ) from exc
+
+    def _imported(self, load: Callable[[], T]) -> T:
+        # A compiled module that does not import skips the test, or fails it
+        # when TRIO_DAG_REQUIRE_EXTENSION is set.
+        try:
+            return load()
+        except ImportError as exc:
+            if not self.compiled:
+                raise
             if os.environ.get("TRIO_DAG_REQUIRE_EXTENSION"):
-                pytest.fail(f"TRIO_DAG_REQUIRE_EXTENSION is set but {reason}", pytrace=False)
-            pytest.skip(reason)
+                pytest.fail(f"TRIO_DAG_REQUIRE_EXTENSION is set but {exc}", pytrace=False)
+            pytest.skip(str(exc))
 
 
 PYTHON = CoreImplementation("python", "trio_dag._core_py", compiled=False)
@@ -138,12 +161,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(params=BOTH)
 def dag_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Make every DAG frozen during the test use one core; runs use the same one.
+    """Make every DAG frozen during the test use one backend; returns its core module.
 
-    The engine takes its run state from the module of the snapshot's graph,
-    so this runs the whole engine against each implementation.
+    A snapshot carries the backend it was frozen with and its runs take the
+    run state and the loop from it, so this runs the whole engine against
+    each backend: the twins, then the compiled modules.
     """
     implementation: CoreImplementation = request.param
-    module = implementation.load()
-    monkeypatch.setattr("trio_dag._dag.core", module)
-    return module
+    backend = implementation.backend()
+    monkeypatch.setattr(_impl, "BACKEND", backend)
+    return backend.core

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from array import array
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+import trio_dag
+from trio_dag import _native_shared
 
 STATE_CONSTANTS = (
     "PENDING",
@@ -109,8 +115,76 @@ def test_graph_n_must_be_an_int(core: ModuleType, n: object) -> None:
 
 @pytest.mark.parametrize("n", [-1, -(2**40), 2**31])
 def test_graph_n_must_be_a_non_negative_int32(core: ModuleType, n: int) -> None:
-    with pytest.raises(ValueError, match=f"n must be between 0 and 2147483647, got {n}"):
+    # 2**31 - 2, not 2**31 - 1: n + 1 offsets must fit an int32 (see below).
+    with pytest.raises(ValueError, match=f"n must be between 0 and 2147483646, got {n}"):
         core.Graph(n, [], [])
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh interpreter with at most 4 GiB of address space.
+
+    For calls that could crash the interpreter (a C buffer overrun) or try
+    to allocate tens of gigabytes: either fails there, not in the test run.
+    """
+    limit = (
+        "try:\n"
+        "    import resource\n"
+        "    resource.setrlimit(resource.RLIMIT_AS, (1 << 32, 1 << 32))\n"
+        "except (ImportError, ValueError):\n"
+        "    pass\n"
+    )
+    root = str(Path(trio_dag.__file__).resolve().parent.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", limit + code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_a_graph_of_2_31_minus_1_nodes_is_refused_before_anything_is_allocated(
+    core: ModuleType,
+) -> None:
+    """Its n + 1 CSR offsets would not fit a C int.
+
+    The compiled core used to compute ``n + 1`` in a C int, allocate one
+    offset and write 2**31 of them: a crash. The twin agrees on the limit.
+    """
+    code = (
+        f"import {core.__name__} as core\n"
+        "try:\n"
+        "    core.Graph(2**31 - 1, [], [])\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = run_isolated(code)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout == "n must be between 0 and 2147483646, got 2147483647\n"
+
+
+def test_the_largest_graph_the_core_takes_is_the_shared_limit() -> None:
+    assert _native_shared.MAX_NODES == 2**31 - 2
+    assert _native_shared.MAX_EDGES == 2**31 - 1
+
+
+def test_graph_edge_count_is_checked_against_the_shared_limit(
+    core: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edges are counted as given, repeats included: the core counts them in C ints.
+
+    2**31 edges take 16 GiB to pass, so the limit is lowered to show that
+    both cores check it, the same way, before building anything.
+    """
+    monkeypatch.setattr(_native_shared, "MAX_EDGES", 3)
+    assert graph(core, 3, (0, 1), (1, 2), (0, 1)).num_edges == 2
+    with pytest.raises(ValueError, match="a graph takes at most 3 edges, got 4"):
+        graph(core, 3, (0, 1), (1, 2), (0, 1), (0, 2))
 
 
 def test_graph_edge_lists_must_have_the_same_length(core: ModuleType) -> None:
@@ -470,6 +544,35 @@ def test_runstate_node_out_of_range(core: ModuleType, option: str, node: int) ->
     g = graph(core, 3, (0, 1))
     with pytest.raises(IndexError, match=f"node {node} is out of range for a graph of 3 nodes"):
         core.RunState(g, **{option: [0, node]})
+
+
+def test_calling_init_again_cannot_corrupt_a_compiled_graph_or_runstate(
+    compiled_core: ModuleType,
+) -> None:
+    """The compiled Graph and RunState are made by ``__cinit__``, once.
+
+    A second ``__init__`` used to make new arrays for the new graph but keep
+    the old, smaller ones for what it was not given (keys, all_done): the
+    next pop read past them and crashed. Now it changes nothing, and an
+    object cannot be made without its arguments.
+    """
+    code = (
+        f"import {compiled_core.__name__} as core\n"
+        "small = core.Graph(2, [0], [1])\n"
+        "big = core.Graph(3_000_000, [], [])\n"
+        "rs = core.RunState(small, [0.0, 1.0], all_done=[1])\n"
+        "rs.__init__(big)\n"
+        "small.__init__(3_000_000, [], [])\n"
+        "print(small.n, rs.graph is small, rs.pop(), rs.pop())\n"
+        "for cls in (core.Graph, core.RunState):\n"
+        "    try:\n"
+        "        cls.__new__(cls)\n"
+        "    except TypeError:\n"
+        "        print('TypeError')\n"
+    )
+    result = run_isolated(code)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.splitlines() == ["2 True 0 -1", "TypeError", "TypeError"]
 
 
 def test_runstates_over_one_graph_are_independent(core: ModuleType) -> None:

@@ -1,7 +1,7 @@
 """Random DAGs built through the public API, checked against a plain reference.
 
-Each test runs against both graph cores (the ``core`` fixture), swapped into
-``trio_dag._dag`` for the duration of the example.
+Each test runs against both graph cores (the ``core`` fixture): the backend
+of each is swapped into ``trio_dag._impl`` for the duration of the example.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from unittest import mock
 from hypothesis import given
 from hypothesis import strategies as st
 
-import trio_dag._dag
-from trio_dag import DAG, CycleError, Handle
+from trio_dag import DAG, CycleError, Handle, _impl
 
 
 def using(core: ModuleType) -> Any:
-    """Make DAGs frozen inside the ``with`` block use *core*."""
-    return mock.patch.object(trio_dag._dag, "core", core)
+    """Make DAGs frozen inside the ``with`` block use the backend of *core*."""
+    python = _impl.python()
+    return mock.patch.object(_impl, "BACKEND", python if core is python.core else _impl.compiled())
 
 
 def fetch(*args: Any, **kwargs: Any) -> None:

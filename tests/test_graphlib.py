@@ -252,8 +252,8 @@ def test_cycle_error_is_the_standard_librarys() -> None:
 
 
 def test_sorters_use_the_core_and_interner_impl_picks() -> None:
-    assert ours._core is _impl.core
-    assert (_impl.CORE, ours._intern) == _impl.pick("_intern", "_intern_py", "interner")
+    assert ours._core is _impl.BACKEND.core
+    assert ours._intern is _impl.BACKEND.intern
 
 
 def test_prepare_builds_the_run_on_the_patched_core(sorter_core: ModuleType) -> None:

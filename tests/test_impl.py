@@ -1,26 +1,65 @@
-"""The chooser, ``trio_dag._impl``: which core the package imports, under which environment.
+"""The chooser, ``trio_dag._impl``: which backend the package imports, under which environment.
 
 Each case imports trio_dag in a fresh interpreter with a controlled environment.
 Putting None in ``sys.modules["trio_dag._core"]`` makes the compiled core fail to
-import whether or not it is built; the same goes for trio_dag.graphlib's
-interner, which is chosen the same way.
+import whether or not it is built; :func:`broken` makes any module raise
+ImportError as a broken build does. The core, the loop and trio_dag.graphlib's
+interner are chosen together, as one backend.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import attrs
+import pytest
+
 import trio_dag
+from trio_dag import _impl
 
 ROOT = Path(trio_dag.__file__).resolve().parent.parent
 NO_COMPILED_CORE = "import sys; sys.modules['trio_dag._core'] = None; "
 SHOW_CORE = "import trio_dag, trio_dag._impl as i; print(trio_dag.CORE, i.core.__name__)"
 NO_COMPILED_INTERNER = "import sys; sys.modules['trio_dag._intern'] = None; "
 SHOW_INTERNER = "import trio_dag, trio_dag.graphlib as g; print(trio_dag.CORE, g._intern.__name__)"
+SHOW_BACKEND = (
+    "import trio_dag._impl as i\n"
+    "b = i.BACKEND\n"
+    "print(b.name, b.core.__name__, b.loop.__name__, b.intern.__name__)\n"
+)
+PYTHON_BACKEND = "python trio_dag._core_py trio_dag._loop_py trio_dag._intern_py"
+COMPILED_BACKEND = "cython trio_dag._core trio_dag._loop trio_dag._intern"
+# A run through the engine: the fast loop, then a body that suspends.
+RUN_A_DAG = (
+    "import trio, trio_dag\n"
+    "async def double(x):\n"
+    "    await trio.sleep(0)\n"
+    "    return 2 * x\n"
+    "async def add(x, y):\n"
+    "    return x + y\n"
+    "dag = trio_dag.DAG()\n"
+    "one = dag.add(add, 0, 1)\n"
+    "h = dag.add(add, dag.add(double, one), one)\n"
+    "print(trio.run(trio_dag.run, dag)[h])\n"
+)
+COMPILED_MODULES = ["trio_dag._core", "trio_dag._loop", "trio_dag._intern"]
+
+
+def broken(module: str) -> str:
+    """Code that makes importing *module* raise ImportError, as a broken build would."""
+    return (
+        "import sys\n"
+        "class Broken:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            raise ImportError(name + ': undefined symbol (simulated)')\n"
+        "sys.meta_path.insert(0, Broken())\n"
+    )
 
 
 def run_python(code: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +121,7 @@ def test_no_extensions_picks_the_twin_interner() -> None:
 
 
 def test_missing_compiled_interner_falls_back_to_the_twin() -> None:
-    assert core_of(NO_COMPILED_INTERNER + SHOW_INTERNER).endswith(" trio_dag._intern_py")
+    assert core_of(NO_COMPILED_INTERNER + SHOW_INTERNER) == "python trio_dag._intern_py"
 
 
 def test_require_extension_without_compiled_interner_fails_to_import(
@@ -96,3 +135,77 @@ def test_require_extension_without_compiled_interner_fails_to_import(
 def test_compiled_interner_is_picked_when_it_imports(compiled_core: ModuleType) -> None:
     """The interner is built with the core (setup.py); a build without it is stale."""
     assert core_of(SHOW_INTERNER) == "cython trio_dag._intern"
+
+
+# -- one backend, chosen whole ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", COMPILED_MODULES)
+def test_one_compiled_module_that_does_not_import_gives_the_python_backend_whole(
+    compiled_core: ModuleType, module: str
+) -> None:
+    """A compiled core never meets a pure-Python loop (or interner): runs work.
+
+    Before, a compiled core with a broken ``_loop`` ran on the twin loop,
+    which calls methods the compiled RunState lacks: every run crashed.
+    """
+    assert core_of(broken(module) + SHOW_BACKEND + RUN_A_DAG).splitlines() == [
+        PYTHON_BACKEND,
+        "3",
+    ]
+
+
+@pytest.mark.parametrize("module", COMPILED_MODULES)
+def test_require_extension_names_the_compiled_module_that_does_not_import(
+    compiled_core: ModuleType, module: str
+) -> None:
+    stderr = import_error_of(broken(module) + "import trio_dag", TRIO_DAG_REQUIRE_EXTENSION="1")
+    what = {"_core": "core", "_loop": "loop", "_intern": "interner"}[module.split(".")[1]]
+    assert f"TRIO_DAG_REQUIRE_EXTENSION is set but the compiled {what} {module} did not" in stderr
+    assert f"{module}: undefined symbol (simulated)" in stderr
+
+
+def test_the_compiled_backend_is_whole(compiled_core: ModuleType) -> None:
+    assert core_of(SHOW_BACKEND + RUN_A_DAG).splitlines() == [COMPILED_BACKEND, "3"]
+
+
+def test_no_extensions_gives_the_python_backend_whole() -> None:
+    code = SHOW_BACKEND + RUN_A_DAG
+    assert core_of(code, TRIO_DAG_NO_EXTENSIONS="1").splitlines() == [PYTHON_BACKEND, "3"]
+
+
+def test_the_compiled_backend_needs_no_twin(compiled_core: ModuleType) -> None:
+    """The compiled modules share their constants with the twins through
+    ``_native_shared``, never by importing them: with the twins of the core and
+    the interner gone, the compiled backend imports and runs."""
+    code = broken("trio_dag._core_py") + broken("trio_dag._intern_py") + SHOW_BACKEND + RUN_A_DAG
+    assert core_of(code).splitlines() == [COMPILED_BACKEND, "3"]
+
+
+def test_no_compiled_module_imports_a_twin() -> None:
+    # The engine still reads the loop's codes from _loop_py, so the check
+    # above cannot break that twin; read the sources instead.
+    twin_import = re.compile(r"^\s*(from|import|cimport)\s+trio_dag\.\w+_py\b", re.MULTILINE)
+    for pyx in sorted((ROOT / "trio_dag").glob("*.pyx")):
+        assert not twin_import.search(pyx.read_text()), pyx.name
+
+
+def test_choose_honours_the_environment_it_is_given() -> None:
+    assert _impl.choose({"TRIO_DAG_NO_EXTENSIONS": "1"}) == _impl.python()
+    with pytest.raises(ImportError, match="both set"):
+        _impl.choose({"TRIO_DAG_NO_EXTENSIONS": "1", "TRIO_DAG_REQUIRE_EXTENSION": "1"})
+
+
+def test_choose_picks_the_compiled_backend_when_it_imports(compiled_core: ModuleType) -> None:
+    assert _impl.choose({}) == _impl.compiled()
+    assert _impl.choose({"TRIO_DAG_REQUIRE_EXTENSION": "1"}).name == "cython"
+
+
+def test_a_backend_is_a_frozen_value() -> None:
+    backend = _impl.python()
+    assert repr(backend) == (
+        "Backend(name='python', core=trio_dag._core_py, loop=trio_dag._loop_py, "
+        "intern=trio_dag._intern_py)"
+    )
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        backend.name = "cython"  # type: ignore[misc]

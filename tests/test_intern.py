@@ -55,6 +55,20 @@ def test_interners_agree_with_the_twin(
     assert mine.freeze() == theirs.freeze()
 
 
+@pytest.mark.parametrize("size_hint", [0, -5, 10**6, 2**70])
+def test_any_int_is_a_size_hint(interner: ModuleType, size_hint: int) -> None:
+    """Like the twin, the compiled interner takes any int (it presizes at most a bounded dict)."""
+    interner_ = interner.Interner(size_hint)
+    interner_.add([("b", ["a"])])
+    assert interner_.edges()[0] == 2
+
+
+@pytest.mark.parametrize("size_hint", [1.5, "3", None])
+def test_a_size_hint_must_be_an_int(interner: ModuleType, size_hint: Any) -> None:
+    with pytest.raises(TypeError):
+        interner.Interner(size_hint)
+
+
 def test_edges_are_int_arrays_graph_takes(interner: ModuleType) -> None:
     interner_ = interner.Interner()
     interner_.add([("c", ["a", "b"]), ("d", ["c", "a"])])

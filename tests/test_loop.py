@@ -7,8 +7,10 @@ Every test takes ``dag_core``, so it runs against both loops.
 from __future__ import annotations
 
 import contextvars
+from functools import partial
 from typing import Any
 
+import pytest
 import trio
 from trio.testing import MockClock
 
@@ -128,3 +130,74 @@ async def test_times_are_read_from_the_run_clock(dag_core: Any) -> None:
         times += [timing.start, timing.end]
     times.append(after)
     assert times == sorted(times)  # and each task ends before the next starts
+
+
+class Scale:
+    """An object with an async ``__call__``: the body is ``functools.partial(Scale(), ...)``."""
+
+    async def __call__(self, x: int, *, factor: int, **more: int) -> tuple[int, dict[str, int]]:
+        return x * factor, more
+
+
+async def times(x: int, *, factor: int) -> int:
+    return x * factor
+
+
+async def total(xs: list[int], *, factor: int) -> int:
+    return sum(xs) * factor
+
+
+async def test_a_partial_with_keywords_gets_them_and_only_them(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    """Keyword arguments bound in a partial reach the body, with no others.
+
+    A task without ``kwargs=`` used to be called by the compiled loop with
+    None where C wants no keyword arguments at all (undefined behaviour): a
+    partial with keywords then failed with "'NoneType' object has no
+    attribute 'keys'". Every way the loop binds arguments is here: none,
+    constants, handles only, a handle in a container, ``kwargs=`` with and
+    without a handle.
+    """
+    dag = trio_dag.DAG()
+    alone = dag.add(partial(Scale(), 2, factor=3))
+    constant = dag.add(partial(Scale(), factor=3), 2)
+    first = dag.add(partial(times, 1, factor=5))
+    handle = dag.add(partial(times, factor=2), first)
+    contained = dag.add(partial(total, factor=2), [first, first])
+    with_kwargs = dag.add(partial(Scale(), factor=3), 2, kwargs={"more": 1})
+    handle_in_kwargs = dag.add(partial(Scale(), 2), kwargs={"factor": first})
+    report = await trio_dag.run(dag, limit=1)
+    assert report[alone] == (6, {})
+    assert report[constant] == (6, {})
+    assert (report[first], report[handle], report[contained]) == (5, 10, 20)
+    assert report[with_kwargs] == (6, {"more": 1})
+    assert report[handle_in_kwargs] == (10, {})
+
+
+def test_the_ledger_checks_what_python_hands_it(dag_core: Any) -> None:
+    """A task out of range or a short worker slot raises IndexError on both loops.
+
+    The compiled loop indexes its arrays and the slot without checks; these
+    are the calls that come from Python. Retries count only as "any or none"
+    (the compiled loop took them as a C int, which a large count overflowed).
+    """
+
+    async def noop() -> None:
+        return None
+
+    dag = trio_dag.DAG()
+    dag.add(noop)
+    snap = dag._freeze()
+    st = snap.backend.core.RunState(snap.graph)
+    loop = snap.backend.loop.Loop(snap, st, lambda: 0.0, True, lambda: None)
+    with pytest.raises(IndexError):
+        loop.begin(1)
+    with pytest.raises(IndexError):
+        loop.finish(1, 0.0, 0)
+    assert loop.begin(0) == 0.0
+    loop.finish(0, 0.0, 2**64)
+    assert list(loop.attempts) == [1]
+    assert loop.extra == [(0, 1, 0.0, 0.0)]
+    with pytest.raises(IndexError):
+        loop.run(st.pop(), [snap])

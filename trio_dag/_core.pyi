@@ -19,7 +19,10 @@ CANCELLED: Final[int]
 EXCLUDED: Final[int]  # not part of this run (left out by ``targets``)
 
 class Graph:
-    """An immutable graph in CSR form, built in O(n + e); duplicate edges collapse."""
+    """An immutable graph in CSR form, built in O(n + e); duplicate edges collapse.
+
+    At most 2**31 - 2 nodes and 2**31 - 1 edges given (ValueError past them).
+    """
 
     def __init__(self, n: int, sources: Iterable[int], targets: Iterable[int]) -> None: ...
     @property

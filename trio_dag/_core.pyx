@@ -5,7 +5,8 @@ Nodes are the integers ``0..n-1``; an edge ``src -> dst`` makes *src* a
 dependency (parent) of *dst*. Everything lives in C arrays of int32 (CSR
 adjacency, counters, the ready heap), so popping and finishing a node touch no
 Python object. The argument checks and state constants are shared with the
-twin, so both say the same thing about bad input.
+twin (both import them from ``trio_dag._native_shared``), so both say the
+same thing about bad input, and nothing reaches a C int that does not fit.
 """
 
 cimport cython
@@ -18,7 +19,7 @@ from libc.string cimport memcpy, memset
 
 from operator import index as _index
 
-from trio_dag._core_py import (
+from trio_dag._native_shared import (
     CANCELLED,
     EXCLUDED,
     FAILED,
@@ -28,8 +29,9 @@ from trio_dag._core_py import (
     SKIPPED,
     STATE_NAMES,
     SUCCEEDED,
-    _check_n,
-    _int_array,
+    check_edge_count,
+    check_n,
+    int_array,
 )
 
 cdef array _INT_TEMPLATE = array("i")
@@ -71,16 +73,26 @@ cdef class Graph:
 
     Both adjacency lists are sorted by node index and duplicate edges collapse
     into one, so every result below is deterministic.
+
+    A graph holds at most ``MAX_NODES`` (2**31 - 2) nodes and is given at
+    most ``MAX_EDGES`` (2**31 - 1) edges, repeats included: what the compiled
+    core's C ints hold (SPEC sets no limit). Both twins raise the same
+    ValueError past them, before building anything.
     """
 
-    def __init__(self, n, sources, targets):
-        n = _check_n(n)
-        cdef array src = _int_array(sources, "sources")
-        cdef array dst = _int_array(targets, "targets")
+    # __cinit__, not __init__: it runs exactly once, so no call can leave
+    # the arrays out of step with _n (a second __init__ could).
+    def __cinit__(self, n, sources, targets):
+        n = check_n(n)
+        cdef array src = int_array(sources, "sources")
+        cdef array dst = int_array(targets, "targets")
         if len(src) != len(dst):
             raise ValueError(
                 f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
             )
+        # Checked before anything is allocated: n + 1 offsets and the edge
+        # counts must fit the C ints they are kept in.
+        check_edge_count(len(src))
         cdef int nn = n
         cdef Py_ssize_t e = len(src), i, j
         cdef int* s = src.data.as_ints
@@ -451,7 +463,8 @@ cdef class RunState:
     heap holds only the nodes pushed back to their old place, as the twin does.
     """
 
-    def __init__(self, graph, keys=None, *, lifo=False, all_done=None, targets=None):
+    # __cinit__, as for Graph: every array is made once, for one graph.
+    def __cinit__(self, graph, keys=None, *, lifo=False, all_done=None, targets=None):
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a Graph, not {type(graph).__name__}")
         cdef Graph g = <Graph>graph
@@ -563,14 +576,17 @@ cdef class RunState:
         return self._heap_pop()
 
     cdef int _push(self, int v) except -1:
-        cdef Py_ssize_t i, parent
+        cdef Py_ssize_t i, parent, cap
         cdef int* grown
         if self._heap_len == self._heap_cap:
-            self._heap_cap = self._heap_cap * 2 if self._heap_cap else 1
-            grown = <int*>PyMem_RawRealloc(self._heap, <size_t>self._heap_cap * sizeof(int))
+            # The capacity changes only once the heap has grown: after a
+            # MemoryError the next push must not write past the old heap.
+            cap = self._heap_cap * 2 if self._heap_cap else 1
+            grown = <int*>PyMem_RawRealloc(self._heap, <size_t>cap * sizeof(int))
             if grown == NULL:
                 raise MemoryError()
             self._heap = grown
+            self._heap_cap = cap
         self._state[v] = C_READY
         self._ready += 1
         i = self._heap_len

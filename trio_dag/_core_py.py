@@ -18,39 +18,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from operator import index as _index
 
-PENDING = 0
-READY = 1
-RUNNING = 2
-SUCCEEDED = 3
-FAILED = 4
-SKIPPED = 5
-CANCELLED = 6
-EXCLUDED = 7
-
-STATE_NAMES = (
-    "pending",
-    "ready",
-    "running",
-    "succeeded",
-    "failed",
-    "skipped",
-    "cancelled",
-    "excluded",
-)
-
-_INT32_MAX = 2**31 - 1
-
-
-def _int_array(values: Iterable[int], what: str) -> array[int]:
-    if isinstance(values, array) and values.typecode == "i":
-        return values
-    try:
-        return array("i", values)
-    except OverflowError:
-        raise ValueError(f"{what} holds a node index that is not a 32-bit integer") from None
-    except TypeError as exc:
-        raise TypeError(f"{what} must be an iterable of ints: {exc}") from None
-
+# The twins share their constants and argument checks, so both say the
+# same thing about the same bad input.
+from ._native_shared import CANCELLED as CANCELLED
+from ._native_shared import EXCLUDED as EXCLUDED
+from ._native_shared import FAILED as FAILED
+from ._native_shared import PENDING as PENDING
+from ._native_shared import READY as READY
+from ._native_shared import RUNNING as RUNNING
+from ._native_shared import SKIPPED as SKIPPED
+from ._native_shared import STATE_NAMES as STATE_NAMES
+from ._native_shared import SUCCEEDED as SUCCEEDED
+from ._native_shared import check_edge_count, check_n, int_array
 
 # Two int32 words side by side read as one int64: the one at _HIGH weighs more.
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
@@ -123,14 +102,6 @@ def _zeros(values: list[int]) -> Iterator[int]:
         return
 
 
-def _check_n(n: int) -> int:
-    if not isinstance(n, int) or isinstance(n, bool):
-        raise TypeError(f"n must be an int, not {type(n).__name__}")
-    if n < 0 or n > _INT32_MAX:
-        raise ValueError(f"n must be between 0 and {_INT32_MAX}, got {n}")
-    return n
-
-
 class Graph:
     """An immutable graph in CSR form (children and parents).
 
@@ -138,18 +109,24 @@ class Graph:
     usually records them, and in O(n + e log e) from others. Both adjacency
     lists are sorted by node index and duplicate edges collapse into one, so
     every result below is deterministic.
+
+    A graph holds at most ``MAX_NODES`` (2**31 - 2) nodes and is given at
+    most ``MAX_EDGES`` (2**31 - 1) edges, repeats included: what the compiled
+    core's C ints hold (SPEC sets no limit). Both twins raise the same
+    ValueError past them, before building anything.
     """
 
     __slots__ = ("_child", "_child_off", "_forward", "_indegree", "_n", "_par", "_par_off")
 
     def __init__(self, n: int, sources: Iterable[int], targets: Iterable[int]) -> None:
-        n = _check_n(n)
-        src = _int_array(sources, "sources")
-        dst = _int_array(targets, "targets")
+        n = check_n(n)
+        src = int_array(sources, "sources")
+        dst = int_array(targets, "targets")
         if len(src) != len(dst):
             raise ValueError(
                 f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
             )
+        check_edge_count(len(src))
         # The parents are the sources in (target, source) order, which the
         # edges of a DAG usually come in already; the children are then
         # placed by a counting sort on the source, which visits the targets

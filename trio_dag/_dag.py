@@ -20,12 +20,12 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
+from . import _impl
 from ._batching import Batched
 from ._dependencies import AFTER, copy_kwargs, scan, scan_after
 from ._errors import CycleError, ForeignHandleError, UnknownDependencyError
 from ._export import render_dot, render_mermaid
 from ._handle import Handle
-from ._impl import core
 from ._names import check_default_name, check_name, close_name, fn_name, task_label
 from ._options import DEFAULT_OPTIONS, DEFAULT_VALUES, RunIn, TaskOptions, Trigger, make_options
 from ._snapshot import Snapshot
@@ -477,10 +477,11 @@ class DAG:
         """The core graph of every task and edge, cached until the next add."""
         n = len(self._fns)
         graph = self._graph_cache
-        if graph is None or graph.n != n:
+        graph_type = _impl.BACKEND.core.Graph
+        if graph is None or graph.n != n or type(graph) is not graph_type:
             if self._pending:
                 self._resolve_pending()
-            graph = core.Graph(n, self._src, self._dst)
+            graph = graph_type(n, self._src, self._dst)
             self._graph_cache = graph
         return graph
 
@@ -489,14 +490,15 @@ class DAG:
 
         Raises UnknownDependencyError (first, in insertion order), then CycleError.
         """
+        backend = _impl.BACKEND
         snapshot = self._snapshot
-        if snapshot is not None and snapshot.n == len(self._fns):
+        if snapshot is not None and snapshot.n == len(self._fns) and snapshot.backend is backend:
             return snapshot
         graph = self._graph()
         cycle = graph.find_cycle()
         if cycle is not None:
             raise CycleError([self._name(v) for v in cycle])
-        snapshot = self._snapshot = Snapshot(self, graph)
+        snapshot = self._snapshot = Snapshot(self, graph, backend)
         return snapshot
 
     def validate(self) -> None:

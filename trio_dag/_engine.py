@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextvars
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,17 +50,6 @@ _STATES: Final = {
     core.SKIPPED: TaskState.SKIPPED,
     core.CANCELLED: TaskState.CANCELLED,
 }
-
-
-def _loop_for(graph: object) -> Any:
-    """The loop implementation that matches the graph's core (compiled or not)."""
-    if type(graph).__module__ == "trio_dag._core":
-        try:
-            from . import _loop  # type: ignore[attr-defined, unused-ignore]
-        except ImportError:
-            return _loop_py
-        return _loop
-    return _loop_py
 
 
 def _took_token(limiter: trio.CapacityLimiter) -> bool:
@@ -106,10 +94,12 @@ class Engine:
     ) -> None:
         n = snap.n
         self.snap = snap
-        # The run state comes from the implementation that built the graph, so
-        # tests can run the engine on either core in one process.
-        run_state = sys.modules[type(snap.graph).__module__].RunState
-        self.st = run_state(snap.graph, keys, lifo=lifo, all_done=snap.all_done, targets=members)
+        # The run state and the loop come from the backend the snapshot was
+        # frozen with, so a RunState only ever meets the loop built for it.
+        backend = snap.backend
+        self.st = backend.core.RunState(
+            snap.graph, keys, lifo=lifo, all_done=snap.all_done, targets=members
+        )
         self.admission = Admission(snap, self.st, resources, strategy, keys, lifo)
         self.errors: dict[int, BaseException] = {}
         self.on_event = on_event
@@ -158,7 +148,7 @@ class Engine:
             and on_event is None
             and stream is None
         )
-        self.loop = _loop_for(snap.graph).Loop(snap, self.st, trio.current_time, fast, self._spawn)
+        self.loop = backend.loop.Loop(snap, self.st, trio.current_time, fast, self._spawn)
         self.outputs = self.loop.outputs
 
     # -- the run as a whole --------------------------------------------------

@@ -1,43 +1,103 @@
-"""Picks the compiled modules or their twins once, at import; other modules import them from here.
+"""Picks the backend once, at import: the compiled modules, or their pure-Python twins, as a whole.
 
-The compiled ``trio_dag._core`` is used when it imports. The pure-Python twin
-``trio_dag._core_py`` is used when it does not, or when the environment
-variable ``TRIO_DAG_NO_EXTENSIONS`` is non-empty. With
-``TRIO_DAG_REQUIRE_EXTENSION`` non-empty, a missing compiled core is an
-ImportError that says why, so a silently failed build cannot pass CI.
-:func:`pick` makes the same choice for the other compiled modules.
+A backend is a core (``Graph``, ``RunState``), the engine's loop over that
+core's ``RunState``, and graphlib's interner. The compiled ones
+(``trio_dag._core``, ``_loop``, ``_intern``) are used when all three import;
+if any one does not, or when the environment variable
+``TRIO_DAG_NO_EXTENSIONS`` is non-empty, all three twins are
+(``_core_py``, ``_loop_py``, ``_intern_py``): a compiled core never meets a
+pure-Python loop. With ``TRIO_DAG_REQUIRE_EXTENSION`` non-empty, a compiled
+module that does not import is an ImportError that names it, so a silently
+failed build cannot pass CI.
+
+Everything else takes its modules from :data:`BACKEND` (a snapshot carries
+the backend it was frozen with, and the engine runs it on that one); nothing
+else imports a compiled module.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from importlib import import_module
 from types import ModuleType
+from typing import Final, Literal, final
 
-__all__ = ["CORE", "core", "pick"]
+import attrs
+
+__all__ = ["BACKEND", "CORE", "Backend", "choose", "compiled", "core", "python"]
+
+# Each part of a backend: its field, the compiled module and its pure-Python
+# twin (relative to this package), and what errors call it.
+_PARTS: Final = (
+    ("core", "_core", "_core_py", "core"),
+    ("loop", "_loop", "_loop_py", "loop"),
+    ("intern", "_intern", "_intern_py", "interner"),
+)
 
 
-def pick(compiled: str, twin: str, what: str) -> tuple[str, ModuleType]:
-    """``("cython", trio_dag.<compiled>)``, or ``("python", trio_dag.<twin>)`` as above.
+@final
+@attrs.frozen
+class Backend:
+    """The modules one run is built on, chosen together: never a compiled core with a twin loop.
 
-    *what* names the compiled module in the ImportError, e.g. ``"core"``.
+    ``name`` is ``"cython"`` or ``"python"``; ``core``, ``loop`` and
+    ``intern`` are the modules (``core.Graph``, ``loop.Loop``,
+    ``intern.Interner``).
     """
-    if os.environ.get("TRIO_DAG_NO_EXTENSIONS"):
-        if os.environ.get("TRIO_DAG_REQUIRE_EXTENSION"):
+
+    name: Literal["cython", "python"]
+    core: ModuleType = attrs.field(repr=lambda m: m.__name__)
+    loop: ModuleType = attrs.field(repr=lambda m: m.__name__)
+    intern: ModuleType = attrs.field(repr=lambda m: m.__name__)
+
+
+def _load(module: str) -> ModuleType:
+    return import_module(f".{module}", __package__)
+
+
+def python() -> Backend:
+    """The pure-Python twins; they always import."""
+    return Backend("python", **{field: _load(twin) for field, _, twin, _ in _PARTS})
+
+
+def compiled() -> Backend:
+    """The compiled modules. Raises ImportError naming the first one that does not import."""
+    modules: dict[str, ModuleType] = {}
+    for field, name, _, what in _PARTS:
+        try:
+            modules[field] = _load(name)
+        except ImportError as exc:
+            raise ImportError(
+                f"the compiled {what} {__package__}.{name} did not import ({exc}); "
+                "build it with `pip install .` and a C compiler",
+                name=f"{__package__}.{name}",
+            ) from exc
+    return Backend("cython", **modules)
+
+
+def choose(environ: Mapping[str, str] = os.environ) -> Backend:
+    """The compiled backend when it imports, else the twins, as *environ* asks (see above)."""
+    required = bool(environ.get("TRIO_DAG_REQUIRE_EXTENSION"))
+    if environ.get("TRIO_DAG_NO_EXTENSIONS"):
+        if required:
             raise ImportError(
                 "TRIO_DAG_REQUIRE_EXTENSION and TRIO_DAG_NO_EXTENSIONS are both set; unset one"
             )
-        return "python", import_module(f"{__package__}.{twin}")
+        return python()
     try:
-        return "cython", import_module(f"{__package__}.{compiled}")
+        return compiled()
     except ImportError as exc:
-        if os.environ.get("TRIO_DAG_REQUIRE_EXTENSION"):
-            raise ImportError(
-                f"TRIO_DAG_REQUIRE_EXTENSION is set but the compiled {what} "
-                f"{__package__}.{compiled} did not import ({exc}); "
-                "build it with `pip install .` and a C compiler"
-            ) from exc
-        return "python", import_module(f"{__package__}.{twin}")
+        if required:
+            raise ImportError(f"TRIO_DAG_REQUIRE_EXTENSION is set but {exc.msg}") from exc
+        return python()
 
 
-CORE, core = pick("_core", "_core_py", "core")
+BACKEND: Backend = choose()
+"""The backend DAGs are frozen with (tests patch this attribute to pick one)."""
+
+CORE: Final = BACKEND.name
+"""``"cython"`` or ``"python"``: which backend the package chose at import."""
+
+core: Final = BACKEND.core
+"""The chosen core module, for its state constants (the same in both backends)."""

@@ -20,7 +20,9 @@ from libc.stdint cimport uint8_t
 
 from trio_dag._core cimport RunState
 
-from trio_dag._core_py import RUNNING, STATE_NAMES
+from operator import index as _index
+
+from trio_dag._native_shared import RUNNING
 
 cdef extern from *:
     """
@@ -35,6 +37,7 @@ cdef extern from *:
     dict _presized_dict "__trio_dag_presized_dict"(Py_ssize_t n)
 
 cdef array _INT_TEMPLATE = array("i")
+cdef Py_ssize_t _MAX_PRESIZE = 1 << 20
 cdef uint8_t C_RUNNING = RUNNING
 
 
@@ -51,6 +54,8 @@ cdef inline Py_ssize_t _number(dict index, list nodes, object node) except -1:
 
 
 cdef inline int _append(array a, Py_ssize_t value) except -1:
+    # An index past a C int wraps here, harmlessly: it needs more nodes than
+    # a Graph takes, so prepare() raises (n too large) before any is used.
     cdef Py_ssize_t n = Py_SIZE(a)
     resize_smart(a, n + 1)
     a.data.as_ints[n] = <int>value
@@ -74,8 +79,10 @@ cdef class Interner:
     cdef tuple _batch
     cdef object _batch_ids
 
-    def __init__(self, Py_ssize_t size_hint=0):
-        self._index = _presized_dict(size_hint)
+    def __init__(self, size_hint=0):
+        # Any int is a hint, as for the twin; the dict presizes to at most this.
+        cdef Py_ssize_t hint = min(max(_index(size_hint), 0), _MAX_PRESIZE)
+        self._index = _presized_dict(hint)
         self._nodes = []
         self._sources = array("i")
         self._targets = array("i")

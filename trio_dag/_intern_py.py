@@ -9,6 +9,7 @@ from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from itertools import count
+from operator import index as _index
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class Interner(Generic[_T]):
     """
 
     def __init__(self, size_hint: int = 0) -> None:
+        _index(size_hint)  # an int, as the compiled twin takes
         # Each node's index is its rank in order of first mention; a missing
         # key numbers itself. Edges go predecessor -> node, by index.
         self._index: defaultdict[_T, int] = defaultdict(count().__next__)

@@ -10,7 +10,7 @@ unless a body suspends; anything not that simple goes back to the engine.
 
 cimport cython
 from cpython.array cimport array
-from cpython.object cimport PyObject, PyObject_Call
+from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t
@@ -25,10 +25,13 @@ from trio_dag._bodies import ASYNC, kind_of
 from trio_dag._dependencies import AFTER
 import trio
 
-from trio_dag._loop_py import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
+from trio_dag._native_shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 
 
 cdef extern from "Python.h":
+    # kwargs is a pointer, not an object: no keyword arguments is NULL, which
+    # an object argument cannot pass (None would be taken for a dict).
+    object _call "PyObject_Call"(object callable, object args, PyObject* kwargs)
     ctypedef enum PySendResult:
         PYGEN_RETURN
         PYGEN_ERROR
@@ -59,6 +62,14 @@ cdef int C_ASYNC = ASYNC
 cdef int C_AFTER = AFTER
 
 
+cdef inline int _check_slot(list slot) except -1:
+    # The chain writes slot[1..3] without bounds checks; the twin's list
+    # would raise IndexError.
+    if len(slot) < 4:
+        raise IndexError(f"a worker's slot has 4 items, got {len(slot)}")
+    return 0
+
+
 cdef int _send(object coro, PyObject** out) except -1:
     # 0: the body returned (*out is its value); 1: it yielded *out.
     cdef PySendResult r = PyIter_Send(coro, None, out)
@@ -82,15 +93,17 @@ cdef class Loop:
     cdef object _now
     cdef bint _system_clock
     cdef double _offset
+    cdef Py_ssize_t _n
     cdef public bint fast
     cdef public bint stopped
     cdef public object on_suspend
-    cdef public list outputs
-    cdef public array start
-    cdef public array end
-    cdef public array attempts
-    cdef public array end_order
-    cdef public list extra
+    # Read-only: C code indexes them by task without a check.
+    cdef readonly list outputs
+    cdef readonly array start
+    cdef readonly array end
+    cdef readonly array attempts
+    cdef readonly array end_order
+    cdef readonly list extra
     cdef public double busy
     cdef public Py_ssize_t live
     cdef public Py_ssize_t peak
@@ -103,7 +116,7 @@ cdef class Loop:
     cdef public object trap
     cdef public object ctx
     cdef public object error
-    cdef object _kwargs
+    cdef dict _kwargs
     cdef list _args_of
     cdef dict _kwargs_of
     cdef array _off
@@ -116,8 +129,11 @@ cdef class Loop:
     cdef object _last_fn
     cdef int _last_kind
 
-    def __init__(self, snap, st, now, fast, on_suspend):
-        n = snap.n
+    # __cinit__, not __init__: the arrays above exist, for snap.n tasks, from
+    # the moment the object does.
+    def __cinit__(self, snap, st, now, fast, on_suspend):
+        cdef Py_ssize_t n = snap.n
+        self._n = n
         self.on_suspend = on_suspend
         self._snap = snap
         self._st = <RunState?>st
@@ -168,7 +184,15 @@ cdef class Loop:
 
     cpdef double begin(self, Py_ssize_t v) except? -1.0:
         """Count an attempt of task *v* as started; return its start time."""
+        self._check_task(v)
         return self._begin(v, self._time())
+
+    cdef inline int _check_task(self, Py_ssize_t v) except -1:
+        # begin() and finish() come from Python: a task out of range raises
+        # as an array of the twin does, rather than write past the arrays.
+        if not 0 <= v < self._n:
+            raise IndexError("array index out of range")
+        return 0
 
     cdef inline double _begin(self, Py_ssize_t v, double began) noexcept:
         cdef int attempt = self.attempts.data.as_ints[v] + 1
@@ -180,8 +204,9 @@ cdef class Loop:
             self.peak = self.live
         return began
 
-    cpdef int finish(self, Py_ssize_t v, double began, int retries) except -1:
+    cpdef int finish(self, Py_ssize_t v, double began, bint retries) except -1:
         """Count the attempt of task *v* that began at *began* as ended."""
+        self._check_task(v)
         return self._finish(v, began, self._time(), retries)
 
     cdef inline int _finish(self, Py_ssize_t v, double began, double now, int retries) except -1:
@@ -218,7 +243,7 @@ cdef class Loop:
             self._last_opts = opts
         return self._last_simple
 
-    cdef object _bind(self, Py_ssize_t v):
+    cdef tuple _bind(self, Py_ssize_t v):
         # The common case in C: every argument is a handle (the snapshot
         # stores their count); anything else goes through Snapshot.bind.
         # The kwargs to call with are left in self._kwargs. None: binding
@@ -262,6 +287,7 @@ cdef class Loop:
         CHECKPOINT (not started), RAISED (``began``, ``error``) or SUSPENDED
         (``began``, ``trap``: then ``await drive(slot)``).
         """
+        _check_slot(slot)
         if not self.fast:
             self.why = C_SLOW
             return v
@@ -272,7 +298,9 @@ cdef class Loop:
         cdef list fns = self._snap._fns
         cdef list opts_of = self._snap._opts
         cdef list outputs = self.outputs
-        cdef object fn, opts, args, coro, ctx, kwargs
+        cdef object fn, opts, coro, ctx
+        cdef tuple args
+        cdef dict kwargs
         cdef PyObject* result = NULL
         cdef int sent
         cdef double began
@@ -305,7 +333,7 @@ cdef class Loop:
             ctx = PyContext_CopyCurrent()
             PyContext_Enter(ctx)
             try:
-                coro = PyObject_Call(fn, args, kwargs)
+                coro = _call(fn, args, <PyObject*>kwargs if kwargs else NULL)
                 if type(coro) is not _COROUTINE:
                     raise TypeError(f"{fn!r} is async but returned {type(coro).__name__}")
                 sent = _send(coro, &result)
@@ -352,6 +380,7 @@ cdef class Loop:
         suspended body needs is taken from it at once, and the rest lives
         in the worker's slot.
         """
+        _check_slot(slot)
         cdef _Drive d = _Drive.__new__(_Drive)
         d.loop = self
         d.slot = slot
@@ -456,6 +485,7 @@ cdef class _Drive:
         v = slot[1]
         slot[1] = -1
         self.coro = self.ctx = None
+        loop._check_task(v)
         now = loop._time()
         opts = (<list>loop._snap._opts)[v]
         loop._succeeded(v, slot[3], now, 1 if opts.retries else 0, done_value)

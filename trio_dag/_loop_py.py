@@ -22,19 +22,15 @@ import trio
 
 from ._bodies import ASYNC, kind_of
 
+# Why run() hands a task back to the engine, and how many tasks run between
+# checkpoints: the same codes as the compiled loop's.
+from ._native_shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
+
 if TYPE_CHECKING:
     from ._snapshot import Snapshot
 
 __all__ = ["CHECKPOINT", "RAISED", "SLOW", "SUSPENDED", "Loop"]
 
-# Why Loop.run() handed a task back to the engine:
-SLOW: Final = 1  # not started: needs the engine's general path
-SUSPENDED: Final = 2  # its body suspended: resume it (its runner) with loop.coro/trap/ctx
-RAISED: Final = 3  # its body raised loop.error
-CHECKPOINT: Final = 4  # not started: let other Trio tasks run first
-
-# Tasks run this many in a row without the scheduler before a checkpoint.
-FAIRNESS_EVERY: Final = 2048
 _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType
 _CANCELLED: Final = trio.Cancelled

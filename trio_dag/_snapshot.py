@@ -22,6 +22,7 @@ from ._handle import Handle
 if TYPE_CHECKING:
     from ._core import Graph
     from ._dag import DAG
+    from ._impl import Backend
     from ._options import TaskOptions
 
 __all__ = ["Snapshot"]
@@ -46,6 +47,8 @@ class Snapshot:
     - ``n``: the number of tasks.
     - ``graph``: the ``core.Graph``: node *i* is task *i*, an edge
       ``dependency -> dependent`` for every data and ``after=`` dependency.
+    - ``backend``: the :class:`~trio_dag._impl.Backend` whose core built
+      ``graph``; a run of the snapshot takes its ``RunState`` and loop from it.
     - ``all_done``: ``array('i')``, ascending indices of the tasks with
       ``trigger="all_done"`` (for ``core.RunState(all_done=...)``).
     - ``has_batched``: whether any task is of a ``@batched`` function.
@@ -66,6 +69,7 @@ class Snapshot:
         "_priorities",
         "_src",
         "all_done",
+        "backend",
         "dag",
         "graph",
         "has_batched",
@@ -73,9 +77,10 @@ class Snapshot:
         "n",
     )
 
-    def __init__(self, dag: DAG, graph: Graph) -> None:
+    def __init__(self, dag: DAG, graph: Graph, backend: Backend) -> None:
         self.dag = dag
         self.graph = graph
+        self.backend = backend
         self.n: int = graph.n
         self.all_done = dag._all_done[: bisect.bisect_left(dag._all_done, self.n)]
         self.has_batched = bool(dag._batched) and dag._batched[0] < self.n
