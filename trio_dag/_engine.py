@@ -258,6 +258,10 @@ class Engine:
 
     def _finish(self) -> None:
         st = self.st
+        # Tasks that have not ended here are those a halt stopped: without
+        # a halt every task ends before the nursery does (fail-fast too,
+        # whose teardown runs), and one that did not would be an engine bug
+        # (tests check it, see tests/test_resources.py).
         if not st.finished:
             for v in st.cancel_pending(keep_all_done=False):
                 self._ended(v, core.CANCELLED)
@@ -430,15 +434,16 @@ class Engine:
                 del self.scopes[v]
 
     def _cancelled(self, v: int) -> None:
-        """Task *v* saw Cancelled: record it, and halt if it came from outside."""
+        """Task *v* saw Cancelled (or was stopped before it started): record it,
+        give back what it holds, and halt if the cancellation came from outside."""
         if not self.halted and (self.teardown[v] or not self.failing):
             self._halt()
         self._ended(v, core.CANCELLED, self.st.cancel(v))
         if self.st.finished:
             self._dismiss_idle()
         elif not self.halted:
-            # Teardown tasks may have become ready, and this may be no worker
-            # (a retry timer) that would go on to start them.
+            # Teardown tasks may have become ready (also for what v gave
+            # back), and this may be no worker that would go on to start them.
             self._spawn()
 
     # -- one attempt ---------------------------------------------------------
@@ -595,6 +600,10 @@ class Engine:
 
     def _ended(self, v: int, code: int, skipped: Sequence[int] = ()) -> None:
         admission = self.admission
+        if admission.uses is not None:
+            # However a task ended (also cancelled before it started), what
+            # it took goes back.
+            admission.release(v)
         if admission.levels is not None:
             admission.ended(v)
             for s in skipped:
