@@ -117,29 +117,32 @@ class Admission:
                 r = rationals[x] = exact(x)
             return r
 
-        raw = [
-            o.uses if states[i] != core.EXCLUDED else () for i, o in enumerate(snap._opts[: snap.n])
-        ]
+        # Tasks tend to share a few uses: each distinct one is worked out once.
+        opts = snap._opts[: snap.n]
+        distinct = {o.uses for i, o in enumerate(opts) if o.uses and states[i] != core.EXCLUDED}
         scale = {name: rational(capacity).denominator for name, capacity in resources.items()}
-        for uses in raw:
+        for uses in distinct:
             for name, amount in uses:
                 if name in scale:
                     scale[name] = math.lcm(scale[name], rational(amount).denominator)
         capacities = {name: int(rational(c) * scale[name]) for name, c in resources.items()}
-        quanta: dict[tuple[str, float], int] = {}
+        quantized: dict[tuple[tuple[str, float], ...], Uses] = {(): ()}
         out: list[Uses] = []
-        for i, uses in enumerate(raw):
-            pairs = []
-            for name, amount in uses:
-                q = quanta.get((name, amount))
-                if q is None:
+        for i, o in enumerate(opts):
+            q = quantized.get(o.uses)
+            if q is None:
+                if states[i] == core.EXCLUDED:
+                    out.append(())
+                    continue
+                pairs = []
+                for name, amount in o.uses:
                     capacity = capacities.get(name)
-                    q = -1 if capacity is None else int(rational(amount) * scale[name])
-                    if capacity is None or q > capacity:
+                    quanta = -1 if capacity is None else int(rational(amount) * scale[name])
+                    if capacity is None or quanta > capacity:
                         raise ResourceError(snap.name(i), name, amount, resources.get(name))
-                    quanta[name, amount] = q
-                pairs.append((name, q))
-            out.append(tuple(pairs))
+                    pairs.append((name, quanta))
+                q = quantized[o.uses] = tuple(pairs)
+            out.append(q)
         self.free = capacities
         return out
 

@@ -674,7 +674,7 @@ class Engine:
 
     def _ended(self, v: int, code: int, skipped: Sequence[int] = ()) -> None:
         admission = self.admission
-        if admission.uses is not None:
+        if v in admission.held:
             # However a task ended (also cancelled before it started), what
             # it took goes back.
             admission.release(v)
