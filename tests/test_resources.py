@@ -282,7 +282,6 @@ def resource_plans(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
