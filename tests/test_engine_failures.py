@@ -294,6 +294,158 @@ async def test_retry_takes_its_slot_again_in_policy_order(
     assert probe.started == expected
 
 
+async def fail_first_attempt(started: list[tuple[str, int]], *deps: Any) -> str:
+    """Fail the first attempt at once, succeed the next."""
+    task = trio_dag.current_task()
+    started.append((task.name, task.attempt))
+    if task.attempt == 1:
+        raise ValueError("first attempt")
+    return task.name
+
+
+PRIORITY = {"t0": 1, "t1": 3, "t2": 0, "t3": 2}
+COST = {"t0": 2.0, "t1": 1.0, "t2": 4.0, "t3": 3.0}
+KEY = {"t0": 2, "t1": 0, "t2": 3, "t3": 1}
+
+
+@pytest.mark.parametrize(
+    ("policy", "order"),
+    [
+        ("fifo", ["t0", "t1", "t2", "t3"]),
+        ("lifo", ["t3", "t2", "t1", "t0"]),
+        ("priority", ["t1", "t3", "t0", "t2"]),
+        ("critical_path", ["t2", "t3", "t0", "t1"]),
+        (lambda h: KEY[h.name], ["t1", "t3", "t0", "t2"]),
+    ],
+    ids=["fifo", "lifo", "priority", "critical_path", "key"],
+)
+@pytest.mark.parametrize("on_failure", ["skip", "fail_fast"])
+def test_retries_due_at_once_restart_in_policy_order(
+    dag_core: Any, policy: Any, order: list[str], on_failure: str
+) -> None:
+    # SPEC: with limit=1 the start order is fully determined, and a retry
+    # takes its slot again "in policy order, when its delay is over". The
+    # four tasks fail at once and fall due at once; each run is a new
+    # trio.run, whose scheduler picks its own order of wake-ups.
+    seen = set()
+    for _ in range(30):
+        started: list[tuple[str, int]] = []
+        dag = trio_dag.DAG()
+        for name in sorted(order):
+            dag.add(
+                fail_first_attempt,
+                started,
+                name=name,
+                retries=1,
+                retry_delay=5,
+                priority=PRIORITY[name],
+                cost=COST[name],
+            )
+
+        async def main(dag: trio_dag.DAG = dag) -> trio_dag.RunReport:
+            with trio.fail_after(60):
+                return await trio_dag.run(dag, limit=1, policy=policy, on_failure=on_failure)
+
+        report = trio.run(main, clock=MockClock(autojump_threshold=0))
+        assert report.ok
+        seen.add(tuple(started))
+    expected = [(name, 1) for name in order] + [(name, 2) for name in order]
+    assert seen == {tuple(expected)}
+
+
+async def test_fail_fast_cancels_a_task_waiting_to_retry(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    events: list[Event] = []
+    dag = trio_dag.DAG()
+    x = dag.add(flaky, probe, 1, 1, name="x", retries=1, retry_delay=10)
+    add_nap(dag, probe, "bad", 2, fail=ValueError("bad"))
+    report = await trio_dag.run(dag, on_failure="fail_fast", check=False, on_event=events.append)
+    assert report.state(x) is TaskState.CANCELLED
+    assert report.stats.makespan == 2
+    assert len(probe.spans["x"]) == 1
+    finished = [e for e in events if isinstance(e, TaskFinished)]
+    assert [(e.task.name, e.state, e.time) for e in finished] == [
+        ("bad", TaskState.FAILED, 2),
+        ("x", TaskState.CANCELLED, 2),
+    ]
+
+
+async def test_fail_fast_lets_a_teardown_retry_after_its_delay(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    probe = Probe()
+    dag = trio_dag.DAG()
+    setup = add_nap(dag, probe, "setup", 1)
+    td = dag.add(flaky, probe, 1, 1, setup, name="td", trigger="all_done", retries=1, retry_delay=3)
+    add_nap(dag, probe, "bad", 3, fail=ValueError("bad"))
+    report = await trio_dag.run(dag, on_failure="fail_fast", check=False)
+    assert report.state(td) is TaskState.SUCCEEDED
+    assert probe.spans["td"] == [(1, 2), (5, 6)]
+
+
+@pytest.mark.parametrize("delay", [0, 2])
+async def test_on_event_raising_on_a_retry_cancels_the_retry(
+    dag_core: Any, autojump_clock: MockClock, delay: float
+) -> None:
+    probe = Probe()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, TaskRetrying):
+            raise RuntimeError("no retries, please")
+
+    dag = trio_dag.DAG()
+    x = dag.add(flaky, probe, 1, 1, name="x", retries=1, retry_delay=delay)
+    with trio.fail_after(60), pytest.raises(trio_dag.CallbackError):
+        async with trio_dag.open_run(dag, on_event=on_event) as run:
+            pass
+    assert run.report.state(x) is TaskState.CANCELLED
+    assert len(probe.spans["x"]) == 1
+
+
+@pytest.mark.parametrize("stop", ["run.cancel", "fail_fast", "caller's scope"])
+async def test_a_retry_delay_of_inf_waits_until_the_run_is_stopped(
+    dag_core: Any, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    # add() refuses delays that overflow; the engine must not hang or raise
+    # on one all the same (retry_delay * retry_backoff ** k is inf then).
+    monkeypatch.setattr("trio_dag._engine._retry_delay", lambda opts, attempt: math.inf)
+    probe = Probe()
+    dag = trio_dag.DAG()
+    x = dag.add(flaky, probe, 1, 1, name="x", retries=1, retry_delay=1)
+    add_nap(dag, probe, "bad", 3, fail=ValueError("bad") if stop == "fail_fast" else None)
+    with trio.fail_after(60):
+        if stop == "run.cancel":
+            async with trio_dag.open_run(dag) as run:
+                async for event in run.events():
+                    if isinstance(event, TaskRetrying):
+                        assert event.delay == math.inf
+                        run.cancel()
+            report = run.report
+        elif stop == "fail_fast":
+            report = await trio_dag.run(dag, on_failure="fail_fast", check=False)
+        else:
+            with trio.move_on_after(3):
+                await trio_dag.run(dag)
+            assert probe.running == set()
+            return
+    assert report.state(x) is TaskState.CANCELLED
+    assert len(probe.spans["x"]) == 1
+
+
+def test_retry_delay_too_long_for_a_float_is_inf() -> None:
+    from trio_dag._engine import _retry_delay
+    from trio_dag._options import TaskOptions
+
+    huge = TaskOptions(retries=5, retry_delay=1.0, retry_backoff=1e200)
+    assert [_retry_delay(huge, k) for k in (1, 2, 3, 4)] == [1.0, 1e200, math.inf, math.inf]
+    never = TaskOptions(retries=5, retry_delay=0.0, retry_backoff=1e200)
+    assert _retry_delay(never, 4) == 0.0
+    ints = TaskOptions(retries=5, retry_delay=3, retry_backoff=10**200)
+    assert _retry_delay(ints, 3) == math.inf
+
+
 # -- timeouts ---------------------------------------------------------------------------
 
 

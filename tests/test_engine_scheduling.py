@@ -15,6 +15,7 @@ from trio.testing import MockClock
 import trio_dag
 import trio_dag.testing
 from trio_dag import TaskState
+from trio_dag.events import TaskStarted
 
 # -- limit -------------------------------------------------------------------------
 
@@ -255,6 +256,51 @@ async def test_task_woken_for_one_resource_that_waits_for_another_holds_nobody_b
     trio_dag.testing.check_run(dag, report, recorder, **options)
     assert probe.start("all-r") == 5
     assert probe.start("r-then-b") == 10
+
+
+async def fail_once_then_hold(*deps: Any) -> str:
+    task = trio_dag.current_task()
+    if task.attempt == 1:
+        raise ValueError("first attempt")
+    await trio.sleep(1)
+    return task.name
+
+
+@pytest.mark.parametrize(
+    ("policy", "order"), [("fifo", ["t0", "t1", "t2"]), ("priority", ["t2", "t0", "t1"])]
+)
+def test_retries_due_at_once_take_a_resource_again_in_policy_order(
+    dag_core: Any, policy: str, order: list[str]
+) -> None:
+    # No limit: the resource decides who runs, and the retries that fall
+    # due together queue for it in policy order, on every run.
+    seen = set()
+    for _ in range(30):
+        dag = trio_dag.DAG()
+        for i, priority in enumerate([1, 0, 2]):
+            dag.add(
+                fail_once_then_hold,
+                name=f"t{i}",
+                uses={"r": 0.1},
+                retries=1,
+                retry_delay=2,
+                priority=priority,
+            )
+        recorder = trio_dag.testing.Recorder()
+
+        async def main(dag: trio_dag.DAG = dag, on_event: Any = recorder) -> None:
+            with trio.fail_after(60):
+                await trio_dag.run(dag, resources={"r": 0.1}, policy=policy, on_event=on_event)
+
+        trio.run(main, clock=MockClock(autojump_threshold=0))
+        seen.add(
+            tuple(
+                e.task.name
+                for e in recorder.events
+                if isinstance(e, TaskStarted) and e.attempt == 2
+            )
+        )
+    assert seen == {tuple(order)}
 
 
 # -- policies ------------------------------------------------------------------------

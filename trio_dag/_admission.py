@@ -7,8 +7,11 @@ The core's heap already holds ready tasks in policy order (waves first under
 from __future__ import annotations
 
 import heapq
+import math
+import numbers
 from array import array
 from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ResourceError
@@ -18,10 +21,24 @@ from ._policies import Strategy, Threshold
 if TYPE_CHECKING:
     from ._snapshot import Snapshot
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "exact"]
 
-Uses = tuple[tuple[str, float], ...]
+Uses = tuple[tuple[str, int], ...]  # amounts in units of the resource's quantum
 Place = tuple[float, int, int]  # a waiter's place in policy order: key, order, task
+
+
+def exact(x: float) -> Fraction:
+    """*x* as an exact rational: what resource amounts and capacities are counted in.
+
+    A float counts as the decimal number its shortest repr shows (``0.1`` is
+    1/10, so three tasks of 0.1 fill a capacity of 0.3 exactly, and
+    0.30000000000000004 is more than 0.3); an int or a Fraction as what it is.
+    """
+    if isinstance(x, numbers.Integral):
+        return Fraction(int(x))
+    if isinstance(x, numbers.Rational):
+        return Fraction(x.numerator, x.denominator)
+    return Fraction(repr(float(x)))
 
 
 class Admission:
@@ -30,6 +47,13 @@ class Admission:
     ``plain`` is True when none applies: the engine then pops the core directly.
     *keys* and *lifo* are the core's: they order the tasks that wait for a
     resource as the ready heap orders tasks.
+
+    Resource amounts are accounted exactly, never in floats: each capacity
+    and amount is taken as an exact rational (see :func:`exact`), and each
+    resource is counted in whole quanta, one over the least common multiple
+    of the denominators of its capacity and the amounts the run's tasks use
+    of it. So what tasks give back always adds up to the capacity again, and
+    amounts that sum to the capacity exactly fit together.
     """
 
     def __init__(
@@ -43,7 +67,8 @@ class Admission:
     ) -> None:
         self.st = st
         states = st.states()
-        self.free: dict[str, float] = dict(resources or {})
+        # What each resource has free, in its quanta.
+        self.free: dict[str, int] = {}
         # Tasks waiting for a resource, by the resource they lack: heaps in
         # policy order. Those woken from a queue back into the ready heap,
         # with the resource whose queue they left.
@@ -55,15 +80,11 @@ class Admission:
         # from the heap (its readiness order) until it starts.
         self.places: dict[int, Place] = {}
         self.taken = 0
+        # What each task that took its uses holds until it gives them back.
+        self.held: dict[int, Uses] = {}
         self.uses: list[Uses] | None = None
         if snap.has_uses:
-            self.uses = [o.uses for o in snap._opts[: snap.n]]
-            for i, uses in enumerate(self.uses):
-                if uses and states[i] != core.EXCLUDED:
-                    for name, amount in uses:
-                        capacity = self.free.get(name)
-                        if capacity is None or amount > capacity:
-                            raise ResourceError(snap.name(i), name, amount, capacity)
+            self.uses = self._quantize(snap, states, resources or {})
         self.threshold = strategy.n if isinstance(strategy, Threshold) else 0
         self.group_left = 0
         self.levels: array[int] | None = None
@@ -79,6 +100,51 @@ class Admission:
             self.remaining = remaining
             self._advance()
         self.plain = self.uses is None and self.levels is None and not self.threshold
+
+    def _quantize(
+        self, snap: Snapshot, states: bytes, resources: Mapping[str, float]
+    ) -> list[Uses]:
+        """Each task's uses in quanta (set ``free`` to the capacities in quanta).
+
+        Raises ResourceError for the first task that uses a resource the run
+        lacks, or more of it than its capacity (compared exactly).
+        """
+        rationals: dict[float, Fraction] = {}
+
+        def rational(x: float) -> Fraction:
+            r = rationals.get(x)
+            if r is None:
+                r = rationals[x] = exact(x)
+            return r
+
+        # Tasks tend to share a few uses: each distinct one is worked out once.
+        opts = snap._opts[: snap.n]
+        distinct = {o.uses for i, o in enumerate(opts) if o.uses and states[i] != core.EXCLUDED}
+        scale = {name: rational(capacity).denominator for name, capacity in resources.items()}
+        for uses in distinct:
+            for name, amount in uses:
+                if name in scale:
+                    scale[name] = math.lcm(scale[name], rational(amount).denominator)
+        capacities = {name: int(rational(c) * scale[name]) for name, c in resources.items()}
+        quantized: dict[tuple[tuple[str, float], ...], Uses] = {(): ()}
+        out: list[Uses] = []
+        for i, o in enumerate(opts):
+            q = quantized.get(o.uses)
+            if q is None:
+                if states[i] == core.EXCLUDED:
+                    out.append(())
+                    continue
+                pairs = []
+                for name, amount in o.uses:
+                    capacity = capacities.get(name)
+                    quanta = -1 if capacity is None else int(rational(amount) * scale[name])
+                    if capacity is None or quanta > capacity:
+                        raise ResourceError(snap.name(i), name, amount, resources.get(name))
+                    pairs.append((name, quanta))
+                q = quantized[o.uses] = tuple(pairs)
+            out.append(q)
+        self.free = capacities
+        return out
 
     def open(self, retry_waiting: int) -> bool:
         """Whether Threshold lets tasks start now.
@@ -141,6 +207,7 @@ class Admission:
                     del self.places[v]
                     for name, amount in uses:
                         self.free[name] -= amount
+                    self.held[v] = uses
             self.group_left -= 1
             return v
 
@@ -167,9 +234,14 @@ class Admission:
         return None
 
     def release(self, v: int) -> None:
-        """Give back what task *v* took (its attempt ended), waking waiters it may fit."""
-        if self.uses is not None:
-            for name, amount in self.uses[v]:
+        """Give back what task *v* holds, waking waiters it may fit.
+
+        Call it whenever a task's attempt ends or the task ends, however:
+        a task gives back only what it took, once.
+        """
+        uses = self.held.pop(v, None)
+        if uses is not None:
+            for name, amount in uses:
                 self.free[name] += amount
                 self._wake(name)
 

@@ -19,6 +19,7 @@ not an Exception) cancels everything through the nursery.
 from __future__ import annotations
 
 import contextvars
+import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -59,6 +60,20 @@ def _took_token(limiter: trio.CapacityLimiter) -> bool:
     except trio.WouldBlock:
         return False
     return True
+
+
+def _retry_delay(opts: TaskOptions, attempt: int) -> float:
+    """The wait after failed attempt *attempt*: ``retry_delay * retry_backoff ** (attempt - 1)``.
+
+    A wait too long for a float is ``math.inf`` (the task then waits until
+    the run is cancelled); SPEC does not say, but it must not raise.
+    """
+    if opts.retry_delay == 0:
+        return 0.0
+    try:
+        return float(opts.retry_delay * opts.retry_backoff ** (attempt - 1))
+    except OverflowError:
+        return math.inf
 
 
 class _Outcomes:
@@ -121,7 +136,11 @@ class Engine:
         self.workers = 0
         # Workers with nothing to do wait here for _spawn to hand them a task.
         self.idle: list[trio.lowlevel.Task] = []
+        # Tasks waiting out a retry delay: a heap of (due time, task) that one
+        # timer serves, and the scope it sleeps in (None: no timer runs).
         self.retry_waiting = 0
+        self.retries: list[tuple[float, int]] = []
+        self.retry_timer: trio.CancelScope | None = None
         # Batched functions: the batch each (with the teardown flag) waits to
         # fill, the batches whose openers have not started, which call ran whom.
         self.open_batches: dict[tuple[Any, int], OpenBatch] = {}
@@ -208,6 +227,7 @@ class Engine:
         for v in cancelled:
             self._ended(v, core.CANCELLED)
         self._cancel_waiting(teardown_too=False)
+        self._cancel_retries(teardown_too=False)
         assert self.scopes is not None
         for v, scope in self.scopes.items():
             if not self.teardown[v]:
@@ -245,6 +265,7 @@ class Engine:
         for v in self.st.cancel_pending(keep_all_done=False):
             self._ended(v, core.CANCELLED)
         self._cancel_waiting(teardown_too=True)
+        self._cancel_retries(teardown_too=True)
         if self.nursery is not None:
             self.nursery.cancel_scope.cancel()
 
@@ -259,6 +280,10 @@ class Engine:
 
     def _finish(self) -> None:
         st = self.st
+        # Tasks that have not ended here are those a halt stopped: without
+        # a halt every task ends before the nursery does (fail-fast too,
+        # whose teardown runs), and one that did not would be an engine bug
+        # (tests check it, see tests/test_resources.py).
         if not st.finished:
             for v in st.cancel_pending(keep_all_done=False):
                 self._ended(v, core.CANCELLED)
@@ -440,7 +465,8 @@ class Engine:
                 del self.scopes[v]
 
     def _cancelled(self, v: int, failure: BaseException | None = None) -> None:
-        """Task *v* saw Cancelled: record it, and halt if it came from outside.
+        """Task *v* saw Cancelled (or was stopped before it started): record it,
+        give back what it holds, and halt if the cancellation came from outside.
 
         With *failure*, what the cancelled scope lets out besides (see
         :func:`_bodies.split_cancelled`), the task ends FAILED with it, not
@@ -459,8 +485,8 @@ class Engine:
         if self.st.finished:
             self._dismiss_idle()
         elif not self.halted:
-            # Teardown tasks may have become ready, and this may be no worker
-            # (a retry timer) that would go on to start them.
+            # Teardown tasks may have become ready (also for what v gave
+            # back), and this may be no worker that would go on to start them.
             self._spawn()
 
     # -- one attempt ---------------------------------------------------------
@@ -617,18 +643,15 @@ class Engine:
             and not self.failing
             and not self.halted
         ):
-            delay = opts.retry_delay * opts.retry_backoff ** (attempt - 1)
-            if self.on_event is not None or self.stream is not None:
-                self._emit(TaskRetrying(self.snap.handle(v), attempt, exc, delay))
+            delay = _retry_delay(opts, attempt)
             if delay > 0:
-                self.retry_waiting += 1
-                assert self.nursery is not None
-                if self.scopes is None:
-                    self.nursery.start_soon(self._retry_later, v, delay)
-                else:
-                    self.nursery.start_soon(self._scoped, v, lambda v: self._retry_later(v, delay))
+                self._retry_later(v, delay)
             else:
                 self.st.requeue(v)
+            if self.on_event is not None or self.stream is not None:
+                # After the retry is set up: if the listener raises, stopping
+                # the run cancels the retry with the rest.
+                self._emit(TaskRetrying(self.snap.handle(v), attempt, exc, delay))
             return
         self._gave_up(v, exc)
 
@@ -653,21 +676,81 @@ class Engine:
             raise exc
         self._gave_up(v, exc)
 
-    async def _retry_later(self, v: int, delay: float) -> None:
+    def _retry_later(self, v: int, delay: float) -> None:
+        """Put task *v* back in the ready heap once *delay* seconds have passed.
+
+        One timer serves every waiting retry, so the retries that fall due
+        at the same instant go back together, in task order: the ready heap
+        then starts them in policy order (ties by insertion, reversed under
+        lifo), the same on every run. SPEC asks that with ``limit=1``; one
+        sleeping Trio task per retry would let Trio's scheduling pick.
+        """
+        due = trio.current_time() + delay
+        heapq.heappush(self.retries, (due, v))
+        self.retry_waiting += 1
+        timer = self.retry_timer
+        if timer is None:
+            self.retry_timer = trio.CancelScope(deadline=due)
+            assert self.nursery is not None
+            self.nursery.start_soon(self._retry_timer)
+        elif due < timer.deadline:
+            timer.deadline = due
+
+    async def _retry_timer(self) -> None:
+        retries = self.retries
         try:
-            await trio.sleep(delay)
+            while retries:
+                assert self.retry_timer is not None
+                with self.retry_timer:
+                    await trio.sleep_forever()
+                now = trio.current_time()
+                due = []
+                while retries and retries[0][0] <= now:
+                    due.append(heapq.heappop(retries)[1])
+                self.retry_waiting -= len(due)
+                for v in due:
+                    self.st.requeue(v)
+                self.retry_timer = trio.CancelScope(deadline=retries[0][0] if retries else math.inf)
+                if due:
+                    self._spawn()
         except trio.Cancelled:
-            self._cancelled(v)
+            if not self.halted:
+                self._halt()  # cancelled from outside the run
             raise
         finally:
-            self.retry_waiting -= 1
-        self.st.requeue(v)
-        self._spawn()
+            self.retry_timer = None
+
+    def _cancel_retries(self, *, teardown_too: bool) -> None:
+        """End CANCELLED the tasks waiting out a retry delay (teardown ones only
+        if *teardown_too*); the others wait on."""
+        if not self.retries:
+            return
+        cancelled: list[int] = []
+        kept: list[tuple[float, int]] = []
+        for due, v in sorted(self.retries):
+            if teardown_too or not self.teardown[v]:
+                cancelled.append(v)
+            else:
+                kept.append((due, v))
+        cancelled.sort()  # in task order, as cancel_pending ends tasks
+        self.retries[:] = kept  # sorted: a heap
+        self.retry_waiting -= len(cancelled)
+        if self.retry_timer is not None:
+            # Wake the timer to sleep until the next retry due, or to end.
+            self.retry_timer.deadline = -math.inf
+        for v in cancelled:
+            self._ended(v, core.CANCELLED, self.st.cancel(v))
+        if not self.halted and not self.st.finished:
+            self._spawn()  # teardown tasks may have become ready
 
     # -- ended tasks and events ----------------------------------------------
 
     def _ended(self, v: int, code: int, skipped: Sequence[int] = ()) -> None:
         admission = self.admission
+        if v in admission.held:
+            # However a task ended (also cancelled before it started), what
+            # it took goes back.
+            admission.release(v)
         if admission.levels is not None:
             admission.ended(v)
             for s in skipped:

@@ -55,7 +55,9 @@ def _check_resources(resources: object) -> None:
         if (
             not isinstance(capacity, numbers.Real)
             or isinstance(capacity, bool)
-            or not math.isfinite(capacity)
+            # An int or Fraction is finite however large (math.isfinite would
+            # overflow on it); the run counts it exactly.
+            or not (isinstance(capacity, numbers.Rational) or math.isfinite(capacity))
             or capacity < 0
         ):
             raise ValueError(f"resource {name!r} needs a finite capacity >= 0, got {capacity!r}")
@@ -146,6 +148,12 @@ async def run(
     Returns when nothing of the run is still running. With ``check=True``
     a run with failed tasks raises :class:`RunFailedError` (its ``.report``
     holds the report). See the package docs for each option.
+
+    Resource capacities and ``uses`` amounts are counted exactly, never in
+    floats: a float counts as the decimal its shortest repr shows, so
+    ``0.1 + 0.2`` fits in a capacity of ``0.3`` and what tasks give back
+    always adds up to the capacity again (SPEC asks for exact accounting;
+    this rule for floats is ours).
     """
     engine = _engine(
         dag,
