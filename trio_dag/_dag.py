@@ -230,6 +230,14 @@ class DAG:
         ``f"{fn.__name__}-{index}"``; the other options are described in
         the docs of ``trio_dag`` (section "Building a graph").
 
+        Beyond SPEC: subclasses of list, tuple and dict (namedtuples,
+        OrderedDict, defaultdict) are searched too and reach *fn* as their
+        own type; a handle in a set, frozenset, deque or dict key, where no
+        output could be put, is a TypeError. Generator functions (sync or
+        async) are refused: calling one would not run its body. A task of a
+        ``@batched`` function takes one positional argument and no
+        ``kwargs=`` or ``run_in=``.
+
         Everything is checked before anything is recorded, so a rejected call
         (TypeError, ValueError, ForeignHandleError, DuplicateTaskError) leaves
         the DAG as it was. While a run of the DAG is in progress (from
