@@ -219,7 +219,6 @@ def test_a_resource_capacity_too_large_for_a_float_is_a_value_error() -> None:
     [
         ("priority", False),
         ("priority", True),
-        ("priority", 0.0),
         ("retries", False),
         ("retries", True),
         ("cost", True),

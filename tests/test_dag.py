@@ -449,7 +449,6 @@ BAD_ADDS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"priority": True}, TypeError, "priority must be an int"),
     # Equal to a default, but not of its kind (issue 14, defect 12).
     ({"priority": False}, TypeError, "priority must be an int"),
-    ({"priority": 0.0}, TypeError, "priority must be an int"),
     ({"retries": False}, TypeError, "retries must be an int"),
     ({"cost": True}, TypeError, "cost must be a number"),
     ({"retry_delay": False}, TypeError, "retry_delay must be a number"),

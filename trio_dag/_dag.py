@@ -245,14 +245,17 @@ class DAG:
         to the end of its block) ``add`` raises RuntimeError.
         """
         i = len(self._fns)
-        if self._runs:
-            raise RuntimeError(
-                f"task {task_label(fn, i, name)}: the DAG is being run; tasks cannot be added "
-                "to a running DAG yet; add them before the run starts or after it has ended"
-            )
         # A function checked once need not be checked again (dag.map, loops);
         # a @batched one is never remembered: its check is of the arguments.
+        # While a run is in progress none is (see _running), so the test of
+        # _runs costs nothing on the way of a remembered function.
         if fn is not self._checked_fn:
+            if self._runs:
+                raise RuntimeError(
+                    f"task {task_label(fn, i, name)}: the DAG is being run; tasks cannot be "
+                    "added to a running DAG yet; add them before the run starts or after it "
+                    "has ended"
+                )
             check_fn(fn, args, kwargs, i, name)
             if type(fn) is not Batched:
                 self._checked_fn = fn
@@ -269,16 +272,17 @@ class DAG:
             run_in,
             trigger,
         )
-        # Options equal to the defaults (the usual case) share one TaskOptions;
-        # a bool equal to a default (priority=False, cost=True) is checked,
-        # and refused, by make_options.
+        # Options equal to the defaults (the usual case) share one TaskOptions.
+        # A bool equal to a default (priority=False, cost=True) goes on to
+        # make_options, which refuses it; other numbers equal to a default
+        # (retries=0.0) give the default options. Identity tests: the cheapest.
         opts = (
             DEFAULT_OPTIONS
             if values == DEFAULT_VALUES
-            and type(priority) is int
-            and type(retries) is int
-            and type(cost) is float
-            and type(retry_delay) is float
+            and priority is not False
+            and retries is not False
+            and cost is not True
+            and retry_delay is not False
             else make_options(fn, task_label(fn, i, name), *values)
         )
         if name is not None:
@@ -514,6 +518,7 @@ class DAG:
     def _running(self) -> Iterator[None]:
         """Count a run of the DAG as in progress for the ``with`` block (``add`` refuses)."""
         self._runs += 1
+        self._checked_fn = _UNCHECKED  # so that add looks at _runs
         try:
             yield
         finally:

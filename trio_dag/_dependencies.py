@@ -97,7 +97,7 @@ def scan(
             if a._dag is not dag:
                 raise _foreign(a, fn, i, name)
             data.append(a._index)
-        elif t in _CONTAINERS or (t not in _PLAIN and isinstance(a, _SEARCHED)):
+        elif t not in _PLAIN and (t in _CONTAINERS or isinstance(a, _SEARCHED)):
             return _scan_nested(dag, args, kw, fn, i, name)
         else:
             plain = True
@@ -128,7 +128,7 @@ def _scan_nested(
 def _to_search(v: object) -> bool:
     """Whether *v* is a handle or a container ``_find_handles`` looks into."""
     t = type(v)
-    return t is Handle or t in _CONTAINERS or (t not in _PLAIN and isinstance(v, _SEARCHED))
+    return t is Handle or (t not in _PLAIN and (t in _CONTAINERS or isinstance(v, _SEARCHED)))
 
 
 def _find_handles(
@@ -191,8 +191,7 @@ def _find_handles(
                         (v, (link, k))
                         for k, v in pairs
                         if (t := type(v)) is Handle
-                        or t in _CONTAINERS
-                        or (t not in _PLAIN and isinstance(v, _SEARCHED))
+                        or (t not in _PLAIN and (t in _CONTAINERS or isinstance(v, _SEARCHED)))
                     ]
                 )
             )
