@@ -101,7 +101,11 @@ def scan(
             return _scan_nested(dag, args, kw, fn, i, name)
         else:
             plain = True
-    if kw and any(_to_search(v) for v in kw.values()):
+    if kw and any(
+        type(v) is Handle
+        or (type(v) not in _PLAIN and (type(v) in _CONTAINERS or isinstance(v, _SEARCHED)))
+        for v in kw.values()
+    ):
         return _scan_nested(dag, args, kw, fn, i, name)
     if not data:
         return args, data, data, None
@@ -125,12 +129,6 @@ def _scan_nested(
     return args, data, [NESTED] * len(found), tuple(path for path, _ in found)
 
 
-def _to_search(v: object) -> bool:
-    """Whether *v* is a handle or a container ``_find_handles`` looks into."""
-    t = type(v)
-    return t is Handle or (t not in _PLAIN and (t in _CONTAINERS or isinstance(v, _SEARCHED)))
-
-
 def _find_handles(
     dag: DAG,
     args: tuple[Any, ...],
@@ -152,32 +150,26 @@ def _find_handles(
     stack.append((args, (None, 0)))
     while stack:
         obj, link = stack.pop()
+        t = type(obj)
         if obj is _LEAVE:
             on_path.discard(link)
-        elif type(obj) is Handle:
+        elif t is Handle:
             if obj._dag is not dag:
                 raise _foreign(obj, fn, i, name)
             found.append((_spell(link), obj._index))
         elif id(obj) in on_path:
             raise ValueError(
                 f"task {task_label(fn, i, name)}: an argument contains itself (a "
-                f"{type(obj).__name__} at {_spell(link)}); pass data without reference cycles"
+                f"{t.__name__} at {_spell(link)}); pass data without reference cycles"
             )
-        elif isinstance(obj, _UNORDERED):
-            if _holds_handle(obj):
-                raise TypeError(
-                    f"task {task_label(fn, i, name)}: the {type(obj).__name__} at "
-                    f"{_where(_spell(link))} holds a Handle, but handles are looked for only "
-                    "in lists, tuples and dict values; put the handles in a list or tuple"
-                )
-        else:
+        elif t in _CONTAINERS or not isinstance(obj, _UNORDERED):
             on_path.add(id(obj))
             stack.append((_LEAVE, id(obj)))
-            if isinstance(obj, dict):
+            if t is dict or (t is not list and t is not tuple and isinstance(obj, dict)):
                 for k in obj:
                     if type(k) not in _PLAIN and _holds_handle(k):
                         raise TypeError(
-                            f"task {task_label(fn, i, name)}: the {type(obj).__name__} at "
+                            f"task {task_label(fn, i, name)}: the {t.__name__} at "
                             f"{_where(_spell(link))} has a Handle in the key {k!r}; a handle "
                             "is replaced by its output only as a value, so use it as a value "
                             "(or pass a list of (key, value) pairs)"
@@ -190,10 +182,19 @@ def _find_handles(
                     [
                         (v, (link, k))
                         for k, v in pairs
-                        if (t := type(v)) is Handle
-                        or (t not in _PLAIN and (t in _CONTAINERS or isinstance(v, _SEARCHED)))
+                        if type(v) is Handle
+                        or (
+                            type(v) not in _PLAIN
+                            and (type(v) in _CONTAINERS or isinstance(v, _SEARCHED))
+                        )
                     ]
                 )
+            )
+        elif _holds_handle(obj):
+            raise TypeError(
+                f"task {task_label(fn, i, name)}: the {t.__name__} at {_where(_spell(link))} "
+                "holds a Handle, but handles are looked for only in lists, tuples and dict "
+                "values; put the handles in a list or tuple"
             )
     return found
 

@@ -223,7 +223,7 @@ def make_options(
     retry_backoff = _real(
         retry_backoff, "retry_backoff", label, low=0, strict=True, hint="a factor per retry"
     )
-    if not _longest_wait_is_finite(retries, retry_delay, retry_backoff):
+    if retries > 1 and not _longest_wait_is_finite(retries, retry_delay, retry_backoff):
         raise ValueError(
             f"task {label}: the wait before retry {show_number(retries)}, retry_delay * "
             f"retry_backoff ** (retries - 1) = {retry_delay:g} * {retry_backoff:g} ** "
