@@ -447,6 +447,16 @@ BAD_ADDS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"trigger": "any"}, ValueError, "unknown trigger 'any'"),
     ({"priority": 1.5}, TypeError, "priority must be an int"),
     ({"priority": True}, TypeError, "priority must be an int"),
+    # Equal to a default, but not of its kind (issue 14, defect 12).
+    ({"priority": False}, TypeError, "priority must be an int"),
+    ({"retries": False}, TypeError, "retries must be an int"),
+    ({"cost": True}, TypeError, "cost must be a number"),
+    ({"retry_delay": False}, TypeError, "retry_delay must be a number"),
+    # Too large for a float (defects 4 and 12).
+    ({"cost": 10**400}, ValueError, "cost must be finite and > 0"),
+    ({"timeout": 10**400}, ValueError, "timeout must be finite and > 0"),
+    ({"retry_delay": 10**400}, ValueError, "retry_delay must be finite and >= 0"),
+    ({"retries": 3, "retry_backoff": 1e200, "retry_delay": 1}, ValueError, "too large for a float"),
     ({"tags": "io"}, TypeError, "tags must be an iterable of str"),
     ({"tags": 3}, TypeError, "tags must be an iterable of str"),
     ({"tags": ["io", 3]}, TypeError, "tags must be str"),

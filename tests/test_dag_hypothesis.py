@@ -2,16 +2,22 @@
 
 Each test runs against both graph cores (the ``core`` fixture): the backend
 of each is swapped into ``trio_dag._impl`` for the duration of the example.
+Handles are drawn inside every kind of container users pass: lists, tuples,
+dicts, namedtuples and subclasses (found, and rebuilt as their own type), and
+sets, frozensets, deques and dict keys (refused by ``add``).
 """
 
 from __future__ import annotations
 
+import collections
 import graphlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,7 +58,65 @@ class Plan:
         return {(j, i) for i, deps in enumerate(self.deps) for j, _ in deps}
 
 
-HOW = ("arg", "list", "tuple", "dict", "kwarg", "after-handle", "after-name")
+Point = collections.namedtuple("Point", "x y")
+
+
+class Tagged(list[Any]):
+    """A list subclass."""
+
+
+class Row(tuple[Any, ...]):
+    """A tuple subclass that is not a namedtuple."""
+
+
+# Containers a handle may sit in, each wrapping one value x: the handle is
+# found, and its output put in its place in a container of the same type.
+WRAPS: dict[str, Callable[[Any], Any]] = {
+    "list": lambda x: [1, [x]],
+    "tuple": lambda x: (x, 2),
+    "dict": lambda x: {"x": {"y": x}},
+    "namedtuple": lambda x: Point(x, 2),
+    "ordereddict": lambda x: collections.OrderedDict([("b", 1), ("a", x)]),
+    "defaultdict": lambda x: collections.defaultdict(list, {"k": x}),
+    "list-subclass": lambda x: Tagged([x, 3]),
+    "tuple-subclass": lambda x: Row((4, x)),
+}
+# Hashable wrappers, which may go inside a set or a dict key.
+HASHABLE: dict[str, Callable[[Any], Any]] = {
+    "tuple": WRAPS["tuple"],
+    "namedtuple": WRAPS["namedtuple"],
+    "tuple-subclass": WRAPS["tuple-subclass"],
+    "frozenset": lambda x: frozenset([x, 5]),
+}
+# Where a handle has no place for an output: add() refuses it.
+REFUSED: dict[str, Callable[[Any], Any]] = {
+    "set": lambda x: {x, 6},
+    "frozenset": lambda x: frozenset([x]),
+    "deque": lambda x: collections.deque([7, x]),
+    "dict-key": lambda x: {x: 8},
+}
+
+HOW = ("arg", *WRAPS, "kwarg", "after-handle", "after-name")
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (namedtuple == tuple is not enough)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return (
+            list(a) == list(b)
+            and getattr(a, "default_factory", None) is getattr(b, "default_factory", None)
+            and all(same(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def same_call(bound: tuple[Any, Any], expected: tuple[Any, Any]) -> bool:
+    """``same`` for ``(args, kwargs)``; kwargs may be any mapping (bind shares a read-only one)."""
+    return same(bound[0], expected[0]) and same(dict(bound[1]), expected[1])
 
 
 @st.composite
@@ -95,15 +159,9 @@ def build(plan: Plan) -> tuple[DAG, list[tuple[tuple[Any, ...], dict[str, Any]]]
             if how == "arg":
                 args.append(handles[j])
                 want.append(out)
-            elif how == "list":
-                args.append([1, [handles[j]]])
-                want.append([1, [out]])
-            elif how == "tuple":
-                args.append((handles[j], 2))
-                want.append((out, 2))
-            elif how == "dict":
-                args.append({"x": {"y": handles[j]}})
-                want.append({"x": {"y": out}})
+            elif how in WRAPS:
+                args.append(WRAPS[how](handles[j]))
+                want.append(WRAPS[how](out))
             elif how == "kwarg":
                 kwargs[f"k{k}"] = handles[j]
                 want_kwargs[f"k{k}"] = out
@@ -165,7 +223,7 @@ def test_random_dags_order_waves_and_bind_match_the_reference(core: ModuleType, 
         snapshot = dag._freeze()
         outputs = [("out", i) for i in range(n)]
         for i in range(n):
-            assert snapshot.bind(i, outputs) == expected[i]
+            assert same_call(snapshot.bind(i, outputs), expected[i])
 
 
 @given(plan=plans(acyclic=False))
@@ -194,3 +252,47 @@ def test_random_graphs_are_acyclic_exactly_when_graphlib_says_so(
             assert all((cycle[k], cycle[k + 1]) in edges for k in range(len(cycle) - 1))
         else:
             assert acyclic
+
+
+@st.composite
+def placements(draw: st.DrawFn) -> tuple[list[str], str | None, list[str], bool]:
+    """Where a handle goes: wrappers from the outside in, then maybe a refused
+    container and hashable wrappers inside it; in a positional argument or kwargs."""
+    outer = draw(st.lists(st.sampled_from(sorted(WRAPS)), max_size=4))
+    refused = draw(st.none() | st.sampled_from(sorted(REFUSED)))
+    inner = draw(st.lists(st.sampled_from(sorted(HASHABLE)), max_size=2)) if refused else []
+    return outer, refused, inner, draw(st.booleans())
+
+
+def place(x: Any, outer: list[str], refused: str | None, inner: list[str]) -> Any:
+    for how in reversed(inner):
+        x = HASHABLE[how](x)
+    if refused is not None:
+        x = REFUSED[refused](x)
+    for how in reversed(outer):
+        x = WRAPS[how](x)
+    return x
+
+
+@given(where=placements())
+def test_a_handle_anywhere_is_a_dependency_or_refused(
+    core: ModuleType, where: tuple[list[str], str | None, list[str], bool]
+) -> None:
+    outer, refused, inner, in_kwargs = where
+    with using(core):
+        dag = DAG()
+        h = dag.add(fetch)
+        value = place(h, outer, refused, inner)
+        args, kwargs = ((), {"v": value}) if in_kwargs else ((value,), {})
+        if refused is not None:
+            with pytest.raises(TypeError, match=r"list or tuple|as a value"):
+                dag.add(parse, "plain", *args, kwargs=kwargs)
+            assert len(dag) == 1 and [t.name for t in dag] == ["fetch-0"]
+            return
+        t = dag.add(parse, "plain", *args, kwargs=kwargs)
+        assert dag.dependencies(t) == (h,)
+        want = place("OUT", outer, None, [])
+        bound = dag._freeze().bind(t.index, ["OUT", None])
+        expected = (("plain",), {"v": want}) if in_kwargs else (("plain", want), {})
+        assert same_call(bound, expected)
+        assert same(value, place(h, outer, None, []))  # the DAG's own copy is untouched

@@ -9,6 +9,7 @@ Every test runs the engine on both cores (``dag_core``).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,20 +26,28 @@ from trio_dag.testing import Recorder, check_run
 # -- a DAG that grows while it runs ---------------------------------------------------------
 
 
-async def test_tasks_added_during_a_run_do_not_change_it(
+async def test_tasks_added_during_a_run_are_refused_and_do_not_change_it(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:
+    # Such tasks used to be kept and never run, and broke the next run; now
+    # add() refuses them while the run is in progress (issue 14, defect 15).
     probe = Probe()
     dag = trio_dag.DAG()
     first = add_nap(dag, probe, "first", 2)
-    grown: list[trio_dag.Handle[Any]] = []
+    refused: list[str] = []
+
+    def refuse(add: Callable[[], object]) -> None:
+        try:
+            add()
+        except RuntimeError as exc:
+            refused.append(str(exc))
 
     async def grow() -> str:
         await trio.sleep(1)
         # A body adds tasks to the DAG it runs in: a dependent of a running
         # task, a dependent of itself, and an after= name that does not exist.
-        grown.append(add_nap(dag, probe, "inside-1", 1, first))
-        grown.append(add_nap(dag, probe, "inside-2", 1, after=["grow", "not-yet"]))
+        refuse(lambda: add_nap(dag, probe, "inside-1", 1, first))
+        refuse(lambda: add_nap(dag, probe, "inside-2", 1, after=["grow", "not-yet"]))
         return "grew"
 
     grower = dag.add(grow, name="grow")
@@ -47,19 +56,18 @@ async def test_tasks_added_during_a_run_do_not_change_it(
     recorder = Recorder()
     async with trio_dag.open_run(dag, on_event=recorder) as run:
         await trio.sleep(0.5)
-        grown.extend(dag.map(nap_from_outside, [first, grower]))
-        grown.append(add_nap(dag, probe, "outside", 1, last))
+        refuse(lambda: dag.map(nap_from_outside, [first, grower]))
+        refuse(lambda: add_nap(dag, probe, "outside", 1, last))
     report = run.report
     assert report.ok
-    assert list(report) == original and len(report) == 3
+    assert list(report) == original and len(report) == 3 and list(dag) == original
+    assert len(refused) == 4 and all("the DAG is being run" in r for r in refused)
     assert probe.started == ["first", "last"]
     assert {e.task for e in recorder} == set(original)
-    assert not any(h in report for h in grown)
     check_run(dag, report, recorder)
-    # The DAG did change, for the next run: now it names a task that is missing.
-    assert len(dag) == 3 + len(grown)
-    with pytest.raises(trio_dag.UnknownDependencyError, match="not-yet"):
-        await trio_dag.run(dag)
+    # Once the run has ended the DAG grows again, for the next run.
+    add_nap(dag, probe, "outside", 1, last)
+    assert (await trio_dag.run(dag)).ok
 
 
 async def nap_from_outside(value: Any) -> Any:
@@ -73,7 +81,9 @@ async def test_the_next_run_includes_the_tasks_added(
     dag = trio_dag.DAG()
     a = add_nap(dag, probe, "a", 1)
     async with trio_dag.open_run(dag) as run:
-        b = add_nap(dag, probe, "b", 1, a)
+        with pytest.raises(RuntimeError, match="the DAG is being run"):
+            add_nap(dag, probe, "b", 1, a)
+    b = add_nap(dag, probe, "b", 1, a)
     assert list(run.report) == [a]
     again = await trio_dag.run(dag)
     assert again[b] == "b" and list(again) == [a, b]
@@ -81,7 +91,7 @@ async def test_the_next_run_includes_the_tasks_added(
     assert b not in run.report
 
 
-async def test_concurrent_runs_of_a_growing_dag_each_see_their_own_tasks(
+async def test_concurrent_runs_of_one_dag_refuse_adds_until_the_last_ends(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:
     async def work(*deps: Any) -> str:
@@ -99,9 +109,12 @@ async def test_concurrent_runs_of_a_growing_dag_each_see_their_own_tasks(
         for i in range(1, 4):
             nursery.start_soon(run_now)
             await trio.sleep(1)
-            dag.add(work, dag[f"t{i - 1}"], name=f"t{i}")
-    assert [len(r) for r in reports] == [1, 2, 3]
-    assert [r[f"t{k}"] for k, r in enumerate(reports)] == ["t0", "t1", "t2"]
+            with pytest.raises(RuntimeError, match="the DAG is being run"):
+                dag.add(work, dag["t0"], name=f"t{i}")
+    assert [len(r) for r in reports] == [1, 1, 1]
+    assert [r["t0"] for r in reports] == ["t0", "t0", "t0"]
+    dag.add(work, dag["t0"], name="t1")
+    assert len(await trio_dag.run(dag)) == 2
 
 
 # -- determinism -------------------------------------------------------------------------------

@@ -48,12 +48,20 @@ _COROUTINE: Final = types.CoroutineType
 def kind_of(fn: Callable[..., Any]) -> int:
     """BATCH for ``@batched`` functions, ASYNC for coroutine functions (also
     behind ``functools.partial`` or an async ``__call__``), THREAD for every
-    other callable."""
+    other callable.
+
+    A class is always THREAD, like any sync callable, even when its instances
+    have an async ``__call__``: calling the class makes an instance, it does
+    not call one. (SPEC does not say; ``run_in="inline"`` makes it in the
+    event loop.)
+    """
     if isinstance(fn, Batched):
         return BATCH
     target = fn
     while isinstance(target, functools.partial):
         target = target.func
+    if isinstance(target, type):
+        return THREAD
     if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
         getattr(target, "__call__", None)  # noqa: B004 - an object with an async __call__
     ):

@@ -18,6 +18,7 @@ import bisect
 import sys
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
 from . import _impl
@@ -27,7 +28,15 @@ from ._errors import CycleError, ForeignHandleError, UnknownDependencyError
 from ._export import render_dot, render_mermaid
 from ._handle import Handle
 from ._names import check_default_name, check_name, close_name, fn_name, task_label
-from ._options import DEFAULT_OPTIONS, DEFAULT_VALUES, RunIn, TaskOptions, Trigger, make_options
+from ._options import (
+    DEFAULT_OPTIONS,
+    DEFAULT_VALUES,
+    RunIn,
+    TaskOptions,
+    Trigger,
+    check_fn,
+    make_options,
+)
 from ._snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -41,6 +50,7 @@ _INT_SIZE: Final = array("i").itemsize
 _BYTE_ORDER: Final = sys.byteorder
 # array('i') of positions 0..k-1, shared for the usual small k.
 _FIRST: Final = tuple(array("i", range(k)) for k in range(64))
+_UNCHECKED: Final = object()  # DAG._checked_fn before any function was checked
 
 
 @final
@@ -77,6 +87,8 @@ class DAG:
     - ``_all_done``: ascending indices of tasks with ``trigger="all_done"``.
     - ``_batched``: ascending indices of tasks of ``@batched`` functions.
     - ``_with_uses``: ascending indices of tasks with ``uses=``.
+    - ``_runs``: how many runs of the DAG are in progress (``add`` refuses
+      while any is); ``_checked_fn``: the last function ``check_fn`` passed.
     """
 
     __slots__ = (
@@ -84,6 +96,7 @@ class DAG:
         "_all_done",
         "_args",
         "_batched",
+        "_checked_fn",
         "_dst",
         "_fns",
         "_graph_cache",
@@ -95,6 +108,7 @@ class DAG:
         "_paths",
         "_pending",
         "_pos",
+        "_runs",
         "_snapshot",
         "_src",
         "_with_uses",
@@ -118,6 +132,8 @@ class DAG:
         self._with_uses = array("i")
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
+        self._runs = 0
+        self._checked_fn: object = _UNCHECKED
 
     # --- building ----------------------------------------------------------
 
@@ -214,17 +230,35 @@ class DAG:
         ``f"{fn.__name__}-{index}"``; the other options are described in
         the docs of ``trio_dag`` (section "Building a graph").
 
+        Beyond SPEC: subclasses of list, tuple and dict (namedtuples,
+        OrderedDict, defaultdict) are searched too and reach *fn* as their
+        own type; a handle in a set, frozenset, deque or dict key, where no
+        output could be put, is a TypeError. Generator functions (sync or
+        async) are refused: calling one would not run its body. A task of a
+        ``@batched`` function takes one positional argument and no
+        ``kwargs=`` or ``run_in=``.
+
         Everything is checked before anything is recorded, so a rejected call
         (TypeError, ValueError, ForeignHandleError, DuplicateTaskError) leaves
-        the DAG as it was.
+        the DAG as it was. While a run of the DAG is in progress (from
+        ``run``/``open_run`` freezing it to the run's end; for ``open_run``,
+        to the end of its block) ``add`` raises RuntimeError.
         """
         i = len(self._fns)
-        if not callable(fn):
-            who = repr(name) if isinstance(name, str) else i
-            raise TypeError(
-                f"task {who}: fn must be callable, got {fn!r}; pass the function itself, "
-                "not the result of calling it"
-            )
+        # A function checked once need not be checked again (dag.map, loops);
+        # a @batched one is never remembered: its check is of the arguments.
+        # While a run is in progress none is (see _running), so the test of
+        # _runs costs nothing on the way of a remembered function.
+        if fn is not self._checked_fn:
+            if self._runs:
+                raise RuntimeError(
+                    f"task {task_label(fn, i, name)}: the DAG is being run; tasks cannot be "
+                    "added to a running DAG yet; add them before the run starts or after it "
+                    "has ended"
+                )
+            check_fn(fn, args, kwargs, i, name)
+            if type(fn) is not Batched:
+                self._checked_fn = fn
         values = (
             priority,
             cost,
@@ -239,9 +273,16 @@ class DAG:
             trigger,
         )
         # Options equal to the defaults (the usual case) share one TaskOptions.
+        # A bool equal to a default (priority=False, cost=True) goes on to
+        # make_options, which refuses it; other numbers equal to a default
+        # (retries=0.0) give the default options. Identity tests: the cheapest.
         opts = (
             DEFAULT_OPTIONS
             if values == DEFAULT_VALUES
+            and priority is not False
+            and retries is not False
+            and cost is not True
+            and retry_delay is not False
             else make_options(fn, task_label(fn, i, name), *values)
         )
         if name is not None:
@@ -470,6 +511,18 @@ class DAG:
 
     def _edges(self, i: int) -> range:
         return range(self._off[i], self._off[i + 1])
+
+    # --- runs ----------------------------------------------------------------
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        """Count a run of the DAG as in progress for the ``with`` block (``add`` refuses)."""
+        self._runs += 1
+        self._checked_fn = _UNCHECKED  # so that add looks at _runs
+        try:
+            yield
+        finally:
+            self._runs -= 1
 
     # --- freezing and validation -------------------------------------------
 

@@ -7,10 +7,19 @@ position in ``DAG._pos`` (or ``NESTED``), plus, for nested ones, a path in
 arguments or ``(1, name, key, ...)`` into the kwargs. ``scan_after`` checks
 ``after=``, whose edges pass no output (``AFTER``). At run time ``rebuild``
 puts the outputs of the dependencies at the paths, for ``Snapshot.bind``.
+
+Subclasses of list, tuple and dict are searched too, and rebuilt as their
+own type (see ``rebuild``): namedtuples, ``OrderedDict``, ``defaultdict``.
+A handle in a set, frozenset or deque, or in a dict key, has no place an
+output could be put: ``add`` refuses it with TypeError. Handles inside other
+objects (a dataclass, a custom container) are not looked for.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,6 +33,12 @@ if TYPE_CHECKING:
 __all__ = ["AFTER", "NESTED", "copy_kwargs", "rebuild", "scan", "scan_after"]
 
 _CONTAINERS: Final = frozenset({list, tuple, dict})
+# Searched for handles, with their subclasses; the first three are rebuilt
+# with outputs in place of handles, the others refuse handles.
+_SEARCHED: Final = (list, tuple, dict, set, frozenset, deque)
+_UNORDERED: Final = (set, frozenset, deque)
+# Common types of plain values: no need to ask isinstance(_SEARCHED).
+_PLAIN: Final = frozenset({str, int, float, bool, bytes, type(None), complex})
 
 # Kinds of edge, in DAG._pos: >= 0 is the position of a top-level positional
 # handle; these two mark the others.
@@ -77,15 +92,20 @@ def scan(
     data: list[int] = []
     plain = False
     for a in args:
-        if type(a) is Handle:
+        t = type(a)
+        if t is Handle:
             if a._dag is not dag:
                 raise _foreign(a, fn, i, name)
             data.append(a._index)
-        elif type(a) in _CONTAINERS:
+        elif t not in _PLAIN and (t in _CONTAINERS or isinstance(a, _SEARCHED)):
             return _scan_nested(dag, args, kw, fn, i, name)
         else:
             plain = True
-    if kw and any(type(v) is Handle or type(v) in _CONTAINERS for v in kw.values()):
+    if kw and any(
+        type(v) is Handle
+        or (type(v) not in _PLAIN and (type(v) in _CONTAINERS or isinstance(v, _SEARCHED)))
+        for v in kw.values()
+    ):
         return _scan_nested(dag, args, kw, fn, i, name)
     if not data:
         return args, data, data, None
@@ -121,7 +141,8 @@ def _find_handles(
 
     Iterative, so nesting depth is not limited by the recursion limit.
     Paths are built as linked ``(parent, key)`` pairs and spelled out only
-    for handles, which keeps deep nesting linear.
+    for handles, which keeps deep nesting linear. A handle where no output
+    can be put (in a set, frozenset, deque or dict key) is a TypeError.
     """
     found: list[tuple[tuple[Any, ...], int]] = []
     on_path: set[int] = set()
@@ -129,31 +150,79 @@ def _find_handles(
     stack.append((args, (None, 0)))
     while stack:
         obj, link = stack.pop()
+        t = type(obj)
         if obj is _LEAVE:
             on_path.discard(link)
-        elif type(obj) is Handle:
+        elif t is Handle:
             if obj._dag is not dag:
                 raise _foreign(obj, fn, i, name)
             found.append((_spell(link), obj._index))
         elif id(obj) in on_path:
             raise ValueError(
                 f"task {task_label(fn, i, name)}: an argument contains itself (a "
-                f"{type(obj).__name__} at {_spell(link)}); pass data without reference cycles"
+                f"{t.__name__} at {_spell(link)}); pass data without reference cycles"
             )
-        else:
+        elif t in _CONTAINERS or not isinstance(obj, _UNORDERED):
             on_path.add(id(obj))
             stack.append((_LEAVE, id(obj)))
-            pairs = obj.items() if type(obj) is dict else enumerate(obj)
+            if t is dict or (t is not list and t is not tuple and isinstance(obj, dict)):
+                for k in obj:
+                    if type(k) not in _PLAIN and _holds_handle(k):
+                        raise TypeError(
+                            f"task {task_label(fn, i, name)}: the {t.__name__} at "
+                            f"{_where(_spell(link))} has a Handle in the key {k!r}; a handle "
+                            "is replaced by its output only as a value, so use it as a value "
+                            "(or pass a list of (key, value) pairs)"
+                        )
+                pairs: Iterable[tuple[Any, Any]] = obj.items()
+            else:
+                pairs = enumerate(obj)
             stack.extend(
                 reversed(
                     [
                         (v, (link, k))
                         for k, v in pairs
-                        if type(v) is Handle or type(v) in _CONTAINERS
+                        if type(v) is Handle
+                        or (
+                            type(v) not in _PLAIN
+                            and (type(v) in _CONTAINERS or isinstance(v, _SEARCHED))
+                        )
                     ]
                 )
             )
+        elif _holds_handle(obj):
+            raise TypeError(
+                f"task {task_label(fn, i, name)}: the {t.__name__} at {_where(_spell(link))} "
+                "holds a Handle, but handles are looked for only in lists, tuples and dict "
+                "values; put the handles in a list or tuple"
+            )
     return found
+
+
+def _holds_handle(obj: object) -> bool:
+    """Whether *obj* is a handle or holds one in a container of ``_SEARCHED``, at any depth."""
+    if type(obj) is Handle:
+        return True
+    seen: set[int] = set()
+    stack = [obj] if isinstance(obj, _SEARCHED) else []
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        for v in itertools.chain(x.keys(), x.values()) if isinstance(x, dict) else x:
+            t = type(v)
+            if t is Handle:
+                return True
+            if t not in _PLAIN and isinstance(v, _SEARCHED):
+                stack.append(v)
+    return False
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    """A path as Python would read it: ``args[0]['k'][2]`` or ``kwargs['x'][1]``."""
+    root = "args" if path[0] == 0 else "kwargs"
+    return root + "".join(f"[{key!r}]" for key in path[1:])
 
 
 def scan_after(
@@ -204,10 +273,16 @@ def rebuild(
     turned back into tuples at the end); everything else is shared. Linear in
     the total length of the paths. Raises LookupError or TypeError if the
     arguments no longer fit the paths.
+
+    A subclass keeps its type: a namedtuple is rebuilt with ``type(t)._make``,
+    another tuple subclass with ``type(t)(items)``, and a list or dict
+    subclass (``OrderedDict``, ``defaultdict`` with its ``default_factory``)
+    is copied with ``copy.copy``, which keeps its attributes.
     """
     roots: list[Any] = [list(args), dict(kwargs)]
     copies: dict[tuple[int, Any], Any] = {}  # (id of a copy, key) -> copy of its child
-    tuples: list[tuple[Any, Any, list[Any]]] = []  # (parent, key, copy), parents first
+    # (parent, key, copy, tuple type), parents first
+    tuples: list[tuple[Any, Any, list[Any], type[tuple[Any, ...]]]] = []
     for path, value in zip(paths, values, strict=True):
         node = roots[path[0]]
         for key in path[1:-1]:
@@ -216,10 +291,13 @@ def rebuild(
                 original = node[key]
                 if type(original) is dict:
                     child = dict(original)
-                elif type(original) is list or type(original) is tuple:
+                elif type(original) is list:
                     child = list(original)
-                    if type(original) is tuple:
-                        tuples.append((node, key, child))
+                elif isinstance(original, tuple):
+                    child = list(original)
+                    tuples.append((node, key, child, type(original)))
+                elif isinstance(original, (list, dict)):
+                    child = copy.copy(original)
                 else:
                     raise TypeError(original)
                 copies[id(node), key] = node[key] = child
@@ -229,6 +307,11 @@ def rebuild(
         node[path[-1]] = value
     # A copy is made after its parent's, so in reverse every tuple is rebuilt
     # while its parent is still a list or dict, and after its own children.
-    for parent, key, child in reversed(tuples):
-        parent[key] = tuple(child)
+    for parent, key, child, cls in reversed(tuples):
+        if cls is tuple:
+            parent[key] = tuple(child)
+        elif hasattr(cls, "_make") and hasattr(cls, "_fields"):
+            parent[key] = cls._make(child)
+        else:
+            parent[key] = cls(child)
     return tuple(roots[0]), roots[1]

@@ -2,22 +2,37 @@
 
 ``make_options`` turns the option arguments of ``DAG.add`` into a
 :class:`TaskOptions`, or raises TypeError/ValueError naming the task; tasks
-added with the defaults share ``DEFAULT_OPTIONS`` instead.
+added with the defaults share ``DEFAULT_OPTIONS`` instead. ``check_fn``
+checks the function and its arguments where the kind of function decides
+what is allowed (generator functions, ``@batched`` functions).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
+from types import CodeType, FunctionType, MethodType
 from typing import Any, Final, Literal, final
 
 import attrs
 
-from ._names import fn_name
+from ._batching import Batched
+from ._bodies import ASYNC, kind_of
+from ._names import fn_name, task_label
 
-__all__ = ["DEFAULT_OPTIONS", "DEFAULT_VALUES", "RunIn", "TaskOptions", "Trigger", "make_options"]
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "DEFAULT_VALUES",
+    "RunIn",
+    "TaskOptions",
+    "Trigger",
+    "check_fn",
+    "make_options",
+    "show_number",
+]
 
 RunIn = Literal["async", "inline", "thread"]
 Trigger = Literal["all_succeeded", "all_done"]
@@ -53,14 +68,30 @@ DEFAULT_OPTIONS: Final = TaskOptions()
 DEFAULT_VALUES: Final = (0, 1.0, (), None, 0, 0.0, 2.0, (Exception,), None, None, "all_succeeded")
 
 
+def show_number(value: object) -> str:
+    """``repr(value)``, but an int too long to print in full is shown by its size."""
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"an int of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return repr(value)
+
+
 def _real(value: object, what: str, label: str, *, low: float, strict: bool, hint: str) -> float:
-    """*value* as a finite float above *low* (or at least *low* unless *strict*)."""
+    """*value* as a finite float above *low* (or at least *low* unless *strict*).
+
+    bool is refused, although it is an int; a number too large for a float
+    (``10**400``) is a ValueError, like infinity.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"task {label}: {what} must be a number, got {value!r}")
-    f = float(value)
+        raise TypeError(f"task {label}: {what} must be a number, got {show_number(value)}")
+    try:
+        f = float(value)
+    except OverflowError:
+        f = math.inf
     if not math.isfinite(f) or f < low or (strict and f == low):
         bound = f"> {low:g}" if strict else f">= {low:g}"
-        raise ValueError(f"task {label}: {what} must be finite and {bound} ({hint}), got {value!r}")
+        raise ValueError(
+            f"task {label}: {what} must be finite and {bound} ({hint}), got {show_number(value)}"
+        )
     return f
 
 
@@ -68,6 +99,79 @@ def _int(value: object, what: str, label: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"task {label}: {what} must be an int, got {value!r}")
     return int(value)
+
+
+def _longest_wait_is_finite(retries: int, retry_delay: float, retry_backoff: float) -> bool:
+    """Whether ``retry_delay * retry_backoff ** (retries - 1)``, the wait before the
+    last retry (the longest, when the backoff is above 1), is a finite float."""
+    if retries < 2 or retry_delay == 0 or retry_backoff <= 1:
+        return True
+    try:
+        return math.isfinite(retry_delay * retry_backoff ** (retries - 1))
+    except OverflowError:
+        return False
+
+
+def check_fn(fn: object, args: tuple[Any, ...], kwargs: object, i: int, name: object) -> None:
+    """Check the function of task *i* being added, and its arguments where fn's kind
+    decides them: a ``@batched`` function takes one positional argument, its item.
+
+    Generator functions are refused, async (an async generator is not a
+    coroutine: it would never run) and sync alike: calling one only makes a
+    generator, so the task would succeed at once without running its body,
+    and the body would run, if ever, inside whichever task iterates it.
+    SPEC does not say this; a task that wants to hand on a stream returns
+    an iterator from an ordinary function.
+    """
+    if not callable(fn):
+        who = repr(name) if isinstance(name, str) else i
+        raise TypeError(
+            f"task {who}: fn must be callable, got {fn!r}; pass the function itself, "
+            "not the result of calling it"
+        )
+    if isinstance(fn, Batched):
+        if len(args) != 1:
+            raise TypeError(
+                f"task {task_label(fn, i, name)}: a task of batched {fn_name(fn)} takes "
+                f"exactly one positional argument, its item (a value or a handle), got "
+                f"{len(args)}; to pass several values, add one tuple of them"
+            )
+        if kwargs:
+            raise TypeError(
+                f"task {task_label(fn, i, name)}: a task of batched {fn_name(fn)} takes no "
+                "kwargs=: the function is called with the list of items alone"
+            )
+        return
+    flags = _code_flags(fn)
+    if flags & inspect.CO_ASYNC_GENERATOR:
+        raise TypeError(
+            f"task {task_label(fn, i, name)}: {fn_name(fn)} is an async generator function; "
+            "calling it only makes a generator, so its body would never run; add an async "
+            "function that iterates it, e.g. one returning [x async for x in gen()]"
+        )
+    if flags & inspect.CO_GENERATOR:
+        raise TypeError(
+            f"task {task_label(fn, i, name)}: {fn_name(fn)} is a generator function; calling "
+            "it only makes a generator, so its body would not run as the task; add a "
+            "function that returns list(gen()) (or gen() itself, to hand on the generator)"
+        )
+
+
+def _code_flags(fn: object) -> int:
+    """The code flags of what calling *fn* runs: its function, the function behind
+    a partial or a bound method, or a callable object's ``__call__``; 0 for a
+    class (calling it makes an instance) and for callables without Python code."""
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if isinstance(target, type):
+        return 0
+    if not isinstance(target, (FunctionType, MethodType)):
+        target = getattr(type(target), "__call__", None)  # noqa: B004 - its code, not callability
+    while isinstance(target, MethodType):
+        target = target.__func__
+    code = getattr(target, "__code__", None)
+    return code.co_flags if isinstance(code, CodeType) else 0
 
 
 def make_options(
@@ -119,6 +223,13 @@ def make_options(
     retry_backoff = _real(
         retry_backoff, "retry_backoff", label, low=0, strict=True, hint="a factor per retry"
     )
+    if retries > 1 and not _longest_wait_is_finite(retries, retry_delay, retry_backoff):
+        raise ValueError(
+            f"task {label}: the wait before retry {show_number(retries)}, retry_delay * "
+            f"retry_backoff ** (retries - 1) = {retry_delay:g} * {retry_backoff:g} ** "
+            f"{show_number(retries - 1)}, is too large for a float; use fewer retries or a "
+            "smaller retry_backoff"
+        )
     retry_on = _exception_classes(retry_on, label)
     if timeout is not None:
         timeout = _real(
@@ -128,7 +239,12 @@ def make_options(
         raise ValueError(
             f"task {label}: unknown run_in {run_in!r}; use None, 'async', 'inline' or 'thread'"
         )
-    if run_in in ("inline", "thread") and inspect.iscoroutinefunction(fn):
+    if run_in is not None and isinstance(fn, Batched):
+        raise ValueError(
+            f"task {label}: run_in={run_in!r} does not apply to batched {fn_name(fn)}: batched "
+            "tasks run in the event loop, one call per batch; leave run_in out"
+        )
+    if run_in in ("inline", "thread") and kind_of(fn) == ASYNC:
         raise ValueError(
             f"task {label}: run_in={run_in!r} calls a sync function, but {fn_name(fn)} is "
             "async; leave run_in=None or use 'async'"

@@ -7,11 +7,13 @@ such keys once per run, so choosing the next task never calls back into Python.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import attrs
 
+from ._bodies import THREAD, kind_of
 from ._errors import CallbackError
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ __all__ = ["POLICIES", "Policy", "Strategy", "Threshold", "ready_keys"]
 PolicyName = Literal["fifo", "lifo", "priority", "critical_path"]
 Policy = PolicyName | Callable[["Handle[Any]"], Any]
 POLICIES: Final = ("fifo", "lifo", "priority", "critical_path")
+_EXACT: Final = 2**53  # every int of at most this size is exactly a float
 
 
 @final
@@ -47,7 +50,7 @@ Strategy = Literal["immediate", "waves"] | Threshold
 
 
 def check_policy(policy: object) -> None:
-    """Raise ValueError (or TypeError) unless *policy* is a known name or a callable."""
+    """Raise ValueError (or TypeError) unless *policy* is a known name or a sync callable."""
     if isinstance(policy, str):
         if policy not in POLICIES:
             raise ValueError(
@@ -57,6 +60,11 @@ def check_policy(policy: object) -> None:
         raise TypeError(
             f"policy must be one of {', '.join(POLICIES)} or a key function, "
             f"not {type(policy).__name__}"
+        )
+    elif kind_of(policy) != THREAD or inspect.isasyncgenfunction(policy):
+        raise TypeError(
+            f"policy key function {_name_of(policy)} is async, but it is called, not awaited, "
+            "once per task before the run starts; pass a plain function"
         )
 
 
@@ -77,6 +85,19 @@ def _dense_ranks(order: list[int], same: Callable[[int, int], bool], n: int) -> 
             rank += 1.0
         ranks[order[k]] = rank
     return ranks
+
+
+def _priority_keys(priorities: list[int]) -> list[float]:
+    """Keys for ``policy="priority"``, highest first, exact for ints of any size.
+
+    A float holds every int up to 2**53 exactly, so within that range the key
+    is ``-priority``; beyond it (or past the float range) the distinct
+    priorities are ranked instead, so no two of them tie.
+    """
+    if not priorities or (-_EXACT <= min(priorities) and max(priorities) <= _EXACT):
+        return [float(-p) for p in priorities]
+    rank = {p: float(r) for r, p in enumerate(sorted(set(priorities), reverse=True))}
+    return [rank[p] for p in priorities]
 
 
 def _user_keys(
@@ -101,31 +122,41 @@ def ready_keys(
     """The core's ``(keys, lifo)`` for *policy*, waves first under ``strategy="waves"``.
 
     *members* are the indices of the tasks in the run; a key function is
-    called once for each of them and no other.
+    called once for each of them and no other. Keys a key function returns
+    that cannot be sorted (``1`` and ``"a"``) raise CallbackError, with the
+    error of the comparison as ``__cause__``.
     """
-    n = snap.n
-    lifo = policy == "lifo"
-    values: Sequence[Any] | None
-    if policy in ("fifo", "lifo"):
-        values = None
-    elif policy == "priority":
-        values = [-p for p in snap.priorities]
-    elif policy == "critical_path":
-        values = [-r for r in snap.graph.upward_rank(snap.costs)]
-    else:
-        assert callable(policy)
+    if callable(policy):
         values = _user_keys(snap, policy, members)
+        try:
+            return _ranked_keys(snap, values, strategy, members), False
+        except Exception as exc:
+            raise CallbackError(
+                f"policy key function {_name_of(policy)} (sorting its keys)", exc
+            ) from exc
+    lifo = policy == "lifo"
+    if policy == "priority":
+        keys: list[float] | None = _priority_keys(snap.priorities)
+    elif policy == "critical_path":
+        keys = [-r for r in snap.graph.upward_rank(snap.costs)]
+    else:
+        keys = None
+    if strategy == "waves":
+        if keys is None:
+            return [float(x) for x in snap.graph.levels()], lifo
+        return _ranked_keys(snap, keys, strategy, members), lifo
+    return keys, lifo
+
+
+def _ranked_keys(
+    snap: Snapshot, values: Sequence[Any], strategy: Strategy, members: Sequence[int]
+) -> list[float]:
+    """Dense ranks of the members by *values* (by wave first, under ``"waves"``)."""
     if strategy == "waves":
         levels = snap.graph.levels()
-        if values is None:
-            return [float(x) for x in levels], lifo
-        vals = values
-        order = sorted(members, key=lambda i: (levels[i], vals[i]))
+        order = sorted(members, key=lambda i: (levels[i], values[i]))
         return _dense_ranks(
-            order, lambda a, b: levels[a] == levels[b] and vals[a] == vals[b], n
-        ), lifo
-    if values is None or policy in ("priority", "critical_path"):
-        return (None if values is None else [float(v) for v in values]), lifo
-    vals = values
-    order = sorted(members, key=lambda i: vals[i])
-    return _dense_ranks(order, lambda a, b: vals[a] == vals[b], n), lifo
+            order, lambda a, b: levels[a] == levels[b] and values[a] == values[b], snap.n
+        )
+    order = sorted(members, key=lambda i: values[i])
+    return _dense_ranks(order, lambda a, b: values[a] == values[b], snap.n)

@@ -6,6 +6,7 @@ policy into core keys, and hand over to the engine.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
 
 import trio
 
-from ._bodies import fatal
+from ._bodies import THREAD, fatal, kind_of
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
 from ._handle import Handle
+from ._options import show_number
 from ._policies import Policy, Strategy, check_policy, check_strategy, ready_keys
 
 if TYPE_CHECKING:
@@ -60,7 +62,22 @@ def _check_resources(resources: object) -> None:
             or not (isinstance(capacity, numbers.Rational) or math.isfinite(capacity))
             or capacity < 0
         ):
-            raise ValueError(f"resource {name!r} needs a finite capacity >= 0, got {capacity!r}")
+            raise ValueError(
+                f"resource {name!r} needs a finite capacity >= 0, got {show_number(capacity)}"
+            )
+
+
+def _check_on_event(on_event: object) -> None:
+    if on_event is None:
+        return
+    if not callable(on_event):
+        raise TypeError(f"on_event must be callable, not {type(on_event).__name__}")
+    if kind_of(on_event) != THREAD or inspect.isasyncgenfunction(on_event):
+        raise TypeError(
+            f"on_event {on_event!r} is async, but it is called, not awaited, with each event "
+            "as it happens; pass a plain function, or iterate run.events() of open_run to "
+            "await something per event"
+        )
 
 
 def _engine(
@@ -83,8 +100,7 @@ def _engine(
     check_strategy(strategy)
     if on_failure not in ("skip", "fail_fast"):
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
-    if on_event is not None and not callable(on_event):
-        raise TypeError(f"on_event must be callable, not {type(on_event).__name__}")
+    _check_on_event(on_event)
     if not isinstance(dag, DAG):
         raise TypeError(f"run needs a trio_dag.DAG to run, not {type(dag).__name__}")
     if isinstance(targets, (str, Handle)):
@@ -147,7 +163,8 @@ async def run(
 
     Returns when nothing of the run is still running. With ``check=True``
     a run with failed tasks raises :class:`RunFailedError` (its ``.report``
-    holds the report). See the package docs for each option.
+    holds the report). See the package docs for each option. While it runs,
+    ``dag.add`` raises RuntimeError.
 
     Resource capacities and ``uses`` amounts are counted exactly, never in
     floats: a float counts as the decimal its shortest repr shows, so
@@ -166,7 +183,9 @@ async def run(
         on_event=on_event,
         stream=None,
     )
-    return _checked(await engine.execute(), check)
+    with dag._running():
+        report = await engine.execute()
+    return _checked(report, check)
 
 
 def run_sync(dag: DAG, **options: Any) -> RunReport:
@@ -236,7 +255,8 @@ async def open_run(
 
     Leaving the block waits for the run to end (an exception in the block
     cancels it first); then ``check=True`` raises :class:`RunFailedError` if
-    any task failed.
+    any task failed. Until the block is left the DAG counts as running:
+    ``dag.add`` raises RuntimeError.
     """
     send, receive = trio.open_memory_channel[Event](math.inf)
     engine = _engine(
@@ -265,14 +285,15 @@ async def open_run(
             send.close()
 
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(background)
-            try:
-                yield handle
-            except BaseException as error:
-                raised.append(error)
-                engine.cancel()
-                raise
+        with dag._running():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(background)
+                try:
+                    yield handle
+                except BaseException as error:
+                    raised.append(error)
+                    engine.cancel()
+                    raise
     except BaseExceptionGroup as group:
         # What the block raised comes out as it was, not inside the group
         # of this context manager's own nursery; so does a KeyboardInterrupt
