@@ -8,6 +8,7 @@ to be equal. Forged runs start from an honest one and change one thing.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import Counter
 from fractions import Fraction
@@ -514,6 +515,46 @@ async def test_what_else_may_cancel_tasks(dag_core: Any, autojump_clock: MockClo
         raise LookupError(handle.name)
 
     check_run(dag, report, events, policy=no_key)
+
+
+async def test_catches_a_dependent_skipped_after_a_base_exception(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # A task raising a BaseException cancels every task that had not ended,
+    # its dependents too: told SKIPPED, as the engine once did, they are caught
+    # from the report alone, and from the events where the report alone cannot
+    # tell ('slow', another dependency of 'child', ended CANCELLED).
+    dag = trio_dag.DAG()
+
+    async def interrupt() -> None:
+        await trio.sleep(1)
+        raise KeyboardInterrupt
+
+    fatal = dag.add(interrupt, name="interrupt")
+    slow = dag.add(_nap, 10, 0, name="slow")
+    child = dag.add(_nap, 1, 0, fatal, name="child")
+    both = dag.add(_nap, 1, 0, fatal, slow, name="both")
+    recorder = Recorder()
+    runs: list[trio_dag.Run] = []
+    with pytest.raises(KeyboardInterrupt):
+        async with trio_dag.open_run(dag, check=False, on_event=recorder) as run:
+            runs.append(run)
+    report = runs[0].report
+    assert report.state(child) is report.state(both) is TaskState.CANCELLED
+    check_run(dag, report, recorder)
+    for task in (child, both):
+        skipped = copy.copy(report)
+        states = bytearray(report._states)
+        states[task.index] = dag_core.SKIPPED
+        skipped._states = bytes(states)
+        end = next(e for e in recorder.finished() if e.task.name == task.name)
+        told = attrs.evolve(end, state=TaskState.SKIPPED, outcome=skipped.outcome(task))
+        forged = [told if e is end else e for e in recorder]
+        if task is child:
+            rejects("cancellation", "child", dag, skipped, None)
+        else:
+            check_run(dag, skipped)  # 'slow' may have been why
+        rejects("cancellation", task.name, dag, skipped, forged)
 
 
 async def test_teardown_after_a_callback_error_passes_with_cancelled(

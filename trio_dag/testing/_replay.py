@@ -526,6 +526,17 @@ class EventCheck:
             end, cause_end = self.ended_at[i], self.ended_at[p]
             if end < cause_end:
                 continue  # it ended (CANCELLED) before: checked with the stops
+            error = getattr(cause.outcome, "error", None)
+            if cause.state is TaskState.FAILED and not isinstance(error, Exception):
+                # A BaseException stops the run: its dependents, pending, are cancelled.
+                if finish.state is not TaskState.CANCELLED:
+                    broken(
+                        "cancellation",
+                        f"task {run.label(i)} ended {finish.state.name} (event #{end}); its "
+                        f"dependency {run.label(p)} raised {type(error).__name__} (event "
+                        f"#{cause_end}), which cancels every task that had not ended",
+                    )
+                continue
             # At once: in the cascade of events that ends the skipped tasks right
             # after their cause (the clock is read anew for each of them).
             if finish.state is not TaskState.SKIPPED or self.cascade_from[end] > cause_end:
