@@ -1,6 +1,7 @@
 """Events of a run: on_event and open_run's stream, their order and completeness.
 
-Every test runs the engine on both cores (``dag_core``) on a MockClock.
+Every test runs the engine on both cores (``dag_core``) on a MockClock,
+except those about readings of the real clock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from _engine_probe import Probe, add_nap
 from trio.testing import MockClock
 
 import trio_dag
+import trio_dag.testing
 from trio_dag import TaskState
 from trio_dag.events import Event, TaskFinished, TaskRetrying, TaskStarted
 
@@ -247,3 +249,40 @@ async def test_reader_that_stops_early_does_not_fail_the_run(
                 break
     assert run.report.ok
     assert probe.end("slow") == 5
+
+
+def test_batched_tasks_start_in_the_report_when_their_call_started(dag_core: Any) -> None:
+    # On the real clock each reading differs: the TaskStarted events of a call
+    # and the report's start of each of its tasks must be the same reading.
+    calls_with_4: list[list[int]] = []
+
+    @trio_dag.batched(max_size=3, max_delay=0.002)
+    async def double(items: list[int]) -> list[int]:
+        # The first call holding item 4 fails: its tasks retry in a later call.
+        await trio.sleep(0.001)
+        if 4 in items:
+            calls_with_4.append(items)
+            if len(calls_with_4) == 1:
+                raise ValueError("first call with 4")
+        return [2 * x for x in items]
+
+    dag = trio_dag.DAG()
+    handles = dag.map(double, range(7), retries=1)
+    recorder = trio_dag.testing.Recorder()
+
+    async def main() -> trio_dag.RunReport:
+        with trio.fail_after(5):
+            return await trio_dag.run(dag, on_event=recorder)
+
+    report = trio.run(main)
+    assert [report[h] for h in handles] == [2 * x for x in range(7)]
+    assert any(report.timing(h).attempts == 2 for h in handles)
+    first_started = {}
+    for event in recorder:
+        if isinstance(event, TaskStarted):
+            assert event.batch is not None
+            first_started.setdefault(event.task.name, event.time)
+    for h in handles:
+        assert report.timing(h).start == first_started[h.name], h.name
+    _check_events(list(recorder), report, dag)
+    trio_dag.testing.check_run(dag, report, recorder)

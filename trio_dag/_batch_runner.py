@@ -225,11 +225,16 @@ async def _call(engine: Engine, batch: OpenBatch, opts: TaskOptions, slot: list[
     number = engine.batches
     leader = members[0]
     began = loop.now()
+    start = loop.start
     for u in members:
         # One call is one body running, however many tasks it serves.
         if u != leader:
             loop.live -= 1
         loop.begin(u)
+        if loop.attempts[u] == 1:
+            # The call's one clock reading, which its TaskStarted events carry,
+            # is every member's start in the report too.
+            start[u] = began
         engine.batch_of[u] = number
         if engine.on_event is not None or engine.stream is not None:
             engine._emit(TaskStarted(snap.handle(u), loop.attempts[u], began, number))
