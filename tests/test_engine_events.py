@@ -286,3 +286,57 @@ def test_batched_tasks_start_in_the_report_when_their_call_started(dag_core: Any
         assert report.timing(h).start == first_started[h.name], h.name
     _check_events(list(recorder), report, dag)
     trio_dag.testing.check_run(dag, report, recorder)
+
+
+class _Unprintable(Exception):
+    """A user's exception whose str() and repr() raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str broke")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr broke")
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr broke")
+
+
+async def test_events_print_whatever_their_exception_or_output_does(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # A progress callback that prints its events must not become a
+    # CallbackError because a task's exception cannot print itself.
+    async def unprintable() -> None:
+        raise _Unprintable
+
+    async def no_repr() -> _NoRepr:
+        return _NoRepr()
+
+    async def in_a_group() -> None:
+        raise ExceptionGroup("from a nursery", [_Unprintable()])
+
+    dag = trio_dag.DAG()
+    dag.add(unprintable, name="unprintable", retries=1)
+    dag.add(no_repr, name="no-repr")
+    dag.add(in_a_group, name="in-a-group")
+    printed: dict[tuple[str, str], str] = {}
+
+    def on_event(event: Event) -> None:
+        printed[type(event).__name__, event.task.name] = repr(event)
+        assert str(event) == repr(event)
+
+    report = await trio_dag.run(dag, check=False, on_event=on_event)
+    assert report.failed == [dag["unprintable"], dag["in-a-group"]]
+    unprintable_shown = "<_Unprintable object (str() raised RuntimeError)>"
+    assert f"error={unprintable_shown}" in printed["TaskRetrying", "unprintable"]
+    assert f"outcome=Error({unprintable_shown})" in printed["TaskFinished", "unprintable"]
+    assert (
+        "outcome=Value(<_NoRepr object (repr() raised RuntimeError)>)"
+        in (printed["TaskFinished", "no-repr"])
+    )
+    assert (
+        "outcome=Error(<ExceptionGroup: from a nursery (1 sub-exception)>)"
+        in (printed["TaskFinished", "in-a-group"])
+    )
