@@ -11,14 +11,18 @@ set that is a failure instead, so a silently failed build cannot pass CI.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+import trio
 from hypothesis import settings
 
 from trio_dag import _impl
@@ -171,3 +175,63 @@ def dag_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     backend = implementation.backend()
     monkeypatch.setattr(_impl, "BACKEND", backend)
     return backend.core
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """Whether *exc* is a ``trio.Cancelled``, or a group holding nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+def _failing_on_stray_cancelled(
+    test: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """*test*, failing when a Cancelled leaves it and no scope around it is cancelled.
+
+    pytest-trio runs the test inside a nursery whose scope it cancels as the
+    test leaves: that scope catches such a Cancelled, and the test passes.
+    A Cancelled that leaves while a scope around the test is cancelled (a
+    fixture crashed) is pytest-trio's own, and goes on.
+    """
+
+    @functools.wraps(test)
+    async def guarded(**kwargs: object) -> None:
+        try:
+            await test(**kwargs)
+        except BaseException as exc:
+            if not _only_cancelled(exc) or trio.current_effective_deadline() == -math.inf:
+                raise
+            raise AssertionError(
+                "a trio.Cancelled left the test while no cancel scope around it was "
+                "cancelled (pytest-trio would count the test as passed, the rest of it "
+                "never run); see its cause for where it came from"
+            ) from exc
+
+    guarded._stray_cancelled_guard = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _guarded(test: Callable[..., Any]) -> Callable[..., Any] | None:
+    # None: nothing to guard (not async, or guarded already: the inner test
+    # of a Hypothesis test is shared by its parametrized items).
+    if not inspect.iscoroutinefunction(test) or getattr(test, "_stray_cancelled_guard", False):
+        return None
+    return _failing_on_stray_cancelled(test)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    # Before pytest-trio's own wrapper (tryfirst) turns the async test into a
+    # sync one, which runs the guarded test inside trio.run.
+    if isinstance(item, pytest.Function) and item.get_closest_marker("trio") is not None:
+        hypothesis = getattr(item.obj, "hypothesis", None)
+        if hypothesis is not None:
+            guarded = _guarded(hypothesis.inner_test)
+            if guarded is not None:
+                hypothesis.inner_test = guarded
+        else:
+            guarded = _guarded(item.obj)
+            if guarded is not None:
+                item.obj = guarded
+    return (yield)

@@ -25,6 +25,8 @@ from trio.testing import MockClock
 
 import trio_dag
 from trio_dag import TaskState
+from trio_dag.events import TaskStarted
+from trio_dag.testing import Recorder, check_run
 
 FINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
 
@@ -272,6 +274,41 @@ def test_a_batch_of_members_whose_arguments_all_fail_gives_back_its_uses(dag_cor
     assert [report.state(h) for h in bad] == [TaskState.FAILED] * 2
     assert report[after] == ("done", "y")
     assert model.calls == [["y"]]
+
+
+@pytest.mark.parametrize("on_failure", ["skip", "fail_fast"])
+@pytest.mark.parametrize("bad", [1, 2])
+def test_a_batch_member_failing_on_its_arguments_starts_with_its_call(
+    dag_core: Any, on_failure: str, bad: int
+) -> None:
+    # Its failed attempt counts in the report, as a plain task's does: the
+    # events tell it, started in the call (at its start, with its number)
+    # like the others, and check_run accepts the run. With bad=2 every
+    # member fails: the call numbered 1 never calls the function.
+    model = Model(seconds=1)
+    embed = batched_model(model, max_size=4)
+    dag = trio_dag.DAG()
+    source = dag.add(ready_at, 0, "x", name="source")
+    wrong = [_mutated_argument(dag, source, embed, name=f"bad-{i}") for i in range(bad)]
+    good = [dag.add(embed, source, name=f"good-{i}") for i in range(2 - bad)]
+    dag.add(teardown, *wrong, *good, trigger="all_done", name="cleanup")
+    recorder = Recorder()
+    report = bounded(
+        lambda: trio_dag.run(dag, on_failure=on_failure, check=False, on_event=recorder),
+        60,
+        f"{bad} batch member(s) with bad arguments under {on_failure}",
+    )
+    started = {e.task.name: e for e in recorder if isinstance(e, TaskStarted)}
+    for h in [*wrong, *good]:
+        assert report.timing(h).attempts == 1
+        assert report.timing(h).start == started[h.name].time
+        assert report.batch(h) == started[h.name].batch == 1
+    assert [report.state(h) for h in wrong] == [TaskState.FAILED] * bad
+    if good:
+        expected = TaskState.SUCCEEDED if on_failure == "skip" else TaskState.CANCELLED
+        assert report.state(good[0]) is expected
+    assert report["cleanup"] == "cleaned up"
+    check_run(dag, report, recorder, on_failure=on_failure)
 
 
 def test_a_batch_opener_cancelled_in_max_delay_gives_back_its_uses(dag_core: Any) -> None:

@@ -1,6 +1,7 @@
 """Events of a run: on_event and open_run's stream, their order and completeness.
 
-Every test runs the engine on both cores (``dag_core``) on a MockClock.
+Every test runs the engine on both cores (``dag_core``) on a MockClock,
+except those about readings of the real clock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from _engine_probe import Probe, add_nap
 from trio.testing import MockClock
 
 import trio_dag
+import trio_dag.testing
 from trio_dag import TaskState
 from trio_dag.events import Event, TaskFinished, TaskRetrying, TaskStarted
 
@@ -247,3 +249,94 @@ async def test_reader_that_stops_early_does_not_fail_the_run(
                 break
     assert run.report.ok
     assert probe.end("slow") == 5
+
+
+def test_batched_tasks_start_in_the_report_when_their_call_started(dag_core: Any) -> None:
+    # On the real clock each reading differs: the TaskStarted events of a call
+    # and the report's start of each of its tasks must be the same reading.
+    calls_with_4: list[list[int]] = []
+
+    @trio_dag.batched(max_size=3, max_delay=0.002)
+    async def double(items: list[int]) -> list[int]:
+        # The first call holding item 4 fails: its tasks retry in a later call.
+        await trio.sleep(0.001)
+        if 4 in items:
+            calls_with_4.append(items)
+            if len(calls_with_4) == 1:
+                raise ValueError("first call with 4")
+        return [2 * x for x in items]
+
+    dag = trio_dag.DAG()
+    handles = dag.map(double, range(7), retries=1)
+    recorder = trio_dag.testing.Recorder()
+
+    async def main() -> trio_dag.RunReport:
+        with trio.fail_after(5):
+            return await trio_dag.run(dag, on_event=recorder)
+
+    report = trio.run(main)
+    assert [report[h] for h in handles] == [2 * x for x in range(7)]
+    assert any(report.timing(h).attempts == 2 for h in handles)
+    first_started = {}
+    for event in recorder:
+        if isinstance(event, TaskStarted):
+            assert event.batch is not None
+            first_started.setdefault(event.task.name, event.time)
+    for h in handles:
+        assert report.timing(h).start == first_started[h.name], h.name
+    _check_events(list(recorder), report, dag)
+    trio_dag.testing.check_run(dag, report, recorder)
+
+
+class _Unprintable(Exception):
+    """A user's exception whose str() and repr() raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str broke")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr broke")
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr broke")
+
+
+async def test_events_print_whatever_their_exception_or_output_does(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # A progress callback that prints its events must not become a
+    # CallbackError because a task's exception cannot print itself.
+    async def unprintable() -> None:
+        raise _Unprintable
+
+    async def no_repr() -> _NoRepr:
+        return _NoRepr()
+
+    async def in_a_group() -> None:
+        raise ExceptionGroup("from a nursery", [_Unprintable()])
+
+    dag = trio_dag.DAG()
+    dag.add(unprintable, name="unprintable", retries=1)
+    dag.add(no_repr, name="no-repr")
+    dag.add(in_a_group, name="in-a-group")
+    printed: dict[tuple[str, str], str] = {}
+
+    def on_event(event: Event) -> None:
+        printed[type(event).__name__, event.task.name] = repr(event)
+        assert str(event) == repr(event)
+
+    report = await trio_dag.run(dag, check=False, on_event=on_event)
+    assert report.failed == [dag["unprintable"], dag["in-a-group"]]
+    unprintable_shown = "<_Unprintable object (str() raised RuntimeError)>"
+    assert f"error={unprintable_shown}" in printed["TaskRetrying", "unprintable"]
+    assert f"outcome=Error({unprintable_shown})" in printed["TaskFinished", "unprintable"]
+    assert (
+        "outcome=Value(<_NoRepr object (repr() raised RuntimeError)>)"
+        in (printed["TaskFinished", "no-repr"])
+    )
+    assert (
+        "outcome=Error(<ExceptionGroup: from a nursery (1 sub-exception)>)"
+        in (printed["TaskFinished", "in-a-group"])
+    )

@@ -663,6 +663,44 @@ async def test_base_exception_from_a_nursery_in_a_body_propagates_unwrapped(
     assert probe.end("forever") == 1
 
 
+@pytest.mark.parametrize("on_failure", ["skip", "fail_fast"])
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, Abort])
+async def test_base_exception_cancels_the_dependents_of_its_task(
+    dag_core: Any, autojump_clock: MockClock, exc_type: type[BaseException], on_failure: str
+) -> None:
+    # SPEC 3: every other task is cancelled, its dependents too (not SKIPPED,
+    # which would say the run went on without them); the events tell the
+    # failure first, and check_run accepts the run.
+    probe = Probe()
+    dag = trio_dag.DAG()
+    fatal = add_nap(dag, probe, "fatal", 1, fail=exc_type("stop"))
+    child = add_nap(dag, probe, "child", 1, fatal)
+    grandchild = add_nap(dag, probe, "grandchild", 1, child)
+    teardown = add_nap(dag, probe, "teardown", 1, fatal, trigger="all_done")
+    slow = add_nap(dag, probe, "slow", 10)
+    recorder = trio_dag.testing.Recorder()
+    runs: list[trio_dag.Run] = []
+    with trio.fail_after(100), pytest.raises(exc_type):
+        async with trio_dag.open_run(
+            dag, check=False, on_event=recorder, on_failure=on_failure
+        ) as run:
+            runs.append(run)
+    report = runs[0].report
+    assert report.failed == [fatal]
+    assert report.cancelled == [child, grandchild, teardown, slow]
+    assert report.skipped == []
+    assert [(e.task.name, e.state) for e in recorder.finished()] == [
+        ("fatal", TaskState.FAILED),
+        ("child", TaskState.CANCELLED),
+        ("grandchild", TaskState.CANCELLED),
+        ("teardown", TaskState.CANCELLED),
+        ("slow", TaskState.CANCELLED),
+    ]
+    assert probe.running == set()
+    trio_dag.testing.check_run(dag, report, recorder, on_failure=on_failure)
+    trio_dag.testing.check_run(dag, report, on_failure=on_failure)
+
+
 # -- a real Ctrl-C (SIGINT) ------------------------------------------------------------
 #
 # Sync tests around trio.run on the real clock: Trio's SIGINT handler is

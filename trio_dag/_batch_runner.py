@@ -171,13 +171,36 @@ async def _wait_for_more(engine: Engine, batch: OpenBatch) -> None:
         raise
 
 
-def _bind(engine: Engine, batch: OpenBatch) -> tuple[list[Any], list[int]]:
+def _start(engine: Engine, batch: OpenBatch, began: float, number: int) -> None:
+    """Start an attempt of every task of the batch, in call *number* begun at *began*.
+
+    Every task starts at the call's one clock reading, which its TaskStarted
+    carries and the report keeps, also one that then fails on its arguments
+    (a plain task too starts before its arguments are bound). The call is
+    one body running, however many tasks it serves.
+    """
+    snap = engine.snap
+    loop = engine.loop
+    start = loop.start
+    listening = engine.on_event is not None or engine.stream is not None
+    for k, u in enumerate(batch.tasks):
+        if k:
+            loop.live -= 1
+        loop.begin(u)
+        if loop.attempts[u] == 1:
+            start[u] = began
+        engine.batch_of[u] = number
+        if listening:
+            engine._emit(TaskStarted(snap.handle(u), loop.attempts[u], began, number))
+
+
+def _bind(engine: Engine, batch: OpenBatch, began: float) -> tuple[list[Any], list[int]]:
     """The items of the batch's tasks, and the tasks they belong to.
 
     A task whose arguments cannot be bound (its argument list was changed
-    after ``add``) or are not exactly one item fails alone; the call goes
-    on for the others. The items of ``all_done`` tasks are Outcomes, as
-    for any ``all_done`` task.
+    after ``add``) or are not exactly one item fails alone, its attempt
+    ended at once; the call goes on for the others. The items of
+    ``all_done`` tasks are Outcomes, as for any ``all_done`` task.
     """
     snap = engine.snap
     loop = engine.loop
@@ -193,7 +216,7 @@ def _bind(engine: Engine, batch: OpenBatch) -> tuple[list[Any], list[int]]:
             unbound = None
         if unbound is not None:
             # Its arguments changed after add(): it fails for good, as in Engine._body.
-            engine._end_attempt(u, loop.begin(u), snap.options(u), release=False)
+            _end_alone(engine, u, began)
             engine._gave_up(u, unbound)
             continue
         if len(args) != 1 or kwargs:
@@ -202,37 +225,40 @@ def _bind(engine: Engine, batch: OpenBatch) -> tuple[list[Any], list[int]]:
                 f"positional argument, its item; it has {len(args)} and {len(kwargs)} "
                 "keyword argument(s)"
             )
-            engine._raised(u, loop.begin(u), snap.options(u), error, release=False)
+            _end_alone(engine, u, began)
+            engine._raised(u, began, snap.options(u), error, release=False, timed=False)
             continue
         items.append(args[0])
         members.append(u)
     return items, members
 
 
+def _end_alone(engine: Engine, u: int, began: float) -> None:
+    # Task u's attempt ends before the call; the call's body goes on (for
+    # the others, or until _end_call), so it still counts once, and its
+    # busy time is counted with the call's.
+    loop = engine.loop
+    loop.live += 1
+    loop.finish(u, began, engine.snap.options(u).retries)
+    loop.busy -= loop.end[u] - began
+
+
 async def _call(engine: Engine, batch: OpenBatch, opts: TaskOptions, slot: list[Any]) -> None:
     snap = engine.snap
     loop = engine.loop
     fn = batch.fn
-    items, members = _bind(engine, batch)
+    began = loop.now()
+    engine.batches += 1
+    _start(engine, batch, began, engine.batches)
+    items, members = _bind(engine, batch, began)
     if not members or engine.halted or (engine.failing and not engine.teardown[batch.tasks[0]]):
-        # Every task failed on its arguments, or one of those failures
-        # stopped the run: there is nothing to call.
-        _give_back(engine, batch)
+        # Every task failed on its arguments, or one of those failures (or
+        # an event listener) stopped the run: there is nothing to call.
+        _end_call(engine, batch, members, began)
         for u in members:
             engine._cancelled(u)
         return
-    engine.batches += 1
-    number = engine.batches
     leader = members[0]
-    began = loop.now()
-    for u in members:
-        # One call is one body running, however many tasks it serves.
-        if u != leader:
-            loop.live -= 1
-        loop.begin(u)
-        engine.batch_of[u] = number
-        if engine.on_event is not None or engine.stream is not None:
-            engine._emit(TaskStarted(snap.handle(u), loop.attempts[u], began, number))
     ctx = contextvars.copy_context()
     slot[1] = leader
     slot[2] = loop.attempts[leader]

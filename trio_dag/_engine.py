@@ -256,13 +256,25 @@ class Engine:
         for _, v in sorted(fresh):
             st.requeue(v)
 
-    def _halt(self) -> None:
+    def _halt(self, failed: int = -1) -> None:
+        """Stop everything, teardown included; *failed* is the task whose
+        BaseException stops the run.
+
+        As in ``_fail_fast``, pending tasks are cancelled before the failure
+        is told to the core, so its dependents end CANCELLED (SPEC 3: every
+        other task is cancelled), not SKIPPED; the events tell the failure first.
+        """
         if self.halted:
+            if failed >= 0:
+                self._ended(failed, core.FAILED, self.st.fail(failed))
             return
         self.halted = True
         self.loop.stopped = True
         self._dismiss_idle()
-        for v in self.st.cancel_pending(keep_all_done=False):
+        cancelled = self.st.cancel_pending(keep_all_done=False)
+        if failed >= 0:
+            self._ended(failed, core.FAILED, self.st.fail(failed))
+        for v in cancelled:
             self._ended(v, core.CANCELLED)
         self._cancel_waiting(teardown_too=True)
         self._cancel_retries(teardown_too=True)
@@ -631,10 +643,9 @@ class Engine:
         # KeyboardInterrupt, SystemExit and the like stop the whole run, and
         # leave it unwrapped, also from the group of a nursery in the body.
         self.errors[v] = exc
-        self._ended(v, core.FAILED, self.st.fail(v))
         if self.fatal is None:
             self.fatal = _bodies.fatal(exc) or exc
-        self._halt()
+        self._halt(failed=v)
 
     def _failed(self, v: int, attempt: int, exc: Exception, opts: TaskOptions) -> None:
         if (

@@ -1,7 +1,9 @@
 """Events of a run, the task states they report, and the per-task context.
 
 Events are built only when someone listens (an ``on_event`` callback or
-``run.events()``), so a run nobody watches pays nothing for them.
+``run.events()``), so a run nobody watches pays nothing for them. An event
+prints (``repr``) whatever the user's objects in it do: an exception or
+output whose ``repr()`` raises is shown by what can be said of it instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import outcome
+
+from ._errors import describe
 
 if TYPE_CHECKING:
     from ._handle import Handle
@@ -41,6 +45,31 @@ class TaskState(enum.Enum):
     CANCELLED = "cancelled"
 
 
+def _shown(value: object) -> str:
+    """``repr(value)``, or when that raises, what :func:`describe` says of an
+    exception (its type and message) or the type of anything else.
+
+    SPEC does not say; a progress callback that prints its events must not
+    fail on a user's exception whose ``__repr__`` or ``__str__`` raises.
+    """
+    try:
+        return repr(value)
+    except Exception as exc:
+        if isinstance(value, BaseException):
+            text = describe(value)  # "Type: message", or "<...>" when str() raises too
+            return text if text.startswith("<") else f"<{text}>"
+        return f"<{type(value).__name__} object (repr() raised {type(exc).__name__})>"
+
+
+def _outcome_shown(result: outcome.Outcome[Any]) -> str:
+    # Outcome's own repr calls repr() on what it holds.
+    if isinstance(result, outcome.Error):
+        return f"Error({_shown(result.error)})"
+    if isinstance(result, outcome.Value):
+        return f"Value({_shown(result.value)})"
+    return _shown(result)
+
+
 @final
 @attrs.frozen
 class TaskStarted:
@@ -62,7 +91,7 @@ class TaskRetrying:
 
     task: Handle[Any]
     attempt: int
-    error: BaseException
+    error: BaseException = attrs.field(repr=_shown)
     delay: float
 
 
@@ -79,7 +108,7 @@ class TaskFinished:
     state: TaskState
     time: float
     duration: float
-    outcome: outcome.Outcome[Any]
+    outcome: outcome.Outcome[Any] = attrs.field(repr=_outcome_shown)
 
 
 Event = TaskStarted | TaskRetrying | TaskFinished

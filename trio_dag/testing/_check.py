@@ -345,6 +345,13 @@ class Run:
                         f"task {self.label(i)} ended SKIPPED (its dependency {self.label(bad[0])} "
                         "did not succeed); under fail_fast it must end CANCELLED",
                     )
+                if all(self._raised_base_exception(p) for p in bad):
+                    broken(
+                        "cancellation",
+                        f"task {self.label(i)} ended SKIPPED, but its dependency "
+                        f"{self.label(bad[0])} raised a BaseException, which cancels every "
+                        "task that had not ended",
+                    )
             elif (
                 not self.fail_fast
                 and not self.all_done(i)
@@ -358,6 +365,11 @@ class Run:
                     f"task {self.label(i)} ended {states[i].name}, but its dependency "
                     f"{self.label(p)} ended {states[p].name}, so it must end SKIPPED",
                 )
+
+    def _raised_base_exception(self, i: int) -> bool:
+        """Whether task *i* FAILED with a BaseException that is not an Exception."""
+        error = self.errors.get(self.names[i])
+        return error is not None and not isinstance(error, Exception)
 
     def _cancel_causes(self) -> None:
         """A task ends CANCELLED only when something stopped the run."""

@@ -54,7 +54,6 @@ class EventCheck:
         # Batched calls by number: (function, start time, tasks started in it).
         self.batches: dict[int, tuple[Batched[Any, Any], float, list[int]]] = {}
         self.batch_of: list[int | None] = [None] * n  # of each task's last attempt
-        self.in_batch = [False] * n  # whether the task's first attempt was in a batched call
         self.fail_pos = -1  # the first failure under fail_fast
         self.fatal_pos = -1  # the first task that raised a BaseException: a stop
         self.halt_pos = -1  # the first cancellation from outside
@@ -206,8 +205,6 @@ class EventCheck:
         """A task starts in a batched call only with others of its function, at the call's start."""
         run, number = self.run, event.batch
         fn = run.batched[i]
-        if event.attempt == 1:
-            self.in_batch[i] = number is not None
         self.batch_of[i] = number
         if number is None:
             if fn is not None:
@@ -419,13 +416,11 @@ class EventCheck:
     def _timing_agrees(self, i: int, finish: TaskFinished, timing: Any) -> None:
         """The report's timing, the TaskStarted times and the TaskFinished agree.
 
-        A plain task's first TaskStarted carries the very reading the report
-        keeps as its start. A batched call reads the clock once for all its
-        TaskStarted events and then once per task for the report, so there
-        the report's start may only come later. ``duration`` is the
-        report's ``end - start``, computed from the same two readings (0.0
-        for a task that never started), and the task ends after its last
-        attempt ended.
+        A task's first TaskStarted carries the very reading the report keeps
+        as its start (a batched call reads the clock once, for all its tasks).
+        ``duration`` is the report's ``end - start``, computed from the same
+        two readings (0.0 for a task that never started), and the task ends
+        after its last attempt ended.
         """
         run = self.run
         if timing.start is None:
@@ -437,7 +432,7 @@ class EventCheck:
                 )
             return
         first = self.first_start[i]
-        if timing.start != first and (not self.in_batch[i] or timing.start < first):
+        if timing.start != first:
             broken(
                 "events",
                 f"task {run.label(i)} first started at {first}, the report says {timing.start}",
@@ -526,6 +521,17 @@ class EventCheck:
             end, cause_end = self.ended_at[i], self.ended_at[p]
             if end < cause_end:
                 continue  # it ended (CANCELLED) before: checked with the stops
+            error = getattr(cause.outcome, "error", None)
+            if cause.state is TaskState.FAILED and not isinstance(error, Exception):
+                # A BaseException stops the run: its dependents, pending, are cancelled.
+                if finish.state is not TaskState.CANCELLED:
+                    broken(
+                        "cancellation",
+                        f"task {run.label(i)} ended {finish.state.name} (event #{end}); its "
+                        f"dependency {run.label(p)} raised {type(error).__name__} (event "
+                        f"#{cause_end}), which cancels every task that had not ended",
+                    )
+                continue
             # At once: in the cascade of events that ends the skipped tasks right
             # after their cause (the clock is read anew for each of them).
             if finish.state is not TaskState.SKIPPED or self.cascade_from[end] > cause_end:
