@@ -235,6 +235,7 @@ class Ran:
     raised: BaseException | None = None
     events: list[Event] = attrs.Factory(list)
     streamed: list[Event] | None = None
+    stream_complete: bool = False
     used: dict[str, Any] = attrs.Factory(dict)
     cancelled: bool = False
     outer: bool = False
@@ -288,6 +289,7 @@ async def run_drawn(
             streamed.append(event)
             if cancel is not None and cancel.when == "reader" and len(streamed) == cancel.at:
                 stop(cancel.by)
+        ran.stream_complete = True
 
     try:
         # The run is called in no nursery of the test's own: what it raises
@@ -336,12 +338,20 @@ _CHECK_RUN_KNOWS_CANCELLED = "cancelled" in inspect.signature(check_run).paramet
 
 
 def check_spec(dag: trio_dag.DAG, ran: Ran) -> None:
-    """``check_run`` on the run's report and events (``cancelled=`` when the run was
-    stopped from outside, once check_run takes that keyword)."""
+    """``check_run`` on the run's report and every event (``cancelled=`` when the
+    run was stopped from outside, once check_run takes that keyword).
+
+    An ``on_event`` that raised hears no more events: then the events are the
+    ones ``run.events()`` streamed, or none when the stream was not read to
+    its end.
+    """
     assert ran.report is not None
+    events: list[Event] | None = ran.events
+    if ran.callback_raised:
+        events = ran.streamed if ran.stream_complete else None
     stopped = ran.cancelled or ran.callback_raised or isinstance(ran.raised, Interrupt)
     extra = {"cancelled": stopped} if _CHECK_RUN_KNOWS_CANCELLED else {}
-    check_run(dag, ran.report, ran.events, **ran.used, **extra)
+    check_run(dag, ran.report, events, **ran.used, **extra)
 
 
 def held_to_spec(dag: trio_dag.DAG, ran: Ran, *, plan: object, run_api: str) -> None:

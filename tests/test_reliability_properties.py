@@ -181,8 +181,14 @@ def test_runs_cancelled_by_the_caller_keep_the_guarantees(
 @pytest.mark.parametrize("strategy", ["immediate", "waves"])
 @settings(suite, max_examples=25)
 @given(
-    dag=dags(max_tasks=10, resources=RESOURCES, run_in=("async", "inline", "thread")),
-    options=run_options(),
+    dag=dags(
+        max_tasks=10,
+        resources=EXACT_RESOURCES,
+        run_in=("async", "inline", "thread"),
+        bodies=BODIES,
+        batched=True,
+    ),
+    options=run_options(EXACT_RESOURCES),
 )
 def test_runs_with_thread_bodies_keep_the_guarantees(
     dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any], strategy: str
@@ -222,6 +228,8 @@ def test_nothing_leaves_a_run_but_what_spec_says(
         what=describe(plan, options, api=api, cancel=cancel, raise_at=raise_at),
     )
     held_to_spec(dag, ran, plan=plan, run_api=api)
+    if ran.report is not None:
+        check_spec(dag, ran)
 
 
 @settings(suite, max_examples=100)
@@ -238,7 +246,7 @@ def test_drawn_runs_keep_the_guarantees_also_when_cancelled(
     )
     held_to_spec(dag, ran, plan=plan, run_api="open_run")
     check_spec(dag, ran)
-    if ran.streamed is not None and not ran.callback_raised:
+    if ran.stream_complete:
         assert ran.streamed == ran.events, "run.events() and on_event saw different events"
 
 
