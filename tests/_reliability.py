@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import trio
+from hypothesis import settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
@@ -40,6 +41,12 @@ RESOURCES = {"gpu": 2.0, "mem": 3.5}
 # Capacities whose parts add up exactly, where float sums drift: 0.1 + 0.2
 # in 0.3, 0.2 + 0.7 in 0.9; an int capacity and one with a fraction.
 EXACT_RESOURCES: dict[str, float] = {"gpu": 2, "mem": 3.5, "tenths": 0.3, "nines": 0.9}
+
+
+def examples(share: float) -> int:
+    """*share* of the profile's ``max_examples``: a test that sets its own number
+    of examples this way still runs 100 times more under ``--hypothesis-profile=long``."""
+    return max(1, round(settings().max_examples * share))
 
 
 def newest_first(handle: trio_dag.Handle[Any]) -> int:

@@ -33,6 +33,7 @@ from _reliability import (
     check_spec,
     describe,
     draw_targets,
+    examples,
     held_to_spec,
     mock_run,
     newest_first,
@@ -179,7 +180,7 @@ def test_runs_cancelled_by_the_caller_keep_the_guarantees(
 
 
 @pytest.mark.parametrize("strategy", ["immediate", "waves"])
-@settings(suite, max_examples=25)
+@settings(suite, max_examples=examples(0.25))
 @given(
     dag=dags(
         max_tasks=10,
@@ -203,7 +204,7 @@ def test_runs_with_thread_bodies_keep_the_guarantees(
 # -- what users write, cancelled from outside or not --------------------------------------
 
 
-@settings(suite, max_examples=100)
+@suite
 @given(
     plan=dag_plans(
         max_tasks=12, resources=EXACT_RESOURCES, bodies=BODIES, batched=True, interrupts=True
@@ -232,7 +233,7 @@ def test_nothing_leaves_a_run_but_what_spec_says(
         check_spec(dag, ran)
 
 
-@settings(suite, max_examples=100)
+@suite
 @given(plan=PLANS, options=run_options(EXACT_RESOURCES), data=st.data())
 def test_drawn_runs_keep_the_guarantees_also_when_cancelled(
     dag_core: Any, plan: DagPlan, options: dict[str, Any], data: st.DataObject
@@ -250,7 +251,7 @@ def test_drawn_runs_keep_the_guarantees_also_when_cancelled(
         assert ran.streamed == ran.events, "run.events() and on_event saw different events"
 
 
-@settings(suite, max_examples=100)
+@suite
 @given(
     plan=dag_plans(
         max_tasks=12,
@@ -280,7 +281,7 @@ def test_runs_where_nothing_fails_succeed_entirely(
 REAL_BODIES = ("sleep", "nursery", "catch", "process")
 
 
-@settings(suite, max_examples=15)
+@settings(suite, max_examples=examples(0.15))
 @given(
     plan=dag_plans(
         max_tasks=6,
