@@ -307,3 +307,25 @@ def test_runs_on_the_real_clock_keep_the_guarantees(
     )
     held_to_spec(dag, ran, plan=plan, run_api="open_run")
     check_spec(dag, ran)
+
+
+# -- every run ends: a hang is a failure that names the plan -------------------------------
+
+
+def test_a_run_that_waits_forever_on_the_mock_clock_fails_naming_its_plan() -> None:
+    with pytest.raises(AssertionError, match=r"(?s)hangs: not over after 10000 s of Trio time.*t0"):
+        on_mock_clock(trio.sleep_forever, what="plan: dag_plan(t0=task())")
+
+
+def test_a_hang_the_mock_clock_cannot_see_fails_on_the_wall_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With threads no Trio deadline may be set; the watchdog thread cancels.
+    monkeypatch.setattr("_reliability.WATCHDOG_SECONDS", 0.2)
+    with pytest.raises(AssertionError, match=r"(?s)wall-clock time.*the plan"):
+        on_mock_clock(trio.sleep_forever, threads=True, what="the plan")
+
+
+def test_a_run_on_the_real_clock_that_hangs_fails_naming_its_plan() -> None:
+    with pytest.raises(AssertionError, match=r"(?s)hangs: not over.*the plan"):
+        on_real_clock(trio.sleep_forever, seconds=0.2, what="the plan")
