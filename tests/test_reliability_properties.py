@@ -1,13 +1,21 @@
 """The engine keeps every promise of SPEC section 3 on random DAGs under random options.
 
-Random DAGs come from ``trio_dag.testing.dags`` (sleeps on the Trio clock,
-failures, retries, timeouts, all_done teardown, resource uses), options from
-every policy, strategy, failure mode and kind of limit; each run is then held
-to the SPEC by ``trio_dag.testing.check_run``. Runs are watched through
-``on_event`` and through ``run.events()``, stopped by ``run.cancel()`` and by
-the caller's scope, and each test runs on both cores (``dag_core``). Time is
-a MockClock; Hypothesis seeds Trio's scheduler per example (Trio registers
-its scheduling ``Random`` with Hypothesis), so examples replay exactly.
+Random DAGs come from ``trio_dag.testing.dags`` and ``dag_plans``: the bodies
+users write (sleeps, inner nurseries, bodies that catch and re-raise
+``Cancelled``, inline and thread bodies, short real processes on the real
+clock, ``@batched`` functions with wrong-length results and raising calls),
+failures, retries falling due together, timeouts, all_done teardown, and
+resource uses in whole and fractional amounts that add up exactly to the
+capacities. Options come from every policy, strategy, failure mode and kind
+of limit. Runs go through ``run`` and ``open_run``, with ``check`` on and
+off, watched through ``on_event`` and ``run.events()``, and stopped from
+outside (``run.cancel()``, an outer scope; after a drawn time or at a drawn
+event) or not. Each run is held to the SPEC by ``trio_dag.testing.check_run``
+and by what may leave a run (``held_to_spec``); each test runs on both cores
+(``dag_core``). Time is a MockClock, or the real clock in short runs; every
+run is bounded (a hang fails with the drawn plan). Hypothesis seeds Trio's
+scheduler per example (Trio registers its scheduling ``Random`` with
+Hypothesis), so MockClock examples mostly replay.
 
 ``--hypothesis-profile=long`` runs 100 times more examples.
 """
@@ -19,12 +27,20 @@ from typing import Any
 import pytest
 import trio
 from _reliability import (
+    EXACT_RESOURCES,
     RESOURCES,
+    cancels,
+    check_spec,
+    describe,
     draw_targets,
+    examples,
+    held_to_spec,
     mock_run,
     newest_first,
     on_mock_clock,
+    on_real_clock,
     real_options,
+    run_drawn,
     run_options,
 )
 from hypothesis import HealthCheck, given, settings
@@ -32,11 +48,15 @@ from hypothesis import strategies as st
 
 import trio_dag
 from trio_dag.events import Event
-from trio_dag.testing import Recorder, check_run, dags
+from trio_dag.testing import DagPlan, Recorder, check_run, dag_plans, dags
 
 # The dag_core fixture is function-scoped on purpose: one core for all examples.
 suite = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 DAGS = dags(max_tasks=16, resources=RESOURCES)
+# What users write, on the MockClock: every async body but processes, batched
+# functions, inline bodies, exact resources.
+BODIES = ("sleep", "nursery", "catch")
+PLANS = dag_plans(max_tasks=12, resources=EXACT_RESOURCES, bodies=BODIES, batched=True)
 
 
 @suite
@@ -160,10 +180,16 @@ def test_runs_cancelled_by_the_caller_keep_the_guarantees(
 
 
 @pytest.mark.parametrize("strategy", ["immediate", "waves"])
-@settings(suite, max_examples=25)
+@settings(suite, max_examples=examples(0.25))
 @given(
-    dag=dags(max_tasks=10, resources=RESOURCES, run_in=("async", "inline", "thread")),
-    options=run_options(),
+    dag=dags(
+        max_tasks=10,
+        resources=EXACT_RESOURCES,
+        run_in=("async", "inline", "thread"),
+        bodies=BODIES,
+        batched=True,
+    ),
+    options=run_options(EXACT_RESOURCES),
 )
 def test_runs_with_thread_bodies_keep_the_guarantees(
     dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any], strategy: str
@@ -173,3 +199,133 @@ def test_runs_with_thread_bodies_keep_the_guarantees(
     options["strategy"] = strategy
     report, recorder, used = mock_run(dag, threads=True, **options)
     check_run(dag, report, recorder, **used)
+
+
+# -- what users write, cancelled from outside or not --------------------------------------
+
+
+@suite
+@given(
+    plan=dag_plans(
+        max_tasks=12, resources=EXACT_RESOURCES, bodies=BODIES, batched=True, interrupts=True
+    ),
+    options=run_options(EXACT_RESOURCES),
+    check=st.booleans(),
+    data=st.data(),
+)
+def test_nothing_leaves_a_run_but_what_spec_says(
+    dag_core: Any, plan: DagPlan, options: dict[str, Any], check: bool, data: st.DataObject
+) -> None:
+    # A report, or RunFailedError (check=True and a task FAILED), CallbackError
+    # (on_event raised), or the BaseException a body raised, unwrapped: never a
+    # group of Cancelled, never an internal error. And no task ends CANCELLED
+    # in a run that nobody cancelled.
+    dag = plan.build()
+    api = data.draw(st.sampled_from(["open_run", "run"]), label="api")
+    cancel = data.draw(cancels(api), label="cancel")
+    raise_at = data.draw(st.none() | st.integers(1, 12), label="on_event raises at event")
+    ran = on_mock_clock(
+        lambda: run_drawn(dag, options, api=api, check=check, cancel=cancel, raise_at=raise_at),
+        what=describe(plan, options, api=api, cancel=cancel, raise_at=raise_at),
+    )
+    held_to_spec(dag, ran, plan=plan, run_api=api)
+    if ran.report is not None:
+        check_spec(dag, ran)
+
+
+@suite
+@given(plan=PLANS, options=run_options(EXACT_RESOURCES), data=st.data())
+def test_drawn_runs_keep_the_guarantees_also_when_cancelled(
+    dag_core: Any, plan: DagPlan, options: dict[str, Any], data: st.DataObject
+) -> None:
+    dag = plan.build()
+    options["targets"] = draw_targets(data, dag)
+    cancel = data.draw(cancels("open_run"), label="cancel")
+    ran = on_mock_clock(
+        lambda: run_drawn(dag, options, cancel=cancel),
+        what=describe(plan, options, cancel=cancel),
+    )
+    held_to_spec(dag, ran, plan=plan, run_api="open_run")
+    check_spec(dag, ran)
+    if ran.stream_complete:
+        assert ran.streamed == ran.events, "run.events() and on_event saw different events"
+
+
+@suite
+@given(
+    plan=dag_plans(
+        max_tasks=12,
+        resources=EXACT_RESOURCES,
+        bodies=BODIES,
+        batched=True,
+        failures=False,
+        timeouts=False,
+    ),
+    options=run_options(EXACT_RESOURCES),
+)
+def test_runs_where_nothing_fails_succeed_entirely(
+    dag_core: Any, plan: DagPlan, options: dict[str, Any]
+) -> None:
+    # No body fails, nothing times out, nobody cancels: every task SUCCEEDS,
+    # also when amounts of a resource add up exactly to its capacity (0.1 +
+    # 0.2 of 0.3, 0.2 + 0.7 of 0.9), however the floats round.
+    dag = plan.build()
+    ran = on_mock_clock(lambda: run_drawn(dag, options), what=describe(plan, options))
+    held_to_spec(dag, ran, plan=plan, run_api="open_run")
+    assert ran.report is not None
+    not_ok = {h.name: ran.report.state(h).name for h in ran.report if h not in ran.report.succeeded}
+    assert not not_ok, f"tasks did not succeed: {not_ok}\n{describe(plan, options)}"
+
+
+# On the real clock: ms-scale durations, a few tasks, every body users write.
+REAL_BODIES = ("sleep", "nursery", "catch", "process")
+
+
+@settings(suite, max_examples=examples(0.15))
+@given(
+    plan=dag_plans(
+        max_tasks=6,
+        max_parents=2,
+        resources=EXACT_RESOURCES,
+        bodies=REAL_BODIES,
+        run_in=("async", "inline", "thread"),
+        batched=True,
+        real_clock=True,
+    ),
+    options=run_options(EXACT_RESOURCES),
+    data=st.data(),
+)
+def test_runs_on_the_real_clock_keep_the_guarantees(
+    dag_core: Any, plan: DagPlan, options: dict[str, Any], data: st.DataObject
+) -> None:
+    dag = plan.build()
+    cancel = data.draw(cancels("open_run"), label="cancel")
+    ran = on_real_clock(
+        lambda: run_drawn(dag, options, cancel=cancel, unit=0.002),
+        seconds=10,
+        what=describe(plan, options, cancel=cancel),
+    )
+    held_to_spec(dag, ran, plan=plan, run_api="open_run")
+    check_spec(dag, ran)
+
+
+# -- every run ends: a hang is a failure that names the plan -------------------------------
+
+
+def test_a_run_that_waits_forever_on_the_mock_clock_fails_naming_its_plan() -> None:
+    with pytest.raises(AssertionError, match=r"(?s)hangs: not over after 10000 s of Trio time.*t0"):
+        on_mock_clock(trio.sleep_forever, what="plan: dag_plan(t0=task())")
+
+
+def test_a_hang_the_mock_clock_cannot_see_fails_on_the_wall_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With threads no Trio deadline may be set; the watchdog thread cancels.
+    monkeypatch.setattr("_reliability.WATCHDOG_SECONDS", 0.2)
+    with pytest.raises(AssertionError, match=r"(?s)wall-clock time.*the plan"):
+        on_mock_clock(trio.sleep_forever, threads=True, what="the plan")
+
+
+def test_a_run_on_the_real_clock_that_hangs_fails_naming_its_plan() -> None:
+    with pytest.raises(AssertionError, match=r"(?s)hangs: not over.*the plan"):
+        on_real_clock(trio.sleep_forever, seconds=0.2, what="the plan")

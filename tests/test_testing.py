@@ -34,7 +34,18 @@ from trio_dag.testing import DagShape, Recorder, check_run, dag_shapes, dags
 
 def test_public_names() -> None:
     public = {name for name in dir(trio_dag.testing) if not name.startswith("_")}
-    assert public == {"DagShape", "RULES", "Recorder", "check_run", "dag_shapes", "dags"}
+    assert public == {
+        "BrokenPromise",
+        "DagPlan",
+        "DagShape",
+        "Interrupt",
+        "RULES",
+        "Recorder",
+        "check_run",
+        "dag_plans",
+        "dag_shapes",
+        "dags",
+    }
     for name in public - {"RULES"}:
         assert getattr(trio_dag.testing, name).__doc__
 

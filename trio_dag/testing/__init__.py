@@ -3,8 +3,11 @@
 - :func:`check_run` holds a finished run to every guarantee of the SPEC
   (section 3) that its report and events show; :class:`Recorder` collects
   the events for it.
-- :func:`dag_shapes` and :func:`dags` are Hypothesis strategies for random
-  dependency structures and random runnable DAGs.
+- :func:`dag_shapes`, :func:`dags` and :func:`dag_plans` are Hypothesis
+  strategies for random dependency structures and random runnable DAGs
+  (or their :class:`DagPlan`, to build several times). Drawn tasks may raise
+  :class:`Interrupt`, and raise :class:`BrokenPromise` when they see the
+  engine break a promise.
 
 Importing this package imports Hypothesis at once when it is installed (it
 comes with ``pip install trio_dag[test]``). Without it, ``check_run`` and
@@ -22,15 +25,20 @@ import typing as _typing
 
 from ._check import RULES as RULES
 from ._check import check_run as check_run
+from ._plans import BrokenPromise as BrokenPromise
+from ._plans import DagPlan as DagPlan
+from ._plans import Interrupt as Interrupt
 from ._recorder import Recorder as Recorder
 
 if _typing.TYPE_CHECKING:
     from ._strategies import DagShape as DagShape
+    from ._strategies import dag_plans as dag_plans
     from ._strategies import dag_shapes as dag_shapes
     from ._strategies import dags as dags
 else:
     try:
         from ._strategies import DagShape as DagShape
+        from ._strategies import dag_plans as dag_plans
         from ._strategies import dag_shapes as dag_shapes
         from ._strategies import dags as dags
     except ModuleNotFoundError as exc:
@@ -39,7 +47,7 @@ else:
         _MISSING = exc
 
         def __getattr__(name: str) -> _typing.Any:
-            if name in ("DagShape", "dag_shapes", "dags"):
+            if name in ("DagShape", "dag_plans", "dag_shapes", "dags"):
                 raise ImportError(
                     f"trio_dag.testing.{name} needs Hypothesis, which is not installed; "
                     "install it with `pip install trio_dag[test]`",

@@ -11,24 +11,34 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Collection, Mapping
-from typing import Any, Final, Literal, final
+from fractions import Fraction
+from typing import Any, Final, final
 
 import attrs
-import trio
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from .. import DAG, Handle, current_task
+from .. import DAG
+from ._plans import (
+    BODIES,
+    HOWS,
+    POSITIONAL,
+    BatchPlan,
+    Body,
+    DagPlan,
+    RunIn,
+    TaskPlan,
+    build_dag,
+)
 
-__all__ = ["DagShape", "dag_shapes", "dags"]
+__all__ = ["DagShape", "dag_plans", "dag_shapes", "dags"]
 
-RunIn = Literal["async", "inline", "thread"]
 _RUN_IN: Final = ("async", "inline", "thread")
-# How a dependency is given to DAG.add: a positional handle, a handle inside a
-# list, after= by handle, after= by name. Shrinks towards the first.
-_HOWS: Final = ("arg", "list", "after", "name")
-_ARGS: Final = ("arg", "list")
-Trigger = Literal["all_succeeded", "all_done"]
+_SLEEP: Final[tuple[Body, ...]] = ("sleep",)
+# The time unit of drawn durations on the real clock: runs stay short.
+_REAL_UNIT: Final = 0.002
+# Priorities users write too: ints beyond 2**53, where floats tie.
+_HUGE_PRIORITIES: Final = (2**53, 2**53 + 1, -(2**53) - 1, 2**64 + 1)
 
 
 def _check_parents(
@@ -124,147 +134,9 @@ def dag_shapes(
     return tasks.map(_shape)
 
 
-@final
-@attrs.frozen
-class _Nap:
-    """An async body: sleep on the Trio clock, fail the first *fails* attempts.
-
-    A body of 0 seconds returns without suspending at all.
-    """
-
-    seconds: float
-    fails: int
-
-    async def __call__(self, *deps: object) -> str:
-        if self.seconds:
-            await trio.sleep(self.seconds)
-        return _finish(self.fails)
-
-
-@final
-@attrs.frozen
-class _Instant:
-    """A sync body ("inline" or "thread"): returns at once, or fails the first *fails* attempts."""
-
-    fails: int
-
-    def __call__(self, *deps: object) -> str:
-        return _finish(self.fails)
-
-
-def _finish(fails: int) -> str:
-    task = current_task()
-    if task.attempt <= fails:
-        raise ValueError(f"drawn failure of task {task.name!r}, attempt {task.attempt}")
-    return task.name
-
-
-@final
-@attrs.frozen(repr=False)
-class _TaskPlan:
-    """One task of a drawn DAG; its repr shows what differs from the defaults."""
-
-    deps: tuple[tuple[int, str], ...] = ()
-    seconds: float = 0
-    fails: int = 0
-    run_in: RunIn = "async"
-    trigger: Trigger = "all_succeeded"
-    retries: int = 0
-    retry_delay: float = 0.0
-    retry_backoff: float = 2.0
-    retry_on: tuple[type[Exception], ...] = (Exception,)
-    timeout: float | None = None
-    priority: int = 0
-    cost: float = 1.0
-    uses: tuple[tuple[str, float], ...] = ()
-
-    def __repr__(self) -> str:
-        args = [f"t{p}" if how == "arg" else f"[t{p}]" for p, how in self.deps if how in _ARGS]
-        after = [
-            f"t{p}" if how == "after" else f"'t{p}'" for p, how in self.deps if how not in _ARGS
-        ]
-        if after:
-            args.append(f"after=[{', '.join(after)}]")
-        for field in attrs.fields(_TaskPlan)[1:]:
-            value = getattr(self, field.name)
-            if value == field.default:
-                continue
-            if field.name == "retry_on":
-                text = f"({', '.join(c.__name__ for c in value)},)"
-            elif field.name == "uses":
-                text = repr(dict(value))
-            else:
-                text = repr(value)
-            args.append(f"{field.name}={text}")
-        return f"task({', '.join(args)})"
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self))
-
-
-@final
-@attrs.frozen(repr=False)
-class _Plan:
-    """A drawn DAG before it is built: task *i* is named ``t{i}``."""
-
-    tasks: tuple[_TaskPlan, ...]
-
-    def __repr__(self) -> str:
-        tasks = ", ".join(f"t{i}={task!r}" for i, task in enumerate(self.tasks))
-        return f"dag_plan({tasks})"
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        # Hypothesis's printer: one task per line in a falsifying example.
-        if not self.tasks:
-            p.text("dag_plan()")
-            return
-        with p.group(4, "dag_plan("):
-            for i, task in enumerate(self.tasks):
-                p.break_()
-                p.text(f"t{i}={task!r},")
-        p.break_()
-        p.text(")")
-
-
-def build_dag(plan: _Plan) -> DAG:
-    """The DAG a plan describes (Hypothesis prints drawn DAGs as this call)."""
-    dag = DAG()
-    handles: list[Handle[Any]] = []
-    for i, task in enumerate(plan.tasks):
-        args: list[object] = []
-        after: list[Handle[Any] | str] = []
-        for p, how in task.deps:
-            if how == "arg":
-                args.append(handles[p])
-            elif how == "list":
-                args.append([handles[p]])
-            else:
-                after.append(handles[p] if how == "after" else f"t{p}")
-        body = _Nap(task.seconds, task.fails) if task.run_in == "async" else _Instant(task.fails)
-        handles.append(
-            dag.add(
-                body,
-                *args,
-                name=f"t{i}",
-                after=after,
-                priority=task.priority,
-                cost=task.cost,
-                uses=dict(task.uses) or None,
-                retries=task.retries,
-                retry_delay=task.retry_delay,
-                retry_backoff=task.retry_backoff,
-                retry_on=task.retry_on,
-                timeout=task.timeout,
-                run_in=None if task.run_in == "async" else task.run_in,
-                trigger=task.trigger,
-            )
-        )
-    return dag
-
-
 @attrs.frozen
 class _Options:
-    """The arguments of :func:`dags`, checked."""
+    """The arguments of :func:`dag_plans`, checked."""
 
     min_tasks: int
     max_tasks: int
@@ -276,6 +148,15 @@ class _Options:
     all_done: bool
     resources: tuple[tuple[str, float], ...]
     run_in: tuple[RunIn, ...]
+    bodies: tuple[Body, ...]
+    batched: bool
+    interrupts: bool
+    real_clock: bool
+
+    @property
+    def unit(self) -> float:
+        """The time unit of every drawn duration: a second, or 2 ms on the real clock."""
+        return _REAL_UNIT if self.real_clock else 1.0
 
 
 def _one_in(draw: st.DrawFn, k: int) -> bool:
@@ -283,46 +164,180 @@ def _one_in(draw: st.DrawFn, k: int) -> bool:
     return draw(st.integers(0, k - 1)) == k - 1
 
 
-@st.composite
-def _tasks(draw: st.DrawFn, o: _Options) -> tuple[list[tuple[int, str]], dict[str, Any]]:
-    """One task: its dependencies as ``(pick, how given)`` (see _picks), and its options."""
-    picks = draw(_picks(o.max_tasks, o.max_parents))
-    deps = [(k, draw(st.sampled_from(_HOWS))) for k in picks]
-    plan: dict[str, Any] = {
-        "seconds": draw(o.seconds),
-        "run_in": draw(st.sampled_from(o.run_in)),
-        "priority": draw(st.integers(-2, 2)),
-        "cost": draw(st.sampled_from([1.0, 2.0, 0.5, 3.0])),
-    }
-    if o.retries and _one_in(draw, 3):
-        plan["retries"] = draw(st.integers(1, 2))
-        plan["retry_delay"] = draw(st.sampled_from([0.0, 1.0, 0.5, 2.0]))
-        plan["retry_backoff"] = draw(st.sampled_from([2.0, 1.0, 0.5]))
-        if _one_in(draw, 4):
-            plan["retry_on"] = (KeyError,)  # the drawn failures and timeouts are not retried
-    if o.failures and _one_in(draw, 4):
-        plan["fails"] = draw(st.integers(1, plan.get("retries", 0) + 1))
-    if o.timeouts and _one_in(draw, 4):
-        plan["timeout"] = float(draw(st.integers(1, 3)))
-    if o.all_done and _one_in(draw, 5):
-        plan["trigger"] = "all_done"
+def _amounts(capacity: float) -> list[float]:
+    """The amounts a task may use of a resource of *capacity*, smallest first.
+
+    Whole numbers (as ints, and one as a float), tenths and what they leave of
+    the capacity, halves and thirds of it, and all of it: amounts that add up
+    exactly to the capacity, as 0.1 + 0.2 to 0.3 or 0.2 + 0.7 to 0.9, where
+    float sums drift.
+    """
+    exact = Fraction(repr(capacity))
+    found: dict[tuple[type, float], float] = {}
+    for k in range(1, min(int(exact), 8) + 1):
+        found[int, k] = k
+    if exact >= 1:
+        found[float, float(int(exact))] = float(int(exact))
+    for k in range(1, min(int(exact * 10), 10) + 1):
+        tenth = Fraction(k, 10)
+        for amount in (tenth, exact - tenth):
+            if amount > 0:
+                found.setdefault((float, float(amount)), float(amount))
+    for amount in (exact / 2, exact / 3, exact):
+        if amount > 0:
+            found.setdefault((float, float(amount)), float(amount))
+    return sorted(found.values(), key=lambda a: (a, isinstance(a, float)))
+
+
+def _uses(draw: st.DrawFn, o: _Options) -> tuple[tuple[str, float], ...]:
     uses = []
     for name, capacity in o.resources:
         if capacity > 0 and draw(st.booleans()):
-            top = math.floor(capacity)
-            uses.append((name, float(draw(st.integers(1, top))) if top >= 1 else capacity))
-    plan["uses"] = tuple(uses)
+            uses.append((name, draw(st.sampled_from(_amounts(capacity)))))
+    return tuple(uses)
+
+
+Drawn = tuple[list[tuple[int, str]], dict[str, Any]]
+
+
+@st.composite
+def _tasks(draw: st.DrawFn, o: _Options) -> Drawn:
+    """One task: its dependencies as ``(pick, how given)`` (see _picks), and its options."""
+    picks = draw(_picks(o.max_tasks, o.max_parents))
+    deps = [(k, draw(st.sampled_from(HOWS))) for k in picks]
+    plan: dict[str, Any] = {}
+    unit = o.unit
+    if o.batched and _one_in(draw, 3):
+        plan["batch"] = draw(st.integers(0, 1))  # which function: taken modulo their number
+    else:
+        run_in = plan["run_in"] = draw(st.sampled_from(o.run_in))
+        if run_in == "async":
+            plan["body"] = draw(st.sampled_from(o.bodies))
+        if run_in == "async" or (run_in == "thread" and o.real_clock):
+            plan["seconds"] = draw(o.seconds)
+        plan["partial"] = _one_in(draw, 4)
+        if o.interrupts and _one_in(draw, 8):
+            plan["interrupt"] = True
+    plan["priority"] = draw(st.integers(-2, 2) | st.sampled_from(_HUGE_PRIORITIES))
+    plan["cost"] = draw(st.sampled_from([1.0, 2.0, 0.5, 3.0]))
+    if o.retries and _one_in(draw, 3):
+        plan["retries"] = draw(st.integers(1, 2))
+        # Few delays, so that retries often fall due at the same instant.
+        plan["retry_delay"] = draw(st.sampled_from([0.0, 1.0, 0.5, 2.0])) * unit
+        plan["retry_backoff"] = draw(st.sampled_from([2.0, 1.0, 0.5]))
+        if _one_in(draw, 4):
+            plan["retry_on"] = (KeyError,)  # the drawn failures and timeouts are not retried
+    if o.failures and "batch" not in plan and _one_in(draw, 4):
+        plan["fails"] = draw(st.integers(1, plan.get("retries", 0) + 1))
+        if _one_in(draw, 6):
+            plan["error"] = "unprintable"
+    if o.timeouts and _one_in(draw, 4):
+        plan["timeout"] = draw(st.integers(1, 3)) * unit
+    if "batch" not in plan:
+        if o.all_done and _one_in(draw, 5):
+            plan["trigger"] = "all_done"
+        plan["uses"] = _uses(draw, o)
     return deps, plan
 
 
-def _plan(tasks: list[tuple[list[tuple[int, str]], dict[str, Any]]]) -> _Plan:
+@st.composite
+def _batch_plans(draw: st.DrawFn, o: _Options) -> BatchPlan:
+    unit = o.unit
+    fails = short = 0
+    if o.failures and _one_in(draw, 3):
+        fails = draw(st.integers(1, 2))
+    if o.failures and _one_in(draw, 3):
+        short = draw(st.integers(1, 2))
+    return BatchPlan(
+        max_size=draw(st.integers(1, 5)),
+        max_delay=draw(st.sampled_from([0.0, 0.5, 1.0])) * unit,
+        seconds=draw(o.seconds),
+        fails=fails,
+        short=short,
+        uses=_uses(draw, o),
+    )
+
+
+def _task_plan(i: int, deps: list[tuple[int, str]], plan: dict[str, Any], batches: int) -> TaskPlan:
+    how_of: dict[int, str] = {}
+    for k, how in deps if i else ():
+        how_of.setdefault(k % i, how)  # two picks may name one task: the first counts
+    if "batch" in plan:
+        # A batched task's one positional argument is its item: the first
+        # dependency given as an argument; the others are given with after=.
+        item = False
+        for p, how in how_of.items():
+            if how in POSITIONAL and not item:
+                item = True
+            elif how not in ("after", "name"):
+                how_of[p] = "after"
+        plan = {**plan, "batch": f"b{plan['batch'] % batches}"}
+    return TaskPlan(deps=tuple(sorted(how_of.items())), **plan)
+
+
+def _plan(drawn: tuple[list[Drawn], list[BatchPlan]]) -> DagPlan:
+    tasks, batches = drawn
+    used = {
+        plan["batch"] % len(batches) for _, plan in tasks if "batch" in plan
+    }  # functions no task uses are left out, renumbered in order
+    kept = [b for k, b in enumerate(batches) if k in used]
+    number = {k: n for n, k in enumerate(sorted(used))}
     planned = []
     for i, (deps, plan) in enumerate(tasks):
-        how_of: dict[int, str] = {}
-        for k, how in deps if i else ():
-            how_of.setdefault(k % i, how)  # two picks may name one task: the first counts
-        planned.append(_TaskPlan(deps=tuple(sorted(how_of.items())), **plan))
-    return _Plan(tuple(planned))
+        if "batch" in plan:
+            plan = {**plan, "batch": number[plan["batch"] % len(batches)]}
+        planned.append(_task_plan(i, deps, plan, max(1, len(kept))))
+    return DagPlan(tuple(planned), tuple(kept))
+
+
+def dag_plans(
+    *,
+    min_tasks: int = 0,
+    max_tasks: int = 50,
+    max_parents: int = 4,
+    seconds: st.SearchStrategy[float] | None = None,
+    failures: bool = True,
+    retries: bool = True,
+    timeouts: bool = True,
+    all_done: bool = True,
+    resources: Mapping[str, float] | None = None,
+    run_in: Collection[RunIn] = ("async", "inline"),
+    bodies: Collection[Body] = _SLEEP,
+    batched: bool = False,
+    interrupts: bool = False,
+    real_clock: bool = False,
+) -> st.SearchStrategy[DagPlan]:
+    """Draw plans of DAGs: :func:`dags` before building, to build as often as you like.
+
+    Takes the arguments of :func:`dags`. ``plan.build()`` makes a fresh DAG,
+    with fresh bodies, each time: run one plan on two backends, or twice, and
+    compare::
+
+        @given(plan=trio_dag.testing.dag_plans(max_tasks=10, batched=True))
+        def test_runs_agree(plan):
+            first = trio_dag.run_sync(plan.build(), limit=1, check=False)
+            second = trio_dag.run_sync(plan.build(), limit=1, check=False)
+            assert [first.state(h.name) for h in first] == [second.state(h.name) for h in second]
+    """
+    o = _options(
+        min_tasks,
+        max_tasks,
+        max_parents,
+        seconds,
+        failures,
+        retries,
+        timeouts,
+        all_done,
+        resources,
+        run_in,
+        bodies,
+        batched,
+        interrupts,
+        real_clock,
+    )
+    tasks = st.lists(_tasks(o), min_size=o.min_tasks, max_size=o.max_tasks)
+    functions = st.lists(_batch_plans(o), min_size=1, max_size=2) if o.batched else st.just([])
+    return st.tuples(tasks, functions).map(_plan)
 
 
 def dags(
@@ -337,19 +352,49 @@ def dags(
     all_done: bool = True,
     resources: Mapping[str, float] | None = None,
     run_in: Collection[RunIn] = ("async", "inline"),
+    bodies: Collection[Body] = _SLEEP,
+    batched: bool = False,
+    interrupts: bool = False,
+    real_clock: bool = False,
 ) -> st.SearchStrategy[DAG]:
     """Draw whole DAGs, ready to run, named ``t0``, ``t1``, ...
 
-    Each task depends on up to *max_parents* earlier ones (as a positional
-    handle, a handle in a list, or ``after=`` by handle or name). Its body
-    sleeps a time drawn from *seconds* (default: 0 to 3 whole seconds) on
-    the Trio clock, then returns its name, or raises ``ValueError`` for its
-    first few attempts when *failures*; sync bodies (*run_in* ``"inline"``
-    or ``"thread"``) return at once. With the flags set, tasks may also
-    draw ``retries`` (with delay, backoff and a ``retry_on`` that does not
-    match), a ``timeout``, ``trigger="all_done"``, and ``uses`` within the
-    capacities of *resources*; every task draws a ``priority`` and a
-    ``cost``. Run them with a ``MockClock`` and the same *resources*::
+    Each task depends on up to *max_parents* earlier ones, given as users
+    give them: a positional handle, a handle in a list, in a dict, in a
+    namedtuple, in ``kwargs=``, or ``after=`` by handle or name. Its body
+    waits a time drawn from *seconds* (default: 0 to 3 whole seconds) on the
+    Trio clock, then returns its name, or raises (a ``ValueError``, or now
+    and then an exception whose ``str()`` raises) for its first few attempts
+    when *failures*. Bodies may be given behind ``functools.partial``.
+
+    - *bodies*: what async bodies do while they wait: ``"sleep"``;
+      ``"nursery"`` (an inner nursery of two children, the failure raised by
+      one of them); ``"catch"`` (catches ``Cancelled``, cleans up behind a
+      shield, raises it again); ``"process"`` (``trio.run_process`` of a
+      short real Python process with captured output; a failure is its
+      nonzero exit, ``CalledProcessError``; needs *real_clock*).
+    - *run_in*: ``"async"`` bodies as above; ``"inline"`` and ``"thread"``
+      sync bodies, which return at once (on the real clock a thread body
+      sleeps its time first).
+    - *batched*: tasks of one or two ``@batched`` functions mixed with the
+      others (``max_size`` 1 to 5, ``max_delay`` 0 or more; with *failures*,
+      calls that raise and calls that return a list one item short).
+    - *interrupts*: a task may raise :class:`Interrupt`, a BaseException
+      that is not an Exception, which propagates from the run.
+    - *real_clock*: every drawn duration (sleeps by default, retry delays,
+      timeouts, batch delays) is in units of 2 ms instead of seconds.
+
+    With the flags set, tasks may also draw ``retries`` (with few distinct
+    delays, so retries fall due together, a backoff, and a ``retry_on``
+    that does not match), a ``timeout``, ``trigger="all_done"``, and
+    ``uses`` within the capacities of *resources* (whole and fractional
+    amounts, including ones that add up exactly to a capacity); every task
+    draws a ``priority`` (now and then one beyond 2**53) and a ``cost``.
+    A body that sees the engine break a promise (a Handle in place of an
+    output, a batch above ``max_size``) raises ``BrokenPromise``, a
+    BaseException that propagates from the run. Run them with a
+    ``MockClock`` (or, with *real_clock*, the real one) and the same
+    *resources*::
 
         @given(dag=trio_dag.testing.dags(resources={"gpu": 2}))
         def test_runs_keep_their_promises(dag):
@@ -358,28 +403,77 @@ def dags(
                                        on_event=recorder)  # or trio.run with a MockClock
             trio_dag.testing.check_run(dag, report, recorder, resources={"gpu": 2})
 
-    Threads make runs depend on the OS scheduler, so "thread" is not among
-    the default *run_in*.
+    Threads make runs depend on the OS scheduler, and a MockClock jumps
+    ahead while a thread runs, so "thread" is not among the default *run_in*.
     """
+    return dag_plans(
+        min_tasks=min_tasks,
+        max_tasks=max_tasks,
+        max_parents=max_parents,
+        seconds=seconds,
+        failures=failures,
+        retries=retries,
+        timeouts=timeouts,
+        all_done=all_done,
+        resources=resources,
+        run_in=run_in,
+        bodies=bodies,
+        batched=batched,
+        interrupts=interrupts,
+        real_clock=real_clock,
+    ).map(build_dag)
+
+
+def _kinds(name: str, value: object, allowed: tuple[str, ...]) -> tuple[Any, ...]:
+    kinds = tuple(value) if isinstance(value, Collection) and not isinstance(value, str) else ()
+    if not kinds or any(kind not in allowed for kind in kinds):
+        raise InvalidArgument(
+            f"{name} must be a non-empty collection of {', '.join(map(repr, allowed))}; "
+            f"got {value!r}"
+        )
+    return kinds
+
+
+def _options(
+    min_tasks: int,
+    max_tasks: int,
+    max_parents: int,
+    seconds: st.SearchStrategy[float] | None,
+    failures: bool,
+    retries: bool,
+    timeouts: bool,
+    all_done: bool,
+    resources: Mapping[str, float] | None,
+    run_in: Collection[RunIn],
+    bodies: Collection[Body],
+    batched: bool,
+    interrupts: bool,
+    real_clock: bool,
+) -> _Options:
     _check_sizes(min_tasks, max_tasks, max_parents)
-    if seconds is None:
-        seconds = st.integers(0, 3).map(float)
-    elif not isinstance(seconds, st.SearchStrategy):
-        raise InvalidArgument(f"seconds must be a strategy of durations, got {seconds!r}")
     for flag, value in [
         ("failures", failures),
         ("retries", retries),
         ("timeouts", timeouts),
         ("all_done", all_done),
+        ("batched", batched),
+        ("interrupts", interrupts),
+        ("real_clock", real_clock),
     ]:
         if not isinstance(value, bool):
             raise InvalidArgument(f"{flag} must be True or False, got {value!r}")
-    kinds = tuple(run_in) if isinstance(run_in, Collection) and not isinstance(run_in, str) else ()
-    if not kinds or any(kind not in _RUN_IN for kind in kinds):
+    unit = _REAL_UNIT if real_clock else 1.0
+    if seconds is None:
+        seconds = st.integers(0, 3).map(lambda k: k * unit)
+    elif not isinstance(seconds, st.SearchStrategy):
+        raise InvalidArgument(f"seconds must be a strategy of durations, got {seconds!r}")
+    kinds = _kinds("bodies", bodies, BODIES)
+    if "process" in kinds and not real_clock:
         raise InvalidArgument(
-            f"run_in must be a non-empty collection of 'async', 'inline', 'thread'; got {run_in!r}"
+            "bodies with 'process' need real_clock=True: a MockClock jumps ahead while a "
+            "process runs, so its timeouts and the run's deadlines would pass at once"
         )
-    options = _Options(
+    return _Options(
         min_tasks,
         max_tasks,
         max_parents,
@@ -389,10 +483,12 @@ def dags(
         timeouts,
         all_done,
         _check_resources(resources),
+        _kinds("run_in", run_in, _RUN_IN),
         kinds,
+        batched,
+        interrupts,
+        real_clock,
     )
-    tasks = st.lists(_tasks(options), min_size=min_tasks, max_size=max_tasks)
-    return tasks.map(_plan).map(build_dag)
 
 
 def _check_resources(resources: object) -> tuple[tuple[str, float], ...]:
