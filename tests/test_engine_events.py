@@ -340,3 +340,70 @@ async def test_events_print_whatever_their_exception_or_output_does(
         "outcome=Error(<ExceptionGroup: from a nursery (1 sub-exception)>)"
         in (printed["TaskFinished", "in-a-group"])
     )
+
+
+async def _boom_at(seconds: float) -> None:
+    await trio.sleep(seconds)
+    raise KeyError("boom")
+
+
+async def test_run_cancel_from_a_listener_comes_after_the_skips_of_the_failure_it_heard(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # The failure and the skips it causes are one step of the run: an
+    # on_event listener that cancels the run on hearing the failure does not
+    # cut it in two.
+    dag = trio_dag.DAG()
+    bad = dag.add(_boom_at, 1, name="bad")
+    dag.add(_boom_at, 5, bad, name="skipped")
+    dag.add(trio.sleep, 10, name="slow")  # waits for the one slot: pending at the cancel
+    runs: list[trio_dag.Run] = []
+
+    def listen(event: Event) -> None:
+        if isinstance(event, TaskFinished) and event.state is TaskState.FAILED:
+            runs[0].cancel()
+
+    with trio.fail_after(60):
+        async with trio_dag.open_run(dag, check=False, on_event=listen, limit=1) as run:
+            runs.append(run)
+            seen = [event async for event in run.events()]
+    report = run.report
+    assert report.state("skipped") is TaskState.SKIPPED
+    assert report.state("slow") is TaskState.CANCELLED
+    finished = [(e.task.name, e.state) for e in seen if isinstance(e, TaskFinished)]
+    assert finished == [
+        ("bad", TaskState.FAILED),
+        ("skipped", TaskState.SKIPPED),
+        ("slow", TaskState.CANCELLED),
+    ]
+    trio_dag.testing.check_run(dag, report, seen, cancelled=True)
+
+
+async def test_on_event_raising_on_a_batched_start_starts_nothing_more(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    calls: list[list[int]] = []
+
+    @trio_dag.batched(max_size=3)
+    async def double(items: list[int]) -> list[int]:
+        calls.append(items)
+        await trio.sleep(1)
+        return [2 * x for x in items]
+
+    dag = trio_dag.DAG()
+    for x in range(3):
+        dag.add(double, x, name=f"d{x}")
+
+    def listen(event: Event) -> None:
+        if isinstance(event, TaskStarted):
+            raise RuntimeError("listener broke")
+
+    with trio.fail_after(60), pytest.raises(trio_dag.CallbackError):
+        async with trio_dag.open_run(dag, on_event=listen) as run:
+            seen = [event async for event in run.events()]
+    assert calls == []
+    started = [e.task.name for e in seen if isinstance(e, TaskStarted)]
+    assert started == ["d0"]
+    assert {e.task.name: e.state for e in seen if isinstance(e, TaskFinished)} == {
+        name: TaskState.CANCELLED for name in ("d0", "d1", "d2")
+    }

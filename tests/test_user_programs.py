@@ -206,6 +206,7 @@ def test_a_build_pipeline_of_processes_stops_at_the_first_failure(
         sys.exit(2)
         """,
         name="lint",
+        after=[a],  # so compile-a has surely ended when lint fails
     )
     link = dag.add(job, "print('app')", a, b, name="link")
     dag.add(job, "print('tests pass')", link, name="test")

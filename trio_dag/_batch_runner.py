@@ -183,7 +183,16 @@ def _start(engine: Engine, batch: OpenBatch, began: float, number: int) -> None:
     loop = engine.loop
     start = loop.start
     listening = engine.on_event is not None or engine.stream is not None
-    for k, u in enumerate(batch.tasks):
+    tasks = batch.tasks
+    for k, u in enumerate(tasks):
+        if k and listening and _stopped(engine, batch):
+            # An event listener raised on an earlier TaskStarted and stopped
+            # the run: nothing more starts; the rest end CANCELLED unstarted.
+            unstarted = tasks[k:]
+            del tasks[k:]
+            for w in unstarted:
+                engine._cancelled(w)
+            return
         if k:
             loop.live -= 1
         loop.begin(u)
@@ -192,6 +201,11 @@ def _start(engine: Engine, batch: OpenBatch, began: float, number: int) -> None:
         engine.batch_of[u] = number
         if listening:
             engine._emit(TaskStarted(snap.handle(u), loop.attempts[u], began, number))
+
+
+def _stopped(engine: Engine, batch: OpenBatch) -> bool:
+    """Whether the run stopped starting tasks like the batch's (teardown goes on, fail_fast)."""
+    return engine.halted or (engine.failing and not engine.teardown[batch.tasks[0]])
 
 
 def _bind(engine: Engine, batch: OpenBatch, began: float) -> tuple[list[Any], list[int]]:
@@ -251,7 +265,7 @@ async def _call(engine: Engine, batch: OpenBatch, opts: TaskOptions, slot: list[
     engine.batches += 1
     _start(engine, batch, began, engine.batches)
     items, members = _bind(engine, batch, began)
-    if not members or engine.halted or (engine.failing and not engine.teardown[batch.tasks[0]]):
+    if not members or _stopped(engine, batch):
         # Every task failed on its arguments, or one of those failures (or
         # an event listener) stopped the run: there is nothing to call.
         _end_call(engine, batch, members, began)

@@ -151,6 +151,10 @@ class Engine:
         # What the all_done tasks of a batch are bound with.
         self.outcomes = _Outcomes(self)
         self.failing = False
+        # Events being told (nested), and the stop a listener asked for meanwhile.
+        self.emitting = 0
+        self.deferred_halt = False
+        self.deferred_fail_fast = False
         self.halted = False
         self.fatal: BaseException | None = None
         self.callback_error: CallbackError | None = None
@@ -206,7 +210,12 @@ class Engine:
     def cancel(self) -> None:
         """Stop the run: cancel what runs and start nothing more, teardown included."""
         if self.report is None:
-            self._halt()
+            if self.emitting:
+                # Called by a listener as it hears an event: the events that
+                # belong with it (a failure and the skips it causes) go first.
+                self.deferred_halt = True
+            else:
+                self._halt()
 
     def _fail_fast(self, failed: int = -1) -> None:
         """Stop as fail-fast does; *failed* is the task whose failure stops the run.
@@ -767,9 +776,16 @@ class Engine:
             for s in skipped:
                 admission.ended(s)
         if self.on_event is not None or self.stream is not None:
-            self._emit_finished(v, code)
-            for s in skipped:
-                self._emit_finished(s, core.SKIPPED)
+            # One group: a stop a listener asks for while it hears of these
+            # ends waits until all of them are told.
+            self.emitting += 1
+            try:
+                self._emit_finished(v, code)
+                for s in skipped:
+                    self._emit_finished(s, core.SKIPPED)
+            finally:
+                self.emitting -= 1
+            self._stop_if_asked()
 
     def _emit_finished(self, v: int, code: int) -> None:
         loop = self.loop
@@ -778,7 +794,26 @@ class Engine:
         result = task_outcome(self.snap, code, v, self.outputs, self.errors, self.st.state)
         self._emit(TaskFinished(self.snap.handle(v), _STATES[code], loop.now(), duration, result))
 
+    def _stop_if_asked(self) -> None:
+        """Stop the run as a listener asked while events were being told."""
+        if self.emitting:
+            return
+        if self.deferred_halt:
+            self.deferred_halt = self.deferred_fail_fast = False
+            self._halt()
+        elif self.deferred_fail_fast:
+            self.deferred_fail_fast = False
+            self._fail_fast()
+
     def _emit(self, event: Event) -> None:
+        self.emitting += 1
+        try:
+            self._tell(event)
+        finally:
+            self.emitting -= 1
+        self._stop_if_asked()
+
+    def _tell(self, event: Event) -> None:
         if self.stream is not None:
             try:
                 self.stream(event)
@@ -797,10 +832,10 @@ class Engine:
             self.on_event = None
             if isinstance(error, Exception):
                 self.callback_error = CallbackError("on_event", error)
-                self._fail_fast()
+                self.deferred_fail_fast = True
             else:
                 # KeyboardInterrupt and the like stop everything, and propagate
                 # from run() as they are, as when a task raises them.
                 if self.fatal is None:
                     self.fatal = error
-                self._halt()
+                self.deferred_halt = True
