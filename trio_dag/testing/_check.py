@@ -8,7 +8,6 @@ and names the tasks involved.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -17,16 +16,14 @@ import outcome
 import trio
 
 from .. import (
-    Batched,
     Handle,
     TaskCancelledError,
     TaskFailedError,
-    TaskOptions,
     TaskSkippedError,
     TaskState,
 )
 from ..events import Event
-from ._order import primary_keys
+from ._facts import Run
 from ._recorder import Recorder
 from ._replay import EventCheck
 from ._rules import FINAL, RAN, RULES, broken
@@ -106,7 +103,7 @@ def check_run(
     if on_failure not in ("skip", "fail_fast"):
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
     run = Run(dag, report, targets, limit, resources, policy, strategy, on_failure, cancelled)
-    run.check_report()
+    check_report(run)
     if events is not None:
         EventCheck(run, list(events)).check()
     else:
@@ -117,402 +114,289 @@ def check_run(
     check_overlaps(run)
 
 
-class Run:
-    """What the DAG, the options and the report say; the checks that need only them."""
+def check_report(run: Run) -> None:
+    """Check what the report alone shows: the rules that need no events."""
+    _membership(run)
+    _final_states(run)
+    _report_agrees(run)
+    _order_by_timing(run)
+    _skips(run)
+    _cancel_causes(run)
+    _batches(run)
+    _fail_fast_by_timing(run)
+    if run.strategy == "waves":
+        _waves_by_timing(run)
 
-    def __init__(
-        self,
-        dag: DAG,
-        report: RunReport,
-        targets: Iterable[Handle[Any] | str] | None,
-        limit: int | trio.CapacityLimiter | None,
-        resources: Mapping[str, float] | None,
-        policy: Policy,
-        strategy: Strategy,
-        on_failure: str,
-        cancelled: bool,
-    ) -> None:
-        self.report = report
-        # The only private read: the snapshot the run ran, for the number of its
-        # tasks (the DAG may have grown since), their options and functions,
-        # which the public API does not expose.
-        snap = report._snap
-        if snap.dag is not dag:
-            raise ValueError(f"the report is of a run of another DAG than {dag!r}")
-        self.n = n = snap.n
-        self.handles = handles = list(itertools.islice(dag, n))
-        self.states = states = [report.state(h) for h in handles]
-        self.names = [h.name for h in handles]
-        self.opts: list[TaskOptions] = [snap.options(i) for i in range(n)]
-        # The batched function of each task that the engine runs in batches.
-        self.batched: list[Batched[Any, Any] | None] = [
-            fn if isinstance(fn, Batched) and opts.run_in is None else None
-            for fn, opts in zip((snap.fn(i) for i in range(n)), self.opts, strict=True)
-        ]
-        self.parents = [sorted({d.index for d in dag.dependencies(h)}) for h in handles]
-        self.children: list[list[int]] = [[] for _ in range(n)]
-        for i, ps in enumerate(self.parents):
-            for p in ps:
-                self.children[p].append(i)
-        self.in_run = [s is not TaskState.PENDING for s in states]
-        self.targets = None if targets is None else _indices(dag, targets)
-        self.cap = _capacity(limit)
-        self.limiter = isinstance(limit, trio.CapacityLimiter)
-        self.resources = dict(resources or {})
-        self.policy = policy
-        self.strategy = strategy
-        self.fail_fast = on_failure == "fail_fast"
-        self.levels = _levels(self.parents)
-        # A stop the events may not show: from outside, or by a callback that raised.
-        self.unseen_stop = cancelled or self._key_function_raised()
 
-    def _key_function_raised(self) -> bool:
-        """Whether the policy key function raised during the run (CallbackError), as it may
-        have if it raises now or gives keys that do not compare."""
-        if not callable(self.policy) or not any(s is TaskState.CANCELLED for s in self.states):
-            return False
-        keys = primary_keys(self, self.policy)
-        if keys is None:
-            return True
-        try:
-            sorted(keys[i] for i in self.members())
-        except TypeError:
-            return True
-        return False
-
-    def label(self, i: int) -> str:
-        return repr(self.names[i])
-
-    def all_done(self, i: int) -> bool:
-        return self.opts[i].trigger == "all_done"
-
-    def members(self) -> Iterable[int]:
-        return (i for i in range(self.n) if self.in_run[i])
-
-    # -- from the report alone -------------------------------------------------
-
-    def check_report(self) -> None:
-        self._membership()
-        self._final_states()
-        self._report_agrees()
-        self._order_by_timing()
-        self._skips()
-        self._cancel_causes()
-        self._batches()
-        self._fail_fast_by_timing()
-        if self.strategy == "waves":
-            self._waves_by_timing()
-
-    def _membership(self) -> None:
-        expected = [True] * self.n
-        if self.targets is not None:
-            expected = [False] * self.n
-            stack = list(self.targets)
-            while stack:
-                i = stack.pop()
-                if not expected[i]:
-                    expected[i] = True
-                    stack.extend(self.parents[i])
-        for i in range(self.n):
-            if expected[i] != self.in_run[i]:
-                how = "left out of" if expected[i] else "part of"
-                broken(
-                    "targets",
-                    f"task {self.label(i)} was {how} the run (state {self.states[i].name})",
-                )
-
-    def _final_states(self) -> None:
-        for i in self.members():
-            if self.states[i] not in FINAL:
-                broken("final state", f"task {self.label(i)} ended {self.states[i].name}")
-
-    def _report_agrees(self) -> None:
-        report = self.report
-        by_state: dict[TaskState, list[Handle[Any]]] = {s: [] for s in FINAL}
-        for i in self.members():
-            by_state[self.states[i]].append(self.handles[i])
-        lists = {
-            TaskState.SUCCEEDED: report.succeeded,
-            TaskState.FAILED: report.failed,
-            TaskState.SKIPPED: report.skipped,
-            TaskState.CANCELLED: report.cancelled,
-        }
-        for state, listed in lists.items():
-            if listed != by_state[state]:
-                broken(
-                    "report",
-                    f"report.{state.name.lower()} lists {[h.name for h in listed]}, "
-                    f"but report.state() says {[h.name for h in by_state[state]]}",
-                )
-        if report.ok != (len(by_state[TaskState.SUCCEEDED]) == sum(self.in_run)):
-            broken("report", f"report.ok is {report.ok}")
-        failed = {h.name for h in by_state[TaskState.FAILED]}
-        self.errors = report.errors  # built on each access: read it once
-        if set(self.errors) != failed:
-            broken("report", f"report.errors names {sorted(self.errors)}, not {sorted(failed)}")
-        if report.stats.tasks != sum(self.in_run):
-            broken("report", f"report.stats.tasks is {report.stats.tasks}, not {sum(self.in_run)}")
-        for i in range(self.n):
-            self._task_agrees(i)
-
-    def _task_agrees(self, i: int) -> None:
-        report, h, state = self.report, self.handles[i], self.states[i]
-        timing = report.timing(h)
-        if (
-            (timing.start is None) != (timing.attempts == 0)
-            or (timing.start is None) != (timing.end is None)
-            or (timing.start is not None and timing.end is not None and timing.end < timing.start)
-        ):
-            broken("report", f"task {self.label(i)} has timing {timing}")
-        if timing.attempts > self.opts[i].retries + 1:
+def _membership(run: Run) -> None:
+    expected = [True] * run.n
+    if run.targets is not None:
+        expected = [False] * run.n
+        stack = list(run.targets)
+        while stack:
+            i = stack.pop()
+            if not expected[i]:
+                expected[i] = True
+                stack.extend(run.parents[i])
+    for i in range(run.n):
+        if expected[i] != run.in_run[i]:
+            how = "left out of" if expected[i] else "part of"
             broken(
-                "attempts",
-                f"task {self.label(i)} made {timing.attempts} attempts with "
-                f"retries={self.opts[i].retries}",
+                "targets",
+                f"task {run.label(i)} was {how} the run (state {run.states[i].name})",
             )
-        if state in RAN and timing.attempts == 0:
-            broken("final state", f"task {self.label(i)} ended {state.name} but never started")
-        if state is TaskState.PENDING:
-            if timing.attempts:
-                broken("targets", f"task {self.label(i)} was left out of the run but started")
-            return
-        result = report.outcome(h)
-        try:
-            value = report[h]
-        except (TaskFailedError, TaskSkippedError, TaskCancelledError) as exc:
-            raised: BaseException | None = exc
-        else:
-            raised = None
-        if state is TaskState.SUCCEEDED:
-            if not isinstance(result, outcome.Value) or raised is not None:
-                broken("report", f"task {self.label(i)} SUCCEEDED but its outcome is {result!r}")
-            if result.value is not value:
-                broken("report", f"report[{self.label(i)}] is not its outcome's value")
-            return
-        expected = {
-            TaskState.FAILED: TaskFailedError,
-            TaskState.SKIPPED: TaskSkippedError,
-            TaskState.CANCELLED: TaskCancelledError,
-        }[state]
-        if not isinstance(result, outcome.Error) or not isinstance(raised, expected):
+
+
+def _final_states(run: Run) -> None:
+    for i in run.members():
+        if run.states[i] not in FINAL:
+            broken("final state", f"task {run.label(i)} ended {run.states[i].name}")
+
+
+def _report_agrees(run: Run) -> None:
+    report = run.report
+    by_state: dict[TaskState, list[Handle[Any]]] = {s: [] for s in FINAL}
+    for i in run.members():
+        by_state[run.states[i]].append(run.handles[i])
+    lists = {
+        TaskState.SUCCEEDED: report.succeeded,
+        TaskState.FAILED: report.failed,
+        TaskState.SKIPPED: report.skipped,
+        TaskState.CANCELLED: report.cancelled,
+    }
+    for state, listed in lists.items():
+        if listed != by_state[state]:
             broken(
                 "report",
-                f"task {self.label(i)} ended {state.name} but report[...] gives "
-                f"{raised!r} and its outcome is {result!r}",
+                f"report.{state.name.lower()} lists {[h.name for h in listed]}, "
+                f"but report.state() says {[h.name for h in by_state[state]]}",
             )
-        if state is TaskState.FAILED and result.error is not self.errors[self.names[i]]:
-            broken("report", f"the outcome of failed task {self.label(i)} is not its error")
+    if report.ok != (len(by_state[TaskState.SUCCEEDED]) == sum(run.in_run)):
+        broken("report", f"report.ok is {report.ok}")
+    failed = {h.name for h in by_state[TaskState.FAILED]}
+    if set(run.errors) != failed:
+        broken("report", f"report.errors names {sorted(run.errors)}, not {sorted(failed)}")
+    if report.stats.tasks != sum(run.in_run):
+        broken("report", f"report.stats.tasks is {report.stats.tasks}, not {sum(run.in_run)}")
+    for i in range(run.n):
+        _task_agrees(run, i)
 
-    def _order_by_timing(self) -> None:
-        timing = self.report.timing
-        for i in self.members():
-            start = timing(self.handles[i]).start
-            if start is None:
-                continue
-            for p in self.parents[i]:
-                dep = self.states[p]
-                if dep is not TaskState.SUCCEEDED and not self.all_done(i):
-                    broken(
-                        "dependency order",
-                        f"task {self.label(i)} started although its dependency "
-                        f"{self.label(p)} ended {dep.name}",
-                    )
-                end = timing(self.handles[p]).end
-                if end is not None and start < end:
-                    broken(
-                        "dependency order",
-                        f"task {self.label(i)} started at {start}, before its dependency "
-                        f"{self.label(p)} ended at {end}",
-                    )
 
-    def _skips(self) -> None:
-        states = self.states
-        for i in self.members():
-            bad = [p for p in self.parents[i] if states[p] is not TaskState.SUCCEEDED]
-            if states[i] is TaskState.SKIPPED:
-                if self.all_done(i):
-                    broken("skip", f"all_done task {self.label(i)} ended SKIPPED")
-                if not bad:
-                    broken(
-                        "skip",
-                        f"task {self.label(i)} ended SKIPPED, but all its dependencies succeeded",
-                    )
-                if self.report.timing(self.handles[i]).attempts:
-                    broken("skip", f"task {self.label(i)} ended SKIPPED after it started")
-                if self.fail_fast:
-                    broken(
-                        "fail_fast",
-                        f"task {self.label(i)} ended SKIPPED (its dependency {self.label(bad[0])} "
-                        "did not succeed); under fail_fast it must end CANCELLED",
-                    )
-                if all(self._raised_base_exception(p) for p in bad):
-                    broken(
-                        "cancellation",
-                        f"task {self.label(i)} ended SKIPPED, but its dependency "
-                        f"{self.label(bad[0])} raised a BaseException, which cancels every "
-                        "task that had not ended",
-                    )
-            elif (
-                not self.fail_fast
-                and not self.all_done(i)
-                # CANCELLED: a stop from outside may have come before the failure.
-                and states[i] is not TaskState.CANCELLED
-                and any(states[p] in (TaskState.FAILED, TaskState.SKIPPED) for p in bad)
-            ):
-                p = next(p for p in bad if states[p] in (TaskState.FAILED, TaskState.SKIPPED))
+def _task_agrees(run: Run, i: int) -> None:
+    report, h, state = run.report, run.handles[i], run.states[i]
+    timing = report.timing(h)
+    if (
+        (timing.start is None) != (timing.attempts == 0)
+        or (timing.start is None) != (timing.end is None)
+        or (timing.start is not None and timing.end is not None and timing.end < timing.start)
+    ):
+        broken("report", f"task {run.label(i)} has timing {timing}")
+    if timing.attempts > run.opts[i].retries + 1:
+        broken(
+            "attempts",
+            f"task {run.label(i)} made {timing.attempts} attempts with "
+            f"retries={run.opts[i].retries}",
+        )
+    if state in RAN and timing.attempts == 0:
+        broken("final state", f"task {run.label(i)} ended {state.name} but never started")
+    if state is TaskState.PENDING:
+        if timing.attempts:
+            broken("targets", f"task {run.label(i)} was left out of the run but started")
+        return
+    result = report.outcome(h)
+    try:
+        value = report[h]
+    except (TaskFailedError, TaskSkippedError, TaskCancelledError) as exc:
+        raised: BaseException | None = exc
+    else:
+        raised = None
+    if state is TaskState.SUCCEEDED:
+        if not isinstance(result, outcome.Value) or raised is not None:
+            broken("report", f"task {run.label(i)} SUCCEEDED but its outcome is {result!r}")
+        if result.value is not value:
+            broken("report", f"report[{run.label(i)}] is not its outcome's value")
+        return
+    expected = {
+        TaskState.FAILED: TaskFailedError,
+        TaskState.SKIPPED: TaskSkippedError,
+        TaskState.CANCELLED: TaskCancelledError,
+    }[state]
+    if not isinstance(result, outcome.Error) or not isinstance(raised, expected):
+        broken(
+            "report",
+            f"task {run.label(i)} ended {state.name} but report[...] gives "
+            f"{raised!r} and its outcome is {result!r}",
+        )
+    if state is TaskState.FAILED and result.error is not run.errors[run.names[i]]:
+        broken("report", f"the outcome of failed task {run.label(i)} is not its error")
+
+
+def _order_by_timing(run: Run) -> None:
+    timing = run.report.timing
+    for i in run.members():
+        start = timing(run.handles[i]).start
+        if start is None:
+            continue
+        for p in run.parents[i]:
+            dep = run.states[p]
+            if dep is not TaskState.SUCCEEDED and not run.all_done(i):
+                broken(
+                    "dependency order",
+                    f"task {run.label(i)} started although its dependency "
+                    f"{run.label(p)} ended {dep.name}",
+                )
+            end = timing(run.handles[p]).end
+            if end is not None and start < end:
+                broken(
+                    "dependency order",
+                    f"task {run.label(i)} started at {start}, before its dependency "
+                    f"{run.label(p)} ended at {end}",
+                )
+
+
+def _skips(run: Run) -> None:
+    states = run.states
+    for i in run.members():
+        bad = [p for p in run.parents[i] if states[p] is not TaskState.SUCCEEDED]
+        if states[i] is TaskState.SKIPPED:
+            if run.all_done(i):
+                broken("skip", f"all_done task {run.label(i)} ended SKIPPED")
+            if not bad:
                 broken(
                     "skip",
-                    f"task {self.label(i)} ended {states[i].name}, but its dependency "
-                    f"{self.label(p)} ended {states[p].name}, so it must end SKIPPED",
+                    f"task {run.label(i)} ended SKIPPED, but all its dependencies succeeded",
                 )
-
-    def _raised_base_exception(self, i: int) -> bool:
-        """Whether task *i* FAILED with a BaseException that is not an Exception."""
-        error = self.errors.get(self.names[i])
-        return error is not None and not isinstance(error, Exception)
-
-    def _cancel_causes(self) -> None:
-        """A task ends CANCELLED only when something stopped the run."""
-        if self.unseen_stop:
-            return
-        # A BaseException raised by a task stops everything, as from outside.
-        if any(not isinstance(e, Exception) for e in self.errors.values()):
-            return
-        failed = any(self.states[i] is TaskState.FAILED for i in self.members())
-        for i in self.members():
-            if self.states[i] is not TaskState.CANCELLED:
-                continue
-            if self.fail_fast and failed and not self.all_done(i):
-                continue
-            if not self.fail_fast:
-                why = "on_failure='skip' cancels nothing"
-            elif failed:
-                why = "it is all_done teardown, which still runs after a failure under fail_fast"
-            else:
-                why = "no task failed under fail_fast"
-            broken(
-                "cancel cause",
-                f"task {self.label(i)} ended CANCELLED, but nothing stopped the run: {why}, and "
-                "check_run was not told cancelled=True (the run stopped from outside or by a "
-                "CallbackError)",
-            )
-
-    def _batches(self) -> None:
-        """What the report says of batched calls: one function each, at most max_size tasks."""
-        calls: dict[int, list[int]] = {}
-        for i in self.members():
-            number = self.report.batch(self.handles[i])
-            if number is None:
-                continue
-            fn = self.batched[i]
-            if fn is None:
-                broken(
-                    "batches",
-                    f"report.batch({self.label(i)}) is {number!r}, but the task is not of a "
-                    "batched function",
-                )
-            if not isinstance(number, int) or number < 1:
-                broken("batches", f"report.batch({self.label(i)}) is {number!r}, not a number >= 1")
-            if self.report.timing(self.handles[i]).attempts == 0:
-                broken(
-                    "batches", f"report.batch({self.label(i)}) is {number}, but it never started"
-                )
-            tasks = calls.setdefault(number, [])
-            tasks.append(i)
-            if self.batched[tasks[0]] is not fn:
-                broken(
-                    "batches",
-                    f"tasks {self.label(tasks[0])} and {self.label(i)} of different functions "
-                    f"ran in batched call {number}",
-                )
-            if len(tasks) > fn.max_size:
-                broken(
-                    "batches",
-                    f"batched call {number} ran {[self.names[t] for t in tasks]}, more than "
-                    f"max_size={fn.max_size} of {fn!r}",
-                )
-
-    def _fail_fast_by_timing(self) -> None:
-        if not self.fail_fast:
-            return
-        timing = self.report.timing
-        ends = [
-            timing(self.handles[i]).end
-            for i in self.members()
-            if self.states[i] is TaskState.FAILED
-        ]
-        first = min((e for e in ends if e is not None), default=None)
-        if first is None:
-            return
-        for i in self.members():
-            start = timing(self.handles[i]).start
-            if start is not None and start > first and not self.all_done(i):
+            if run.report.timing(run.handles[i]).attempts:
+                broken("skip", f"task {run.label(i)} ended SKIPPED after it started")
+            if run.fail_fast:
                 broken(
                     "fail_fast",
-                    f"task {self.label(i)} started at {start}, after the first failure at {first}",
+                    f"task {run.label(i)} ended SKIPPED (its dependency {run.label(bad[0])} "
+                    "did not succeed); under fail_fast it must end CANCELLED",
                 )
-
-    def _waves_by_timing(self) -> None:
-        timing = self.report.timing
-        # The latest end of each wave, among the tasks that started.
-        last_end: dict[int, float] = {}
-        for i in self.members():
-            end = timing(self.handles[i]).end
-            if end is not None:
-                level = self.levels[i]
-                last_end[level] = max(last_end.get(level, end), end)
-        latest = -math.inf
-        for level in range(max(self.levels, default=-1) + 1):
-            for i in self.members():
-                start = timing(self.handles[i]).start
-                if self.levels[i] == level and start is not None and start < latest:
-                    broken(
-                        "waves",
-                        f"task {self.label(i)} of wave {level} started at {start}, before "
-                        f"an earlier wave ended at {latest}",
-                    )
-            latest = max(latest, last_end.get(level, -math.inf))
-
-
-def _indices(dag: DAG, targets: Iterable[Handle[Any] | str]) -> list[int]:
-    if isinstance(targets, (str, Handle)):
-        targets = [targets]
-    return [dag[t].index for t in targets]
+            if all(_raised_base_exception(run, p) for p in bad):
+                broken(
+                    "cancellation",
+                    f"task {run.label(i)} ended SKIPPED, but its dependency "
+                    f"{run.label(bad[0])} raised a BaseException, which cancels every "
+                    "task that had not ended",
+                )
+        elif (
+            not run.fail_fast
+            and not run.all_done(i)
+            # CANCELLED: a stop from outside may have come before the failure.
+            and states[i] is not TaskState.CANCELLED
+            and any(states[p] in (TaskState.FAILED, TaskState.SKIPPED) for p in bad)
+        ):
+            p = next(p for p in bad if states[p] in (TaskState.FAILED, TaskState.SKIPPED))
+            broken(
+                "skip",
+                f"task {run.label(i)} ended {states[i].name}, but its dependency "
+                f"{run.label(p)} ended {states[p].name}, so it must end SKIPPED",
+            )
 
 
-def _capacity(limit: object) -> int | None:
-    if isinstance(limit, trio.CapacityLimiter):
-        tokens = limit.total_tokens
-        return None if math.isinf(tokens) else int(tokens)
-    if limit is None:
-        return None
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(
-            f"limit must be None, an int >= 1 or a trio.CapacityLimiter, not {limit!r}"
+def _raised_base_exception(run: Run, i: int) -> bool:
+    """Whether task *i* FAILED with a BaseException that is not an Exception."""
+    error = run.errors.get(run.names[i])
+    return error is not None and not isinstance(error, Exception)
+
+
+def _cancel_causes(run: Run) -> None:
+    """A task ends CANCELLED only when something stopped the run."""
+    if run.unseen_stop:
+        return
+    # A BaseException raised by a task stops everything, as from outside.
+    if any(not isinstance(e, Exception) for e in run.errors.values()):
+        return
+    failed = any(run.states[i] is TaskState.FAILED for i in run.members())
+    for i in run.members():
+        if run.states[i] is not TaskState.CANCELLED:
+            continue
+        if run.fail_fast and failed and not run.all_done(i):
+            continue
+        if not run.fail_fast:
+            why = "on_failure='skip' cancels nothing"
+        elif failed:
+            why = "it is all_done teardown, which still runs after a failure under fail_fast"
+        else:
+            why = "no task failed under fail_fast"
+        broken(
+            "cancel cause",
+            f"task {run.label(i)} ended CANCELLED, but nothing stopped the run: {why}, and "
+            "check_run was not told cancelled=True (the run stopped from outside or by a "
+            "CallbackError)",
         )
-    return limit
 
 
-def _levels(parents: list[list[int]]) -> list[int]:
-    """Wave of each task: the number of links of its longest chain of dependencies."""
-    levels = [0] * len(parents)
-    for i in _topological(parents):
-        levels[i] = max((levels[p] + 1 for p in parents[i]), default=0)
-    return levels
+def _batches(run: Run) -> None:
+    """What the report says of batched calls: one function each, at most max_size tasks."""
+    calls: dict[int, list[int]] = {}
+    for i in run.members():
+        number = run.report.batch(run.handles[i])
+        if number is None:
+            continue
+        fn = run.batched[i]
+        if fn is None:
+            broken(
+                "batches",
+                f"report.batch({run.label(i)}) is {number!r}, but the task is not of a "
+                "batched function",
+            )
+        if not isinstance(number, int) or number < 1:
+            broken("batches", f"report.batch({run.label(i)}) is {number!r}, not a number >= 1")
+        if run.report.timing(run.handles[i]).attempts == 0:
+            broken("batches", f"report.batch({run.label(i)}) is {number}, but it never started")
+        tasks = calls.setdefault(number, [])
+        tasks.append(i)
+        if run.batched[tasks[0]] is not fn:
+            broken(
+                "batches",
+                f"tasks {run.label(tasks[0])} and {run.label(i)} of different functions "
+                f"ran in batched call {number}",
+            )
+        if len(tasks) > fn.max_size:
+            broken(
+                "batches",
+                f"batched call {number} ran {[run.names[t] for t in tasks]}, more than "
+                f"max_size={fn.max_size} of {fn!r}",
+            )
 
 
-def _topological(parents: list[list[int]]) -> list[int]:
-    # Dependencies may come after their dependents (after= names), so not just range(n).
-    n = len(parents)
-    count = [len(ps) for ps in parents]
-    children: list[list[int]] = [[] for _ in range(n)]
-    for i, ps in enumerate(parents):
-        for p in ps:
-            children[p].append(i)
-    order = [i for i in range(n) if count[i] == 0]
-    for v in order:
-        for c in children[v]:
-            count[c] -= 1
-            if count[c] == 0:
-                order.append(c)
-    return order
+def _fail_fast_by_timing(run: Run) -> None:
+    if not run.fail_fast:
+        return
+    timing = run.report.timing
+    ends = [timing(run.handles[i]).end for i in run.members() if run.states[i] is TaskState.FAILED]
+    first = min((e for e in ends if e is not None), default=None)
+    if first is None:
+        return
+    for i in run.members():
+        start = timing(run.handles[i]).start
+        if start is not None and start > first and not run.all_done(i):
+            broken(
+                "fail_fast",
+                f"task {run.label(i)} started at {start}, after the first failure at {first}",
+            )
+
+
+def _waves_by_timing(run: Run) -> None:
+    timing = run.report.timing
+    # The latest end of each wave, among the tasks that started.
+    last_end: dict[int, float] = {}
+    for i in run.members():
+        end = timing(run.handles[i]).end
+        if end is not None:
+            level = run.levels[i]
+            last_end[level] = max(last_end.get(level, end), end)
+    latest = -math.inf
+    for level in range(max(run.levels, default=-1) + 1):
+        for i in run.members():
+            start = timing(run.handles[i]).start
+            if run.levels[i] == level and start is not None and start < latest:
+                broken(
+                    "waves",
+                    f"task {run.label(i)} of wave {level} started at {start}, before "
+                    f"an earlier wave ended at {latest}",
+                )
+        latest = max(latest, last_end.get(level, -math.inf))

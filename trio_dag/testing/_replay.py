@@ -18,12 +18,12 @@ import outcome
 
 from .. import Batched, Handle, TaskState
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
-from ._fairness import first_overtaking
-from ._order import first_out_of_order
+from ._policy_order import first_out_of_order
+from ._resource_order import first_overtaking
 from ._rules import RAN, broken, exact
 
 if TYPE_CHECKING:
-    from ._check import Run
+    from ._facts import Run
 
 __all__ = ["EventCheck"]
 

@@ -29,7 +29,7 @@ import attrs
 from ._rules import broken, exact
 
 if TYPE_CHECKING:
-    from ._check import Run
+    from ._facts import Run
 
 __all__ = ["check_overlaps"]
 

@@ -1,4 +1,4 @@
-"""The start order of a policy, replayed from the events of a ``limit=1`` run.
+"""The rule "policy": the start order of a policy, replayed from the events of a ``limit=1`` run.
 
 With one slot, each start must be the first ready task in policy order. The
 ready tasks and the order in which they became ready are rebuilt from the
@@ -9,15 +9,12 @@ tasks that became ready at the same event rank by insertion.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import TaskState
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
+from ._facts import Readiness, Run, primary_keys
 
-if TYPE_CHECKING:
-    from ._check import Run
-
-__all__ = ["Readiness", "first_out_of_order", "primary_keys"]
+__all__ = ["first_out_of_order"]
 
 Key = tuple[Any, int, int]
 
@@ -76,52 +73,3 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
             for c in readiness.after(event):
                 ready[c] = key(c, pos)
     return None
-
-
-class Readiness:
-    """Which tasks of a run the events make ready, replayed one TaskFinished at a time.
-
-    A task becomes ready at the event that ends its last dependency (all of
-    them SUCCEEDED, or ended in any state for ``all_done``); roots before
-    any event.
-    """
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        self.ended = [0] * run.n  # dependencies ended so far
-        self.succeeded = [0] * run.n
-
-    def roots(self) -> list[int]:
-        """The tasks of the run ready before any event, ascending."""
-        return [i for i in self.run.members() if not self.run.parents[i]]
-
-    def after(self, event: TaskFinished) -> list[int]:
-        """The tasks *event* makes ready, ascending."""
-        run, ended, succeeded = self.run, self.ended, self.succeeded
-        made = []
-        for c in run.children[event.task.index]:
-            ended[c] += 1
-            succeeded[c] += event.state is TaskState.SUCCEEDED
-            if ended[c] == len(run.parents[c]) and run.in_run[c]:
-                if run.all_done(c) or succeeded[c] == ended[c]:
-                    made.append(c)
-        return made
-
-
-def primary_keys(run: Run, policy: Any) -> list[Any] | None:
-    """Each task's policy key, smallest first; None when a key function raises."""
-    if callable(policy):
-        try:
-            return [policy(run.handles[i]) if run.in_run[i] else None for i in range(run.n)]
-        except Exception:
-            return None  # the run stopped with a CallbackError: the order is moot
-    if policy == "priority":
-        return [-o.priority for o in run.opts]  # exact: ints above 2**53 do not tie
-    if policy == "critical_path":
-        # The longest total cost of a path from the task to a sink, itself included;
-        # by wave from the last, so children come first.
-        rank = [0.0] * run.n
-        for v in sorted(range(run.n), key=run.levels.__getitem__, reverse=True):
-            rank[v] = run.opts[v].cost + max((rank[c] for c in run.children[v]), default=0.0)
-        return [-r for r in rank]
-    return [0.0] * run.n

@@ -1,4 +1,4 @@
-"""Resource order, replayed from the events: no task overtakes one that waits before it.
+"""The rule "resource order", replayed from the events: no task overtakes one that waits before it.
 
 SPEC 3: ready tasks are considered in policy order, and one that does not fit
 sets aside the free amounts of the resources it waits for, so a later task
@@ -15,14 +15,11 @@ exactly (see ``exact``).
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
-from ._order import Readiness, primary_keys
+from ._facts import Readiness, Run, primary_keys
 from ._rules import exact
-
-if TYPE_CHECKING:
-    from ._check import Run
 
 __all__ = ["first_overtaking"]
 
