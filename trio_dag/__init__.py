@@ -1,5 +1,6 @@
 """trio_dag: run directed acyclic graphs of tasks on Trio, with a compiled core."""
 
+from . import _public
 from . import events as events
 from ._batching import Batched as Batched
 from ._batching import batched as batched
@@ -33,3 +34,40 @@ from ._run import run as run
 from ._run import run_sync as run_sync
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CORE",
+    "DAG",
+    "Batched",
+    "CallbackError",
+    "CycleError",
+    "DuplicateTaskError",
+    "ForeignHandleError",
+    "GraphError",
+    "Handle",
+    "ResourceError",
+    "Run",
+    "RunFailedError",
+    "RunReport",
+    "RunStats",
+    "TaskCancelledError",
+    "TaskFailedError",
+    "TaskInfo",
+    "TaskOptions",
+    "TaskSkippedError",
+    "TaskState",
+    "TaskTimeoutError",
+    "TaskTiming",
+    "Threshold",
+    "TrioDagError",
+    "UnknownDependencyError",
+    "batched",
+    "current_task",
+    "events",
+    "open_run",
+    "run",
+    "run_sync",
+]
+
+_public.show_under(__name__, globals())
+__dir__ = _public.public_dir(globals())

@@ -112,6 +112,7 @@ class TaskFinished:
 
 
 Event = TaskStarted | TaskRetrying | TaskFinished
+"""Any event of a run: a :class:`TaskStarted`, :class:`TaskRetrying` or :class:`TaskFinished`."""
 
 
 @final

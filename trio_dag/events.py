@@ -1,5 +1,6 @@
 """The events a run reports, for ``on_event`` callbacks and ``run.events()``."""
 
+from . import _public
 from ._events import Event as Event
 from ._events import TaskFinished as TaskFinished
 from ._events import TaskRetrying as TaskRetrying
@@ -7,3 +8,6 @@ from ._events import TaskStarted as TaskStarted
 from ._events import TaskState as TaskState
 
 __all__ = ["Event", "TaskFinished", "TaskRetrying", "TaskStarted", "TaskState"]
+
+_public.show_under(__name__, globals())
+__dir__ = _public.public_dir(globals())

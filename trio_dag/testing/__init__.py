@@ -23,6 +23,7 @@ A run checked in a few lines::
 
 import typing as _typing
 
+from .. import _public
 from ._check import RULES as RULES
 from ._check import check_run as check_run
 from ._plans import BrokenPromise as BrokenPromise
@@ -54,3 +55,20 @@ else:
                     name="hypothesis",
                 ) from _MISSING
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "RULES",
+    "BrokenPromise",
+    "DagPlan",
+    "DagShape",
+    "Interrupt",
+    "Recorder",
+    "check_run",
+    "dag_plans",
+    "dag_shapes",
+    "dags",
+]
+
+_public.show_under(__name__, globals())
+__dir__ = _public.public_dir(globals())
