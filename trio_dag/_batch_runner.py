@@ -13,6 +13,12 @@ that joined end too, and the opener's ``uses`` go back exactly once), or
 they would wait for a call that never comes. Teardown (``all_done``) tasks
 and the others are batched apart, so that fail-fast, which cancels only the
 others, cancels whole batches.
+
+A :class:`Batcher` keeps the batches of one run. It reads the run's state
+(snapshot, core, loop, admission) and counts calls in the loop's ledger
+(``begin_batch``/``finish_batch``/``end_batch``), but ends tasks, starts
+workers and tells events only through the :class:`BatchHost` the engine
+gives it; the engine calls it through ``claim``, ``drop`` and ``run``.
 """
 
 from __future__ import annotations
