@@ -263,3 +263,159 @@ def test_every_item_gets_its_own_result(
         assert start <= min(ready[i] for i in items) + max_delay + 1e-9 or limit is not None
     if limit is not None:
         assert model.peak <= limit
+
+
+def test_a_batched_call_counts_once_in_the_loops_ledger(dag_core: Any) -> None:
+    """``begin_batch``/``finish_batch``/``end_batch``: each task gets an attempt,
+    a start and an end of its own, the call counts once in live, peak and busy."""
+
+    async def noop() -> None:
+        return None
+
+    dag = trio_dag.DAG()
+    for _ in range(3):
+        dag.add(noop, retries=1)
+    snap = dag._freeze()
+    now = [10.0]
+    st_ = snap.backend.core.RunState(snap.graph)
+    loop = snap.backend.loop.Loop(snap, st_, lambda: now[0], False, lambda: None)
+    with pytest.raises(IndexError):
+        loop.begin_batch(3, 0.0, True)
+    with pytest.raises(IndexError):
+        loop.finish_batch(3, 0.0, 0)
+    for k in range(3):
+        loop.begin_batch(k, 10.0, k == 0)
+    assert (loop.live, loop.peak) == (1, 1)
+    assert list(loop.attempts) == [1, 1, 1]
+    assert list(loop.start) == [10.0] * 3
+    now[0] = 11.0
+    loop.finish_batch(2, 10.0, 1)  # one task ends alone; the call goes on
+    now[0] = 12.0
+    for k in range(2):
+        loop.finish_batch(k, 10.0, 1)
+    assert loop.live == 1
+    loop.end_batch(10.0)
+    assert (loop.live, loop.peak, loop.busy) == (0, 1, 2.0)
+    assert list(loop.end) == [12.0, 12.0, 11.0]
+    assert list(loop.end_order) == [2, 3, 1]
+    assert sorted(loop.extra) == [(0, 1, 10.0, 12.0), (1, 1, 10.0, 12.0), (2, 1, 10.0, 11.0)]
+
+
+class _Host:
+    """A BatchHost that records what a Batcher asks of it, without an engine."""
+
+    def __init__(self, st_: Any) -> None:
+        self.st = st_
+        self.calls: list[tuple[str, int, Any]] = []
+
+    def listening(self) -> bool:
+        return False
+
+    def stopped(self, teardown: int) -> bool:
+        return False
+
+    def spawn(self) -> None:
+        self.calls.append(("spawn", -1, None))
+
+    def emit(self, event: Any) -> None:
+        raise AssertionError("not listening")
+
+    def succeeded(self, v: int, result: Any) -> None:
+        self.st.done(v)
+        self.calls.append(("succeeded", v, result))
+
+    def raised(self, v: int, exc: BaseException) -> None:
+        self.calls.append(("raised", v, exc))
+
+    def gave_up(self, v: int, exc: Exception) -> None:
+        self.calls.append(("gave_up", v, exc))
+
+    def cancelled(self, v: int, failure: BaseException | None = None) -> None:
+        self.calls.append(("cancelled", v, failure))
+
+    def dropped(self, v: int) -> None:
+        self.st.cancel(v)
+        self.calls.append(("dropped", v, None))
+
+
+def _batcher(dag: trio_dag.DAG) -> tuple[Any, Any, _Host]:
+    from trio_dag._admission import Admission
+    from trio_dag._batch_runner import Batcher
+
+    snap = dag._freeze()
+    st_ = snap.backend.core.RunState(snap.graph)
+    loop = snap.backend.loop.Loop(snap, st_, trio.current_time, False, lambda: None)
+    admission = Admission(snap, st_, None, "immediate")
+    host = _Host(st_)
+    teardown = bytearray(snap.n)
+    return Batcher(snap, st_, loop, admission, teardown, None, host), st_, host
+
+
+def test_a_batcher_runs_a_call_through_its_host_alone(dag_core: Any) -> None:
+    """The Batcher needs no engine: it ends tasks only through its BatchHost."""
+
+    @trio_dag.batched(max_size=8)
+    async def double(items: list[int]) -> list[int]:
+        await trio.sleep(1)
+        return [2 * i for i in items]
+
+    dag = trio_dag.DAG()
+    for i in range(3):
+        dag.add(double, i)
+
+    async def main() -> None:
+        batcher, st_, host = _batcher(dag)
+        v = st_.pop()
+        assert batcher.claim(v, double)
+        with trio.fail_after(5):
+            await batcher.run(v, double, dag._freeze().options(v), [None, -1, 0, 0.0])
+        # It asked for workers for the others as its call suspended.
+        assert host.calls == [("spawn", -1, None)] + [("succeeded", u, 2 * u) for u in range(3)]
+        assert batcher.batch_of == {0: 1, 1: 1, 2: 1}
+        assert (batcher.loop.live, batcher.loop.peak, batcher.loop.busy) == (0, 1, 1.0)
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+def test_a_dropped_opener_ends_the_tasks_that_joined_its_batch(dag_core: Any) -> None:
+    @trio_dag.batched(max_size=8)
+    async def double(items: list[int]) -> list[int]:
+        return [2 * i for i in items]
+
+    dag = trio_dag.DAG()
+    for i in range(3):
+        dag.add(double, i)
+
+    async def main() -> None:
+        batcher, st_, host = _batcher(dag)
+        opener, *joined = (st_.pop() for _ in range(3))
+        assert batcher.claim(opener, double)
+        assert [batcher.claim(u, double) for u in joined] == [False, False]
+        st_.cancel(opener)
+        batcher.drop(opener)
+        assert host.calls == [("dropped", u, None) for u in joined]
+        assert batcher.open_batches == {} and batcher.openers == {}
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+def test_a_batched_call_past_its_timeout_fails_every_task_with_a_timeout(dag_core: Any) -> None:
+    """The call runs under the ``timeout`` of the task that opened the batch,
+    and the TaskTimeoutError names that task; each task retries on its own."""
+    model = Model(seconds=5.0)
+    embed = batched_model(model, max_size=4)
+    dag = trio_dag.DAG()
+    handles = [dag.add(embed, i, timeout=1.0, retries=1) for i in range(3)]
+
+    async def main() -> trio_dag.RunReport:
+        with trio.fail_after(60):
+            return await trio_dag.run(dag, check=False)
+
+    report = trio.run(main, clock=MockClock(autojump_threshold=0))
+    assert [report.state(h) for h in handles] == [TaskState.FAILED] * 3
+    errors = [report.errors[h.name] for h in handles]
+    assert all(isinstance(e, trio_dag.TaskTimeoutError) for e in errors)
+    assert {e.task for e in errors} <= {h.name for h in handles}
+    assert [report.timing(h).attempts for h in handles] == [2, 2, 2]
+    # Two calls of all three items, each cut at its timeout.
+    assert [(t, sorted(items)) for t, items in model.calls] == [(0.0, [0, 1, 2]), (1.0, [0, 1, 2])]

@@ -13,25 +13,78 @@ that joined end too, and the opener's ``uses`` go back exactly once), or
 they would wait for a call that never comes. Teardown (``all_done``) tasks
 and the others are batched apart, so that fail-fast, which cancels only the
 others, cancels whole batches.
+
+A :class:`Batcher` keeps the batches of one run. It reads the run's state
+(snapshot, core, loop, admission) and counts calls in the loop's ledger
+(``begin_batch``/``finish_batch``/``end_batch``), but ends tasks, starts
+workers and tells events only through the :class:`BatchHost` the engine
+gives it; the engine calls it through ``claim``, ``drop`` and ``run``.
 """
 
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from . import _bodies
 from ._batching import Batched
-from ._events import TaskStarted
+from ._events import Event, TaskStarted
 from ._impl import core
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._admission import Admission
     from ._options import TaskOptions
+    from ._snapshot import Snapshot
 
-__all__ = ["OpenBatch", "claim", "drop", "join_or_run"]
+__all__ = ["BatchHost", "Batcher", "OpenBatch"]
+
+
+class BatchHost(Protocol):
+    """What a :class:`Batcher` may ask of the run that owns it.
+
+    Every task handed to a ``succeeded``/``raised``/``gave_up``/``cancelled``
+    has had its attempt ended (or never started) and its resources given
+    back by the Batcher: the host only records how it ended.
+    """
+
+    def listening(self) -> bool:
+        """Whether anyone hears events (``emit`` is worth calling)."""
+        ...
+
+    def stopped(self, teardown: int) -> bool:
+        """Whether the run starts no more tasks of this kind (teardown or not)."""
+        ...
+
+    def spawn(self) -> None:
+        """Give ready tasks workers: the calling worker is about to wait."""
+        ...
+
+    def emit(self, event: Event) -> None:
+        """Tell *event* to the listeners."""
+        ...
+
+    def succeeded(self, v: int, result: Any) -> None:
+        """Task *v* returned *result*."""
+        ...
+
+    def raised(self, v: int, exc: BaseException) -> None:
+        """An attempt of task *v* raised *exc* (not a cancellation): retry or fail."""
+        ...
+
+    def gave_up(self, v: int, exc: Exception) -> None:
+        """Task *v* fails for good with *exc*, not retried."""
+        ...
+
+    def cancelled(self, v: int, failure: BaseException | None = None) -> None:
+        """Task *v* saw Cancelled or the run stopped before it started (see
+        ``Engine._cancelled``); with *failure*, it ends FAILED with it."""
+        ...
+
+    def dropped(self, v: int) -> None:
+        """Task *v*, which joined a batch that never ran, ends CANCELLED."""
+        ...
 
 
 class OpenBatch:
@@ -51,285 +104,290 @@ class OpenBatch:
         self.holding = True
 
 
-def claim(engine: Engine, v: int, fn: Batched[Any, Any]) -> bool:
-    """Task *v* of *fn* was just taken: open a batch with it (True), or join one (False).
+class Batcher:
+    """The batches of one run: which are open, whose openers have not started,
+    which call ran each task (``batch_of``, for the report)."""
 
-    A task that joins is taken care of by the batch's opener; its resources
-    go back at once, since a call takes its opener's once. A batch takes no
-    more than ``fn.max_size`` tasks: one of size 1 is full as it opens.
-    """
-    key = (fn, engine.teardown[v])
-    batch = engine.open_batches.get(key)
-    if batch is None:
-        batch = engine.openers[v] = OpenBatch(fn, key, v)
-        if fn.max_size > 1:
-            engine.open_batches[key] = batch
-        return True
-    engine.admission.release(v)
-    batch.tasks.append(v)
-    if len(batch.tasks) >= fn.max_size:
-        _close(engine, batch)
-        batch.full.set()
-    return False
+    def __init__(
+        self,
+        snap: Snapshot,
+        st: Any,
+        loop: Any,
+        admission: Admission,
+        teardown: bytearray,
+        outcomes: Any,
+        host: BatchHost,
+    ) -> None:
+        self.snap = snap
+        self.st = st
+        self.loop = loop
+        self.admission = admission
+        self.teardown = teardown
+        # What the all_done tasks of a batch are bound with.
+        self.outcomes = outcomes
+        self.host = host
+        # The batch each function (with the teardown flag) waits to fill, the
+        # batches whose openers have not started, which call ran whom.
+        self.open_batches: dict[tuple[Any, int], OpenBatch] = {}
+        self.openers: dict[int, OpenBatch] = {}
+        self.calls = 0
+        self.batch_of: dict[int, int] = {}
 
+    def claim(self, v: int, fn: Batched[Any, Any]) -> bool:
+        """Task *v* of *fn* was just taken: open a batch with it (True), or join one (False).
 
-def drop(engine: Engine, v: int) -> None:
-    """Task *v* ended CANCELLED before it started: if it opened a batch, end the batch.
+        A task that joins is taken care of by the batch's opener; its resources
+        go back at once, since a call takes its opener's once. A batch takes no
+        more than ``fn.max_size`` tasks: one of size 1 is full as it opens.
+        """
+        key = (fn, self.teardown[v])
+        batch = self.open_batches.get(key)
+        if batch is None:
+            batch = self.openers[v] = OpenBatch(fn, key, v)
+            if fn.max_size > 1:
+                self.open_batches[key] = batch
+            return True
+        self.admission.release(v)
+        batch.tasks.append(v)
+        if len(batch.tasks) >= fn.max_size:
+            self._close(batch)
+            batch.full.set()
+        return False
 
-    The batch takes no more tasks, the opener's ``uses`` go back, and the
-    tasks that joined it end CANCELLED as the opener did (they share its
-    kind: teardown or not).
-    """
-    batch = engine.openers.pop(v, None)
-    if batch is None:
-        return
-    _close(engine, batch)
-    _give_back(engine, batch)
-    st = engine.st
-    for u in batch.tasks[1:]:
-        engine._ended(u, core.CANCELLED, st.cancel(u))
+    def drop(self, v: int) -> None:
+        """Task *v* ended CANCELLED before it started: if it opened a batch, end the batch.
 
-
-def _close(engine: Engine, batch: OpenBatch) -> None:
-    # No task joins the batch from now on.
-    if engine.open_batches.get(batch.key) is batch:
-        del engine.open_batches[batch.key]
-
-
-def _give_back(engine: Engine, batch: OpenBatch) -> None:
-    # The opener's uses go back once, whichever way the batch ends.
-    if batch.holding:
-        batch.holding = False
-        engine.admission.release(batch.tasks[0])
-
-
-async def join_or_run(
-    engine: Engine, v: int, fn: Batched[Any, Any], opts: TaskOptions, slot: list[Any]
-) -> None:
-    """Run the batch task *v* opened; or first open or join one (the fast loop takes
-    tasks without claiming them)."""
-    batch = engine.openers.pop(v, None)
-    if batch is None:
-        if not claim(engine, v, fn):
+        The batch takes no more tasks, the opener's ``uses`` go back, and the
+        tasks that joined it end CANCELLED as the opener did (they share its
+        kind: teardown or not).
+        """
+        batch = self.openers.pop(v, None)
+        if batch is None:
             return
-        batch = engine.openers.pop(v)
-    _gather(engine, batch)
-    if len(batch.tasks) < fn.max_size and fn.max_delay > 0:
-        await _wait_for_more(engine, batch)
-    _close(engine, batch)
-    await _call(engine, batch, opts, slot)
+        self._close(batch)
+        self._give_back(batch)
+        for u in batch.tasks[1:]:
+            self.host.dropped(u)
 
+    async def run(self, v: int, fn: Batched[Any, Any], opts: TaskOptions, slot: list[Any]) -> None:
+        """Run the batch task *v* opened; or first open or join one (the fast loop takes
+        tasks without claiming them)."""
+        batch = self.openers.pop(v, None)
+        if batch is None:
+            if not self.claim(v, fn):
+                return
+            batch = self.openers.pop(v)
+        self._gather(batch)
+        if len(batch.tasks) < fn.max_size and fn.max_delay > 0:
+            await self._wait_for_more(batch)
+        self._close(batch)
+        await self._call(batch, opts, slot)
 
-def _gather(engine: Engine, batch: OpenBatch) -> None:
-    # Pop ready tasks of the batch's function and kind, in policy order; the
-    # others go back in place. So do tasks woken from a resource's queue:
-    # admission set aside their amounts, and only admission.take, which
-    # takes or passes on that amount, may take them from the heap.
-    fn = batch.fn
-    tasks = batch.tasks
-    st = engine.st
-    snap = engine.snap
-    teardown = engine.teardown
-    kind = teardown[tasks[0]]
-    admission = engine.admission
-    levels = admission.levels
-    woken = admission.woken
-    held = []
-    while len(tasks) < fn.max_size:
-        u = st.pop()
-        if u < 0:
-            break
-        if (
-            snap.fn(u) is fn
-            and teardown[u] == kind
-            and (levels is None or levels[u] <= admission.wave)
-            and u not in woken
-        ):
-            tasks.append(u)
-        else:
-            held.append(u)
-    for u in held:
-        st.push_back(u)
-    if len(tasks) < fn.max_size and admission.waiting:
-        tasks.extend(
-            admission.take_waiting(
-                lambda u: snap.fn(u) is fn and teardown[u] == kind, fn.max_size - len(tasks)
+    def _close(self, batch: OpenBatch) -> None:
+        # No task joins the batch from now on.
+        if self.open_batches.get(batch.key) is batch:
+            del self.open_batches[batch.key]
+
+    def _give_back(self, batch: OpenBatch) -> None:
+        # The opener's uses go back once, whichever way the batch ends.
+        if batch.holding:
+            batch.holding = False
+            self.admission.release(batch.tasks[0])
+
+    def _gather(self, batch: OpenBatch) -> None:
+        # Pop ready tasks of the batch's function and kind, in policy order; the
+        # others go back in place. So do tasks woken from a resource's queue:
+        # admission set aside their amounts, and only admission.take, which
+        # takes or passes on that amount, may take them from the heap.
+        fn = batch.fn
+        tasks = batch.tasks
+        st = self.st
+        snap = self.snap
+        teardown = self.teardown
+        kind = teardown[tasks[0]]
+        admission = self.admission
+        levels = admission.levels
+        woken = admission.woken
+        held = []
+        while len(tasks) < fn.max_size:
+            u = st.pop()
+            if u < 0:
+                break
+            if (
+                snap.fn(u) is fn
+                and teardown[u] == kind
+                and (levels is None or levels[u] <= admission.wave)
+                and u not in woken
+            ):
+                tasks.append(u)
+            else:
+                held.append(u)
+        for u in held:
+            st.push_back(u)
+        if len(tasks) < fn.max_size and admission.waiting:
+            tasks.extend(
+                admission.take_waiting(
+                    lambda u: snap.fn(u) is fn and teardown[u] == kind, fn.max_size - len(tasks)
+                )
             )
-        )
 
-
-async def _wait_for_more(engine: Engine, batch: OpenBatch) -> None:
-    try:
-        engine._spawn()
-        with trio.move_on_after(batch.fn.max_delay):
-            await batch.full.wait()
-    except trio.Cancelled:
-        _close(engine, batch)
-        _give_back(engine, batch)
-        for u in batch.tasks:
-            engine._cancelled(u)
-        raise
-
-
-def _start(engine: Engine, batch: OpenBatch, began: float, number: int) -> None:
-    """Start an attempt of every task of the batch, in call *number* begun at *began*.
-
-    Every task starts at the call's one clock reading, which its TaskStarted
-    carries and the report keeps, also one that then fails on its arguments
-    (a plain task too starts before its arguments are bound). The call is
-    one body running, however many tasks it serves.
-    """
-    snap = engine.snap
-    loop = engine.loop
-    start = loop.start
-    listening = engine.on_event is not None or engine.stream is not None
-    tasks = batch.tasks
-    for k, u in enumerate(tasks):
-        if k and listening and _stopped(engine, batch):
-            # An event listener raised on an earlier TaskStarted and stopped
-            # the run: nothing more starts; the rest end CANCELLED unstarted.
-            unstarted = tasks[k:]
-            del tasks[k:]
-            for w in unstarted:
-                engine._cancelled(w)
-            return
-        if k:
-            loop.live -= 1
-        loop.begin(u)
-        if loop.attempts[u] == 1:
-            start[u] = began
-        engine.batch_of[u] = number
-        if listening:
-            engine._emit(TaskStarted(snap.handle(u), loop.attempts[u], began, number))
-
-
-def _stopped(engine: Engine, batch: OpenBatch) -> bool:
-    """Whether the run stopped starting tasks like the batch's (teardown goes on, fail_fast)."""
-    return engine.halted or (engine.failing and not engine.teardown[batch.tasks[0]])
-
-
-def _bind(engine: Engine, batch: OpenBatch, began: float) -> tuple[list[Any], list[int]]:
-    """The items of the batch's tasks, and the tasks they belong to.
-
-    A task whose arguments cannot be bound (its argument list was changed
-    after ``add``) or are not exactly one item fails alone, its attempt
-    ended at once; the call goes on for the others. The items of
-    ``all_done`` tasks are Outcomes, as for any ``all_done`` task.
-    """
-    snap = engine.snap
-    loop = engine.loop
-    outputs: Any = engine.outcomes if engine.teardown[batch.tasks[0]] else loop.outputs
-    items = []
-    members = []
-    for u in batch.tasks:
+    async def _wait_for_more(self, batch: OpenBatch) -> None:
         try:
-            args, kwargs = snap.bind(u, outputs)
-        except Exception as exc:
-            unbound: Exception | None = exc
+            self.host.spawn()
+            with trio.move_on_after(batch.fn.max_delay):
+                await batch.full.wait()
+        except trio.Cancelled:
+            self._close(batch)
+            self._give_back(batch)
+            for u in batch.tasks:
+                self.host.cancelled(u)
+            raise
+
+    def _start(self, batch: OpenBatch, began: float, number: int) -> None:
+        """Start an attempt of every task of the batch, in call *number* begun at *began*.
+
+        Every task starts at the call's one clock reading, which its TaskStarted
+        carries and the report keeps, also one that then fails on its arguments
+        (a plain task too starts before its arguments are bound). The call is
+        one body running, however many tasks it serves.
+        """
+        snap = self.snap
+        loop = self.loop
+        host = self.host
+        listening = host.listening()
+        tasks = batch.tasks
+        for k, u in enumerate(tasks):
+            if k and listening and self._stopped(batch):
+                # An event listener raised on an earlier TaskStarted and stopped
+                # the run: nothing more starts; the rest end CANCELLED unstarted.
+                unstarted = tasks[k:]
+                del tasks[k:]
+                for w in unstarted:
+                    host.cancelled(w)
+                return
+            loop.begin_batch(u, began, not k)
+            self.batch_of[u] = number
+            if listening:
+                host.emit(TaskStarted(snap.handle(u), loop.attempts[u], began, number))
+
+    def _stopped(self, batch: OpenBatch) -> bool:
+        """Whether the run stopped starting tasks like the batch's (teardown goes on, fail_fast)."""
+        return self.host.stopped(self.teardown[batch.tasks[0]])
+
+    def _bind(self, batch: OpenBatch, began: float) -> tuple[list[Any], list[int]]:
+        """The items of the batch's tasks, and the tasks they belong to.
+
+        A task whose arguments cannot be bound (its argument list was changed
+        after ``add``) or are not exactly one item fails alone, its attempt
+        ended at once; the call goes on for the others. The items of
+        ``all_done`` tasks are Outcomes, as for any ``all_done`` task.
+        """
+        snap = self.snap
+        host = self.host
+        outputs: Any = self.outcomes if self.teardown[batch.tasks[0]] else self.loop.outputs
+        items = []
+        members = []
+        for u in batch.tasks:
+            try:
+                args, kwargs = snap.bind(u, outputs)
+            except Exception as exc:
+                unbound: Exception | None = exc
+            else:
+                unbound = None
+            if unbound is not None:
+                # Its arguments changed after add(): it fails for good, as in Engine._body.
+                self._end_alone(u, began)
+                host.gave_up(u, unbound)
+                continue
+            if len(args) != 1 or kwargs:
+                error = TypeError(
+                    f"task {snap.name(u)!r} of batched {batch.fn!r} must have exactly one "
+                    f"positional argument, its item; it has {len(args)} and {len(kwargs)} "
+                    "keyword argument(s)"
+                )
+                self._end_alone(u, began)
+                host.raised(u, error)
+                continue
+            items.append(args[0])
+            members.append(u)
+        return items, members
+
+    def _end_alone(self, u: int, began: float) -> None:
+        # Task u's attempt ends before the call; the call's body goes on (for
+        # the others, or until _end_call), so its time counts with the call's.
+        self.loop.finish_batch(u, began, self.snap.options(u).retries)
+
+    async def _call(self, batch: OpenBatch, opts: TaskOptions, slot: list[Any]) -> None:
+        snap = self.snap
+        loop = self.loop
+        host = self.host
+        fn = batch.fn
+        began = loop.now()
+        self.calls += 1
+        self._start(batch, began, self.calls)
+        items, members = self._bind(batch, began)
+        if not members or self._stopped(batch):
+            # Every task failed on its arguments, or one of those failures (or
+            # an event listener) stopped the run: there is nothing to call.
+            self._end_call(batch, members, began)
+            for u in members:
+                host.cancelled(u)
+            return
+        leader = members[0]
+        ctx = contextvars.copy_context()
+        slot[1] = leader
+        slot[2] = loop.attempts[leader]
+        slot[3] = began
+        try:
+            if opts.timeout is None:
+                results = await _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, host.spawn)
+            else:
+                results = await _bodies.within(
+                    opts.timeout,
+                    snap.name(leader),
+                    _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, host.spawn),
+                )
+            if not isinstance(results, list) or len(results) != len(items):
+                got = (
+                    f"{len(results)} results" if isinstance(results, list) else repr(type(results))
+                )
+                raise ValueError(
+                    f"batched {fn!r} was called with {len(items)} items and returned {got}; "
+                    "it must return a list with one result per item, in order"
+                )
+        except BaseException as exc:
+            raised: BaseException | None = exc
         else:
-            unbound = None
-        if unbound is not None:
-            # Its arguments changed after add(): it fails for good, as in Engine._body.
-            _end_alone(engine, u, began)
-            engine._gave_up(u, unbound)
-            continue
-        if len(args) != 1 or kwargs:
-            error = TypeError(
-                f"task {snap.name(u)!r} of batched {batch.fn!r} must have exactly one "
-                f"positional argument, its item; it has {len(args)} and {len(kwargs)} "
-                "keyword argument(s)"
-            )
-            _end_alone(engine, u, began)
-            engine._raised(u, began, snap.options(u), error, release=False, timed=False)
-            continue
-        items.append(args[0])
-        members.append(u)
-    return items, members
+            raised = None
+        slot[1] = -1
+        self._end_call(batch, members, began)
+        if raised is not None:
+            # Outside the except block, as in Engine._body.
+            self._call_raised(members, raised)
+            return
+        for u, result in zip(members, results, strict=True):
+            host.succeeded(u, result)
 
-
-def _end_alone(engine: Engine, u: int, began: float) -> None:
-    # Task u's attempt ends before the call; the call's body goes on (for
-    # the others, or until _end_call), so it still counts once, and its
-    # busy time is counted with the call's.
-    loop = engine.loop
-    loop.live += 1
-    loop.finish(u, began, engine.snap.options(u).retries)
-    loop.busy -= loop.end[u] - began
-
-
-async def _call(engine: Engine, batch: OpenBatch, opts: TaskOptions, slot: list[Any]) -> None:
-    snap = engine.snap
-    loop = engine.loop
-    fn = batch.fn
-    began = loop.now()
-    engine.batches += 1
-    _start(engine, batch, began, engine.batches)
-    items, members = _bind(engine, batch, began)
-    if not members or _stopped(engine, batch):
-        # Every task failed on its arguments, or one of those failures (or
-        # an event listener) stopped the run: there is nothing to call.
-        _end_call(engine, batch, members, began)
+    def _call_raised(self, members: list[int], exc: BaseException) -> None:
+        # Decided as for one task's body (Engine._attempt_raised); the call's
+        # uses went back in _end_call.
+        host = self.host
+        cancelled, failure = _bodies.split_cancelled(exc)
+        if cancelled is None:
+            for u in members:
+                host.raised(u, exc)
+            return
         for u in members:
-            engine._cancelled(u)
-        return
-    leader = members[0]
-    ctx = contextvars.copy_context()
-    slot[1] = leader
-    slot[2] = loop.attempts[leader]
-    slot[3] = began
-    try:
-        if opts.timeout is None:
-            results = await _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, engine._spawn)
-        else:
-            with trio.move_on_after(opts.timeout) as deadline:
-                results = await _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, engine._spawn)
-            if deadline.cancel_called:
-                from ._errors import TaskTimeoutError
+            if self.st.state(u) == core.RUNNING:
+                host.cancelled(u, failure)
+        raise cancelled
 
-                raise TaskTimeoutError(snap.name(leader), opts.timeout)
-        if not isinstance(results, list) or len(results) != len(items):
-            got = f"{len(results)} results" if isinstance(results, list) else repr(type(results))
-            raise ValueError(
-                f"batched {fn!r} was called with {len(items)} items and returned {got}; "
-                "it must return a list with one result per item, in order"
-            )
-    except BaseException as exc:
-        raised: BaseException | None = exc
-    else:
-        raised = None
-    slot[1] = -1
-    _end_call(engine, batch, members, began)
-    if raised is not None:
-        # Outside the except block, as in Engine._body.
-        _call_raised(engine, members, began, raised)
-        return
-    for u, result in zip(members, results, strict=True):
-        engine._succeeded(u, began, snap.options(u), result, release=False, timed=False)
-
-
-def _call_raised(engine: Engine, members: list[int], began: float, exc: BaseException) -> None:
-    # Decided as for one task's body (Engine._attempt_raised); the call's
-    # uses went back in _end_call.
-    snap = engine.snap
-    cancelled, failure = _bodies.split_cancelled(exc)
-    if cancelled is None:
+    def _end_call(self, batch: OpenBatch, members: list[int], began: float) -> None:
+        # Every task of the call ends its attempt now, and the call once. The
+        # call's uses go back before any task's end can start another.
+        loop = self.loop
+        snap = self.snap
         for u in members:
-            engine._raised(u, began, snap.options(u), exc, release=False, timed=False)
-        return
-    for u in members:
-        if engine.st.state(u) == core.RUNNING:
-            engine._cancelled(u, failure)
-    raise cancelled
-
-
-def _end_call(engine: Engine, batch: OpenBatch, members: list[int], began: float) -> None:
-    # Every task of the call ends its attempt now; the call counted once
-    # while it ran, so it counts once in the busy time too. The call's
-    # uses go back before any task's end can start another.
-    loop = engine.loop
-    snap = engine.snap
-    loop.live += len(members) - 1
-    for u in members:
-        loop.finish(u, began, snap.options(u).retries)
-    loop.busy -= sum(loop.end[u] - began for u in members[1:])
-    _give_back(engine, batch)
+            loop.finish_batch(u, began, snap.options(u).retries)
+        loop.end_batch(began)
+        self._give_back(batch)

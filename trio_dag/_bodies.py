@@ -23,6 +23,7 @@ from typing import Any, Final
 import trio
 
 from ._batching import Batched
+from ._errors import TaskTimeoutError
 
 __all__ = [
     "ASYNC",
@@ -35,6 +36,7 @@ __all__ = [
     "kind_of",
     "resume",
     "split_cancelled",
+    "within",
 ]
 
 ASYNC: Final = 0
@@ -174,4 +176,19 @@ async def call(
         await trio.lowlevel.checkpoint_if_cancelled()
         raise
     await trio.lowlevel.checkpoint_if_cancelled()
+    return result
+
+
+async def within(timeout: float, task: str, body: Awaitable[Any]) -> Any:
+    """Await *body* (a :func:`call`) for at most *timeout* seconds; past them it
+    is cancelled and ``TaskTimeoutError(task, timeout)`` raised.
+
+    A thread's result is discarded when the deadline passed as it ran. The
+    engine awaits :func:`call` directly when there is no timeout, so an
+    attempt without one costs no cancel scope and no extra coroutine.
+    """
+    with trio.move_on_after(timeout) as deadline:
+        result = await body
+    if deadline.cancel_called:
+        raise TaskTimeoutError(task, timeout)
     return result

@@ -29,9 +29,9 @@ import trio
 
 from . import _bodies, _loop_py
 from ._admission import Admission
-from ._batch_runner import OpenBatch, claim, drop, join_or_run
+from ._batch_runner import Batcher
 from ._batching import Batched
-from ._errors import CallbackError, TaskTimeoutError
+from ._errors import CallbackError
 from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted, TaskState
 from ._impl import core
 from ._policies import Strategy
@@ -90,6 +90,46 @@ class _Outcomes:
         return task_outcome(e.snap, e.st.state(j), j, e.outputs, e.errors, e.st.state)
 
 
+class _Host:
+    """The engine as its Batcher sees it (``_batch_runner.BatchHost``)."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def listening(self) -> bool:
+        e = self._engine
+        return e.on_event is not None or e.stream is not None
+
+    def stopped(self, teardown: int) -> bool:
+        e = self._engine
+        return e.halted or (e.failing and not teardown)
+
+    def spawn(self) -> None:
+        self._engine._spawn()
+
+    def emit(self, event: Event) -> None:
+        self._engine._emit(event)
+
+    def succeeded(self, v: int, result: Any) -> None:
+        self._engine._returned(v, result)
+
+    def raised(self, v: int, exc: BaseException) -> None:
+        e = self._engine
+        e._threw(v, e.snap.options(v), exc)
+
+    def gave_up(self, v: int, exc: Exception) -> None:
+        self._engine._gave_up(v, exc)
+
+    def cancelled(self, v: int, failure: BaseException | None = None) -> None:
+        self._engine._cancelled(v, failure)
+
+    def dropped(self, v: int) -> None:
+        e = self._engine
+        e._ended(v, core.CANCELLED, e.st.cancel(v))
+
+
 class Engine:
     """One run of a snapshot. Build it, ``await execute()``, read ``report``."""
 
@@ -141,15 +181,6 @@ class Engine:
         self.retry_waiting = 0
         self.retries: list[tuple[float, int]] = []
         self.retry_timer: trio.CancelScope | None = None
-        # Batched functions: the batch each (with the teardown flag) waits to
-        # fill, the batches whose openers have not started, which call ran whom.
-        self.open_batches: dict[tuple[Any, int], OpenBatch] = {}
-        self.openers: dict[int, OpenBatch] = {}
-        self.has_batched = snap.has_batched
-        self.batches = 0
-        self.batch_of: dict[int, int] = {}
-        # What the all_done tasks of a batch are bound with.
-        self.outcomes = _Outcomes(self)
         self.failing = False
         # Events being told (nested), and the stop a listener asked for meanwhile.
         self.emitting = 0
@@ -173,6 +204,18 @@ class Engine:
         )
         self.loop = backend.loop.Loop(snap, self.st, trio.current_time, fast, self._spawn)
         self.outputs = self.loop.outputs
+        # Tasks of @batched functions run in batches, which the Batcher keeps.
+        self.batcher: Batcher | None = None
+        if snap.has_batched:
+            self.batcher = Batcher(
+                snap,
+                self.st,
+                self.loop,
+                self.admission,
+                self.teardown,
+                _Outcomes(self),
+                _Host(self),
+            )
 
     # -- the run as a whole --------------------------------------------------
 
@@ -325,7 +368,7 @@ class Engine:
             loop.extra,
             loop.busy,
             loop.peak,
-            self.batch_of,
+            {} if self.batcher is None else self.batcher.batch_of,
             self.started_at,
             loop.now(),
         )
@@ -336,10 +379,11 @@ class Engine:
         """The next task that may start now, or -1."""
         while True:
             v = self._pop()
-            if v < 0 or not self.has_batched:
+            batcher = self.batcher
+            if v < 0 or batcher is None:
                 return v
             fn = self.snap.fn(v)
-            if not isinstance(fn, Batched) or claim(self, v, fn):
+            if not isinstance(fn, Batched) or batcher.claim(v, fn):
                 return v
 
     def _pop(self) -> int:
@@ -499,10 +543,10 @@ class Engine:
             self._ended(v, core.CANCELLED, self.st.cancel(v))
         else:
             # Halted or failing now: _failed does not retry.
-            self._raised(v, 0.0, self.snap.options(v), failure, release=False, timed=False)
-        if self.openers:
+            self._threw(v, self.snap.options(v), failure)
+        if self.batcher is not None:
             # v may have opened a batch that others joined before v started.
-            drop(self, v)
+            self.batcher.drop(v)
         if self.st.finished:
             self._dismiss_idle()
         elif not self.halted:
@@ -550,8 +594,8 @@ class Engine:
         fn = snap.fn(v)
         kind = _bodies.KINDS[opts.run_in] if opts.run_in is not None else loop.kind(fn)
         if kind == _bodies.BATCH:
-            assert isinstance(fn, Batched)
-            await join_or_run(self, v, fn, opts, slot)
+            assert isinstance(fn, Batched) and self.batcher is not None
+            await self.batcher.run(v, fn, opts, slot)
             return
         began = loop.begin(v)
         attempt = loop.attempts[v]
@@ -578,11 +622,11 @@ class Engine:
             if opts.timeout is None:
                 result = await _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
             else:
-                with trio.move_on_after(opts.timeout) as deadline:
-                    result = await _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
-                # A thread's result is discarded when the deadline passed as it ran.
-                if deadline.cancel_called:
-                    raise TaskTimeoutError(snap.name(v), opts.timeout)
+                result = await _bodies.within(
+                    opts.timeout,
+                    snap.name(v),
+                    _bodies.call(kind, fn, args, kwargs, ctx, self._spawn),
+                )
         except BaseException as exc:
             error = exc
         slot[1] = -1
@@ -609,43 +653,29 @@ class Engine:
         self._cancelled(v, failure)
         raise cancelled
 
-    def _end_attempt(
-        self, v: int, began: float, opts: TaskOptions, *, release: bool = True, timed: bool = True
-    ) -> None:
-        """End the attempt of task *v* begun at *began* (*timed*) and give back its
-        resources (*release*; a batch gives back only its opener's)."""
-        if timed:
-            self.loop.finish(v, began, opts.retries)
-        if release and not self.admission.plain:
+    def _end_attempt(self, v: int, began: float, opts: TaskOptions) -> None:
+        """End the attempt of task *v* begun at *began* and give back its resources."""
+        self.loop.finish(v, began, opts.retries)
+        if not self.admission.plain:
             self.admission.release(v)
 
-    def _succeeded(
-        self,
-        v: int,
-        began: float,
-        opts: TaskOptions,
-        result: Any,
-        *,
-        release: bool = True,
-        timed: bool = True,
-    ) -> None:
-        self._end_attempt(v, began, opts, release=release, timed=timed)
+    def _succeeded(self, v: int, began: float, opts: TaskOptions, result: Any) -> None:
+        self._end_attempt(v, began, opts)
+        self._returned(v, result)
+
+    def _returned(self, v: int, result: Any) -> None:
+        """Task *v* returned *result*; its attempt has ended."""
         self.outputs[v] = result
         self.st.done(v)
         self._ended(v, core.SUCCEEDED)
 
-    def _raised(
-        self,
-        v: int,
-        began: float,
-        opts: TaskOptions,
-        exc: BaseException,
-        *,
-        release: bool = True,
-        timed: bool = True,
-    ) -> None:
-        """An attempt of task *v* raised *exc* (not Cancelled); *timed*: end its attempt."""
-        self._end_attempt(v, began, opts, release=release, timed=timed)
+    def _raised(self, v: int, began: float, opts: TaskOptions, exc: BaseException) -> None:
+        """An attempt of task *v* begun at *began* raised *exc* (not Cancelled)."""
+        self._end_attempt(v, began, opts)
+        self._threw(v, opts, exc)
+
+    def _threw(self, v: int, opts: TaskOptions, exc: BaseException) -> None:
+        """Task *v* raised *exc* (not Cancelled); its attempt has ended: retry or fail."""
         if isinstance(exc, Exception):
             self._failed(v, self.loop.attempts[v], exc, opts)
             return

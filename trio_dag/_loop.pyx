@@ -70,9 +70,9 @@ cdef inline int _check_slot(list slot) except -1:
     return 0
 
 
-cdef int _send(object coro, PyObject** out) except -1:
+cdef int _send_value(object coro, object value, PyObject** out) except -1:
     # 0: the body returned (*out is its value); 1: it yielded *out.
-    cdef PySendResult r = PyIter_Send(coro, None, out)
+    cdef PySendResult r = PyIter_Send(coro, value, out)
     if r == PYGEN_ERROR:
         return -1
     return 0 if r == PYGEN_RETURN else 1
@@ -210,13 +210,42 @@ cdef class Loop:
         return self._finish(v, began, self._time(), retries)
 
     cdef inline int _finish(self, Py_ssize_t v, double began, double now, int retries) except -1:
+        self.busy += now - began
+        self.live -= 1
+        return self._ended(v, began, now, retries)
+
+    cdef inline int _ended(self, Py_ssize_t v, double began, double now, int retries) except -1:
         self.end.data.as_doubles[v] = now
         self.ends += 1
         (<int64_t*>self.end_order.data.as_voidptr)[v] = self.ends
-        self.busy += now - began
-        self.live -= 1
         if retries:
             self.extra.append((v, self.attempts.data.as_ints[v], began, now))
+        return 0
+
+    cpdef int begin_batch(self, Py_ssize_t v, double began, bint first) except -1:
+        """Count an attempt of task *v* as started in the batched call begun at
+        *began*; the call enters the live count with its *first* task only."""
+        self._check_task(v)
+        cdef int attempt = self.attempts.data.as_ints[v] + 1
+        self.attempts.data.as_ints[v] = attempt
+        if attempt == 1:
+            self.start.data.as_doubles[v] = began
+        if first:
+            self.live += 1
+            if self.live > self.peak:
+                self.peak = self.live
+        return 0
+
+    cpdef int finish_batch(self, Py_ssize_t v, double began, bint retries) except -1:
+        """Count the attempt of task *v* in the batched call begun at *began* as ended."""
+        self._check_task(v)
+        return self._ended(v, began, self._time(), retries)
+
+    cpdef int end_batch(self, double began) except -1:
+        """The batched call begun at *began* has ended: it leaves the live count,
+        and its time counts once in the busy time."""
+        self.busy += self._time() - began
+        self.live -= 1
         return 0
 
     def kind(self, fn):
@@ -336,7 +365,7 @@ cdef class Loop:
                 coro = _call(fn, args, <PyObject*>kwargs if kwargs else NULL)
                 if type(coro) is not _COROUTINE:
                     raise TypeError(f"{fn!r} is async but returned {type(coro).__name__}")
-                sent = _send(coro, &result)
+                sent = _send_value(coro, None, &result)
             except BaseException as exc:
                 PyContext_Exit(ctx)
                 slot[1] = -1
@@ -386,13 +415,6 @@ cdef class Loop:
         d.slot = slot
         d._take()
         return d
-
-cdef int _send_value(object coro, object value, PyObject** out) except -1:
-    # 0: the body returned (*out is its value); 1: it yielded *out.
-    cdef PySendResult r = PyIter_Send(coro, value, out)
-    if r == PYGEN_ERROR:
-        return -1
-    return 0 if r == PYGEN_RETURN else 1
 
 
 @cython.final

@@ -128,13 +128,45 @@ class Loop:
         self._finish(v, began, self._time(), retries)
 
     def _finish(self, v: int, began: float, now: float, retries: int) -> None:
+        self._ended(v, began, now, retries)
+        self.busy += now - began
+        self.live -= 1
+
+    def _ended(self, v: int, began: float, now: float, retries: int) -> None:
         self.end[v] = now
         self.ends += 1
         self.end_order[v] = self.ends
-        self.busy += now - began
-        self.live -= 1
         if retries:
             self.extra.append((v, self.attempts[v], began, now))
+
+    def begin_batch(self, v: int, began: float, first: bool) -> None:
+        """Count an attempt of task *v* as started in the batched call begun at *began*.
+
+        The call is one body running, however many tasks it serves: it
+        enters the live count (and the peak) with its *first* task only.
+        """
+        attempt = self.attempts[v] + 1
+        self.attempts[v] = attempt
+        if attempt == 1:
+            self.start[v] = began
+        if first:
+            self.live += 1
+            if self.live > self.peak:
+                self.peak = self.live
+
+    def finish_batch(self, v: int, began: float, retries: int) -> None:
+        """Count the attempt of task *v* in the batched call begun at *began* as ended.
+
+        The call's live count and busy time are not touched: ``end_batch``
+        counts them once, when the call ends.
+        """
+        self._ended(v, began, self._time(), retries)
+
+    def end_batch(self, began: float) -> None:
+        """The batched call begun at *began* has ended: it leaves the live
+        count, and its time counts once in the busy time."""
+        self.busy += self._time() - began
+        self.live -= 1
 
     def kind(self, fn: Callable[..., Any]) -> int:
         """How *fn* runs by default (ASYNC or THREAD), cached per function."""
