@@ -29,7 +29,7 @@ from ._shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 if TYPE_CHECKING:
     from .._snapshot import Snapshot
 
-__all__ = ["CHECKPOINT", "RAISED", "SLOW", "SUSPENDED", "Loop"]
+__all__ = ["Loop"]
 
 _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType
