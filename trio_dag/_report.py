@@ -38,7 +38,6 @@ STATE_OF: Final = {
     core.CANCELLED: TaskState.CANCELLED,
     core.EXCLUDED: TaskState.PENDING,
 }
-_NAN: Final = float("nan")
 
 
 def task_outcome(
