@@ -11,8 +11,12 @@ else:
 
     ext_modules = cythonize(
         [
-            Extension(name, [f"trio_dag/{name.split('.')[1]}.pyx"], extra_compile_args=["-O3"])
-            for name in ("trio_dag._core", "trio_dag._loop", "trio_dag._intern")
+            Extension(
+                f"trio_dag._native.{name}",
+                [f"trio_dag/_native/{name}.pyx"],
+                extra_compile_args=["-O3"],
+            )
+            for name in ("_core", "_loop", "_intern")
         ],
         compiler_directives={"language_level": "3"},
     )

@@ -27,10 +27,10 @@ import trio
 
 import trio_dag
 
-# DAG._freeze takes its backend from ``_impl.BACKEND``; tests/conftest.py's
+# DAG._freeze takes its backend from ``_native.BACKEND``; tests/conftest.py's
 # ``dag_core`` fixture patches the same attribute. A snapshot carries the
 # backend it was frozen with, so the whole run follows.
-from trio_dag import _impl
+from trio_dag import _native
 
 LIMIT = 64
 WIDTH = 100  # tasks per layer of the layered graph
@@ -40,8 +40,8 @@ Parents = tuple[int, ...]
 Body = Callable[..., Any]
 BODY_KINDS = ("noop", "yield")
 
-COMPILED_CORE = "trio_dag._core"
-PYTHON_CORE = "trio_dag._core_py"
+COMPILED_CORE = "trio_dag._native._core"
+PYTHON_CORE = "trio_dag._native._core_py"
 
 
 class Bodies(Protocol):
@@ -173,13 +173,13 @@ def build_dag(parents: Iterable[Parents], bodies: Iterable[Body]) -> trio_dag.DA
 @contextmanager
 def frozen_with(module_name: str) -> Iterator[ModuleType]:
     """DAGs frozen inside the block use the backend whose core is *module_name*."""
-    backend = _impl.compiled() if module_name == COMPILED_CORE else _impl.python()
-    saved = _impl.BACKEND
-    _impl.BACKEND = backend
+    backend = _native.compiled() if module_name == COMPILED_CORE else _native.python()
+    saved = _native.BACKEND
+    _native.BACKEND = backend
     try:
         yield backend.core
     finally:
-        _impl.BACKEND = saved
+        _native.BACKEND = saved
 
 
 def run_trio_dag(core: str, dag: trio_dag.DAG) -> float:
@@ -189,7 +189,7 @@ def run_trio_dag(core: str, dag: trio_dag.DAG) -> float:
         used = type(dag._freeze().graph).__module__
     if used != module.__name__:
         raise RuntimeError(
-            f"the DAG froze with {used}, not {module.__name__}: _impl.BACKEND no longer "
+            f"the DAG froze with {used}, not {module.__name__}: _native.BACKEND no longer "
             "picks the backend; update frozen_with in bench/_contenders.py"
         )
     return seconds

@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trio_dag import DAG
-from trio_dag._impl import CORE
+from trio_dag._native import CORE
 
 # Targets of the issue.
 ADD_US = 3.0

@@ -26,10 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trio_dag import _core_py
+from trio_dag import _native
 
+_core_py = _native.python().core
 try:
-    from trio_dag import _core as _core_c  # type: ignore[attr-defined, unused-ignore]
+    _core_c: ModuleType | None = _native.compiled().core
 except ImportError:
     _core_c = None
 

@@ -6,7 +6,7 @@ duplicates collapsed) as a dict of predecessor lists, with ``int`` nodes and
 with ``str`` nodes (one string object per node, as when nodes come from a list
 of names). Each contender runs ``TopologicalSorter(graph)``, ``prepare()``,
 then ``get_ready()`` / ``done(*ready)`` until it is inactive; best of 3 by
-total, in one process, on the core ``trio_dag._impl`` picks.
+total, in one process, on the core ``trio_dag._native`` picks.
 
 The mapping floor is the hashable-to-index mapping alone, at C speed and with
 no core: one dict lookup per node mention to number the nodes (the mentions
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core import graphlib_graph, layered_edges
 
 import trio_dag.graphlib
-from trio_dag import _impl
+from trio_dag import _native
 
 Graph = Mapping[Any, Sequence[Any]]
 Phases = tuple[float, float, float]  # build, prepare, drain
@@ -103,9 +103,9 @@ def main() -> None:
 
     print(
         f"layered graph: {n:,} nodes, {sum(map(len, by_int.values())):,} edges; "
-        f"trio_dag core: {_impl.CORE}; best of {args.repeat}, wall seconds"
+        f"trio_dag core: {_native.CORE}; best of {args.repeat}, wall seconds"
     )
-    if _impl.CORE != "cython":
+    if _native.CORE != "cython":
         print("  (the compiled core is not in use: these are the pure-Python twin's times)")
     print(
         f"{'nodes':<6} {'contender':<18} {'build':>7} {'prepare':>8} {'drain':>7} {'total':>7}"

@@ -25,7 +25,7 @@ import pytest
 import trio
 from hypothesis import settings
 
-from trio_dag import _impl
+from trio_dag import _native
 
 T = TypeVar("T")
 
@@ -66,9 +66,9 @@ class CoreImplementation:
     def load(self) -> ModuleType:
         return self._imported(self._import)
 
-    def backend(self) -> _impl.Backend:
+    def backend(self) -> _native.Backend:
         """The whole backend this implementation belongs to (core, loop, interner)."""
-        return self._imported(_impl.compiled if self.compiled else _impl.python)
+        return self._imported(_native.compiled if self.compiled else _native.python)
 
     def _import(self) -> ModuleType:
         try:
@@ -94,15 +94,15 @@ class CoreImplementation:
             pytest.skip(str(exc))
 
 
-PYTHON = CoreImplementation("python", "trio_dag._core_py", compiled=False)
-CYTHON = CoreImplementation("cython", "trio_dag._core", compiled=True)
+PYTHON = CoreImplementation("python", "trio_dag._native._core_py", compiled=False)
+CYTHON = CoreImplementation("cython", "trio_dag._native._core", compiled=True)
 COMPILED = pytest.param(CYTHON, marks=C_EXTENSION, id="cython")
 BOTH = [pytest.param(PYTHON, id="python"), COMPILED]
 
 
 @pytest.fixture(scope="session", params=BOTH)
 def core(request: pytest.FixtureRequest) -> ModuleType:
-    """The core module: ``trio_dag._core_py``, then ``trio_dag._core``."""
+    """The core module: ``trio_dag._native._core_py``, then ``trio_dag._native._core``."""
     implementation: CoreImplementation = request.param
     return implementation.load()
 
@@ -116,11 +116,13 @@ def compiled_core(request: pytest.FixtureRequest) -> ModuleType:
 
 INTERNERS = [
     pytest.param(
-        CoreImplementation("python", "trio_dag._intern_py", compiled=False, what="interner"),
+        CoreImplementation(
+            "python", "trio_dag._native._intern_py", compiled=False, what="interner"
+        ),
         id="python-interner",
     ),
     pytest.param(
-        CoreImplementation("cython", "trio_dag._intern", compiled=True, what="interner"),
+        CoreImplementation("cython", "trio_dag._native._intern", compiled=True, what="interner"),
         marks=C_EXTENSION,
         id="cython-interner",
     ),
@@ -129,7 +131,7 @@ INTERNERS = [
 
 @pytest.fixture(scope="session", params=INTERNERS)
 def interner(request: pytest.FixtureRequest) -> ModuleType:
-    """trio_dag.graphlib's interner: ``trio_dag._intern_py``, then ``trio_dag._intern``."""
+    """trio_dag.graphlib's interner: ``_native._intern_py``, then ``_native._intern``."""
     implementation: CoreImplementation = request.param
     return implementation.load()
 
@@ -173,7 +175,7 @@ def dag_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """
     implementation: CoreImplementation = request.param
     backend = implementation.backend()
-    monkeypatch.setattr(_impl, "BACKEND", backend)
+    monkeypatch.setattr(_native, "BACKEND", backend)
     return backend.core
 
 

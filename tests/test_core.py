@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import trio_dag
-from trio_dag import _native_shared
+from trio_dag._native import _shared
 
 STATE_CONSTANTS = (
     "PENDING",
@@ -169,8 +169,8 @@ def test_a_graph_of_2_31_minus_1_nodes_is_refused_before_anything_is_allocated(
 
 
 def test_the_largest_graph_the_core_takes_is_the_shared_limit() -> None:
-    assert _native_shared.MAX_NODES == 2**31 - 2
-    assert _native_shared.MAX_EDGES == 2**31 - 1
+    assert _shared.MAX_NODES == 2**31 - 2
+    assert _shared.MAX_EDGES == 2**31 - 1
 
 
 def test_graph_edge_count_is_checked_against_the_shared_limit(
@@ -181,7 +181,7 @@ def test_graph_edge_count_is_checked_against_the_shared_limit(
     2**31 edges take 16 GiB to pass, so the limit is lowered to show that
     both cores check it, the same way, before building anything.
     """
-    monkeypatch.setattr(_native_shared, "MAX_EDGES", 3)
+    monkeypatch.setattr(_shared, "MAX_EDGES", 3)
     assert graph(core, 3, (0, 1), (1, 2), (0, 1)).num_edges == 2
     with pytest.raises(ValueError, match="a graph takes at most 3 edges, got 4"):
         graph(core, 3, (0, 1), (1, 2), (0, 1), (0, 2))

@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_dag import _core_py as twin
+from trio_dag._native import _core_py as twin
 
 MAX_NODES = 40
 

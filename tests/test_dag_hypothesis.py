@@ -1,7 +1,7 @@
 """Random DAGs built through the public API, checked against a plain reference.
 
 Each test runs against both graph cores (the ``core`` fixture): the backend
-of each is swapped into ``trio_dag._impl`` for the duration of the example.
+of each is swapped into ``trio_dag._native`` for the duration of the example.
 Handles are drawn inside every kind of container users pass: lists, tuples,
 dicts, namedtuples and subclasses (found, and rebuilt as their own type), and
 sets, frozensets, deques and dict keys (refused by ``add``).
@@ -21,13 +21,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_dag import DAG, CycleError, Handle, _impl
+from trio_dag import DAG, CycleError, Handle, _native
 
 
 def using(core: ModuleType) -> Any:
     """Make DAGs frozen inside the ``with`` block use the backend of *core*."""
-    python = _impl.python()
-    return mock.patch.object(_impl, "BACKEND", python if core is python.core else _impl.compiled())
+    python = _native.python()
+    return mock.patch.object(
+        _native, "BACKEND", python if core is python.core else _native.compiled()
+    )
 
 
 def fetch(*args: Any, **kwargs: Any) -> None:

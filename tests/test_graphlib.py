@@ -29,7 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trio_dag
-from trio_dag import _impl
+from trio_dag import _native
 from trio_dag import graphlib as ours
 
 
@@ -252,8 +252,8 @@ def test_cycle_error_is_the_standard_librarys() -> None:
 
 
 def test_sorters_use_the_core_and_interner_impl_picks() -> None:
-    assert ours._core is _impl.BACKEND.core
-    assert ours._intern is _impl.BACKEND.intern
+    assert ours._core is _native.BACKEND.core
+    assert ours._intern is _native.BACKEND.intern
 
 
 def test_prepare_builds_the_run_on_the_patched_core(sorter_core: ModuleType) -> None:

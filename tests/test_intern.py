@@ -1,4 +1,4 @@
-"""The interner of trio_dag.graphlib, ``trio_dag._intern`` and its twin ``trio_dag._intern_py``.
+"""The interner of trio_dag.graphlib, ``_native._intern`` and its twin ``_native._intern_py``.
 
 Each test runs on each interner (and, where a run is involved, on each core);
 the compiled interner must number nodes, record edges and fail exactly as the
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_dag import _intern_py
+from trio_dag._native import _intern_py
 
 UNHASHABLE: Any = {}
 

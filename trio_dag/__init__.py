@@ -22,7 +22,7 @@ from ._events import TaskInfo as TaskInfo
 from ._events import TaskState as TaskState
 from ._events import current_task as current_task
 from ._handle import Handle as Handle
-from ._impl import CORE as CORE
+from ._native import CORE as CORE
 from ._options import TaskOptions as TaskOptions
 from ._policies import Threshold as Threshold
 from ._report import RunReport as RunReport

@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ResourceError
-from ._impl import core
+from ._native import core
 from ._policies import Strategy, Threshold
 
 if TYPE_CHECKING:

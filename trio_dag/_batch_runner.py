@@ -31,7 +31,7 @@ import trio
 from . import _bodies
 from ._batching import Batched
 from ._events import Event, TaskStarted
-from ._impl import core
+from ._native import core
 
 if TYPE_CHECKING:
     from ._admission import Admission

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
-from . import _impl
+from . import _native
 from ._batching import Batched
 from ._dependencies import AFTER, copy_kwargs, scan, scan_after
 from ._errors import CycleError, ForeignHandleError, UnknownDependencyError
@@ -40,7 +40,7 @@ from ._options import (
 from ._snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from ._core import Graph
+    from ._native._core import Graph
 
 __all__ = ["DAG"]
 
@@ -530,7 +530,7 @@ class DAG:
         """The core graph of every task and edge, cached until the next add."""
         n = len(self._fns)
         graph = self._graph_cache
-        graph_type = _impl.BACKEND.core.Graph
+        graph_type = _native.BACKEND.core.Graph
         if graph is None or graph.n != n or type(graph) is not graph_type:
             if self._pending:
                 self._resolve_pending()
@@ -543,7 +543,7 @@ class DAG:
 
         Raises UnknownDependencyError (first, in insertion order), then CycleError.
         """
-        backend = _impl.BACKEND
+        backend = _native.BACKEND
         snapshot = self._snapshot
         if snapshot is not None and snapshot.n == len(self._fns) and snapshot.backend is backend:
             return snapshot

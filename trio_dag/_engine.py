@@ -22,35 +22,26 @@ import contextvars
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
 
-from . import _bodies, _loop_py
+from . import _bodies
 from ._admission import Admission
 from ._batch_runner import Batcher
 from ._batching import Batched
 from ._errors import CallbackError
-from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted, TaskState
-from ._impl import core
+from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted
+from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SUSPENDED, core
 from ._policies import Strategy
-from ._report import RunReport, task_outcome
+from ._report import STATE_OF, RunReport, task_outcome
 
 if TYPE_CHECKING:
     from ._options import TaskOptions
     from ._snapshot import Snapshot
 
 __all__ = ["Engine"]
-
-# A worker whose bodies never suspend still lets other Trio tasks run this often.
-_FAIRNESS_EVERY: Final = 2048
-_STATES: Final = {
-    core.SUCCEEDED: TaskState.SUCCEEDED,
-    core.FAILED: TaskState.FAILED,
-    core.SKIPPED: TaskState.SKIPPED,
-    core.CANCELLED: TaskState.CANCELLED,
-}
 
 
 def _took_token(limiter: trio.CapacityLimiter) -> bool:
@@ -455,16 +446,16 @@ class Engine:
                 v = loop.run(v, slot)
                 while v >= 0:
                     why = loop.why
-                    if why == _loop_py.SUSPENDED:
+                    if why == SUSPENDED:
                         self._spawn()
                         v = await self._drive(slot)
                         continue
-                    if why == _loop_py.CHECKPOINT:
+                    if why == CHECKPOINT:
                         await self._checkpoint(v)
                     else:
                         broke: Exception | None = None
                         try:
-                            if why == _loop_py.RAISED:
+                            if why == RAISED:
                                 error = loop.error
                                 loop.error = None
                                 assert error is not None
@@ -478,7 +469,7 @@ class Engine:
                         if broke is not None:
                             self._broke(v, broke)
                         self.since_checkpoint += 1
-                        if self.since_checkpoint >= _FAIRNESS_EVERY:
+                        if self.since_checkpoint >= FAIRNESS_EVERY:
                             self.since_checkpoint = 0
                             await trio.lowlevel.checkpoint()
                         v = self._next()
@@ -822,7 +813,7 @@ class Engine:
         start = loop.start[v]
         duration = 0.0 if math.isnan(start) else loop.end[v] - start
         result = task_outcome(self.snap, code, v, self.outputs, self.errors, self.st.state)
-        self._emit(TaskFinished(self.snap.handle(v), _STATES[code], loop.now(), duration, result))
+        self._emit(TaskFinished(self.snap.handle(v), STATE_OF[code], loop.now(), duration, result))
 
     def _stop_if_asked(self) -> None:
         """Stop the run as a listener asked while events were being told."""

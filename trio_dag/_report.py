@@ -22,21 +22,22 @@ from ._errors import (
 )
 from ._events import TaskState
 from ._handle import Handle
-from ._impl import core
+from ._native import core
 
 if TYPE_CHECKING:
     from ._snapshot import Snapshot
 
-__all__ = ["RunReport", "RunStats", "TaskTiming", "task_outcome"]
+__all__ = ["STATE_OF", "RunReport", "RunStats", "TaskTiming", "task_outcome"]
 
-_STATE_OF: Final = {
+# A core state code as the report and the events tell it: EXCLUDED is a task
+# that ``targets=`` left out (PENDING); the engine never tells one.
+STATE_OF: Final = {
     core.SUCCEEDED: TaskState.SUCCEEDED,
     core.FAILED: TaskState.FAILED,
     core.SKIPPED: TaskState.SKIPPED,
     core.CANCELLED: TaskState.CANCELLED,
     core.EXCLUDED: TaskState.PENDING,
 }
-_NAN: Final = float("nan")
 
 
 def task_outcome(
@@ -171,7 +172,7 @@ class RunReport:
     def state(self, task: Handle[Any] | str) -> TaskState:
         """The final state of *task*; ``PENDING`` if ``targets=`` left it out."""
         st = self._states[self._index(task)]
-        return _STATE_OF.get(st, TaskState.CANCELLED)
+        return STATE_OF.get(st, TaskState.CANCELLED)
 
     def _of(self, st: int) -> list[Handle[Any]]:
         return [self._snap.handle(i) for i, s in enumerate(self._states) if s == st]
@@ -314,7 +315,7 @@ class RunReport:
         counts: dict[TaskState, int] = {s: 0 for s in TaskState if s is not TaskState.PENDING}
         for s in self._states:
             if s != core.EXCLUDED:
-                counts[_STATE_OF.get(s, TaskState.CANCELLED)] += 1
+                counts[STATE_OF.get(s, TaskState.CANCELLED)] += 1
         width = max(len(state.name) for state in counts)
         lines += [f"  {state.name:<{width}}  {count:>8}" for state, count in counts.items()]
         ran = [

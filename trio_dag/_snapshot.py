@@ -20,9 +20,9 @@ from ._errors import UnknownDependencyError
 from ._handle import Handle
 
 if TYPE_CHECKING:
-    from ._core import Graph
     from ._dag import DAG
-    from ._impl import Backend
+    from ._native import Backend
+    from ._native._core import Graph
     from ._options import TaskOptions
 
 __all__ = ["Snapshot"]
@@ -47,7 +47,7 @@ class Snapshot:
     - ``n``: the number of tasks.
     - ``graph``: the ``core.Graph``: node *i* is task *i*, an edge
       ``dependency -> dependent`` for every data and ``after=`` dependency.
-    - ``backend``: the :class:`~trio_dag._impl.Backend` whose core built
+    - ``backend``: the :class:`~trio_dag._native.Backend` whose core built
       ``graph``; a run of the snapshot takes its ``RunState`` and loop from it.
     - ``all_done``: ``array('i')``, ascending indices of the tasks with
       ``trigger="all_done"`` (for ``core.RunState(all_done=...)``).

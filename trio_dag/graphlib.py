@@ -11,8 +11,8 @@ order of first mention and records edges between numbers;
 :meth:`~TopologicalSorter.prepare` hands those to the core, which does the
 readiness bookkeeping (counters, ready queue, cycle search) in arrays. The
 numbering, and the mapping of the core's numbers back to nodes, is an
-interner's job: compiled (``trio_dag._intern``) when the compiled backend is
-the one :mod:`trio_dag._impl` chose.
+interner's job: compiled (``trio_dag._native._intern``) when the compiled backend is
+the one :mod:`trio_dag._native` chose.
 
 Differences from the standard library, all outside what it documents:
 
@@ -34,7 +34,7 @@ Differences from the standard library, all outside what it documents:
 - Pickling or copying a sorter is not supported (the compiled core's state
   does not pickle); the standard library's sorters happen to pickle.
 
-The core and the interner are those of ``trio_dag._impl.BACKEND``. ``_core``
+The core and the interner are those of ``trio_dag._native.BACKEND``. ``_core``
 (private) is the module whose ``Graph`` and ``RunState`` ``prepare()`` uses,
 ``_intern`` the one whose ``Interner`` a sorter is built on; the tests
 monkeypatch them to run each implementation through CPython's own graphlib
@@ -48,20 +48,20 @@ from graphlib import CycleError as CycleError
 from types import GenericAlias, ModuleType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _impl
+from . import _native
 
 if TYPE_CHECKING:
     from _typeshed import SupportsItems
 
-    from ._core import RunState
-    from ._intern import Interner
+    from ._native._core import RunState
+    from ._native._intern import Interner
 
 __all__ = ["CycleError", "TopologicalSorter"]
 
 _T = TypeVar("_T")
 
-_core: ModuleType = _impl.BACKEND.core
-_intern: ModuleType = _impl.BACKEND.intern
+_core: ModuleType = _native.BACKEND.core
+_intern: ModuleType = _native.BACKEND.intern
 
 
 class TopologicalSorter(Generic[_T]):

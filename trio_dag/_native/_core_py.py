@@ -1,4 +1,4 @@
-"""The pure-Python twin of ``trio_dag._core``: same names, same results, same order.
+"""The pure-Python twin of ``trio_dag._native._core``: same names, same results, same order.
 
 Nodes are the integers ``0..n-1``; an edge ``src -> dst`` makes *src* a
 dependency (parent) of *dst*. :class:`Graph` is immutable, so one graph can
@@ -20,16 +20,16 @@ from operator import index as _index
 
 # The twins share their constants and argument checks, so both say the
 # same thing about the same bad input.
-from ._native_shared import CANCELLED as CANCELLED
-from ._native_shared import EXCLUDED as EXCLUDED
-from ._native_shared import FAILED as FAILED
-from ._native_shared import PENDING as PENDING
-from ._native_shared import READY as READY
-from ._native_shared import RUNNING as RUNNING
-from ._native_shared import SKIPPED as SKIPPED
-from ._native_shared import STATE_NAMES as STATE_NAMES
-from ._native_shared import SUCCEEDED as SUCCEEDED
-from ._native_shared import check_edge_count, check_n, int_array
+from ._shared import CANCELLED as CANCELLED
+from ._shared import EXCLUDED as EXCLUDED
+from ._shared import FAILED as FAILED
+from ._shared import PENDING as PENDING
+from ._shared import READY as READY
+from ._shared import RUNNING as RUNNING
+from ._shared import SKIPPED as SKIPPED
+from ._shared import STATE_NAMES as STATE_NAMES
+from ._shared import SUCCEEDED as SUCCEEDED
+from ._shared import check_edge_count, check_n, int_array
 
 # Two int32 words side by side read as one int64: the one at _HIGH weighs more.
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)

@@ -15,7 +15,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t
 
-from trio_dag._core cimport RunState
+from trio_dag._native._core cimport RunState
 
 import contextvars
 import types
@@ -25,7 +25,7 @@ from trio_dag._bodies import ASYNC, kind_of
 from trio_dag._dependencies import AFTER
 import trio
 
-from trio_dag._native_shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
+from trio_dag._native._shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 
 
 cdef extern from "Python.h":

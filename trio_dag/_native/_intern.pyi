@@ -1,4 +1,4 @@
-"""Types of the interner: ``trio_dag._intern`` (Cython) and ``trio_dag._intern_py`` (its twin).
+"""Types of the interner: ``_intern`` (Cython) and ``_intern_py`` (its twin) in ``_native``.
 
 The interner is :mod:`trio_dag.graphlib`'s half of a sorter: it numbers
 hashable nodes ``0..n-1`` in order of first mention, records each edge

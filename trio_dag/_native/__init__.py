@@ -1,18 +1,20 @@
-"""Picks the backend once, at import: the compiled modules, or their pure-Python twins, as a whole.
+"""The native backend: the compiled modules and their pure-Python twins, chosen once, as a whole.
 
 A backend is a core (``Graph``, ``RunState``), the engine's loop over that
 core's ``RunState``, and graphlib's interner. The compiled ones
-(``trio_dag._core``, ``_loop``, ``_intern``) are used when all three import;
-if any one does not, or when the environment variable
-``TRIO_DAG_NO_EXTENSIONS`` is non-empty, all three twins are
-(``_core_py``, ``_loop_py``, ``_intern_py``): a compiled core never meets a
-pure-Python loop. With ``TRIO_DAG_REQUIRE_EXTENSION`` non-empty, a compiled
-module that does not import is an ImportError that names it, so a silently
-failed build cannot pass CI.
+(``_core``, ``_loop``, ``_intern`` in this package) are used when all three
+import; if any one does not, or when the environment variable
+``TRIO_DAG_NO_EXTENSIONS`` is non-empty, all three twins are (``_core_py``,
+``_loop_py``, ``_intern_py``): a compiled core never meets a pure-Python loop.
+With ``TRIO_DAG_REQUIRE_EXTENSION`` non-empty, a compiled module that does
+not import is an ImportError that names it, so a silently failed build
+cannot pass CI.
 
-Everything else takes its modules from :data:`BACKEND` (a snapshot carries
-the backend it was frozen with, and the engine runs it on that one); nothing
-else imports a compiled module.
+Everything outside this package takes its modules from :data:`BACKEND` (a
+snapshot carries the backend it was frozen with, and the engine runs it on
+that one), the state codes from :data:`core`, and the loop's codes (why it
+handed a task back to the engine) from here; nothing else imports a compiled
+module or a twin by name. Both halves take these codes from ``_shared``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,26 @@ from typing import Final, Literal, final
 
 import attrs
 
-__all__ = ["BACKEND", "CORE", "Backend", "choose", "compiled", "core", "python"]
+from ._shared import CHECKPOINT as CHECKPOINT
+from ._shared import FAIRNESS_EVERY as FAIRNESS_EVERY
+from ._shared import RAISED as RAISED
+from ._shared import SLOW as SLOW
+from ._shared import SUSPENDED as SUSPENDED
+
+__all__ = [
+    "BACKEND",
+    "CHECKPOINT",
+    "CORE",
+    "FAIRNESS_EVERY",
+    "RAISED",
+    "SLOW",
+    "SUSPENDED",
+    "Backend",
+    "choose",
+    "compiled",
+    "core",
+    "python",
+]
 
 # Each part of a backend: its field, the compiled module and its pure-Python
 # twin (relative to this package), and what errors call it.
@@ -100,4 +121,4 @@ CORE: Final = BACKEND.name
 """``"cython"`` or ``"python"``: which backend the package chose at import."""
 
 core: Final = BACKEND.core
-"""The chosen core module, for its state constants (the same in both backends)."""
+"""The chosen core module, for its state codes (``core.SUCCEEDED``...; the same in both)."""

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._bodies import ASYNC, kind_of
+from .._bodies import ASYNC, kind_of
 
 # Why run() hands a task back to the engine, and how many tasks run between
 # checkpoints: the same codes as the compiled loop's.
-from ._native_shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
+from ._shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 
 if TYPE_CHECKING:
-    from ._snapshot import Snapshot
+    from .._snapshot import Snapshot
 
-__all__ = ["CHECKPOINT", "RAISED", "SLOW", "SUSPENDED", "Loop"]
+__all__ = ["Loop"]
 
 _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType

@@ -1,4 +1,4 @@
-"""Types of the graph core: ``trio_dag._core`` (Cython) and ``trio_dag._core_py`` (its twin).
+"""Types of the graph core: ``_core`` (Cython) and ``_core_py`` (its twin), in ``trio_dag._native``.
 
 Nodes are the integers ``0..n-1``. An edge ``src -> dst`` means *src* is a
 dependency (parent) of *dst*. Bulk results are ``array.array`` objects

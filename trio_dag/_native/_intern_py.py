@@ -1,6 +1,6 @@
 """Hashable nodes to core indices and back, for :mod:`trio_dag.graphlib`: the pure-Python twin.
 
-Same API and results as the compiled ``trio_dag._intern``; see ``_intern.pyi``.
+Same API and results as the compiled ``trio_dag._native._intern``; see ``_intern.pyi``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``_core.pyx`` and ``_core_py``, ``_loop.pyx`` and ``_loop_py``, ``_intern.pyx``
 and ``_intern_py`` each import these from here, never from one another, so
-each half of the backend (see :mod:`trio_dag._impl`) stands on its own, and
+each half of the backend (see :mod:`trio_dag._native`) stands on its own, and
 both say the same thing about the same bad input.
 """
 

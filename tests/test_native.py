@@ -1,7 +1,7 @@
-"""The chooser, ``trio_dag._impl``: which backend the package imports, under which environment.
+"""The chooser, ``trio_dag._native``: which backend the package imports, under which environment.
 
 Each case imports trio_dag in a fresh interpreter with a controlled environment.
-Putting None in ``sys.modules["trio_dag._core"]`` makes the compiled core fail to
+Putting None in ``sys.modules["trio_dag._native._core"]`` makes the compiled core fail to
 import whether or not it is built; :func:`broken` makes any module raise
 ImportError as a broken build does. The core, the loop and trio_dag.graphlib's
 interner are chosen together, as one backend.
@@ -20,20 +20,22 @@ import attrs
 import pytest
 
 import trio_dag
-from trio_dag import _impl
+from trio_dag import _native
 
 ROOT = Path(trio_dag.__file__).resolve().parent.parent
-NO_COMPILED_CORE = "import sys; sys.modules['trio_dag._core'] = None; "
-SHOW_CORE = "import trio_dag, trio_dag._impl as i; print(trio_dag.CORE, i.core.__name__)"
-NO_COMPILED_INTERNER = "import sys; sys.modules['trio_dag._intern'] = None; "
+NO_COMPILED_CORE = "import sys; sys.modules['trio_dag._native._core'] = None; "
+SHOW_CORE = "import trio_dag, trio_dag._native as i; print(trio_dag.CORE, i.core.__name__)"
+NO_COMPILED_INTERNER = "import sys; sys.modules['trio_dag._native._intern'] = None; "
 SHOW_INTERNER = "import trio_dag, trio_dag.graphlib as g; print(trio_dag.CORE, g._intern.__name__)"
 SHOW_BACKEND = (
-    "import trio_dag._impl as i\n"
+    "import trio_dag._native as i\n"
     "b = i.BACKEND\n"
     "print(b.name, b.core.__name__, b.loop.__name__, b.intern.__name__)\n"
 )
-PYTHON_BACKEND = "python trio_dag._core_py trio_dag._loop_py trio_dag._intern_py"
-COMPILED_BACKEND = "cython trio_dag._core trio_dag._loop trio_dag._intern"
+PYTHON_BACKEND = (
+    "python trio_dag._native._core_py trio_dag._native._loop_py trio_dag._native._intern_py"
+)
+COMPILED_BACKEND = "cython trio_dag._native._core trio_dag._native._loop trio_dag._native._intern"
 # A run through the engine: the fast loop, then a body that suspends.
 RUN_A_DAG = (
     "import trio, trio_dag\n"
@@ -47,7 +49,7 @@ RUN_A_DAG = (
     "h = dag.add(add, dag.add(double, one), one)\n"
     "print(trio.run(trio_dag.run, dag)[h])\n"
 )
-COMPILED_MODULES = ["trio_dag._core", "trio_dag._loop", "trio_dag._intern"]
+COMPILED_MODULES = ["trio_dag._native._core", "trio_dag._native._loop", "trio_dag._native._intern"]
 
 
 def broken(module: str) -> str:
@@ -85,16 +87,16 @@ def import_error_of(code: str, **env_vars: str) -> str:
 
 
 def test_no_extensions_picks_the_twin() -> None:
-    assert core_of(SHOW_CORE, TRIO_DAG_NO_EXTENSIONS="1") == "python trio_dag._core_py"
+    assert core_of(SHOW_CORE, TRIO_DAG_NO_EXTENSIONS="1") == "python trio_dag._native._core_py"
 
 
 def test_missing_compiled_core_falls_back_to_the_twin() -> None:
-    assert core_of(NO_COMPILED_CORE + SHOW_CORE) == "python trio_dag._core_py"
+    assert core_of(NO_COMPILED_CORE + SHOW_CORE) == "python trio_dag._native._core_py"
 
 
 def test_empty_env_vars_count_as_unset() -> None:
     code = NO_COMPILED_CORE + SHOW_CORE
-    assert core_of(code, TRIO_DAG_REQUIRE_EXTENSION="") == "python trio_dag._core_py"
+    assert core_of(code, TRIO_DAG_REQUIRE_EXTENSION="") == "python trio_dag._native._core_py"
     stderr = import_error_of(code, TRIO_DAG_NO_EXTENSIONS="", TRIO_DAG_REQUIRE_EXTENSION="1")
     assert "did not import" in stderr
 
@@ -108,20 +110,24 @@ def test_require_extension_with_no_extensions_fails_to_import() -> None:
 
 def test_require_extension_without_compiled_core_fails_to_import() -> None:
     stderr = import_error_of(NO_COMPILED_CORE + "import trio_dag", TRIO_DAG_REQUIRE_EXTENSION="1")
-    assert "TRIO_DAG_REQUIRE_EXTENSION is set but the compiled core trio_dag._core" in stderr
+    assert (
+        "TRIO_DAG_REQUIRE_EXTENSION is set but the compiled core trio_dag._native._core" in stderr
+    )
 
 
 def test_compiled_core_is_picked_when_it_imports(compiled_core: ModuleType) -> None:
-    assert core_of(SHOW_CORE) == "cython trio_dag._core"
-    assert core_of(SHOW_CORE, TRIO_DAG_REQUIRE_EXTENSION="1") == "cython trio_dag._core"
+    assert core_of(SHOW_CORE) == "cython trio_dag._native._core"
+    assert core_of(SHOW_CORE, TRIO_DAG_REQUIRE_EXTENSION="1") == "cython trio_dag._native._core"
 
 
 def test_no_extensions_picks_the_twin_interner() -> None:
-    assert core_of(SHOW_INTERNER, TRIO_DAG_NO_EXTENSIONS="1") == "python trio_dag._intern_py"
+    assert (
+        core_of(SHOW_INTERNER, TRIO_DAG_NO_EXTENSIONS="1") == "python trio_dag._native._intern_py"
+    )
 
 
 def test_missing_compiled_interner_falls_back_to_the_twin() -> None:
-    assert core_of(NO_COMPILED_INTERNER + SHOW_INTERNER) == "python trio_dag._intern_py"
+    assert core_of(NO_COMPILED_INTERNER + SHOW_INTERNER) == "python trio_dag._native._intern_py"
 
 
 def test_require_extension_without_compiled_interner_fails_to_import(
@@ -129,12 +135,15 @@ def test_require_extension_without_compiled_interner_fails_to_import(
 ) -> None:
     code = NO_COMPILED_INTERNER + "import trio_dag.graphlib"
     stderr = import_error_of(code, TRIO_DAG_REQUIRE_EXTENSION="1")
-    assert "TRIO_DAG_REQUIRE_EXTENSION is set but the compiled interner trio_dag._intern" in stderr
+    assert (
+        "TRIO_DAG_REQUIRE_EXTENSION is set but the compiled interner trio_dag._native._intern"
+        in stderr
+    )
 
 
 def test_compiled_interner_is_picked_when_it_imports(compiled_core: ModuleType) -> None:
     """The interner is built with the core (setup.py); a build without it is stale."""
-    assert core_of(SHOW_INTERNER) == "cython trio_dag._intern"
+    assert core_of(SHOW_INTERNER) == "cython trio_dag._native._intern"
 
 
 # -- one backend, chosen whole ---------------------------------------------------------
@@ -160,7 +169,7 @@ def test_require_extension_names_the_compiled_module_that_does_not_import(
     compiled_core: ModuleType, module: str
 ) -> None:
     stderr = import_error_of(broken(module) + "import trio_dag", TRIO_DAG_REQUIRE_EXTENSION="1")
-    what = {"_core": "core", "_loop": "loop", "_intern": "interner"}[module.split(".")[1]]
+    what = {"_core": "core", "_loop": "loop", "_intern": "interner"}[module.rsplit(".", 1)[1]]
     assert f"TRIO_DAG_REQUIRE_EXTENSION is set but the compiled {what} {module} did not" in stderr
     assert f"{module}: undefined symbol (simulated)" in stderr
 
@@ -176,36 +185,47 @@ def test_no_extensions_gives_the_python_backend_whole() -> None:
 
 def test_the_compiled_backend_needs_no_twin(compiled_core: ModuleType) -> None:
     """The compiled modules share their constants with the twins through
-    ``_native_shared``, never by importing them: with the twins of the core and
-    the interner gone, the compiled backend imports and runs."""
-    code = broken("trio_dag._core_py") + broken("trio_dag._intern_py") + SHOW_BACKEND + RUN_A_DAG
+    ``_native._shared``, never by importing them, and the engine reads the
+    loop's codes from ``_native``: with all three twins gone, the compiled
+    backend imports and runs (graphlib and the testing toolkit too)."""
+    twins = "".join(broken(f"trio_dag._native.{name}_py") for name in ("_core", "_loop", "_intern"))
+    code = twins + "import trio_dag.graphlib, trio_dag.testing\n" + SHOW_BACKEND + RUN_A_DAG
     assert core_of(code).splitlines() == [COMPILED_BACKEND, "3"]
 
 
+def test_the_python_backend_needs_no_compiled_module() -> None:
+    """Outside the chooser nothing imports a compiled module: with all three
+    unimportable and TRIO_DAG_NO_EXTENSIONS set, the package imports and runs."""
+    compiled = "".join(broken(module) for module in COMPILED_MODULES)
+    code = compiled + "import trio_dag.graphlib, trio_dag.testing\n" + SHOW_BACKEND + RUN_A_DAG
+    result = core_of(code, TRIO_DAG_NO_EXTENSIONS="1")
+    assert result.splitlines() == [PYTHON_BACKEND, "3"]
+
+
 def test_no_compiled_module_imports_a_twin() -> None:
-    # The engine still reads the loop's codes from _loop_py, so the check
-    # above cannot break that twin; read the sources instead.
-    twin_import = re.compile(r"^\s*(from|import|cimport)\s+trio_dag\.\w+_py\b", re.MULTILINE)
-    for pyx in sorted((ROOT / "trio_dag").glob("*.pyx")):
+    twin_import = re.compile(r"^\s*(from|import|cimport)\s+trio_dag\.[\w.]+_py\b", re.MULTILINE)
+    sources = sorted((ROOT / "trio_dag" / "_native").glob("*.pyx"))
+    assert len(sources) == 3
+    for pyx in sources:
         assert not twin_import.search(pyx.read_text()), pyx.name
 
 
 def test_choose_honours_the_environment_it_is_given() -> None:
-    assert _impl.choose({"TRIO_DAG_NO_EXTENSIONS": "1"}) == _impl.python()
+    assert _native.choose({"TRIO_DAG_NO_EXTENSIONS": "1"}) == _native.python()
     with pytest.raises(ImportError, match="both set"):
-        _impl.choose({"TRIO_DAG_NO_EXTENSIONS": "1", "TRIO_DAG_REQUIRE_EXTENSION": "1"})
+        _native.choose({"TRIO_DAG_NO_EXTENSIONS": "1", "TRIO_DAG_REQUIRE_EXTENSION": "1"})
 
 
 def test_choose_picks_the_compiled_backend_when_it_imports(compiled_core: ModuleType) -> None:
-    assert _impl.choose({}) == _impl.compiled()
-    assert _impl.choose({"TRIO_DAG_REQUIRE_EXTENSION": "1"}).name == "cython"
+    assert _native.choose({}) == _native.compiled()
+    assert _native.choose({"TRIO_DAG_REQUIRE_EXTENSION": "1"}).name == "cython"
 
 
 def test_a_backend_is_a_frozen_value() -> None:
-    backend = _impl.python()
+    backend = _native.python()
     assert repr(backend) == (
-        "Backend(name='python', core=trio_dag._core_py, loop=trio_dag._loop_py, "
-        "intern=trio_dag._intern_py)"
+        "Backend(name='python', core=trio_dag._native._core_py, loop=trio_dag._native._loop_py, "
+        "intern=trio_dag._native._intern_py)"
     )
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         backend.name = "cython"  # type: ignore[misc]

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
 """Hashable nodes to core indices and back, for ``trio_dag.graphlib``, compiled.
 
-Same API and results as the twin ``trio_dag._intern_py``; see ``_intern.pyi``.
+Same API and results as the twin ``trio_dag._native._intern_py``; see ``_intern.pyi``.
 Numbering costs one dict lookup per mention of a node, and the edges go
 straight into the ``"i"`` arrays that ``Graph`` takes as they are. On the
 compiled core, ready nodes are popped and marked done in C as well: no Python
@@ -18,11 +18,11 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport uint8_t
 
-from trio_dag._core cimport RunState
+from trio_dag._native._core cimport RunState
 
 from operator import index as _index
 
-from trio_dag._native_shared import RUNNING
+from trio_dag._native._shared import RUNNING
 
 cdef extern from *:
     """

@@ -1,11 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The compiled graph core. Same API, results and errors as ``trio_dag._core_py``.
+"""The compiled graph core. Same API, results and errors as ``trio_dag._native._core_py``.
 
 Nodes are the integers ``0..n-1``; an edge ``src -> dst`` makes *src* a
 dependency (parent) of *dst*. Everything lives in C arrays of int32 (CSR
 adjacency, counters, the ready heap), so popping and finishing a node touch no
 Python object. The argument checks and state constants are shared with the
-twin (both import them from ``trio_dag._native_shared``), so both say the
+twin (both import them from ``trio_dag._native._shared``), so both say the
 same thing about bad input, and nothing reaches a C int that does not fit.
 """
 
@@ -19,7 +19,7 @@ from libc.string cimport memcpy, memset
 
 from operator import index as _index
 
-from trio_dag._native_shared import (
+from trio_dag._native._shared import (
     CANCELLED,
     EXCLUDED,
     FAILED,

@@ -1,4 +1,4 @@
-"""Types of the compiled loop ``trio_dag._loop``; the twin is ``trio_dag._loop_py``."""
+"""Types of the compiled loop ``trio_dag._native._loop``; the twin is ``_loop_py`` beside it."""
 
 import contextvars
 from array import array
@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 class Loop:
-    """One run's ledger and fast loop (see ``trio_dag._loop_py.Loop``)."""
+    """One run's ledger and fast loop (see ``trio_dag._native._loop_py.Loop``)."""
 
     fast: bool
     stopped: bool
