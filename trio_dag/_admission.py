@@ -118,7 +118,7 @@ class Admission:
             return r
 
         # Tasks tend to share a few uses: each distinct one is worked out once.
-        opts = snap._opts[: snap.n]
+        opts = snap.columns.opts[: snap.n]
         distinct = {o.uses for i, o in enumerate(opts) if o.uses and states[i] != core.EXCLUDED}
         scale = {name: rational(capacity).denominator for name, capacity in resources.items()}
         for uses in distinct:

@@ -37,7 +37,7 @@ from ._options import (
     check_fn,
     make_options,
 )
-from ._snapshot import Snapshot
+from ._snapshot import Columns, Snapshot
 
 if TYPE_CHECKING:
     from ._native._core import Graph
@@ -290,7 +290,7 @@ class DAG:
         elif self._index_of:
             check_default_name(fn, i, self._index_of)
         kw = None if kwargs is None else copy_kwargs(kwargs, fn, i, name)
-        after_items = None if after == () else scan_after(self, after, fn, i, name)
+        after_items = None if after == () else scan_after(self, self._lookup, after, fn, i, name)
         # The common case first: every positional argument is a handle of
         # this DAG (or there are none) and kwargs hold none.
         data = [a._index for a in args if type(a) is Handle and a._dag is self]
@@ -551,7 +551,29 @@ class DAG:
         cycle = graph.find_cycle()
         if cycle is not None:
             raise CycleError([self._name(v) for v in cycle])
-        snapshot = self._snapshot = Snapshot(self, graph, backend)
+        n = graph.n
+        columns = Columns(
+            self._fns,
+            self._opts,
+            self._args,
+            self._kwargs,
+            self._off,
+            self._src,
+            self._pos,
+            self._paths,
+        )
+        snapshot = self._snapshot = Snapshot(
+            self,
+            graph,
+            backend,
+            columns,
+            all_done=self._all_done[: bisect.bisect_left(self._all_done, n)],
+            has_batched=bool(self._batched) and self._batched[0] < n,
+            has_uses=bool(self._with_uses) and self._with_uses[0] < n,
+            name=self._name,
+            task_index=self._task_index,
+            close_name=self._close_name,
+        )
         return snapshot
 
     def validate(self) -> None:

@@ -226,9 +226,17 @@ def _where(path: tuple[Any, ...]) -> str:
 
 
 def scan_after(
-    dag: DAG, after: object, fn: Callable[..., Any], i: int, name: object
+    dag: DAG,
+    lookup: Callable[[str], int | None],
+    after: object,
+    fn: Callable[..., Any],
+    i: int,
+    name: object,
 ) -> list[int | str]:
-    """Check ``after=``: task indices, and names that do not exist yet."""
+    """Check ``after=``: task indices, and names that do not exist yet.
+
+    *lookup* gives the index of the task a name is taken by, or None.
+    """
     items = (after,) if isinstance(after, (str, Handle)) else after
     if not isinstance(items, Iterable):
         raise TypeError(
@@ -242,7 +250,7 @@ def scan_after(
                 raise _foreign(a, fn, i, name)
             out.append(a._index)
         elif isinstance(a, str) and a:
-            j = dag._lookup(a)
+            j = lookup(a)
             out.append(a if j is None else j)
         else:
             raise TypeError(

@@ -2,6 +2,11 @@
 
 Immutable and small (two slots); passing one as an argument of another task
 makes a dependency. It knows its DAG and index, and asks the DAG for its name.
+
+The two slots, ``_dag`` and ``_index``, are this type's declared shape: the
+building modules (``_dag``, ``_dependencies``) read them directly, because
+``dag.add`` reads them for every argument and the public properties would
+cost a call each. Nothing else does; use ``dag`` and ``index``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
 """Snapshot: a validated DAG, frozen in the form the engine runs.
 
-``DAG._freeze`` makes one. It reads the DAG's columns in place (no copy)
-and gives the engine what it asks of a task by index: its function, options
-and name, and its arguments with the outputs of its dependencies bound in.
+``DAG._freeze`` makes one and passes in what it needs: the task
+:class:`Columns` (shared with the DAG, not copied), the ``graph``, and how to
+name and find tasks. It gives the engine what it asks of a task by index: its
+function, options and name, and its arguments with the outputs of its
+dependencies bound in. It reads nothing private of the DAG.
 """
 
 from __future__ import annotations
 
-import bisect
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from operator import attrgetter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, cast, final
+
+import attrs
 
 from ._dependencies import AFTER, rebuild
 from ._errors import UnknownDependencyError
@@ -25,11 +28,80 @@ if TYPE_CHECKING:
     from ._native._core import Graph
     from ._options import TaskOptions
 
-__all__ = ["Snapshot"]
+__all__ = ["Columns", "Snapshot"]
 
 _NO_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})
 _PRIORITY: Final = attrgetter("priority")
 _COST: Final = attrgetter("cost")
+
+
+@final
+@attrs.frozen
+class Columns:
+    """The per-task columns the loops read by task index: the snapshot->loop contract.
+
+    The DAG's own append-only columns, shared, not copied: a holder reads
+    only tasks ``0..n-1`` of its snapshot and never writes to them. Both
+    loops (``_loop.pyx`` and ``_loop_py.py``) and :meth:`Snapshot.bind` read
+    these fields and nothing else of the snapshot's storage.
+
+    - ``fns``: the function of each task.
+    - ``opts``: the :class:`TaskOptions` of each task.
+    - ``args``: the positional arguments as given, or, when every one is a
+      handle, their count ``k`` (then ``src[off[i]:off[i]+k]`` are the tasks).
+    - ``kwargs``: task -> its keyword arguments, for tasks that have any.
+    - ``off``: ``array('i')``, ``n+1`` entries: task *i*'s edges are
+      ``off[i]:off[i+1]``, data edges first.
+    - ``src``: ``array('i')``, the task each edge comes from.
+    - ``pos``: ``array('i')``, where each data edge's handle sits among the
+      positional arguments (``NESTED`` when a path in ``paths`` says),
+      ``AFTER`` for an ``after=`` edge.
+    - ``paths``: task -> the paths of its nested handles (see ``rebuild``).
+    """
+
+    fns: list[Callable[..., Any]]
+    opts: list[TaskOptions]
+    args: list[tuple[Any, ...] | int]
+    kwargs: dict[int, dict[str, Any]]
+    off: array[int]
+    src: array[int]
+    pos: array[int]
+    paths: dict[int, tuple[tuple[Any, ...], ...]]
+
+    def bind(self, i: int, outputs: Sequence[Any]) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
+        """The arguments to call task *i*'s fn with: ``fn(*args, **kwargs)``.
+
+        The one binder: both loops and the engine's general path call it
+        (through :meth:`Snapshot.bind`, which names the task in the error).
+        Each handle is replaced by ``outputs[its index]``. A task without
+        handles gets the stored tuple and mapping themselves: treat both as
+        read-only. O(number of handles) unless handles sit in containers or
+        kwargs, which are copied along the paths that lead to them. Raises
+        LookupError or TypeError when the arguments were changed after
+        ``add`` and no longer fit.
+        """
+        args = self.args[i]
+        kwargs = self.kwargs.get(i, _NO_KWARGS)
+        lo = self.off[i]
+        src = self.src
+        if type(args) is int:
+            return tuple([outputs[j] for j in src[lo : lo + args]]), kwargs
+        args = cast(tuple[Any, ...], args)
+        hi = self.off[i + 1]
+        pos = self.pos
+        if lo == hi or pos[lo] == AFTER:
+            return args, kwargs
+        paths = self.paths.get(i)
+        if paths is None:
+            bound = list(args)
+            for e in range(lo, hi):
+                p = pos[e]
+                if p < 0:
+                    break
+                bound[p] = outputs[src[e]]
+            return tuple(bound), kwargs
+        values = [outputs[src[e]] for e in range(lo, lo + len(paths))]
+        return rebuild(args, kwargs, paths, values)
 
 
 @final
@@ -43,12 +115,13 @@ class Snapshot:
 
     Attributes (read them, do not set them):
 
-    - ``dag``: the :class:`DAG`.
+    - ``dag``: the :class:`DAG` (for handles; the snapshot reads nothing private of it).
     - ``n``: the number of tasks.
     - ``graph``: the ``core.Graph``: node *i* is task *i*, an edge
       ``dependency -> dependent`` for every data and ``after=`` dependency.
     - ``backend``: the :class:`~trio_dag._native.Backend` whose core built
       ``graph``; a run of the snapshot takes its ``RunState`` and loop from it.
+    - ``columns``: the :class:`Columns` the loops read.
     - ``all_done``: ``array('i')``, ascending indices of the tasks with
       ``trigger="all_done"`` (for ``core.RunState(all_done=...)``).
     - ``has_batched``: whether any task is of a ``@batched`` function.
@@ -58,18 +131,14 @@ class Snapshot:
     """
 
     __slots__ = (
-        "_args",
+        "_close_name",
         "_costs",
-        "_fns",
-        "_kwargs",
-        "_off",
-        "_opts",
-        "_paths",
-        "_pos",
+        "_name",
         "_priorities",
-        "_src",
+        "_task_index",
         "all_done",
         "backend",
+        "columns",
         "dag",
         "graph",
         "has_batched",
@@ -77,36 +146,52 @@ class Snapshot:
         "n",
     )
 
-    def __init__(self, dag: DAG, graph: Graph, backend: Backend) -> None:
+    def __init__(
+        self,
+        dag: DAG,
+        graph: Graph,
+        backend: Backend,
+        columns: Columns,
+        *,
+        all_done: array[int],
+        has_batched: bool,
+        has_uses: bool,
+        name: Callable[[int], str],
+        task_index: Callable[[Handle[Any] | str], int],
+        close_name: Callable[[str], str | None],
+    ) -> None:
+        """Freeze *graph*'s ``n`` tasks, described by *columns*.
+
+        *name* gives task *i*'s name; *task_index* the index of a task given
+        by handle or name (KeyError for an unknown name, ForeignHandleError
+        for a handle of another DAG); *close_name* the existing name closest
+        to a missing one, or None.
+        """
         self.dag = dag
         self.graph = graph
         self.backend = backend
         self.n: int = graph.n
-        self.all_done = dag._all_done[: bisect.bisect_left(dag._all_done, self.n)]
-        self.has_batched = bool(dag._batched) and dag._batched[0] < self.n
-        self.has_uses = bool(dag._with_uses) and dag._with_uses[0] < self.n
-        self._fns = dag._fns
-        self._args = dag._args
-        self._opts = dag._opts
-        self._kwargs = dag._kwargs
-        self._paths = dag._paths
-        self._off = dag._off
-        self._src = dag._src
-        self._pos = dag._pos
+        self.columns = columns
+        self.all_done = all_done
+        self.has_batched = has_batched
+        self.has_uses = has_uses
+        self._name = name
+        self._task_index = task_index
+        self._close_name = close_name
         self._priorities: list[int] | None = None
         self._costs: array[float] | None = None
 
     def fn(self, i: int) -> Callable[..., Any]:
         """The function of task *i*."""
-        return self._fns[i]
+        return self.columns.fns[i]
 
     def options(self, i: int) -> TaskOptions:
         """The options of task *i*."""
-        return self._opts[i]
+        return self.columns.opts[i]
 
     def name(self, i: int) -> str:
         """The name of task *i*."""
-        return self.dag._name(i)
+        return self._name(i)
 
     def handle(self, i: int) -> Handle[Any]:
         """A handle of task *i* (a new object; equal to every other handle of it)."""
@@ -119,61 +204,37 @@ class Snapshot:
         UnknownDependencyError (``.task`` None) for a name no task of this
         snapshot has.
         """
-        dag = self.dag
         try:
-            i = dag._task_index(task)
+            i = self._task_index(task)
         except KeyError:
             assert isinstance(task, str)
-            raise UnknownDependencyError(None, task, dag._close_name(task)) from None
+            raise UnknownDependencyError(None, task, self._close_name(task)) from None
         if i >= self.n:
-            raise UnknownDependencyError(None, dag._name(i))
+            raise UnknownDependencyError(None, self._name(i))
         return i
 
     @property
     def priorities(self) -> list[int]:
         """``priority`` of every task, by index."""
         if self._priorities is None:
-            self._priorities = list(map(_PRIORITY, islice(self._opts, self.n)))
+            self._priorities = list(map(_PRIORITY, islice(self.columns.opts, self.n)))
         return self._priorities
 
     @property
     def costs(self) -> array[float]:
         """``cost`` of every task, by index (for ``graph.upward_rank``)."""
         if self._costs is None:
-            self._costs = array("d", map(_COST, islice(self._opts, self.n)))
+            self._costs = array("d", map(_COST, islice(self.columns.opts, self.n)))
         return self._costs
 
     def bind(self, i: int, outputs: Sequence[Any]) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
-        """The arguments to call task *i*'s fn with: ``fn(*args, **kwargs)``.
+        """The arguments to call task *i*'s fn with (see :meth:`Columns.bind`).
 
-        Each handle is replaced by ``outputs[its index]``. A task without
-        handles gets the stored tuple and mapping themselves: treat both as
-        read-only. O(number of handles) unless handles sit in containers or
-        kwargs, which are copied along the paths that lead to them.
+        Raises RuntimeError, naming the task, when its arguments were changed
+        after it was added and no longer fit.
         """
-        args = self._args[i]
-        kwargs = self._kwargs.get(i, _NO_KWARGS)
-        lo = self._off[i]
-        src = self._src
-        if type(args) is int:
-            return tuple([outputs[j] for j in src[lo : lo + args]]), kwargs
-        args = cast(tuple[Any, ...], args)
-        hi = self._off[i + 1]
-        pos = self._pos
-        if lo == hi or pos[lo] == AFTER:
-            return args, kwargs
-        paths = self._paths.get(i)
-        if paths is None:
-            bound = list(args)
-            for e in range(lo, hi):
-                p = pos[e]
-                if p < 0:
-                    break
-                bound[p] = outputs[src[e]]
-            return tuple(bound), kwargs
-        values = [outputs[src[e]] for e in range(lo, lo + len(paths))]
         try:
-            return rebuild(args, kwargs, paths, values)
+            return self.columns.bind(i, outputs)
         except (LookupError, TypeError):
             raise RuntimeError(
                 f"the arguments of task {self.name(i)!r} were changed after it was added; "

@@ -5,6 +5,8 @@ from array import array
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from trio_dag._snapshot import Snapshot
+
 class Loop:
     """One run's ledger and fast loop (see ``trio_dag._native._loop_py.Loop``)."""
 
@@ -33,7 +35,7 @@ class Loop:
 
     def __init__(
         self,
-        snap: Any,
+        snap: Snapshot,
         st: Any,
         now: Callable[[], float],
         fast: bool,

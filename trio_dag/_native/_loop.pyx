@@ -89,7 +89,6 @@ cdef class Loop:
     """
 
     cdef RunState _st
-    cdef object _snap
     cdef object _now
     cdef bint _system_clock
     cdef double _offset
@@ -117,6 +116,11 @@ cdef class Loop:
     cdef public object ctx
     cdef public object error
     cdef dict _kwargs
+    # The snapshot's Columns (the declared contract with the snapshot), read
+    # for every task: looked up once in __cinit__.
+    cdef object _cols
+    cdef list _fns
+    cdef list _opts
     cdef list _args_of
     cdef dict _kwargs_of
     cdef array _off
@@ -135,14 +139,15 @@ cdef class Loop:
         cdef Py_ssize_t n = snap.n
         self._n = n
         self.on_suspend = on_suspend
-        self._snap = snap
         self._st = <RunState?>st
-        # The snapshot's columns, read for every task: looked up once here.
-        self._args_of = snap._args
-        self._kwargs_of = snap._kwargs
-        self._off = snap._off
-        self._src = snap._src
-        self._pos = snap._pos
+        cols = self._cols = snap.columns
+        self._fns = cols.fns
+        self._opts = cols.opts
+        self._args_of = cols.args
+        self._kwargs_of = cols.kwargs
+        self._off = cols.off
+        self._src = cols.src
+        self._pos = cols.pos
         self.now = now
         self.fast = fast
         self.outputs = [None] * n
@@ -273,8 +278,10 @@ cdef class Loop:
         return self._last_simple
 
     cdef tuple _bind(self, Py_ssize_t v):
-        # The common case in C: every argument is a handle (the snapshot
-        # stores their count); anything else goes through Snapshot.bind.
+        # Columns.bind, the one binder, with its first two branches in C:
+        # every argument a handle (the columns store their count), or none;
+        # anything else goes through Columns.bind itself. Both give the same
+        # arguments (tests/test_snapshot.py checks every shape on both loops).
         # The kwargs to call with are left in self._kwargs. None: binding
         # raised, and the engine's general path fails the task.
         cdef object stored = self._args_of[v]
@@ -298,11 +305,11 @@ cdef class Loop:
             lo == self._off.data.as_ints[v + 1] or self._pos.data.as_ints[lo] == C_AFTER
         ):
             # No handle among the arguments (none, or only after= edges):
-            # the stored tuple itself, as Snapshot.bind gives it.
+            # the stored tuple itself, as Columns.bind gives it.
             self._kwargs = kw_of.get(v) if kw_of else None
             return stored
         try:
-            bound = self._snap.bind(v, outputs)
+            bound = self._cols.bind(v, outputs)
         except Exception:
             return None  # its arguments changed after add(): the engine fails it
         self._kwargs = bound[1] or None
@@ -324,8 +331,8 @@ cdef class Loop:
 
     cdef Py_ssize_t _chain(self, Py_ssize_t v, list slot, double now) except -2:
         cdef RunState st = self._st
-        cdef list fns = self._snap._fns
-        cdef list opts_of = self._snap._opts
+        cdef list fns = self._fns
+        cdef list opts_of = self._opts
         cdef list outputs = self.outputs
         cdef object fn, opts, coro, ctx
         cdef tuple args
@@ -509,7 +516,7 @@ cdef class _Drive:
         self.coro = self.ctx = None
         loop._check_task(v)
         now = loop._time()
-        opts = (<list>loop._snap._opts)[v]
+        opts = loop._opts[v]
         loop._succeeded(v, slot[3], now, 1 if opts.retries else 0, done_value)
         v = loop._chain(-1 if loop.stopped else loop._st._pop(), slot, now)
         if v < 0 or loop.why != C_SUSPENDED:

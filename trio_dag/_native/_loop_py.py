@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import types
 from array import array
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -206,15 +206,12 @@ class Loop:
         # The clock is read once per task: when a body ends, that time is also
         # the next body's start. Counters stay in locals while the chain runs
         # and go back to the fields however it ends.
-        snap = self.snap
+        cols = self.snap.columns
         st = self.st
         outputs = self.outputs
-        opts_of = snap._opts
-        fns = snap._fns
-        args_of = snap._args
-        kwargs_of = snap._kwargs
-        off = snap._off
-        src = snap._src
+        opts_of = cols.opts
+        fns = cols.fns
+        bind = cols.bind
         attempts = self.attempts
         start = self.start
         end = self.end
@@ -253,22 +250,12 @@ class Loop:
                 if not fast:
                     self.why = SLOW
                     return v
-                # Snapshot.bind, with its two common cases here: no argument
-                # at all, or every argument a handle (args_of holds their count).
-                stored = args_of[v]
-                kwargs: Mapping[str, Any] | None = kwargs_of.get(v) if kwargs_of else None
-                if not (stored or kwargs):
-                    args: tuple[Any, ...] = ()
-                elif type(stored) is int:
-                    lo = off[v]
-                    args = tuple([outputs[j] for j in src[lo : lo + stored]])
-                else:
-                    try:
-                        args, kwargs = snap.bind(v, outputs)
-                    except Exception:
-                        # Its arguments changed after add(): the engine fails it.
-                        self.why = SLOW
-                        return v
+                try:
+                    args, kwargs = bind(v, outputs)
+                except Exception:
+                    # Its arguments changed after add(): the engine fails it.
+                    self.why = SLOW
+                    return v
                 since += 1
                 attempt = attempts[v] + 1
                 attempts[v] = attempt
@@ -365,7 +352,7 @@ class Loop:
             v = slot[1]
             slot[1] = -1
             now = self._time()
-            self._finish(v, slot[3], now, self.snap._opts[v].retries)
+            self._finish(v, slot[3], now, self.snap.columns.opts[v].retries)
             self.outputs[v] = self._result[0]
             self.st._done(v)
             v = self._chain(-1 if self.stopped else self.st._pop(), slot, now)
