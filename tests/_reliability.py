@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import _thread
 import faulthandler
-import inspect
 import math
 import sys
 import threading
@@ -341,12 +340,9 @@ def describe(plan: object, options: dict[str, Any], **more: object) -> str:
     return f"plan: {plan!r}\noptions: {options!r}{extra}"
 
 
-_CHECK_RUN_KNOWS_CANCELLED = "cancelled" in inspect.signature(check_run).parameters
-
-
 def check_spec(dag: trio_dag.DAG, ran: Ran) -> None:
-    """``check_run`` on the run's report and every event (``cancelled=`` when the
-    run was stopped from outside, once check_run takes that keyword).
+    """``check_run`` on the run's report and every event (``cancelled=True`` when
+    the run was stopped from outside, by a CallbackError or by an Interrupt).
 
     An ``on_event`` that raised hears no more events: then the events are the
     ones ``run.events()`` streamed, or none when the stream was not read to
@@ -357,8 +353,7 @@ def check_spec(dag: trio_dag.DAG, ran: Ran) -> None:
     if ran.callback_raised:
         events = ran.streamed if ran.stream_complete else None
     stopped = ran.cancelled or ran.callback_raised or isinstance(ran.raised, Interrupt)
-    extra = {"cancelled": stopped} if _CHECK_RUN_KNOWS_CANCELLED else {}
-    check_run(dag, ran.report, events, **ran.used, **extra)
+    check_run(dag, ran.report, events, cancelled=stopped, **ran.used)
 
 
 def held_to_spec(dag: trio_dag.DAG, ran: Ran, *, plan: object, run_api: str) -> None:
