@@ -15,6 +15,7 @@ import functools
 import inspect
 import math
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import import_module
@@ -143,6 +144,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
     )
+    # A suite started in the background by a shell without job control
+    # (`cmd &`, nohup) inherits SIGINT ignored; Python then never turns it
+    # into KeyboardInterrupt, and the Ctrl-C tests would wait forever.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
