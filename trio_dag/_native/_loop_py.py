@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import types
 from array import array
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -212,6 +212,10 @@ class Loop:
         opts_of = cols.opts
         fns = cols.fns
         bind = cols.bind
+        args_of = cols.args
+        kwargs_of = cols.kwargs
+        off = cols.off
+        src = cols.src
         attempts = self.attempts
         start = self.start
         end = self.end
@@ -250,12 +254,23 @@ class Loop:
                 if not fast:
                     self.why = SLOW
                     return v
-                try:
-                    args, kwargs = bind(v, outputs)
-                except Exception:
-                    # Its arguments changed after add(): the engine fails it.
-                    self.why = SLOW
-                    return v
+                # Columns.bind, with its two common cases inline (as the
+                # compiled loop has them): no argument at all, or every
+                # argument a handle (args_of holds their count).
+                stored = args_of[v]
+                kwargs: Mapping[str, Any] | None = kwargs_of.get(v) if kwargs_of else None
+                if not (stored or kwargs):
+                    args: tuple[Any, ...] = ()
+                elif type(stored) is int:
+                    lo = off[v]
+                    args = tuple([outputs[j] for j in src[lo : lo + stored]])
+                else:
+                    try:
+                        args, kwargs = bind(v, outputs)
+                    except Exception:
+                        # Its arguments changed after add(): the engine fails it.
+                        self.why = SLOW
+                        return v
                 since += 1
                 attempt = attempts[v] + 1
                 attempts[v] = attempt
