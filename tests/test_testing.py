@@ -7,6 +7,7 @@ breaks, and checks the AssertionError names that rule and the task.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -234,6 +235,20 @@ def test_drawn_dags_are_valid_and_use_what_is_there(dag: trio_dag.DAG) -> None:
 def test_dags_check_their_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
         dags(**kwargs)
+
+
+def test_dags_show_the_arguments_of_dag_plans_and_their_own_doc() -> None:
+    # dags takes dag_plans' parameters (one signature for both); help() and
+    # the docs must still show them, under dags' own name and docstring.
+    dags_sig = inspect.signature(dags)
+    plans_sig = inspect.signature(trio_dag.testing.dag_plans)
+    assert dags_sig.parameters == plans_sig.parameters
+    assert "DAG]" in str(dags_sig.return_annotation)
+    assert dags.__name__ == "dags" and dags.__module__ == "trio_dag.testing"
+    assert dags.__doc__ is not None and dags.__doc__.startswith("Draw whole DAGs")
+    loose: Any = dags
+    with pytest.raises(TypeError):
+        loose(3)
 
 
 def test_dags_with_every_option_off_are_plain() -> None:

@@ -69,5 +69,4 @@ __all__ = [
     "run_sync",
 ]
 
-_public.show_under(__name__, globals())
-__dir__ = _public.public_dir(globals())
+__dir__ = _public.publish(__name__, globals())

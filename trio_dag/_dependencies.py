@@ -45,7 +45,7 @@ _PLAIN: Final = frozenset({str, int, float, bool, bytes, type(None), complex})
 NESTED: Final = -1  # a handle in kwargs or inside a container: see DAG._paths
 AFTER: Final = -2  # an after= edge: order only, no output passed
 
-_LEAVE: Final = object()  # marks the end of a container in _find_handles
+_LEAVE: Final = object()  # marks the end of a container in _scan_nested
 
 
 def copy_kwargs(kwargs: object, fn: Callable[..., Any], i: int, name: object) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def scan(
                 raise _foreign(a, fn, i, name)
             data.append(a._index)
         elif t not in _PLAIN and (t in _CONTAINERS or isinstance(a, _SEARCHED)):
-            return _scan_nested(dag, args, kw, fn, i, name)
+            return _scan_nested(dag, args, kw, (fn, i, name))
         else:
             plain = True
     if kw and any(
@@ -106,7 +106,7 @@ def scan(
         or (type(v) not in _PLAIN and (type(v) in _CONTAINERS or isinstance(v, _SEARCHED)))
         for v in kw.values()
     ):
-        return _scan_nested(dag, args, kw, fn, i, name)
+        return _scan_nested(dag, args, kw, (fn, i, name))
     if not data:
         return args, data, data, None
     if plain:
@@ -118,32 +118,18 @@ def _scan_nested(
     dag: DAG,
     args: tuple[Any, ...],
     kw: dict[str, Any] | None,
-    fn: Callable[..., Any],
-    i: int,
-    name: object,
+    task: tuple[Callable[..., Any], int, object],
 ) -> tuple[tuple[Any, ...], list[int], list[int], tuple[tuple[Any, ...], ...] | None]:
-    found = _find_handles(dag, args, kw, fn, i, name)
-    data = [j for _, j in found]
-    if all(len(path) == 2 and path[0] == 0 for path, _ in found):
-        return args, data, [path[1] for path, _ in found], None
-    return args, data, [NESTED] * len(found), tuple(path for path, _ in found)
+    """``scan`` for arguments with containers or kwargs; *task* is ``(fn, i, name)``.
 
-
-def _find_handles(
-    dag: DAG,
-    args: tuple[Any, ...],
-    kw: dict[str, Any] | None,
-    fn: Callable[..., Any],
-    i: int,
-    name: object,
-) -> list[tuple[tuple[Any, ...], int]]:
-    """Every handle in the arguments, depth first, as ``(path, task index)``.
+    Finds every handle in the arguments, depth first, as ``(path, task index)``.
 
     Iterative, so nesting depth is not limited by the recursion limit.
     Paths are built as linked ``(parent, key)`` pairs and spelled out only
     for handles, which keeps deep nesting linear. A handle where no output
     can be put (in a set, frozenset, deque or dict key) is a TypeError.
     """
+    fn, i, name = task
     found: list[tuple[tuple[Any, ...], int]] = []
     on_path: set[int] = set()
     stack: list[tuple[Any, Any]] = [(kw, (None, 1))] if kw else []
@@ -196,7 +182,10 @@ def _find_handles(
                 "holds a Handle, but handles are looked for only in lists, tuples and dict "
                 "values; put the handles in a list or tuple"
             )
-    return found
+    data = [j for _, j in found]
+    if all(len(path) == 2 and path[0] == 0 for path, _ in found):
+        return args, data, [path[1] for path, _ in found], None
+    return args, data, [NESTED] * len(found), tuple(path for path, _ in found)
 
 
 def _holds_handle(obj: object) -> bool:

@@ -7,7 +7,7 @@ distinct edge, and get the text back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, TypeAlias
 
 __all__ = ["render_dot", "render_mermaid"]
@@ -19,10 +19,7 @@ Edges: TypeAlias = Iterable[tuple[int, int, bool]]
 def render_dot(tasks: Tasks, edges: Edges) -> str:
     """DOT text: tasks by name and tags, order-only edges dashed."""
     lines = ["digraph trio_dag {", "  node [shape=box];"]
-    for i, (name, tags) in enumerate(tasks):
-        label = _dot_escape(name)
-        if tags:
-            label += "\\n" + _dot_escape("[" + ", ".join(tags) + "]")
+    for i, label in enumerate(_labels(tasks, _dot_escape, "\\n")):
         lines.append(f'  t{i} [label="{label}"];')
     for j, i, order_only in edges:
         lines.append(f"  t{j} -> t{i}{' [style=dashed]' if order_only else ''};")
@@ -33,14 +30,20 @@ def render_dot(tasks: Tasks, edges: Edges) -> str:
 def render_mermaid(tasks: Tasks, edges: Edges) -> str:
     """A Mermaid flowchart: tasks by name and tags, order-only edges dotted."""
     lines = ["flowchart TD"]
-    for i, (name, tags) in enumerate(tasks):
-        label = _mermaid_escape(name)
-        if tags:
-            label += "<br>" + _mermaid_escape("[" + ", ".join(tags) + "]")
+    for i, label in enumerate(_labels(tasks, _mermaid_escape, "<br>")):
         lines.append(f'    t{i}["{label}"]')
     for j, i, order_only in edges:
         lines.append(f"    t{j} {'-.->' if order_only else '-->'} t{i}")
     return "\n".join(lines) + "\n"
+
+
+def _labels(tasks: Tasks, escape: Callable[[str], str], newline: str) -> Iterator[str]:
+    """Each task's escaped label: its name, then its tags in brackets on a new line."""
+    for name, tags in tasks:
+        label = escape(name)
+        if tags:
+            label += newline + escape("[" + ", ".join(tags) + "]")
+        yield label
 
 
 def _dot_escape(text: str) -> str:

@@ -14,7 +14,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["public_dir", "show_under"]
+__all__ = ["public_dir", "publish", "show_under"]
 
 
 def show_under(module_name: str, namespace: Mapping[str, Any]) -> None:
@@ -57,3 +57,12 @@ def public_dir(namespace: Mapping[str, Any]) -> Callable[[], list[str]]:
         return sorted({*namespace["__all__"], *dunders})
 
     return __dir__
+
+
+def publish(module_name: str, namespace: Mapping[str, Any]) -> Callable[[], list[str]]:
+    """Make a public module show its names: ``show_under`` now, and its ``__dir__``.
+
+    A public module ends with ``__dir__ = _public.publish(__name__, globals())``.
+    """
+    show_under(module_name, namespace)
+    return public_dir(namespace)

@@ -9,5 +9,4 @@ from ._events import TaskState as TaskState
 
 __all__ = ["Event", "TaskFinished", "TaskRetrying", "TaskStarted", "TaskState"]
 
-_public.show_under(__name__, globals())
-__dir__ = _public.public_dir(globals())
+__dir__ = _public.publish(__name__, globals())

@@ -102,6 +102,18 @@ def _zeros(values: list[int]) -> Iterator[int]:
         return
 
 
+def _breadth_first(queue: list[int], child_off: list[int], child: list[int]) -> Iterator[int]:
+    """The children of each node of *queue* in turn, in CSR order.
+
+    The caller appends to *queue* while it reads, which makes the walk breadth-first.
+    """
+    i = 0
+    while i < len(queue):
+        v = queue[i]
+        i += 1
+        yield from child[child_off[v] : child_off[v + 1]]
+
+
 class Graph:
     """An immutable graph in CSR form (children and parents).
 
@@ -206,15 +218,10 @@ class Graph:
         child = self._child
         count = [par_off[v + 1] - par_off[v] for v in range(n)]
         order = [v for v in range(n) if count[v] == 0]
-        i = 0
-        while i < len(order):
-            v = order[i]
-            i += 1
-            for j in range(child_off[v], child_off[v + 1]):
-                c = child[j]
-                count[c] -= 1
-                if count[c] == 0:
-                    order.append(c)
+        for c in _breadth_first(order, child_off, child):
+            count[c] -= 1
+            if count[c] == 0:
+                order.append(c)
         return order
 
     def _acyclic_order(self) -> list[int]:
@@ -588,24 +595,19 @@ class RunState:
         all_done = self._all_done
         skipped: list[int] = []
         queue = [node]
-        i = 0
-        while i < len(queue):
-            v = queue[i]
-            i += 1
-            for j in range(child_off[v], child_off[v + 1]):
-                c = child[j]
-                k = count[c] - 1
-                count[c] = k
-                if state[c] != PENDING:
-                    continue
-                if all_done[c]:
-                    if k == 0:
-                        self._make_ready(c)
-                else:
-                    state[c] = SKIPPED
-                    self._ended += 1
-                    skipped.append(c)
-                    queue.append(c)
+        for c in _breadth_first(queue, child_off, child):
+            k = count[c] - 1
+            count[c] = k
+            if state[c] != PENDING:
+                continue
+            if all_done[c]:
+                if k == 0:
+                    self._make_ready(c)
+            else:
+                state[c] = SKIPPED
+                self._ended += 1
+                skipped.append(c)
+                queue.append(c)
         return skipped
 
     def fail(self, node: int) -> list[int]:

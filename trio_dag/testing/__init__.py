@@ -70,5 +70,4 @@ __all__ = [
     "dags",
 ]
 
-_public.show_under(__name__, globals())
-__dir__ = _public.public_dir(globals())
+__dir__ = _public.publish(__name__, globals())

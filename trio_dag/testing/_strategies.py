@@ -8,11 +8,12 @@ failing example reads as a small program.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from fractions import Fraction
-from typing import Any, Final, final
+from typing import Any, Final, ParamSpec, final
 
 import attrs
 from hypothesis import strategies as st
@@ -37,6 +38,7 @@ _RUN_IN: Final = ("async", "inline", "thread")
 _SLEEP: Final[tuple[Body, ...]] = ("sleep",)
 # The time unit of drawn durations on the real clock: runs stay short.
 _REAL_UNIT: Final = 0.002
+_P = ParamSpec("_P")
 # Priorities users write too: ints beyond 2**53, where floats tie.
 _HUGE_PRIORITIES: Final = (2**53, 2**53 + 1, -(2**53) - 1, 2**64 + 1)
 
@@ -290,6 +292,30 @@ def _plan(drawn: tuple[list[Drawn], list[BatchPlan]]) -> DagPlan:
     return DagPlan(tuple(planned), tuple(kept))
 
 
+def _building(
+    plans: Callable[_P, st.SearchStrategy[DagPlan]],
+) -> Callable[[Callable[[], None]], Callable[_P, st.SearchStrategy[DAG]]]:
+    """A strategy of built DAGs that takes the arguments of *plans*, a strategy of plans.
+
+    The decorated function gives only its name and docstring; the result draws
+    a plan from ``plans(...)`` and builds it, and shows the signature of *plans*.
+    """
+
+    def decorate(doc: Callable[[], None]) -> Callable[_P, st.SearchStrategy[DAG]]:
+        def built(*args: _P.args, **kwargs: _P.kwargs) -> st.SearchStrategy[DAG]:
+            return plans(*args, **kwargs).map(build_dag)
+
+        built.__name__ = built.__qualname__ = doc.__name__
+        built.__doc__ = doc.__doc__
+        signature = inspect.signature(plans)
+        built.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            return_annotation="st.SearchStrategy[DAG]"
+        )
+        return built
+
+    return decorate
+
+
 def dag_plans(
     *,
     min_tasks: int = 0,
@@ -319,7 +345,30 @@ def dag_plans(
             second = trio_dag.run_sync(plan.build(), limit=1, check=False)
             assert [first.state(h.name) for h in first] == [second.state(h.name) for h in second]
     """
-    o = _options(
+    _check_sizes(min_tasks, max_tasks, max_parents)
+    for flag, value in [
+        ("failures", failures),
+        ("retries", retries),
+        ("timeouts", timeouts),
+        ("all_done", all_done),
+        ("batched", batched),
+        ("interrupts", interrupts),
+        ("real_clock", real_clock),
+    ]:
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"{flag} must be True or False, got {value!r}")
+    unit = _REAL_UNIT if real_clock else 1.0
+    if seconds is None:
+        seconds = st.integers(0, 3).map(lambda k: k * unit)
+    elif not isinstance(seconds, st.SearchStrategy):
+        raise InvalidArgument(f"seconds must be a strategy of durations, got {seconds!r}")
+    kinds = _kinds("bodies", bodies, BODIES)
+    if "process" in kinds and not real_clock:
+        raise InvalidArgument(
+            "bodies with 'process' need real_clock=True: a MockClock jumps ahead while a "
+            "process runs, so its timeouts and the run's deadlines would pass at once"
+        )
+    o = _Options(
         min_tasks,
         max_tasks,
         max_parents,
@@ -328,9 +377,9 @@ def dag_plans(
         retries,
         timeouts,
         all_done,
-        resources,
-        run_in,
-        bodies,
+        _check_resources(resources),
+        _kinds("run_in", run_in, _RUN_IN),
+        kinds,
         batched,
         interrupts,
         real_clock,
@@ -340,23 +389,8 @@ def dag_plans(
     return st.tuples(tasks, functions).map(_plan)
 
 
-def dags(
-    *,
-    min_tasks: int = 0,
-    max_tasks: int = 50,
-    max_parents: int = 4,
-    seconds: st.SearchStrategy[float] | None = None,
-    failures: bool = True,
-    retries: bool = True,
-    timeouts: bool = True,
-    all_done: bool = True,
-    resources: Mapping[str, float] | None = None,
-    run_in: Collection[RunIn] = ("async", "inline"),
-    bodies: Collection[Body] = _SLEEP,
-    batched: bool = False,
-    interrupts: bool = False,
-    real_clock: bool = False,
-) -> st.SearchStrategy[DAG]:
+@_building(dag_plans)
+def dags() -> None:
     """Draw whole DAGs, ready to run, named ``t0``, ``t1``, ...
 
     Each task depends on up to *max_parents* earlier ones, given as users
@@ -406,22 +440,6 @@ def dags(
     Threads make runs depend on the OS scheduler, and a MockClock jumps
     ahead while a thread runs, so "thread" is not among the default *run_in*.
     """
-    return dag_plans(
-        min_tasks=min_tasks,
-        max_tasks=max_tasks,
-        max_parents=max_parents,
-        seconds=seconds,
-        failures=failures,
-        retries=retries,
-        timeouts=timeouts,
-        all_done=all_done,
-        resources=resources,
-        run_in=run_in,
-        bodies=bodies,
-        batched=batched,
-        interrupts=interrupts,
-        real_clock=real_clock,
-    ).map(build_dag)
 
 
 def _kinds(name: str, value: object, allowed: tuple[str, ...]) -> tuple[Any, ...]:
@@ -432,63 +450,6 @@ def _kinds(name: str, value: object, allowed: tuple[str, ...]) -> tuple[Any, ...
             f"got {value!r}"
         )
     return kinds
-
-
-def _options(
-    min_tasks: int,
-    max_tasks: int,
-    max_parents: int,
-    seconds: st.SearchStrategy[float] | None,
-    failures: bool,
-    retries: bool,
-    timeouts: bool,
-    all_done: bool,
-    resources: Mapping[str, float] | None,
-    run_in: Collection[RunIn],
-    bodies: Collection[Body],
-    batched: bool,
-    interrupts: bool,
-    real_clock: bool,
-) -> _Options:
-    _check_sizes(min_tasks, max_tasks, max_parents)
-    for flag, value in [
-        ("failures", failures),
-        ("retries", retries),
-        ("timeouts", timeouts),
-        ("all_done", all_done),
-        ("batched", batched),
-        ("interrupts", interrupts),
-        ("real_clock", real_clock),
-    ]:
-        if not isinstance(value, bool):
-            raise InvalidArgument(f"{flag} must be True or False, got {value!r}")
-    unit = _REAL_UNIT if real_clock else 1.0
-    if seconds is None:
-        seconds = st.integers(0, 3).map(lambda k: k * unit)
-    elif not isinstance(seconds, st.SearchStrategy):
-        raise InvalidArgument(f"seconds must be a strategy of durations, got {seconds!r}")
-    kinds = _kinds("bodies", bodies, BODIES)
-    if "process" in kinds and not real_clock:
-        raise InvalidArgument(
-            "bodies with 'process' need real_clock=True: a MockClock jumps ahead while a "
-            "process runs, so its timeouts and the run's deadlines would pass at once"
-        )
-    return _Options(
-        min_tasks,
-        max_tasks,
-        max_parents,
-        seconds,
-        failures,
-        retries,
-        timeouts,
-        all_done,
-        _check_resources(resources),
-        _kinds("run_in", run_in, _RUN_IN),
-        kinds,
-        batched,
-        interrupts,
-        real_clock,
-    )
 
 
 def _check_resources(resources: object) -> tuple[tuple[str, float], ...]:
