@@ -566,8 +566,7 @@ class Engine:
             cancelled = exc
         else:
             return
-        self.admission.release(v)
-        self._cancelled(v)
+        self._cancelled(v)  # gives back v's uses with the rest of its end
         raise cancelled
 
     async def _body(self, v: int, slot: list[Any]) -> None:
