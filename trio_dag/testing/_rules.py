@@ -11,55 +11,53 @@ from .. import TaskState
 __all__ = ["FINAL", "RAN", "RULES", "broken", "exact"]
 
 RULES: Final = {
-    "targets": "SPEC 3, targets: only the targets and their ancestors run",
-    "final state": "SPEC 3, guarantee 2: every task of the run ends in exactly one final state",
-    "attempts": "SPEC 3, guarantee 2: no task body runs twice, retries aside",
-    "dependency order": (
-        "SPEC 3, guarantee 1: a task starts only after every dependency SUCCEEDED (all_done: ended)"
-    ),
-    "limit": "SPEC 3, guarantee 3: no more than `limit` task bodies run at once",
-    "resources": "SPEC 3, guarantee 3: the amounts of a resource in use never exceed its capacity",
+    "targets": "only the targets and their ancestors run",
+    "final state": "every task of the run ends in exactly one final state",
+    "attempts": "no task body runs twice, retries aside",
+    "dependency order": "a task starts only after every dependency SUCCEEDED (all_done: ended)",
+    "limit": "no more than `limit` task bodies run at once",
+    "resources": "the amounts of a resource in use never exceed its capacity",
     "resource order": (
-        "SPEC 3, resources: ready tasks are considered in policy order; a task waiting for a "
+        "ready tasks are considered in policy order; a task waiting for a "
         "resource is never overtaken by later tasks that need it"
     ),
     "skip": (
-        "SPEC 3, on_failure: a task whose dependency did not succeed ends SKIPPED at once "
+        "on_failure='skip': a task whose dependency did not succeed ends SKIPPED at once "
         "(all_done tasks still run); all other tasks go on"
     ),
     "fail_fast": (
-        "SPEC 3, on_failure='fail_fast': after the first failure nothing new starts but "
+        "on_failure='fail_fast': after the first failure nothing new starts but "
         "all_done teardown, and every other task that had not ended ends CANCELLED"
     ),
     "cancellation": (
-        "SPEC 3: cancellation from outside stops everything, teardown included; "
+        "cancellation from outside stops everything, teardown included; "
         "finished tasks keep their results, the rest are CANCELLED"
     ),
     "cancel cause": (
-        "SPEC 3: a task ends CANCELLED only when something stops the run: the first failure "
+        "a task ends CANCELLED only when something stops the run: the first failure "
         "under fail_fast (never teardown), a BaseException raised by a task, a CallbackError, "
         "or cancellation from outside"
     ),
     "retries": (
-        "SPEC 3, retries: only an Exception matching retry_on is retried, at most `retries` "
+        "only an Exception matching retry_on is retried, at most `retries` "
         "times, after retry_delay * retry_backoff**(k-1)"
     ),
     "batches": (
         "@batched: one call runs at most max_size tasks of one batched function, all started "
         "at its start; calls are numbered from 1 in the order they start, as report.batch() says"
     ),
-    "waves": "SPEC 3, strategy='waves': no task of wave k+1 starts before all of wave k ended",
+    "waves": "strategy='waves': no task of wave k+1 starts before all of wave k ended",
     "policy": (
-        "SPEC 3, policy: with limit=1 the next task to start is the first ready one "
+        "with limit=1 the next task to start is the first ready one "
         "in policy order (a key function: smallest key first)"
     ),
     "events": (
-        "SPEC 3, events: TaskStarted once per attempt, TaskRetrying with the attempt that "
+        "TaskStarted once per attempt, TaskRetrying with the attempt that "
         "failed, TaskFinished once per task, every event in the order it happened"
     ),
-    "report": "SPEC 4: the report describes the run as it happened",
+    "report": "the report describes the run as it happened",
 }
-"""The rules :func:`check_run` checks, by name, with the words of the SPEC they come from."""
+"""The rules :func:`check_run` checks: each name with the promise of a run it holds to."""
 
 FINAL: Final = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
