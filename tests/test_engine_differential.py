@@ -112,25 +112,8 @@ def _compare(
     _same(python, cython, ("the python backend", "the cython one"), describe(plan, options))
 
 
-def _retries_at_once(plan: DagPlan) -> DagPlan:
-    """*plan* with every retry at once (``retry_delay=0``).
-
-    Known open defect: with ``limit=1``, a retry that falls due at the very
-    instant another task becomes ready may start before or after it, as
-    Trio's scheduler wakes the retry timer or the ending body first (found
-    by the 10x profile of this module; see the closing note of the session
-    that fixed issue #14). Until the engine has a tie rule for that, the
-    start-order tests leave delayed retries out; retries due at the same
-    instant as each other are ordered (tests/test_engine_failures.py).
-    """
-    tasks = tuple(attrs.evolve(task, retry_delay=0.0) for task in plan.tasks)
-    return attrs.evolve(plan, tasks=tasks)
-
-
 @suite
-@given(
-    plan=PLANS.map(_retries_at_once), options=run_options(EXACT_RESOURCES), targets=st.booleans()
-)
+@given(plan=PLANS, options=run_options(EXACT_RESOURCES), targets=st.booleans())
 def test_with_limit_one_the_backends_run_alike(
     use_backend: Callable[[str], None], plan: DagPlan, options: dict[str, Any], targets: bool
 ) -> None:
@@ -141,7 +124,7 @@ def test_with_limit_one_the_backends_run_alike(
 
 
 @suite
-@given(plan=PLANS.map(_retries_at_once), options=run_options(EXACT_RESOURCES))
+@given(plan=PLANS, options=run_options(EXACT_RESOURCES))
 def test_with_limit_one_a_run_goes_the_same_way_every_time(
     dag_core: Any, plan: DagPlan, options: dict[str, Any]
 ) -> None:

@@ -10,6 +10,7 @@ import math
 import signal
 import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import outcome
@@ -351,6 +352,56 @@ def test_retries_due_at_once_restart_in_policy_order(
         seen.add(tuple(started))
     expected = [(name, 1) for name in order] + [(name, 2) for name in order]
     assert seen == {tuple(expected)}
+
+
+async def _sleep_one(started: list[tuple[str, int]], nursery: bool, *deps: Any) -> str:
+    task = trio_dag.current_task()
+    started.append((task.name, task.attempt))
+    if nursery:
+        # Its end reaches the engine one scheduler batch after the sleep's.
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio.sleep, 1)
+    else:
+        await trio.sleep(1)
+    return task.name
+
+
+@pytest.mark.parametrize(
+    ("policy", "order"),
+    [
+        ("fifo", ["a", "x", "a", "y"]),
+        ("lifo", ["a", "x", "y", "a"]),
+        ("priority", ["a", "x", "a", "y"]),
+    ],
+)
+@pytest.mark.parametrize("nursery", [False, True], ids=["sleep", "nursery"])
+def test_a_retry_due_as_a_task_ends_is_ready_before_the_tasks_dependents(
+    dag_core: Any, policy: str, order: list[str], nursery: bool
+) -> None:
+    # With limit=1: "a" starts first, fails at once and falls due at t=1, the
+    # instant "x" ends and makes "y" ready. The retry counts as ready first
+    # (fifo: it starts first; lifo: last; priority: a tie, broken by who was
+    # ready first), on every run, whichever of the retry timer and x's body
+    # Trio wakes first.
+    seen = set()
+    for _ in range(30):
+        started: list[tuple[str, int]] = []
+        dag = trio_dag.DAG()
+        a = partial(fail_first_attempt, started)
+        if policy != "lifo":  # "a" must start first: added first, or last under lifo
+            dag.add(a, name="a", retries=1, retry_delay=1, priority=2)
+        x = dag.add(_sleep_one, started, nursery, name="x", priority=1)
+        if policy == "lifo":
+            dag.add(a, name="a", retries=1, retry_delay=1, priority=2)
+        dag.add(_sleep_one, started, False, x, name="y", priority=2)
+
+        async def main(dag: trio_dag.DAG = dag) -> trio_dag.RunReport:
+            with trio.fail_after(60):
+                return await trio_dag.run(dag, limit=1, policy=policy)
+
+        assert trio.run(main, clock=MockClock(autojump_threshold=0)).ok
+        seen.add(tuple(name for name, _ in started))
+    assert seen == {tuple(order)}, f"{policy}: {sorted(seen)}"
 
 
 async def test_fail_fast_cancels_a_task_waiting_to_retry(

@@ -656,6 +656,8 @@ class Engine:
     def _returned(self, v: int, result: Any) -> None:
         """Task *v* returned *result*; its attempt has ended."""
         self.outputs[v] = result
+        if self.retries:
+            self._requeue_due()
         self.st.done(v)
         self._ended(v, core.SUCCEEDED)
 
@@ -677,6 +679,8 @@ class Engine:
         self._halt(failed=v)
 
     def _failed(self, v: int, attempt: int, exc: Exception, opts: TaskOptions) -> None:
+        if self.retries:
+            self._requeue_due()
         if (
             attempt <= opts.retries
             and isinstance(exc, opts.retry_on)
@@ -697,6 +701,8 @@ class Engine:
 
     def _gave_up(self, v: int, exc: Exception) -> None:
         """Task *v* fails for good with *exc*: record it, and stop as ``on_failure`` says."""
+        if self.retries:
+            self._requeue_due()
         self.errors[v] = exc
         if self.fail_fast:
             self._fail_fast(failed=v)
@@ -728,6 +734,7 @@ class Engine:
         due = trio.current_time() + delay
         heapq.heappush(self.retries, (due, v))
         self.retry_waiting += 1
+        self.loop.before_end = self._requeue_due
         timer = self.retry_timer
         if timer is None:
             self.retry_timer = trio.CancelScope(deadline=due)
@@ -743,13 +750,7 @@ class Engine:
                 assert self.retry_timer is not None
                 with self.retry_timer:
                     await trio.sleep_forever()
-                now = trio.current_time()
-                due = []
-                while retries and retries[0][0] <= now:
-                    due.append(heapq.heappop(retries)[1])
-                self.retry_waiting -= len(due)
-                for v in due:
-                    self.st.requeue(v)
+                due = self._requeue_due()
                 self.retry_timer = trio.CancelScope(deadline=retries[0][0] if retries else math.inf)
                 if due:
                     self._spawn()
@@ -759,6 +760,30 @@ class Engine:
             raise
         finally:
             self.retry_timer = None
+
+    def _requeue_due(self) -> bool:
+        """Put back in the ready heap the retries due by now; return whether any was.
+
+        Called by the timer, and before any task's end is recorded while
+        retries wait (the loops call it as ``before_end``): a retry due at
+        the instant a task ends is ready before the task's dependents, on
+        every run, rather than whichever of the timer and the ending body
+        Trio happens to wake first (with ``limit=1`` that decides the start
+        order).
+        """
+        retries = self.retries
+        now = trio.current_time()
+        due = []
+        while retries and retries[0][0] <= now:
+            due.append(heapq.heappop(retries)[1])
+        if not retries:
+            self.loop.before_end = None
+        if not due:
+            return False
+        self.retry_waiting -= len(due)
+        for v in due:
+            self.st.requeue(v)
+        return True
 
     def _cancel_retries(self, *, teardown_too: bool) -> None:
         """End CANCELLED the tasks waiting out a retry delay (teardown ones only
@@ -774,6 +799,8 @@ class Engine:
                 kept.append((due, v))
         cancelled.sort()  # in task order, as cancel_pending ends tasks
         self.retries[:] = kept  # sorted: a heap
+        if not kept:
+            self.loop.before_end = None
         self.retry_waiting -= len(cancelled)
         if self.retry_timer is not None:
             # Wake the timer to sleep until the next retry due, or to end.

@@ -13,6 +13,7 @@ class Loop:
     fast: bool
     stopped: bool
     on_suspend: Callable[[], None]
+    before_end: Callable[[], None] | None
     now: Callable[[], float]
     outputs: list[Any]
     start: array[float]

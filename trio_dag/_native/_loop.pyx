@@ -96,6 +96,7 @@ cdef class Loop:
     cdef public bint fast
     cdef public bint stopped
     cdef public object on_suspend
+    cdef public object before_end
     # Read-only: C code indexes them by task without a check.
     cdef readonly list outputs
     cdef readonly array start
@@ -139,6 +140,7 @@ cdef class Loop:
         cdef Py_ssize_t n = snap.n
         self._n = n
         self.on_suspend = on_suspend
+        self.before_end = None
         self._st = <RunState?>st
         cols = self._cols = snap.columns
         self._fns = cols.fns
@@ -402,6 +404,8 @@ cdef class Loop:
     ) except -1:
         self._finish(v, began, now, retries)
         self.outputs[v] = result
+        if self.before_end is not None:
+            self.before_end()
         self._st._done(<int>v)
         return 0
 

@@ -60,6 +60,7 @@ class Loop:
         self.now = now
         self.fast = fast
         self.on_suspend = on_suspend
+        self.before_end: Callable[[], None] | None = None
         self.stopped = False
         self.outputs: list[Any] = [None] * n
         self.start = array("d", [_NAN]) * n
@@ -236,6 +237,8 @@ class Loop:
         live = self.live + 1  # while a body of the chain runs
         peak = self.peak
         last_opts = last_fn = None
+        # Set by the engine while retries wait; no body of the chain can set it.
+        before_end = self.before_end
         fast = False
         retries = 0
         try:
@@ -305,6 +308,8 @@ class Loop:
                 if retries:
                     self.extra.append((v, attempt, began, now))
                 outputs[v] = result[0]
+                if before_end is not None:
+                    before_end()
                 if self.stopped:
                     st._done(v)
                     return -1
@@ -369,6 +374,8 @@ class Loop:
             now = self._time()
             self._finish(v, slot[3], now, self.snap.columns.opts[v].retries)
             self.outputs[v] = self._result[0]
+            if self.before_end is not None:
+                self.before_end()
             self.st._done(v)
             v = self._chain(-1 if self.stopped else self.st._pop(), slot, now)
             if v < 0 or self.why != SUSPENDED:
