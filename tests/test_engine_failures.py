@@ -570,6 +570,42 @@ async def test_timeout_of_a_thread_takes_effect_when_it_returns(
     assert report.timing(h).end == t0 + 5
 
 
+@pytest.mark.parametrize("run_in", ["inline", "async"])
+async def test_timeout_of_a_body_that_never_checkpoints_takes_effect_when_it_returns(
+    dag_core: Any, autojump_clock: MockClock, run_in: str
+) -> None:
+    # The body moves the clock past its deadline without a checkpoint, as a
+    # long computation does on the real clock: Trio cannot interrupt it, and
+    # its result is discarded when it returns.
+    def busy_inline() -> str:
+        autojump_clock.jump(3)
+        return "late"
+
+    async def busy_async() -> str:
+        autojump_clock.jump(3)
+        return "late"
+
+    dag = trio_dag.DAG()
+    fn: Callable[[], Any] = busy_inline if run_in == "inline" else busy_async
+    late = dag.add(fn, name="late", timeout=2, run_in=run_in)  # type: ignore[arg-type]
+    report = await trio_dag.run(dag, check=False)
+    assert isinstance(report.errors["late"], trio_dag.TaskTimeoutError)
+    assert report.state(late) is TaskState.FAILED
+    assert report.timing(late).end - report.timing(late).start == 3
+
+
+async def test_a_body_that_returns_in_time_without_checkpoint_keeps_its_result(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    def quick() -> str:
+        autojump_clock.jump(1.5)
+        return "in time"
+
+    dag = trio_dag.DAG()
+    h = dag.add(quick, timeout=2, run_in="inline")
+    assert (await trio_dag.run(dag))[h] == "in time"
+
+
 # -- callbacks that raise -----------------------------------------------------------------
 
 
