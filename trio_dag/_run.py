@@ -21,6 +21,7 @@ from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
 from ._handle import Handle
+from ._no_effect import warn_no_effect
 from ._options import show_number
 from ._policies import Policy, Strategy, check_policy, check_strategy, ready_keys
 
@@ -114,7 +115,7 @@ def _engine(
     if targets is not None:
         members = snap.graph.ancestors([snap.index(t) for t in targets])
     keys, lifo = ready_keys(snap, policy, strategy, range(snap.n) if members is None else members)
-    return Engine(
+    engine = Engine(
         snap,
         members,
         keys=keys,
@@ -126,6 +127,8 @@ def _engine(
         on_event=on_event,
         stream=stream,
     )
+    warn_no_effect(snap, members, policy, resources, engine.admission.used)
+    return engine
 
 
 def _reraise(error: BaseException) -> NoReturn:
