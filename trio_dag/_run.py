@@ -174,6 +174,16 @@ async def run(
     ``0.1 + 0.2`` fits in a capacity of ``0.3`` and what tasks give back
     always adds up to the capacity again (SPEC asks for exact accounting;
     this rule for floats is ours).
+
+    Warns:
+        NoEffectWarning: before any task starts, once for each setting that
+          does nothing, naming the tasks: ``priority=`` on tasks while the
+          policy is not ``"priority"``; a resource given to ``resources=``
+          that no task of the run uses (when the run has tasks; those left
+          out by ``targets=`` do not count); a task with a tag named like a
+          resource of the run but no ``uses=`` of it. ``run_sync`` and
+          ``open_run`` warn the same. Silence them with
+          ``warnings.filterwarnings("ignore", category=trio_dag.NoEffectWarning)``.
     """
     engine = _engine(
         dag,
