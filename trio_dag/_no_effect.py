@@ -122,6 +122,7 @@ def _name_of(fn: Callable[..., object]) -> str:
 
 
 def _warn(message: str) -> None:
+    """Warn *message*, pointing at the user's frame (``stacklevel`` counted here)."""
     level = 1
     frame = sys._getframe(0)
     while frame is not None and frame.f_code.co_filename.startswith(_PASSED):
