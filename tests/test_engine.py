@@ -490,6 +490,8 @@ def _runs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+# Drawn runs: priority= under every policy, resources no drawn task uses.
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=_runs())
 def test_guarantees_hold_whatever_the_options(dag_core: Any, spec: dict[str, Any]) -> None:

@@ -278,6 +278,8 @@ async def test_retrying_task_holds_none_of_its_uses(
     assert report.ok
 
 
+# One DAG under every policy: its priority= counts under "priority" only.
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [("priority", ["x", "y", "x", "z", "w"]), ("fifo", ["x", "y", "z", "w", "x"])],
@@ -309,6 +311,8 @@ COST = {"t0": 2.0, "t1": 1.0, "t2": 4.0, "t3": 3.0}
 KEY = {"t0": 2, "t1": 0, "t2": 3, "t3": 1}
 
 
+# One DAG under every policy: its priority= counts under "priority" only.
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 @pytest.mark.parametrize(
     ("policy", "order"),
     [

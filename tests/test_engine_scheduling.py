@@ -266,6 +266,8 @@ async def fail_once_then_hold(*deps: Any) -> str:
     return task.name
 
 
+# One DAG under every policy: its priority= counts under "priority" only.
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 @pytest.mark.parametrize(
     ("policy", "order"), [("fifo", ["t0", "t1", "t2"]), ("priority", ["t2", "t0", "t1"])]
 )
@@ -320,6 +322,8 @@ START_ORDERS = [
 ]
 
 
+# One DAG under every policy: its priority= counts under "priority" only.
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 @pytest.mark.parametrize(("policy", "strategy", "expected"), START_ORDERS)
 async def test_start_order_with_limit_1(
     dag_core: Any, autojump_clock: MockClock, policy: str, strategy: str, expected: list[str]

@@ -34,6 +34,7 @@ PUBLIC: dict[str, list[str]] = {
         "ForeignHandleError",
         "GraphError",
         "Handle",
+        "NoEffectWarning",
         "ResourceError",
         "Run",
         "RunFailedError",

@@ -281,6 +281,8 @@ def resource_plans(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+# Drawn plans may give the run a resource no drawn task uses.
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 @settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

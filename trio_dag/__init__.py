@@ -10,6 +10,7 @@ from ._errors import CycleError as CycleError
 from ._errors import DuplicateTaskError as DuplicateTaskError
 from ._errors import ForeignHandleError as ForeignHandleError
 from ._errors import GraphError as GraphError
+from ._errors import NoEffectWarning as NoEffectWarning
 from ._errors import ResourceError as ResourceError
 from ._errors import RunFailedError as RunFailedError
 from ._errors import TaskCancelledError as TaskCancelledError
@@ -45,6 +46,7 @@ __all__ = [
     "ForeignHandleError",
     "GraphError",
     "Handle",
+    "NoEffectWarning",
     "ResourceError",
     "Run",
     "RunFailedError",

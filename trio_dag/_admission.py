@@ -6,6 +6,7 @@ The core's heap already holds ready tasks in policy order (waves first under
 
 from __future__ import annotations
 
+import difflib
 import heapq
 import math
 import numbers
@@ -83,6 +84,8 @@ class Admission:
         # What each task that took its uses holds until it gives them back.
         self.held: dict[int, Uses] = {}
         self.uses: list[Uses] | None = None
+        # The resources the run's tasks use (for the warning about unused ones).
+        self.used: set[str] = set()
         if snap.has_uses:
             self.uses = self._quantize(snap, states, resources or {})
         self.threshold = strategy.n if isinstance(strategy, Threshold) else 0
@@ -107,7 +110,8 @@ class Admission:
         """Each task's uses in quanta (set ``free`` to the capacities in quanta).
 
         Raises ResourceError for the first task that uses a resource the run
-        lacks, or more of it than its capacity (compared exactly).
+        lacks (suggesting a close name the run has), or more of it than its
+        capacity (compared exactly).
         """
         rationals: dict[float, Fraction] = {}
 
@@ -120,6 +124,7 @@ class Admission:
         # Tasks tend to share a few uses: each distinct one is worked out once.
         opts = snap.columns.opts[: snap.n]
         distinct = {o.uses for i, o in enumerate(opts) if o.uses and states[i] != core.EXCLUDED}
+        self.used = {name for uses in distinct for name, _ in uses}
         scale = {name: rational(capacity).denominator for name, capacity in resources.items()}
         for uses in distinct:
             for name, amount in uses:
@@ -138,8 +143,13 @@ class Admission:
                 for name, amount in o.uses:
                     capacity = capacities.get(name)
                     quanta = -1 if capacity is None else int(rational(amount) * scale[name])
-                    if capacity is None or quanta > capacity:
-                        raise ResourceError(snap.name(i), name, amount, resources.get(name))
+                    if capacity is None:
+                        close = difflib.get_close_matches(name, list(resources), n=1)
+                        raise ResourceError(
+                            snap.name(i), name, amount, None, close[0] if close else None
+                        )
+                    if quanta > capacity:
+                        raise ResourceError(snap.name(i), name, amount, resources[name])
                     pairs.append((name, quanta))
                 q = quantized[o.uses] = tuple(pairs)
             out.append(q)

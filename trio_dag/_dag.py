@@ -87,6 +87,8 @@ class DAG:
     - ``_all_done``: ascending indices of tasks with ``trigger="all_done"``.
     - ``_batched``: ascending indices of tasks of ``@batched`` functions.
     - ``_with_uses``: ascending indices of tasks with ``uses=``.
+    - ``_with_notes``: ascending indices of tasks with a ``priority`` or ``tags``
+      (for the run's warnings of settings without effect).
     - ``_runs``: how many runs of the DAG are in progress (``add`` refuses
       while any is); ``_checked_fn``: the last function ``check_fn`` passed.
     """
@@ -111,6 +113,7 @@ class DAG:
         "_runs",
         "_snapshot",
         "_src",
+        "_with_notes",
         "_with_uses",
     )
 
@@ -130,6 +133,7 @@ class DAG:
         self._all_done = array("i")
         self._batched = array("i")
         self._with_uses = array("i")
+        self._with_notes = array("i")
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
         self._runs = 0
@@ -386,6 +390,8 @@ class DAG:
                 self._all_done.append(i)
             if opts.uses:
                 self._with_uses.append(i)
+            if opts.priority or opts.tags:
+                self._with_notes.append(i)
 
     def _truncate(self, n: int) -> None:
         """Forget every task from index *n* on (map() undoing a partly done call)."""
@@ -395,6 +401,7 @@ class DAG:
         del self._all_done[bisect.bisect_left(self._all_done, n) :]
         del self._batched[bisect.bisect_left(self._batched, n) :]
         del self._with_uses[bisect.bisect_left(self._with_uses, n) :]
+        del self._with_notes[bisect.bisect_left(self._with_notes, n) :]
         for table in (self._kwargs, self._paths, self._names):
             for k in [k for k in table if k >= n]:
                 del table[k]
@@ -570,6 +577,7 @@ class DAG:
             all_done=self._all_done[: bisect.bisect_left(self._all_done, n)],
             has_batched=bool(self._batched) and self._batched[0] < n,
             has_uses=bool(self._with_uses) and self._with_uses[0] < n,
+            with_notes=self._with_notes[: bisect.bisect_left(self._with_notes, n)],
             name=self._name,
             task_index=self._task_index,
             close_name=self._close_name,

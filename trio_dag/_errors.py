@@ -1,4 +1,5 @@
-"""Every exception of trio_dag, in one hierarchy under :class:`TrioDagError`.
+"""Every exception of trio_dag, in one hierarchy under :class:`TrioDagError`, and
+its one warning category, :class:`NoEffectWarning`.
 
 Graph errors (:class:`GraphError` and its subclasses) are also ``ValueError``s;
 they are raised by ``DAG.add``, ``DAG.validate()`` and by every run before any
@@ -19,6 +20,7 @@ __all__ = [
     "DuplicateTaskError",
     "ForeignHandleError",
     "GraphError",
+    "NoEffectWarning",
     "ResourceError",
     "RunFailedError",
     "TaskCancelledError",
@@ -152,23 +154,38 @@ class ResourceError(GraphError):
 
     ``.task`` and ``.resource`` are names, ``.amount`` what the task uses and
     ``.capacity`` what the run provides (None when it does not provide it).
+    ``.suggestion`` is the name of a resource the run provides that is close
+    to a missing one (found with :mod:`difflib`), or None.
     """
 
     task: str
     resource: str
     amount: float
     capacity: float | None
+    suggestion: str | None
 
-    def __init__(self, task: str, resource: str, amount: float, capacity: float | None) -> None:
+    def __init__(
+        self,
+        task: str,
+        resource: str,
+        amount: float,
+        capacity: float | None,
+        suggestion: str | None = None,
+    ) -> None:
         self.task = task
         self.resource = resource
         self.amount = amount
         self.capacity = capacity
+        self.suggestion = suggestion
         if capacity is None:
             message = (
                 f"task {task!r} uses {amount:g} of resource {resource!r}, which the run "
-                f"does not provide; pass resources={{{resource!r}: ...}} to the run"
+                "does not provide; "
             )
+            if suggestion is not None:
+                message += f"did you mean {suggestion!r}?"
+            else:
+                message += f"pass resources={{{resource!r}: ...}} to the run"
         else:
             message = (
                 f"task {task!r} uses {amount:g} of resource {resource!r}, more than its "
@@ -178,7 +195,11 @@ class ResourceError(GraphError):
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.task, self.resource, self.amount, self.capacity), self.__dict__)
+        return (
+            type(self),
+            (self.task, self.resource, self.amount, self.capacity, self.suggestion),
+            self.__dict__,
+        )
 
 
 class ForeignHandleError(TrioDagError, TypeError):
@@ -316,3 +337,27 @@ class CallbackError(TrioDagError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.callback, self.__cause__), self.__dict__)
+
+
+class NoEffectWarning(UserWarning):
+    """A setting of a run that does nothing, so probably not what was meant.
+
+    A run warns (once for each kind, naming the first few tasks, before any
+    task starts) when:
+
+    - tasks set ``priority=`` but the run's policy is not ``"priority"``, the
+      only one that reads it (a key function gets handles, which do not show
+      the priority);
+    - a resource given to ``resources=`` is used by no task of the run (tasks
+      left out by ``targets=`` do not count; a run with no task to run does
+      not warn);
+    - a task has a tag that is the name of a resource of the run but does not
+      use that resource: tags limit nothing, only ``uses=`` does.
+
+    It is a ``UserWarning``, shown once per place by default. To silence it::
+
+        warnings.filterwarnings("ignore", category=trio_dag.NoEffectWarning)
+
+    A ``uses=`` naming a resource the run lacks is no warning but a
+    :class:`ResourceError`.
+    """

@@ -21,6 +21,7 @@ from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
 from ._handle import Handle
+from ._no_effect import warn_no_effect
 from ._options import show_number
 from ._policies import Policy, Strategy, check_policy, check_strategy, ready_keys
 
@@ -114,7 +115,7 @@ def _engine(
     if targets is not None:
         members = snap.graph.ancestors([snap.index(t) for t in targets])
     keys, lifo = ready_keys(snap, policy, strategy, range(snap.n) if members is None else members)
-    return Engine(
+    engine = Engine(
         snap,
         members,
         keys=keys,
@@ -126,6 +127,8 @@ def _engine(
         on_event=on_event,
         stream=stream,
     )
+    warn_no_effect(snap, members, policy, resources, engine.admission.used)
+    return engine
 
 
 def _reraise(error: BaseException) -> NoReturn:
@@ -171,6 +174,16 @@ async def run(
     ``0.1 + 0.2`` fits in a capacity of ``0.3`` and what tasks give back
     always adds up to the capacity again (SPEC asks for exact accounting;
     this rule for floats is ours).
+
+    Warns:
+        NoEffectWarning: before any task starts, once for each setting that
+          does nothing, naming the tasks: ``priority=`` on tasks while the
+          policy is not ``"priority"``; a resource given to ``resources=``
+          that no task of the run uses (when the run has tasks; those left
+          out by ``targets=`` do not count); a task with a tag named like a
+          resource of the run but no ``uses=`` of it. ``run_sync`` and
+          ``open_run`` warn the same. Silence them with
+          ``warnings.filterwarnings("ignore", category=trio_dag.NoEffectWarning)``.
     """
     engine = _engine(
         dag,

@@ -126,6 +126,8 @@ class Snapshot:
       ``trigger="all_done"`` (for ``core.RunState(all_done=...)``).
     - ``has_batched``: whether any task is of a ``@batched`` function.
     - ``has_uses``: whether any task has ``uses=``.
+    - ``with_notes``: ``array('i')``, ascending indices of the tasks with a
+      ``priority`` other than 0 or with ``tags`` (what a run's warnings read).
     - ``priorities``: ``list[int]`` and ``costs``: ``array('d')``, one entry
       per task, computed on first use.
     """
@@ -144,6 +146,7 @@ class Snapshot:
         "has_batched",
         "has_uses",
         "n",
+        "with_notes",
     )
 
     def __init__(
@@ -156,6 +159,7 @@ class Snapshot:
         all_done: array[int],
         has_batched: bool,
         has_uses: bool,
+        with_notes: array[int],
         name: Callable[[int], str],
         task_index: Callable[[Handle[Any] | str], int],
         close_name: Callable[[str], str | None],
@@ -175,6 +179,7 @@ class Snapshot:
         self.all_done = all_done
         self.has_batched = has_batched
         self.has_uses = has_uses
+        self.with_notes = with_notes
         self._name = name
         self._task_index = task_index
         self._close_name = close_name

@@ -8,6 +8,7 @@ failing example reads as a small program.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -154,6 +155,7 @@ class _Options:
     batched: bool
     interrupts: bool
     real_clock: bool
+    priorities: bool
 
     @property
     def unit(self) -> float:
@@ -220,7 +222,8 @@ def _tasks(draw: st.DrawFn, o: _Options) -> Drawn:
         plan["partial"] = _one_in(draw, 4)
         if o.interrupts and _one_in(draw, 8):
             plan["interrupt"] = True
-    plan["priority"] = draw(st.integers(-2, 2) | st.sampled_from(_HUGE_PRIORITIES))
+    if o.priorities:
+        plan["priority"] = draw(st.integers(-2, 2) | st.sampled_from(_HUGE_PRIORITIES))
     plan["cost"] = draw(st.sampled_from([1.0, 2.0, 0.5, 3.0]))
     if o.retries and _one_in(draw, 3):
         plan["retries"] = draw(st.integers(1, 2))
@@ -277,7 +280,7 @@ def _task_plan(i: int, deps: list[tuple[int, str]], plan: dict[str, Any], batche
     return TaskPlan(deps=tuple(sorted(how_of.items())), **plan)
 
 
-def _plan(drawn: tuple[list[Drawn], list[BatchPlan]]) -> DagPlan:
+def _plan(o: _Options, drawn: tuple[list[Drawn], list[BatchPlan]]) -> DagPlan:
     tasks, batches = drawn
     used = {
         plan["batch"] % len(batches) for _, plan in tasks if "batch" in plan
@@ -289,7 +292,37 @@ def _plan(drawn: tuple[list[Drawn], list[BatchPlan]]) -> DagPlan:
         if "batch" in plan:
             plan = {**plan, "batch": number[plan["batch"] % len(batches)]}
         planned.append(_task_plan(i, deps, plan, max(1, len(kept))))
+    if planned:
+        _use_every_resource(o, planned, kept)
     return DagPlan(tuple(planned), tuple(kept))
+
+
+def _use_every_resource(o: _Options, tasks: list[TaskPlan], batches: list[BatchPlan]) -> None:
+    """Give the last task that is not batched (or else the last task's batched
+    function) the smallest amount of each resource no task uses yet.
+
+    A run given a resource that no task uses warns NoEffectWarning; so the
+    resources passed to both the strategy and the run stay used, whatever
+    was drawn. A resource of capacity 0 fits no amount and stays unused.
+    """
+    used = {name for task in tasks if task.batch is None for name, _ in task.uses}
+    used.update(name for fn in batches for name, _ in fn.uses)
+    missing = tuple(
+        (name, _amounts(capacity)[0])
+        for name, capacity in o.resources
+        if capacity > 0 and name not in used
+    )
+    if not missing:
+        return
+    plain = [i for i, task in enumerate(tasks) if task.batch is None]
+    if plain:
+        i = plain[-1]
+        tasks[i] = attrs.evolve(tasks[i], uses=tasks[i].uses + missing)
+    else:
+        batch = tasks[-1].batch
+        assert batch is not None
+        k = int(batch[1:])
+        batches[k] = attrs.evolve(batches[k], uses=batches[k].uses + missing)
 
 
 def _building(
@@ -332,6 +365,7 @@ def dag_plans(
     batched: bool = False,
     interrupts: bool = False,
     real_clock: bool = False,
+    priorities: bool = False,
 ) -> st.SearchStrategy[DagPlan]:
     """Draw plans of DAGs: :func:`dags` before building, to build as often as you like.
 
@@ -354,6 +388,7 @@ def dag_plans(
         ("batched", batched),
         ("interrupts", interrupts),
         ("real_clock", real_clock),
+        ("priorities", priorities),
     ]:
         if not isinstance(value, bool):
             raise InvalidArgument(f"{flag} must be True or False, got {value!r}")
@@ -383,10 +418,11 @@ def dag_plans(
         batched,
         interrupts,
         real_clock,
+        priorities,
     )
     tasks = st.lists(_tasks(o), min_size=o.min_tasks, max_size=o.max_tasks)
     functions = st.lists(_batch_plans(o), min_size=1, max_size=2) if o.batched else st.just([])
-    return st.tuples(tasks, functions).map(_plan)
+    return st.tuples(tasks, functions).map(functools.partial(_plan, o))
 
 
 @_building(dag_plans)
@@ -417,13 +453,22 @@ def dags() -> None:
       that is not an Exception, which propagates from the run.
     - *real_clock*: every drawn duration (sleeps by default, retry delays,
       timeouts, batch delays) is in units of 2 ms instead of seconds.
+    - *priorities*: every task draws a ``priority`` (now and then one
+      beyond 2**53), for runs with ``policy="priority"``; under any other
+      policy ``priority=`` does nothing and the run warns
+      :class:`~trio_dag.NoEffectWarning`, so without it every task keeps
+      the default priority.
 
     With the flags set, tasks may also draw ``retries`` (with few distinct
     delays, so retries fall due together, a backoff, and a ``retry_on``
     that does not match), a ``timeout``, ``trigger="all_done"``, and
     ``uses`` within the capacities of *resources* (whole and fractional
     amounts, including ones that add up exactly to a capacity); every task
-    draws a ``priority`` (now and then one beyond 2**53) and a ``cost``.
+    draws a ``cost``. A DAG with tasks uses every resource of *resources*
+    (the last task that is not batched gets the smallest amount of any
+    resource no other draw used), so a run given the same *resources* does
+    not warn :class:`~trio_dag.NoEffectWarning` that one is unused; only a
+    resource of capacity 0, which fits no amount, stays unused.
     A body that sees the engine break a promise (a Handle in place of an
     output, a batch above ``max_size``) raises ``BrokenPromise``, a
     BaseException that propagates from the run. Run them with a

@@ -1,0 +1,131 @@
+"""The warnings of a run about settings that do nothing: :class:`NoEffectWarning`.
+
+A run calls :func:`warn_no_effect` once, after every check that raises and
+before any task starts. It looks only at the tasks that set a priority or
+tags (the snapshot's ``with_notes``) and at the resources given, so a run of
+tasks with default options pays nothing per task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._errors import NoEffectWarning
+
+if TYPE_CHECKING:
+    from ._policies import Policy
+    from ._snapshot import Snapshot
+
+__all__ = ["warn_no_effect"]
+
+# How many tasks a warning names; the others are counted.
+_SHOWN: Final = 3
+# A warning points at the first frame outside these: the user's call of run,
+# run_sync (through trio.run) or open_run (through contextlib).
+_PASSED: Final = (
+    os.path.dirname(__file__) + os.sep,
+    os.path.dirname(trio.__file__) + os.sep,
+    contextlib.__file__,
+)
+
+
+def warn_no_effect(
+    snap: Snapshot,
+    members: Sequence[int] | None,
+    policy: Policy,
+    resources: Mapping[str, float] | None,
+    used: Collection[str],
+) -> None:
+    """Warn NoEffectWarning, once per kind, for what this run's settings do not do.
+
+    *members* are the ascending indices of the run's tasks (None: all),
+    *used* the resources they use.
+    """
+    opts = snap.columns.opts
+
+    def in_run(i: int) -> bool:
+        if members is None:
+            return True
+        k = bisect_left(members, i)
+        return k < len(members) and members[k] == i
+
+    noted = [i for i in snap.with_notes if in_run(i)]
+    if policy != "priority":
+        prioritized = [i for i in noted if opts[i].priority]
+        if prioritized:
+            shown = (
+                f"the policy key function {_name_of(policy)}"
+                if callable(policy)
+                else f"policy={policy!r}"
+            )
+            _warn(
+                f"{_tasks(snap, prioritized)} set{'s' if len(prioritized) == 1 else ''} "
+                f"priority=, which {shown} ignores: only "
+                "policy='priority' starts tasks by priority (higher first); run with "
+                "policy='priority', or leave priority= out"
+            )
+    if not resources:
+        return
+    # A run with no task to run uses nothing, and is not worth a warning.
+    count = snap.n if members is None else len(members)
+    unused = [name for name in resources if name not in used] if count else []
+    if unused:
+        it = "it" if len(unused) == 1 else "them"
+        _warn(
+            f"resources= gives {', '.join(map(repr, unused))}, but no task of the run uses "
+            f"{it} (tasks left out by targets= do not count): a task takes a resource only "
+            f"with uses={{{unused[0]!r}: amount}} in dag.add; add uses= to the tasks that "
+            f"need {it}, or leave {it} out of resources="
+        )
+    _warn_tags(snap, noted, resources)
+
+
+def _warn_tags(snap: Snapshot, noted: list[int], resources: Mapping[str, float]) -> None:
+    opts = snap.columns.opts
+    tagged = []
+    tag = ""
+    for i in noted:
+        o = opts[i]
+        for t in o.tags:
+            if t in resources and all(name != t for name, _ in o.uses):
+                tag = tag or t
+                tagged.append(i)
+                break
+    if tagged:
+        _warn(
+            f"{_tasks(snap, tagged)} {'has' if len(tagged) == 1 else 'have'} a tag named "
+            f"like a resource of the run ({tag!r}) but no uses= of it: tags limit "
+            f"nothing; to take the resource, pass uses={{{tag!r}: amount}} to dag.add"
+        )
+
+
+def _tasks(snap: Snapshot, tasks: list[int]) -> str:
+    """How a warning names *tasks*: the first few, and how many there are."""
+    names = ", ".join(repr(snap.name(i)) for i in tasks[:_SHOWN])
+    if len(tasks) == 1:
+        return f"task {names}"
+    if len(tasks) <= _SHOWN:
+        return f"tasks {names}"
+    return f"{len(tasks)} tasks ({names}, ...)"
+
+
+def _name_of(fn: Callable[..., object]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _warn(message: str) -> None:
+    """Warn *message*, pointing at the user's frame (``stacklevel`` counted here)."""
+    level = 1
+    frame = sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(_PASSED):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, NoEffectWarning, stacklevel=level)
