@@ -47,6 +47,7 @@ class Batched(Generic[T, R]):
         functools.update_wrapper(self, fn)
 
     async def __call__(self, items: list[T]) -> list[R]:
+        """Call the decorated function with *items*, outside any run."""
         return await self.fn(items)
 
     def __repr__(self) -> str:

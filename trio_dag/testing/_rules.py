@@ -59,7 +59,11 @@ RULES: Final = {
     ),
     "report": "SPEC 4: the report describes the run as it happened",
 }
-"""The rules :func:`check_run` checks, by name, with the words of the SPEC they come from."""
+"""The rules :func:`check_run` checks: ``{name: what the rule promises}``.
+
+A broken rule raises an AssertionError whose message starts with the rule's
+name and ends with its promise.
+"""
 
 FINAL: Final = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
