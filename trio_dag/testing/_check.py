@@ -123,9 +123,9 @@ def check_run(
         :class:`Recorder` and *events* is None, its events are checked.
 
     Raises:
-      AssertionError: A rule is broken; the message starts with the rule's
-        name (a key of :data:`RULES`), names the tasks involved, and ends
-        with what the rule promises.
+      AssertionError: A rule is broken. The message names the rule (a key
+        of :data:`RULES`: ``rule 'limit' broken: ...``) and the tasks
+        involved, and ends with what the rule promises.
       ValueError: *report* is of a run of another DAG, or ``on_failure`` or
         ``limit`` has a value a run does not take.
     """

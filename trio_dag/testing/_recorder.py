@@ -67,8 +67,8 @@ class Recorder:
     def of(self, task: Handle[Any] | str) -> list[Event]:
         """The events of one task (given by handle or name), in order.
 
-        >>> [type(e).__name__ for e in recorder.of("load")]  # doctest: +SKIP
-        ['TaskStarted', 'TaskRetrying', 'TaskStarted', 'TaskFinished']
+        For a task that was retried once: its ``TaskStarted``,
+        ``TaskRetrying``, ``TaskStarted`` and ``TaskFinished``.
         """
         if isinstance(task, str):
             return [e for e in self.events if e.task.name == task]

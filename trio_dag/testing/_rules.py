@@ -61,8 +61,8 @@ RULES: Final = {
 }
 """The rules :func:`check_run` checks: ``{name: what the rule promises}``.
 
-A broken rule raises an AssertionError whose message starts with the rule's
-name and ends with its promise.
+A broken rule raises an AssertionError whose message names the rule
+(``rule 'limit' broken: ...``) and ends with its promise.
 """
 
 FINAL: Final = frozenset(
