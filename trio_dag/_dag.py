@@ -338,16 +338,17 @@ class DAG:
           timeout: Seconds (on the Trio clock) one attempt may run, a finite
             number > 0: an attempt still running after it is cancelled and
             fails with :class:`TaskTimeoutError`, which is retried as any
-            failure when it matches ``retry_on``. Only a checkpoint of the
-            body can be interrupted. A sync body in a worker thread cannot
-            be: the attempt goes on until the function returns, still holding
-            its ``limit`` slot and its ``uses``; then its result or its
-            exception is thrown away and the attempt fails with
-            :class:`TaskTimeoutError`. An ``"inline"`` body, which has no
-            checkpoint, runs to its end and keeps its result, however long it
-            takes. For a :func:`batched` function, the timeout of the task
-            that opened a batch bounds the whole call. Default ``None``: no
-            limit.
+            failure when it matches ``retry_on``. An async body is
+            interrupted at its next checkpoint (an ``await`` of a Trio
+            operation), as by any Trio cancel scope. A sync body in a worker
+            thread cannot be interrupted: the attempt goes on until the
+            function returns, still holding its ``limit`` slot and its
+            ``uses``; then its result or its exception is thrown away and
+            the attempt fails with :class:`TaskTimeoutError`. An
+            ``"inline"`` body has no checkpoint at all: it runs to its end
+            and keeps its result, however long it takes. For a
+            :func:`batched` function, the timeout of the task that opened a
+            batch bounds the whole call. Default ``None``: no limit.
           run_in: How the body is called.
 
             - ``None`` (default): an async function is awaited in the event
