@@ -446,18 +446,28 @@ async def open_run(
     block is left, the DAG counts as running: ``dag.add`` raises
     RuntimeError. See the user guide, *Events and streaming*.
 
+    Each option is the one of :func:`run`, with the same default, values
+    and errors:
+
     Args:
       dag: The :class:`DAG` to run.
-      limit: As for :func:`run`.
-      resources: As for :func:`run`.
-      policy: As for :func:`run`.
-      strategy: As for :func:`run`.
-      on_failure: As for :func:`run`.
-      targets: As for :func:`run`.
-      check: As for :func:`run`: when True (default), leaving the block
-        raises :class:`RunFailedError` if a task FAILED.
-      on_event: As for :func:`run`; it hears each event before
-        :meth:`Run.events` yields it.
+      limit: How many task bodies may run at once: ``None`` (default, no
+        limit), an ``int`` >= 1 or a ``trio.CapacityLimiter``.
+      resources: ``{name: capacity}`` of the resources tasks use with
+        ``uses=``. Default ``None``.
+      policy: Which ready task starts first: ``"fifo"`` (default),
+        ``"lifo"``, ``"priority"`` (higher first), ``"critical_path"``, or
+        a key function (smaller keys first).
+      strategy: When ready tasks start: ``"immediate"`` (default),
+        ``"waves"`` or a :class:`Threshold`.
+      on_failure: ``"skip"`` (default) or ``"fail_fast"``.
+      targets: Run only these tasks and what they depend on. Default
+        ``None``: every task.
+      check: When True (default), leaving the block raises
+        :class:`RunFailedError` if a task FAILED.
+      on_event: A plain callable given every event as it happens; it
+        hears each event before :meth:`Run.events` yields it. Default
+        ``None``.
 
     Yields:
       The :class:`Run`.
