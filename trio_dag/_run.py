@@ -227,17 +227,17 @@ async def run(
         (default): the tasks that depend on the failed one (by a handle or
         ``after=``) end SKIPPED without running, and so do their own
         dependents; an ``all_done`` task still runs once its dependencies
-        have ended; all other tasks go on. ``"fail_fast"``: the first failure stops the
-        run: running tasks are cancelled, nothing new starts except
-        ``all_done`` tasks (teardown) whose dependencies have all ended,
-        and every other task that had not ended ends CANCELLED.
+        have ended; all other tasks go on. ``"fail_fast"``: the first
+        failure stops the run: running tasks are cancelled, nothing new
+        starts except ``all_done`` tasks (teardown) whose dependencies have
+        all ended, and every other task that had not ended ends CANCELLED.
       targets: The tasks to run, as handles or names (or one of them):
         only they and the tasks they depend on, directly or not, run; the
         report gives the others the state PENDING. Default ``None``: every
         task.
       check: When True (default), a run in which a task FAILED raises
         :class:`RunFailedError` once it has ended; its ``.report`` is the
-        report. When False, the report is returned in every case.
+        report. When False, a run with FAILED tasks returns its report too.
       on_event: A plain callable (not async) called with every event of
         the run (:mod:`trio_dag.events`), in the event loop, as it
         happens: for progress bars and logs. It must not block. If it
