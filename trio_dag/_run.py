@@ -169,8 +169,9 @@ async def run(
     in a worker thread is waited for. Every task of the run ends in one
     final state (SUCCEEDED, FAILED, SKIPPED or CANCELLED); the
     :class:`RunReport` tells which, with outputs, errors and timings.
-    Times are read on the Trio clock, so runs under
-    ``trio.testing.MockClock`` take no real time. While the run is in
+    Times are read on the Trio clock, so under
+    ``trio.testing.MockClock(autojump_threshold=0)`` a run's sleeps, retry
+    delays and timeouts take no real time. While the run is in
     progress, ``dag.add`` raises RuntimeError; running never changes the
     DAG, and one DAG may be run several times at once::
 
