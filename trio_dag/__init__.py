@@ -1,4 +1,74 @@
-"""trio_dag: run directed acyclic graphs of tasks on Trio, with a compiled core."""
+"""trio_dag: run directed acyclic graphs of tasks on Trio, with a compiled core.
+
+Build a graph of tasks, async or sync functions whose arguments may be the
+outputs of other tasks, then run it: each task starts the moment its
+dependencies are done, within the limits you set, under Trio's structured
+concurrency; a report tells what every task did::
+
+    import trio_dag
+
+    async def load(path): ...
+    async def parse(text): ...
+
+    dag = trio_dag.DAG()
+    text = dag.add(load, "a.txt")        # a Handle: stands for load's output
+    doc = dag.add(parse, text, retries=2)
+    report = trio_dag.run_sync(dag, limit=8)
+    report[doc]                          # parse(load("a.txt"))
+
+The public API, by what it is for:
+
+Building a graph
+
+- ``DAG``: a graph of tasks; ``dag.add(fn, *args, **options)`` adds one.
+- ``Handle``: one task of a DAG; pass it as an argument to depend on it.
+- ``TaskOptions``: the checked options of one task.
+- ``batched``: decorator running many tasks of a function as one call.
+- ``Batched``: what ``@batched`` makes of a function.
+
+Running
+
+- ``run``: run a DAG (``await``) and return its report.
+- ``run_sync``: the same from synchronous code.
+- ``open_run``: ``async with``: run in the background, stream events, cancel.
+- ``Run``: the run in progress that ``open_run`` gives.
+- ``Threshold``: the strategy that starts ready tasks in groups.
+- ``current_task``: inside a task, its name, attempt and tags.
+- ``TaskInfo``: what ``current_task`` returns.
+- ``events``: the module of the events a run tells (``TaskStarted``, ...).
+
+The report
+
+- ``RunReport``: states, outputs, errors, timings and figures of a run.
+- ``RunStats``: figures of a whole run (makespan, speedup, ...).
+- ``TaskTiming``: when one task ran.
+- ``TaskState``: SUCCEEDED, FAILED, SKIPPED, CANCELLED or PENDING.
+
+Errors and warnings
+
+- ``TrioDagError``: the base class of every error of trio_dag.
+- ``GraphError``: the graph cannot run as built (also a ValueError).
+- ``CycleError``: tasks depend on each other in a loop.
+- ``UnknownDependencyError``: a name in ``after=`` or ``targets=`` matches no task.
+- ``DuplicateTaskError``: two tasks would have the same name.
+- ``ResourceError``: a task uses a resource the run lacks, or too much of it.
+- ``ForeignHandleError``: a handle of one DAG given to another.
+- ``TaskFailedError``: a task FAILED (``report[task]``, ``RunFailedError``).
+- ``TaskSkippedError``: a task was SKIPPED.
+- ``TaskCancelledError``: a task was CANCELLED.
+- ``TaskTimeoutError``: an attempt ran past its ``timeout=``.
+- ``RunFailedError``: a run had FAILED tasks (an ExceptionGroup).
+- ``CallbackError``: ``on_event`` or a policy key function raised.
+- ``NoEffectWarning``: a setting that has no effect in a run.
+
+Also
+
+- ``CORE``: ``"cython"`` or ``"python"``: which graph core is in use.
+- ``trio_dag.testing``: check runs against trio_dag's guarantees; Hypothesis strategies.
+- ``trio_dag.graphlib``: the standard library's ``graphlib`` on trio_dag's core.
+
+The documentation has a tutorial, a user guide and an API reference.
+"""
 
 from . import _public
 from . import events as events

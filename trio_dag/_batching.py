@@ -24,8 +24,16 @@ R = TypeVar("R")
 class Batched(Generic[T, R]):
     """An async function of ``list[T]`` returning ``list[R]``, run once per batch.
 
-    A task of it takes exactly one positional argument, its item (a value or
-    a handle). Calling the object directly calls the function with a list.
+    What :func:`batched` makes of the function it decorates; give it to
+    :meth:`DAG.add` like the function itself. A task of it takes exactly one
+    positional argument, its item (a value, or a handle whose output is the
+    item), and its output is the item's result. Awaiting the object
+    directly calls the function with a list: ``await embed(["a", "b"])``.
+
+    Attributes:
+      fn: The decorated function.
+      max_size: The most items one call gets.
+      max_delay: The most seconds (Trio clock) a batch waits for more items.
     """
 
     __slots__ = ("__dict__", "fn", "max_delay", "max_size")
@@ -39,6 +47,7 @@ class Batched(Generic[T, R]):
         functools.update_wrapper(self, fn)
 
     async def __call__(self, items: list[T]) -> list[R]:
+        """Call the decorated function with *items*, outside any run."""
         return await self.fn(items)
 
     def __repr__(self) -> str:
@@ -49,28 +58,61 @@ class Batched(Generic[T, R]):
 def batched(
     max_size: int = 64, max_delay: float = 0.0
 ) -> Callable[[Callable[[list[T]], Awaitable[list[R]]]], Batched[T, R]]:
-    """Run tasks of the decorated function in batches of at most *max_size* items.
+    """Decorate an async function of a list of items so its tasks run in batches.
 
-    The engine gathers ready tasks of the function into one call, waiting at
-    most *max_delay* seconds (Trio clock) after the first is ready for more
-    to become ready. One call counts once against ``limit`` and takes the
-    ``uses`` of the task that opened the batch once; give the tasks of one
-    batched function the same ``uses``. If the call raises, or returns a
-    list of the wrong length, every task in the batch fails with that error
-    (and retries on its own, in a later batch); a task whose arguments
-    cannot be bound fails alone. A call never gets more than *max_size*
-    items. ``all_done`` tasks are batched apart from the others and their
-    items are Outcomes, as for any ``all_done`` task; so ``on_failure=
-    "fail_fast"`` cancels whole batches and lets teardown batches run. If
-    the run stops while a batch waits or runs, every task in it ends
-    CANCELLED. ``current_task()`` inside the call is the task that opened
-    the batch::
+    The decorated function takes a list of items and returns a list of
+    results of the same length, in the same order. Each task added with it
+    stands for one item; a run gathers the ready tasks of the function into
+    one call of at most *max_size* items, and gives each task its result as
+    its output. This suits work that is cheaper in bulk, such as a model
+    that embeds many texts in one call::
 
         @trio_dag.batched(max_size=64)
         async def embed(texts: list[str]) -> list[list[float]]:
             return await model.embed(texts)
 
         vectors = [dag.add(embed, chunk) for chunk in chunks]
+
+    In a run:
+
+    - A call starts with the tasks of the function that are ready (in
+      policy order); it waits up to *max_delay* seconds for more to become
+      ready, unless it is full.
+    - One call counts once against ``limit`` and takes the ``uses`` of the
+      task that opened the batch, once; give the tasks of one batched
+      function the same ``uses``. Its ``timeout`` bounds the whole call.
+    - If the call raises, or returns other than a list of one result per
+      item, every task in the batch fails with that error, and each retries
+      on its own (``retries=``), in a later batch. A task whose item cannot
+      be made (a container in its argument was changed after ``add``) fails
+      alone.
+    - ``all_done`` tasks are batched apart from the others, and their items
+      are outcomes (``outcome.Outcome``), as for any ``all_done`` task; so
+      ``on_failure="fail_fast"`` cancels whole batches and lets teardown
+      batches run.
+    - If the run stops while a batch waits or runs, every task in it ends
+      CANCELLED.
+    - :func:`current_task` inside the call is the task that opened the
+      batch, and :meth:`RunReport.batch` tells which call ran each task.
+
+    See the user guide, *Batching*.
+
+    Args:
+      max_size: The most items one call gets, an ``int`` >= 1. Default 64.
+      max_delay: The most seconds (Trio clock) a call waits, after its
+        first task is ready, for more tasks to fill it: a finite number
+        >= 0. Default 0.0: call at once with the tasks ready now.
+
+    Returns:
+      A decorator that turns an async function of ``list[T]`` returning
+      ``list[R]`` into a :class:`Batched`, whose tasks have outputs of type
+      ``R``.
+
+    Raises:
+      ValueError: *max_size* is not an ``int`` >= 1, or *max_delay* is not
+        a finite number >= 0.
+      TypeError: The decorated function is not an async function (raised
+        by the decorator).
     """
     if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1:
         raise ValueError(f"batched(max_size=...) needs an int >= 1, got {max_size!r}")

@@ -55,43 +55,58 @@ _UNCHECKED: Final = object()  # DAG._checked_fn before any function was checked
 
 @final
 class DAG:
-    """A directed acyclic graph of tasks, built with :meth:`add`::
+    """A directed acyclic graph of tasks: build it with :meth:`add`, then run it.
 
-        dag = DAG()
+    Each task is a function and its arguments; :meth:`add` returns a
+    :class:`Handle` that stands for the task's output. Passing a handle as
+    an argument of another task makes a dependency: that task starts once
+    the first has succeeded, and receives its output in place of the
+    handle. Nothing runs until the DAG is given to :func:`run`,
+    :func:`run_sync` or :func:`open_run`::
+
+        dag = trio_dag.DAG()
         raw = dag.add(load, "a.txt", name="load-a")
         clean = dag.add(normalize, raw)          # normalize(load("a.txt"))
         dag.add(store, [clean], after=["open-db"])
         dag.add(open_db, name="open-db")         # names may be used before they exist
+        report = trio_dag.run_sync(dag, limit=8)
+        report[clean]                            # normalize()'s return value
 
-    Task *i* (its insertion index) is stored column-wise. The columns grow
-    as tasks are added, and what is written for a task never changes (but
-    for the -1 placeholders of ``_src``, filled once their name resolves), so
-    a :class:`Snapshot` shares the columns and reads tasks ``0..n-1`` while
-    the user keeps adding.
-
-    - ``_fns[i]``: the function.
-    - ``_args[i]``: the user's positional arguments, or an int *k*: the task's
-      arguments are exactly *k* handles, its first *k* edges, in order.
-    - ``_opts[i]``: its :class:`TaskOptions` (one shared default instance).
-    - ``_kwargs``: ``{i: kwargs}`` (a private copy) for tasks that have some.
-    - Edges of task *i* are ``_off[i]:_off[i + 1]`` of ``_src`` (the dependency,
-      -1 for an ``after=`` name not yet resolved), ``_dst`` (*i*) and ``_pos``
-      (a position, ``NESTED`` or ``AFTER``); data edges come first, in the
-      order the handles were found, then ``after=`` edges.
-    - ``_paths``: ``{i: paths}`` for tasks with a handle in kwargs or inside a
-      container: one path per data edge, ``(0, position, key, ...)`` into the
-      arguments or ``(1, name, key, ...)`` into kwargs.
-    - ``_names`` ``{i: name}`` and ``_index_of`` ``{name: i}``: names given
-      with ``name=``; the others are computed (``f"{fn.__name__}-{i}"``).
-    - ``_pending``: ``{edge: (task, name)}`` for ``after=`` names not yet resolved.
-    - ``_all_done``: ascending indices of tasks with ``trigger="all_done"``.
-    - ``_batched``: ascending indices of tasks of ``@batched`` functions.
-    - ``_with_uses``: ascending indices of tasks with ``uses=``.
-    - ``_with_notes``: ascending indices of tasks with a ``priority`` or ``tags``
-      (for the run's warnings of settings without effect).
-    - ``_runs``: how many runs of the DAG are in progress (``add`` refuses
-      while any is); ``_checked_fn``: the last function ``check_fn`` passed.
+    A DAG is also a container of its tasks: ``len(dag)``, ``iter(dag)``
+    (handles in insertion order), ``name in dag`` and ``dag[name]``.
+    Running a DAG never changes it: one DAG can be run many times, also
+    several runs at once. While a run is in progress, :meth:`add` refuses
+    new tasks. See the user guide, *Graphs and handles*.
     """
+
+    # Task i (its insertion index) is stored column-wise. The columns grow
+    # as tasks are added, and what is written for a task never changes (but
+    # for the -1 placeholders of _src, filled once their name resolves), so
+    # a Snapshot shares the columns and reads tasks 0..n-1 while the user
+    # keeps adding.
+    #
+    # - _fns[i]: the function.
+    # - _args[i]: the user's positional arguments, or an int k: the task's
+    #   arguments are exactly k handles, its first k edges, in order.
+    # - _opts[i]: its TaskOptions (one shared default instance).
+    # - _kwargs: {i: kwargs} (a private copy) for tasks that have some.
+    # - Edges of task i are _off[i]:_off[i + 1] of _src (the dependency, -1
+    #   for an after= name not yet resolved), _dst (i) and _pos (a position,
+    #   NESTED or AFTER); data edges come first, in the order the handles
+    #   were found, then after= edges.
+    # - _paths: {i: paths} for tasks with a handle in kwargs or inside a
+    #   container: one path per data edge, (0, position, key, ...) into the
+    #   arguments or (1, name, key, ...) into kwargs.
+    # - _names {i: name} and _index_of {name: i}: names given with name=;
+    #   the others are computed (f"{fn.__name__}-{i}").
+    # - _pending: {edge: (task, name)} for after= names not yet resolved.
+    # - _all_done: ascending indices of tasks with trigger="all_done".
+    # - _batched: ascending indices of tasks of @batched functions.
+    # - _with_uses: ascending indices of tasks with uses=.
+    # - _with_notes: ascending indices of tasks with a priority or tags (for
+    #   the run's warnings of settings without effect).
+    # - _runs: how many runs of the DAG are in progress (add refuses while
+    #   any is); _checked_fn: the last function check_fn passed.
 
     __slots__ = (
         "__weakref__",
@@ -225,28 +240,171 @@ class DAG:
         run_in: RunIn | None = None,
         trigger: Trigger = "all_succeeded",
     ) -> Handle[Any]:
-        """Add a task that calls ``fn(*args, **kwargs)``; return its handle.
+        """Add a task that calls ``fn(*args, **kwargs)``; return its :class:`Handle`.
 
-        Handles in *args*, in *kwargs* values, or nested in lists, tuples and
-        dicts make dependencies, replaced by their outputs at run time;
-        *after* adds dependencies (handles or names, also of tasks added
-        later) that pass no output. *name* defaults to
-        ``f"{fn.__name__}-{index}"``; the other options are described in
-        the docs of ``trio_dag`` (section "Building a graph").
+        As with ``nursery.start_soon``, positional arguments go to *fn* and
+        the keyword arguments of ``add`` are options; ``kwargs=`` carries
+        keyword arguments for *fn*. Nothing runs yet: the task runs when the
+        DAG is run.
 
-        Beyond SPEC: subclasses of list, tuple and dict (namedtuples,
-        OrderedDict, defaultdict) are searched too and reach *fn* as their
-        own type; a handle in a set, frozenset, deque or dict key, where no
-        output could be put, is a TypeError. Generator functions (sync or
-        async) are refused: calling one would not run its body. A task of a
-        ``@batched`` function takes one positional argument and no
-        ``kwargs=`` or ``run_in=``.
+        A :class:`Handle` among the arguments makes its task a dependency:
+        the new task starts only once that task has succeeded, and receives
+        its output in place of the handle, so ``dag.add(clean, raw)`` calls
+        ``clean(<output of raw>)``. Handles are found as positional
+        arguments, as values of ``kwargs=``, and nested at any depth inside
+        lists, tuples and dict values, including their subclasses
+        (namedtuples, ``OrderedDict``, ``defaultdict``), which reach *fn* as
+        their own type with every handle replaced. ``after=`` adds
+        dependencies that pass no output::
 
-        Everything is checked before anything is recorded, so a rejected call
-        (TypeError, ValueError, ForeignHandleError, DuplicateTaskError) leaves
-        the DAG as it was. While a run of the DAG is in progress (from
-        ``run``/``open_run`` freezing it to the run's end; for ``open_run``,
-        to the end of its block) ``add`` raises RuntimeError.
+            raw = dag.add(load, "a.txt")
+            clean = dag.add(normalize, raw, kwargs={"lower": True}, retries=2)
+            dag.add(store, {"text": clean}, after="open-db", uses={"db": 1})
+            dag.add(open_db, name="open-db")
+
+        Everything is checked before anything is recorded: a call that
+        raises leaves the DAG as it was. Settings that are valid but have no
+        effect in a run (a ``priority`` the run's policy ignores, a tag equal
+        to a resource name) are reported by the run with a
+        :class:`NoEffectWarning`. See the user guide, *Graphs and handles*.
+
+        Args:
+          fn: What the task calls: an async function (awaited in the event
+            loop), a sync function (called in a worker thread unless
+            ``run_in`` says otherwise), any callable such as a
+            ``functools.partial`` or an object with a ``__call__``, or a
+            :func:`batched` function, whose task takes exactly one positional
+            argument, its item, and neither ``kwargs=`` nor ``run_in=``.
+            Generator functions, sync or async, are refused: calling one only
+            makes a generator, so the body would never run as the task.
+          *args: Positional arguments for *fn*; the handles among them (or
+            nested in them) are dependencies, replaced by their outputs.
+          name: The task's name, a non-empty ``str`` unique in the DAG.
+            Default ``None``: ``f"{fn.__name__}-{index}"``, with ``index``
+            the task's insertion index counted from 0 (for a
+            ``functools.partial``, the name of its function), so the same
+            graph built twice gets the same names.
+          kwargs: Keyword arguments for *fn*: a mapping with ``str`` keys,
+            copied; handles in its values are dependencies. Default ``None``:
+            none.
+          after: Tasks that must end first without passing their output: a
+            handle, a name, or an iterable of them. A name may be of a task
+            added later: it is resolved when the DAG is validated, by
+            :meth:`validate` or when a run starts, which raise
+            :class:`UnknownDependencyError` if no task has it. A dependency
+            given by ``after=`` must still succeed, as any other, unless
+            ``trigger="all_done"``. Default: none.
+          priority: An ``int``. Under ``policy="priority"`` the ready task
+            with the HIGHER priority starts first (ties in the order the
+            tasks became ready); note that a key function given as
+            ``policy`` runs SMALLER keys first. Every other policy ignores
+            it, and a run with another policy warns
+            :class:`NoEffectWarning` for tasks that set it. Default 0.
+          cost: The task's estimated duration relative to the others, a
+            finite number > 0. Only ``policy="critical_path"`` reads it: it
+            starts first the ready task with the longest remaining chain of
+            costs to the end of the graph. Default 1.0.
+          tags: Labels, an iterable of ``str`` (not one ``str``): shown by
+            :func:`current_task`, :meth:`to_dot`, :meth:`to_mermaid` and the
+            report's Chrome trace. Tags cap nothing: a tag that equals a
+            resource name does not make the task use the resource, and a run
+            warns :class:`NoEffectWarning` when a task has such a tag
+            without ``uses`` of that resource. To limit how many tasks of a
+            kind run at once, give them ``uses=``. Default: none.
+          uses: ``{resource: amount}``: how much of each resource the task
+            holds while an attempt runs. The capacities are given to the run
+            (``run(dag, resources={"gpu": 2})``); a ready task starts only
+            once all its amounts fit, and gives them back when its attempt
+            ends. Amounts are finite numbers > 0, counted exactly, never in
+            floats: a float counts as the shortest decimal that reads back as
+            it, so three tasks using ``0.1`` fit together in a capacity of
+            ``0.3``. A run that does not provide a resource a task uses, or
+            whose capacity is smaller than the task's amount, raises
+            :class:`ResourceError` before anything starts. Default ``None``:
+            none.
+          retries: How many more attempts the task gets after an attempt
+            raises an exception that matches ``retry_on``: an ``int`` >= 0.
+            Between attempts the task holds no ``limit`` slot and none of its
+            ``uses``; it takes them again, in policy order, once its wait is
+            over. Default 0.
+          retry_delay: Seconds (on the Trio clock) to wait before the first
+            retry, a finite number >= 0. The wait before retry *k* (counted
+            from 1) is ``retry_delay * retry_backoff ** (k - 1)``. Default
+            0.0: retry at once.
+          retry_backoff: What each wait is multiplied by for the next, a
+            finite number > 0. Default 2.0.
+          retry_on: The exception class, or tuple of classes, that is
+            retried; each must be a subclass of ``Exception``. A
+            ``BaseException`` that is not an ``Exception`` (such as
+            ``KeyboardInterrupt``) is never retried: it stops the whole run.
+            Default ``(Exception,)``, which includes
+            :class:`TaskTimeoutError`.
+          timeout: Seconds (on the Trio clock) one attempt may run, a finite
+            number > 0: an attempt still running after it is cancelled and
+            fails with :class:`TaskTimeoutError`, which is retried as any
+            failure when it matches ``retry_on``. An async body is
+            interrupted at its next checkpoint (an ``await`` of a Trio
+            operation), as by any Trio cancel scope. A sync body in a worker
+            thread cannot be interrupted: the attempt goes on until the
+            function returns, still holding its ``limit`` slot and its
+            ``uses``; then its result or its exception is thrown away and
+            the attempt fails with :class:`TaskTimeoutError`. So does an
+            ``"inline"`` body, or an async one that does not reach a
+            checkpoint in time: it runs to its end, and if that is at or
+            past its deadline its result is thrown away. For a
+            :func:`batched` function, the timeout of the task that opened a
+            batch bounds the whole call. Default ``None``: no limit.
+          run_in: How the body is called.
+
+            - ``None`` (default): an async function is awaited in the event
+              loop, any other callable is called in a worker thread
+              (``trio.to_thread.run_sync``).
+            - ``"async"``: awaited in the event loop: for a callable that
+              returns an awaitable without being an async function.
+            - ``"inline"``: a sync function called directly in the event
+              loop, which it blocks while it runs: for tiny functions, where
+              a thread would cost more than the call.
+            - ``"thread"``: a sync function called in a worker thread.
+
+            ``"inline"`` and ``"thread"`` are refused for an async function,
+            and every value but ``None`` for a :func:`batched` one.
+          trigger: When the task may start. ``"all_succeeded"`` (default):
+            once every dependency SUCCEEDED; if one does not, the task ends
+            SKIPPED without running. ``"all_done"``: once every dependency
+            has ended, in any state; the task then receives an
+            ``outcome.Outcome`` (``outcome.Value`` or ``outcome.Error``) in
+            place of each dependency's output. This is how clean-up and
+            teardown tasks are written: they also run after a failure under
+            ``on_failure="fail_fast"``.
+
+        Returns:
+          The new task's :class:`Handle`. For type checkers, a
+          ``Handle[T]`` where *fn* returns ``T`` (or an awaitable of ``T``).
+
+        Raises:
+          TypeError: *fn* is not callable, or is a generator function; an
+            option has the wrong type (``priority=1.5``, ``tags="io"``,
+            ``uses=["gpu"]``, a ``bool`` for a number, ...); ``name`` is not a
+            ``str``; ``kwargs=`` is not a mapping with ``str`` keys;
+            ``after=`` holds something other than handles and non-empty
+            names; a handle sits where no output could be put (in a set, a
+            frozenset, a deque or a dict key); a task of a :func:`batched`
+            function has other than one positional argument, or ``kwargs=``.
+          ForeignHandleError: A handle, among the arguments or in ``after=``,
+            belongs to another DAG. It is also a ``TypeError``.
+          ValueError: A number is out of its range (``retries < 0``,
+            ``cost`` or ``timeout`` <= 0, ``retry_delay < 0``, an infinite or
+            NaN value), or the longest retry wait is too large for a float;
+            ``run_in`` or ``trigger`` is not one of the values above, or
+            ``run_in`` does not suit *fn*; ``retry_on`` holds a
+            ``BaseException`` that is not an ``Exception``; ``name`` is
+            empty; an argument contains itself (a list that holds itself).
+          DuplicateTaskError: Another task already has this name (or the
+            default name this task would get). It is also a ``ValueError``.
+          RuntimeError: A run of this DAG is in progress: from the start of
+            :func:`run` (or :func:`run_sync`) to its end, and for
+            :func:`open_run` until its ``async with`` block is left. Add the
+            tasks before the run starts or after it has ended.
         """
         i = len(self._fns)
         # A function checked once need not be checked again (dag.map, loops);
@@ -317,11 +475,38 @@ class DAG:
     def map(
         self, fn: Callable[[Any], Any], iterable: Iterable[Any], /, **options: Any
     ) -> list[Handle[Any]]:
-        """Add one task ``fn(item)`` per item, all with the same options; return their handles.
+        """Add one task ``fn(item)`` per item of *iterable*; return their handles, in order.
 
-        An item may be a handle (its task's output is then the argument).
-        Takes every keyword of :meth:`add` except ``name``: the tasks get
-        default names. All or nothing: a rejected item adds no task at all.
+        The same as calling :meth:`add` once per item, with the same
+        options, except that it is all or nothing: if :meth:`add` raises for
+        one item, no task of the call stays in the DAG. An item may be a
+        handle (or a list, tuple or dict holding handles): the task then
+        depends on it, as with :meth:`add`::
+
+            chunks = dag.map(split, ["a.txt", "b.txt"])
+            vectors = dag.map(embed, chunks, retries=2, uses={"gpu": 1})
+
+        Args:
+          fn: What each task calls, with its item as the one positional
+            argument; anything :meth:`add` accepts.
+          iterable: The items, read once.
+          **options: Keyword options of :meth:`add`, the same for every
+            task, except ``name``: the tasks get default names
+            (``f"{fn.__name__}-{index}"``).
+
+        Returns:
+          The handles of the new tasks, one per item, in the order of the
+          items.
+
+        Raises:
+          TypeError: ``name=`` is given (call :meth:`add` in a loop to name
+            the tasks), or as :meth:`add`.
+          ValueError: As :meth:`add` (also :class:`DuplicateTaskError`).
+          ForeignHandleError: As :meth:`add`.
+          RuntimeError: A run of this DAG is in progress, as for :meth:`add`.
+
+        Any exception that iterating *iterable* raises propagates, and the
+        tasks added for earlier items are removed.
         """
         if "name" in options:
             raise TypeError(
@@ -476,31 +661,56 @@ class DAG:
     # --- the container protocol --------------------------------------------
 
     def __len__(self) -> int:
-        """The number of tasks."""
+        """The number of tasks in the DAG: ``len(dag)``."""
         return len(self._fns)
 
     def __iter__(self) -> Iterator[Handle[Any]]:
-        """The handles of every task, in insertion order."""
+        """The handles of every task, in insertion order: ``for handle in dag``."""
         for i in range(len(self._fns)):
             yield Handle(self, i)
 
     def __contains__(self, task: object) -> bool:
-        """Whether a task has this name (or whether a handle is of this DAG)."""
+        """``name in dag``: whether a task has this name.
+
+        ``handle in dag``: whether the handle is of this DAG. Anything else
+        is in no DAG (False, never an error).
+        """
         if type(task) is Handle:
             return task._dag is self
         return isinstance(task, str) and self._lookup(task) is not None
 
     def __getitem__(self, name: str | Handle[Any]) -> Handle[Any]:
-        """The handle of the task called *name* (KeyError, with a suggestion, if none)."""
+        """``dag[name]``: the handle of the task called *name*.
+
+        A handle of this DAG is accepted too: an equal handle is returned.
+
+        Raises:
+          KeyError: No task has this name; the message suggests the
+            closest existing name when one is close.
+          ForeignHandleError: *name* is a handle of another DAG.
+          TypeError: *name* is neither a ``str`` nor a :class:`Handle`.
+        """
         return Handle(self, self._task_index(name))
 
     def __repr__(self) -> str:
         return f"<trio_dag.DAG with {len(self._fns)} tasks>"
 
     def dependencies(self, task: Handle[Any] | str) -> tuple[Handle[Any], ...]:
-        """The tasks *task* waits for (data and ``after=``), once each, in insertion order.
+        """The tasks that *task* waits for, each once, in insertion order.
 
-        Raises UnknownDependencyError if one of its ``after=`` names matches no task.
+        Both kinds of dependency: handles among its arguments and ``after=``.
+
+        Args:
+          task: A handle of this DAG, or a task name.
+
+        Returns:
+          A tuple of handles.
+
+        Raises:
+          UnknownDependencyError: An ``after=`` name of *task* matches no task.
+          KeyError: No task has the name *task* (with a suggestion).
+          ForeignHandleError: *task* is a handle of another DAG.
+          TypeError: *task* is neither a ``str`` nor a :class:`Handle`.
         """
         i = self._task_index(task)
         src = self._src
@@ -508,10 +718,24 @@ class DAG:
         return tuple([Handle(self, j) for j in sorted(deps)])
 
     def dependents(self, task: Handle[Any] | str) -> tuple[Handle[Any], ...]:
-        """The tasks that wait for *task* (data and ``after=``), once each, in insertion order.
+        """The tasks that wait for *task*, each once, in insertion order.
 
-        Needs every ``after=`` name of the DAG to exist (UnknownDependencyError
-        otherwise); builds the whole graph once after each change.
+        Both kinds of dependency: *task*'s handle among their arguments, and
+        ``after=``. The first call after a change builds the whole graph,
+        which is then kept until the next :meth:`add`.
+
+        Args:
+          task: A handle of this DAG, or a task name.
+
+        Returns:
+          A tuple of handles.
+
+        Raises:
+          UnknownDependencyError: An ``after=`` name of any task of the DAG
+            matches no task: the graph cannot be built.
+          KeyError: No task has the name *task* (with a suggestion).
+          ForeignHandleError: *task* is a handle of another DAG.
+          TypeError: *task* is neither a ``str`` nor a :class:`Handle`.
         """
         i = self._task_index(task)
         return tuple([Handle(self, j) for j in self._graph().children(i)])
@@ -587,20 +811,34 @@ class DAG:
     def validate(self) -> None:
         """Check that the DAG can run: every ``after=`` name exists and there is no cycle.
 
-        Raises UnknownDependencyError (checked first) or CycleError. Linear in
-        tasks + edges and iterative; the result is kept until the next add.
+        Every run does the same before any task starts; call it to find
+        these errors while building. The check takes time linear in tasks +
+        edges and has no recursion, so a chain of a million tasks
+        validates; its result is kept until the next :meth:`add`.
+
+        Raises:
+          UnknownDependencyError: An ``after=`` name matches no task (checked
+            first; the first such task in insertion order is named, with the
+            closest existing name when one is close).
+          CycleError: Tasks depend on each other in a loop; ``.cycle`` lists
+            the names along one cycle.
         """
         self._freeze()
 
     def topological_order(self) -> list[Handle[Any]]:
-        """Every task, each after all of its dependencies (validates first)."""
+        """Every task, each after all of its dependencies.
+
+        Calls :meth:`validate` first, and raises what it raises.
+        """
         return [Handle(self, i) for i in self._freeze().graph.topological_order()]
 
     def waves(self) -> list[list[Handle[Any]]]:
-        """The tasks by level, each level in insertion order (validates first).
+        """The tasks by level, each level in insertion order.
 
         Wave *k* holds the tasks whose longest chain of dependencies has *k*
-        links, so each wave can run once the waves before it have ended.
+        links: wave 0 the tasks without dependencies, and each wave can run
+        once the waves before it have ended, as ``strategy="waves"`` runs
+        them. Calls :meth:`validate` first, and raises what it raises.
         """
         waves: list[list[Handle[Any]]] = []
         for i, level in enumerate(self._freeze().graph.levels()):
@@ -630,15 +868,20 @@ class DAG:
         return tasks, edges
 
     def to_dot(self) -> str:
-        """The DAG in Graphviz DOT: tasks by name and tags, ``after=`` edges dashed.
+        """The DAG as Graphviz DOT text: tasks by name and tags, ``after=`` edges dashed.
 
-        Deterministic: the same DAG always gives the same text.
+        Deterministic: the same DAG always gives the same text. Render it
+        with ``dot -Tsvg``. Raises :class:`UnknownDependencyError` when an
+        ``after=`` name matches no task; a cycle is drawn, not refused.
         """
         return render_dot(*self._export())
 
     def to_mermaid(self) -> str:
         """The DAG as a Mermaid flowchart: tasks by name and tags, ``after=`` edges dotted.
 
-        Deterministic: the same DAG always gives the same text.
+        Deterministic: the same DAG always gives the same text; paste it
+        into a Markdown ``mermaid`` block. Raises
+        :class:`UnknownDependencyError` when an ``after=`` name matches no
+        task; a cycle is drawn, not refused.
         """
         return render_mermaid(*self._export())

@@ -66,19 +66,37 @@ def _unprintable(error: BaseException, how: str, exc: Exception) -> str:
 
 
 class TrioDagError(Exception):
-    """The base class of every error trio_dag raises."""
+    """The base class of every error trio_dag raises: ``except TrioDagError`` catches them all.
+
+    A task's own exception is not wrapped in one, except where a run
+    reports it: in :class:`TaskFailedError` (its ``__cause__``) inside
+    :class:`RunFailedError`. Most errors about a wrong argument are plain
+    TypeErrors and ValueErrors, raised before anything changes.
+    """
 
 
 class GraphError(TrioDagError, ValueError):
-    """The graph cannot run as built: a cycle, an unknown name, a duplicate name."""
+    """The graph cannot run as built: a cycle, an unknown name, a duplicate name, a resource.
+
+    Also a ``ValueError``. :class:`DuplicateTaskError` is raised by
+    :meth:`DAG.add`; the others by :meth:`DAG.validate` and by every run,
+    before any task starts.
+    """
 
 
 class CycleError(GraphError, graphlib.CycleError):
-    """Tasks depend on each other in a loop.
+    """Tasks depend on each other in a loop, so none of them can ever start.
 
-    ``.cycle`` lists the task names along one cycle, each a dependency of the
-    next, with the first name repeated last: ``["a", "b", "c", "a"]``. As for
-    :class:`graphlib.CycleError`, ``args[1]`` is the same list.
+    Raised by :meth:`DAG.validate`, :meth:`DAG.topological_order`,
+    :meth:`DAG.waves` and every run, before any task starts. Its message
+    shows the loop: ``'a' -> 'b' -> 'c' -> 'a'``. It is also a
+    ``ValueError`` and a :class:`graphlib.CycleError`, whose ``args[1]`` is
+    the same list as ``.cycle``. When the graph has several cycles, one is
+    reported.
+
+    Attributes:
+      cycle: The task names along one cycle, each a dependency of the
+        next, with the first name repeated last: ``["a", "b", "c", "a"]``.
     """
 
     cycle: list[str]
@@ -109,9 +127,16 @@ class CycleError(GraphError, graphlib.CycleError):
 class UnknownDependencyError(GraphError):
     """A name in ``after=`` (or ``targets=``) matches no task.
 
-    ``.task`` is the task whose ``after=`` holds the name (None for a name
-    given to a run), ``.missing`` the name, ``.suggestion`` the closest
-    existing name when one is close (the DAG finds it with :mod:`difflib`).
+    Raised by :meth:`DAG.validate`, every run before any task starts, and
+    the methods of :class:`DAG` that need the whole graph. The message names
+    the closest existing name when one is close. Also a ``ValueError``.
+
+    Attributes:
+      task: The name of the task whose ``after=`` holds the name, or None
+        for a name in a run's ``targets=``.
+      missing: The name that matches no task.
+      suggestion: The existing name closest to it (found with
+        :mod:`difflib`), or None when none is close.
     """
 
     task: str | None
@@ -137,7 +162,16 @@ class UnknownDependencyError(GraphError):
 
 
 class DuplicateTaskError(GraphError):
-    """Two tasks of one DAG would have the same name. ``.name`` is that name."""
+    """Two tasks of one DAG would have the same name.
+
+    Raised by :meth:`DAG.add` (and :meth:`DAG.map`) for a ``name=`` that a
+    task already has, or for a task whose default name
+    (``f"{fn.__name__}-{index}"``) an earlier task was given by hand. Also
+    a ``ValueError``.
+
+    Attributes:
+      name: The name two tasks would share.
+    """
 
     name: str
 
@@ -150,12 +184,19 @@ class DuplicateTaskError(GraphError):
 
 
 class ResourceError(GraphError):
-    """A task uses a resource the run does not provide, or more than its capacity.
+    """A task uses a resource the run does not provide, or more than its whole capacity.
 
-    ``.task`` and ``.resource`` are names, ``.amount`` what the task uses and
-    ``.capacity`` what the run provides (None when it does not provide it).
-    ``.suggestion`` is the name of a resource the run provides that is close
-    to a missing one (found with :mod:`difflib`), or None.
+    Such a task could never start, so the run raises this before any task
+    starts. Also a ``ValueError``.
+
+    Attributes:
+      task: The task's name.
+      resource: The resource's name.
+      amount: What the task uses of it (its ``uses=``).
+      capacity: What the run provides (its ``resources=``), or None when
+        the run does not provide it.
+      suggestion: The name of a resource the run provides that is close to
+        a missing one (found with :mod:`difflib`), or None.
     """
 
     task: str
@@ -205,14 +246,26 @@ class ResourceError(GraphError):
 class ForeignHandleError(TrioDagError, TypeError):
     """A handle of one DAG was given to another.
 
-    Also a ``TypeError``, like a non-callable ``fn``: the argument is not
-    something this DAG can use. Pass handles returned by this DAG's ``add``,
-    or look tasks up by name with ``dag[name]``.
+    Raised by :meth:`DAG.add` (a handle among the arguments or in
+    ``after=``), by looking a task up (``dag[handle]``,
+    :meth:`DAG.dependencies`, ``targets=``, the report's methods) with a
+    handle of another DAG. Also a ``TypeError``, like a non-callable
+    ``fn``: the argument is not something this DAG can use. Pass handles
+    returned by this DAG's ``add``, or look tasks up by name with
+    ``dag[name]``.
     """
 
 
 class TaskFailedError(TrioDagError):
-    """A task raised. ``.task`` is its name; the task's exception is ``__cause__``."""
+    """A task FAILED: its last attempt raised.
+
+    Raised by ``report[task]`` for a FAILED task, and held, one per FAILED
+    task, by :class:`RunFailedError`. The task's own exception is its
+    ``__cause__`` (and in ``report.errors``).
+
+    Attributes:
+      task: The task's name.
+    """
 
     task: str
 
@@ -231,8 +284,13 @@ class TaskFailedError(TrioDagError):
 class TaskSkippedError(TrioDagError):
     """A task did not run because a dependency did not succeed.
 
-    ``.task`` is its name, ``.dependency`` the dependency that did not
-    succeed, when known.
+    Raised by ``report[task]`` for a SKIPPED task; an ``all_done`` task
+    receives it as the ``outcome.Error`` of a SKIPPED dependency.
+
+    Attributes:
+      task: The SKIPPED task's name.
+      dependency: The name of a dependency that did not succeed, or None
+        when none is known.
     """
 
     task: str
@@ -252,7 +310,14 @@ class TaskSkippedError(TrioDagError):
 
 
 class TaskCancelledError(TrioDagError):
-    """A task was cancelled before it finished. ``.task`` is its name."""
+    """A task was cancelled before it finished (or before it started).
+
+    Raised by ``report[task]`` for a CANCELLED task; an ``all_done`` task
+    receives it as the ``outcome.Error`` of a CANCELLED dependency.
+
+    Attributes:
+      task: The task's name.
+    """
 
     task: str
 
@@ -267,8 +332,14 @@ class TaskCancelledError(TrioDagError):
 class TaskTimeoutError(TrioDagError, TimeoutError):
     """An attempt of a task ran longer than its ``timeout=``.
 
-    ``.task`` is the task's name, ``.timeout`` the limit in seconds. Also a
-    ``TimeoutError``, so the default ``retry_on=(Exception,)`` retries it.
+    It is the attempt's own error: retried when it matches ``retry_on`` (the
+    default ``(Exception,)`` does), and otherwise the task's exception, in
+    ``report.errors`` and as the ``__cause__`` of its
+    :class:`TaskFailedError`. Also a ``TimeoutError``.
+
+    Attributes:
+      task: The task's name.
+      timeout: The limit, in seconds.
     """
 
     task: str
@@ -288,11 +359,21 @@ class TaskTimeoutError(TrioDagError, TimeoutError):
 
 
 class RunFailedError(TrioDagError, ExceptionGroup[TaskFailedError]):
-    """A run ended with failed tasks (and ``check=True``).
+    """A run ended with FAILED tasks, and ``check=True`` asked to raise.
 
-    An ``ExceptionGroup`` of one :class:`TaskFailedError` per failed task;
-    ``.report`` is the run's whole report. ``except*`` and ``split()`` keep the
-    class and the report.
+    Raised by :func:`run` and :func:`run_sync`, and on leaving the block of
+    :func:`open_run`, once the run has ended. An ``ExceptionGroup`` of one
+    :class:`TaskFailedError` per FAILED task, in insertion order, each with
+    the task's exception as ``__cause__``; ``except*`` and ``split()`` keep
+    the class and the report::
+
+        try:
+            trio_dag.run_sync(dag)
+        except trio_dag.RunFailedError as error:
+            print(error.report.summary())
+
+    Attributes:
+      report: The run's whole :class:`RunReport`.
     """
 
     # The report's class lives downstream (in _report); errors import nothing of trio_dag.
@@ -319,10 +400,17 @@ class RunFailedError(TrioDagError, ExceptionGroup[TaskFailedError]):
 
 
 class CallbackError(TrioDagError):
-    """A user callback (``on_event``, a policy key function) raised and stopped the run.
+    """A callback of the run (``on_event``, a policy key function) raised.
 
-    ``.callback`` says which one, as a phrase such as ``"on_event callback"`` or
-    ``"policy key function by_size"``; its exception is ``__cause__``.
+    An ``on_event`` callback that raises an ``Exception`` stops the run as
+    ``on_failure="fail_fast"`` does; the run raises this once it has ended.
+    A policy key function is called before any task starts: when it raises,
+    or returns keys that cannot be compared, the run raises this at once.
+    The callback's exception is ``__cause__``.
+
+    Attributes:
+      callback: Which callback, as a phrase such as ``"on_event"`` or
+        ``"policy key function by_size"``.
     """
 
     callback: str

@@ -32,10 +32,21 @@ __all__ = [
 
 
 class TaskState(enum.Enum):
-    """The state of a task in a run's report.
+    """The final state of a task, in a run's report and its events.
 
-    ``PENDING`` marks a task that ``targets=`` left out of the run; every task
-    of the run ends in one of the other four.
+    Every task of a run ends in exactly one of ``SUCCEEDED``, ``FAILED``,
+    ``SKIPPED`` and ``CANCELLED``; ``PENDING`` marks a task that
+    ``targets=`` left out of the run (only :meth:`RunReport.state` says it).
+
+    Attributes:
+      PENDING: Not part of the run: ``targets=`` left it out.
+      SUCCEEDED: Its body returned; the report holds its output.
+      FAILED: Its last attempt raised (or timed out), with no retry left.
+      SKIPPED: It never ran, because a dependency did not succeed (under
+        the default ``trigger="all_succeeded"``).
+      CANCELLED: The run was stopped (``on_failure="fail_fast"``,
+        :meth:`Run.cancel`, a cancelled scope, KeyboardInterrupt, ...)
+        before the task ended: while it ran, or before it started.
     """
 
     PENDING = "pending"
@@ -73,9 +84,15 @@ def _outcome_shown(result: outcome.Outcome[Any]) -> str:
 @final
 @attrs.frozen
 class TaskStarted:
-    """An attempt of *task* started at Trio time *time* (attempts count from 1).
+    """An attempt of a task started: told once per attempt.
 
-    *batch* is the number (from 1) of the batched call that runs it, or None.
+    Attributes:
+      task: The task's :class:`~trio_dag.Handle`.
+      attempt: Which attempt: 1 for the first, 2 for the first retry, ...
+      time: When it started, on the Trio clock (seconds).
+      batch: The number (from 1) of the :func:`~trio_dag.batched` call that
+        runs it, as :meth:`~trio_dag.RunReport.batch` gives it; None for a
+        task whose function is not batched.
     """
 
     task: Handle[Any]
@@ -87,7 +104,20 @@ class TaskStarted:
 @final
 @attrs.frozen
 class TaskRetrying:
-    """Attempt *attempt* of *task* raised *error*; the next starts after *delay* seconds."""
+    """An attempt of a task failed, and the task will be tried again.
+
+    Told after the failed attempt, before the wait; the next attempt is
+    told by its :class:`TaskStarted`. An attempt after which no retry is
+    left is told by the task's :class:`TaskFinished` instead.
+
+    Attributes:
+      task: The task's :class:`~trio_dag.Handle`.
+      attempt: The attempt that failed (from 1).
+      error: What it raised (a :class:`~trio_dag.TaskTimeoutError` when it
+        timed out).
+      delay: The seconds (Trio clock) to wait before the next attempt:
+        ``retry_delay * retry_backoff ** (attempt - 1)``.
+    """
 
     task: Handle[Any]
     attempt: int
@@ -98,10 +128,21 @@ class TaskRetrying:
 @final
 @attrs.frozen
 class TaskFinished:
-    """*task* ended in *state* at *time*.
+    """A task ended: told once per task of the run, whatever its final state.
 
-    *duration* runs from its first attempt's start (0.0 when it never
-    started); *outcome* is what an ``all_done`` dependent receives.
+    Also for tasks that end SKIPPED or CANCELLED without starting. Use its
+    output as soon as this event arrives: ``event.outcome.unwrap()``.
+
+    Attributes:
+      task: The task's :class:`~trio_dag.Handle`.
+      state: Its final :class:`~trio_dag.TaskState`.
+      time: When it ended, on the Trio clock (seconds).
+      duration: From the start of its first attempt to its end, in
+        seconds; 0.0 for a task that never started.
+      outcome: ``outcome.Value(output)``, or ``outcome.Error`` of its
+        exception, a :class:`~trio_dag.TaskSkippedError` or a
+        :class:`~trio_dag.TaskCancelledError`: what an ``all_done``
+        dependent receives, as :meth:`~trio_dag.RunReport.outcome` gives it.
     """
 
     task: Handle[Any]
@@ -112,13 +153,23 @@ class TaskFinished:
 
 
 Event = TaskStarted | TaskRetrying | TaskFinished
-"""Any event of a run: a :class:`TaskStarted`, :class:`TaskRetrying` or :class:`TaskFinished`."""
+"""Any event of a run: a :class:`TaskStarted`, :class:`TaskRetrying` or :class:`TaskFinished`.
+
+Use it to annotate an ``on_event`` callback: ``def progress(event: Event) -> None``.
+"""
 
 
 @final
 @attrs.frozen
 class TaskInfo:
-    """What a running task knows about itself: see :func:`current_task`."""
+    """What a running task knows about itself, as :func:`current_task` gives it.
+
+    Attributes:
+      name: The task's name.
+      attempt: Which attempt is running: 1 for the first, 2 for the first
+        retry, ...
+      tags: The task's ``tags=``, as a tuple.
+    """
 
     name: str
     attempt: int
@@ -132,9 +183,22 @@ _CURRENT: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("trio_dag_c
 
 
 def current_task() -> TaskInfo:
-    """The task whose body is running in this context (also in its worker thread).
+    """The task whose body is running: its name, attempt and tags.
 
-    Raises RuntimeError outside a task body.
+    Call it from a task's body, async or sync, also in its worker thread
+    and in the tasks of a nursery the body opens; in a :func:`batched`
+    call, it is the task that opened the batch::
+
+        async def fetch(url):
+            task = trio_dag.current_task()
+            log.info("%s: attempt %d", task.name, task.attempt)
+            ...
+
+    Returns:
+      A :class:`TaskInfo`.
+
+    Raises:
+      RuntimeError: Called outside a task body.
     """
     slot = _CURRENT.get(None)
     if slot is None or slot[1] < 0:

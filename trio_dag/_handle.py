@@ -24,11 +24,17 @@ T_co = TypeVar("T_co", covariant=True)
 
 @final
 class Handle(Generic[T_co]):
-    """A task of a :class:`DAG`, as returned by :meth:`DAG.add`.
+    """A task of a :class:`DAG`, as :meth:`DAG.add` returns it.
 
-    Pass it as an argument of another task to feed it this task's output.
+    Pass it as an argument of another task (also inside a list, tuple or
+    dict, or in ``kwargs=``) to make that task depend on this one and
+    receive its output; give it to ``after=`` to depend on it without the
+    output; ask a :class:`RunReport` about it (``report[handle]``) for its
+    output after a run. ``dag[name]`` gives the handle of a task by name.
+
     Immutable and hashable: handles are equal when they name the same task
-    of the same DAG. ``Handle[bytes]`` is a task whose function returns bytes.
+    of the same DAG. For type checkers, ``Handle[bytes]`` is a task whose
+    function returns bytes. See the user guide, *Graphs and handles*.
     """
 
     __slots__ = ("_dag", "_index")
@@ -51,7 +57,7 @@ class Handle(Generic[T_co]):
 
     @property
     def name(self) -> str:
-        """The task's unique name."""
+        """The task's name, unique in its DAG (given with ``name=``, or the default)."""
         return self._dag._name(self._index)
 
     def __setattr__(self, attr: str, value: object) -> NoReturn:

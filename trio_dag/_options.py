@@ -46,8 +46,24 @@ _TRIGGERS: Final = ("all_succeeded", "all_done")
 class TaskOptions:
     """The options of one task, as given to :meth:`DAG.add` and checked there.
 
-    Tasks added with the defaults share one instance. ``uses`` is a tuple of
-    ``(resource, amount)`` pairs in the order given; ``retry_on`` always a tuple.
+    A frozen value: :meth:`DAG.add` makes it from its keyword options, and
+    what each field means is told there. The fields have the defaults of
+    :meth:`DAG.add`; tasks added with every default share one instance.
+    ``tags`` is always a tuple, ``uses`` a tuple of ``(resource, amount)``
+    pairs in the order given, and ``retry_on`` a tuple of exception classes.
+
+    Attributes:
+      priority: See ``priority`` of :meth:`DAG.add`.
+      cost: See ``cost`` of :meth:`DAG.add`.
+      tags: See ``tags`` of :meth:`DAG.add`.
+      uses: See ``uses`` of :meth:`DAG.add`.
+      retries: See ``retries`` of :meth:`DAG.add`.
+      retry_delay: See ``retry_delay`` of :meth:`DAG.add`.
+      retry_backoff: See ``retry_backoff`` of :meth:`DAG.add`.
+      retry_on: See ``retry_on`` of :meth:`DAG.add`.
+      timeout: See ``timeout`` of :meth:`DAG.add`.
+      run_in: See ``run_in`` of :meth:`DAG.add`.
+      trigger: See ``trigger`` of :meth:`DAG.add`.
     """
 
     priority: int = 0

@@ -31,11 +31,21 @@ _EXACT: Final = 2**53  # every int of at most this size is exactly a float
 @final
 @attrs.frozen
 class Threshold:
-    """Start ready tasks in groups of at least *n*.
+    """A run strategy: start ready tasks in groups of at least *n*.
 
-    Fewer start only when no more can become ready (nothing is running or
-    waiting to retry). ``strategy=trio_dag.Threshold(32)`` suits bodies that
-    are cheaper when many start together.
+    Give it as a run's ``strategy``: ready tasks wait until *n* of them
+    are ready, then start together (within ``limit`` and ``resources``).
+    Fewer start only when waiting could not bring more: when no task is
+    running, or when no task is left waiting for its dependencies or for a
+    retry. It suits bodies that are cheaper when many start together::
+
+        report = trio_dag.run_sync(dag, strategy=trio_dag.Threshold(32))
+
+    Args:
+      n: The size of a group, an ``int`` >= 1.
+
+    Raises:
+      ValueError: *n* is not an ``int`` >= 1.
     """
 
     n: int = attrs.field()

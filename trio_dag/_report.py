@@ -64,10 +64,15 @@ def task_outcome(
 @final
 @attrs.frozen
 class TaskTiming:
-    """When a task ran, on the Trio clock.
+    """When a task ran, on the Trio clock, as :meth:`RunReport.timing` gives it.
 
-    ``start`` is its first attempt's start, ``end`` its last attempt's end;
-    both are None (and ``attempts`` 0) for a task that never started.
+    For a task that never started (SKIPPED, or CANCELLED before it started)
+    the times are None and ``attempts`` is 0.
+
+    Attributes:
+      start: When its first attempt started (Trio clock, seconds), or None.
+      end: When its last attempt ended (Trio clock, seconds), or None.
+      attempts: How many attempts started: 1, and one more per retry.
     """
 
     start: float | None
@@ -76,7 +81,7 @@ class TaskTiming:
 
     @property
     def duration(self) -> float | None:
-        """``end - start``, or None for a task that never started."""
+        """``end - start`` in seconds, waits between attempts included; None if it never started."""
         if self.start is None or self.end is None:
             return None
         return self.end - self.start
@@ -85,7 +90,25 @@ class TaskTiming:
 @final
 @attrs.frozen
 class RunStats:
-    """Figures of a whole run (Trio clock, seconds)."""
+    """Figures of a whole run, as :attr:`RunReport.stats` gives them.
+
+    Times are in seconds on the Trio clock. ``speedup`` and
+    ``tasks_per_second`` are 0.0 when the makespan is 0 (a run of no tasks,
+    or of tasks that never wait, on a ``MockClock``).
+
+    Attributes:
+      tasks: How many tasks were part of the run (``targets=`` may leave
+        some out).
+      makespan: The time from the start of the run to its end.
+      busy: The time spent inside attempts, summed over all attempts (a
+        :func:`batched` call counts once).
+      speedup: ``busy / makespan``: how many bodies ran at once, on average.
+      peak_concurrency: The most task bodies that ran at the same time (a
+        :func:`batched` call counts as one).
+      waves: How many dependency levels the run's tasks span (see
+        :meth:`DAG.waves`).
+      tasks_per_second: ``tasks / makespan``.
+    """
 
     tasks: int
     makespan: float
@@ -98,11 +121,30 @@ class RunStats:
 
 @final
 class RunReport:
-    """The result of a run: every task's state, output or error, and timings.
+    """What a run did: every task's state, its output or error, timings and figures.
 
-    ``report[h]`` is a task's output (or raises its TaskFailedError,
-    TaskSkippedError or TaskCancelledError; KeyError for a task ``targets=``
-    left out). A handle or a task name may be used wherever a task is asked for.
+    :func:`run` returns it (and :class:`RunFailedError` carries it as
+    ``.report``). Wherever a task is asked for, its :class:`Handle` or its
+    name will do::
+
+        report = trio_dag.run_sync(dag, check=False)
+        if report.ok:
+            print(report[vectors])             # the task's output
+        else:
+            for name, error in report.errors.items():
+                print(name, error)
+        print(report.summary())
+
+    It is also a container of the tasks of the run: ``len(report)``,
+    ``iter(report)`` (their handles, in insertion order) and ``task in
+    report``; tasks that ``targets=`` left out are not in it. A report is
+    never changed after the run, and it keeps the outputs of the tasks
+    alive. See the user guide, *The report*.
+
+    Asking about a task raises KeyError when the DAG had no such task when
+    it ran (the message says so), :class:`ForeignHandleError` for a handle
+    of another DAG, and TypeError for something that is neither a handle
+    nor a name.
     """
 
     __slots__ = (
@@ -170,7 +212,10 @@ class RunReport:
             ) from None
 
     def state(self, task: Handle[Any] | str) -> TaskState:
-        """The final state of *task*; ``PENDING`` if ``targets=`` left it out."""
+        """The final state of *task*: SUCCEEDED, FAILED, SKIPPED or CANCELLED.
+
+        ``TaskState.PENDING`` for a task that ``targets=`` left out of the run.
+        """
         st = self._states[self._index(task)]
         return STATE_OF.get(st, TaskState.CANCELLED)
 
@@ -179,7 +224,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """True when every task of the run SUCCEEDED."""
+        """True when every task of the run SUCCEEDED (tasks ``targets=`` left out do not count)."""
         return all(s == core.SUCCEEDED or s == core.EXCLUDED for s in self._states)
 
     @property
@@ -204,12 +249,25 @@ class RunReport:
 
     @property
     def errors(self) -> dict[str, BaseException]:
-        """``{name: exception}`` of every FAILED task, each its own last exception."""
+        """``{name: exception}`` of every FAILED task, in insertion order.
+
+        Each exception is the one the task's last attempt raised, as it was
+        raised (a :class:`TaskTimeoutError` for an attempt that timed out).
+        """
         return {self._snap.name(i): e for i, e in sorted(self._errors.items())}
 
     def outcome(self, task: Handle[Any] | str) -> Outcome[Any]:
-        """``Value(output)``, or ``Error`` of the task's exception, TaskSkippedError or
-        TaskCancelledError: what an ``all_done`` dependent receives."""
+        """How *task* ended, as an ``outcome.Outcome``: what an ``all_done`` dependent receives.
+
+        ``outcome.Value(output)`` for a task that SUCCEEDED; otherwise
+        ``outcome.Error`` of the task's own exception (FAILED), of a
+        :class:`TaskSkippedError` (SKIPPED) or of a
+        :class:`TaskCancelledError` (CANCELLED). ``.unwrap()`` gives the
+        output or raises the error.
+
+        Raises:
+          KeyError: *task* was not part of the run (``targets=``).
+        """
         return self._outcome(self._index(task))
 
     def _outcome(self, i: int) -> Outcome[Any]:
@@ -221,6 +279,14 @@ class RunReport:
         )
 
     def __getitem__(self, task: Handle[Any] | str) -> Any:
+        """``report[task]``: the output of *task*, which SUCCEEDED.
+
+        Raises:
+          TaskFailedError: The task FAILED; its exception is ``__cause__``.
+          TaskSkippedError: The task was SKIPPED.
+          TaskCancelledError: The task was CANCELLED.
+          KeyError: The task was not part of the run (``targets=``).
+        """
         i = self._index(task)
         st = self._states[i]
         if st == core.SUCCEEDED:
@@ -231,6 +297,7 @@ class RunReport:
         return self._outcome(i).unwrap()
 
     def __contains__(self, task: object) -> bool:
+        """``task in report``: whether a task (handle or name) was part of the run; never raises."""
         if not isinstance(task, (str, Handle)):
             return False
         try:
@@ -239,21 +306,25 @@ class RunReport:
             return False
 
     def __iter__(self) -> Iterator[Handle[Any]]:
-        """The handles of the run's tasks, in insertion order."""
+        """The handles of the run's tasks, in insertion order (not those ``targets=`` left out)."""
         return (self._snap.handle(i) for i, s in enumerate(self._states) if s != core.EXCLUDED)
 
     def __len__(self) -> int:
+        """The number of tasks in the run (without those ``targets=`` left out)."""
         return sum(1 for s in self._states if s != core.EXCLUDED)
 
     def batch(self, task: Handle[Any] | str) -> int | None:
-        """The number (from 1) of the batched call that ran *task*'s last attempt.
+        """The number of the :func:`batched` call that ran *task*'s last attempt.
 
-        None for a task of a function that is not ``@batched``, or that never ran.
+        Calls are numbered from 1 in the order they started, across all the
+        batched functions of the run. None for a task whose function is not
+        batched, or that never ran. Tasks with the same number ran in one
+        call.
         """
         return self._batch_of.get(self._index(task))
 
     def timing(self, task: Handle[Any] | str) -> TaskTiming:
-        """When *task* ran: see :class:`TaskTiming`."""
+        """When *task* ran: first start, last end and attempts, as a :class:`TaskTiming`."""
         i = self._index(task)
         start = self._start[i]
         if math.isnan(start):
@@ -262,7 +333,11 @@ class RunReport:
 
     @property
     def stats(self) -> RunStats:
-        """Makespan, busy time, speedup, peak concurrency, waves, tasks per second."""
+        """Figures of the whole run, as a :class:`RunStats`.
+
+        Its makespan, busy time, speedup, peak concurrency, waves and tasks
+        per second.
+        """
         tasks = len(self)
         makespan = self._ended_at - self._started_at
         levels = self._snap.graph.levels()
@@ -280,10 +355,12 @@ class RunReport:
         )
 
     def critical_path(self) -> list[Handle[Any]]:
-        """The chain that bounded the makespan, first task first.
+        """The chain of tasks that bounded the makespan, first task first.
 
         It ends at the task that ended last; each task before it is the
-        dependency that ended last before the next one started.
+        dependency of the next that ended last, the one the next waited for.
+        To make the run shorter, make these tasks faster. Empty when no task
+        ran.
         """
         order = self._end_order
         last = max(range(len(order)), key=order.__getitem__, default=-1)
@@ -299,7 +376,18 @@ class RunReport:
         return [self._snap.handle(k) for k in reversed(path)]
 
     def summary(self, *, slowest: int = 5) -> str:
-        """A table a person reads: counts per state, the slowest tasks, the failures."""
+        """A table for a person to read: figures, counts per state, the slowest tasks, the failures.
+
+        The first line gives the run's figures (see :attr:`stats`), then
+        come the number of tasks in each state, the *slowest* tasks by
+        duration with their attempts, and each FAILED task with the first
+        line of its error::
+
+            print(report.summary(slowest=3))
+
+        Args:
+          slowest: How many of the slowest tasks to list. Default 5.
+        """
         stats = self.stats
         lines = [
             f"{stats.tasks} tasks in {stats.makespan:.3f} s "
@@ -343,12 +431,20 @@ class RunReport:
         return "\n".join(lines)
 
     def to_chrome_trace(self, file: str | os.PathLike[str] | IO[str]) -> None:
-        """Write the run as Trace Event Format JSON (open it in Perfetto).
+        """Write the run as a trace in Chrome's Trace Event Format (JSON).
 
-        One lane per concurrent slot; each attempt is a slice named after its
-        task, with its tags, state and attempt number as args. A batched call
-        is one slice, named after the task that opened it, with the batch
-        number and every task it ran as args.
+        Open it in Perfetto (https://ui.perfetto.dev) or ``chrome://tracing``
+        to see what ran when. Each attempt is a slice named after its task,
+        with its tags, final state and attempt number as args, on one lane
+        per slot of concurrency. A :func:`batched` call is one slice, named
+        after the task that opened it, with the batch number and the names
+        of every task it ran as args. Times count from the run's start::
+
+            report.to_chrome_trace("run.trace.json")
+
+        Args:
+          file: A path (``str`` or ``os.PathLike``), written in UTF-8 and
+            replaced if it exists, or a text file open for writing.
         """
         events: list[dict[str, Any]] = []
         free: list[int] = []

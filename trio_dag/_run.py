@@ -162,28 +162,139 @@ async def run(
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
 ) -> RunReport:
-    """Run every task of *dag* (or of ``targets`` and their dependencies) and report.
+    """Run every task of *dag* (or only *targets* and what they need); return the report.
 
-    Returns when nothing of the run is still running. With ``check=True``
-    a run with failed tasks raises :class:`RunFailedError` (its ``.report``
-    holds the report). See the package docs for each option. While it runs,
-    ``dag.add`` raises RuntimeError.
+    Checks every option and validates the DAG before any task starts, then
+    starts each task as soon as its dependencies allow, within ``limit`` and
+    the ``resources``, in the order ``policy`` and ``strategy`` say, in a
+    nursery of its own. It returns once no task of the run is still
+    running, also when it raises: structured concurrency holds, and a task
+    in a worker thread is waited for. Every task of the run ends in one
+    final state (SUCCEEDED, FAILED, SKIPPED or CANCELLED); the
+    :class:`RunReport` tells which, with outputs, errors and timings.
+    Times are read on the Trio clock, so under
+    ``trio.testing.MockClock(autojump_threshold=0)`` a run's sleeps, retry
+    delays and timeouts take no real time. While the run is in
+    progress, ``dag.add`` raises RuntimeError; running never changes the
+    DAG, and one DAG may be run several times at once::
 
-    Resource capacities and ``uses`` amounts are counted exactly, never in
-    floats: a float counts as the decimal its shortest repr shows, so
-    ``0.1 + 0.2`` fits in a capacity of ``0.3`` and what tasks give back
-    always adds up to the capacity again (SPEC asks for exact accounting;
-    this rule for floats is ours).
+        report = await trio_dag.run(dag, limit=8, resources={"gpu": 2})
+        print(report.summary())
+
+    See the user guide, *Running*.
+
+    Args:
+      dag: The :class:`DAG` to run.
+      limit: How many task bodies may run at once. ``None`` (default): no
+        limit. An ``int`` >= 1. Or a ``trio.CapacityLimiter``, shared with
+        other code (and other runs): each attempt holds one of its tokens
+        while it runs. A call of a :func:`batched` function counts once,
+        however many tasks it runs. Between attempts a task holds no slot.
+      resources: ``{name: capacity}``: the resources tasks draw on with
+        ``uses=``. A capacity is an ``int``, a ``float`` or a
+        ``fractions.Fraction``, finite and >= 0. A ready task starts only
+        once every amount it uses fits in what is free; ready tasks are
+        considered in policy order, and one that does not fit sets aside
+        the free amounts of what it waits for, so later tasks never starve
+        it, and it never holds back tasks that need other resources (or
+        none). Capacities and amounts are counted exactly, never in floats:
+        a float counts as the shortest decimal that reads back as it, so
+        tasks using ``0.1`` and ``0.2`` fit together in a capacity of
+        ``0.3``, and what tasks give back always adds up to the capacity
+        again. A resource that no task of the run uses warns
+        :class:`NoEffectWarning`. Default ``None``: no resources.
+      policy: Which ready task starts first when not all can:
+
+        - ``"fifo"`` (default): in the order they became ready, ties by
+          insertion order;
+        - ``"lifo"``: the newest ready first, ties by reverse insertion
+          order (depth first: finishes branches early, holds less in
+          memory);
+        - ``"priority"``: the HIGHER ``priority=`` of :meth:`DAG.add`
+          first, ties as ``"fifo"``;
+        - ``"critical_path"``: the task with the longest chain of ``cost=``
+          from it to the end of the graph first, ties as ``"fifo"``;
+        - a key function ``key(handle) -> sortable``: the SMALLER key
+          first, ties as ``"fifo"``. It is called once per task of the
+          run, before any task starts, and must be a plain (not async)
+          function.
+
+        A run whose policy ignores ``priority=`` warns
+        :class:`NoEffectWarning` when tasks set it. With ``limit=1`` the
+        start order is fully determined.
+      strategy: When ready tasks may start. ``"immediate"`` (default):
+        as soon as a slot is free. ``"waves"``: no task of wave *k + 1*
+        (see :meth:`DAG.waves`) starts before every task of wave *k* of
+        the run has ended. ``trio_dag.Threshold(n)``: in groups of at
+        least *n* ready tasks, or fewer when no more can become ready.
+      on_failure: What a failure does to the rest of the run. ``"skip"``
+        (default): the tasks that depend on the failed one (by a handle or
+        ``after=``) end SKIPPED without running, and so do their own
+        dependents; an ``all_done`` task still runs once its dependencies
+        have ended; all other tasks go on. ``"fail_fast"``: the first
+        failure stops the run: running tasks are cancelled, nothing new
+        starts except ``all_done`` tasks (teardown) whose dependencies have
+        all ended, and every other task that had not ended ends CANCELLED.
+      targets: The tasks to run, as handles or names (or one of them):
+        only they and the tasks they depend on, directly or not, run; the
+        report gives the others the state PENDING. Default ``None``: every
+        task.
+      check: When True (default), a run in which a task FAILED raises
+        :class:`RunFailedError` once it has ended; its ``.report`` is the
+        report. When False, a run with FAILED tasks returns its report too.
+      on_event: A plain callable (not async) called with every event of
+        the run (:mod:`trio_dag.events`), in the event loop, as it
+        happens: for progress bars and logs. It must not block. If it
+        raises an ``Exception``, the run stops as under ``"fail_fast"``
+        and raises :class:`CallbackError` once it has ended; a
+        ``BaseException`` it raises (KeyboardInterrupt) stops everything
+        and propagates. A stop asked while it runs (its own error, or
+        :meth:`Run.cancel`) is deferred until it returns, so the events of
+        one moment (a failure and the skips it causes) are all told
+        first. Default ``None``.
+
+    Returns:
+      The :class:`RunReport` of the run.
+
+    Raises:
+      TypeError: An option has the wrong type (such as a ``limit`` that is
+        not an ``int``, or an async ``on_event`` or key function), or *dag*
+        is not a :class:`DAG`. Raised before anything starts.
+      ValueError: An option has a wrong value (an unknown ``policy``,
+        ``strategy`` or ``on_failure``, ``limit < 1``, a negative or
+        infinite capacity). Raised before anything starts.
+      UnknownDependencyError: An ``after=`` name or a name in ``targets``
+        matches no task; before anything starts.
+      CycleError: The tasks depend on each other in a loop; before anything
+        starts.
+      ResourceError: A task of the run uses a resource the run does not
+        provide, or more than its whole capacity; before anything starts.
+      ForeignHandleError: ``targets`` holds a handle of another DAG.
+      CallbackError: A policy key function raised, or returned keys that
+        cannot be compared (before anything starts), or ``on_event`` raised
+        (after the run, which stopped as under ``"fail_fast"``). The
+        callback's exception is ``__cause__``.
+      RunFailedError: ``check=True`` and at least one task FAILED: an
+        ``ExceptionGroup`` of one :class:`TaskFailedError` per failed task,
+        each with the task's exception as ``__cause__``.
+      BaseException: A task raised a ``BaseException`` that is not an
+        ``Exception`` (KeyboardInterrupt, SystemExit, your own): it is
+        never retried, every other task is cancelled and awaited, and the
+        exception propagates as it is, not inside an exception group.
+
+    When the caller's cancel scope is cancelled, the run stops everything,
+    ``all_done`` tasks included, waits for its tasks to end, and lets
+    ``trio.Cancelled`` propagate.
 
     Warns:
-        NoEffectWarning: before any task starts, once for each setting that
-          does nothing, naming the tasks: ``priority=`` on tasks while the
-          policy is not ``"priority"``; a resource given to ``resources=``
-          that no task of the run uses (when the run has tasks; those left
-          out by ``targets=`` do not count); a task with a tag named like a
-          resource of the run but no ``uses=`` of it. ``run_sync`` and
-          ``open_run`` warn the same. Silence them with
-          ``warnings.filterwarnings("ignore", category=trio_dag.NoEffectWarning)``.
+      NoEffectWarning: Before any task starts, once for each setting that
+        does nothing, naming the tasks: ``priority=`` on tasks while the
+        policy is not ``"priority"``; a resource given to ``resources=``
+        that no task of the run uses (when the run has tasks; those left
+        out by ``targets=`` do not count); a task with a tag named like a
+        resource of the run but no ``uses=`` of it. ``run_sync`` and
+        ``open_run`` warn the same. Silence them with
+        ``warnings.filterwarnings("ignore", category=trio_dag.NoEffectWarning)``.
     """
     engine = _engine(
         dag,
@@ -202,16 +313,40 @@ async def run(
 
 
 def run_sync(dag: DAG, **options: Any) -> RunReport:
-    """``trio.run(trio_dag.run, dag, **options)``: run *dag* from synchronous code."""
+    """Run *dag* from synchronous code: ``trio.run(trio_dag.run, dag, **options)``.
+
+    Starts a Trio event loop for the run, so it cannot be called from
+    inside one (Trio raises RuntimeError); in async code, await :func:`run`.
+    Runs on the real clock::
+
+        report = trio_dag.run_sync(dag, limit=4, on_failure="fail_fast")
+
+    Args:
+      dag: The :class:`DAG` to run.
+      **options: The keyword options of :func:`run`, with the same
+        defaults: ``limit``, ``resources``, ``policy``, ``strategy``,
+        ``on_failure``, ``targets``, ``check`` and ``on_event``.
+
+    Returns:
+      The :class:`RunReport` of the run.
+
+    Raises:
+      TypeError: An option that :func:`run` does not take.
+
+    Everything :func:`run` raises is raised here too: the errors of the
+    options and the DAG, :class:`RunFailedError` when a task FAILED and
+    ``check=True``, :class:`CallbackError`, and a ``BaseException`` a task
+    raised.
+    """
     return trio.run(partial(run, dag, **options))
 
 
 @final
 class Run:
-    """A run in progress, from :func:`open_run`.
+    """A run in progress, as :func:`open_run` gives it.
 
-    Iterate :meth:`events` to watch it, call :meth:`cancel` to stop it; read
-    :attr:`report` after the ``async with`` block.
+    Iterate :meth:`events` to watch it, call :meth:`cancel` to stop it, and
+    read :attr:`report` once it has ended. Made by :func:`open_run` only.
     """
 
     def __init__(self, engine: Engine, receive: trio.MemoryReceiveChannel[Event]) -> None:
@@ -220,10 +355,35 @@ class Run:
         self._iterated = False
 
     def events(self) -> AsyncIterator[Event]:
-        """Every event of the run from its start, in order; ends when the run ends.
+        """Every event of the run, from its start, in the order they happened.
 
-        May be iterated once. Events are buffered without bound, so a slow
-        reader never blocks the run and never misses one.
+        An async iterator: ``async for event in run.events():``. It yields
+        each :class:`~trio_dag.events.TaskStarted`,
+        :class:`~trio_dag.events.TaskRetrying` and
+        :class:`~trio_dag.events.TaskFinished` and ends when the run ends,
+        after the last event. Events are buffered without bound, so a slow
+        reader never holds the run back and never misses an event, even
+        one that happened before it started reading. Each result can be
+        used as soon as its task's :class:`~trio_dag.events.TaskFinished`
+        arrives, while the rest of the run goes on::
+
+            async with trio_dag.open_run(dag) as run:
+                async for event in run.events():
+                    if isinstance(event, trio_dag.events.TaskFinished):
+                        print(event.task.name, event.state, event.outcome)
+
+        When results arrive depends on the run's ``policy``. Under
+        ``"fifo"`` a task that became ready earlier starts earlier, so in a
+        pipeline of many items, each going through several steps, the
+        first item's last step runs only after every item's first step;
+        ``policy="lifo"`` (depth first) takes each item through its steps
+        before starting the next. Calling :meth:`cancel` from the loop
+        stops the run at once; the events of the tasks it cancels still
+        follow.
+
+        Raises:
+          RuntimeError: The events were asked for before: they may be
+            iterated once.
         """
         if self._iterated:
             raise RuntimeError("run.events() may be iterated only once")
@@ -236,16 +396,33 @@ class Run:
                 yield event
 
     def cancel(self) -> None:
-        """Stop the run: running tasks are cancelled, nothing more starts.
+        """Stop the run: cancel every running task and start nothing more.
 
-        Finished tasks keep their results; the rest end CANCELLED. The
-        ``async with`` block then returns the report (``ok`` is False).
+        As when the caller's scope is cancelled, ``all_done`` (teardown)
+        tasks are stopped too. Tasks that have ended keep their results; the
+        others end CANCELLED. Leaving the ``async with`` block then waits for
+        the cancelled tasks to end (a task in a worker thread, until its
+        function returns); when no task FAILED it raises nothing, even with
+        ``check=True``, and :attr:`report` says ``ok`` is False.
+
+        Called from an ``on_event`` callback, the stop is deferred until the
+        callback returns and the events of that moment (a failure and the
+        skips it causes) have all been told. Calling it again, or once the
+        run has ended, does nothing.
         """
         self._engine.cancel()
 
     @property
     def report(self) -> RunReport:
-        """The run's report; available once the run has ended."""
+        """The :class:`RunReport` of the run, once it has ended.
+
+        Available after the ``async with`` block, and inside it once
+        :meth:`events` is exhausted. When the block raises
+        :class:`RunFailedError`, the same report is its ``.report``.
+
+        Raises:
+          RuntimeError: The run has not ended yet.
+        """
         if self._engine.report is None:
             raise RuntimeError("the run has not ended yet; read run.report after the block")
         return self._engine.report
@@ -264,12 +441,61 @@ async def open_run(
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
 ) -> AsyncIterator[Run]:
-    """Start a run in the background and yield a :class:`Run` to watch or stop it.
+    """Start a run in the background; give a :class:`Run` to watch it or stop it.
 
-    Leaving the block waits for the run to end (an exception in the block
-    cancels it first); then ``check=True`` raises :class:`RunFailedError` if
-    any task failed. Until the block is left the DAG counts as running:
-    ``dag.add`` raises RuntimeError.
+    An async context manager: the run starts as the block is entered, with
+    the options of :func:`run`, and the block gets a :class:`Run` whose
+    :meth:`Run.events` streams every event as it happens, so outputs can be
+    used before the whole run has ended, and whose :meth:`Run.cancel` stops
+    it::
+
+        async with trio_dag.open_run(dag, limit=4) as run:
+            async for event in run.events():
+                print(event)
+        print(run.report.summary())
+
+    Leaving the block waits for the run to end. If the block raises, the
+    run is cancelled first (as by :meth:`Run.cancel`) and the block's
+    exception propagates as it is, not inside an exception group. Until the
+    block is left, the DAG counts as running: ``dag.add`` raises
+    RuntimeError. See the user guide, *Events and streaming*.
+
+    Each option is the one of :func:`run`, with the same default, values
+    and errors:
+
+    Args:
+      dag: The :class:`DAG` to run.
+      limit: How many task bodies may run at once: ``None`` (default, no
+        limit), an ``int`` >= 1 or a ``trio.CapacityLimiter``.
+      resources: ``{name: capacity}`` of the resources tasks use with
+        ``uses=``. Default ``None``.
+      policy: Which ready task starts first: ``"fifo"`` (default),
+        ``"lifo"``, ``"priority"`` (higher first), ``"critical_path"``, or
+        a key function (smaller keys first).
+      strategy: When ready tasks start: ``"immediate"`` (default),
+        ``"waves"`` or a :class:`Threshold`.
+      on_failure: ``"skip"`` (default) or ``"fail_fast"``.
+      targets: Run only these tasks and what they depend on. Default
+        ``None``: every task.
+      check: When True (default), leaving the block raises
+        :class:`RunFailedError` if a task FAILED.
+      on_event: A plain callable given every event as it happens; it
+        hears each event before :meth:`Run.events` yields it. Default
+        ``None``.
+
+    Yields:
+      The :class:`Run`.
+
+    Raises:
+      RunFailedError: On leaving the block, as :func:`run` raises it.
+      CallbackError: On leaving the block, when ``on_event`` raised.
+
+    The errors of the options and of the DAG (TypeError, ValueError,
+    :class:`UnknownDependencyError`, :class:`CycleError`,
+    :class:`ResourceError`, a :class:`CallbackError` from a key function)
+    are raised on entering the block, before anything starts; a
+    ``BaseException`` a task raises propagates from the block as from
+    :func:`run`.
     """
     send, receive = trio.open_memory_channel[Event](math.inf)
     engine = _engine(

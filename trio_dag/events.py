@@ -1,4 +1,20 @@
-"""The events a run reports, for ``on_event`` callbacks and ``run.events()``."""
+"""The events a run reports, for ``on_event`` callbacks and ``run.events()``.
+
+Each task's events come in order: a :class:`TaskStarted` per attempt, a
+:class:`TaskRetrying` after each attempt that will be retried, and one
+:class:`TaskFinished` when the task ends, also for a task that ends
+SKIPPED or CANCELLED without starting. A run tells every event in the order
+they happened. Events are built only when someone listens, so a run nobody
+watches pays nothing for them::
+
+    def progress(event: trio_dag.events.Event) -> None:
+        if isinstance(event, trio_dag.events.TaskFinished):
+            print(f"{event.task.name}: {event.state.name} in {event.duration:.2f} s")
+
+    trio_dag.run_sync(dag, on_event=progress)
+
+See the user guide, *Events and streaming*.
+"""
 
 from . import _public
 from ._events import Event as Event

@@ -6,13 +6,10 @@
 
 Same API, same errors in the same situations, the same nodes in each
 ``get_ready()`` batch; ``CycleError`` is the standard library's own class.
-Nodes are any hashable objects. :meth:`~TopologicalSorter.add` numbers them in
-order of first mention and records edges between numbers;
-:meth:`~TopologicalSorter.prepare` hands those to the core, which does the
-readiness bookkeeping (counters, ready queue, cycle search) in arrays. The
-numbering, and the mapping of the core's numbers back to nodes, is an
-interner's job: compiled (``trio_dag._native._intern``) when the compiled backend is
-the one :mod:`trio_dag._native` chose.
+Nodes are any hashable objects. The readiness bookkeeping (counters, the
+ready queue, the cycle search) runs in trio_dag's graph core, on arrays, in
+compiled code when ``trio_dag.CORE`` is ``"cython"``. See the user guide,
+*The graphlib drop-in*.
 
 Differences from the standard library, all outside what it documents:
 
@@ -33,13 +30,17 @@ Differences from the standard library, all outside what it documents:
   iterable`` of the standard library's ``add(node, *predecessors)``.
 - Pickling or copying a sorter is not supported (the compiled core's state
   does not pickle); the standard library's sorters happen to pickle.
-
-The core and the interner are those of ``trio_dag._native.BACKEND``. ``_core``
-(private) is the module whose ``Graph`` and ``RunState`` ``prepare()`` uses,
-``_intern`` the one whose ``Interner`` a sorter is built on; the tests
-monkeypatch them to run each implementation through CPython's own graphlib
-tests. The compiled interner works on either core.
 """
+
+# add() numbers nodes in order of first mention and records edges between
+# numbers; prepare() hands those to the core. The numbering, and the mapping
+# of the core's numbers back to nodes, is an interner's job: compiled
+# (trio_dag._native._intern) when the compiled backend is the one
+# trio_dag._native chose. The core and the interner are those of
+# trio_dag._native.BACKEND: _core (private) is the module whose Graph and
+# RunState prepare() uses, _intern the one whose Interner a sorter is built
+# on; the tests monkeypatch them to run each implementation through
+# CPython's own graphlib tests. The compiled interner works on either core.
 
 from __future__ import annotations
 

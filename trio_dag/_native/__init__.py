@@ -118,7 +118,13 @@ BACKEND: Backend = choose()
 """The backend DAGs are frozen with (tests patch this attribute to pick one)."""
 
 CORE: Final = BACKEND.name
-"""``"cython"`` or ``"python"``: which backend the package chose at import."""
+"""Which graph core is in use: ``"cython"`` (compiled) or ``"python"`` (its pure-Python twin).
+
+Chosen once, at import: the twin when the compiled modules were not built
+or do not import, or when the environment variable
+``TRIO_DAG_NO_EXTENSIONS`` is set to a non-empty value. Both behave the
+same; the twin schedules tasks more slowly.
+"""
 
 core: Final = BACKEND.core
 """The chosen core module, for its state codes (``core.SUCCEEDED``...; the same in both)."""

@@ -1,8 +1,8 @@
 """Tools to test pipelines built on trio_dag, and trio_dag itself.
 
-- :func:`check_run` holds a finished run to every guarantee of the SPEC
-  (section 3) that its report and events show; :class:`Recorder` collects
-  the events for it.
+- :func:`check_run` holds a finished run to every guarantee of trio_dag
+  that its report and events show (:data:`RULES` lists them);
+  :class:`Recorder` collects the events for it.
 - :func:`dag_shapes`, :func:`dags` and :func:`dag_plans` are Hypothesis
   strategies for random dependency structures and random runnable DAGs
   (or their :class:`DagPlan`, to build several times). Drawn tasks may raise
@@ -19,6 +19,8 @@ A run checked in a few lines::
     recorder = trio_dag.testing.Recorder()
     report = trio_dag.run_sync(dag, limit=4, check=False, on_event=recorder)
     trio_dag.testing.check_run(dag, report, recorder, limit=4)
+
+See the user guide, *The testing toolkit*.
 """
 
 import typing as _typing

@@ -1,4 +1,4 @@
-"""check_run: hold a finished run to the guarantees of SPEC section 3.
+"""check_run: hold a finished run to the guarantees trio_dag makes for every run.
 
 The checks read only what a user can see: the DAG, the report and the
 events, in the order they happened. Each broken rule raises an
@@ -51,52 +51,83 @@ def check_run(
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
 ) -> None:
-    """Check a finished run of *dag* against every guarantee of SPEC section 3.
+    """Check a finished run of *dag* against every guarantee trio_dag makes for a run.
 
-    Give it the run's report, its *events* (a :class:`Recorder`, or any
-    iterable of events in the order they happened) and the options the run
-    was given, as keywords; ``check`` is ignored, and when *events* is None
-    and ``on_event`` is a Recorder, that Recorder's events are used::
+    Give it the run's report, its *events* and the options the run was
+    given, as keywords. It checks what they show: dependency order, final
+    states, the ``limit`` and the resource capacities, the skip and
+    fail-fast rules, what ended CANCELLED and why, retries, the wave
+    barrier, batched calls, and the order the policy sets (each rule is a
+    key of :data:`RULES`, with what it promises). It returns None when every
+    rule holds::
 
         options = dict(limit=2, resources={"gpu": 1}, on_failure="fail_fast")
         recorder = trio_dag.testing.Recorder()
         report = await trio_dag.run(dag, check=False, on_event=recorder, **options)
         trio_dag.testing.check_run(dag, report, recorder, **options)
 
-    Say ``cancelled=True`` when something other than its tasks may have
-    stopped the run: ``run.cancel()``, a cancelled scope around it,
-    KeyboardInterrupt, or an ``on_event`` callback that raised (the run
-    raised CallbackError). Otherwise a task that ended CANCELLED is a broken
-    rule unless a failure under fail_fast (for tasks other than
-    ``all_done`` teardown), a task raising a BaseException, or a policy key
-    function that raises or gives keys that do not compare explains it.
-
-    Without events only what the report shows is checked: final states,
+    Without events, only what the report shows is checked: final states,
     dependency order and the wave barrier by timing, the skip and fail-fast
     rules, what ended CANCELLED, batch numbers, peak concurrency, and the
-    limit and resources wherever the report's timings overlap (see below).
-    With them, also concurrency and resource use at every start, retries,
-    durations, every batched call, the order of every skip and stop, (with
-    ``limit=1``, strategy "immediate", no ``uses`` and no delayed retry) the
-    start order of the policy, and (any strategy but "waves", any policy but
-    "lifo") that no task overtakes one that waits before it for the single
-    resource it uses. A key function is called again for these, once per
-    task. Threshold groups are not checked: the events do not show when a
-    group opened.
+    limit and resources wherever the report's timings overlap. With them,
+    also concurrency and resource use at every start, retries, durations,
+    every batched call, the order of every skip and stop, (with
+    ``limit=1``, strategy ``"immediate"``, no ``uses`` and no delayed
+    retry) the start order of the policy, and (any strategy but
+    ``"waves"``, any policy but ``"lifo"``) that no task overtakes one that
+    waits before it for the single resource it uses. Threshold groups are
+    not checked: the events do not show when a group opened.
 
     The rules hold on any clock: they compare events by their order, and
     times only where one clock reading must come before another (a task
     starts after its dependency ended), never two readings for equality;
-    so runs on the real clock are checked as well as runs on a MockClock.
-    Resource amounts and capacities are summed exactly, each float as the
-    shortest decimal that reads back as it, so three tasks using 0.1 fit in
-    a capacity of 0.3 (the engine accounts them the same way). From the
+    so runs on the real clock are checked as well as runs on a
+    ``MockClock``. Resource amounts and capacities are summed exactly, each
+    float as the shortest decimal that reads back as it, so three tasks
+    using 0.1 fit in a capacity of 0.3, as they do in a run. From the
     report alone, the bodies counted against the limit and the capacities
     are those whose timings strictly overlap (spans that only touch do
-    not), among tasks that made a single attempt.
+    not), among tasks that made a single attempt. See the user guide, *The
+    testing toolkit*.
 
-    Raises AssertionError naming the broken rule (see :data:`RULES`) and the
-    tasks involved.
+    Args:
+      dag: The DAG that ran. It may have grown since: only the tasks it had
+        when the run started are checked.
+      report: The run's :class:`~trio_dag.RunReport` (run it with
+        ``check=False``, or take ``.report`` of the
+        :class:`~trio_dag.RunFailedError`).
+      events: The run's events, in the order they happened: a
+        :class:`Recorder`, or any iterable of events. Default ``None``: the
+        events of ``on_event`` when it is a :class:`Recorder`, otherwise
+        none (fewer rules can be checked).
+      cancelled: Say True when something other than its tasks may have
+        stopped the run: :meth:`~trio_dag.Run.cancel`, a cancelled scope
+        around it, a KeyboardInterrupt from outside, or an ``on_event``
+        callback that raised (the run raised
+        :class:`~trio_dag.CallbackError`). Default False: then a task that
+        ended CANCELLED breaks a rule unless a failure under fail-fast (for
+        tasks other than ``all_done`` teardown), a task raising a
+        ``BaseException``, or a policy key function that raised or gave
+        keys that do not compare explains it.
+      limit: The ``limit`` the run was given. Default ``None``.
+      resources: The ``resources`` the run was given. Default ``None``.
+      policy: The ``policy`` the run was given. A key function is called
+        again, once per task, to check the start order. Default ``"fifo"``.
+      strategy: The ``strategy`` the run was given. Default
+        ``"immediate"``.
+      on_failure: The ``on_failure`` the run was given. Default ``"skip"``.
+      targets: The ``targets`` the run was given. Default ``None``.
+      check: Ignored: accepted so that the run's options can be passed as
+        they are.
+      on_event: The ``on_event`` the run was given: when it is a
+        :class:`Recorder` and *events* is None, its events are checked.
+
+    Raises:
+      AssertionError: A rule is broken. The message names the rule (a key
+        of :data:`RULES`: ``rule 'limit' broken: ...``) and the tasks
+        involved, and ends with what the rule promises.
+      ValueError: *report* is of a run of another DAG, or ``on_failure`` or
+        ``limit`` has a value a run does not take.
     """
     if events is None and isinstance(on_event, Recorder):
         events = on_event

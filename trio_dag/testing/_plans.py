@@ -51,16 +51,25 @@ _AFTER: Final = ("after", "name")
 @final
 class Interrupt(BaseException):
     """What a drawn task with ``interrupt=True`` raises: a BaseException that is not an
-    Exception, like KeyboardInterrupt. SPEC: never retried; every other task is
-    cancelled and it propagates from the run unwrapped."""
+    Exception, like KeyboardInterrupt.
+
+    A run treats it as it treats KeyboardInterrupt raised by a task: it is
+    never retried, every other task is cancelled, and it propagates from the
+    run as it is, not inside an exception group. Catch it around the run in
+    a test that draws DAGs with ``interrupts=True``.
+    """
 
 
 @final
 class BrokenPromise(BaseException):
-    """Raised by a drawn body that saw the engine break a promise of the SPEC.
+    """Raised by a drawn body that saw the run break one of trio_dag's promises.
 
-    A BaseException, so that no retry or ``on_failure`` hides it: it propagates
-    from the run and fails the test, with the promise in its message.
+    The bodies of :func:`dags` check what they can see: a batch of more
+    than ``max_size`` items, a :class:`~trio_dag.Handle` passed in place of
+    an output, a ``Cancelled`` whose ``__context__`` is another task's
+    error. A BaseException, so that no retry or ``on_failure`` hides it: it
+    propagates from the run and fails the test, with the promise in its
+    message.
     """
 
 

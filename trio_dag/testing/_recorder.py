@@ -27,23 +27,29 @@ class Recorder:
         assert [e.task.name for e in recorder.started()][:1] == ["load"]
 
     A Recorder keeps its events (and through them the tasks' outputs) alive
-    until it is dropped or :meth:`clear` is called.
+    until it is dropped or :meth:`clear` is called. It is also a sequence of
+    its events: ``len(recorder)``, ``recorder[0]``, ``for event in
+    recorder``.
+
+    Attributes:
+      events: Every event recorded so far, oldest first (a list).
     """
 
     __slots__ = ("events",)
 
     def __init__(self) -> None:
         self.events: list[Event] = []
-        """Every event recorded so far, oldest first."""
 
     def __call__(self, event: Event) -> None:
         """Record *event* (the ``on_event`` protocol)."""
         self.events.append(event)
 
     def __iter__(self) -> Iterator[Event]:
+        """The events, oldest first: ``for event in recorder``."""
         return iter(self.events)
 
     def __len__(self) -> int:
+        """The number of events recorded: ``len(recorder)``."""
         return len(self.events)
 
     @overload
@@ -51,6 +57,7 @@ class Recorder:
     @overload
     def __getitem__(self, index: slice) -> list[Event]: ...
     def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        """``recorder[i]``: an event by its position (a slice gives a list)."""
         return self.events[index]
 
     def clear(self) -> None:
@@ -60,8 +67,8 @@ class Recorder:
     def of(self, task: Handle[Any] | str) -> list[Event]:
         """The events of one task (given by handle or name), in order.
 
-        >>> [type(e).__name__ for e in recorder.of("load")]  # doctest: +SKIP
-        ['TaskStarted', 'TaskRetrying', 'TaskStarted', 'TaskFinished']
+        For a task that was retried once: its ``TaskStarted``,
+        ``TaskRetrying``, ``TaskStarted`` and ``TaskFinished``.
         """
         if isinstance(task, str):
             return [e for e in self.events if e.task.name == task]

@@ -57,7 +57,11 @@ RULES: Final = {
     ),
     "report": "the report describes the run as it happened",
 }
-"""The rules :func:`check_run` checks: each name with the promise of a run it holds to."""
+"""The rules :func:`check_run` checks: ``{name: what the rule promises}``.
+
+A broken rule raises an AssertionError whose message names the rule
+(``rule 'limit' broken: ...``) and ends with its promise.
+"""
 
 FINAL: Final = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}

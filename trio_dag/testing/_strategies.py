@@ -65,6 +65,15 @@ class DagShape:
         handles = []
         for deps in shape.parents:
             handles.append(dag.add(work, *[handles[p] for p in deps]))
+
+    ``len(shape)`` is the number of tasks.
+
+    Attributes:
+      parents: For each task, the indices of its dependencies: distinct,
+        ascending, each smaller than the task's own index.
+
+    Raises:
+      ValueError: Made by hand with *parents* that break that rule.
     """
 
     parents: tuple[tuple[int, ...], ...] = attrs.field(validator=_check_parents)
@@ -122,7 +131,9 @@ def dag_shapes(
 ) -> st.SearchStrategy[DagShape]:
     """Draw dependency structures: each task depends on up to *max_parents* earlier ones.
 
-    Shrinks towards fewer tasks and fewer dependencies::
+    A Hypothesis strategy of :class:`DagShape`, for testing your own task
+    functions on any graph. It shrinks towards fewer tasks and fewer
+    dependencies::
 
         @given(shape=trio_dag.testing.dag_shapes(max_tasks=20))
         def test_my_pipeline_on_any_shape(shape):
@@ -131,6 +142,16 @@ def dag_shapes(
             for deps in shape.parents:
                 handles.append(dag.add(my_step, *[handles[p] for p in deps]))
             ...
+
+    Args:
+      min_tasks: The fewest tasks, an ``int`` >= 0. Default 0.
+      max_tasks: The most tasks, an ``int`` >= *min_tasks*. Default 50.
+      max_parents: The most dependencies of one task, an ``int`` >= 0.
+        Default 4.
+
+    Raises:
+      hypothesis.errors.InvalidArgument: An argument is not an ``int`` in
+        its range.
     """
     _check_sizes(min_tasks, max_tasks, max_parents)
     tasks = st.lists(_picks(max_tasks, max_parents), min_size=min_tasks, max_size=max_tasks)
