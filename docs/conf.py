@@ -6,8 +6,12 @@ treats every warning as an error, as CI does.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
+from typing import Any
+
+import attrs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,6 +37,9 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Types only for the parameters a docstring documents: a class users never
+# construct (Run, RunReport) would otherwise list its private constructor's.
+autodoc_typehints_description_target = "documented_params"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 napoleon_google_docstring = True
@@ -40,3 +47,65 @@ napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = f"trio_dag {release}"
+
+# Classes a run or a DAG hands out and users never construct: their
+# signature would show private constructor arguments.
+_HANDED_OUT = {"trio_dag.Handle", "trio_dag.Run", "trio_dag.RunReport"}
+
+
+class _Shown:
+    """A default value that shows as its source would: ``Exception``, not ``<class ...>``."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return _show(self.value)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, type):
+        return value.__qualname__
+    if isinstance(value, tuple):
+        inner = ", ".join(map(_show, value))
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    return repr(value)
+
+
+def _attrs_signature(cls: type) -> str:
+    """The constructor of an attrs class, its defaults shown as values.
+
+    autodoc_preserve_defaults reads defaults from the source, which attrs
+    generates (``attr_dict['cost'].default``), and stores that in the
+    ``__signature__`` it leaves behind; so this reads attrs' own fields.
+    """
+    parameters = [
+        inspect.Parameter(
+            field.alias or field.name,
+            inspect.Parameter.KEYWORD_ONLY
+            if field.kw_only
+            else inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=inspect.Parameter.empty
+            if field.default is attrs.NOTHING
+            else _Shown(field.default),
+        )
+        for field in attrs.fields(cls)
+        if field.init
+    ]
+    return str(inspect.Signature(parameters))
+
+
+def _signature(
+    app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, ret: str | None
+) -> tuple[str, str | None] | None:
+    if what not in ("class", "exception"):
+        return None
+    if name in _HANDED_OUT:
+        return "", None
+    if attrs.has(obj):
+        return _attrs_signature(obj), None
+    return None
+
+
+def setup(app: Any) -> None:
+    app.connect("autodoc-process-signature", _signature)
