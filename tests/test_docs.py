@@ -22,11 +22,13 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
 import pytest
+import trio
 
 import trio_dag
 
@@ -105,7 +107,8 @@ def run_page(page: Path) -> int:
         blocks += 1
     for key, value in list(namespace.items()):
         if key.startswith("test_") and callable(value):
-            _call(f"{key}(), defined by {where}", value)
+            call = partial(trio.run, value) if inspect.iscoroutinefunction(value) else value
+            _call(f"{key}(), defined by {where}", call)
     return blocks
 
 
@@ -147,10 +150,12 @@ def test_python_blocks_keep_their_lines(tmp_path: Path) -> None:
     assert str(info.traceback[-1].path) == str(page)
 
 
-def test_page_functions_are_called(tmp_path: Path) -> None:
+@pytest.mark.parametrize("define", ["def", "async def"])
+def test_page_functions_are_called(tmp_path: Path, define: str) -> None:
     page = tmp_path / "page.md"
     page.write_text(
-        "```python\ndef test_it():\n    raise ValueError('called')\n```\n", encoding="utf-8"
+        f"```python\n{define} test_it():\n    raise ValueError('called')\n```\n",
+        encoding="utf-8",
     )
     with pytest.raises(ValueError, match="called") as info:
         run_page(page)
