@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,25 +53,8 @@ html_title = f"trio_dag {release}"
 # Classes a run or a DAG hands out and users never construct: their
 # signature would show private constructor arguments.
 _HANDED_OUT = {"trio_dag.Handle", "trio_dag.Run", "trio_dag.RunReport"}
-
-
-class _Shown:
-    """A default value that shows as its source would: ``Exception``, not ``<class ...>``."""
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return _show(self.value)
-
-
-def _show(value: object) -> str:
-    if isinstance(value, type):
-        return value.__qualname__
-    if isinstance(value, tuple):
-        inner = ", ".join(map(_show, value))
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    return repr(value)
+# ``<class 'Exception'>`` in a signature, as the source would say it: ``Exception``.
+_CLASS_REPR = re.compile(r"<class '(?:\w+\.)*(\w+)'>")
 
 
 def _attrs_signature(cls: type) -> str:
@@ -86,25 +70,25 @@ def _attrs_signature(cls: type) -> str:
             inspect.Parameter.KEYWORD_ONLY
             if field.kw_only
             else inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            default=inspect.Parameter.empty
-            if field.default is attrs.NOTHING
-            else _Shown(field.default),
+            default=inspect.Parameter.empty if field.default is attrs.NOTHING else field.default,
         )
         for field in attrs.fields(cls)
         if field.init
     ]
-    return str(inspect.Signature(parameters))
+    return _CLASS_REPR.sub(r"\1", str(inspect.Signature(parameters)))
 
 
 def _signature(
     app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, ret: str | None
 ) -> tuple[str, str | None] | None:
-    if what not in ("class", "exception"):
-        return None
-    if name in _HANDED_OUT or isinstance(obj, enum.EnumType):
-        return "", None  # an enum's (value) says nothing: its members are listed
-    if attrs.has(obj):
-        return _attrs_signature(obj), None
+    if what in ("class", "exception"):
+        if name in _HANDED_OUT or isinstance(obj, enum.EnumType):
+            return "", None  # an enum's (value) says nothing: its members are listed
+        if attrs.has(obj):
+            return _attrs_signature(obj), None
+    if signature and "<class '" in signature:
+        # A default autodoc could not read from the source shows as its repr.
+        return _CLASS_REPR.sub(r"\1", signature), ret
     return None
 
 
