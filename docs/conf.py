@@ -1,6 +1,6 @@
 """Sphinx configuration for trio_dag's documentation.
 
-Builds offline (no intersphinx fetches); ``sphinx-build -W docs docs/_build``
+Builds offline (no intersphinx fetches); ``sphinx-build -W -b html docs docs/_build/html``
 treats every warning as an error, as CI does.
 """
 
