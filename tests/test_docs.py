@@ -132,7 +132,7 @@ def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_examples_found() -> None:
     pages = {_name(p) for p in _pages()}
     assert {"README.md", "docs/index.md"} <= pages
-    assert run_page(ROOT / "README.md") >= 2
+    assert run_page(ROOT / "README.md") >= 1  # the Quickstart runs
 
 
 def test_python_blocks_keep_their_lines(tmp_path: Path) -> None:
