@@ -231,6 +231,27 @@ class Unprintable(Exception):
         raise RuntimeError("no repr either")
 
 
+async def test_summary_counts_every_batched_call_retried_ones_too(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    calls: list[list[int]] = []
+
+    @trio_dag.batched(max_size=2)
+    async def model(items: list[int]) -> list[int]:
+        calls.append(items)
+        await trio.sleep(1)
+        if len(calls) == 1:
+            raise RuntimeError("model overloaded")
+        return [2 * x for x in items]
+
+    dag = trio_dag.DAG()
+    dag.map(model, [1, 2, 3, 4], retries=1)
+    report = await trio_dag.run(dag, limit=1)
+    assert report.ok
+    assert len(calls) == 3  # [1, 2] failed and ran again; [3, 4] once
+    assert "; 3 batched calls of 2.0 tasks on average" in report.summary()
+
+
 async def test_report_of_an_exception_that_cannot_be_printed(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:

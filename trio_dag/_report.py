@@ -396,10 +396,13 @@ class RunReport:
             "",
         ]
         if self._batch_of:
-            calls = len(set(self._batch_of.values()))
-            lines[0] += (
-                f"; {calls} batched calls of {len(self._batch_of) / calls:.1f} tasks on average"
-            )
+            # Calls are numbered 1, 2, ... as they start, and the last one
+            # ran the last attempt of its tasks: the highest number is how
+            # many calls ran, retried ones included (each attempt of a
+            # batched task ran in one call).
+            calls = max(self._batch_of.values())
+            attempts = sum(self._attempts[i] for i in self._batch_of)
+            lines[0] += f"; {calls} batched calls of {attempts / calls:.1f} tasks on average"
         counts: dict[TaskState, int] = {s: 0 for s in TaskState if s is not TaskState.PENDING}
         for s in self._states:
             if s != core.EXCLUDED:
