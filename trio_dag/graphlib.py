@@ -28,8 +28,10 @@ Differences from the standard library, all outside what it documents:
 - A constructor graph whose predecessors are not iterable (``{1: 2}``) raises
   TypeError with Python's own message, not the ``Value after * must be an
   iterable`` of the standard library's ``add(node, *predecessors)``.
-- Pickling or copying a sorter is not supported (the compiled core's state
-  does not pickle); the standard library's sorters happen to pickle.
+- A sorter pickles until ``prepare()``; after it, the sorter holds the
+  core's state, which the compiled core cannot pickle (TypeError), while the
+  standard library's sorters pickle at any time. Copying a prepared sorter
+  is not supported either: ``copy.copy`` would share that state.
 """
 
 # add() numbers nodes in order of first mention and records edges between
