@@ -21,7 +21,6 @@ import math
 import os
 import queue
 import sqlite3
-import struct
 import threading
 import time
 import weakref
@@ -51,7 +50,6 @@ _CHUNK: Final = 500  # keys per SELECT ... IN (...): under SQLite's variable lim
 # A hit marks its entry used only when its last use is older than this, so
 # a rerun within the hour writes nothing; prune's LRU order is to the hour.
 USE_GRANULARITY: Final = 3600.0
-_ID: Final = struct.Struct("<q")
 _FORMAT: Final = "trio_dag cache"
 
 _CREATE: Final = """
@@ -230,7 +228,7 @@ _TOUCH: Final = "UPDATE results SET used = ? WHERE id = ?"
 
 
 def _id(key: bytes) -> int:
-    return int(_ID.unpack_from(key)[0])
+    return int.from_bytes(key[:8], "little", signed=True)
 
 
 @final
@@ -364,8 +362,8 @@ class Cache:
 
     def lookup(self, keys: Sequence[bytes]) -> dict[bytes, CacheEntry]:
         """The entries of the *keys* this cache holds, stored entries not yet
-        committed included. Each hit marks its entry as used now, for
-        :meth:`prune`."""
+        committed included. Each hit marks its entry as used now (to the
+        hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
         db = self._reader()
         found: dict[bytes, CacheEntry] = {}
         pending = self._pending

@@ -155,14 +155,14 @@ class _Encoder:
         encode = _EXACT.get(cls)
         if encode is not None:
             encode(self, v)
-            return
+        else:
+            self._other(v, cls)
+
+    def enter(self) -> None:
+        """Go one container deeper; a cycle ends here, not in a RecursionError."""
         self.depth += 1
         if self.depth > _MAX_DEPTH:
             raise Uncacheable(f"a value nested more than {_MAX_DEPTH} levels deep (a cycle?)")
-        try:
-            self._other(v, cls)
-        finally:
-            self.depth -= 1
 
     def _other(self, v: Any, cls: type) -> None:
         if isinstance(v, Handle):
@@ -218,14 +218,18 @@ class _Encoder:
     def _fields(self, cls: type, fields: list[tuple[str, Any]]) -> None:
         self.bytes_(b"O", _type_id(cls))
         self.update(_u64(len(fields)))
+        self.enter()
         for name, value in fields:
             self.bytes_(b"n", name.encode())
             self.value(value)
+        self.depth -= 1
 
     def sequence(self, tag: bytes, v: Sequence[Any]) -> None:
         self.update(tag + _u64(len(v)))
+        self.enter()
         for item in v:
             self.value(item)
+        self.depth -= 1
 
     def unordered(self, tag: bytes, items: Iterable[Any], n: int) -> None:
         """Hash each item apart and feed the digests sorted: order does not count."""
@@ -233,7 +237,8 @@ class _Encoder:
         for item in items:
             h = _hasher()
             sub = _Encoder(h.update, self.handles)
-            sub.depth = self.depth + 1
+            sub.depth = self.depth
+            sub.enter()
             if isinstance(item, _Pair):
                 sub.value(item.key)
                 sub.value(item.value)
