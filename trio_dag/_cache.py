@@ -174,7 +174,10 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _open(path: Path) -> sqlite3.Connection:
     """Connect, check the file is a cache of this schema, create it if empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = _connect(path)
+    try:
+        db = _connect(path)
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(path, exc) from None
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
         if not tables:
@@ -200,13 +203,17 @@ def _open(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode = WAL")
     except sqlite3.DatabaseError as exc:
         db.close()
-        raise CacheFileError(
-            f"{str(path)!r} is not a trio_dag cache ({exc}); give Cache() another path"
-        ) from None
+        raise _unusable(path, exc) from None
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> CacheFileError:
+    return CacheFileError(
+        f"cannot use {str(path)!r} as a trio_dag cache: {exc}; give Cache() another path"
+    )
 
 
 @final
@@ -345,7 +352,6 @@ class Cache:
     def _reader(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            self._check_open()
             db = _connect(self.path)
             with self._lock:
                 self._readers.append(db)
@@ -364,6 +370,7 @@ class Cache:
         """The entries of the *keys* this cache holds, stored entries not yet
         committed included. Each hit marks its entry as used now (to the
         hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
+        self._check_open()
         db = self._reader()
         found: dict[bytes, CacheEntry] = {}
         pending = self._pending
