@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import trio_dag
+import trio_dag._cache
 from trio_dag._cache import (
     Cache,
     CacheEntry,
@@ -131,6 +132,21 @@ def test_entries_are_committed_within_the_commit_window(tmp_path: Path) -> None:
         while not sql(path, "SELECT count(*) FROM results")[0][0]:
             assert time.monotonic() - start < TIMEOUT
             time.sleep(0.01)
+
+
+def test_writes_wait_for_the_commit_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A window of an hour: nothing is committed unprompted during this test.
+    monkeypatch.setattr(trio_dag._cache, "COMMIT_INTERVAL", 3600.0)
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(1), entry(1))])
+        cache.store([(k(2), entry(2))])
+        time.sleep(0.05)
+        assert sql(path, "SELECT count(*) FROM results") == [(0,)]
+        # Stored but not committed: this cache's lookups see it all the same.
+        assert cache.lookup([k(1), k(2)]) == {k(1): entry(1), k(2): entry(2)}
+        cache.flush()
+        assert sql(path, "SELECT count(*) FROM results") == [(2,)]
 
 
 def test_lookup_works_from_any_thread(tmp_path: Path) -> None:

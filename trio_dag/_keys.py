@@ -74,6 +74,7 @@ import pathlib
 import pickle
 import struct
 import sys
+import threading
 import types
 import uuid
 import weakref
@@ -99,8 +100,10 @@ __all__ = [
 ]
 
 SCHEMA: Final = 1
+_SCHEMA_BYTE: Final = bytes((SCHEMA,))
 DIGEST_SIZE: Final = 32
 _MAX_DEPTH: Final = 200  # nesting deeper than this is most likely a cycle
+_BIG: Final = 1 << 16  # bytes hashed in place rather than joined with the rest
 
 _U64 = struct.Struct("<Q")
 _u64 = _U64.pack
@@ -118,8 +121,8 @@ class Uncacheable(Exception):
         self.reason = reason
 
 
-def _hasher(person: bytes = b"") -> Any:
-    return hashlib.blake2b(digest_size=DIGEST_SIZE, person=person)
+def _hasher(person: bytes, data: Any = b"") -> Any:
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE, person=person)
 
 
 def _type_id(cls: type) -> bytes:
@@ -132,23 +135,42 @@ def _type_id(cls: type) -> bytes:
 
 @final
 class _Encoder:
-    """Feeds a value's canonical encoding to a blake2b, tagging each part.
+    """Builds a value's canonical encoding, tagging each part, and hashes it.
 
     Every variable-length part is length-prefixed and every container is
     counted, so two different values never share an encoding. With
     ``handles`` set, a :class:`Handle` is a slot: its index in that list.
+    Parts are joined and hashed once, as one call to blake2b is most of the
+    cost of a small value; a large buffer is hashed where it lies.
     """
 
-    __slots__ = ("depth", "handles", "update")
+    __slots__ = ("depth", "handles", "hasher", "parts", "person", "update")
 
-    def __init__(self, update: Callable[[Any], None], handles: list[Handle[Any]] | None) -> None:
-        self.update = update
+    def __init__(self, person: bytes, handles: list[Handle[Any]] | None) -> None:
+        self.person = person
         self.handles = handles
         self.depth = 0
+        self.parts: list[Any] = []
+        self.update = self.parts.append
+        self.hasher: Any = None
 
     def bytes_(self, tag: bytes, data: Any) -> None:
+        """A bytes-like part (its len in bytes), length-prefixed."""
         self.update(tag + _u64(len(data)))
-        self.update(data)
+        if len(data) < _BIG:
+            self.update(data)
+            return
+        if self.hasher is None:
+            self.hasher = _hasher(self.person)
+        self.hasher.update(b"".join(self.parts))
+        self.parts.clear()
+        self.hasher.update(data)
+
+    def digest(self) -> bytes:
+        if self.hasher is None:
+            return _hasher(self.person, b"".join(self.parts)).digest()  # type: ignore[no-any-return]
+        self.hasher.update(b"".join(self.parts))
+        return self.hasher.digest()  # type: ignore[no-any-return]
 
     def value(self, v: object) -> None:
         cls = type(v)
@@ -235,8 +257,7 @@ class _Encoder:
         """Hash each item apart and feed the digests sorted: order does not count."""
         digests = []
         for item in items:
-            h = _hasher()
-            sub = _Encoder(h.update, self.handles)
+            sub = _Encoder(b"", self.handles)
             sub.depth = self.depth
             sub.enter()
             if isinstance(item, _Pair):
@@ -244,7 +265,7 @@ class _Encoder:
                 sub.value(item.value)
             else:
                 sub.value(item)
-            digests.append(h.digest())
+            digests.append(sub.digest())
         digests.sort()
         self.update(tag + _u64(n))
         for d in digests:
@@ -310,7 +331,7 @@ _EXACT: Final[dict[type, Callable[[_Encoder, Any], None]]] = {
     datetime.date: _datetime,
     datetime.datetime: _datetime,
     datetime.time: _datetime,
-    datetime.timedelta: lambda e, v: e.bytes_(b"td", repr(v).encode()),
+    datetime.timedelta: lambda e, v: e.bytes_(b"z", repr(v).encode()),
     decimal.Decimal: lambda e, v: e.bytes_(b"D", str(v).encode()),
     fractions.Fraction: lambda e, v: e.bytes_(b"Q", f"{v.numerator}/{v.denominator}".encode()),
     uuid.UUID: lambda e, v: e.bytes_(b"U", v.bytes),
@@ -320,9 +341,9 @@ _EXACT: Final[dict[type, Callable[[_Encoder, Any], None]]] = {
 
 def canonical_digest(value: object) -> bytes:
     """The digest of *value*'s canonical encoding; raise :class:`Uncacheable`."""
-    h = _hasher(b"trio_dag.value")
-    _Encoder(h.update, None).value(value)
-    return bytes(h.digest())
+    e = _Encoder(b"trio_dag.value", None)
+    e.value(value)
+    return e.digest()
 
 
 @final
@@ -343,15 +364,14 @@ def args_digest(args: Sequence[Any], kwargs: Mapping[str, Any]) -> ArgsDigest:
 
     Raise :class:`Uncacheable` when an argument cannot be hashed canonically.
     """
-    h = _hasher(b"trio_dag.args")
     handles: list[Handle[Any]] = []
-    e = _Encoder(h.update, handles)
+    e = _Encoder(b"trio_dag.args", handles)
     e.sequence(b"(", args)
     e.update(b"k" + _u64(len(kwargs)))
     for name in sorted(kwargs):
         e.bytes_(b"n", name.encode())
         e.value(kwargs[name])
-    return ArgsDigest(bytes(h.digest()), tuple(handles))
+    return ArgsDigest(e.digest(), tuple(handles))
 
 
 # --- fingerprints -----------------------------------------------------------
@@ -369,9 +389,10 @@ _FUNCTIONS: Final = (
 )
 
 _memo: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
-# Functions being fingerprinted: a function whose closure holds itself (a
-# recursive inner function) is hashed by name the second time.
-_active: set[int] = set()
+# The ids of the functions this thread is fingerprinting: a function whose
+# closure holds itself (a recursive inner function) is hashed by name the
+# second time.
+_local = threading.local()
 
 
 def fingerprint(fn: Callable[..., Any]) -> bytes:
@@ -385,16 +406,17 @@ def fingerprint(fn: Callable[..., Any]) -> bytes:
         return _memo[fn]
     except (KeyError, TypeError):
         pass
-    if id(fn) in _active:
+    active: set[int] = _local.__dict__.setdefault("active", set())
+    if id(fn) in active:
         return _name_only(fn)
-    _active.add(id(fn))
+    active.add(id(fn))
     try:
-        h = _hasher(b"trio_dag.fn")
-        h.update(sys.implementation.cache_tag.encode())
-        _fingerprint_into(h, fn)
-        digest = bytes(h.digest())
+        e = _Encoder(b"trio_dag.fn", None)
+        e.bytes_(b"I", sys.implementation.cache_tag.encode())
+        _fingerprint_into(e, fn)
+        digest = e.digest()
     finally:
-        _active.discard(id(fn))
+        active.discard(id(fn))
     try:
         _memo[fn] = digest
     except TypeError:  # not weak-referenceable or not hashable: computed each time
@@ -403,9 +425,7 @@ def fingerprint(fn: Callable[..., Any]) -> bytes:
 
 
 def _name_only(fn: object) -> bytes:
-    h = _hasher(b"trio_dag.self")
-    h.update(_callable_name(fn))
-    return bytes(h.digest())
+    return bytes(_hasher(b"trio_dag.self", _callable_name(fn)).digest())
 
 
 def _callable_name(fn: object) -> bytes:
@@ -414,8 +434,7 @@ def _callable_name(fn: object) -> bytes:
     return f"{module}:{qualname}".encode()
 
 
-def _fingerprint_into(h: Any, fn: object) -> None:
-    e = _Encoder(h.update, None)
+def _fingerprint_into(e: _Encoder, fn: object) -> None:
     if isinstance(fn, types.FunctionType):
         e.bytes_(b"F", _callable_name(fn))
         _code_into(e, fn.__code__)
@@ -507,28 +526,23 @@ def task_key(
     ``cache=`` function returned (None when it has none). Raise
     :class:`Uncacheable` when *extra* cannot be hashed canonically.
     """
-    h = _hasher(b"trio_dag.key")
-    h.update(bytes((SCHEMA,)))
-    h.update(fingerprint)
+    parts = [_SCHEMA_BYTE, fingerprint]
     if version is None:
-        h.update(b"0")
+        parts.append(b"0")
     else:
         data = version.encode()
-        h.update(b"u" + _u64(len(data)))
-        h.update(data)
-    h.update(args_digest)
-    h.update(_u64(len(dep_digests)))
+        parts += (b"u", _u64(len(data)), data)
+    parts += (args_digest, _u64(len(dep_digests)))
     for d in dep_digests:
-        h.update(_u64(len(d)))
-        h.update(d)
+        parts += (_u64(len(d)), d)
     if extra is None:
-        h.update(b"0")
+        parts.append(b"0")
     else:
         try:
-            h.update(b"x" + canonical_digest(extra))
+            parts += (b"x", canonical_digest(extra))
         except Uncacheable as exc:
             raise Uncacheable(f"the cache= function's key material: {exc.reason}") from None
-    return bytes(h.digest())
+    return bytes(_hasher(b"trio_dag.key", b"".join(parts)).digest())
 
 
 # --- outputs ----------------------------------------------------------------
@@ -551,8 +565,9 @@ def _pickled(value: object) -> tuple[bytes, list[pickle.PickleBuffer]]:
 
 
 def _digest(data: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
-    h = _hasher(b"trio_dag.output")
-    h.update(data)
+    h = _hasher(b"trio_dag.output", data)
+    if not buffers:
+        return bytes(h.digest())
     for buf in buffers:
         raw = buf.raw()  # a flat view of the buffer's memory: hashed, not copied
         h.update(_u64(raw.nbytes))
