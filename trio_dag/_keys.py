@@ -107,6 +107,8 @@ _BIG: Final = 1 << 16  # bytes hashed in place rather than joined with the rest
 
 _U64 = struct.Struct("<Q")
 _u64 = _U64.pack
+_i64 = struct.Struct("<q").pack
+_I64_BOUND: Final = 1 << 63
 
 
 class Uncacheable(Exception):
@@ -249,8 +251,13 @@ class _Encoder:
     def sequence(self, tag: bytes, v: Sequence[Any]) -> None:
         self.update(tag + _u64(len(v)))
         self.enter()
-        for item in v:
-            self.value(item)
+        exact = _EXACT
+        for item in v:  # self.value, inlined: most arguments are flat tuples of scalars
+            encode = exact.get(type(item))
+            if encode is not None:
+                encode(self, item)
+            else:
+                self._other(item, type(item))
         self.depth -= 1
 
     def unordered(self, tag: bytes, items: Iterable[Any], n: int) -> None:
@@ -294,7 +301,26 @@ class _Pair:
 
 
 def _int(e: _Encoder, v: int) -> None:
-    e.bytes_(b"i", v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True))
+    if -_I64_BOUND <= v < _I64_BOUND:
+        e.update(b"i" + _i64(v))
+    else:
+        e.bytes_(b"I", v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True))
+
+
+def _str(e: _Encoder, v: str) -> None:
+    data = v.encode("utf-8", "surrogatepass")
+    if len(data) < 256:
+        e.update(b"u" + _u64(len(data)) + data)
+    else:
+        e.bytes_(b"u", data)
+
+
+def _tuple(e: _Encoder, v: tuple[Any, ...]) -> None:
+    e.sequence(b"(", v)
+
+
+def _list(e: _Encoder, v: list[Any]) -> None:
+    e.sequence(b"[", v)
 
 
 def _float(e: _Encoder, v: float) -> None:
@@ -318,12 +344,12 @@ _EXACT: Final[dict[type, Callable[[_Encoder, Any], None]]] = {
     int: _int,
     float: _float,
     complex: lambda e, v: e.bytes_(b"j", repr(v).encode()),
-    str: lambda e, v: e.bytes_(b"u", v.encode("utf-8", "surrogatepass")),
+    str: _str,
     bytes: lambda e, v: e.bytes_(b"y", v),
     bytearray: lambda e, v: e.bytes_(b"y", v),
     memoryview: lambda e, v: e.bytes_(b"y", v.cast("B") if v.c_contiguous else v.tobytes()),
-    tuple: lambda e, v: e.sequence(b"(", v),
-    list: lambda e, v: e.sequence(b"[", v),
+    tuple: _tuple,
+    list: _list,
     dict: _dict,
     set: lambda e, v: e.unordered(b"{", v, len(v)),
     frozenset: lambda e, v: e.unordered(b"{", v, len(v)),
