@@ -1,0 +1,511 @@
+"""Content keys (``_keys``): fingerprints, canonical hashing, output digests, task keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import fractions
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import threading
+import tracemalloc
+import uuid
+from collections import OrderedDict, namedtuple
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+
+import trio_dag
+from trio_dag._keys import (
+    Uncacheable,
+    args_digest,
+    canonical_digest,
+    decode_output,
+    encode_output,
+    fingerprint,
+    output_digest,
+    task_key,
+)
+
+ROOT = Path(trio_dag.__file__).parent.parent
+
+
+def compiled(source: str, name: str = "f", filename: str = "<test>") -> Any:
+    """The function *name* defined by *source*, in a fresh namespace."""
+    namespace: dict[str, Any] = {"__name__": "tests.generated"}
+    exec(compile(textwrap.dedent(source), filename, "exec"), namespace)
+    return namespace[name]
+
+
+# --- the same inputs give the same key, in any process ----------------------
+
+KEY_SCRIPT = """
+import functools
+from trio_dag._keys import args_digest, fingerprint, output_digest, task_key
+
+def body(xs, *, scale=2):
+    return [x * scale for x in xs if x]
+
+args = ({"b": {"x", "y", "z"}, "a": frozenset({"p", "q"})}, ["s", 1.5, None])
+a = args_digest(args, {"scale": 3, "names": {"k1", "k2", "k3"}})
+parts = [
+    fingerprint(body).hex(),
+    fingerprint(functools.partial(body, scale={"u", "v"})).hex(),
+    a.digest.hex(),
+    output_digest({"out": [1, 2.5, "x"]}).hex(),
+    task_key(fingerprint(body), "v1", a.digest, [b"d" * 32], {"mtime": 3}).hex(),
+]
+print(" ".join(parts))
+"""
+
+
+def test_same_inputs_same_key_across_processes_and_hash_seeds() -> None:
+    outputs = []
+    for seed in ("1", "2", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", KEY_SCRIPT],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        outputs.append(done.stdout.strip())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert len(outputs[0].split()) == 5
+
+
+# --- what changes a key, and what does not ----------------------------------
+
+FP = b"f" * 32
+DEP = b"d" * 32
+
+
+def key(
+    fp: bytes = FP,
+    version: str | None = None,
+    args: tuple[Any, ...] = (1, "a"),
+    deps: tuple[bytes, ...] = (DEP,),
+    extra: object = None,
+) -> bytes:
+    return task_key(fp, version, args_digest(args, {}).digest, deps, extra)
+
+
+def test_task_key_is_32_bytes_and_stable() -> None:
+    assert len(key()) == 32
+    assert key() == key()
+
+
+def test_changed_literal_argument_changes_key() -> None:
+    assert key(args=(1, "a")) != key(args=(2, "a"))
+    assert key(args=(1, "a")) != key(args=(1.0, "a"))
+
+
+def test_changed_version_changes_key() -> None:
+    assert key(version=None) != key(version="1")
+    assert key(version="1") != key(version="2")
+    assert key(version="") != key(version=None)
+
+
+def test_changed_function_body_changes_key() -> None:
+    before = compiled("def f(x):\n    return x + 1\n")
+    after = compiled("def f(x):\n    return x + 2\n")
+    assert key(fp=fingerprint(before)) != key(fp=fingerprint(after))
+
+
+def test_changed_upstream_output_changes_key() -> None:
+    assert key(deps=(output_digest([1, 2]),)) != key(deps=(output_digest([1, 3]),))
+
+
+def test_upstream_rerun_with_identical_output_keeps_key() -> None:
+    first = output_digest({"rows": [1, 2, 3], "name": "x"})
+    rerun = output_digest({"rows": [1, 2, 3], "name": "x"})
+    assert key(deps=(first,)) == key(deps=(rerun,))
+
+
+def test_extra_key_material_changes_key() -> None:
+    assert key(extra=None) != key(extra={"mtime": 1.0})
+    assert key(extra={"mtime": 1.0}) != key(extra={"mtime": 2.0})
+    assert key(extra={"mtime": 1.0}) == key(extra={"mtime": 1.0})
+
+
+def test_extra_key_material_must_be_canonical() -> None:
+    with pytest.raises(Uncacheable, match="cache= function"):
+        key(extra=object())
+
+
+def test_dependency_order_and_count_count() -> None:
+    a, b = b"a" * 32, b"b" * 32
+    assert key(deps=(a, b)) != key(deps=(b, a))
+    assert key(deps=(a,)) != key(deps=(a, a))
+
+
+# --- arguments with handles -------------------------------------------------
+
+
+def test_args_digest_gives_each_dependency_a_slot_in_first_appearance_order() -> None:
+    dag = trio_dag.DAG()
+    h1 = dag.add(int, name="one")
+    h2 = dag.add(int, name="two")
+    a = args_digest((h2, [h1, h2]), {"z": h1})
+    assert a.handles == (h2, h1)
+    # The same shape with other handles hashes alike: the outputs go in by slot.
+    assert args_digest((h1, [h2, h1]), {"z": h2}).digest == a.digest
+    assert args_digest((h1, [h1, h2]), {"z": h2}).digest != a.digest
+
+
+def test_kwargs_are_order_insensitive_and_differ_from_positional() -> None:
+    assert args_digest((), {"a": 1, "b": 2}) == args_digest((), {"b": 2, "a": 1})
+    assert args_digest((1,), {}).digest != args_digest((), {"a": 1}).digest
+
+
+def test_canonical_digest_refuses_handles() -> None:
+    dag = trio_dag.DAG()
+    with pytest.raises(Uncacheable, match="task"):
+        canonical_digest([dag.add(int)])
+
+
+# --- canonical hashing of every supported type ------------------------------
+
+
+class Colour(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OtherPoint:
+    x: int
+    y: int
+
+
+@attrs.frozen
+class Box:
+    size: float
+    tags: tuple[str, ...]
+
+
+Pair = namedtuple("Pair", "a b")
+
+# Every value here hashes differently from every other.
+DISTINCT: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**100,
+    -(2**100),
+    1.0,
+    0.0,
+    -0.0,
+    float("nan"),
+    float("inf"),
+    1 + 0j,
+    "1",
+    "",
+    "é",
+    b"1",
+    b"",
+    ...,
+    (),
+    [],
+    (1,),
+    [1],
+    (1, 2),
+    ((1,), 2),
+    {},
+    {1: 2},
+    {2: 1},
+    {"1": 2},
+    {1},
+    {1, 2},
+    Colour.RED,
+    Colour.BLUE,
+    Level.LOW,
+    Point(1, 2),
+    Point(2, 1),
+    OtherPoint(1, 2),
+    Box(1.0, ("a",)),
+    Box(1.0, ("b",)),
+    Pair(1, 2),
+    OrderedDict(a=1),
+    pathlib.PurePosixPath("a/b"),
+    pathlib.PureWindowsPath("a/b"),
+    pathlib.PurePosixPath("a/c"),
+    datetime.date(2024, 1, 2),
+    datetime.datetime(2024, 1, 2),
+    datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC),
+    datetime.time(1, 2),
+    datetime.timedelta(seconds=1),
+    decimal.Decimal("1.5"),
+    fractions.Fraction(3, 2),
+    uuid.UUID(int=1),
+    int,
+    str,
+    len,
+    np.arange(3),
+    np.arange(3, dtype=np.int32),
+    np.arange(3).reshape(3, 1),
+    np.arange(6).reshape(2, 3).T,
+    np.float64(1.5),
+    np.array(["a", "b"]),
+]
+
+
+def test_distinct_values_hash_differently() -> None:
+    digests = [canonical_digest(v) for v in DISTINCT]
+    clashes = {
+        (repr(DISTINCT[i]), repr(DISTINCT[j]))
+        for i in range(len(digests))
+        for j in range(i)
+        if digests[i] == digests[j]
+    }
+    assert clashes == set()
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),
+        ({"x", "y", "z"}, {"z", "y", "x"}),
+        ({1, 2}, frozenset({2, 1})),
+        (bytearray(b"ab"), b"ab"),
+        (memoryview(b"ab"), b"ab"),
+        (float("nan"), float("-nan")),
+        (pathlib.PurePosixPath("a//b"), pathlib.PurePosixPath("a/b")),
+        (np.arange(6).reshape(2, 3).T, np.ascontiguousarray(np.arange(6).reshape(2, 3).T)),
+        ([{"k": (1, 2.5, "s")}, None], [{"k": (1, 2.5, "s")}, None]),
+    ],
+)
+def test_equal_values_hash_alike(a: object, b: object) -> None:
+    assert canonical_digest(a) == canonical_digest(b)
+
+
+class Opaque:
+    pass
+
+
+class TaggedList(list[int]):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        Opaque(),
+        threading.Lock(),
+        [1, {"nested": Opaque()}],
+        np.array([1, "a"], dtype=object),
+        iter([1]),
+    ],
+)
+def test_unsupported_values_are_uncacheable_naming_the_type(value: object) -> None:
+    with pytest.raises(Uncacheable) as info:
+        canonical_digest(value)
+    assert info.value.reason
+    assert str(info.value) == info.value.reason
+
+
+def test_subclass_with_attributes_is_uncacheable() -> None:
+    plain = TaggedList([1])
+    assert canonical_digest(plain) != canonical_digest([1])
+    plain.note = "x"  # type: ignore[attr-defined]
+    with pytest.raises(Uncacheable, match="TaggedList"):
+        canonical_digest(plain)
+
+
+def test_cycles_are_uncacheable_not_a_crash() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(Uncacheable, match="cycle"):
+        canonical_digest(loop)
+
+
+# --- fingerprints -----------------------------------------------------------
+
+SOURCE = '''
+def f(x, *, scale=2):
+    """Scale."""
+    ys = [y * scale for y in range(x)]
+    return sum(map(lambda y: y + 1, ys))
+'''
+
+
+def test_fingerprint_ignores_line_numbers_comments_and_file() -> None:
+    spread = "ys = [\n        y * scale  # why\n        for y in range(x)\n    ]"
+    one_line = "ys = [y * scale for y in range(x)]"
+    moved = compiled("\n\n\n# a comment\n" + SOURCE.replace(one_line, spread))
+    assert fingerprint(compiled(SOURCE)) == fingerprint(compiled(SOURCE, filename="<other>"))
+    assert fingerprint(compiled(SOURCE)) == fingerprint(moved)
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        SOURCE.replace("y + 1", "y + 2"),  # in a lambda
+        SOURCE.replace("y * scale", "y * scale * 1"),  # in a comprehension
+        SOURCE.replace("scale=2", "scale=3"),  # a default
+        SOURCE.replace("sum(", "max("),  # a name referenced
+        SOURCE.replace('"""Scale."""', '"""Scale it."""'),  # the docstring: decided to count
+        SOURCE.replace("def f", "async def f"),
+    ],
+)
+def test_fingerprint_changes_with_the_code(edited: str) -> None:
+    assert fingerprint(compiled(SOURCE)) != fingerprint(compiled(edited))
+
+
+def test_fingerprint_includes_identity() -> None:
+    renamed = compiled(SOURCE.replace("def f", "def g"), name="g")
+    assert fingerprint(compiled(SOURCE)) != fingerprint(renamed)
+
+
+def test_fingerprint_of_inner_functions_includes_captured_values() -> None:
+    def make(n: int) -> Any:
+        def add(x: int) -> int:
+            return x + n
+
+        return add
+
+    assert fingerprint(make(1)) == fingerprint(make(1))
+    assert fingerprint(make(1)) != fingerprint(make(2))
+
+
+def test_fingerprint_of_a_recursive_inner_function_terminates() -> None:
+    def make() -> Any:
+        def countdown(n: int) -> int:
+            return 0 if n == 0 else countdown(n - 1)
+
+        return countdown
+
+    assert fingerprint(make()) == fingerprint(make())
+
+
+def test_fingerprint_of_partial_includes_its_arguments() -> None:
+    def f(a: int, b: int = 0) -> int:
+        return a + b
+
+    base = fingerprint(functools.partial(f, 1, b=2))
+    assert base == fingerprint(functools.partial(f, 1, b=2))
+    assert base != fingerprint(functools.partial(f, 1, b=3))
+    assert base != fingerprint(functools.partial(f, 2, b=2))
+    assert base != fingerprint(f)
+
+
+def test_uncanonical_captured_values_count_by_their_class() -> None:
+    lock = threading.Lock()
+
+    def f(x: int) -> int:
+        with lock:
+            return x
+
+    assert len(fingerprint(f)) == 32
+    with_opaque = fingerprint(functools.partial(f, Opaque()))
+    assert with_opaque == fingerprint(functools.partial(f, Opaque()))
+
+
+def test_fingerprint_of_batched_is_its_function() -> None:
+    async def embed(items: list[int]) -> list[int]:
+        return items
+
+    a = trio_dag.batched(max_size=4)(embed)
+    b = trio_dag.batched(max_size=8)(embed)
+    assert fingerprint(a) == fingerprint(b) != fingerprint(embed)
+
+
+class Scaler:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, x: int) -> int:
+        return x * self.k
+
+    def method(self, x: int) -> int:
+        return x
+
+
+def test_fingerprint_of_callable_object_and_method_is_its_class_code() -> None:
+    assert fingerprint(Scaler(1)) == fingerprint(Scaler(2))
+    assert fingerprint(Scaler(1).method) == fingerprint(Scaler(2).method)
+    assert fingerprint(Scaler(1)) != fingerprint(Scaler(1).method)
+
+
+def test_fingerprint_of_builtins_and_classes() -> None:
+    assert fingerprint(len) != fingerprint(sum)
+    assert fingerprint(str.upper) != fingerprint(str.lower)
+    assert fingerprint(Point) != fingerprint(OtherPoint)
+    assert fingerprint(Scaler) == fingerprint(Scaler)
+
+
+def test_fingerprint_is_memoized_per_function() -> None:
+    f = compiled(SOURCE)
+    assert fingerprint(f) is fingerprint(f)
+
+
+# --- output digests and payloads --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 1, "text", [1, {"a": (2.5, b"x")}], Point(1, 2), np.arange(10), np.ones((3, 4))],
+)
+def test_encode_output_round_trips(value: Any) -> None:
+    digest, payload = encode_output(value)
+    assert digest == output_digest(value)
+    assert isinstance(payload, bytes)
+    back = decode_output(payload)
+    if isinstance(value, np.ndarray):
+        assert np.array_equal(back, value)
+        assert back.dtype == value.dtype
+        back[...] = 0  # writable, like the task's own output
+    else:
+        assert back == value
+
+
+def test_output_digest_differs_by_value_and_type() -> None:
+    assert output_digest(1) != output_digest(1.0)
+    assert output_digest(np.arange(3)) != output_digest(np.arange(4))
+    assert output_digest(np.zeros(3)) != output_digest(np.zeros(3, dtype=np.float32))
+
+
+@pytest.mark.parametrize("value", [lambda: 1, threading.Lock(), (x for x in [1])])
+def test_unpicklable_outputs_are_uncacheable(value: object) -> None:
+    with pytest.raises(Uncacheable, match="cannot be pickled"):
+        output_digest(value)
+    with pytest.raises(Uncacheable):
+        encode_output(value)
+
+
+def test_large_numpy_buffers_are_hashed_without_copies() -> None:
+    big = np.ones(4_000_000)  # 32 MB
+    tracemalloc.start()
+    try:
+        output_digest(big)
+        canonical_digest(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000

@@ -1,0 +1,342 @@
+"""Cache stores (``_cache``): the protocol, MemoryCache, and the SQLite Cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import trio_dag
+import trio_dag._cache
+from trio_dag._cache import (
+    Cache,
+    CacheEntry,
+    CacheFileError,
+    CacheStats,
+    CacheStore,
+    MemoryCache,
+)
+
+ROOT = Path(trio_dag.__file__).parent.parent
+TIMEOUT = 60  # seconds any subprocess or wait may take
+
+
+def k(i: int) -> bytes:
+    return hashlib.blake2b(str(i).encode(), digest_size=32).digest()
+
+
+def entry(i: int, size: int = 10) -> CacheEntry:
+    return CacheEntry(k(-i), str(i).encode().ljust(size, b"."))
+
+
+def sql(path: Path, query: str, *args: object) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path, timeout=TIMEOUT)
+    try:
+        with db:
+            return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CacheStore]:
+    made: CacheStore = MemoryCache() if request.param == "memory" else Cache(tmp_path / "c.db")
+    yield made
+    made.close()
+
+
+# --- MemoryCache and Cache behave alike -------------------------------------
+
+
+def test_both_stores_follow_the_protocol(store: CacheStore) -> None:
+    assert isinstance(store, CacheStore)
+
+
+def test_lookup_of_absent_keys_is_empty(store: CacheStore) -> None:
+    assert store.lookup([]) == {}
+    assert store.lookup([k(1), k(2)]) == {}
+
+
+def test_lookup_sees_what_was_stored_at_once(store: CacheStore) -> None:
+    store.store([(k(1), entry(1)), (k(2), entry(2))])
+    assert store.lookup([k(1), k(3), k(2)]) == {k(1): entry(1), k(2): entry(2)}
+
+
+def test_store_replaces_an_entry(store: CacheStore) -> None:
+    store.store([(k(1), entry(1))])
+    store.store([(k(1), entry(7))])
+    assert store.lookup([k(1)]) == {k(1): entry(7)}
+
+
+def test_many_keys_at_once(store: CacheStore) -> None:
+    store.store([(k(i), entry(i)) for i in range(0, 3000, 2)])
+    if isinstance(store, Cache):
+        store.flush()
+    found = store.lookup([k(i) for i in range(3000)])
+    assert found == {k(i): entry(i) for i in range(0, 3000, 2)}
+
+
+def test_close_is_idempotent(store: CacheStore) -> None:
+    store.close()
+    store.close()
+
+
+def test_memory_cache_repr() -> None:
+    cache = MemoryCache()
+    cache.store([(k(1), entry(1))])
+    assert repr(cache) == "<MemoryCache of 1 entries>"
+
+
+# --- the SQLite file --------------------------------------------------------
+
+
+def test_cache_creates_file_and_parent_folders(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "results.sqlite3"
+    with Cache(path) as cache:
+        assert repr(cache) == f"Cache({str(path)!r})"
+    assert path.exists()
+    assert sql(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_reopen_sees_committed_entries(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.db") as cache:
+        cache.store([(k(i), entry(i)) for i in range(100)])
+    with Cache(tmp_path / "c.db") as cache:
+        assert cache.lookup([k(i) for i in range(100)]) == {k(i): entry(i) for i in range(100)}
+
+
+def test_flush_makes_entries_visible_to_another_cache(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.db") as writer, Cache(tmp_path / "c.db") as reader:
+        writer.store([(k(1), entry(1))])
+        writer.flush()
+        assert reader.lookup([k(1)]) == {k(1): entry(1)}
+
+
+def test_entries_are_committed_within_the_commit_window(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(1), entry(1))])
+        start = time.monotonic()
+        # No flush: the writer commits by itself, 100 ms after the store.
+        while not sql(path, "SELECT count(*) FROM results")[0][0]:
+            assert time.monotonic() - start < TIMEOUT
+            time.sleep(0.01)
+
+
+def test_writes_wait_for_the_commit_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A window of an hour: nothing is committed unprompted during this test.
+    monkeypatch.setattr(trio_dag._cache, "COMMIT_INTERVAL", 3600.0)
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(1), entry(1))])
+        cache.store([(k(2), entry(2))])
+        time.sleep(0.05)
+        assert sql(path, "SELECT count(*) FROM results") == [(0,)]
+        # Stored but not committed: this cache's lookups see it all the same.
+        assert cache.lookup([k(1), k(2)]) == {k(1): entry(1), k(2): entry(2)}
+        cache.flush()
+        assert sql(path, "SELECT count(*) FROM results") == [(2,)]
+
+
+def test_lookup_works_from_any_thread(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.db") as cache:
+        cache.store([(k(1), entry(1))])
+        cache.flush()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(cache.lookup([k(1)])))
+        thread.start()
+        thread.join(TIMEOUT)
+        assert seen == [{k(1): entry(1)}]
+
+
+def test_closed_cache_refuses_use(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c.db")
+    cache.close()
+    with pytest.raises(CacheFileError, match="closed"):
+        cache.store([(k(1), entry(1))])
+    with pytest.raises(CacheFileError, match="closed"):
+        cache.flush()
+    with pytest.raises(CacheFileError, match="closed"):
+        cache.lookup([k(1)])
+
+
+def test_not_a_sqlite_file_is_a_clear_error_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database, but some text long enough to be read as a header\n" * 20)
+    with pytest.raises(CacheFileError, match=r"cannot use .* as a trio_dag cache: file is not a"):
+        Cache(path)
+    assert path.read_text().startswith("not a database")
+
+
+def test_another_sqlite_database_is_a_clear_error_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    sql(path, "CREATE TABLE people (name TEXT)")
+    with pytest.raises(CacheFileError, match=r"not a trio_dag cache.*people"):
+        Cache(path)
+
+
+def test_newer_schema_is_a_clear_error_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    Cache(path).close()
+    sql(path, "UPDATE trio_dag_meta SET value = 99 WHERE name = 'schema'")
+    with pytest.raises(CacheFileError, match="newer trio_dag"):
+        Cache(path)
+
+
+def test_cache_file_error_is_a_trio_dag_error() -> None:
+    assert issubclass(CacheFileError, trio_dag.TrioDagError)
+
+
+# --- prune and stats --------------------------------------------------------
+
+
+def test_stats(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.db") as cache:
+        cache.store([(k(i), entry(i)) for i in range(10)])
+        cache.lookup([k(0), k(1), k(99)])
+        stats = cache.stats()
+    assert isinstance(stats, CacheStats)
+    assert stats.entries == 10
+    assert stats.bytes == 10 * (32 + 32 + 10)
+    assert (stats.hits, stats.misses) == (2, 1)
+    assert stats.file_size > 0
+
+
+def test_prune_older_than_drops_entries_not_used_for_that_long(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(i), entry(i)) for i in range(10)])
+        cache.flush()
+        sql(path, "UPDATE results SET used = used - 3 * 86400 WHERE size < 0 OR id % 2 = 0")
+        old = sql(path, "SELECT count(*) FROM results WHERE id % 2 = 0")[0][0]
+        assert cache.prune(older_than=timedelta(days=2)) == old
+        assert cache.prune(older_than=2 * 86400.0) == 0
+        assert cache.stats().entries == 10 - old
+
+
+def test_lookup_hit_marks_entry_used(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(1), entry(1)), (k(2), entry(2))])
+        cache.flush()
+        sql(path, "UPDATE results SET used = used - 3 * 86400")
+        assert cache.lookup([k(1)]) == {k(1): entry(1)}
+        assert cache.prune(older_than=timedelta(days=1)) == 1
+        assert cache.lookup([k(1), k(2)]) == {k(1): entry(1)}
+
+
+def test_prune_max_bytes_drops_least_recently_used_first(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(i), entry(i, size=100)) for i in range(10)])
+        cache.flush()
+        for i in range(10):  # entry i was last used i hours ago
+            sql(path, "UPDATE results SET used = used - ? WHERE key = ?", 3600.0 * i, k(i))
+        size = 32 + 32 + 100
+        assert cache.prune(max_bytes=4 * size + 10) == 6
+        assert set(cache.lookup([k(i) for i in range(10)])) == {k(0), k(1), k(2), k(3)}
+        assert cache.prune(max_bytes=0) == 4
+        assert cache.stats().entries == 0
+
+
+def test_prune_checks_its_arguments(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.db") as cache:
+        with pytest.raises(ValueError, match="older_than"):
+            cache.prune(older_than=-1)
+        with pytest.raises(ValueError, match="max_bytes"):
+            cache.prune(max_bytes=-1)
+
+
+# --- crashes and other processes --------------------------------------------
+
+WRITER = """
+import hashlib, sys
+from trio_dag._cache import Cache, CacheEntry
+
+def k(i):
+    return hashlib.blake2b(str(i).encode(), digest_size=32).digest()
+
+path, first, count, flush_every = sys.argv[1], *map(int, sys.argv[2:])
+cache = Cache(path)
+i = first
+while i < first + count:
+    cache.store([(k(j), CacheEntry(k(-j), b"x" * 200)) for j in range(i, i + 50)])
+    i += 50
+    if (i - first) % flush_every == 0:
+        cache.flush()
+        print(i, flush=True)  # every entry below i is acknowledged
+cache.close()
+"""
+
+
+def writer(path: Path, first: int, count: int, flush_every: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), str(first), str(count), str(flush_every)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="kill -9 is POSIX")
+def test_kill_9_mid_write_keeps_the_file_sound_and_every_flushed_entry(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    proc = writer(path, 0, 10**9, 500)
+    assert proc.stdout is not None
+    acknowledged = 0
+    try:
+        timer = threading.Timer(TIMEOUT, proc.kill)
+        timer.start()
+        for line in proc.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 5000:
+                break
+        timer.cancel()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(TIMEOUT)
+        proc.stdout.close()
+    assert acknowledged >= 5000
+    assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+    with Cache(path) as cache:
+        found = cache.lookup([k(i) for i in range(acknowledged)])
+    assert len(found) == acknowledged
+
+
+def test_two_processes_writing_one_file_both_finish(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    procs = [writer(path, 0, 3000, 250), writer(path, 2000, 3000, 250)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0
+        assert out.split()[-1] in {"3000", "5000"}
+    assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+    with Cache(path) as cache:
+        assert len(cache.lookup([k(i) for i in range(5000)])) == 5000
+        assert cache.stats().entries == 5000
+
+
+def test_finalizer_commits_a_cache_never_closed(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from trio_dag._cache import Cache, CacheEntry
+        cache = Cache(sys.argv[1])
+        cache.store([(b"k" * 32, CacheEntry(b"d" * 32, b"payload"))])
+        """
+    )
+    path = tmp_path / "c.db"
+    subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, timeout=TIMEOUT, check=True)
+    assert sql(path, "SELECT payload FROM results") == [(b"payload",)]

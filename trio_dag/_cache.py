@@ -1,0 +1,511 @@
+"""Stores of cached results: the CacheStore protocol, MemoryCache, and Cache (SQLite).
+
+A store maps a task's key (bytes, see ``_keys``) to a :class:`CacheEntry`:
+the digest of the task's output and its pickled payload. The engine looks up
+a whole ready wave of keys at once and stores results as tasks finish; it
+calls both from the Trio thread, so :meth:`CacheStore.store` must not block
+(:class:`Cache` hands the entries to its writer thread).
+
+``Cache`` keeps one SQLite file in WAL mode. Its writer thread owns the one
+write connection and commits whatever it was given at most 100 ms after it
+was given, and at once on :meth:`Cache.flush` and :meth:`Cache.close`: a
+crash loses at most that window and never corrupts the file. Lookups read
+from a connection of the calling thread. Another process may use the same
+file at once: SQLite's locks and a busy timeout order the writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Protocol, Self, final, runtime_checkable
+
+import attrs
+
+from ._errors import TrioDagError
+
+__all__ = [
+    "Cache",
+    "CacheEntry",
+    "CacheFileError",
+    "CacheStats",
+    "CacheStore",
+    "MemoryCache",
+]
+
+SCHEMA: Final = 1  # of the file: the tables below
+COMMIT_INTERVAL: Final = 0.1  # seconds an entry may wait in the writer before its commit
+BUSY_TIMEOUT: Final = 60.0  # seconds a statement waits for another process's lock
+_CHUNK: Final = 500  # keys per SELECT ... IN (...): under SQLite's variable limit
+# A hit marks its entry used only when its last use is older than this, so
+# a rerun within the hour writes nothing; prune's LRU order is to the hour.
+USE_GRANULARITY: Final = 3600.0
+_FORMAT: Final = "trio_dag cache"
+
+_CREATE: Final = """
+CREATE TABLE IF NOT EXISTS trio_dag_meta (name TEXT PRIMARY KEY, value ANY NOT NULL);
+INSERT OR IGNORE INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 1);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY, -- the key's first 8 bytes: one B-tree, found by rowid
+    key BLOB NOT NULL,      -- all of it: a lookup checks it, so a clash of ids is a miss
+    digest BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,  -- bytes of key, digest and payload: what prune(max_bytes=) counts
+    used REAL NOT NULL      -- time.time() of the store or of a hit, to the hour: prune's LRU
+);
+"""
+
+
+class CacheFileError(TrioDagError):
+    """A cache file cannot be used: not a SQLite file, not a trio_dag cache,
+    written by a newer trio_dag, or closed. Raised when it is opened."""
+
+
+@final
+@attrs.frozen
+class CacheEntry:
+    """What a store keeps for one key: the output's digest and its pickled payload."""
+
+    digest: bytes
+    payload: bytes
+
+
+@final
+@attrs.frozen
+class CacheStats:
+    """What :meth:`Cache.stats` reports.
+
+    ``entries`` and ``bytes`` (keys, digests and payloads) count what the
+    file holds; ``hits`` and ``misses`` the keys looked up through this
+    object; ``file_size`` the bytes on disk, write-ahead log included.
+    """
+
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    file_size: int
+
+
+@runtime_checkable
+class CacheStore(Protocol):
+    """What a run needs of a cache; plug in your own store by writing these three.
+
+    Keys are bytes (32-byte digests); an entry is a :class:`CacheEntry`.
+    The engine calls the methods from the Trio thread, so they must return
+    quickly: ``store`` may queue the entries and write them later, but a
+    ``lookup`` after a ``store`` should see them. Two entries stored for one
+    key are interchangeable: keep either. :class:`MemoryCache` is the
+    smallest correct store.
+    """
+
+    def lookup(self, keys: Sequence[bytes]) -> dict[bytes, CacheEntry]:
+        """The entries of the *keys* the store holds; a key it lacks is absent."""
+        ...
+
+    def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
+        """Keep each ``(key, entry)``, replacing any entry of that key."""
+        ...
+
+    def close(self) -> None:
+        """Write what is pending and let go of resources; idempotent."""
+        ...
+
+
+@final
+class MemoryCache:
+    """A :class:`CacheStore` in a dict, for tests and as the example to copy.
+
+    ::
+
+        class MemoryCache:
+            def __init__(self):
+                self.entries = {}
+
+            def lookup(self, keys):
+                return {k: self.entries[k] for k in keys if k in self.entries}
+
+            def store(self, entries):
+                self.entries.update(entries)
+
+            def close(self):
+                pass
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, CacheEntry] = {}
+
+    def lookup(self, keys: Sequence[bytes]) -> dict[bytes, CacheEntry]:
+        entries = self.entries
+        return {k: entries[k] for k in keys if k in entries}
+
+    def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
+        self.entries.update(entries)
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<MemoryCache of {len(self.entries)} entries>"
+
+
+# --- the SQLite store -------------------------------------------------------
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # check_same_thread=False only so close() may close every thread's reader;
+    # each connection is used by one thread.
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across a crash of the process
+    db.execute("PRAGMA cache_size = -32768")  # 32 MiB: a wave's random keys touch many pages
+    return db
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect, check the file is a cache of this schema, create it if empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = _connect(path)
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(path, exc) from None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        if not tables:
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # prune gives space back
+            db.execute("PRAGMA journal_mode = WAL")
+            # One transaction: two processes may create it at once.
+            db.executescript("BEGIN IMMEDIATE;" + _CREATE + "COMMIT;")
+            tables = {"trio_dag_meta"}
+        if "trio_dag_meta" not in tables:
+            raise CacheFileError(
+                f"{str(path)!r} is a SQLite database but not a trio_dag cache (it has "
+                f"tables {', '.join(sorted(tables))}); give Cache() another path"
+            )
+        meta = dict(db.execute("SELECT name, value FROM trio_dag_meta").fetchall())
+        if meta.get("format") != _FORMAT:
+            raise CacheFileError(f"{str(path)!r} is not a trio_dag cache; give another path")
+        if not isinstance(meta.get("schema"), int) or meta["schema"] > SCHEMA:
+            raise CacheFileError(
+                f"{str(path)!r} was written by a newer trio_dag (cache schema "
+                f"{meta.get('schema')!r}, this one reads {SCHEMA}); upgrade trio_dag or "
+                "give another path"
+            )
+        db.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _unusable(path, exc) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> CacheFileError:
+    return CacheFileError(
+        f"cannot use {str(path)!r} as a trio_dag cache: {exc}; give Cache() another path"
+    )
+
+
+@final
+class _Flush:
+    """A request to the writer: commit now, then set ``done``; or run ``call``."""
+
+    __slots__ = ("call", "done", "result")
+
+    def __init__(self, call: Callable[[sqlite3.Connection], Any] | None = None) -> None:
+        self.call = call
+        self.done = threading.Event()
+        self.result: Any = None
+
+
+_STOP: Final = object()
+# Two keys of one id (a chance of 2**-64 a pair) keep the later one: an eviction.
+_INSERT: Final = "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)"
+_TOUCH: Final = "UPDATE results SET used = ? WHERE id = ?"
+
+
+def _id(key: bytes) -> int:
+    return int.from_bytes(key[:8], "little", signed=True)
+
+
+@final
+class _Writer:
+    """The thread that owns the write connection and commits every 100 ms."""
+
+    def __init__(self, db: sqlite3.Connection, pending: dict[bytes, CacheEntry]) -> None:
+        self.db = db
+        self.pending = pending
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self.run, name="trio_dag cache writer", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        rows: list[tuple[bytes, CacheEntry]] = []
+        touched: dict[bytes, float] = {}
+        deadline = math.inf
+        while True:
+            timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if isinstance(item, list):
+                if not rows and not touched:
+                    deadline = time.monotonic() + COMMIT_INTERVAL
+                rows.extend(item)
+                continue
+            if isinstance(item, tuple):  # (time, keys) of lookup hits
+                if not rows and not touched:
+                    deadline = time.monotonic() + COMMIT_INTERVAL
+                touched.update(dict.fromkeys(item[1], item[0]))
+                continue
+            self.commit(rows, touched)
+            rows, touched, deadline = [], {}, math.inf
+            if isinstance(item, _Flush):
+                if item.call is not None and self.error is None:
+                    try:
+                        item.result = item.call(self.db)
+                    except BaseException as exc:
+                        item.result = exc
+                item.done.set()
+            elif item is _STOP:
+                self.db.close()
+                return
+
+    def commit(self, rows: list[tuple[bytes, CacheEntry]], touched: dict[bytes, float]) -> None:
+        if (not rows and not touched) or self.error is not None:
+            return
+        now = time.time()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                _INSERT,
+                sorted(  # in id order: neighbours in the B-tree are written together
+                    (_id(k), k, e.digest, e.payload, len(k) + len(e.digest) + len(e.payload), now)
+                    for k, e in rows
+                ),
+            )
+            self.db.executemany(_TOUCH, sorted((t, _id(k)) for k, t in touched.items()))
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            self.error = exc
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            return
+        pending = self.pending
+        for k, e in rows:
+            # A newer entry of this key, stored meanwhile, stays until its own commit.
+            if pending.get(k) is e:
+                pending.pop(k, None)
+
+
+@final
+class Cache:
+    """The SQLite cache: results kept in one file across runs and processes.
+
+    ``Cache("results.sqlite3")`` opens the file, creating it (and its
+    folder) if needed, and checks it: a file that is not a trio_dag cache, or
+    one written by a newer trio_dag, raises :class:`CacheFileError` at once.
+    Entries are written by a background thread and committed at most 100 ms
+    after :meth:`store`, and at once by :meth:`flush` and :meth:`close`.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        db = _open(self.path)
+        self._pending: dict[bytes, CacheEntry] = {}
+        self._readers: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._hits = 0
+        self._misses = 0
+        self._writer = _Writer(db, self._pending)
+        self._finalizer = weakref.finalize(self, _shut, self._writer, self._readers)
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = _connect(self.path)
+            with self._lock:
+                self._readers.append(db)
+            self._local.db = db
+        return db
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CacheFileError(f"{self!r} is closed")
+        if self._writer.error is not None:
+            raise CacheFileError(
+                f"{self!r} could not write: {self._writer.error!r}"
+            ) from self._writer.error
+
+    def lookup(self, keys: Sequence[bytes]) -> dict[bytes, CacheEntry]:
+        """The entries of the *keys* this cache holds, stored entries not yet
+        committed included. Each hit marks its entry as used now (to the
+        hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
+        self._check_open()
+        db = self._reader()
+        found: dict[bytes, CacheEntry] = {}
+        pending = self._pending
+        if pending:
+            for k in keys:
+                e = pending.get(k)
+                if e is not None:
+                    found[k] = e
+        wanted = set(keys)
+        now = time.time()
+        stale = now - USE_GRANULARITY
+        touched = []
+        for start in range(0, len(keys), _CHUNK):
+            ids = [_id(k) for k in keys[start : start + _CHUNK]]
+            for k, digest, payload, used in db.execute(_select(len(ids)), ids):
+                if k in wanted and k not in found:
+                    found[k] = CacheEntry(digest, payload)
+                    if used < stale:
+                        touched.append(k)
+        self._hits += len(found)
+        self._misses += len(keys) - len(found)
+        if touched:
+            self._writer.queue.put((now, touched))
+        return found
+
+    def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
+        """Queue the entries for the writer; return at once."""
+        self._check_open()
+        if not entries:
+            return
+        batch = list(entries)
+        self._pending.update(batch)
+        self._writer.queue.put(batch)
+
+    def flush(self) -> None:
+        """Commit every entry stored so far; return when it is on disk."""
+        self._check_open()
+        self._request(None)
+
+    def _request(self, call: Callable[[sqlite3.Connection], Any] | None) -> Any:
+        request = _Flush(call)
+        self._writer.queue.put(request)
+        request.done.wait()
+        self._check_open()
+        if isinstance(request.result, BaseException):
+            raise request.result
+        return request.result
+
+    def close(self) -> None:
+        """Commit what is pending and close the file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+        if self._writer.error is not None:
+            raise CacheFileError(
+                f"{self!r} could not write: {self._writer.error!r}"
+            ) from self._writer.error
+
+    def stats(self) -> CacheStats:
+        """Entries and bytes in the file (after a flush), hits and misses of this object."""
+        self.flush()
+        entries, size = (
+            self._reader()
+            .execute("SELECT count(*), coalesce(sum(size), 0) FROM results")
+            .fetchone()
+        )
+        file_size = sum(
+            os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p)
+        )
+        return CacheStats(entries, size, self._hits, self._misses, file_size)
+
+    def prune(
+        self, older_than: float | timedelta | None = None, max_bytes: int | None = None
+    ) -> int:
+        """Drop entries; return how many.
+
+        *older_than* (seconds or a timedelta) drops the entries not stored or
+        hit for that long; then *max_bytes* drops the least recently used
+        until the entries' bytes (see :class:`CacheStats`) are at most that.
+        """
+        if isinstance(older_than, timedelta):
+            older_than = older_than.total_seconds()
+        if older_than is not None and not older_than >= 0:
+            raise ValueError(f"older_than must be a duration >= 0, got {older_than!r}")
+        if max_bytes is not None and not max_bytes >= 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes!r}")
+        self.flush()
+        removed: int = self._request(
+            functools.partial(_prune, older_than=older_than, max_bytes=max_bytes)
+        )
+        return removed
+
+
+def _prune(db: sqlite3.Connection, older_than: float | None, max_bytes: int | None) -> int:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        removed = 0
+        if older_than is not None:
+            cut = time.time() - older_than
+            removed += db.execute("DELETE FROM results WHERE used < ?", (cut,)).rowcount
+        if max_bytes is not None:
+            removed += db.execute(
+                """DELETE FROM results WHERE rowid IN (
+                       SELECT rowid FROM (
+                           SELECT rowid, sum(size) OVER (
+                               ORDER BY used DESC, rowid DESC) AS kept
+                           FROM results)
+                       WHERE kept > ?)""",
+                (max_bytes,),
+            ).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("PRAGMA incremental_vacuum")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return removed
+
+
+_SELECTS: dict[int, str] = {}
+
+
+def _select(n: int) -> str:
+    sql = _SELECTS.get(n)
+    if sql is None:
+        sql = _SELECTS[n] = (
+            f"SELECT key, digest, payload, used FROM results WHERE id IN ({', '.join('?' * n)})"
+        )
+    return sql
+
+
+def _shut(writer: _Writer, readers: Iterable[sqlite3.Connection]) -> None:
+    """Stop the writer after its last commit and close the readers (also at exit)."""
+    writer.queue.put(_STOP)
+    writer.thread.join()
+    for db in list(readers):
+        db.close()
