@@ -50,7 +50,6 @@ _INT_SIZE: Final = array("i").itemsize
 _BYTE_ORDER: Final = sys.byteorder
 # array('i') of positions 0..k-1, shared for the usual small k.
 _FIRST: Final = tuple(array("i", range(k)) for k in range(64))
-_UNCHECKED: Final = object()  # DAG._checked_fn before any function was checked
 
 
 @final
@@ -95,14 +94,16 @@ class DAG:
         "__weakref__",
         "_all_done",
         "_args",
+        "_b",
         "_batched",
-        "_checked_fn",
+        "_default_like",
         "_dst",
         "_fns",
+        "_given",
         "_graph_cache",
         "_index_of",
         "_kwargs",
-        "_names",
+        "_named",
         "_off",
         "_opts",
         "_paths",
@@ -124,8 +125,10 @@ class DAG:
         self._dst = array("i")
         self._pos = array("i")
         self._paths: dict[int, tuple[tuple[Any, ...], ...]] = {}
-        self._names: dict[int, str] = {}
         self._index_of: dict[str, int] = {}
+        self._named = bytearray()
+        self._given: dict[int, str] | None = None
+        self._default_like: set[int] = set()
         self._pending: dict[int, tuple[int, str]] = {}
         self._all_done = array("i")
         self._batched = array("i")
@@ -133,7 +136,42 @@ class DAG:
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
         self._runs = 0
-        self._checked_fn: object = _UNCHECKED
+        self._b = self._builder()
+
+    def _builder(self) -> Any:
+        """The backend's builder of the common call of add and map, on this DAG's columns."""
+        return _native.BACKEND.build.Builder(
+            self._fns,
+            self._args,
+            self._opts,
+            self._off,
+            self._src,
+            self._dst,
+            self._pos,
+            self._index_of,
+            self._named,
+            self._pending,
+            self._default_like,
+            Handle,
+            DEFAULT_OPTIONS,
+            _OPTION_DEFAULTS,
+            _NO_AFTER,
+            AFTER,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The builder and the caches are remade, not pickled.
+        return {
+            slot: getattr(self, slot)
+            for slot in self.__slots__
+            if slot not in ("__weakref__", "_b", "_given", "_graph_cache", "_snapshot")
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for slot, value in state.items():
+            setattr(self, slot, value)
+        self._given = self._graph_cache = self._snapshot = None
+        self._b = self._builder()
 
     # --- building ----------------------------------------------------------
 
@@ -244,12 +282,34 @@ class DAG:
         ``run``/``open_run`` freezing it to the run's end; for ``open_run``,
         to the end of its block) ``add`` raises RuntimeError.
         """
+        # The common call, in one call of the backend's builder (None: not common).
+        handle = self._b.add(
+            self,
+            fn,
+            args,
+            name,
+            kwargs,
+            after,
+            priority,
+            cost,
+            tags,
+            uses,
+            retries,
+            retry_delay,
+            retry_backoff,
+            retry_on,
+            timeout,
+            run_in,
+            trigger,
+        )
+        if handle is not None:
+            return handle  # type: ignore[no-any-return]
         i = len(self._fns)
         # A function checked once need not be checked again (dag.map, loops);
         # a @batched one is never remembered: its check is of the arguments.
         # While a run is in progress none is (see _running), so the test of
         # _runs costs nothing on the way of a remembered function.
-        if fn is not self._checked_fn:
+        if fn is not self._b.checked_fn:
             if self._runs:
                 raise RuntimeError(
                     f"task {task_label(fn, i, name)}: the DAG is being run; tasks cannot be "
@@ -258,7 +318,7 @@ class DAG:
                 )
             check_fn(fn, args, kwargs, i, name)
             if type(fn) is not Batched:
-                self._checked_fn = fn
+                self._b.checked_fn = fn
         values = (
             priority,
             cost,
@@ -325,6 +385,8 @@ class DAG:
             )
         start = len(self._fns)
         try:
+            if not options:
+                return self._b.map(self, fn, iterable, self.add)  # type: ignore[no-any-return]
             return [self.add(fn, item, **options) for item in iterable]
         except BaseException:
             self._truncate(start)
@@ -380,8 +442,7 @@ class DAG:
             if paths is not None:
                 self._paths[i] = paths
             if name is not None:
-                self._names[i] = name
-                self._index_of[name] = i
+                self._name_task(i, name)
             if opts.trigger == "all_done":
                 self._all_done.append(i)
             if opts.uses:
@@ -395,20 +456,48 @@ class DAG:
         del self._all_done[bisect.bisect_left(self._all_done, n) :]
         del self._batched[bisect.bisect_left(self._batched, n) :]
         del self._with_uses[bisect.bisect_left(self._with_uses, n) :]
-        for table in (self._kwargs, self._paths, self._names):
+        for table in (self._kwargs, self._paths):
             for k in [k for k in table if k >= n]:
                 del table[k]
-        for name in [name for name, j in self._index_of.items() if j >= n]:
-            del self._index_of[name]
+        if len(self._named) > n:
+            del self._named[n:]
+            for name in [name for name, j in self._index_of.items() if j >= n]:
+                del self._index_of[name]
+            self._given = None
         for e in [e for e in self._pending if e >= end]:
             del self._pending[e]
 
     # --- names and lookup --------------------------------------------------
 
+    def _name_task(self, i: int, name: str) -> None:
+        """Record *name*, checked, as the name of task *i*, the last one added."""
+        self._index_of[name] = i
+        named = self._named
+        if len(named) < i:
+            named.extend(bytes(i - len(named)))
+        named.append(1)
+        if self._given is not None:
+            self._given[i] = name
+        # A name that reads as a default name, "<base>-<digits>", may be the
+        # default name of task <digits>: add's fast path leaves that one to
+        # check_default_name.
+        _, dash, digits = name.rpartition("-")
+        if dash and 0 < len(digits) <= 10 and digits.isascii() and digits.isdigit():
+            self._default_like.add(int(digits))
+
+    def _is_named(self, i: int) -> bool:
+        """Whether task *i* was given a name with ``name=``."""
+        return i < len(self._named) and self._named[i] == 1
+
     def _name(self, i: int) -> str:
         """The name of task *i*: given with ``name=``, or ``f"{fn.__name__}-{i}"``."""
-        name = self._names.get(i)
-        return f"{fn_name(self._fns[i])}-{i}" if name is None else name
+        if not self._is_named(i):
+            return f"{fn_name(self._fns[i])}-{i}"
+        # Names are stored name -> index only; the reverse is made on demand.
+        given = self._given
+        if given is None or i not in given:
+            given = self._given = {j: name for name, j in self._index_of.items()}
+        return given[i]
 
     def _lookup(self, name: str) -> int | None:
         """The index of the task called *name*, or None."""
@@ -423,7 +512,7 @@ class DAG:
         if (
             str(j) != digits
             or j >= len(self._fns)
-            or j in self._names
+            or self._is_named(j)
             or fn_name(self._fns[j]) != base
         ):
             return None
@@ -518,7 +607,7 @@ class DAG:
     def _running(self) -> Iterator[None]:
         """Count a run of the DAG as in progress for the ``with`` block (``add`` refuses)."""
         self._runs += 1
-        self._checked_fn = _UNCHECKED  # so that add looks at _runs
+        self._b.checked_fn = None  # so that add looks at _runs
         try:
             yield
         finally:
@@ -634,3 +723,24 @@ class DAG:
         Deterministic: the same DAG always gives the same text.
         """
         return render_mermaid(*self._export())
+
+
+# The option arguments of DAG.add as it receives them when the caller gives
+# none (the very objects: the builder tests identity), and after='s.
+_OPTION_DEFAULTS: Final = tuple(
+    DAG.add.__kwdefaults__[option]  # type: ignore[index]
+    for option in (
+        "priority",
+        "cost",
+        "tags",
+        "uses",
+        "retries",
+        "retry_delay",
+        "retry_backoff",
+        "retry_on",
+        "timeout",
+        "run_in",
+        "trigger",
+    )
+)
+_NO_AFTER: Final = DAG.add.__kwdefaults__["after"]  # type: ignore[index]

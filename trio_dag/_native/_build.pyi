@@ -1,0 +1,48 @@
+"""Types of the builder: ``_build`` (Cython) and ``_build_py`` (its twin) in ``_native``.
+
+A Builder appends tasks to a DAG's columns for the common call of ``DAG.add``
+and ``DAG.map``, and returns None where the general path must decide.
+"""
+
+from array import array
+from collections.abc import Callable, Iterable
+from typing import Any
+
+class Builder:
+    """Appends tasks to a DAG's columns in one call, for the common call only."""
+
+    checked_fn: object
+    def __init__(
+        self,
+        fns: list[Any],
+        args: list[Any],
+        opts: list[Any],
+        off: array[int],
+        src: array[int],
+        dst: array[int],
+        pos: array[int],
+        index_of: dict[str, int],
+        named: bytearray,
+        pending: dict[int, tuple[int, str]],
+        default_like: set[int],
+        handle_type: type,
+        default_options: object,
+        defaults: Iterable[object],
+        no_after: object,
+        after_code: int,
+    ) -> None: ...
+    def add(
+        self,
+        dag: object,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: object,
+        kwargs: object,
+        after: object,
+        *options: object,
+    ) -> Any:
+        """The handle of the task added, or None when the call needs the general path."""
+    def map(
+        self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
+    ) -> list[Any]:
+        """Add ``fn(item)`` per item; *add* takes the items the fast path cannot."""
