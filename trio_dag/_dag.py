@@ -15,6 +15,7 @@ suggestions), ``_dependencies`` (the handles in a task's arguments and
 from __future__ import annotations
 
 import bisect
+import gc
 import sys
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -384,6 +385,11 @@ class DAG:
                 "map() gives its tasks default names; to name them, call add() in a loop"
             )
         start = len(self._fns)
+        # The cyclic GC would walk the growing columns again and again while
+        # map adds a task per item (most of map's time); the objects map
+        # makes form no cycle, so it waits until map returns.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             if not options:
                 return self._b.map(self, fn, iterable, self.add)  # type: ignore[no-any-return]
@@ -391,6 +397,9 @@ class DAG:
         except BaseException:
             self._truncate(start)
             raise
+        finally:
+            if collecting:
+                gc.enable()
 
     # --- helpers of add and map --------------------------------------------
 

@@ -106,6 +106,7 @@ cdef extern from *:
 
 
 cdef extern from "Python.h":
+    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL
     int PyByteArray_Resize(object ba, Py_ssize_t size) except -1
     char* PyByteArray_AS_STRING(object ba)
     Py_ssize_t PyByteArray_GET_SIZE(object ba)
@@ -206,7 +207,7 @@ cdef class Builder:
         cdef object a, t, items, idx
         cdef PyObject* p
         if name is not None:
-            if type(name) is not str or not name or _default_like(name) or name in self.index_of:
+            if type(name) is not str or not name or _default_like(name):
                 return None
         elif self.default_like and i in self.default_like:
             return None
@@ -261,7 +262,7 @@ cdef class Builder:
                     after_idx[j] = -1 if idx is None else idx
                 else:
                     return None
-        # Checked: record. Nothing below can fail but for lack of memory.
+        # Checked but for the name being taken: record.
         return self._record(dag, fn, args, name, i, k, nd, plain, data, where, items, n_after, after_idx)
 
     cdef object _record(
@@ -272,6 +273,10 @@ cdef class Builder:
         cdef object pyi = i
         cdef Py_ssize_t j, lo = len(self.src)
         cdef int end
+        # The name's last check and its record in one probe of the table: a
+        # name taken already is left to the general path (DuplicateTaskError).
+        if name is not None and <object>PyDict_SetDefault(self.index_of, name, pyi) is not pyi:
+            return None
         self.fns.append(fn)
         self.args.append(args if plain or k == 0 else k)
         self.opts.append(self.default_options)
@@ -289,7 +294,6 @@ cdef class Builder:
         end = <int>(lo + nd + n_after)
         push(self.off, &end, 1)
         if name is not None:
-            self.index_of[name] = pyi
             j = PyByteArray_GET_SIZE(self.named)
             PyByteArray_Resize(self.named, i + 1)
             if j < i:

@@ -109,12 +109,19 @@ class Builder:
         """The handle of the task added, or None when the call needs the general path."""
         if fn is not self.checked_fn or kwargs is not None:
             return None
-        for value, default in zip(options, self.defaults, strict=True):
-            if value is not default:
-                return None
+        # What the general path takes for the default options (see DAG.add):
+        # equal, and no bool for a number.
+        if (
+            options != self.defaults
+            or options[0] is False
+            or options[1] is True
+            or options[4] is False
+            or options[5] is False
+        ):
+            return None
         i = len(self.fns)
         if name is not None:
-            if type(name) is not str or not name or _default_like(name) or name in self.index_of:
+            if type(name) is not str or not name or _default_like(name):
                 return None
         elif self.default_like and i in self.default_like:
             return None
@@ -159,7 +166,11 @@ class Builder:
                     after_idx.append(-1 if idx is None else idx)
                 else:
                     return None
-        # Checked: record. Nothing below can fail but for lack of memory.
+        # Checked but for the name being taken: the name's last check and its
+        # record in one probe of the table; a name taken already is left to
+        # the general path (DuplicateTaskError).
+        if name is not None and self.index_of.setdefault(name, i) is not i:  # type: ignore[arg-type]
+            return None
         src = self.src
         lo = len(src)
         self.fns.append(fn)
@@ -179,7 +190,6 @@ class Builder:
             self.dst.fromlist([i] * count)
         self.off.append(lo + count)
         if name is not None:
-            self.index_of[name] = i
             named = self.named
             if len(named) < i:
                 named.extend(bytes(i - len(named)))
