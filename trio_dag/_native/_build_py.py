@@ -169,7 +169,7 @@ class Builder:
         # Checked but for the name being taken: the name's last check and its
         # record in one probe of the table; a name taken already is left to
         # the general path (DuplicateTaskError).
-        if name is not None and self.index_of.setdefault(name, i) is not i:  # type: ignore[arg-type]
+        if name is not None and self.index_of.setdefault(name, i) is not i:
             return None
         src = self.src
         lo = len(src)
