@@ -52,7 +52,6 @@ def state(dag: DAG) -> tuple[Any, ...]:
         dict(dag._kwargs),
         dag._off.tolist(),
         dag._src.tolist(),
-        dag._dst.tolist(),
         dag._pos.tolist(),
         dict(dag._paths),
         bytes(dag._named),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import sys
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,8 +46,6 @@ __all__ = ["DAG"]
 
 T = TypeVar("T")
 
-_INT_SIZE: Final = array("i").itemsize
-_BYTE_ORDER: Final = sys.byteorder
 # array('i') of positions 0..k-1, shared for the usual small k.
 _FIRST: Final = tuple(array("i", range(k)) for k in range(64))
 
@@ -98,7 +95,6 @@ class DAG:
         "_b",
         "_batched",
         "_default_like",
-        "_dst",
         "_fns",
         "_given",
         "_graph_cache",
@@ -123,7 +119,6 @@ class DAG:
         self._kwargs: dict[int, dict[str, Any]] = {}
         self._off = array("i", [0])
         self._src = array("i")
-        self._dst = array("i")
         self._pos = array("i")
         self._paths: dict[int, tuple[tuple[Any, ...], ...]] = {}
         self._index_of: dict[str, int] = {}
@@ -147,7 +142,6 @@ class DAG:
             self._opts,
             self._off,
             self._src,
-            self._dst,
             self._pos,
             self._index_of,
             self._named,
@@ -440,11 +434,7 @@ class DAG:
                 else:
                     src.append(a)
             self._pos.fromlist([AFTER] * len(after_items))
-        end = len(src)
-        if data or after_items:
-            # k copies of i: bytes repetition is the fastest way to append them.
-            self._dst.frombytes(i.to_bytes(_INT_SIZE, _BYTE_ORDER) * (end - self._off[i]))
-        self._off.append(end)
+        self._off.append(len(src))
         if opts is not DEFAULT_OPTIONS or kw or paths or name is not None:
             if kw:
                 self._kwargs[i] = kw
@@ -461,7 +451,7 @@ class DAG:
         """Forget every task from index *n* on (map() undoing a partly done call)."""
         end = self._off[n]
         del self._fns[n:], self._args[n:], self._opts[n:], self._off[n + 1 :]
-        del self._src[end:], self._dst[end:], self._pos[end:]
+        del self._src[end:], self._pos[end:]
         del self._all_done[bisect.bisect_left(self._all_done, n) :]
         del self._batched[bisect.bisect_left(self._batched, n) :]
         del self._with_uses[bisect.bisect_left(self._with_uses, n) :]
@@ -632,7 +622,7 @@ class DAG:
         if graph is None or graph.n != n or type(graph) is not graph_type:
             if self._pending:
                 self._resolve_pending()
-            graph = graph_type(n, self._src, self._dst)
+            graph = graph_type(n, self._src, _native.BACKEND.build.targets(self._off, n))
             self._graph_cache = graph
         return graph
 

@@ -19,7 +19,6 @@ class Builder:
         opts: list[Any],
         off: array[int],
         src: array[int],
-        dst: array[int],
         pos: array[int],
         index_of: dict[str, int],
         named: bytearray,
@@ -46,3 +45,6 @@ class Builder:
         self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
     ) -> list[Any]:
         """Add ``fn(item)`` per item; *add* takes the items the fast path cannot."""
+
+def targets(off: array[int], n: int) -> array[int]:
+    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``."""

@@ -11,7 +11,7 @@ general path, which checks and raises exactly as before.
 """
 
 cimport cython
-from cpython.array cimport array
+from cpython.array cimport array, clone
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.list cimport PyList_GET_SIZE
@@ -137,7 +137,7 @@ cdef class Builder:
     """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
 
     cdef list fns, args, opts
-    cdef object off, src, dst, pos
+    cdef object off, src, pos
     cdef dict index_of, pending
     cdef object named  # bytearray
     cdef set default_like
@@ -148,7 +148,7 @@ cdef class Builder:
     cdef public object checked_fn
 
     def __init__(
-        self, fns, args, opts, off, src, dst, pos, index_of, named, pending, default_like,
+        self, fns, args, opts, off, src, pos, index_of, named, pending, default_like,
         handle_type, default_options, defaults, no_after, after_code,
     ):
         self.fns = fns
@@ -156,7 +156,6 @@ cdef class Builder:
         self.opts = opts
         self.off = off
         self.src = src
-        self.dst = dst
         self.pos = pos
         self.index_of = index_of
         self.named = named
@@ -289,8 +288,6 @@ cdef class Builder:
                     self.pending[lo + nd + j] = (pyi, items[j])
             push(self.src, after_idx, n_after)
             push_repeat(self.pos, self.after_code, n_after)
-        if nd or n_after:
-            push_repeat(self.dst, <int>i, nd + n_after)
         end = <int>(lo + nd + n_after)
         push(self.off, &end, 1)
         if name is not None:
@@ -335,8 +332,6 @@ cdef class Builder:
                 opts.append(default_options)
                 push(self.src, data, 1)
                 push(self.pos, &zero, 1)
-                end = <int>i
-                push(self.dst, &end, 1)
                 end = <int>(lo + 1)
                 push(self.off, &end, 1)
             elif t in _PLAIN:
@@ -353,3 +348,24 @@ cdef class Builder:
                 continue
             out.append(new2(handle_type, self.off_dag, dag, self.off_index, i))
         return out
+
+
+cdef array _INT_TEMPLATE = array("i")
+
+
+def targets(array off, Py_ssize_t n):
+    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``.
+
+    The DAG keeps only the offsets; the core's Graph takes one target per edge.
+    """
+    if not 0 <= n < len(off):
+        raise ValueError(f"n must be between 0 and {len(off) - 1}, got {n}")
+    cdef int* o = off.data.as_ints
+    cdef array out = clone(_INT_TEMPLATE, o[n], False)
+    cdef int* t = out.data.as_ints
+    cdef Py_ssize_t i
+    cdef int e
+    for i in range(n):
+        for e in range(o[i], o[i + 1]):
+            t[e] = <int>i
+    return out

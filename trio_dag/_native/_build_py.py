@@ -11,13 +11,14 @@ general path, which checks and raises exactly as before.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ._shared import PLAIN_TYPES
 
-__all__ = ["Builder"]
+__all__ = ["Builder", "targets"]
 
 _PLAIN: Final = frozenset(PLAIN_TYPES)
 _STACK: Final = 64  # edges of one task the compiled twin counts in a C buffer
@@ -44,7 +45,6 @@ class Builder:
         "default_like",
         "default_options",
         "defaults",
-        "dst",
         "fns",
         "handle_type",
         "index_of",
@@ -64,7 +64,6 @@ class Builder:
         opts: list[Any],
         off: array[int],
         src: array[int],
-        dst: array[int],
         pos: array[int],
         index_of: dict[str, int],
         named: bytearray,
@@ -81,7 +80,6 @@ class Builder:
         self.opts = opts
         self.off = off
         self.src = src
-        self.dst = dst
         self.pos = pos
         self.index_of = index_of
         self.named = named
@@ -185,10 +183,7 @@ class Builder:
                     self.pending[lo + len(data) + j] = (i, items[j])
             src.fromlist(after_idx)
             self.pos.fromlist([self.after_code] * len(after_idx))
-        count = len(data) + len(after_idx)
-        if count:
-            self.dst.fromlist([i] * count)
-        self.off.append(lo + count)
+        self.off.append(lo + len(data) + len(after_idx))
         if name is not None:
             named = self.named
             if len(named) < i:
@@ -221,7 +216,6 @@ class Builder:
                 opts.append(default_options)
                 src.append(item._index)
                 self.pos.append(0)
-                self.dst.append(i)
                 off.append(len(src))
             elif t in _PLAIN:
                 fns.append(fn)
@@ -233,3 +227,18 @@ class Builder:
                 continue
             out.append(handle(dag, i))
         return out
+
+
+def targets(off: array[int], n: int) -> array[int]:
+    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``.
+
+    The DAG keeps only the offsets; the core's Graph takes one target per edge.
+    """
+    if not 0 <= n < len(off):
+        raise ValueError(f"n must be between 0 and {len(off) - 1}, got {n}")
+    size = off.itemsize
+    order = sys.byteorder
+    return array(
+        "i",
+        b"".join([i.to_bytes(size, order) * (off[i + 1] - off[i]) for i in range(n)]),
+    )
