@@ -362,6 +362,12 @@ def test_the_fast_path_is_taken(variant: str, monkeypatch: pytest.MonkeyPatch) -
 def test_targets_spell_out_the_offsets(variant: str) -> None:
     targets = BACKENDS[variant].build.targets
     off = array("i", [0, 2, 2, 5, 6])
+    with built_with(BACKENDS[variant]):
+        dag = DAG()
+    dag.add(job)
+    dag.add(job, after=["x", "y"])
+    dag.add(job)
+    assert dag._b.targets(3).tolist() == [1, 1]
     assert targets(off, 4).tolist() == [0, 0, 2, 2, 2, 3]
     assert targets(off, 2).tolist() == [0, 0]
     assert targets(off, 0).tolist() == []

@@ -622,7 +622,8 @@ class DAG:
         if graph is None or graph.n != n or type(graph) is not graph_type:
             if self._pending:
                 self._resolve_pending()
-            graph = graph_type(n, self._src, _native.BACKEND.build.targets(self._off, n))
+            # The DAG's builder spells out the targets the DAG does not keep.
+            graph = graph_type(n, self._src, self._b.targets(n))
             self._graph_cache = graph
         return graph
 

@@ -41,6 +41,8 @@ class Builder:
         *options: object,
     ) -> Any:
         """The handle of the task added, or None when the call needs the general path."""
+    def targets(self, n: int) -> array[int]:
+        """The task of each edge of tasks ``0..n-1``, from the DAG's offsets."""
     def map(
         self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
     ) -> list[Any]:

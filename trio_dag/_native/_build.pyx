@@ -298,6 +298,10 @@ cdef class Builder:
             PyByteArray_AS_STRING(self.named)[i] = 1
         return new2(self.handle_type, self.off_dag, dag, self.off_index, pyi)
 
+    def targets(self, Py_ssize_t n):
+        """The task of each edge of tasks ``0..n-1`` (see the function ``targets``)."""
+        return targets(self.off, n)
+
     def map(self, dag, fn, iterable, add):
         """Add ``fn(item)`` for each item; *add* (``dag.add``) takes the items the fast path cannot.
 

@@ -191,6 +191,10 @@ class Builder:
             named.append(1)
         return handle(dag, i)
 
+    def targets(self, n: int) -> array[int]:
+        """The task of each edge of tasks ``0..n-1`` (see the function ``targets``)."""
+        return targets(self.off, n)
+
     def map(
         self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
     ) -> list[Any]:
