@@ -13,6 +13,7 @@ records nothing.
 
 from __future__ import annotations
 
+import inspect
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -374,3 +375,34 @@ def test_targets_spell_out_the_offsets(variant: str) -> None:
     for n in (-1, 5):
         with pytest.raises(ValueError, match="n must be between 0 and 4"):
             targets(off, n)
+
+
+def test_add_keeps_its_signature_docstring_and_call_errors() -> None:
+    """DAG.add may be the compiled builder's add (with the compiled backend): it shows
+    the Python add's signature and docstring, and a malformed call fails as that add's."""
+    dag = DAG()  # the first DAG installs the compiled add, when there is one
+    add = DAG.__dict__["add"]
+    general = getattr(add, "__wrapped__", add)
+    if _native.CORE == "cython":
+        assert add is _native.BACKEND.build.add and general is not add
+    assert inspect.signature(add) == inspect.signature(general)
+    assert (add.__doc__, add.__qualname__, add.__module__) == (
+        general.__doc__,
+        "DAG.add",
+        "trio_dag",
+    )
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((), {}),
+        ((job,), {"bogus": 1}),
+        ((), {"fn": job}),
+        ((job,), {"kwargs": 3}),
+        ((job,), {"name": 3}),
+        ((job, 1), {"after": 3.5, "priority": 1}),
+    ]
+    for args, kwargs in calls:
+        with pytest.raises(TypeError) as expected:
+            general(dag, *args, **kwargs)
+        with pytest.raises(TypeError) as got:
+            dag.add(*args, **kwargs)
+        assert str(got.value) == str(expected.value)
+    assert len(dag) == 0

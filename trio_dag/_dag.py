@@ -15,6 +15,7 @@ suggestions), ``_dependencies`` (the handles in a task's arguments and
 from __future__ import annotations
 
 import bisect
+import functools
 import gc
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -133,6 +134,8 @@ class DAG:
         self._snapshot: Snapshot | None = None
         self._runs = 0
         self._b = self._builder()
+        if _compiled_add is not None:
+            _install_compiled_add()
 
     def _builder(self) -> Any:
         """The backend's builder of the common call of add and map, on this DAG's columns."""
@@ -744,3 +747,21 @@ _OPTION_DEFAULTS: Final = tuple(
     )
 )
 _NO_AFTER: Final = DAG.add.__kwdefaults__["after"]  # type: ignore[index]
+
+
+# The compiled builder's module also has DAG.add without a Python frame (no
+# keyword-only defaults to fill in, no second call): the common call is
+# taken there and every other goes to the add above, as it came. Installed
+# at the first DAG(), once the package has published add under its public
+# module, and only when the compiled backend was chosen.
+_compiled_add: Any = _native.BACKEND.build if _native.BACKEND.name == "cython" else None
+
+
+def _install_compiled_add() -> None:
+    global _compiled_add
+    build, _compiled_add = _compiled_add, None
+    general = DAG.__dict__["add"]
+    fast = build.add
+    build.set_general_add(general)
+    functools.update_wrapper(fast, general)
+    type.__setattr__(DAG, "add", fast)

@@ -50,3 +50,9 @@ class Builder:
 
 def targets(off: array[int], n: int) -> array[int]:
     """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``."""
+
+def set_general_add(general: Callable[..., Any]) -> None:
+    """Take *general* (DAG.add in Python) for every call ``add`` does not take itself."""
+
+def add(*args: Any, name: Any = None, kwargs: Any = None, after: Any = (), **options: Any) -> Any:
+    """``DAG.add`` without a Python frame: the common call here, every other to the general one."""

@@ -15,6 +15,7 @@ from cpython.array cimport array, clone
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.list cimport PyList_GET_SIZE
+from cpython.sequence cimport PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
 from libc.string cimport memset
@@ -194,16 +195,20 @@ cdef class Builder:
             or trigger is not <object>PyTuple_GET_ITEM(d, 10)
         ):
             return None
-        return self._add(dag, fn, args, name, after)
+        return self._add(dag, fn, args, 0, name, after)
 
-    cdef object _add(self, object dag, object fn, tuple args, object name, object after):
+    cdef object _add(
+        self, object dag, object fn, tuple args, Py_ssize_t start, object name, object after
+    ):
+        # The task's positional arguments are args[start:].
         cdef Py_ssize_t i = PyList_GET_SIZE(self.fns)
-        cdef Py_ssize_t k = PyTuple_GET_SIZE(args), nd = 0, na = 0, j, n_after
+        cdef Py_ssize_t k = PyTuple_GET_SIZE(args) - start, nd = 0, na = 0, j, n_after
         cdef int data[64]
         cdef int where[64]
         cdef int after_idx[64]
         cdef bint plain = False
         cdef object a, t, items, idx
+        cdef PyObject** seq
         cdef PyObject* p
         if name is not None:
             if type(name) is not str or not name or _default_like(name):
@@ -214,7 +219,7 @@ cdef class Builder:
         if k > _STACK:
             return None
         for j in range(k):
-            a = <object>PyTuple_GET_ITEM(args, j)
+            a = <object>PyTuple_GET_ITEM(args, start + j)
             t = type(a)
             if t is self.handle_type:
                 p = slot(a, self.off_dag)
@@ -242,11 +247,12 @@ cdef class Builder:
                 items = (after,)
             else:
                 return None
-            n_after = len(items)
+            n_after = PySequence_Fast_GET_SIZE(items)
             if n_after > _STACK:
                 return None
+            seq = PySequence_Fast_ITEMS(items)
             for j in range(n_after):
-                a = items[j]
+                a = <object>seq[j]
                 t = type(a)
                 if t is self.handle_type:
                     p = slot(a, self.off_dag)
@@ -262,6 +268,8 @@ cdef class Builder:
                 else:
                     return None
         # Checked but for the name being taken: record.
+        if start and (plain or k == 0):
+            args = args[start:]
         return self._record(dag, fn, args, name, i, k, nd, plain, data, where, items, n_after, after_idx)
 
     cdef object _record(
@@ -352,6 +360,37 @@ cdef class Builder:
                 continue
             out.append(new2(handle_type, self.off_dag, dag, self.off_index, i))
         return out
+
+
+cdef object _general_add = None
+
+
+def set_general_add(general):
+    """Take *general* (DAG.add in Python) for every call :func:`add` does not take itself."""
+    global _general_add
+    _general_add = general
+
+
+def add(*args, name=None, kwargs=None, after=(), **options):
+    """``DAG.add`` without a Python frame: the common call here, every other to the general one.
+
+    ``DAG.add(dag, fn, *args, name=..., after=...)`` with no other option, on
+    a DAG with a compiled builder, is its builder's; everything else
+    (another option, a missing fn, an unknown keyword, a call the builder
+    declines) goes to the Python ``DAG.add`` as it came, which checks and
+    raises exactly as always.
+    """
+    cdef object b, h
+    if PyTuple_GET_SIZE(args) >= 2 and kwargs is None and not options:
+        b = getattr(<object>PyTuple_GET_ITEM(args, 0), "_b", None)
+        if type(b) is Builder and (<Builder>b).checked_fn is <object>PyTuple_GET_ITEM(args, 1):
+            h = (<Builder>b)._add(
+                <object>PyTuple_GET_ITEM(args, 0), <object>PyTuple_GET_ITEM(args, 1), args, 2,
+                name, after,
+            )
+            if h is not None:
+                return h
+    return _general_add(*args, name=name, kwargs=kwargs, after=after, **options)
 
 
 cdef array _INT_TEMPLATE = array("i")
