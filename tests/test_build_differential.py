@@ -406,3 +406,22 @@ def test_add_keeps_its_signature_docstring_and_call_errors() -> None:
             dag.add(*args, **kwargs)
         assert str(got.value) == str(expected.value)
     assert len(dag) == 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_names_given_by_either_path_are_found_by_index_in_any_order(variant: str) -> None:
+    subject = Subject(BACKENDS[variant])
+    dag = subject.dag
+    names = []
+    for k in range(30):
+        # "job-<k+50>" reads as a default name: the general path records it.
+        name = f"job-{k + 50}" if k % 3 == 0 else f"n{k}"
+        h = dag.add(job, name=name) if k % 2 == 0 else dag.add(job)
+        names.append(name if k % 2 == 0 else f"job-{k}")
+        assert repr(h) == f"<Handle {names[-1]!r} (task {k})>"
+        assert [dag._name(j) for j in range(k, -1, -1)] == names[::-1]
+    dag.map(job, [1, 2])
+    dag._truncate(20)
+    assert [h.name for h in dag] == names[:20]
+    dag.add(job, name="again")
+    assert dag._name(20) == "again" and dag["again"].index == 20

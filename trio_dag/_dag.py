@@ -478,8 +478,6 @@ class DAG:
         if len(named) < i:
             named.extend(bytes(i - len(named)))
         named.append(1)
-        if self._given is not None:
-            self._given[i] = name
         # A name that reads as a default name, "<base>-<digits>", may be the
         # default name of task <digits>: add's fast path leaves that one to
         # check_default_name.
@@ -495,10 +493,17 @@ class DAG:
         """The name of task *i*: given with ``name=``, or ``f"{fn.__name__}-{i}"``."""
         if not self._is_named(i):
             return f"{fn_name(self._fns[i])}-{i}"
-        # Names are stored name -> index only; the reverse is made on demand.
+        # Names are stored name -> index only; the reverse is made on demand,
+        # and mirrors the table in its order, which is the tasks' order: the
+        # names not mirrored yet are the newest, at the table's end.
         given = self._given
-        if given is None or i not in given:
+        if given is None:
             given = self._given = {j: name for name, j in self._index_of.items()}
+        elif i not in given:
+            for name, j in reversed(self._index_of.items()):
+                if j in given:
+                    break
+                given[j] = name
         return given[i]
 
     def _lookup(self, name: str) -> int | None:
