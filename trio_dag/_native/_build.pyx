@@ -202,7 +202,7 @@ cdef class Builder:
     ):
         # The task's positional arguments are args[start:].
         cdef Py_ssize_t i = PyList_GET_SIZE(self.fns)
-        cdef Py_ssize_t k = PyTuple_GET_SIZE(args) - start, nd = 0, na = 0, j, n_after
+        cdef Py_ssize_t k = PyTuple_GET_SIZE(args) - start, nd = 0, j, n_after
         cdef int data[64]
         cdef int where[64]
         cdef int after_idx[64]
@@ -267,7 +267,8 @@ cdef class Builder:
                     after_idx[j] = -1 if idx is None else idx
                 else:
                     return None
-        # Checked but for the name being taken: record.
+        # Checked but for the name being taken: record. Nothing in _record can
+        # fail after the name is taken but for lack of memory.
         if start and (plain or k == 0):
             args = args[start:]
         return self._record(dag, fn, args, name, i, k, nd, plain, data, where, items, n_after, after_idx)
@@ -321,7 +322,7 @@ cdef class Builder:
         cdef int data[1]
         cdef int zero = 0
         cdef int end
-        cdef object t, h, pyi, p_dag, p_index
+        cdef object t, one
         cdef PyObject* p
         cdef object handle_type = self.handle_type
         cdef object default_options = self.default_options
