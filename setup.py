@@ -1,4 +1,4 @@
-"""Builds the compiled core, loop and interner, unless TRIO_DAG_NO_EXTENSIONS is set."""
+"""Builds the compiled core, loop, interner and builder, unless TRIO_DAG_NO_EXTENSIONS is set."""
 
 import os
 
@@ -16,7 +16,7 @@ else:
                 [f"trio_dag/_native/{name}.pyx"],
                 extra_compile_args=["-O3"],
             )
-            for name in ("_core", "_loop", "_intern")
+            for name in ("_core", "_loop", "_intern", "_build")
         ],
         compiler_directives={"language_level": "3"},
     )

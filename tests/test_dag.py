@@ -52,11 +52,11 @@ def state(dag: DAG) -> tuple[Any, ...]:
         dict(dag._kwargs),
         dag._off.tolist(),
         dag._src.tolist(),
-        dag._dst.tolist(),
         dag._pos.tolist(),
         dict(dag._paths),
-        dict(dag._names),
+        bytes(dag._named),
         dict(dag._index_of),
+        set(dag._default_like),
         dict(dag._pending),
         dag._all_done.tolist(),
     )
@@ -210,7 +210,7 @@ def test_default_names_are_found_without_being_stored() -> None:
     dag = DAG()
     for _ in range(1000):
         dag.add(open_db)
-    assert not dag._names and not dag._index_of
+    assert not dag._named and not dag._index_of
     assert dag["open_db-999"].index == 999
     assert "open_db-1000" not in dag
     assert "open_db-٣" not in dag  # a non-ASCII digit

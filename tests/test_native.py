@@ -49,7 +49,12 @@ RUN_A_DAG = (
     "h = dag.add(add, dag.add(double, one), one)\n"
     "print(trio.run(trio_dag.run, dag)[h])\n"
 )
-COMPILED_MODULES = ["trio_dag._native._core", "trio_dag._native._loop", "trio_dag._native._intern"]
+COMPILED_MODULES = [
+    "trio_dag._native._core",
+    "trio_dag._native._loop",
+    "trio_dag._native._intern",
+    "trio_dag._native._build",
+]
 
 
 def broken(module: str) -> str:
@@ -169,7 +174,9 @@ def test_require_extension_names_the_compiled_module_that_does_not_import(
     compiled_core: ModuleType, module: str
 ) -> None:
     stderr = import_error_of(broken(module) + "import trio_dag", TRIO_DAG_REQUIRE_EXTENSION="1")
-    what = {"_core": "core", "_loop": "loop", "_intern": "interner"}[module.rsplit(".", 1)[1]]
+    what = {"_core": "core", "_loop": "loop", "_intern": "interner", "_build": "builder"}[
+        module.rsplit(".", 1)[1]
+    ]
     assert f"TRIO_DAG_REQUIRE_EXTENSION is set but the compiled {what} {module} did not" in stderr
     assert f"{module}: undefined symbol (simulated)" in stderr
 
@@ -186,9 +193,11 @@ def test_no_extensions_gives_the_python_backend_whole() -> None:
 def test_the_compiled_backend_needs_no_twin(compiled_core: ModuleType) -> None:
     """The compiled modules share their constants with the twins through
     ``_native._shared``, never by importing them, and the engine reads the
-    loop's codes from ``_native``: with all three twins gone, the compiled
+    loop's codes from ``_native``: with all four twins gone, the compiled
     backend imports and runs (graphlib and the testing toolkit too)."""
-    twins = "".join(broken(f"trio_dag._native.{name}_py") for name in ("_core", "_loop", "_intern"))
+    twins = "".join(
+        broken(f"trio_dag._native.{name}_py") for name in ("_core", "_loop", "_intern", "_build")
+    )
     code = twins + "import trio_dag.graphlib, trio_dag.testing\n" + SHOW_BACKEND + RUN_A_DAG
     assert core_of(code).splitlines() == [COMPILED_BACKEND, "3"]
 
@@ -205,7 +214,7 @@ def test_the_python_backend_needs_no_compiled_module() -> None:
 def test_no_compiled_module_imports_a_twin() -> None:
     twin_import = re.compile(r"^\s*(from|import|cimport)\s+trio_dag\.[\w.]+_py\b", re.MULTILINE)
     sources = sorted((ROOT / "trio_dag" / "_native").glob("*.pyx"))
-    assert len(sources) == 3
+    assert len(sources) == 4
     for pyx in sources:
         assert not twin_import.search(pyx.read_text()), pyx.name
 
@@ -225,7 +234,7 @@ def test_a_backend_is_a_frozen_value() -> None:
     backend = _native.python()
     assert repr(backend) == (
         "Backend(name='python', core=trio_dag._native._core_py, loop=trio_dag._native._loop_py, "
-        "intern=trio_dag._native._intern_py)"
+        "intern=trio_dag._native._intern_py, build=trio_dag._native._build_py)"
     )
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         backend.name = "cython"  # type: ignore[misc]

@@ -15,7 +15,8 @@ suggestions), ``_dependencies`` (the handles in a task's arguments and
 from __future__ import annotations
 
 import bisect
-import sys
+import functools
+import gc
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -46,11 +47,8 @@ __all__ = ["DAG"]
 
 T = TypeVar("T")
 
-_INT_SIZE: Final = array("i").itemsize
-_BYTE_ORDER: Final = sys.byteorder
 # array('i') of positions 0..k-1, shared for the usual small k.
 _FIRST: Final = tuple(array("i", range(k)) for k in range(64))
-_UNCHECKED: Final = object()  # DAG._checked_fn before any function was checked
 
 
 @final
@@ -91,14 +89,19 @@ class DAG:
     # - _opts[i]: its TaskOptions (one shared default instance).
     # - _kwargs: {i: kwargs} (a private copy) for tasks that have some.
     # - Edges of task i are _off[i]:_off[i + 1] of _src (the dependency, -1
-    #   for an after= name not yet resolved), _dst (i) and _pos (a position,
-    #   NESTED or AFTER); data edges come first, in the order the handles
-    #   were found, then after= edges.
+    #   for an after= name not yet resolved) and _pos (a position, NESTED or
+    #   AFTER); the edge's target, i, is not stored (freezing spells the
+    #   targets out from _off). Data edges come first, in the order the
+    #   handles were found, then after= edges.
     # - _paths: {i: paths} for tasks with a handle in kwargs or inside a
     #   container: one path per data edge, (0, position, key, ...) into the
     #   arguments or (1, name, key, ...) into kwargs.
-    # - _names {i: name} and _index_of {name: i}: names given with name=;
-    #   the others are computed (f"{fn.__name__}-{i}").
+    # - _index_of {name: i}: the names given with name=, the one table of
+    #   names; _named[i] is 1 when task i has one (shorter when the last
+    #   tasks have none), _given the reverse {i: name}, made on demand. The
+    #   other names are computed (f"{fn.__name__}-{i}"). _default_like: the
+    #   <digits> of given names that read "<base>-<digits>", which add's
+    #   fast path leaves to the general checks.
     # - _pending: {edge: (task, name)} for after= names not yet resolved.
     # - _all_done: ascending indices of tasks with trigger="all_done".
     # - _batched: ascending indices of tasks of @batched functions.
@@ -106,20 +109,24 @@ class DAG:
     # - _with_notes: ascending indices of tasks with a priority or tags (for
     #   the run's warnings of settings without effect).
     # - _runs: how many runs of the DAG are in progress (add refuses while
-    #   any is); _checked_fn: the last function check_fn passed.
+    #   any is).
+    # - _b: the backend's Builder over these columns, which records the
+    #   common call of add and map in one step (it remembers the last
+    #   function check_fn passed).
 
     __slots__ = (
         "__weakref__",
         "_all_done",
         "_args",
+        "_b",
         "_batched",
-        "_checked_fn",
-        "_dst",
+        "_default_like",
         "_fns",
+        "_given",
         "_graph_cache",
         "_index_of",
         "_kwargs",
-        "_names",
+        "_named",
         "_off",
         "_opts",
         "_paths",
@@ -139,11 +146,12 @@ class DAG:
         self._kwargs: dict[int, dict[str, Any]] = {}
         self._off = array("i", [0])
         self._src = array("i")
-        self._dst = array("i")
         self._pos = array("i")
         self._paths: dict[int, tuple[tuple[Any, ...], ...]] = {}
-        self._names: dict[int, str] = {}
         self._index_of: dict[str, int] = {}
+        self._named = bytearray()
+        self._given: dict[int, str] | None = None
+        self._default_like: set[int] = set()
         self._pending: dict[int, tuple[int, str]] = {}
         self._all_done = array("i")
         self._batched = array("i")
@@ -152,7 +160,43 @@ class DAG:
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
         self._runs = 0
-        self._checked_fn: object = _UNCHECKED
+        self._b = self._builder()
+        if _compiled_add is not None:
+            _install_compiled_add()
+
+    def _builder(self) -> Any:
+        """The backend's builder of the common call of add and map, on this DAG's columns."""
+        return _native.BACKEND.build.Builder(
+            self._fns,
+            self._args,
+            self._opts,
+            self._off,
+            self._src,
+            self._pos,
+            self._index_of,
+            self._named,
+            self._pending,
+            self._default_like,
+            Handle,
+            DEFAULT_OPTIONS,
+            _OPTION_DEFAULTS,
+            _NO_AFTER,
+            AFTER,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The builder and the caches are remade, not pickled.
+        return {
+            slot: getattr(self, slot)
+            for slot in self.__slots__
+            if slot not in ("__weakref__", "_b", "_given", "_graph_cache", "_snapshot")
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for slot, value in state.items():
+            setattr(self, slot, value)
+        self._given = self._graph_cache = self._snapshot = None
+        self._b = self._builder()
 
     # --- building ----------------------------------------------------------
 
@@ -406,12 +450,34 @@ class DAG:
             :func:`open_run` until its ``async with`` block is left. Add the
             tasks before the run starts or after it has ended.
         """
+        # The common call, in one call of the backend's builder (None: not common).
+        handle = self._b.add(
+            self,
+            fn,
+            args,
+            name,
+            kwargs,
+            after,
+            priority,
+            cost,
+            tags,
+            uses,
+            retries,
+            retry_delay,
+            retry_backoff,
+            retry_on,
+            timeout,
+            run_in,
+            trigger,
+        )
+        if handle is not None:
+            return handle  # type: ignore[no-any-return]
         i = len(self._fns)
         # A function checked once need not be checked again (dag.map, loops);
         # a @batched one is never remembered: its check is of the arguments.
         # While a run is in progress none is (see _running), so the test of
         # _runs costs nothing on the way of a remembered function.
-        if fn is not self._checked_fn:
+        if fn is not self._b.checked_fn:
             if self._runs:
                 raise RuntimeError(
                     f"task {task_label(fn, i, name)}: the DAG is being run; tasks cannot be "
@@ -420,7 +486,7 @@ class DAG:
                 )
             check_fn(fn, args, kwargs, i, name)
             if type(fn) is not Batched:
-                self._checked_fn = fn
+                self._b.checked_fn = fn
         values = (
             priority,
             cost,
@@ -513,11 +579,21 @@ class DAG:
                 "map() gives its tasks default names; to name them, call add() in a loop"
             )
         start = len(self._fns)
+        # The cyclic GC would walk the growing columns again and again while
+        # map adds a task per item (most of map's time); the objects map
+        # makes form no cycle, so it waits until map returns.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
+            if not options:
+                return self._b.map(self, fn, iterable, self.add)  # type: ignore[no-any-return]
             return [self.add(fn, item, **options) for item in iterable]
         except BaseException:
             self._truncate(start)
             raise
+        finally:
+            if collecting:
+                gc.enable()
 
     # --- helpers of add and map --------------------------------------------
 
@@ -558,19 +634,14 @@ class DAG:
                 else:
                     src.append(a)
             self._pos.fromlist([AFTER] * len(after_items))
-        end = len(src)
-        if data or after_items:
-            # k copies of i: bytes repetition is the fastest way to append them.
-            self._dst.frombytes(i.to_bytes(_INT_SIZE, _BYTE_ORDER) * (end - self._off[i]))
-        self._off.append(end)
+        self._off.append(len(src))
         if opts is not DEFAULT_OPTIONS or kw or paths or name is not None:
             if kw:
                 self._kwargs[i] = kw
             if paths is not None:
                 self._paths[i] = paths
             if name is not None:
-                self._names[i] = name
-                self._index_of[name] = i
+                self._name_task(i, name)
             if opts.trigger == "all_done":
                 self._all_done.append(i)
             if opts.uses:
@@ -582,25 +653,58 @@ class DAG:
         """Forget every task from index *n* on (map() undoing a partly done call)."""
         end = self._off[n]
         del self._fns[n:], self._args[n:], self._opts[n:], self._off[n + 1 :]
-        del self._src[end:], self._dst[end:], self._pos[end:]
+        del self._src[end:], self._pos[end:]
         del self._all_done[bisect.bisect_left(self._all_done, n) :]
         del self._batched[bisect.bisect_left(self._batched, n) :]
         del self._with_uses[bisect.bisect_left(self._with_uses, n) :]
         del self._with_notes[bisect.bisect_left(self._with_notes, n) :]
-        for table in (self._kwargs, self._paths, self._names):
+        for table in (self._kwargs, self._paths):
             for k in [k for k in table if k >= n]:
                 del table[k]
-        for name in [name for name, j in self._index_of.items() if j >= n]:
-            del self._index_of[name]
+        if len(self._named) > n:
+            del self._named[n:]
+            for name in [name for name, j in self._index_of.items() if j >= n]:
+                del self._index_of[name]
+            self._given = None
         for e in [e for e in self._pending if e >= end]:
             del self._pending[e]
 
     # --- names and lookup --------------------------------------------------
 
+    def _name_task(self, i: int, name: str) -> None:
+        """Record *name*, checked, as the name of task *i*, the last one added."""
+        self._index_of[name] = i
+        named = self._named
+        if len(named) < i:
+            named.extend(bytes(i - len(named)))
+        named.append(1)
+        # A name that reads as a default name, "<base>-<digits>", may be the
+        # default name of task <digits>: add's fast path leaves that one to
+        # check_default_name.
+        _, dash, digits = name.rpartition("-")
+        if dash and 0 < len(digits) <= 10 and digits.isascii() and digits.isdigit():
+            self._default_like.add(int(digits))
+
+    def _is_named(self, i: int) -> bool:
+        """Whether task *i* was given a name with ``name=``."""
+        return i < len(self._named) and self._named[i] == 1
+
     def _name(self, i: int) -> str:
         """The name of task *i*: given with ``name=``, or ``f"{fn.__name__}-{i}"``."""
-        name = self._names.get(i)
-        return f"{fn_name(self._fns[i])}-{i}" if name is None else name
+        if not self._is_named(i):
+            return f"{fn_name(self._fns[i])}-{i}"
+        # Names are stored name -> index only; the reverse is made on demand,
+        # and mirrors the table in its order, which is the tasks' order: the
+        # names not mirrored yet are the newest, at the table's end.
+        given = self._given
+        if given is None:
+            given = self._given = {j: name for name, j in self._index_of.items()}
+        elif i not in given:
+            for name, j in reversed(self._index_of.items()):
+                if j in given:
+                    break
+                given[j] = name
+        return given[i]
 
     def _lookup(self, name: str) -> int | None:
         """The index of the task called *name*, or None."""
@@ -615,7 +719,7 @@ class DAG:
         if (
             str(j) != digits
             or j >= len(self._fns)
-            or j in self._names
+            or self._is_named(j)
             or fn_name(self._fns[j]) != base
         ):
             return None
@@ -749,7 +853,7 @@ class DAG:
     def _running(self) -> Iterator[None]:
         """Count a run of the DAG as in progress for the ``with`` block (``add`` refuses)."""
         self._runs += 1
-        self._checked_fn = _UNCHECKED  # so that add looks at _runs
+        self._b.checked_fn = None  # so that add looks at _runs
         try:
             yield
         finally:
@@ -765,7 +869,8 @@ class DAG:
         if graph is None or graph.n != n or type(graph) is not graph_type:
             if self._pending:
                 self._resolve_pending()
-            graph = graph_type(n, self._src, self._dst)
+            # The DAG's builder spells out the targets the DAG does not keep.
+            graph = graph_type(n, self._src, self._b.targets(n))
             self._graph_cache = graph
         return graph
 
@@ -885,3 +990,42 @@ class DAG:
         task; a cycle is drawn, not refused.
         """
         return render_mermaid(*self._export())
+
+
+# The option arguments of DAG.add as it receives them when the caller gives
+# none (the very objects: the builder tests identity), and after='s.
+_OPTION_DEFAULTS: Final = tuple(
+    DAG.add.__kwdefaults__[option]  # type: ignore[index]
+    for option in (
+        "priority",
+        "cost",
+        "tags",
+        "uses",
+        "retries",
+        "retry_delay",
+        "retry_backoff",
+        "retry_on",
+        "timeout",
+        "run_in",
+        "trigger",
+    )
+)
+_NO_AFTER: Final = DAG.add.__kwdefaults__["after"]  # type: ignore[index]
+
+
+# The compiled builder's module also has DAG.add without a Python frame (no
+# keyword-only defaults to fill in, no second call): the common call is
+# taken there and every other goes to the add above, as it came. Installed
+# at the first DAG(), once the package has published add under its public
+# module, and only when the compiled backend was chosen.
+_compiled_add: Any = _native.BACKEND.build if _native.BACKEND.name == "cython" else None
+
+
+def _install_compiled_add() -> None:
+    global _compiled_add
+    build, _compiled_add = _compiled_add, None
+    general = DAG.__dict__["add"]
+    fast = build.add
+    build.set_general_add(general)
+    functools.update_wrapper(fast, general)
+    type.__setattr__(DAG, "add", fast)

@@ -1,11 +1,12 @@
 """The native backend: the compiled modules and their pure-Python twins, chosen once, as a whole.
 
 A backend is a core (``Graph``, ``RunState``), the engine's loop over that
-core's ``RunState``, and graphlib's interner. The compiled ones
-(``_core``, ``_loop``, ``_intern`` in this package) are used when all three
-import; if any one does not, or when the environment variable
-``TRIO_DAG_NO_EXTENSIONS`` is non-empty, all three twins are (``_core_py``,
-``_loop_py``, ``_intern_py``): a compiled core never meets a pure-Python loop.
+core's ``RunState``, graphlib's interner, and the builder of ``DAG.add``'s
+fast path. The compiled ones (``_core``, ``_loop``, ``_intern``, ``_build``
+in this package) are used when all four import; if any one does not, or
+when the environment variable ``TRIO_DAG_NO_EXTENSIONS`` is non-empty, all
+four twins are (``_core_py``, ``_loop_py``, ``_intern_py``, ``_build_py``):
+a compiled core never meets a pure-Python loop.
 With ``TRIO_DAG_REQUIRE_EXTENSION`` non-empty, a compiled module that does
 not import is an ImportError that names it, so a silently failed build
 cannot pass CI.
@@ -54,6 +55,7 @@ _PARTS: Final = (
     ("core", "_core", "_core_py", "core"),
     ("loop", "_loop", "_loop_py", "loop"),
     ("intern", "_intern", "_intern_py", "interner"),
+    ("build", "_build", "_build_py", "builder"),
 )
 
 
@@ -62,15 +64,16 @@ _PARTS: Final = (
 class Backend:
     """The modules one run is built on, chosen together: never a compiled core with a twin loop.
 
-    ``name`` is ``"cython"`` or ``"python"``; ``core``, ``loop`` and
-    ``intern`` are the modules (``core.Graph``, ``loop.Loop``,
-    ``intern.Interner``).
+    ``name`` is ``"cython"`` or ``"python"``; ``core``, ``loop``, ``intern``
+    and ``build`` are the modules (``core.Graph``, ``loop.Loop``,
+    ``intern.Interner``, ``build.Builder``).
     """
 
     name: Literal["cython", "python"]
     core: ModuleType = attrs.field(repr=lambda m: m.__name__)
     loop: ModuleType = attrs.field(repr=lambda m: m.__name__)
     intern: ModuleType = attrs.field(repr=lambda m: m.__name__)
+    build: ModuleType = attrs.field(repr=lambda m: m.__name__)
 
 
 def _load(module: str) -> ModuleType:

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_EDGES",
     "MAX_NODES",
     "PENDING",
+    "PLAIN_TYPES",
     "RAISED",
     "READY",
     "RUNNING",
@@ -97,3 +98,7 @@ def int_array(values: Iterable[int], what: str) -> array[int]:
         raise ValueError(f"{what} holds a node index that is not a 32-bit integer") from None
     except TypeError as exc:
         raise TypeError(f"{what} must be an iterable of ints: {exc}") from None
+
+
+# Types of plain values: never searched for handles (see trio_dag._dependencies).
+PLAIN_TYPES: Final = (str, int, float, bool, bytes, type(None), complex)

@@ -1,0 +1,58 @@
+"""Types of the builder: ``_build`` (Cython) and ``_build_py`` (its twin) in ``_native``.
+
+A Builder appends tasks to a DAG's columns for the common call of ``DAG.add``
+and ``DAG.map``, and returns None where the general path must decide.
+"""
+
+from array import array
+from collections.abc import Callable, Iterable
+from typing import Any
+
+class Builder:
+    """Appends tasks to a DAG's columns in one call, for the common call only."""
+
+    checked_fn: object
+    def __init__(
+        self,
+        fns: list[Any],
+        args: list[Any],
+        opts: list[Any],
+        off: array[int],
+        src: array[int],
+        pos: array[int],
+        index_of: dict[str, int],
+        named: bytearray,
+        pending: dict[int, tuple[int, str]],
+        default_like: set[int],
+        handle_type: type,
+        default_options: object,
+        defaults: Iterable[object],
+        no_after: object,
+        after_code: int,
+    ) -> None: ...
+    def add(
+        self,
+        dag: object,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: object,
+        kwargs: object,
+        after: object,
+        *options: object,
+    ) -> Any:
+        """The handle of the task added, or None when the call needs the general path."""
+    def targets(self, n: int) -> array[int]:
+        """The task of each edge of tasks ``0..n-1``, from the DAG's offsets."""
+    def map(
+        self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
+    ) -> list[Any]:
+        """Add ``fn(item)`` per item; *add* takes the items the fast path cannot."""
+
+def targets(off: array[int], n: int) -> array[int]:
+    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``."""
+
+def set_general_add(general: Callable[..., Any]) -> None:
+    """Take *general* (DAG.add in Python) for every call ``add`` does not take itself."""
+
+def add(*args: Any, name: Any = None, kwargs: Any = None, after: Any = (), **options: Any) -> Any:
+    """``DAG.add`` without a Python frame: the common call here, every other to the general one."""

@@ -1,0 +1,415 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled fast path of ``DAG.add`` and ``DAG.map``. Same API and behaviour as ``_build_py``.
+
+A :class:`Builder` shares the DAG's columns (lists and ``array('i')``) and
+appends one task to them in one call, for the common call only: a function
+already checked, no option but ``name=`` and ``after=``, positional
+arguments that are handles of the DAG or plain values, ``after=`` a list or
+tuple of handles and names. For anything else, and for anything that could be
+an error, it returns None having recorded nothing, and ``DAG.add`` takes its
+general path, which checks and raises exactly as before.
+"""
+
+cimport cython
+from cpython.array cimport array, clone
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF
+from cpython.list cimport PyList_GET_SIZE
+from cpython.sequence cimport PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
+from libc.string cimport memset
+
+from trio_dag._native._shared import PLAIN_TYPES
+
+
+cdef extern from *:
+    """
+    #include "structmember.h"
+
+    /* CPython's arrayobject (Modules/arraymodule.c), unchanged since 3.8. */
+    typedef struct {
+        PyObject_VAR_HEAD
+        char *ob_item;
+        Py_ssize_t allocated;
+        const void *ob_descr;
+        PyObject *weakreflist;
+        Py_ssize_t ob_exports;
+    } trio_dag_array;
+
+    /* Append n ints to an array('i'), growing it as CPython does (by 1/16). */
+    static int trio_dag_push(PyObject *op, const int *values, Py_ssize_t n) {
+        trio_dag_array *a = (trio_dag_array *)op;
+        Py_ssize_t size = Py_SIZE(a), want = size + n;
+        if (want > a->allocated) {
+            Py_ssize_t cap;
+            char *items;
+            if (a->ob_exports > 0) {
+                PyErr_SetString(PyExc_BufferError,
+                                "cannot resize an array that is exporting buffers");
+                return -1;
+            }
+            cap = want + (want >> 4) + (want < 8 ? 3 : 7);
+            items = (char *)PyMem_Realloc(a->ob_item, (size_t)cap * sizeof(int));
+            if (items == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            a->ob_item = items;
+            a->allocated = cap;
+        }
+        memcpy(a->ob_item + size * sizeof(int), values, (size_t)n * sizeof(int));
+        Py_SET_SIZE(a, want);
+        return 0;
+    }
+
+    /* Append the int v, n times. */
+    static int trio_dag_push_repeat(PyObject *op, int v, Py_ssize_t n) {
+        int buf[64];
+        Py_ssize_t k, m;
+        for (k = 0; k < n && k < 64; k++) buf[k] = v;
+        while (n > 0) {
+            m = n < 64 ? n : 64;
+            if (trio_dag_push(op, buf, m) < 0) return -1;
+            n -= m;
+        }
+        return 0;
+    }
+
+    /* The offset of a slot (a member descriptor) in its instances; -1 with an error. */
+    static Py_ssize_t trio_dag_slot_offset(PyObject *descr) {
+        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+            PyErr_SetString(PyExc_TypeError, "expected the member descriptor of a slot");
+            return -1;
+        }
+        return ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+
+    #define trio_dag_slot(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+    /* A new instance of a slotted class with two object slots set, without __init__. */
+    static PyObject *trio_dag_new2(PyObject *type, Py_ssize_t off1, PyObject *v1,
+                                   Py_ssize_t off2, PyObject *v2) {
+        PyObject *obj = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+        if (obj == NULL) return NULL;
+        Py_INCREF(v1);
+        trio_dag_slot(obj, off1) = v1;
+        Py_INCREF(v2);
+        trio_dag_slot(obj, off2) = v2;
+        return obj;
+    }
+    """
+    int push "trio_dag_push"(object a, const int* values, Py_ssize_t n) except -1
+    int push_repeat "trio_dag_push_repeat"(object a, int v, Py_ssize_t n) except -1
+    Py_ssize_t slot_offset "trio_dag_slot_offset"(object descr) except -1
+    PyObject* slot "trio_dag_slot"(object obj, Py_ssize_t offset)
+    object new2 "trio_dag_new2"(object type, Py_ssize_t off1, object v1, Py_ssize_t off2, object v2)
+
+
+cdef extern from "Python.h":
+    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL
+    int PyByteArray_Resize(object ba, Py_ssize_t size) except -1
+    char* PyByteArray_AS_STRING(object ba)
+    Py_ssize_t PyByteArray_GET_SIZE(object ba)
+
+
+cdef frozenset _PLAIN = frozenset(PLAIN_TYPES)
+cdef int _STACK = 64  # edges of one task counted in a C buffer; more take the general path
+
+
+cdef inline bint _default_like(str name):
+    """Whether *name* reads as a default name: ``<anything>-<ASCII digits>``.
+
+    Such a name may be taken by a task with that default name, which only
+    the general path's lookup can tell.
+    """
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(name), k = n
+    cdef Py_UCS4 c
+    while k > 0:
+        c = PyUnicode_READ_CHAR(name, k - 1)
+        if c < 48 or c > 57:
+            break
+        k -= 1
+    return k < n and k > 0 and PyUnicode_READ_CHAR(name, k - 1) == 45
+
+
+@cython.final
+cdef class Builder:
+    """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
+
+    cdef list fns, args, opts
+    cdef object off, src, pos
+    cdef dict index_of, pending
+    cdef object named  # bytearray
+    cdef set default_like
+    cdef object handle_type, default_options, no_after
+    cdef tuple defaults
+    cdef Py_ssize_t off_dag, off_index
+    cdef int after_code
+    cdef public object checked_fn
+
+    def __init__(
+        self, fns, args, opts, off, src, pos, index_of, named, pending, default_like,
+        handle_type, default_options, defaults, no_after, after_code,
+    ):
+        self.fns = fns
+        self.args = args
+        self.opts = opts
+        self.off = off
+        self.src = src
+        self.pos = pos
+        self.index_of = index_of
+        self.named = named
+        self.pending = pending
+        self.default_like = default_like
+        self.handle_type = handle_type
+        self.off_dag = slot_offset(handle_type.__dict__["_dag"])
+        self.off_index = slot_offset(handle_type.__dict__["_index"])
+        self.default_options = default_options
+        self.defaults = tuple(defaults)
+        if len(self.defaults) != 11:
+            raise ValueError("defaults holds the 11 option defaults of DAG.add")
+        self.no_after = no_after
+        self.after_code = after_code
+        self.checked_fn = None
+
+    def add(
+        self, dag, fn, tuple args, name, kwargs, after, priority, cost, tags, uses, retries,
+        retry_delay, retry_backoff, retry_on, timeout, run_in, trigger,
+    ):
+        """The handle of the task added, or None when the call needs the general path."""
+        cdef tuple d = self.defaults
+        if (
+            fn is not self.checked_fn
+            or kwargs is not None
+            or priority is not <object>PyTuple_GET_ITEM(d, 0)
+            or cost is not <object>PyTuple_GET_ITEM(d, 1)
+            or tags is not <object>PyTuple_GET_ITEM(d, 2)
+            or uses is not <object>PyTuple_GET_ITEM(d, 3)
+            or retries is not <object>PyTuple_GET_ITEM(d, 4)
+            or retry_delay is not <object>PyTuple_GET_ITEM(d, 5)
+            or retry_backoff is not <object>PyTuple_GET_ITEM(d, 6)
+            or retry_on is not <object>PyTuple_GET_ITEM(d, 7)
+            or timeout is not <object>PyTuple_GET_ITEM(d, 8)
+            or run_in is not <object>PyTuple_GET_ITEM(d, 9)
+            or trigger is not <object>PyTuple_GET_ITEM(d, 10)
+        ):
+            return None
+        return self._add(dag, fn, args, 0, name, after)
+
+    cdef object _add(
+        self, object dag, object fn, tuple args, Py_ssize_t start, object name, object after
+    ):
+        # The task's positional arguments are args[start:].
+        cdef Py_ssize_t i = PyList_GET_SIZE(self.fns)
+        cdef Py_ssize_t k = PyTuple_GET_SIZE(args) - start, nd = 0, j, n_after
+        cdef int data[64]
+        cdef int where[64]
+        cdef int after_idx[64]
+        cdef bint plain = False
+        cdef object a, t, items, idx
+        cdef PyObject** seq
+        cdef PyObject* p
+        if name is not None:
+            if type(name) is not str or not name or _default_like(name):
+                return None
+        elif self.default_like and i in self.default_like:
+            return None
+        # Positional arguments: handles of this DAG, or plain values.
+        if k > _STACK:
+            return None
+        for j in range(k):
+            a = <object>PyTuple_GET_ITEM(args, start + j)
+            t = type(a)
+            if t is self.handle_type:
+                p = slot(a, self.off_dag)
+                if p == NULL or <object>p is not dag:
+                    return None
+                p = slot(a, self.off_index)
+                if p == NULL:
+                    return None
+                data[nd] = <object>p
+                where[nd] = <int>j
+                nd += 1
+            elif t in _PLAIN:
+                plain = True
+            else:
+                return None
+        # after=: a handle, a name, or a list or tuple of them.
+        if after is self.no_after:
+            items = None
+            n_after = 0
+        else:
+            t = type(after)
+            if t is list or t is tuple:
+                items = after
+            elif t is self.handle_type or t is str:
+                items = (after,)
+            else:
+                return None
+            n_after = PySequence_Fast_GET_SIZE(items)
+            if n_after > _STACK:
+                return None
+            seq = PySequence_Fast_ITEMS(items)
+            for j in range(n_after):
+                a = <object>seq[j]
+                t = type(a)
+                if t is self.handle_type:
+                    p = slot(a, self.off_dag)
+                    if p == NULL or <object>p is not dag:
+                        return None
+                    p = slot(a, self.off_index)
+                    if p == NULL:
+                        return None
+                    after_idx[j] = <object>p
+                elif t is str and a and not _default_like(a):
+                    idx = self.index_of.get(a)
+                    after_idx[j] = -1 if idx is None else idx
+                else:
+                    return None
+        # Checked but for the name being taken: record. Nothing in _record can
+        # fail after the name is taken but for lack of memory.
+        if start and (plain or k == 0):
+            args = args[start:]
+        return self._record(dag, fn, args, name, i, k, nd, plain, data, where, items, n_after, after_idx)
+
+    cdef object _record(
+        self, object dag, object fn, tuple args, object name, Py_ssize_t i, Py_ssize_t k,
+        Py_ssize_t nd, bint plain, int* data, int* where, object items, Py_ssize_t n_after,
+        int* after_idx,
+    ):
+        cdef object pyi = i
+        cdef Py_ssize_t j, lo = len(self.src)
+        cdef int end
+        # The name's last check and its record in one probe of the table: a
+        # name taken already is left to the general path (DuplicateTaskError).
+        if name is not None and <object>PyDict_SetDefault(self.index_of, name, pyi) is not pyi:
+            return None
+        self.fns.append(fn)
+        self.args.append(args if plain or k == 0 else k)
+        self.opts.append(self.default_options)
+        if nd:
+            push(self.src, data, nd)
+            push(self.pos, where, nd)
+        if n_after:
+            for j in range(n_after):
+                if after_idx[j] < 0:
+                    self.pending[lo + nd + j] = (pyi, items[j])
+            push(self.src, after_idx, n_after)
+            push_repeat(self.pos, self.after_code, n_after)
+        end = <int>(lo + nd + n_after)
+        push(self.off, &end, 1)
+        if name is not None:
+            j = PyByteArray_GET_SIZE(self.named)
+            PyByteArray_Resize(self.named, i + 1)
+            if j < i:
+                memset(PyByteArray_AS_STRING(self.named) + j, 0, <size_t>(i - j))
+            PyByteArray_AS_STRING(self.named)[i] = 1
+        return new2(self.handle_type, self.off_dag, dag, self.off_index, pyi)
+
+    def targets(self, Py_ssize_t n):
+        """The task of each edge of tasks ``0..n-1`` (see the function ``targets``)."""
+        return targets(self.off, n)
+
+    def map(self, dag, fn, iterable, add):
+        """Add ``fn(item)`` for each item; *add* (``dag.add``) takes the items the fast path cannot.
+
+        Returns the handles. On an error the tasks added so far stay: the
+        caller removes them.
+        """
+        cdef list out = []
+        cdef Py_ssize_t i, lo
+        cdef int data[1]
+        cdef int zero = 0
+        cdef int end
+        cdef object t, one
+        cdef PyObject* p
+        cdef object handle_type = self.handle_type
+        cdef object default_options = self.default_options
+        cdef list fns = self.fns, args = self.args, opts = self.opts
+        for item in iterable:
+            i = PyList_GET_SIZE(fns)
+            t = type(item)
+            if fn is not self.checked_fn or (self.default_like and i in self.default_like):
+                out.append(add(fn, item))
+                continue
+            if t is handle_type:
+                p = slot(item, self.off_dag)
+                if p == NULL or <object>p is not dag or slot(item, self.off_index) == NULL:
+                    out.append(add(fn, item))
+                    continue
+                data[0] = <object>slot(item, self.off_index)
+                lo = len(self.src)
+                fns.append(fn)
+                args.append(1)
+                opts.append(default_options)
+                push(self.src, data, 1)
+                push(self.pos, &zero, 1)
+                end = <int>(lo + 1)
+                push(self.off, &end, 1)
+            elif t in _PLAIN:
+                one = PyTuple_New(1)
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(one, 0, item)
+                fns.append(fn)
+                args.append(one)
+                opts.append(default_options)
+                end = <int>len(self.src)
+                push(self.off, &end, 1)
+            else:
+                out.append(add(fn, item))
+                continue
+            out.append(new2(handle_type, self.off_dag, dag, self.off_index, i))
+        return out
+
+
+cdef object _general_add = None
+
+
+def set_general_add(general):
+    """Take *general* (DAG.add in Python) for every call :func:`add` does not take itself."""
+    global _general_add
+    _general_add = general
+
+
+def add(*args, name=None, kwargs=None, after=(), **options):
+    """``DAG.add`` without a Python frame: the common call here, every other to the general one.
+
+    ``DAG.add(dag, fn, *args, name=..., after=...)`` with no other option, on
+    a DAG with a compiled builder, is its builder's; everything else
+    (another option, a missing fn, an unknown keyword, a call the builder
+    declines) goes to the Python ``DAG.add`` as it came, which checks and
+    raises exactly as always.
+    """
+    cdef object b, h
+    if PyTuple_GET_SIZE(args) >= 2 and kwargs is None and not options:
+        b = getattr(<object>PyTuple_GET_ITEM(args, 0), "_b", None)
+        if type(b) is Builder and (<Builder>b).checked_fn is <object>PyTuple_GET_ITEM(args, 1):
+            h = (<Builder>b)._add(
+                <object>PyTuple_GET_ITEM(args, 0), <object>PyTuple_GET_ITEM(args, 1), args, 2,
+                name, after,
+            )
+            if h is not None:
+                return h
+    return _general_add(*args, name=name, kwargs=kwargs, after=after, **options)
+
+
+cdef array _INT_TEMPLATE = array("i")
+
+
+def targets(array off, Py_ssize_t n):
+    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``.
+
+    The DAG keeps only the offsets; the core's Graph takes one target per edge.
+    """
+    if not 0 <= n < len(off):
+        raise ValueError(f"n must be between 0 and {len(off) - 1}, got {n}")
+    cdef int* o = off.data.as_ints
+    cdef array out = clone(_INT_TEMPLATE, o[n], False)
+    cdef int* t = out.data.as_ints
+    cdef Py_ssize_t i
+    cdef int e
+    for i in range(n):
+        for e in range(o[i], o[i + 1]):
+            t[e] = <int>i
+    return out

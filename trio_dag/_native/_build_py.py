@@ -1,0 +1,251 @@
+"""The fast path of ``DAG.add`` and ``DAG.map`` in pure Python: the twin of ``_build.pyx``.
+
+A :class:`Builder` shares the DAG's columns (lists and ``array('i')``) and
+appends one task to them in one call, for the common call only: a function
+already checked, no option but ``name=`` and ``after=``, positional
+arguments that are handles of the DAG or plain values, ``after=`` a list or
+tuple of handles and names. For anything else, and for anything that could be
+an error, it returns None having recorded nothing, and ``DAG.add`` takes its
+general path, which checks and raises exactly as before.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterable
+from operator import sub
+from typing import Any, Final
+
+from ._shared import PLAIN_TYPES
+
+__all__ = ["Builder", "targets"]
+
+_PLAIN: Final = frozenset(PLAIN_TYPES)
+_STACK: Final = 64  # edges of one task the compiled twin counts in a C buffer
+_DIGITS: Final = frozenset("0123456789")
+
+
+def _default_like(name: str) -> bool:
+    """Whether *name* reads as a default name: ``<anything>-<ASCII digits>``.
+
+    Such a name may be taken by a task with that default name, which only
+    the general path's lookup can tell.
+    """
+    _, dash, digits = name.rpartition("-")
+    return bool(dash) and bool(digits) and _DIGITS.issuperset(digits)
+
+
+class Builder:
+    """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
+
+    __slots__ = (
+        "after_code",
+        "args",
+        "checked_fn",
+        "default_like",
+        "default_options",
+        "defaults",
+        "fns",
+        "handle_type",
+        "index_of",
+        "named",
+        "no_after",
+        "off",
+        "opts",
+        "pending",
+        "pos",
+        "src",
+    )
+
+    def __init__(
+        self,
+        fns: list[Any],
+        args: list[Any],
+        opts: list[Any],
+        off: array[int],
+        src: array[int],
+        pos: array[int],
+        index_of: dict[str, int],
+        named: bytearray,
+        pending: dict[int, tuple[int, str]],
+        default_like: set[int],
+        handle_type: type,
+        default_options: object,
+        defaults: Iterable[object],
+        no_after: object,
+        after_code: int,
+    ) -> None:
+        self.fns = fns
+        self.args = args
+        self.opts = opts
+        self.off = off
+        self.src = src
+        self.pos = pos
+        self.index_of = index_of
+        self.named = named
+        self.pending = pending
+        self.default_like = default_like
+        self.handle_type = handle_type
+        self.default_options = default_options
+        self.defaults = tuple(defaults)
+        if len(self.defaults) != 11:
+            raise ValueError("defaults holds the 11 option defaults of DAG.add")
+        self.no_after = no_after
+        self.after_code = after_code
+        self.checked_fn: object = None
+
+    def add(
+        self,
+        dag: object,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: object,
+        kwargs: object,
+        after: object,
+        *options: object,
+    ) -> Any:
+        """The handle of the task added, or None when the call needs the general path."""
+        if fn is not self.checked_fn or kwargs is not None:
+            return None
+        # What the general path takes for the default options (see DAG.add):
+        # equal, and no bool for a number.
+        if (
+            options != self.defaults
+            or options[0] is False
+            or options[1] is True
+            or options[4] is False
+            or options[5] is False
+        ):
+            return None
+        i = len(self.fns)
+        if name is not None:
+            if type(name) is not str or not name or _default_like(name):
+                return None
+        elif self.default_like and i in self.default_like:
+            return None
+        handle = self.handle_type
+        k = len(args)
+        if k > _STACK:
+            return None
+        data: list[int] = []
+        where: list[int] = []
+        plain = False
+        for j, a in enumerate(args):
+            t = type(a)
+            if t is handle:
+                if a._dag is not dag:
+                    return None
+                data.append(a._index)
+                where.append(j)
+            elif t in _PLAIN:
+                plain = True
+            else:
+                return None
+        after_idx: list[int] = []
+        items: Any = ()
+        if after is not self.no_after:
+            t = type(after)
+            if t is list or t is tuple:
+                items = after
+            elif t is handle or t is str:
+                items = (after,)
+            else:
+                return None
+            if len(items) > _STACK:
+                return None
+            for a in items:
+                t = type(a)
+                if t is handle:
+                    if a._dag is not dag:
+                        return None
+                    after_idx.append(a._index)
+                elif t is str and a and not _default_like(a):
+                    idx = self.index_of.get(a)
+                    after_idx.append(-1 if idx is None else idx)
+                else:
+                    return None
+        # Checked but for the name being taken: the name's last check and its
+        # record in one probe of the table; a name taken already is left to
+        # the general path (DuplicateTaskError).
+        if name is not None and self.index_of.setdefault(name, i) is not i:
+            return None
+        src = self.src
+        lo = len(src)
+        self.fns.append(fn)
+        self.args.append(args if plain or k == 0 else k)
+        self.opts.append(self.default_options)
+        if data:
+            src.fromlist(data)
+            self.pos.fromlist(where)
+        if after_idx:
+            for j, idx in enumerate(after_idx):
+                if idx < 0:
+                    self.pending[lo + len(data) + j] = (i, items[j])
+            src.fromlist(after_idx)
+            self.pos.fromlist([self.after_code] * len(after_idx))
+        self.off.append(lo + len(data) + len(after_idx))
+        if name is not None:
+            named = self.named
+            if len(named) < i:
+                named.extend(bytes(i - len(named)))
+            named.append(1)
+        return handle(dag, i)
+
+    def targets(self, n: int) -> array[int]:
+        """The task of each edge of tasks ``0..n-1`` (see the function ``targets``)."""
+        return targets(self.off, n)
+
+    def map(
+        self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
+    ) -> list[Any]:
+        """Add ``fn(item)`` for each item; *add* (``dag.add``) takes the items the fast path cannot.
+
+        Returns the handles. On an error the tasks added so far stay: the
+        caller removes them.
+        """
+        out: list[Any] = []
+        handle = self.handle_type
+        default_options = self.default_options
+        fns, args, opts = self.fns, self.args, self.opts
+        src, off = self.src, self.off
+        for item in iterable:
+            i = len(fns)
+            t = type(item)
+            if fn is not self.checked_fn or (self.default_like and i in self.default_like):
+                out.append(add(fn, item))
+                continue
+            if t is handle and item._dag is dag:
+                fns.append(fn)
+                args.append(1)
+                opts.append(default_options)
+                src.append(item._index)
+                self.pos.append(0)
+                off.append(len(src))
+            elif t in _PLAIN:
+                fns.append(fn)
+                args.append((item,))
+                opts.append(default_options)
+                off.append(len(src))
+            else:
+                out.append(add(fn, item))
+                continue
+            out.append(handle(dag, i))
+        return out
+
+
+def targets(off: array[int], n: int) -> array[int]:
+    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``.
+
+    The DAG keeps only the offsets; the core's Graph takes one target per edge.
+    """
+    if not 0 <= n < len(off):
+        raise ValueError(f"n must be between 0 and {len(off) - 1}, got {n}")
+    out = array("i")
+    extend = out.extend
+    one = array("i", [0])
+    # array * count repeats in C: the fastest way to write count copies of i.
+    for i, count in zip(range(n), map(sub, off[1 : n + 1], off), strict=False):
+        if count:
+            one[0] = i
+            extend(one * count)
+    return out
