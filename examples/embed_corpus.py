@@ -14,14 +14,25 @@ writer at a time: the ``db`` resource). Then the query's 5 nearest chunks are
 read back from the database. Progress goes to stderr; the run's summary, a
 Chrome trace (open it in Perfetto) and the answer follow.
 
+The split and embed tasks are cached (``cache=True``; the model's name and
+dimension are their ``version=``) in a ``trio_dag.Cache`` file, by default
+``trio_dag/embed_corpus.sqlite3`` under ``$XDG_CACHE_HOME`` (or
+``~/.cache``). Reading a file is not cached: it is how a change is seen. A
+file whose bytes did not change gives its split the same input, so the split
+and its chunks' embeddings come from the cache; an edited file's chunks are
+embedded again. The vector table is rebuilt from the tasks' outputs on every
+run. ``--no-cache`` runs everything.
+
     pip install 'trio_dag[embed]'
     python examples/embed_corpus.py [DIRECTORY] [--query TEXT] [--db PATH]
+                                    [--cache PATH | --no-cache]
                                     [--trace PATH] [--limit N] [--batch N]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 import sqlite3
@@ -39,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import trio
 
 import trio_dag
-from trio_dag.events import Event, TaskFinished
+from trio_dag.events import Event, TaskFinished, TaskState
 
 try:
     import numpy as np
@@ -143,9 +154,24 @@ class Model:
     as ``cache_dir`` has it in ``tokenizers/``, so this loads offline.
     """
 
+    CONFIG = "l2_supercat"
+    DIM = 256
+
     def __init__(self) -> None:
         package = Path(wordllama.__file__).parent
-        self._wl = wordllama.WordLlama.load(cache_dir=package, disable_download=True)
+        self._wl = wordllama.WordLlama.load(
+            self.CONFIG, cache_dir=package, dim=self.DIM, disable_download=True
+        )
+
+    @property
+    def identity(self) -> str:
+        """What makes its vectors what they are, for the cache keys of embed tasks.
+
+        A key hashes the embed function's code, not the model it calls: a
+        model or a version of WordLlama that gives other vectors must give
+        another ``version=``.
+        """
+        return f"wordllama {wordllama_version()} {self.CONFIG} dim={self.DIM}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors of *texts*, one row each (zeros for a text without tokens)."""
@@ -157,6 +183,21 @@ class Model:
         vectors[order] = rows
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
+
+
+def wordllama_version() -> str:
+    """The installed WordLlama's version ("?" if its metadata is missing)."""
+    try:
+        return importlib.metadata.version("wordllama")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def default_cache() -> Path:
+    """``trio_dag/embed_corpus.sqlite3`` under ``$XDG_CACHE_HOME``, or else ``~/.cache``."""
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    folder = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return folder / "trio_dag" / "embed_corpus.sqlite3"
 
 
 def open_db(path: str) -> sqlite3.Connection:
@@ -207,17 +248,23 @@ def write(db: sqlite3.Connection, files: list[tuple[SourceFile, list[Chunk], lis
 
 
 class Pipeline(NamedTuple):
-    """The DAG of a corpus, and its embed and store tasks (to follow progress)."""
+    """The DAG of a corpus, and its split, embed and store tasks (to follow progress)."""
 
     dag: trio_dag.DAG
+    splits: frozenset[trio_dag.Handle[Any]]
     embeds: frozenset[trio_dag.Handle[Any]]
     stores: frozenset[trio_dag.Handle[Any]]
 
 
 def pipeline(
-    sources: list[SourceFile], model: Model, db: sqlite3.Connection, batch: int
+    sources: list[SourceFile], model: Model, db: sqlite3.Connection, batch: int, cache: bool
 ) -> Pipeline:
-    """One read, one split, one embed task per chunk and one store task per file."""
+    """One read, one split, one embed task per chunk and one store task per file.
+
+    With *cache*, the split and embed tasks ask for the run's cache: a split's
+    key holds the digest of its file's bytes, an embed's the digest of its
+    file's chunks, its index and the model's identity.
+    """
 
     @trio_dag.batched(max_size=batch)
     async def embed(items: list[tuple[list[Chunk], int]]) -> list[Any]:
@@ -232,16 +279,25 @@ def pipeline(
         return [len(chunks) for _, chunks, _ in items]
 
     dag = trio_dag.DAG()
+    splits: list[trio_dag.Handle[Any]] = []
     embeds: list[trio_dag.Handle[Any]] = []
     stores: list[trio_dag.Handle[Any]] = []
+    version = model.identity if cache else None
     for source in sources:
         data = dag.add(
             read, source.path, name=f"read:{source.rel}", tags=("read",), run_in="thread"
         )
         count = chunk_count(source.size)
         chunks = dag.add(
-            split, data, count, name=f"split:{source.rel}", tags=("split",), run_in="inline"
+            split,
+            data,
+            count,
+            name=f"split:{source.rel}",
+            tags=("split",),
+            run_in="inline",
+            cache=cache,
         )
+        splits.append(chunks)
         # The item of an embed task holds the file's chunks (a handle) and which
         # one is its own: the task waits for the split and gets the list.
         vectors = [
@@ -250,6 +306,8 @@ def pipeline(
                 (chunks, k),
                 name=f"embed:{source.rel}#{k}",
                 tags=("embed",),
+                cache=cache,
+                version=version,
             )
             for k in range(count)
         ]
@@ -263,7 +321,7 @@ def pipeline(
                 uses={"db": 1},
             )
         )
-    return Pipeline(dag, frozenset(embeds), frozenset(stores))
+    return Pipeline(dag, frozenset(splits), frozenset(embeds), frozenset(stores))
 
 
 def read(path: Path) -> bytes:
@@ -281,6 +339,7 @@ class Progress:
         self.out = out if out is not None else sys.stderr
         self.every = every
         self.chunks = 0
+        self.cached = 0
         self.files = 0
         self.began = time.monotonic()
         self.shown = -math.inf
@@ -291,6 +350,7 @@ class Progress:
             return
         if event.task in self.embeds:
             self.chunks += 1
+            self.cached += event.state is TaskState.CACHED
         elif event.task in self.stores:
             self.files += 1
         else:
@@ -302,10 +362,10 @@ class Progress:
 
     def draw(self, now: float) -> None:
         """Write the line over the previous one."""
-        rate = self.chunks / max(now - self.began, 1e-9)
+        rate = (self.chunks - self.cached) / max(now - self.began, 1e-9)
         self.out.write(
             f"\rfiles {self.files:,}/{len(self.stores):,}  chunks {self.chunks:,}/"
-            f"{len(self.embeds):,}  {rate:,.0f} chunks/s "
+            f"{len(self.embeds):,} ({self.cached:,} cached)  {rate:,.0f} chunks/s embedded "
         )
         self.out.flush()
 
@@ -350,6 +410,16 @@ def batches(report: trio_dag.RunReport, tasks: Collection[trio_dag.Handle[Any]])
     return len({report.batch(task) for task in tasks} - {None})
 
 
+def cache_line(report: trio_dag.RunReport, plan: Pipeline) -> str:
+    """How many of the cached kinds of task came from the cache and how many ran."""
+    cached = set(report.cached)
+    parts = []
+    for kind, tasks in (("split", plan.splits), ("embed", plan.embeds)):
+        hits = len(cached.intersection(tasks))
+        parts.append(f"{kind} {hits:,} CACHED, {len(tasks) - hits:,} ran")
+    return "cached tasks: " + "; ".join(parts)
+
+
 def positive(text: str) -> int:
     """An argparse type: an int >= 1."""
     value = int(text)
@@ -375,6 +445,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--db",
         help="the SQLite file to write, its tables replaced (default: corpus.sqlite3 in a new "
         "temporary directory; ':memory:' keeps nothing)",
+    )
+    caching = parser.add_mutually_exclusive_group()
+    caching.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="the cache of split and embed results, created if missing (default: "
+        f"{default_cache()})",
+    )
+    caching.add_argument(
+        "--no-cache", action="store_true", help="use no cache: split and embed every file"
     )
     parser.add_argument(
         "--trace",
@@ -409,31 +490,43 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(source.size for source in sources)
     print(f"corpus: {args.directory} ({len(sources):,} files, {total / 1e6:.1f} MB)", flush=True)
 
+    cache_path = None if args.no_cache else (args.cache or default_cache())
+    # Opened before the model is loaded: a file that is not a cache stops here.
+    cache = None if cache_path is None else trio_dag.Cache(cache_path)
     model = Model()
     db = open_db(db_path)
-    plan = pipeline(sources, model, db, args.batch)
+    plan = pipeline(sources, model, db, args.batch, cache is not None)
     progress = Progress(plan)
-    report = trio_dag.run_sync(
-        plan.dag,
-        limit=args.limit,
-        # No "model" resource: WordLlama's numpy releases the GIL, and two calls
-        # at once keep both cores busy (13.5 s against 19.1 s one at a time).
-        resources={"db": 1},
-        check=False,
-        on_event=progress,
-    )
+    try:
+        report = trio_dag.run_sync(
+            plan.dag,
+            limit=args.limit,
+            # No "model" resource: WordLlama's numpy releases the GIL, and two calls
+            # at once keep both cores busy (13.5 s against 19.1 s one at a time).
+            resources={"db": 1},
+            check=False,
+            on_event=progress,
+            cache=cache,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     progress.close()
 
     print(report.summary())
     makespan = report.stats.makespan
+    embedded = len(plan.embeds) - len(plan.embeds.intersection(report.cached))
     calls = batches(report, plan.embeds)
     print(
-        f"\nembedded {len(plan.embeds):,} chunks of {len(sources):,} files in {makespan:.1f} s "
-        f"({len(plan.embeds) / max(makespan, 1e-9):,.0f} chunks/s) in {calls:,} model calls "
-        f"({len(plan.embeds) / max(calls, 1):.1f} chunks per call)"
+        f"\nembedded {embedded:,} of {len(plan.embeds):,} chunks of {len(sources):,} files in "
+        f"{makespan:.1f} s ({embedded / max(makespan, 1e-9):,.0f} chunks/s) in {calls:,} "
+        f"model calls ({embedded / max(calls, 1):.1f} chunks per call)"
     )
+    if cache_path is not None:
+        print(cache_line(report, plan))
     report.to_chrome_trace(args.trace)
     print(f"database: {db_path}")
+    print(f"cache: {cache_path if cache_path is not None else 'none (--no-cache)'}")
     print(f"trace: {args.trace}")
 
     print(f"\nthe {TOP} chunks nearest to {args.query!r}:")

@@ -1,7 +1,8 @@
 """examples/embed_corpus.py end to end: a small corpus in, its vectors in SQLite, a query answered.
 
 The example runs as a user runs it, in a subprocess, on a directory made
-here of files on clearly different topics.
+here of files on clearly different topics; a rerun takes the split and embed
+tasks of unchanged files from its cache.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import re
 import sqlite3
 import subprocess
@@ -126,10 +128,14 @@ needs_wordllama = pytest.mark.skipif(
 )
 
 
-def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+def run_example(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the example as a user does; fail with its stderr if it fails."""
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=120
+        [sys.executable, str(EXAMPLE), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
     assert done.returncode == 0, done.stderr
     return done
@@ -151,7 +157,7 @@ def test_embed_corpus_stores_every_chunk_and_answers_the_query(tmp_path: Path) -
     done = run_example(
         str(corpus),
         *("--query", "decode a JSON document", "--db", str(db_path), "--trace", str(trace)),
-        *("--batch", "4"),
+        *("--batch", "4", "--cache", str(tmp_path / "cache.sqlite3")),
     )
 
     with sqlite3.connect(db_path) as db:
@@ -196,12 +202,82 @@ def test_embed_corpus_finds_the_json_decoder_in_the_standard_library(tmp_path: P
     json_package = Path(sysconfig.get_paths()["stdlib"]) / "json"
     done = run_example(
         str(json_package),
-        *("--query", "decode a JSON document", "--db", ":memory:"),
+        *("--query", "decode a JSON document", "--db", ":memory:", "--no-cache"),
         *("--trace", str(tmp_path / "trace.json")),
     )
     hits = top_hits(done.stdout)
     assert len(hits) == 5
     assert "decoder.py" in hits
+
+
+def cache_counts(stdout: str) -> dict[str, tuple[int, int]]:
+    """The example's line of cached tasks: kind -> (CACHED, ran)."""
+    (line,) = re.findall(r"^cached tasks: (.*)$", stdout, re.MULTILINE)
+    return {
+        kind: (int(hits), int(ran))
+        for kind, hits, ran in re.findall(r"(\w+) (\d+) CACHED, (\d+) ran", line)
+    }
+
+
+def stored_rows(db_path: Path) -> list[tuple[str, int, str, bytes]]:
+    """Every chunk the example stored, with its file's path, by path and line."""
+    with sqlite3.connect(db_path) as db:
+        return db.execute(
+            "SELECT files.path, line, text, vector FROM chunks JOIN files ON files.id = "
+            "chunks.file ORDER BY files.path, line"
+        ).fetchall()
+
+
+@needs_wordllama
+def test_embed_corpus_rerun_embeds_only_the_edited_file(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    expected = make_corpus(corpus)
+    chunks = {rel: math.ceil(len(data) / CHUNK_BYTES) for rel, data in expected.items()}
+    # No --cache: the default file, under $XDG_CACHE_HOME.
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    cache = tmp_path / "xdg" / "trio_dag" / "embed_corpus.sqlite3"
+
+    def run(name: str) -> subprocess.CompletedProcess[str]:
+        db = str(tmp_path / f"{name}.sqlite3")
+        trace = str(tmp_path / f"{name}.json")
+        return run_example(str(corpus), "--db", db, "--trace", trace, "--batch", "4", env=env)
+
+    cold = run("cold")
+    assert cache.is_file()
+    assert cache_counts(cold.stdout) == {"split": (0, 4), "embed": (0, sum(chunks.values()))}
+
+    warm = run("warm")
+    assert cache_counts(warm.stdout) == {"split": (4, 0), "embed": (sum(chunks.values()), 0)}
+    assert "CACHED" in warm.stdout  # the summary
+    # The table is rebuilt from the cached outputs: the same rows, the same vectors.
+    assert stored_rows(tmp_path / "warm.sqlite3") == stored_rows(tmp_path / "cold.sqlite3")
+
+    edited = "network/sockets.py"
+    path = corpus / edited
+    path.write_text(path.read_text().replace("TCP", "UDP"), encoding="utf-8")
+    rerun = run("edited")
+    unchanged = sum(count for rel, count in chunks.items() if rel != edited)
+    assert cache_counts(rerun.stdout) == {"split": (3, 1), "embed": (unchanged, chunks[edited])}
+    rows = stored_rows(tmp_path / "edited.sqlite3")
+    assert [r for r in rows if r[0] != edited] == [
+        r for r in stored_rows(tmp_path / "cold.sqlite3") if r[0] != edited
+    ]
+    assert "UDP" in "".join(text for rel, _, text, _ in rows if rel == edited)
+
+
+@needs_wordllama
+def test_embed_corpus_no_cache_runs_everything_and_writes_no_cache(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    make_corpus(corpus)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    args = ["--db", ":memory:", "--trace", str(tmp_path / "trace.json"), "--no-cache"]
+    for _ in range(2):
+        done = run_example(str(corpus), *args, env=env)
+        assert "cached tasks:" not in done.stdout
+        assert "CACHED" not in done.stdout
+    assert not (tmp_path / "xdg").exists()
 
 
 def test_embed_corpus_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
