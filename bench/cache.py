@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeat < 1:
         parser.error("--n and --repeat must be at least 1")
-    if trio_dag.CORE != "compiled":
+    if trio_dag.CORE != "cython":
         print(
             f"the compiled core is not in use (trio_dag.CORE is {trio_dag.CORE!r}): build it "
             "with python setup.py build_ext --inplace",

@@ -20,7 +20,7 @@ import trio_dag
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "cache.py"
 
 
-@pytest.mark.skipif(trio_dag.CORE != "compiled", reason="the benchmark needs the compiled core")
+@pytest.mark.skipif(trio_dag.CORE != "cython", reason="the benchmark needs the compiled core")
 @pytest.mark.parametrize("store", ["sqlite", "memory"])
 def test_bench_cache_prints_the_three_runs(store: str) -> None:
     done = subprocess.run(
