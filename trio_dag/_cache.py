@@ -32,7 +32,7 @@ from typing import Any, Final, Protocol, Self, final, runtime_checkable
 
 import attrs
 
-from ._errors import TrioDagError
+from ._errors import CacheFileError
 
 __all__ = [
     "Cache",
@@ -64,11 +64,6 @@ CREATE TABLE IF NOT EXISTS results (
     used REAL NOT NULL      -- time.time() of the store or of a hit, to the hour: prune's LRU
 );
 """
-
-
-class CacheFileError(TrioDagError):
-    """A cache file cannot be used: not a SQLite file, not a trio_dag cache,
-    written by a newer trio_dag, or closed. Raised when it is opened."""
 
 
 @final
