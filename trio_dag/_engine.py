@@ -216,6 +216,8 @@ class Engine:
                 _Outcomes(self),
                 _Host(self),
             )
+            if self.caching is not None and self.caching.parts:
+                self.batcher.unlooked = self.caching.asks
 
     # -- the run as a whole --------------------------------------------------
 
