@@ -14,8 +14,9 @@ writer at a time: the ``db`` resource). Then the query's 5 nearest chunks are
 read back from the database. Progress goes to stderr; the run's summary, a
 Chrome trace (open it in Perfetto) and the answer follow.
 
-The split and embed tasks are cached (``cache=True``; the model's name and
-dimension are their ``version=``) in a ``trio_dag.Cache`` file, by default
+The split and embed tasks are cached (``cache=True``; the embed tasks'
+``version=`` names the model: WordLlama's release, weights and dimension, which
+their keys cannot see) in a ``trio_dag.Cache`` file, by default
 ``trio_dag/embed_corpus.sqlite3`` under ``$XDG_CACHE_HOME`` (or
 ``~/.cache``). Reading a file is not cached: it is how a change is seen. A
 file whose bytes did not change gives its split the same input, so the split
