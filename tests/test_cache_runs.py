@@ -530,6 +530,17 @@ def test_no_effect_warnings(dag_core: Any) -> None:
     trio_dag.run_sync(dag, cache=MemoryCache())  # no warning (filterwarnings=error)
 
 
+def test_a_closed_cache_fails_the_run_before_anything_runs(dag_core: Any, tmp_path: Path) -> None:
+    ran: list[int] = []
+    dag = trio_dag.DAG()
+    dag.add(counted(double, ran), 1, cache=True, run_in="inline")
+    cache = trio_dag.Cache(tmp_path / "c.sqlite3")
+    cache.close()
+    with pytest.raises(trio_dag.CacheFileError, match="closed"):
+        trio_dag.run_sync(dag, cache=cache)
+    assert ran == []
+
+
 def test_cache_file_errors_come_before_anything_runs(tmp_path: Path) -> None:
     junk = tmp_path / "junk.sqlite3"
     junk.write_bytes(b"not a database, not at all" * 100)

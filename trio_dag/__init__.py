@@ -26,7 +26,8 @@ Building a graph
 - ``Cache``: the results of cached tasks in a SQLite file (``run(..., cache=)``).
 - ``MemoryCache``: the same in a dict, for tests.
 - ``CacheStore``: the protocol of a cache: plug in your own store.
-- ``CacheEntry``: what a store keeps for one key. ``CacheStats``: what ``Cache.stats()`` says.
+- ``CacheEntry``: what a store keeps for one key.
+- ``CacheStats``: what ``Cache.stats()`` says: entries, bytes, hits, misses.
 - ``batched``: decorator running many tasks of a function as one call.
 - ``Batched``: what ``@batched`` makes of a function.
 

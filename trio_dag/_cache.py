@@ -141,14 +141,16 @@ class MemoryCache:
         self.entries: dict[bytes, CacheEntry] = {}
 
     def lookup(self, keys: Sequence[bytes]) -> dict[bytes, CacheEntry]:
+        """The entries of the *keys* held; a key not held is absent."""
         entries = self.entries
         return {k: entries[k] for k in keys if k in entries}
 
     def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
+        """Keep each ``(key, entry)``, replacing any entry of that key."""
         self.entries.update(entries)
 
     def close(self) -> None:
-        pass
+        """Nothing to write or let go of."""
 
     def __repr__(self) -> str:
         return f"<MemoryCache of {len(self.entries)} entries>"

@@ -51,6 +51,7 @@ __all__ = ["RunCache", "check_store"]
 
 # Entries queued before they are handed to the store at once.
 _STORE_EVERY: Final = 256
+_NO_KWARGS: Final[Mapping[str, Any]] = {}
 
 
 def check_store(cache: object) -> None:
@@ -117,15 +118,21 @@ class RunCache:
         self.pending: list[tuple[bytes, CacheEntry]] = []
         self.not_cached: list[tuple[int, str]] = []
         in_run = None if members is None else set(members)
-        opts = snap.columns.opts
+        cols = snap.columns
+        opts = cols.opts
         handles = _Handles(snap)
         for i in snap.with_notes:
             if not opts[i].cache or (in_run is not None and i not in in_run):
                 continue
-            try:
-                args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
-            except RuntimeError:
-                continue  # its arguments changed after add: the task fails as it starts
+            stored = cols.args[i]
+            if type(stored) is tuple and i not in cols.kwargs and i not in cols.paths:
+                # The common case: the stored arguments hold the handles themselves.
+                args, kwargs = stored, _NO_KWARGS
+            else:
+                try:
+                    args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
+                except RuntimeError:
+                    continue  # its arguments changed after add: the task fails as it starts
             try:
                 fp = fingerprint(snap.fn(i))
                 digest = args_digest(args, kwargs)

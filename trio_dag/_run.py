@@ -106,6 +106,8 @@ def _engine(
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
     _check_on_event(on_event)
     check_store(cache)
+    if cache is not None:
+        cache.lookup([])  # a closed Cache raises CacheFileError here, before anything starts
     if not isinstance(dag, DAG):
         raise TypeError(f"run needs a trio_dag.DAG to run, not {type(dag).__name__}")
     if isinstance(targets, (str, Handle)):
@@ -289,8 +291,8 @@ async def run(
         cannot be compared (before anything starts), or ``on_event`` raised
         (after the run, which stopped as under ``"fail_fast"``). The
         callback's exception is ``__cause__``.
-      CacheFileError: ``cache=`` is a :class:`Cache` that was closed (from
-        its first lookup).
+      CacheFileError: ``cache=`` is a :class:`Cache` that was closed;
+        before anything starts.
       RunFailedError: ``check=True`` and at least one task FAILED: an
         ``ExceptionGroup`` of one :class:`TaskFailedError` per failed task,
         each with the task's exception as ``__cause__``.
