@@ -247,8 +247,9 @@ class Engine:
         finally:
             self.nursery = None
             self._finish()
-        if self.caching is not None:
-            self.caching.close()
+            if self.caching is not None:
+                # Also when the run raises: what finished is kept for the next run.
+                self.caching.close()
         if self.fatal is not None:
             raise self.fatal
         if self.callback_error is not None:
