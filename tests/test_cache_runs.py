@@ -404,6 +404,53 @@ async def test_a_hit_takes_no_resource(dag_core: Any, autojump_clock: MockClock)
     assert trio.current_time() == start
 
 
+class Stop(BaseException):
+    pass
+
+
+async def test_what_finished_before_a_base_exception_is_stored(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    cache = Store()
+
+    async def stop(x: int) -> None:
+        await trio.sleep(1)
+        raise Stop
+
+    dag = DAG()
+    a = dag.add(double, 1, cache=True, name="a")
+    dag.add(stop, a, name="stop")
+    with pytest.raises(Stop), trio.fail_after(100):
+        await trio_dag.run(dag, cache=cache)
+    assert len(cache.entries) == 1 and cache.flushes == 1
+    dag = DAG()
+    dag.add(double, 1, cache=True, name="a")
+    report, _ = await run(dag, cache)
+    assert report.state("a") is TaskState.CACHED
+
+
+async def test_hits_among_tasks_waiting_for_a_resource_leave_it_to_the_others(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    async def use(i: int, *deps: Any) -> int:
+        await trio.sleep(1)
+        return i
+
+    def make(salt: int) -> trio_dag.DAG:
+        dag = DAG()
+        roots = [dag.add(use, i, uses={"gpu": 1}, cache=True) for i in range(6)]
+        for i in range(6):
+            # Odd ones change on the second run: they run, the even ones hit.
+            dag.add(use, i + (salt if i % 2 else 0), roots[i], uses={"gpu": 2}, cache=True)
+        return dag
+
+    for strategy in ("immediate", "waves"):
+        cache = MemoryCache()
+        await run(make(0), cache, resources={"gpu": 2}, strategy=strategy)
+        report, _ = await run(make(1), cache, resources={"gpu": 2}, strategy=strategy)
+        assert report.ok and len(report.cached) == 9
+
+
 # -- batched cached tasks --------------------------------------------------------
 
 
@@ -499,6 +546,12 @@ def test_add_checks_cache_and_version(dag_core: Any) -> None:
         dag.add(double, 1, version=2)
     with pytest.raises(TypeError, match="cache= must be"):
         dag.map(double, [1], cache="yes")
+
+    async def mtime(x: int) -> float:
+        return 0.0
+
+    with pytest.raises(TypeError, match="not async"):
+        dag.add(double, 1, cache=mtime)
     assert len(dag) == 0
     # The compiled add passes these calls on to the general one.
     h = dag.add(double, 1, cache=True, version="v")
@@ -559,6 +612,9 @@ def test_cache_file_errors_come_before_anything_runs(tmp_path: Path) -> None:
 # -- a property over drawn DAGs ---------------------------------------------------------
 
 
+RESOURCES = {"gpu": 2, "io": 1.5}
+
+
 class _CachedDAG(trio_dag.DAG):
     """A DAG whose every task asks for the cache, each under a version of its own
     name (the drawn bodies are callable objects, whose state no key sees)."""
@@ -585,23 +641,41 @@ def _names_of(entries: dict[bytes, trio_dag.CacheEntry]) -> dict[str, bytes]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
-    plan=trio_dag.testing.dag_plans(min_tasks=1, max_tasks=12, batched=True, run_in=("async",)),
+    plan=st.one_of(
+        trio_dag.testing.dag_plans(min_tasks=1, max_tasks=12, batched=True, run_in=("async",)),
+        trio_dag.testing.dag_plans(
+            min_tasks=1, max_tasks=12, run_in=("async",), resources=RESOURCES, priorities=True
+        ),
+    ),
     keep=st.lists(st.booleans(), min_size=12, max_size=12),
     limit=st.sampled_from([None, 1, 3]),
+    on_failure=st.sampled_from(["skip", "fail_fast"]),
+    policy=st.sampled_from(["fifo", "priority"]),
 )
 def test_a_cache_holding_some_entries_caches_exactly_those_tasks(
-    dag_core: Any, monkeypatch: pytest.MonkeyPatch, plan: Any, keep: list[bool], limit: Any
+    dag_core: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    plan: Any,
+    keep: list[bool],
+    limit: Any,
+    on_failure: str,
+    policy: str,
 ) -> None:
     monkeypatch.setattr(_plans, "DAG", _CachedDAG)
     full = MemoryCache()
 
+    resources = RESOURCES if any(t.uses for t in plan.tasks) else None
+    options = dict(limit=limit, on_failure=on_failure, resources=resources, policy=policy)
+    if policy == "priority" or not any(t.priority for t in plan.tasks):
+        pass
+    else:
+        options["policy"] = "priority"  # the plan sets priorities: no NoEffectWarning
+
     async def go(dag: trio_dag.DAG, cache: Any) -> tuple[trio_dag.RunReport, Recorder]:
         recorder = Recorder()
         with trio.fail_after(10_000):
-            report = await trio_dag.run(
-                dag, cache=cache, limit=limit, check=False, on_event=recorder
-            )
-        check_run(dag, report, recorder, limit=limit)
+            report = await trio_dag.run(dag, cache=cache, check=False, on_event=recorder, **options)
+        check_run(dag, report, recorder, **options)
         return report, recorder
 
     first, _ = trio.run(go, plan.build(), full, clock=MockClock(autojump_threshold=0))
@@ -619,7 +693,8 @@ def test_a_cache_holding_some_entries_caches_exactly_those_tasks(
         if state is TaskState.CACHED:
             assert second[h] == first[h.name]
         parents_ok = all(second.state(p) in ok for p in dag.dependencies(h))
-        if keys.get(h.name) in held and parents_ok:
+        # Under fail_fast a failure may cancel a task before it is looked up.
+        if keys.get(h.name) in held and parents_ok and state is not TaskState.CANCELLED:
             assert state is TaskState.CACHED, h
     assert len(second.cached) <= len(held)
 

@@ -247,8 +247,9 @@ class Engine:
         finally:
             self.nursery = None
             self._finish()
-        if self.caching is not None:
-            self.caching.close()
+            if self.caching is not None:
+                # Also when the run raises: what finished is kept for the next run.
+                self.caching.close()
         if self.fatal is not None:
             raise self.fatal
         if self.callback_error is not None:
@@ -413,7 +414,9 @@ class Engine:
         up yet, in one call; end the hits CACHED. Return whether *v* was one.
 
         The other ready tasks go back to the places they had, so the order
-        of the tasks that do run is the policy's.
+        of the tasks that do run is the policy's. Tasks that admission has
+        seen (woken from a resource's queue) or holds back (a later wave)
+        are left to it: they are looked up when it hands them out.
         """
         caching = self.caching
         assert caching is not None
@@ -421,8 +424,11 @@ class Engine:
         batch = [v]
         rest = []
         asks = caching.asks
+        admission = self.admission
+        seen = admission.places
+        levels = admission.levels
         for u in st.pop_all():
-            if asks[u]:
+            if asks[u] and u not in seen and (levels is None or levels[u] <= admission.wave):
                 batch.append(u)
             else:
                 rest.append(u)

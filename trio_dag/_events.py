@@ -135,15 +135,16 @@ class TaskRetrying:
 class TaskFinished:
     """A task ended: told once per task of the run, whatever its final state.
 
-    Also for tasks that end SKIPPED or CANCELLED without starting. Use its
-    output as soon as this event arrives: ``event.outcome.unwrap()``.
+    Also for tasks that end SKIPPED or CANCELLED without starting, and for
+    CACHED tasks, which do not run: ``outcome`` holds the stored output.
+    Use its output as soon as this event arrives: ``event.outcome.unwrap()``.
 
     Attributes:
       task: The task's :class:`~trio_dag.Handle`.
       state: Its final :class:`~trio_dag.TaskState`.
       time: When it ended, on the Trio clock (seconds).
       duration: From the start of its first attempt to its end, in
-        seconds; 0.0 for a task that never started.
+        seconds; 0.0 for a task that never started (CACHED ones too).
       outcome: ``outcome.Value(output)``, or ``outcome.Error`` of its
         exception, a :class:`~trio_dag.TaskSkippedError` or a
         :class:`~trio_dag.TaskCancelledError`: what an ``all_done``

@@ -280,6 +280,11 @@ def make_options(
             f"task {label}: cache= must be True, False or a function of the task's arguments "
             f"returning extra key material, got {cache!r}"
         )
+    if not isinstance(cache, bool) and kind_of(cache) == ASYNC:
+        raise TypeError(
+            f"task {label}: cache= is called in the event loop just before the lookup and "
+            f"must be a plain function, not async: {cache!r}"
+        )
     if version is not None and not isinstance(version, str):
         raise TypeError(f"task {label}: version= must be a str or None, got {version!r}")
     return TaskOptions(
