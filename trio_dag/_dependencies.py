@@ -146,7 +146,7 @@ def _scan_nested(
         elif id(obj) in on_path:
             raise ValueError(
                 f"task {task_label(fn, i, name)}: an argument contains itself (a "
-                f"{t.__name__} at {_spell(link)}); pass data without reference cycles"
+                f"{t.__name__} at {_where(_spell(link))}); pass data without reference cycles"
             )
         elif t in _CONTAINERS or not isinstance(obj, _UNORDERED):
             on_path.add(id(obj))
