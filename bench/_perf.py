@@ -36,6 +36,14 @@ PROCESSES = 6
 VALUES = 3
 
 
+def have_pyperf() -> bool:
+    try:
+        import pyperf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def runner(
     description: str,
     add_options: Callable[[Any], None],

@@ -4,7 +4,7 @@ Every contender on the same seeded graph, ``limit=64`` wherever one is
 taken, each figure measured by pyperf: worker processes that each take
 warm-up values then timed ones, reported as mean ± standard deviation. A
 contender's value is the run of one graph per iteration (several small
-graphs under 100,000 tasks), divided by its tasks, timed from its structure
+graphs under 10,000 tasks), divided by its tasks, timed from its structure
 already built: trio_dag from a DAG built with ``dag.add`` and not yet frozen
 (freezing counts), the hand-rolled versions from their dict of dependencies,
 dask from its task dict. Building that structure is a benchmark of its own
@@ -68,7 +68,7 @@ from _contenders import (
     handrolled_trio,
     noop,
 )
-from _perf import Spread, memory_runs, peak_rss_bytes, runner, save_memory
+from _perf import INSTALL, Spread, have_pyperf, memory_runs, peak_rss_bytes, runner, save_memory
 
 import trio_dag
 
@@ -127,9 +127,12 @@ class Results:
         return self.measurements.get((contender, shape, body, n))
 
 
+TASKS_PER_VALUE = 10_000
+
+
 def graphs_per_value(n: int) -> int:
-    """Small graphs run several times per value, so that one value is about TARGET_N tasks."""
-    return max(1, TARGET_N // n)
+    """Small graphs run several times per value, so that a value is at least 10,000 tasks."""
+    return max(1, TASKS_PER_VALUE // n)
 
 
 def say(text: str) -> None:
@@ -282,10 +285,10 @@ def print_sizes(results: Results, names: Sequence[str], shape: str, body: str) -
 # --- memory: fresh child processes --------------------------------------------
 
 
-def memory_child(name: str) -> None:
-    """Build the 1,000,000-task layered graph from its generator, run it, print the peak."""
+def memory_child(name: str, n: int) -> None:
+    """Build the *n*-task layered graph from its generator, run it, print the peak."""
     start = time.perf_counter()
-    parents = SHAPES["layered"](MEMORY_N)
+    parents = SHAPES["layered"](n)
     if name in ("trio_dag", "trio_dag_py"):
         wanted = MEMORY_CHILDREN[name][1]
         if trio_dag.CORE != wanted:
@@ -297,8 +300,8 @@ def memory_child(name: str) -> None:
 
 
 def memory(args: argparse.Namespace, results: Results) -> None:
-    runs = memory_runs(args)
-    print(f"\nmemory: layered, {MEMORY_N:,} tasks, noop bodies, limit {LIMIT}; peak RSS (VmHWM)")
+    runs, n = memory_runs(args), args.memory_n
+    print(f"\nmemory: layered, {n:,} tasks, noop bodies, limit {LIMIT}; peak RSS (VmHWM)")
     print(f"  of {runs} fresh processes each (mean ± std dev); graph built in the child")
     print("  (trio_dag: dag.add from the generator; hand-rolled: its dict of dependencies")
     print("  from the same generator), then run")
@@ -310,6 +313,7 @@ def memory(args: argparse.Namespace, results: Results) -> None:
             env["TRIO_DAG_NO_EXTENSIONS"] = no_ext
             env.pop("TRIO_DAG_REQUIRE_EXTENSION", None)
         command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", name]
+        command += ["--memory-n", str(n)]
         rows = []
         for run in range(runs):
             say(f"memory: {name} {run + 1}/{runs} ...")
@@ -328,12 +332,12 @@ def memory(args: argparse.Namespace, results: Results) -> None:
         print(f"  {name:<18} {peak.text(1):>15} {above:>11.1f} {seconds.mean:>8.2f}")
         save_memory(
             args,
-            f"memory/layered/{MEMORY_N}/{name}/peak_rss",
+            f"memory/layered/{n}/{name}/peak_rss",
             [row["peak"] for row in rows],
-            {"description": f"peak RSS, {name}, {MEMORY_N:,} tasks built and run"},
+            {"description": f"peak RSS, {name}, {n:,} tasks built and run"},
         )
     print("  baseline: the interpreter with trio and trio_dag imported, nothing built")
-    what = f"{FAST} peak RSS <= 0.5x handrolled_trio's ({MEMORY_N:,} tasks)"
+    what = f"{FAST} peak RSS <= 0.5x handrolled_trio's ({n:,} tasks)"
     if FAST in peaks and "handrolled_trio" in peaks:
         ratio = peaks[FAST] / peaks["handrolled_trio"]
         text = f"{what}: {ratio:.2f}x ({peaks[FAST]:.0f} vs {peaks['handrolled_trio']:.0f} MiB)"
@@ -396,7 +400,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory",
         action="store_true",
-        help=f"peak RSS of {MEMORY_N:,} tasks, fresh processes (3; --fast 2; --rigorous 5)",
+        help="peak RSS of --memory-n tasks, fresh processes (3; --fast 2; --rigorous 5)",
+    )
+    parser.add_argument(
+        "--memory-n", type=int, default=MEMORY_N, help=f"tasks of --memory (default {MEMORY_N:,})"
     )
     parser.add_argument("--check", action="store_true", help="run the correctness check only")
 
@@ -416,13 +423,20 @@ def forward(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     child = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     child.add_argument("--memory-child", choices=list(MEMORY_CHILDREN))
+    child.add_argument("--memory-n", type=int, default=MEMORY_N)
     known, _ = child.parse_known_args(argv)
     if known.memory_child:  # no pyperf in a memory child: it would weigh on the baseline
-        memory_child(known.memory_child)
+        memory_child(known.memory_child, known.memory_n)
         return 0
+    if not have_pyperf():  # --check needs no pyperf
+        parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+        add_options(parser)
+        if not parser.parse_known_args(argv)[0].check:
+            sys.exit(INSTALL)
+        return 0 if run_checks(select(parser.parse_known_args(argv)[0].contenders)) else 1
     perf, args = runner((__doc__ or "").splitlines()[0], add_options, forward, argv)
-    if args.n < 1:
-        perf.argparser.error("--n must be at least 1")
+    if args.n < 1 or args.memory_n < 1:
+        perf.argparser.error("--n and --memory-n must be at least 1")
     perf.metadata.update(
         {
             "trio_dag_core_default": trio_dag.CORE,
