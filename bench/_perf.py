@@ -17,6 +17,7 @@ tasks, so pyperf's values are seconds per task.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import resource
@@ -52,6 +53,7 @@ def runner(
 ) -> tuple[Any, Any]:
     """The pyperf Runner with the script's options added, and the parsed arguments.
 
+    *description* (the script's docstring) is what ``--help`` shows first.
     *add_options(parser)* adds the script's own options; *forward(args)* gives
     the ones a worker needs to make the same ``bench_time_func`` calls.
     One iteration is a whole graph, so ``loops`` defaults to 1, not to
@@ -73,6 +75,7 @@ def runner(
         program_args=(os.path.abspath(sys.argv[0]),),
     )
     perf.argparser.description = description
+    perf.argparser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_options(perf.argparser)
     args = perf.parse_args(None if argv is None else list(argv))
     return perf, args

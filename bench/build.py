@@ -31,23 +31,26 @@ whatever ``dag.add`` the checkout has is what is measured.
     python bench/build.py --memory         # the memory figures alone
     python bench/build.py --debug-single-value --n 1000 --memory-n 1000  # smoke run
 
-How to compare before and after a change: run the same command on each tree,
-writing pyperf JSON, then let pyperf compare the files (it says, for each
-benchmark, whether the difference is significant)::
+How to compare before and after a change: measure both trees with this
+same harness (copy ``bench/`` into the old tree: it uses only the public API
+and ``_native``'s backend choice), writing pyperf JSON, then let pyperf
+compare the files; it marks each difference as significant or not::
 
-    git stash                               # or check the old commit out elsewhere
-    python setup.py build_ext --inplace -q && python bench/build.py -o before.json
-    git stash pop
-    python setup.py build_ext --inplace -q && python bench/build.py -o after.json
-    python -m pyperf compare_to before.json after.json --table
-    python -m pyperf stats after.json       # each benchmark's values in detail
+    git worktree add /tmp/before OLD_COMMIT && cp bench/*.py /tmp/before/bench/
+    (cd /tmp/before && python setup.py build_ext --inplace -q &&
+     python bench/build.py -o /tmp/before.json)
+    python setup.py build_ext --inplace -q && python bench/build.py -o /tmp/after.json
+    python -m pyperf compare_to /tmp/before.json /tmp/after.json --table
+    python -m pyperf stats /tmp/after.json  # each benchmark's values in detail
 
-Run both on the same machine, under the same load, back to back (the load
-average is printed). pyperf's options apply: ``-p``/``--processes``,
-``-n``/``--values`` (not ``--n``), ``-w``/``--warmups``, ``--fast``,
-``--rigorous``, ``--debug-single-value``, ``-o``/``--output`` FILE,
-``--append`` FILE (memory figures go in the same file, in bytes). pyperf is
-in the ``bench`` extra: ``pip install '.[bench]'``.
+Run both with the same options (pyperf matches benchmarks by name), on the
+same machine, under the same load, back to back (the load average is
+printed); ``bench/overhead.py -o FILE`` compares the same way. pyperf's
+options apply: ``-p``/``--processes``, ``-n``/``--values`` (not ``--n``),
+``-w``/``--warmups``, ``--fast``, ``--rigorous``, ``--debug-single-value``,
+``-o``/``--output`` FILE, ``--append`` FILE (the memory figures go in the
+same file, in bytes). pyperf is in the ``bench`` extra: ``pip install
+'.[bench]'``.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ E2E_N = 100_000  # the issue's end-to-end target: layered 100k
 MEMORY_N = 1_000_000
 LIMIT = 64  # the same as _contenders.LIMIT, asserted where that is imported
 CORES = ("cython", "python")
-MB = 1e6
+MIB = 1024 * 1024  # the issue's "MB" are MiB: its 191 is this table's 192 MiB on main
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ TIMED: dict[str, Target] = {
 }
 HANDROLLED = Target("end to end: hand-rolled Trio", "14.3", None)
 RATIO = Target("  hand-rolled / trio_dag", "4.5", 14, "x", above=True)
-PEAK = Target("peak RSS, anonymous tasks, MB", "191", 150, "MB")
+PEAK = Target("peak RSS, anonymous tasks, MiB", "191", 150, "MiB")
 NAME = Target("bytes per name beyond the string", "235*", 100, "B")
 ONCE = ("loop",)  # core-independent: measured once, with the compiled core's package
 
@@ -318,7 +321,7 @@ def memory_child(kind: str, core: str, n: int) -> None:
 
 
 def measure_memory(args: argparse.Namespace, cores: Sequence[str]) -> dict[str, dict[str, Spread]]:
-    """core -> kind -> peak RSS in MB over fresh processes; also saved to -o/--append."""
+    """core -> kind -> peak RSS in MiB over fresh processes; also saved to -o/--append."""
     n = args.memory_n
     runs = memory_runs(args)
     found: dict[str, dict[str, Spread]] = {}
@@ -337,7 +340,7 @@ def measure_memory(args: argparse.Namespace, cores: Sequence[str]) -> dict[str, 
                 peaks.append(json.loads(child.stdout.splitlines()[-1])["peak"])
             if len(peaks) < runs:
                 continue
-            found.setdefault(core, {})[kind] = Spread.of_values([p / MB for p in peaks])
+            found.setdefault(core, {})[kind] = Spread.of_values([p / MIB for p in peaks])
             about = f"peak RSS, {kind}, {n:,} tasks built and run, {core} core"
             save_memory(args, f"build/memory/{kind}/{core}/{n}", peaks, {"description": about})
     return found
@@ -418,7 +421,9 @@ def report(
     if memory:
         n = args.memory_n
         per_name = string_bytes(n)
-        print(f"\nmemory: {n:,} tasks, fresh processes, peak RSS (VmHWM), MB = 10^6 bytes")
+        print(
+            f'\nmemory: {n:,} tasks, fresh processes, peak RSS (VmHWM) in MiB (the issue\'s "MB")'
+        )
         cells, names_cells, lines = [], [], []
         for core in cores:
             got = memory.get(core, {})
@@ -427,12 +432,12 @@ def report(
             if anonymous is None or named is None:
                 names_cells.append(("-", ""))
                 continue
-            beyond = (named.mean - anonymous.mean) * MB / n - per_name
+            beyond = (named.mean - anonymous.mean) * MIB / n - per_name
             names_cells.append((f"{beyond:.0f}", judge(NAME, beyond, core)))
             lines.append(
-                f"  {names[core]}: baseline {base.text(1) if base else '-'} MB (interpreter, "
+                f"  {names[core]}: baseline {base.text(1) if base else '-'} MiB (interpreter, "
                 f"trio_dag imported), anonymous {anonymous.text(1)}, named {named.text(1)}; "
-                f"names {(named.mean - anonymous.mean) * MB / n:.0f} B per task in all"
+                f"names {(named.mean - anonymous.mean) * MIB / n:.0f} B per task in all"
             )
         print(row(PEAK, cells))
         print(row(NAME, names_cells))
@@ -458,6 +463,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--core",
         default="both",
         choices=["both", *CORES, ",".join(CORES)],
+        metavar="{both,cython,python}",
         help="the cores to measure (default: both)",
     )
     parser.add_argument(
@@ -502,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if known.memory_child:  # no pyperf in a memory child: it would weigh on the baseline
         memory_child(known.memory_child, known.core, known.memory_n)
         return 0
-    perf, args = runner((__doc__ or "").splitlines()[0], add_options, forward, argv)
+    perf, args = runner(__doc__ or "", add_options, forward, argv)
     if (args.n is not None and args.n < 1) or args.memory_n < 1:
         perf.argparser.error("--n and --memory-n must be at least 1")
     if args.memory and args.no_memory:
@@ -511,7 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.core = ",".join(CORES)
     benches = plan(args)
     if args.worker:
-        use_core(benches[args.worker_task].core)
+        if args.worker_task is None and len(args.core.split(",")) > 1:
+            perf.argparser.error("a worker without --worker-task takes one --core")
+        use_core(benches[args.worker_task or 0].core)
     else:
         args.core = ",".join(available(args.core.split(",")))
         if not args.core:

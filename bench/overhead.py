@@ -434,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not parser.parse_known_args(argv)[0].check:
             sys.exit(INSTALL)
         return 0 if run_checks(select(parser.parse_known_args(argv)[0].contenders)) else 1
-    perf, args = runner((__doc__ or "").splitlines()[0], add_options, forward, argv)
+    perf, args = runner(__doc__ or "", add_options, forward, argv)
     if args.n < 1 or args.memory_n < 1:
         perf.argparser.error("--n and --memory-n must be at least 1")
     perf.metadata.update(
