@@ -431,9 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not have_pyperf():  # --check needs no pyperf
         parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
         add_options(parser)
-        if not parser.parse_known_args(argv)[0].check:
+        plain = parser.parse_known_args(argv)[0]
+        if not plain.check:
             sys.exit(INSTALL)
-        return 0 if run_checks(select(parser.parse_known_args(argv)[0].contenders)) else 1
+        return 0 if run_checks(select(plain.contenders)) else 1
     perf, args = runner(__doc__ or "", add_options, forward, argv)
     if args.n < 1 or args.memory_n < 1:
         perf.argparser.error("--n and --memory-n must be at least 1")
