@@ -12,6 +12,7 @@ import pytest
 import trio_dag
 from trio_dag import _errors
 from trio_dag._errors import (
+    CacheFileError,
     CallbackError,
     CycleError,
     DuplicateTaskError,
@@ -42,6 +43,7 @@ BASES: dict[type[BaseException], tuple[type[BaseException], ...]] = {
     TaskTimeoutError: (TrioDagError, TimeoutError),
     RunFailedError: (TrioDagError, ExceptionGroup),
     CallbackError: (TrioDagError,),
+    CacheFileError: (TrioDagError,),
 }
 
 
@@ -65,6 +67,7 @@ def examples() -> list[BaseException]:
         TaskTimeoutError("fetch-3", 30),
         RunFailedError("1 task failed", [failed], report={"ok": False}),
         CallbackError("on_event callback", RuntimeError("oops")),
+        CacheFileError("'results.sqlite3' is not a trio_dag cache; give another path"),
     ]
 
 

@@ -23,6 +23,11 @@ Building a graph
 - ``DAG``: a graph of tasks; ``dag.add(fn, *args, **options)`` adds one.
 - ``Handle``: one task of a DAG; pass it as an argument to depend on it.
 - ``TaskOptions``: the checked options of one task.
+- ``Cache``: the results of cached tasks in a SQLite file (``run(..., cache=)``).
+- ``MemoryCache``: the same in a dict, for tests.
+- ``CacheStore``: the protocol of a cache: plug in your own store.
+- ``CacheEntry``: what a store keeps for one key.
+- ``CacheStats``: what ``Cache.stats()`` says: entries, bytes, hits, misses.
 - ``batched``: decorator running many tasks of a function as one call.
 - ``Batched``: what ``@batched`` makes of a function.
 
@@ -42,7 +47,7 @@ The report
 - ``RunReport``: states, outputs, errors, timings and figures of a run.
 - ``RunStats``: figures of a whole run (makespan, speedup, ...).
 - ``TaskTiming``: when one task ran.
-- ``TaskState``: SUCCEEDED, FAILED, SKIPPED, CANCELLED or PENDING.
+- ``TaskState``: SUCCEEDED, CACHED, FAILED, SKIPPED, CANCELLED or PENDING.
 
 Errors and warnings
 
@@ -59,6 +64,7 @@ Errors and warnings
 - ``TaskTimeoutError``: an attempt ran past its ``timeout=``.
 - ``RunFailedError``: a run had FAILED tasks (an ExceptionGroup).
 - ``CallbackError``: ``on_event`` or a policy key function raised.
+- ``CacheFileError``: a cache file that cannot be used.
 - ``NoEffectWarning``: a setting that has no effect in a run.
 
 Also
@@ -74,7 +80,13 @@ from . import _public
 from . import events as events
 from ._batching import Batched as Batched
 from ._batching import batched as batched
+from ._cache import Cache as Cache
+from ._cache import CacheEntry as CacheEntry
+from ._cache import CacheStats as CacheStats
+from ._cache import CacheStore as CacheStore
+from ._cache import MemoryCache as MemoryCache
 from ._dag import DAG as DAG
+from ._errors import CacheFileError as CacheFileError
 from ._errors import CallbackError as CallbackError
 from ._errors import CycleError as CycleError
 from ._errors import DuplicateTaskError as DuplicateTaskError
@@ -110,12 +122,18 @@ __all__ = [
     "CORE",
     "DAG",
     "Batched",
+    "Cache",
+    "CacheEntry",
+    "CacheFileError",
+    "CacheStats",
+    "CacheStore",
     "CallbackError",
     "CycleError",
     "DuplicateTaskError",
     "ForeignHandleError",
     "GraphError",
     "Handle",
+    "MemoryCache",
     "NoEffectWarning",
     "ResourceError",
     "Run",

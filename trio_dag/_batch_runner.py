@@ -132,6 +132,9 @@ class Batcher:
         self.openers: dict[int, OpenBatch] = {}
         self.calls = 0
         self.batch_of: dict[int, int] = {}
+        # Set by the engine of a run with a cache: 1 for a cached task not yet
+        # looked up, which joins a batch only once the engine has looked it up.
+        self.unlooked: bytearray | None = None
 
     def claim(self, v: int, fn: Batched[Any, Any]) -> bool:
         """Task *v* of *fn* was just taken: open a batch with it (True), or join one (False).
@@ -208,6 +211,7 @@ class Batcher:
         admission = self.admission
         levels = admission.levels
         woken = admission.woken
+        unlooked = self.unlooked
         held = []
         while len(tasks) < fn.max_size:
             u = st.pop()
@@ -218,6 +222,7 @@ class Batcher:
                 and teardown[u] == kind
                 and (levels is None or levels[u] <= admission.wave)
                 and u not in woken
+                and (unlooked is None or not unlooked[u])
             ):
                 tasks.append(u)
             else:
@@ -227,7 +232,12 @@ class Batcher:
         if len(tasks) < fn.max_size and admission.waiting:
             tasks.extend(
                 admission.take_waiting(
-                    lambda u: snap.fn(u) is fn and teardown[u] == kind, fn.max_size - len(tasks)
+                    lambda u: (
+                        snap.fn(u) is fn
+                        and teardown[u] == kind
+                        and (unlooked is None or not unlooked[u])
+                    ),
+                    fn.max_size - len(tasks),
                 )
             )
 

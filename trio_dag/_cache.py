@@ -32,7 +32,7 @@ from typing import Any, Final, Protocol, Self, final, runtime_checkable
 
 import attrs
 
-from ._errors import TrioDagError
+from ._errors import CacheFileError
 
 __all__ = [
     "Cache",
@@ -64,11 +64,6 @@ CREATE TABLE IF NOT EXISTS results (
     used REAL NOT NULL      -- time.time() of the store or of a hit, to the hour: prune's LRU
 );
 """
-
-
-class CacheFileError(TrioDagError):
-    """A cache file cannot be used: not a SQLite file, not a trio_dag cache,
-    written by a newer trio_dag, or closed. Raised when it is opened."""
 
 
 @final
@@ -146,14 +141,16 @@ class MemoryCache:
         self.entries: dict[bytes, CacheEntry] = {}
 
     def lookup(self, keys: Sequence[bytes]) -> dict[bytes, CacheEntry]:
+        """The entries of the *keys* held; a key not held is absent."""
         entries = self.entries
         return {k: entries[k] for k in keys if k in entries}
 
     def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
+        """Keep each ``(key, entry)``, replacing any entry of that key."""
         self.entries.update(entries)
 
     def close(self) -> None:
-        pass
+        """Nothing to write or let go of."""
 
     def __repr__(self) -> str:
         return f"<MemoryCache of {len(self.entries)} entries>"

@@ -106,7 +106,7 @@ class DAG:
     # - _all_done: ascending indices of tasks with trigger="all_done".
     # - _batched: ascending indices of tasks of @batched functions.
     # - _with_uses: ascending indices of tasks with uses=.
-    # - _with_notes: ascending indices of tasks with a priority or tags (for
+    # - _with_notes: ascending indices of tasks with a priority, tags or cache= (for
     #   the run's warnings of settings without effect).
     # - _runs: how many runs of the DAG are in progress (add refuses while
     #   any is).
@@ -220,6 +220,8 @@ class DAG:
         timeout: float | None = ...,
         run_in: RunIn | None = ...,
         trigger: Trigger = ...,
+        cache: bool | Callable[..., Any] = ...,
+        version: str | None = ...,
     ) -> Handle[T]: ...
     @overload
     def add(
@@ -241,6 +243,8 @@ class DAG:
         timeout: float | None = ...,
         run_in: RunIn | None = ...,
         trigger: Trigger = ...,
+        cache: bool | Callable[..., Any] = ...,
+        version: str | None = ...,
     ) -> Handle[T]: ...
     @overload
     def add(
@@ -262,6 +266,8 @@ class DAG:
         timeout: float | None = ...,
         run_in: RunIn | None = ...,
         trigger: Trigger = ...,
+        cache: bool | Callable[..., Any] = ...,
+        version: str | None = ...,
     ) -> Handle[T]: ...
 
     def add(
@@ -283,6 +289,8 @@ class DAG:
         timeout: float | None = None,
         run_in: RunIn | None = None,
         trigger: Trigger = "all_succeeded",
+        cache: bool | Callable[..., Any] = False,
+        version: str | None = None,
     ) -> Handle[Any]:
         """Add a task that calls ``fn(*args, **kwargs)``; return its :class:`Handle`.
 
@@ -420,6 +428,19 @@ class DAG:
             place of each dependency's output. This is how clean-up and
             teardown tasks are written: they also run after a failure under
             ``on_failure="fail_fast"``.
+          cache: Whether the task's result may come from the run's cache
+            (``run(..., cache=...)``). ``False`` (default): it always runs.
+            ``True``: it runs only when the cache holds no result for its
+            key (its function's code, ``version``, its literal arguments and
+            the output digests of its dependencies); otherwise it ends
+            ``CACHED`` with the stored output. A function: as ``True``, and
+            it is called with the task's resolved arguments (as the body
+            would be) just before the lookup; what it returns (hashable
+            canonically, such as a file's modification time) is part of the
+            key.
+          version: A ``str`` mixed into the task's cache key: change it to
+            invalidate the stored results when something the key cannot see
+            changed (a global, a helper function). Default ``None``.
 
         Returns:
           The new task's :class:`Handle`. For type checkers, a
@@ -433,7 +454,9 @@ class DAG:
             ``after=`` holds something other than handles and non-empty
             names; a handle sits where no output could be put (in a set, a
             frozenset, a deque or a dict key); a task of a :func:`batched`
-            function has other than one positional argument, or ``kwargs=``.
+            function has other than one positional argument, or ``kwargs=``;
+            ``cache`` is neither a bool nor callable, or ``version`` not a
+            ``str`` or None.
           ForeignHandleError: A handle, among the arguments or in ``after=``,
             belongs to another DAG. It is also a ``TypeError``.
           ValueError: A number is out of its range (``retries < 0``,
@@ -450,8 +473,10 @@ class DAG:
             :func:`open_run` until its ``async with`` block is left. Add the
             tasks before the run starts or after it has ended.
         """
-        # The common call, in one call of the backend's builder (None: not common).
-        handle = self._b.add(
+        # The common call, in one call of the backend's builder (None: not
+        # common); cache= and version= always take the general path.
+        builder = self._b if cache is False and version is None else _GENERAL
+        handle = builder.add(
             self,
             fn,
             args,
@@ -511,7 +536,9 @@ class DAG:
             and retries is not False
             and cost is not True
             and retry_delay is not False
-            else make_options(fn, task_label(fn, i, name), *values)
+            and cache is False
+            and version is None
+            else make_options(fn, task_label(fn, i, name), *values, cache, version)
         )
         if name is not None:
             check_name(name, fn, i, self._lookup)
@@ -646,7 +673,7 @@ class DAG:
                 self._all_done.append(i)
             if opts.uses:
                 self._with_uses.append(i)
-            if opts.priority or opts.tags:
+            if opts.priority or opts.tags or opts.cache:
                 self._with_notes.append(i)
 
     def _truncate(self, n: int) -> None:
@@ -990,6 +1017,17 @@ class DAG:
         task; a cycle is drawn, not refused.
         """
         return render_mermaid(*self._export())
+
+
+class _General:
+    """A builder that takes no call: ``add`` with cache= or version= goes the general way."""
+
+    @staticmethod
+    def add(*args: Any) -> None:
+        return None
+
+
+_GENERAL: Final = _General()
 
 
 # The option arguments of DAG.add as it receives them when the caller gives

@@ -31,11 +31,12 @@ from . import _bodies
 from ._admission import Admission
 from ._batch_runner import Batcher
 from ._batching import Batched
+from ._caching import RunCache
 from ._errors import CallbackError
-from ._events import _CURRENT, Event, TaskFinished, TaskRetrying, TaskStarted
+from ._events import _CURRENT, Event, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
 from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SUSPENDED, core
 from ._policies import Strategy
-from ._report import STATE_OF, RunReport, task_outcome
+from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
 if TYPE_CHECKING:
     from ._options import TaskOptions
@@ -137,6 +138,7 @@ class Engine:
         fail_fast: bool,
         on_event: Callable[[Event], None] | None,
         stream: Callable[[Event], None] | None,
+        cache: Any = None,
     ) -> None:
         n = snap.n
         self.snap = snap
@@ -184,14 +186,21 @@ class Engine:
         self.nursery: trio.Nursery | None = None
         self.report: RunReport | None = None
         self.started_at = 0.0
+        # The run's cache (see _caching): its cached tasks are looked up as
+        # they become ready, and their results stored as they return.
+        self.caching: RunCache | None = None
+        if cache is not None:
+            self.caching = RunCache(snap, cache, members)
         # Tasks run through the fast loop unless the run needs per-task Python
-        # work around them (events, scopes, limiter, admission rules).
+        # work around them (events, scopes, limiter, admission rules, cached
+        # tasks, whose lookups and stores the fast loop does not make).
         fast = (
             self.admission.plain
             and self.limiter is None
             and self.scopes is None
             and on_event is None
             and stream is None
+            and (self.caching is None or not self.caching.parts)
         )
         self.loop = backend.loop.Loop(snap, self.st, trio.current_time, fast, self._spawn)
         self.outputs = self.loop.outputs
@@ -207,6 +216,8 @@ class Engine:
                 _Outcomes(self),
                 _Host(self),
             )
+            if self.caching is not None and self.caching.parts:
+                self.batcher.unlooked = self.caching.asks
 
     # -- the run as a whole --------------------------------------------------
 
@@ -217,6 +228,8 @@ class Engine:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                if self.caching is not None and self.caching.not_cached:
+                    self._tell_not_cached(self.caching.not_cached)
                 # One worker to begin with; it starts more when a body suspends.
                 v = self._next()
                 if v >= 0:
@@ -234,6 +247,9 @@ class Engine:
         finally:
             self.nursery = None
             self._finish()
+            if self.caching is not None:
+                # Also when the run raises: what finished is kept for the next run.
+                self.caching.close()
         if self.fatal is not None:
             raise self.fatal
         if self.callback_error is not None:
@@ -347,9 +363,18 @@ class Engine:
                 if states[v] == core.RUNNING:
                     self._ended(v, core.CANCELLED, st.cancel(v))
         loop = self.loop
+        states = st.states()
+        caching = self.caching
+        if caching is not None and any(caching.hit):
+            # The core counts a cached task SUCCEEDED; the report says CACHED.
+            marked = bytearray(states)
+            for v, was_hit in enumerate(caching.hit):
+                if was_hit:
+                    marked[v] = CACHED
+            states = bytes(marked)
         self.report = RunReport(
             self.snap,
-            st.states(),
+            states,
             loop.outputs,
             self.errors,
             loop.start,
@@ -367,15 +392,81 @@ class Engine:
     # -- workers -------------------------------------------------------------
 
     def _next(self) -> int:
-        """The next task that may start now, or -1."""
+        """The next task that may start now, or -1.
+
+        A cached task not looked up yet is looked up here, with every other
+        such task that is ready; hits end CACHED at once and take no worker.
+        """
         while True:
             v = self._pop()
+            caching = self.caching
+            if v >= 0 and caching is not None and caching.asks[v] and self._look_up(v):
+                continue
             batcher = self.batcher
             if v < 0 or batcher is None:
                 return v
             fn = self.snap.fn(v)
             if not isinstance(fn, Batched) or batcher.claim(v, fn):
                 return v
+
+    def _look_up(self, v: int) -> bool:
+        """Look up task *v*, just popped, and every ready cached task not looked
+        up yet, in one call; end the hits CACHED. Return whether *v* was one.
+
+        The other ready tasks go back to the places they had, so the order
+        of the tasks that do run is the policy's. Tasks that admission has
+        seen (woken from a resource's queue) or holds back (a later wave)
+        are left to it: they are looked up when it hands them out.
+        """
+        caching = self.caching
+        assert caching is not None
+        st = self.st
+        batch = [v]
+        rest = []
+        asks = caching.asks
+        admission = self.admission
+        seen = admission.places
+        levels = admission.levels
+        for u in st.pop_all():
+            if asks[u] and u not in seen and (levels is None or levels[u] <= admission.wave):
+                batch.append(u)
+            else:
+                rest.append(u)
+        for u in rest:
+            st.push_back(u)
+        hits, dropped = caching.look_up(batch, self.outputs, self._bind)
+        hit = caching.hit
+        for u in batch[1:]:
+            if not hit[u]:
+                st.push_back(u)
+        if dropped and (self.on_event is not None or self.stream is not None):
+            self._tell_not_cached(dropped)
+        if hits:
+            now = self.loop.now()
+            end = self.loop.end
+            for u in hits:
+                if self.halted or (self.failing and not self.teardown[u]):
+                    # The run stopped while the hits were told: not started, cancelled.
+                    hit[u] = 0
+                    self._ended(u, core.CANCELLED, st.cancel(u))
+                    continue
+                end[u] = now
+                if self.retries:
+                    self._requeue_due()
+                st.done(u)
+                self._ended(u, CACHED)
+        return bool(hit[v])
+
+    def _bind(self, v: int) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
+        """Task *v*'s arguments, as its body would get them (for a cache= function)."""
+        opts = self.snap.options(v)
+        outputs = _Outcomes(self) if opts.trigger == "all_done" else self.outputs
+        return self.snap.bind(v, outputs)  # type: ignore[arg-type]
+
+    def _tell_not_cached(self, tasks: list[tuple[int, str]]) -> None:
+        if self.on_event is not None or self.stream is not None:
+            for v, reason in tasks:
+                self._emit(TaskNotCached(self.snap.handle(v), reason))
 
     def _pop(self) -> int:
         if self.halted or self.nursery is None:
@@ -394,6 +485,9 @@ class Engine:
         Called when the calling worker is about to wait: a body that finishes
         without suspending needs no second worker.
         """
+        caching = self.caching
+        if caching is not None and caching.pending:
+            caching.store_pending()  # before the wait: a crash keeps what has ended
         while self.idle or self.workers < self.cap:
             v = self._next()
             if v < 0:
@@ -656,6 +750,11 @@ class Engine:
     def _returned(self, v: int, result: Any) -> None:
         """Task *v* returned *result*; its attempt has ended."""
         self.outputs[v] = result
+        caching = self.caching
+        if caching is not None:
+            why = caching.returned(v, result)
+            if why is not None:
+                self._tell_not_cached([(v, why)])
         if self.retries:
             self._requeue_due()
         self.st.done(v)

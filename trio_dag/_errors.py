@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 __all__ = [
+    "CacheFileError",
     "CallbackError",
     "CycleError",
     "DuplicateTaskError",
@@ -425,6 +426,12 @@ class CallbackError(TrioDagError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.callback, self.__cause__), self.__dict__)
+
+
+class CacheFileError(TrioDagError):
+    """A cache file cannot be used: not a SQLite file, not a trio_dag cache,
+    written by a newer trio_dag, or closed. Raised when it is opened, before
+    any task of a run starts."""
 
 
 class NoEffectWarning(UserWarning):

@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "TaskFinished",
     "TaskInfo",
+    "TaskNotCached",
     "TaskRetrying",
     "TaskStarted",
     "TaskState",
@@ -34,13 +35,16 @@ __all__ = [
 class TaskState(enum.Enum):
     """The final state of a task, in a run's report and its events.
 
-    Every task of a run ends in exactly one of ``SUCCEEDED``, ``FAILED``,
-    ``SKIPPED`` and ``CANCELLED``; ``PENDING`` marks a task that
+    Every task of a run ends in exactly one of ``SUCCEEDED``, ``CACHED``,
+    ``FAILED``, ``SKIPPED`` and ``CANCELLED``; ``PENDING`` marks a task that
     ``targets=`` left out of the run (only :meth:`RunReport.state` says it).
 
     Attributes:
       PENDING: Not part of the run: ``targets=`` left it out.
       SUCCEEDED: Its body returned; the report holds its output.
+      CACHED: It did not run: the run's cache held its result, which the
+        report holds as its output. It counts as success everywhere
+        (dependents, ``report.ok``).
       FAILED: Its last attempt raised (or timed out), with no retry left.
       SKIPPED: It never ran, because a dependency did not succeed (under
         the default ``trigger="all_succeeded"``).
@@ -51,6 +55,7 @@ class TaskState(enum.Enum):
 
     PENDING = "pending"
     SUCCEEDED = "succeeded"
+    CACHED = "cached"
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
@@ -130,15 +135,16 @@ class TaskRetrying:
 class TaskFinished:
     """A task ended: told once per task of the run, whatever its final state.
 
-    Also for tasks that end SKIPPED or CANCELLED without starting. Use its
-    output as soon as this event arrives: ``event.outcome.unwrap()``.
+    Also for tasks that end SKIPPED or CANCELLED without starting, and for
+    CACHED tasks, which do not run: ``outcome`` holds the stored output.
+    Use its output as soon as this event arrives: ``event.outcome.unwrap()``.
 
     Attributes:
       task: The task's :class:`~trio_dag.Handle`.
       state: Its final :class:`~trio_dag.TaskState`.
       time: When it ended, on the Trio clock (seconds).
       duration: From the start of its first attempt to its end, in
-        seconds; 0.0 for a task that never started.
+        seconds; 0.0 for a task that never started (CACHED ones too).
       outcome: ``outcome.Value(output)``, or ``outcome.Error`` of its
         exception, a :class:`~trio_dag.TaskSkippedError` or a
         :class:`~trio_dag.TaskCancelledError`: what an ``all_done``
@@ -152,8 +158,30 @@ class TaskFinished:
     outcome: outcome.Outcome[Any] = attrs.field(repr=_outcome_shown)
 
 
-Event = TaskStarted | TaskRetrying | TaskFinished
-"""Any event of a run: a :class:`TaskStarted`, :class:`TaskRetrying` or :class:`TaskFinished`.
+@final
+@attrs.frozen
+class TaskNotCached:
+    """A task that asked for the cache (``cache=`` of :meth:`~trio_dag.DAG.add`)
+    runs uncached this run, or its result is not stored; never a failure.
+
+    Told before the task starts when its key cannot be made (an argument,
+    or what its ``cache=`` function returns, cannot be hashed canonically;
+    its ``cache=`` function raised; a dependency's output cannot be
+    pickled), or once it has returned an output that cannot be pickled
+    (before its :class:`TaskFinished`).
+
+    Attributes:
+      task: The task's :class:`~trio_dag.Handle`.
+      reason: Which value, and why it cannot be cached.
+    """
+
+    task: Handle[Any]
+    reason: str
+
+
+Event = TaskStarted | TaskRetrying | TaskFinished | TaskNotCached
+"""Any event of a run: a :class:`TaskStarted`, :class:`TaskRetrying`,
+:class:`TaskFinished` or :class:`TaskNotCached`.
 
 Use it to annotate an ``on_event`` callback: ``def progress(event: Event) -> None``.
 """

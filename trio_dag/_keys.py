@@ -232,11 +232,13 @@ class _Encoder:
     def _handle(self, h: Handle[Any]) -> None:
         if self.handles is None:
             raise Uncacheable(f"{h!r} is a task, not a value; only args_digest takes handles")
-        try:
-            slot = self.handles.index(h)
-        except ValueError:
-            slot = len(self.handles)
-            self.handles.append(h)
+        handles = self.handles
+        # Tested first: a failed index() formats the handle's repr, a cost per dependency.
+        if h in handles:
+            slot = handles.index(h)
+        else:
+            slot = len(handles)
+            handles.append(h)
         self.update(b"H" + _u64(slot))
 
     def _fields(self, cls: type, fields: list[tuple[str, Any]]) -> None:

@@ -2,7 +2,7 @@
 
 A run calls :func:`warn_no_effect` once, after every check that raises and
 before any task starts. It looks only at the tasks that set a priority or
-tags (the snapshot's ``with_notes``) and at the resources given, so a run of
+tags or cache= (the snapshot's ``with_notes``) and at the resources given, so a run of
 tasks with default options pays nothing per task.
 """
 
@@ -43,11 +43,12 @@ def warn_no_effect(
     policy: Policy,
     resources: Mapping[str, float] | None,
     used: Collection[str],
+    cache: object = None,
 ) -> None:
     """Warn NoEffectWarning, once per kind, for what this run's settings do not do.
 
     *members* are the ascending indices of the run's tasks (None: all),
-    *used* the resources they use.
+    *used* the resources they use, *cache* the run's ``cache=``.
     """
     opts = snap.columns.opts
 
@@ -58,6 +59,7 @@ def warn_no_effect(
         return k < len(members) and members[k] == i
 
     noted = [i for i in snap.with_notes if in_run(i)]
+    _warn_cache(snap, noted, cache)
     if policy != "priority":
         prioritized = [i for i in noted if opts[i].priority]
         if prioritized:
@@ -86,6 +88,24 @@ def warn_no_effect(
             f"need {it}, or leave {it} out of resources="
         )
     _warn_tags(snap, noted, resources)
+
+
+def _warn_cache(snap: Snapshot, noted: list[int], cache: object) -> None:
+    opts = snap.columns.opts
+    asking = [i for i in noted if opts[i].cache]
+    if asking and cache is None:
+        _warn(
+            f"{_tasks(snap, asking)} set{'s' if len(asking) == 1 else ''} cache=, but the run "
+            "has no cache: every task runs; pass cache=trio_dag.Cache(path) (or another "
+            "store) to the run, or leave cache= out of dag.add"
+        )
+    elif cache is not None and not asking:
+        _warn(
+            "the run has cache=, but no task of the run asks for it (tasks left out by "
+            "targets= do not count): a task is cached only when added with "
+            "dag.add(..., cache=True); add cache=True to the tasks to cache, or leave "
+            "cache= out of the run"
+        )
 
 
 def _warn_tags(snap: Snapshot, noted: list[int], resources: Mapping[str, float]) -> None:

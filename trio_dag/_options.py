@@ -64,6 +64,8 @@ class TaskOptions:
       timeout: See ``timeout`` of :meth:`DAG.add`.
       run_in: See ``run_in`` of :meth:`DAG.add`.
       trigger: See ``trigger`` of :meth:`DAG.add`.
+      cache: See ``cache`` of :meth:`DAG.add`: False, True or a function.
+      version: See ``version`` of :meth:`DAG.add`.
     """
 
     priority: int = 0
@@ -77,6 +79,8 @@ class TaskOptions:
     timeout: float | None = None
     run_in: RunIn | None = None
     trigger: Trigger = "all_succeeded"
+    cache: bool | Callable[..., Any] = False
+    version: str | None = None
 
 
 DEFAULT_OPTIONS: Final = TaskOptions()
@@ -204,6 +208,8 @@ def make_options(
     timeout: object,
     run_in: object,
     trigger: object,
+    cache: object = False,
+    version: object = None,
 ) -> TaskOptions:
     """Check the options of ``DAG.add`` and return them as a TaskOptions."""
     priority = _int(priority, "priority", label)
@@ -269,6 +275,18 @@ def make_options(
         raise ValueError(
             f"task {label}: unknown trigger {trigger!r}; use 'all_succeeded' or 'all_done'"
         )
+    if not isinstance(cache, bool) and not callable(cache):
+        raise TypeError(
+            f"task {label}: cache= must be True, False or a function of the task's arguments "
+            f"returning extra key material, got {cache!r}"
+        )
+    if not isinstance(cache, bool) and kind_of(cache) == ASYNC:
+        raise TypeError(
+            f"task {label}: cache= is called in the event loop just before the lookup and "
+            f"must be a plain function, not async: {cache!r}"
+        )
+    if version is not None and not isinstance(version, str):
+        raise TypeError(f"task {label}: version= must be a str or None, got {version!r}")
     return TaskOptions(
         priority=priority,
         cost=cost,
@@ -281,6 +299,8 @@ def make_options(
         timeout=timeout,
         run_in=run_in,
         trigger=trigger,
+        cache=cache,
+        version=version,
     )
 
 

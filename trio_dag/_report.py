@@ -27,12 +27,19 @@ from ._native import core
 if TYPE_CHECKING:
     from ._snapshot import Snapshot
 
-__all__ = ["STATE_OF", "RunReport", "RunStats", "TaskTiming", "task_outcome"]
+__all__ = ["CACHED", "STATE_OF", "RunReport", "RunStats", "TaskTiming", "task_outcome"]
+
+# The report's code of a task that ended CACHED: the core counts it
+# SUCCEEDED (its dependents may start); the engine records which ones were
+# cached and the report's states say so with this code, which no core
+# state has.
+CACHED: Final = 8
 
 # A core state code as the report and the events tell it: EXCLUDED is a task
 # that ``targets=`` left out (PENDING); the engine never tells one.
 STATE_OF: Final = {
     core.SUCCEEDED: TaskState.SUCCEEDED,
+    CACHED: TaskState.CACHED,
     core.FAILED: TaskState.FAILED,
     core.SKIPPED: TaskState.SKIPPED,
     core.CANCELLED: TaskState.CANCELLED,
@@ -48,14 +55,19 @@ def task_outcome(
     errors: dict[int, BaseException],
     state_of: Callable[[int], int],
 ) -> Outcome[Any]:
-    """The Outcome of task *i*, which ended with core state *code*."""
-    if code == core.SUCCEEDED:
+    """The Outcome of task *i*, which ended with core state *code* (or CACHED)."""
+    if code == core.SUCCEEDED or code == CACHED:
         return Value(outputs[i])
     if code == core.FAILED:
         return Error(errors[i])
     if code == core.SKIPPED:
         blocker = next(
-            (snap.name(p) for p in snap.graph.parents(i) if state_of(p) != core.SUCCEEDED), None
+            (
+                snap.name(p)
+                for p in snap.graph.parents(i)
+                if state_of(p) != core.SUCCEEDED and state_of(p) != CACHED
+            ),
+            None,
         )
         return Error(TaskSkippedError(snap.name(i), blocker))
     return Error(TaskCancelledError(snap.name(i)))
@@ -66,8 +78,8 @@ def task_outcome(
 class TaskTiming:
     """When a task ran, on the Trio clock, as :meth:`RunReport.timing` gives it.
 
-    For a task that never started (SKIPPED, or CANCELLED before it started)
-    the times are None and ``attempts`` is 0.
+    For a task that never started (SKIPPED, CACHED, or CANCELLED before it
+    started) the times are None and ``attempts`` is 0.
 
     Attributes:
       start: When its first attempt started (Trio clock, seconds), or None.
@@ -108,6 +120,8 @@ class RunStats:
       waves: How many dependency levels the run's tasks span (see
         :meth:`DAG.waves`).
       tasks_per_second: ``tasks / makespan``.
+      cached: How many tasks ended CACHED (their results came from the
+        run's cache).
     """
 
     tasks: int
@@ -117,6 +131,7 @@ class RunStats:
     peak_concurrency: int
     waves: int
     tasks_per_second: float
+    cached: int = 0
 
 
 @final
@@ -212,7 +227,7 @@ class RunReport:
             ) from None
 
     def state(self, task: Handle[Any] | str) -> TaskState:
-        """The final state of *task*: SUCCEEDED, FAILED, SKIPPED or CANCELLED.
+        """The final state of *task*: SUCCEEDED, CACHED, FAILED, SKIPPED or CANCELLED.
 
         ``TaskState.PENDING`` for a task that ``targets=`` left out of the run.
         """
@@ -224,13 +239,19 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """True when every task of the run SUCCEEDED (tasks ``targets=`` left out do not count)."""
-        return all(s == core.SUCCEEDED or s == core.EXCLUDED for s in self._states)
+        """True when every task of the run SUCCEEDED or was CACHED (tasks ``targets=``
+        left out do not count)."""
+        return all(s == core.SUCCEEDED or s == core.EXCLUDED or s == CACHED for s in self._states)
 
     @property
     def succeeded(self) -> list[Handle[Any]]:
         """The tasks that SUCCEEDED, in insertion order."""
         return self._of(core.SUCCEEDED)
+
+    @property
+    def cached(self) -> list[Handle[Any]]:
+        """The tasks that ended CACHED (their results came from the cache), in insertion order."""
+        return self._of(CACHED)
 
     @property
     def failed(self) -> list[Handle[Any]]:
@@ -259,7 +280,7 @@ class RunReport:
     def outcome(self, task: Handle[Any] | str) -> Outcome[Any]:
         """How *task* ended, as an ``outcome.Outcome``: what an ``all_done`` dependent receives.
 
-        ``outcome.Value(output)`` for a task that SUCCEEDED; otherwise
+        ``outcome.Value(output)`` for a task that SUCCEEDED or was CACHED; otherwise
         ``outcome.Error`` of the task's own exception (FAILED), of a
         :class:`TaskSkippedError` (SKIPPED) or of a
         :class:`TaskCancelledError` (CANCELLED). ``.unwrap()`` gives the
@@ -279,7 +300,7 @@ class RunReport:
         )
 
     def __getitem__(self, task: Handle[Any] | str) -> Any:
-        """``report[task]``: the output of *task*, which SUCCEEDED.
+        """``report[task]``: the output of *task*, which SUCCEEDED or was CACHED.
 
         Raises:
           TaskFailedError: The task FAILED; its exception is ``__cause__``.
@@ -289,7 +310,7 @@ class RunReport:
         """
         i = self._index(task)
         st = self._states[i]
-        if st == core.SUCCEEDED:
+        if st == core.SUCCEEDED or st == CACHED:
             return self._outputs[i]
         if st == core.FAILED:
             err = self._errors[i]
@@ -352,6 +373,7 @@ class RunReport:
             peak_concurrency=self._peak,
             waves=waves,
             tasks_per_second=tasks / makespan if makespan > 0 else 0.0,
+            cached=self._states.count(CACHED),
         )
 
     def critical_path(self) -> list[Handle[Any]]:
@@ -379,7 +401,7 @@ class RunReport:
         """A table for a person to read: figures, counts per state, the slowest tasks, the failures.
 
         The first line gives the run's figures (see :attr:`stats`), then
-        come the number of tasks in each state, the *slowest* tasks by
+        come the number of tasks in each state (CACHED only when some were), the *slowest* tasks by
         duration with their attempts, and each FAILED task with the first
         line of its error::
 
@@ -408,6 +430,8 @@ class RunReport:
             if s != core.EXCLUDED:
                 counts[STATE_OF.get(s, TaskState.CANCELLED)] += 1
         width = max(len(state.name) for state in counts)
+        if not counts[TaskState.CACHED]:
+            del counts[TaskState.CACHED]  # a run without a cache hit says nothing of it
         lines += [f"  {state.name:<{width}}  {count:>8}" for state, count in counts.items()]
         ran = [
             (self._end[i] - self._start[i], i)
@@ -441,7 +465,9 @@ class RunReport:
         with its tags, final state and attempt number as args, on one lane
         per slot of concurrency. A :func:`batched` call is one slice, named
         after the task that opened it, with the batch number and the names
-        of every task it ran as args. Times count from the run's start::
+        of every task it ran as args. A CACHED task, which did not run, is an
+        instant event (category ``"cached"``) at the time it ended. Times
+        count from the run's start::
 
             report.to_chrome_trace("run.trace.json")
 
@@ -486,6 +512,21 @@ class RunReport:
                 event["args"].update(batch=number, tasks=[self._snap.name(i)])
                 batches[number] = event
             events.append(event)
+        # A cached task did not run: an instant event at the time it ended.
+        events += [
+            {
+                "name": self._snap.name(i),
+                "cat": "cached",
+                "ph": "i",
+                "s": "p",
+                "ts": (self._end[i] - self._started_at) * 1e6,
+                "pid": 1,
+                "tid": 0,
+                "args": {"state": TaskState.CACHED.name},
+            }
+            for i, s in enumerate(self._states)
+            if s == CACHED
+        ]
         events += [
             {
                 "name": "thread_name",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
 import trio
 
 from ._bodies import THREAD, fatal, kind_of
+from ._caching import check_store
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
@@ -26,6 +27,7 @@ from ._options import show_number
 from ._policies import Policy, Strategy, check_policy, check_strategy, ready_keys
 
 if TYPE_CHECKING:
+    from ._cache import CacheStore
     from ._engine import Engine
     from ._report import RunReport
 
@@ -92,6 +94,7 @@ def _engine(
     targets: Iterable[Handle[Any] | str] | None,
     on_event: Callable[[Event], None] | None,
     stream: Callable[[Event], None] | None,
+    cache: CacheStore | None = None,
 ) -> Engine:
     from ._engine import Engine
 
@@ -102,6 +105,9 @@ def _engine(
     if on_failure not in ("skip", "fail_fast"):
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
     _check_on_event(on_event)
+    check_store(cache)
+    if cache is not None:
+        cache.lookup([])  # a closed Cache raises CacheFileError here, before anything starts
     if not isinstance(dag, DAG):
         raise TypeError(f"run needs a trio_dag.DAG to run, not {type(dag).__name__}")
     if isinstance(targets, (str, Handle)):
@@ -126,8 +132,9 @@ def _engine(
         fail_fast=on_failure == "fail_fast",
         on_event=on_event,
         stream=stream,
+        cache=cache,
     )
-    warn_no_effect(snap, members, policy, resources, engine.admission.used)
+    warn_no_effect(snap, members, policy, resources, engine.admission.used, cache)
     return engine
 
 
@@ -161,6 +168,7 @@ async def run(
     targets: Iterable[Handle[Any] | str] | None = None,
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
+    cache: CacheStore | None = None,
 ) -> RunReport:
     """Run every task of *dag* (or only *targets* and what they need); return the report.
 
@@ -252,13 +260,22 @@ async def run(
         :meth:`Run.cancel`) is deferred until it returns, so the events of
         one moment (a failure and the skips it causes) are all told
         first. Default ``None``.
+      cache: Where the results of the tasks added with ``cache=`` are
+        looked up and stored: a :class:`Cache` (a SQLite file), a
+        :class:`MemoryCache`, or any object with the :class:`CacheStore`
+        methods. A cached task whose key the cache holds does not run: it
+        ends CACHED with the stored output. Results are stored as tasks
+        return, and ``flush()`` is called at the run's end when the store
+        has it; the run never closes the store. Default ``None``: nothing
+        is cached.
 
     Returns:
       The :class:`RunReport` of the run.
 
     Raises:
       TypeError: An option has the wrong type (such as a ``limit`` that is
-        not an ``int``, or an async ``on_event`` or key function), or *dag*
+        not an ``int``, an async ``on_event`` or key function, or a
+        ``cache`` without the :class:`CacheStore` methods), or *dag*
         is not a :class:`DAG`. Raised before anything starts.
       ValueError: An option has a wrong value (an unknown ``policy``,
         ``strategy`` or ``on_failure``, ``limit < 1``, a negative or
@@ -274,6 +291,8 @@ async def run(
         cannot be compared (before anything starts), or ``on_event`` raised
         (after the run, which stopped as under ``"fail_fast"``). The
         callback's exception is ``__cause__``.
+      CacheFileError: ``cache=`` is a :class:`Cache` that was closed;
+        before anything starts.
       RunFailedError: ``check=True`` and at least one task FAILED: an
         ``ExceptionGroup`` of one :class:`TaskFailedError` per failed task,
         each with the task's exception as ``__cause__``.
@@ -292,7 +311,9 @@ async def run(
         policy is not ``"priority"``; a resource given to ``resources=``
         that no task of the run uses (when the run has tasks; those left
         out by ``targets=`` do not count); a task with a tag named like a
-        resource of the run but no ``uses=`` of it. ``run_sync`` and
+        resource of the run but no ``uses=`` of it; tasks with ``cache=``
+        while the run has no ``cache=``, or a ``cache=`` while no task of
+        the run asks for it. ``run_sync`` and
         ``open_run`` warn the same. Silence them with
         ``warnings.filterwarnings("ignore", category=trio_dag.NoEffectWarning)``.
     """
@@ -306,6 +327,7 @@ async def run(
         targets=targets,
         on_event=on_event,
         stream=None,
+        cache=cache,
     )
     with dag._running():
         report = await engine.execute()
@@ -325,7 +347,7 @@ def run_sync(dag: DAG, **options: Any) -> RunReport:
       dag: The :class:`DAG` to run.
       **options: The keyword options of :func:`run`, with the same
         defaults: ``limit``, ``resources``, ``policy``, ``strategy``,
-        ``on_failure``, ``targets``, ``check`` and ``on_event``.
+        ``on_failure``, ``targets``, ``check``, ``on_event`` and ``cache``.
 
     Returns:
       The :class:`RunReport` of the run.
@@ -440,6 +462,7 @@ async def open_run(
     targets: Iterable[Handle[Any] | str] | None = None,
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
+    cache: CacheStore | None = None,
 ) -> AsyncIterator[Run]:
     """Start a run in the background; give a :class:`Run` to watch it or stop it.
 
@@ -482,6 +505,9 @@ async def open_run(
       on_event: A plain callable given every event as it happens; it
         hears each event before :meth:`Run.events` yields it. Default
         ``None``.
+      cache: Where cached tasks' results are looked up and stored (a
+        :class:`Cache`, a :class:`MemoryCache` or another
+        :class:`CacheStore`). Default ``None``.
 
     Yields:
       The :class:`Run`.
@@ -508,6 +534,7 @@ async def open_run(
         targets=targets,
         on_event=on_event,
         stream=send.send_nowait,
+        cache=cache,
     )
     handle = Run(engine, receive)
     failure: list[BaseException] = []

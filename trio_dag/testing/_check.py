@@ -26,7 +26,7 @@ from ..events import Event
 from ._facts import Run
 from ._recorder import Recorder
 from ._replay import EventCheck
-from ._rules import FINAL, RAN, RULES, broken
+from ._rules import FINAL, OK, RAN, RULES, broken
 from ._timings import check_overlaps
 
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ def check_report(run: Run) -> None:
     _skips(run)
     _cancel_causes(run)
     _batches(run)
+    _cached(run)
     _fail_fast_by_timing(run)
     if run.strategy == "waves":
         _waves_by_timing(run)
@@ -191,6 +192,7 @@ def _report_agrees(run: Run) -> None:
         by_state[run.states[i]].append(run.handles[i])
     lists = {
         TaskState.SUCCEEDED: report.succeeded,
+        TaskState.CACHED: report.cached,
         TaskState.FAILED: report.failed,
         TaskState.SKIPPED: report.skipped,
         TaskState.CANCELLED: report.cancelled,
@@ -202,8 +204,11 @@ def _report_agrees(run: Run) -> None:
                 f"report.{state.name.lower()} lists {[h.name for h in listed]}, "
                 f"but report.state() says {[h.name for h in by_state[state]]}",
             )
-    if report.ok != (len(by_state[TaskState.SUCCEEDED]) == sum(run.in_run)):
+    ok = len(by_state[TaskState.SUCCEEDED]) + len(by_state[TaskState.CACHED])
+    if report.ok != (ok == sum(run.in_run)):
         broken("report", f"report.ok is {report.ok}")
+    if report.stats.cached != len(by_state[TaskState.CACHED]):
+        broken("report", f"report.stats.cached is {report.stats.cached}")
     failed = {h.name for h in by_state[TaskState.FAILED]}
     if set(run.errors) != failed:
         broken("report", f"report.errors names {sorted(run.errors)}, not {sorted(failed)}")
@@ -241,9 +246,9 @@ def _task_agrees(run: Run, i: int) -> None:
         raised: BaseException | None = exc
     else:
         raised = None
-    if state is TaskState.SUCCEEDED:
+    if state in OK:
         if not isinstance(result, outcome.Value) or raised is not None:
-            broken("report", f"task {run.label(i)} SUCCEEDED but its outcome is {result!r}")
+            broken("report", f"task {run.label(i)} {state.name} but its outcome is {result!r}")
         if result.value is not value:
             broken("report", f"report[{run.label(i)}] is not its outcome's value")
         return
@@ -270,7 +275,7 @@ def _order_by_timing(run: Run) -> None:
             continue
         for p in run.parents[i]:
             dep = run.states[p]
-            if dep is not TaskState.SUCCEEDED and not run.all_done(i):
+            if dep not in OK and not run.all_done(i):
                 broken(
                     "dependency order",
                     f"task {run.label(i)} started although its dependency "
@@ -288,7 +293,7 @@ def _order_by_timing(run: Run) -> None:
 def _skips(run: Run) -> None:
     states = run.states
     for i in run.members():
-        bad = [p for p in run.parents[i] if states[p] is not TaskState.SUCCEEDED]
+        bad = [p for p in run.parents[i] if states[p] not in OK]
         if states[i] is TaskState.SKIPPED:
             if run.all_done(i):
                 broken("skip", f"all_done task {run.label(i)} ended SKIPPED")
@@ -391,6 +396,24 @@ def _batches(run: Run) -> None:
                 "batches",
                 f"batched call {number} ran {[run.names[t] for t in tasks]}, more than "
                 f"max_size={fn.max_size} of {fn!r}",
+            )
+
+
+def _cached(run: Run) -> None:
+    """A CACHED task was added with cache=, never started, and its dependencies succeeded."""
+    for i in run.members():
+        if run.states[i] is not TaskState.CACHED:
+            continue
+        if not run.opts[i].cache:
+            broken("cache", f"task {run.label(i)} ended CACHED but was not added with cache=")
+        if run.report.timing(run.handles[i]).attempts:
+            broken("cache", f"task {run.label(i)} ended CACHED after it started")
+        bad = [p for p in run.parents[i] if run.states[p] not in OK]
+        if bad and not run.all_done(i):
+            broken(
+                "dependency order",
+                f"task {run.label(i)} ended CACHED although its dependency "
+                f"{run.label(bad[0])} ended {run.states[bad[0]].name}",
             )
 
 

@@ -102,7 +102,7 @@ class Readiness:
     """Which tasks of a run the events make ready, replayed one TaskFinished at a time.
 
     A task becomes ready at the event that ends its last dependency (all of
-    them SUCCEEDED, or ended in any state for ``all_done``); roots before
+    them SUCCEEDED or were CACHED, or ended in any state for ``all_done``); roots before
     any event.
     """
 
@@ -121,7 +121,7 @@ class Readiness:
         made = []
         for c in run.children[event.task.index]:
             ended[c] += 1
-            succeeded[c] += event.state is TaskState.SUCCEEDED
+            succeeded[c] += event.state is TaskState.SUCCEEDED or event.state is TaskState.CACHED
             if ended[c] == len(run.parents[c]) and run.in_run[c]:
                 if run.all_done(c) or succeeded[c] == ended[c]:
                     made.append(c)

@@ -67,8 +67,7 @@ def first_out_of_order(run: Run, events: list[Event]) -> str | None:
                 del ready[i]
         elif type(event) is TaskRetrying:
             ready[i] = key(i, pos)
-        else:
-            assert type(event) is TaskFinished
+        elif type(event) is TaskFinished:
             ready.pop(i, None)
             for c in readiness.after(event):
                 ready[c] = key(c, pos)

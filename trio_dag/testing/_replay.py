@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import outcome
 
 from .. import Batched, Handle, TaskState
-from ..events import Event, TaskFinished, TaskRetrying, TaskStarted
+from ..events import Event, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
 from ._policy_order import first_out_of_order
 from ._resource_order import first_overtaking
-from ._rules import RAN, broken, exact
+from ._rules import OK, RAN, broken, exact
 
 if TYPE_CHECKING:
     from ._facts import Run
@@ -75,6 +75,14 @@ class EventCheck:
             if type(event) is not TaskFinished or event.state not in _CASCADE:
                 last_other = pos
             i = self._index(pos, event)
+            if type(event) is TaskNotCached:
+                if not self.run.opts[i].cache:
+                    broken(
+                        "cache",
+                        f"TaskNotCached of {self.run.label(i)} (event #{pos}), which was not "
+                        "added with cache=",
+                    )
+                continue
             if type(event) is not TaskRetrying:
                 if event.time < last_time:
                     broken(
@@ -101,9 +109,9 @@ class EventCheck:
 
     def _index(self, pos: int, event: object) -> int:
         run = self.run
-        if type(event) not in (TaskStarted, TaskRetrying, TaskFinished):
+        if type(event) not in (TaskStarted, TaskRetrying, TaskFinished, TaskNotCached):
             broken("events", f"event #{pos} is not an event of trio_dag.events: {event!r}")
-        assert isinstance(event, (TaskStarted, TaskRetrying, TaskFinished))
+        assert isinstance(event, (TaskStarted, TaskRetrying, TaskFinished, TaskNotCached))
         h = event.task
         if type(h) is not Handle or h.index >= run.n or h != run.handles[h.index]:
             broken("events", f"event #{pos} is about {h!r}, not a task of this run's DAG")
@@ -270,7 +278,7 @@ class EventCheck:
                     f"task {run.label(i)} started (event #{pos}) before its dependency "
                     f"{run.label(p)} ended",
                 )
-            if finish.state is not TaskState.SUCCEEDED and not run.all_done(i):
+            if finish.state not in OK and not run.all_done(i):
                 broken(
                     "dependency order",
                     f"task {run.label(i)} started (event #{pos}) although its dependency "
@@ -327,7 +335,7 @@ class EventCheck:
             blockers = [
                 p
                 for p in run.parents[i]
-                if self.finish[p] and self.finish[p].state is not TaskState.SUCCEEDED  # type: ignore[union-attr]
+                if self.finish[p] and self.finish[p].state not in OK  # type: ignore[union-attr]
             ]
             if not blockers:
                 broken(
@@ -335,6 +343,8 @@ class EventCheck:
                     f"task {run.label(i)} ended SKIPPED (event #{pos}) before any of its "
                     "dependencies ended without success",
                 )
+        if state is TaskState.CACHED:
+            self._cached(pos, i, event)
         if state is TaskState.FAILED:
             error = getattr(event.outcome, "error", None)
             if not isinstance(error, Exception) and self.fatal_pos < 0:
@@ -350,6 +360,34 @@ class EventCheck:
                 self.running_at[pos] = self.running[:]
         self.unended[run.levels[i]] -= 1
         self._advance()
+
+    def _cached(self, pos: int, i: int, event: TaskFinished) -> None:
+        """A CACHED task never started, and ended as a start would have: once its
+        dependencies succeeded, before any stop that keeps it from starting."""
+        run = self.run
+        if self.attempts[i]:
+            broken(
+                "cache",
+                f"task {run.label(i)} ended CACHED (event #{pos}) after it started",
+            )
+        if event.duration != 0.0:
+            broken(
+                "cache",
+                f"TaskFinished of CACHED {run.label(i)} says duration {event.duration}, not 0.0",
+            )
+        self._dependencies_ended(pos, i)
+        if self.fail_pos >= 0 and not run.all_done(i):
+            broken(
+                "fail_fast",
+                f"task {run.label(i)} ended CACHED (event #{pos}) after the first failure "
+                f"(event #{self.fail_pos}): it had not ended, so it must end CANCELLED",
+            )
+        if self.halt_pos >= 0 and not (run.unseen_stop and run.all_done(i)):
+            broken(
+                "cancellation",
+                f"task {run.label(i)} ended CACHED (event #{pos}) after the run was cancelled "
+                f"(event #{self.halt_pos})",
+            )
 
     def _cancel_cause(self, pos: int, i: int) -> None:
         """A task ends CANCELLED only after what stopped the run, or by a stop no event shows."""
@@ -473,7 +511,12 @@ class EventCheck:
         """Who may end how, once the first failure (fail_fast) or a cancellation stopped the run."""
         run = self.run
         for i in run.members():
-            if run.all_done(i) and self.halt_pos < 0 and run.states[i] not in RAN:
+            if (
+                run.all_done(i)
+                and self.halt_pos < 0
+                and run.states[i] not in RAN
+                and run.states[i] is not TaskState.CACHED
+            ):
                 rule = "fail_fast" if run.fail_fast else "skip"
                 broken(
                     rule,

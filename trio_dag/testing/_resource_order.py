@@ -102,8 +102,7 @@ def first_overtaking(run: Run, events: list[Event]) -> str | None:
                     in_use[name] = in_use.get(name, 0) + held
             elif type(event) is TaskRetrying:
                 released(i)
-            else:
-                assert type(event) is TaskFinished
+            elif type(event) is TaskFinished:
                 released(i)
                 if i in single:
                     waiting.setdefault(single[i][0], set()).discard(i)

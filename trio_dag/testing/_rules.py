@@ -8,13 +8,16 @@ from typing import Final, NoReturn
 
 from .. import TaskState
 
-__all__ = ["FINAL", "RAN", "RULES", "broken", "exact"]
+__all__ = ["FINAL", "OK", "RAN", "RULES", "broken", "exact"]
 
 RULES: Final = {
     "targets": "only the targets and their ancestors run",
     "final state": "every task of the run ends in exactly one final state",
     "attempts": "no task body runs twice, retries aside",
-    "dependency order": "a task starts only after every dependency SUCCEEDED (all_done: ended)",
+    "dependency order": (
+        "a task starts (or ends CACHED) only after every dependency SUCCEEDED or was CACHED "
+        "(all_done: ended)"
+    ),
     "limit": "no more than `limit` task bodies run at once",
     "resources": "the amounts of a resource in use never exceed its capacity",
     "resource order": (
@@ -55,6 +58,10 @@ RULES: Final = {
         "TaskStarted once per attempt, TaskRetrying with the attempt that "
         "failed, TaskFinished once per task, every event in the order it happened"
     ),
+    "cache": (
+        "a task ends CACHED only when added with cache=, without starting, and counts as "
+        "success; TaskNotCached is told only of such a task, before its TaskFinished"
+    ),
     "report": "the report describes the run as it happened",
 }
 """The rules :func:`check_run` checks: ``{name: what the rule promises}``.
@@ -64,9 +71,17 @@ A broken rule raises an AssertionError whose message names the rule
 """
 
 FINAL: Final = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
+    {
+        TaskState.SUCCEEDED,
+        TaskState.CACHED,
+        TaskState.FAILED,
+        TaskState.SKIPPED,
+        TaskState.CANCELLED,
+    }
 )
 """The states a task of a run may end in."""
+OK: Final = frozenset({TaskState.SUCCEEDED, TaskState.CACHED})
+"""The states that count as success: for dependents, ``report.ok`` and every rule."""
 RAN: Final = frozenset({TaskState.SUCCEEDED, TaskState.FAILED})
 """The states of a task whose body ran to its end."""
 

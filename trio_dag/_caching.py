@@ -1,0 +1,257 @@
+"""The cache of one run: the keys of its cached tasks, batched lookups, stores, output digests.
+
+The engine makes a :class:`RunCache` when a run has ``cache=`` and calls it
+at four points, so that it holds no cache logic of its own:
+
+1. at the start, :class:`RunCache` fingerprints each task of the run that
+   asked for the cache (``cache=`` of ``DAG.add``) and hashes its literal
+   arguments, each dependency a slot (``_keys.args_digest``); a task whose
+   arguments cannot be hashed runs uncached (``not_cached`` lists it with
+   the reason, for a ``TaskNotCached`` event). Every dependency of a cached
+   task is marked: its output digest will be needed.
+2. when cached tasks are ready, :meth:`RunCache.look_up` takes the whole
+   ready set at once: each key from the fingerprint, ``version=``, the
+   arguments' digest, the dependencies' output digests and what the task's
+   ``cache=`` function returns; one ``store.lookup`` call; a hit's output is
+   decoded into the run's outputs. The engine then ends each hit CACHED
+   without a Trio checkpoint: the core is told it is done, like a success.
+3. when any task returns, :meth:`RunCache.returned`: a cached task that
+   missed has its output encoded (digest and payload) and queued for the
+   store; a task whose output a cached dependent needs gets its digest.
+   Hits reuse the stored digest: no value is hashed twice. So a dependency
+   that reruns with the same output keeps its dependents cached (early
+   cutoff).
+4. :meth:`RunCache.store_pending` hands the queued entries to the store in
+   one ``store`` call: when a worker is about to wait, every few hundred
+   entries, and at the end of the run, after which ``flush()`` is called
+   when the store has one. The run never closes the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ._cache import CacheEntry
+from ._keys import (
+    Uncacheable,
+    args_digest,
+    decode_output,
+    encode_output,
+    fingerprint,
+    output_digest,
+    task_key,
+)
+
+if TYPE_CHECKING:
+    from ._handle import Handle
+    from ._snapshot import Snapshot
+
+__all__ = ["RunCache", "check_store"]
+
+# Entries queued before they are handed to the store at once.
+_STORE_EVERY: Final = 256
+_NO_KWARGS: Final[Mapping[str, Any]] = {}
+
+
+def check_store(cache: object) -> None:
+    """Raise TypeError unless *cache* is None or has the CacheStore methods."""
+    if cache is None:
+        return
+    if not (callable(getattr(cache, "lookup", None)) and callable(getattr(cache, "store", None))):
+        raise TypeError(
+            "cache= must be a trio_dag.Cache, a trio_dag.MemoryCache or another object with "
+            f"the CacheStore methods lookup(keys) and store(entries), not {type(cache).__name__}"
+        )
+
+
+class _Handles:
+    """Indexes like the outputs list, giving each task's handle: binding a
+    task's arguments with it gives them with the handles in place."""
+
+    __slots__ = ("_snap",)
+
+    def __init__(self, snap: Snapshot) -> None:
+        self._snap = snap
+
+    def __getitem__(self, j: int) -> Handle[Any]:
+        return self._snap.handle(j)
+
+
+class RunCache:
+    """What one run knows of its cache; see the module docstring.
+
+    Attributes the engine reads:
+
+    - ``asks``: ``bytearray``, 1 for a cached task not looked up yet.
+    - ``hit``: ``bytearray``, 1 for a task that ended CACHED.
+    - ``not_cached``: ``(task, reason)`` of the tasks found uncacheable at
+      the start, for their ``TaskNotCached`` events.
+    - ``pending``: the entries not yet handed to the store.
+    """
+
+    __slots__ = (
+        "asks",
+        "digests",
+        "hit",
+        "keys",
+        "not_cached",
+        "parts",
+        "pending",
+        "snap",
+        "store",
+        "wants_digest",
+    )
+
+    def __init__(self, snap: Snapshot, store: Any, members: Sequence[int] | None) -> None:
+        n = snap.n
+        self.snap = snap
+        self.store = store
+        self.asks = bytearray(n)
+        self.hit = bytearray(n)
+        self.wants_digest = bytearray(n)
+        self.digests: list[bytes | None] = [None] * n
+        # Per cached task: its fingerprint, its arguments' digest, its dependencies in slot order.
+        self.parts: dict[int, tuple[bytes, bytes, tuple[int, ...]]] = {}
+        # The key of each cached task that missed: its entry is stored when it returns.
+        self.keys: dict[int, bytes] = {}
+        self.pending: list[tuple[bytes, CacheEntry]] = []
+        self.not_cached: list[tuple[int, str]] = []
+        in_run = None if members is None else set(members)
+        cols = snap.columns
+        opts = cols.opts
+        handles = _Handles(snap)
+        for i in snap.with_notes:
+            if not opts[i].cache or (in_run is not None and i not in in_run):
+                continue
+            stored = cols.args[i]
+            if type(stored) is tuple and i not in cols.kwargs and i not in cols.paths:
+                # The common case: the stored arguments hold the handles themselves.
+                args, kwargs = stored, _NO_KWARGS
+            else:
+                try:
+                    args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
+                except RuntimeError:
+                    continue  # its arguments changed after add: the task fails as it starts
+            try:
+                fp = fingerprint(snap.fn(i))
+                digest = args_digest(args, kwargs)
+            except Uncacheable as exc:
+                self.not_cached.append((i, exc.reason))
+                continue
+            deps = tuple(h._index for h in digest.handles)
+            self.parts[i] = (fp, digest.digest, deps)
+            self.asks[i] = 1
+            for j in deps:
+                self.wants_digest[j] = 1
+
+    @property
+    def asked(self) -> int:
+        """How many tasks of the run asked for the cache."""
+        return len(self.parts) + len(self.not_cached)
+
+    def look_up(
+        self,
+        tasks: Sequence[int],
+        outputs: list[Any],
+        bind: Callable[[int], tuple[tuple[Any, ...], Mapping[str, Any]]],
+    ) -> tuple[list[int], list[tuple[int, str]]]:
+        """Look up the keys of *tasks* (ready, not looked up yet) in one call.
+
+        Returns the hits, in the order of *tasks*, whose outputs are now in
+        *outputs*, and ``(task, reason)`` of those that cannot be cached this
+        run (they run uncached, like the misses). *bind* gives a task's
+        resolved arguments, for its ``cache=`` function.
+        """
+        snap = self.snap
+        opts = snap.columns.opts
+        digests = self.digests
+        keys: list[bytes] = []
+        asking: list[int] = []
+        dropped: list[tuple[int, str]] = []
+        for v in tasks:
+            self.asks[v] = 0
+            fp, args, deps = self.parts[v]
+            dep_digests: list[bytes] = []
+            for j in deps:
+                d = digests[j]
+                if d is None:
+                    dropped.append(
+                        (
+                            v,
+                            f"the output of its dependency {snap.name(j)!r} has no digest: "
+                            "it did not succeed, or cannot be pickled",
+                        )
+                    )
+                    break
+                dep_digests.append(d)
+            else:
+                o = opts[v]
+                extra = None
+                try:
+                    if o.cache is not True:
+                        a, kw = bind(v)
+                        extra = o.cache(*a, **kw)  # type: ignore[operator]
+                    keys.append(task_key(fp, o.version, args, dep_digests, extra))
+                except Uncacheable as exc:
+                    dropped.append((v, exc.reason))
+                    continue
+                except Exception as exc:
+                    dropped.append((v, f"its cache= function raised {type(exc).__name__}: {exc}"))
+                    continue
+                asking.append(v)
+        if not keys:
+            return [], dropped
+        found = self.store.lookup(keys)
+        hits: list[int] = []
+        for v, key in zip(asking, keys, strict=True):
+            entry = found.get(key)
+            if entry is not None:
+                try:
+                    value = decode_output(entry.payload)
+                except Exception:  # a payload this process cannot load: run it again
+                    entry = None
+                else:
+                    outputs[v] = value
+                    if self.wants_digest[v]:
+                        digests[v] = entry.digest
+                    self.hit[v] = 1
+                    hits.append(v)
+                    continue
+            self.keys[v] = key
+        return hits, dropped
+
+    def returned(self, v: int, result: Any) -> str | None:
+        """Task *v* returned *result*: queue its entry if it is cached, keep its
+        digest if a dependent needs it. Return why it cannot be stored, or None."""
+        key = self.keys.pop(v, None) if self.keys else None
+        if key is not None:
+            try:
+                digest, payload = encode_output(result)
+            except Uncacheable as exc:
+                return exc.reason
+            pending = self.pending
+            pending.append((key, CacheEntry(digest, payload)))
+            if len(pending) >= _STORE_EVERY:
+                self.store_pending()
+            if self.wants_digest[v]:
+                self.digests[v] = digest
+        elif self.wants_digest[v]:
+            try:
+                self.digests[v] = output_digest(result)
+            except Uncacheable:
+                pass  # its cached dependents run uncached, and say why
+        return None
+
+    def store_pending(self) -> None:
+        """Hand the queued entries to the store, in one call."""
+        pending, self.pending = self.pending, []
+        if pending:
+            self.store.store(pending)
+
+    def close(self) -> None:
+        """The run has ended: store what is queued, then flush the store if it can."""
+        self.store_pending()
+        flush = getattr(self.store, "flush", None)
+        if callable(flush):
+            flush()
