@@ -12,12 +12,19 @@ cdef class Graph:
     cdef int* _child
     cdef int* _par_off
     cdef int* _par
+    # Set when the parents are the caller's arrays, shared (offsets= form):
+    # _par_off and _par then point into them, re-read by _sync before use.
+    cdef object _shared_off
+    cdef object _shared_par
+    cdef bint _borrowed
 
     cdef int _build(self, int n, const int* s, const int* d, Py_ssize_t e) except -1
     cdef int _build_ascending(
         self, int n, const int* s, const int* d, Py_ssize_t e, int* off, int* fill
     ) except -1
     cdef Py_ssize_t _check(self, object node) except -1
+    cdef int _from_offsets(self, object n, object sources, object offsets) except -1
+    cdef void _sync(self) noexcept
     cdef int* _acyclic_order(self) except NULL
     cdef int _kahn(self, int* order) noexcept nogil
 

@@ -68,6 +68,7 @@ cdef array _int_result(const int* data, Py_ssize_t count):
 
 
 @cython.final
+@cython.no_gc  # it holds only the two shared arrays, exact array('i'): no cycle
 cdef class Graph:
     """An immutable graph in CSR form (children and parents), built in O(n + e).
 
@@ -82,7 +83,14 @@ cdef class Graph:
 
     # __cinit__, not __init__: it runs exactly once, so no call can leave
     # the arrays out of step with _n (a second __init__ could).
-    def __cinit__(self, n, sources, targets):
+    def __cinit__(self, n, sources, targets=None, *, offsets=None):
+        if offsets is not None:
+            if targets is not None:
+                raise TypeError("give targets or offsets, not both")
+            self._from_offsets(n, sources, offsets)
+            return
+        if targets is None:
+            raise TypeError("Graph() needs targets, or offsets=")
         n = check_n(n)
         cdef array src = int_array(sources, "sources")
         cdef array dst = int_array(targets, "targets")
@@ -220,11 +228,86 @@ cdef class Graph:
         self._n = n
         return 0
 
+    cdef int _from_offsets(self, object n_, object sources, object offsets) except -1:
+        # Node v's parents are sources[offsets[v]:offsets[v + 1]], as a DAG
+        # records its edges. When each group ascends strictly (no duplicate
+        # edge), they are the parents as they are: the graph keeps the two
+        # arrays and reads them in place instead of a copy (the DAG only
+        # appends to them, so the first offsets[n] sources never change;
+        # an append may move the buffer, so _sync re-reads the pointers
+        # before each use). Otherwise the edges are built as in the other form.
+        cdef int n = check_n(n_)
+        cdef array src = int_array(sources, "sources")
+        cdef array off = int_array(offsets, "offsets")
+        if type(src) is not array:
+            src = array("i", src)
+        if type(off) is not array:
+            off = array("i", off)
+        if len(off) < n + 1:
+            raise ValueError(f"offsets must have at least n + 1 ({n + 1}) entries, got {len(off)}")
+        cdef int* o = off.data.as_ints
+        cdef int* s = src.data.as_ints
+        cdef Py_ssize_t e, j
+        cdef int v, p
+        cdef bint ascending = True
+        if o[0] != 0:
+            raise ValueError(f"offsets must start at 0, got {o[0]}")
+        for v in range(n):
+            if o[v + 1] < o[v]:
+                raise ValueError(f"offsets must not decrease, but entry {v + 1} is below entry {v}")
+        e = o[n]
+        if e > len(src):
+            raise ValueError(f"offsets end at {e}, past the {len(src)} sources")
+        check_edge_count(e)
+        for v in range(n):
+            for j in range(o[v], o[v + 1]):
+                if not 0 <= s[j] < n:
+                    raise ValueError(
+                        f"edge {j} ({s[j]} -> {v}) names node {s[j]}, but the graph has {n} nodes"
+                    )
+                if j > o[v] and s[j] <= s[j - 1]:
+                    ascending = False
+        cdef array dst
+        if not ascending:
+            dst = _targets(off, n)
+            self._build(n, s, dst.data.as_ints, e)
+            return 0
+        cdef int* fill = <int*>_alloc(n, sizeof(int))
+        try:
+            self._child_off = <int*>_zeros(n + 1, sizeof(int))
+            self._child = <int*>_alloc(e, sizeof(int))
+            with nogil:
+                for j in range(e):
+                    self._child_off[s[j] + 1] += 1
+                for p in range(n):
+                    self._child_off[p + 1] += self._child_off[p]
+                memcpy(fill, self._child_off, <size_t>n * sizeof(int))
+                for v in range(n):
+                    for j in range(o[v], o[v + 1]):
+                        p = s[j]
+                        self._child[fill[p]] = v
+                        fill[p] += 1
+        finally:
+            PyMem_RawFree(fill)
+        self._shared_off = off
+        self._shared_par = src
+        self._borrowed = True
+        self._sync()
+        self._n = n
+        return 0
+
+    cdef void _sync(self) noexcept:
+        # The shared arrays' buffers, where they are now (see _from_offsets).
+        if self._borrowed:
+            self._par_off = (<array>self._shared_off).data.as_ints
+            self._par = (<array>self._shared_par).data.as_ints
+
     def __dealloc__(self):
         PyMem_RawFree(self._child_off)
         PyMem_RawFree(self._child)
-        PyMem_RawFree(self._par_off)
-        PyMem_RawFree(self._par)
+        if not self._borrowed:  # (the GC may have cleared the shared arrays' fields)
+            PyMem_RawFree(self._par_off)
+            PyMem_RawFree(self._par)
 
     @property
     def n(self):
@@ -258,11 +341,13 @@ cdef class Graph:
     def parents(self, node_):
         """The nodes *node* depends on, ascending."""
         cdef Py_ssize_t node = self._check(node_)
+        self._sync()
         return [self._par[j] for j in range(self._par_off[node], self._par_off[node + 1])]
 
     def indegree(self, node_):
         """How many distinct parents *node* has."""
         cdef Py_ssize_t node = self._check(node_)
+        self._sync()
         return self._par_off[node + 1] - self._par_off[node]
 
     def outdegree(self, node_):
@@ -299,6 +384,7 @@ cdef class Graph:
     cdef int* _acyclic_order(self) except NULL:
         cdef int* order = <int*>_alloc(self._n, sizeof(int))
         cdef int got
+        self._sync()
         with nogil:
             got = self._kahn(order)
         if got != self._n:
@@ -321,6 +407,7 @@ cdef class Graph:
         cdef int* pos = NULL
         cdef uint8_t* left = NULL
         try:
+            self._sync()
             with nogil:
                 got = self._kahn(order)
             if got < 0:
@@ -426,6 +513,7 @@ cdef class Graph:
                     mark[t] = 1
                     stack[top] = <int>t
                     top += 1
+            self._sync()
             with nogil:
                 while top:
                     top -= 1
@@ -505,6 +593,7 @@ cdef class RunState:
             self._heap_cap = n if n < 1024 else 1024
         self._heap = <int*>_alloc(self._heap_cap, sizeof(int))
         self._total = n
+        g._sync()
         for v in range(n):
             self._count[v] = g._par_off[v + 1] - g._par_off[v]
             if self._state[v] == C_EXCLUDED:
@@ -806,3 +895,17 @@ cdef class RunState:
                 if self._count[c] == 0 and self._state[c] == C_PENDING:
                     self._make_ready(c)
         return gone
+
+
+cdef array _targets(array off, Py_ssize_t n):
+    # The target of each edge of nodes 0..n-1: v for each of off[v]:off[v+1]
+    # (n < len(off), checked by the caller).
+    cdef int* o = off.data.as_ints
+    cdef array out = clone(_INT_TEMPLATE, o[n], False)
+    cdef int* t = out.data.as_ints
+    cdef Py_ssize_t i
+    cdef int e
+    for i in range(n):
+        for e in range(o[i], o[i + 1]):
+            t[e] = <int>i
+    return out
