@@ -22,10 +22,9 @@ import types
 from array import array as _array
 
 from trio_dag._bodies import ASYNC, kind_of
-from trio_dag._dependencies import AFTER
 import trio
 
-from trio_dag._native._shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
+from trio_dag._native._shared import AFTER, CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 
 
 cdef extern from "Python.h":
