@@ -2,7 +2,7 @@
 # Graph and RunState and call their C-level methods without Python overhead.
 
 cimport cython
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 
 @cython.final
@@ -37,7 +37,7 @@ cdef class RunState:
     cdef uint8_t* _all_done
     cdef int* _count
     cdef uint8_t* _state
-    cdef int64_t* _seq
+    cdef int32_t* _seq
     cdef int64_t _next_seq
     cdef int* _heap
     cdef int* _queue
@@ -53,6 +53,7 @@ cdef class RunState:
 
     cdef inline bint _before(self, int a, int b) noexcept
     cdef int _make_ready(self, int v) except -1
+    cdef int _renumber(self) except -1
     cdef int _grow_queue(self) except -1
     cdef inline int _take(self) noexcept
     cdef int _push(self, int v) except -1

@@ -14,7 +14,7 @@ from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
 from operator import index as _index
@@ -36,6 +36,19 @@ from trio_dag._native._shared import (
 
 cdef array _INT_TEMPLATE = array("i")
 cdef array _DOUBLE_TEMPLATE = array("d")
+
+# The seq past which RunState renumbers its nodes' (the top of an int32);
+# lowered by tests only, through _set_seq_max.
+cdef int64_t _seq_max = 2147483647
+
+
+def _set_seq_max(value):
+    """Set the seq at which a RunState renumbers (tests); returns the old one."""
+    global _seq_max
+    old = _seq_max
+    _seq_max = value
+    return old
+
 
 cdef uint8_t C_PENDING = PENDING
 cdef uint8_t C_READY = READY
@@ -582,7 +595,7 @@ cdef class RunState:
             for node in g.ancestors(targets):
                 self._state[<int>node] = C_PENDING
         self._count = <int*>_alloc(n, sizeof(int))
-        self._seq = <int64_t*>_zeros(n, sizeof(int64_t))
+        self._seq = <int32_t*>_zeros(n, sizeof(int32_t))
         if keys is None:
             self._q_cap = 1
             while self._q_cap < n and self._q_cap < 1024:
@@ -618,8 +631,11 @@ cdef class RunState:
 
     cdef int _make_ready(self, int v) except -1:
         cdef int64_t seq = self._next_seq
+        if seq >= _seq_max:
+            self._renumber()
+            seq = self._next_seq
         self._next_seq = seq + 1
-        self._seq[v] = -seq if self._lifo else seq
+        self._seq[v] = <int32_t>(-seq if self._lifo else seq)
         if self._queue == NULL:
             return self._push(v)
         # Its seq is past every queued node's: it joins the ring's tail.
@@ -629,6 +645,19 @@ cdef class RunState:
         self._q_len += 1
         self._state[v] = C_READY
         self._ready += 1
+        return 0
+
+    cdef int _renumber(self) except -1:
+        # A node's seq is an int32 (4 bytes a node less): once 2**31 - 1 nodes
+        # have become ready in one run (retries count), every node's seq is
+        # renumbered 0..n-1 in its order, so every comparison stays as it was
+        # and the next seq is past (with lifo: below) them all.
+        cdef Py_ssize_t n = self._graph._n, rank
+        cdef list values = [self._seq[v] for v in range(n)]
+        cdef list order = sorted(range(n), key=values.__getitem__)
+        for rank in range(n):
+            self._seq[<Py_ssize_t>order[rank]] = <int32_t>(rank - n if self._lifo else rank)
+        self._next_seq = n + 1 if self._lifo else n
         return 0
 
     cdef int _grow_queue(self) except -1:
