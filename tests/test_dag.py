@@ -986,3 +986,34 @@ def test_exports_draw_a_cycle() -> None:
     dag.add(open_db, name="b", after="a")
     assert "t1 -> t0 [style=dashed];" in dag.to_dot()
     assert "t0 -.-> t1" in dag.to_mermaid()
+
+
+def test_a_graph_frozen_during_a_failed_map_is_not_reused(dag_core: ModuleType) -> None:
+    # The compiled core's graph reads the DAG's edge arrays in place; map()
+    # undoing a failed call removes edges from them. A graph (and snapshot)
+    # made by the iterable in the meantime is dropped, and reading one kept
+    # raises instead of reading edges that are gone.
+    dag = DAG()
+    first = dag.add(open_db)
+    kept = []
+
+    def items() -> Any:
+        for _ in range(50):
+            yield first
+        dag.validate()
+        kept.append(dag._graph())
+        raise KeyError("stop")
+
+    with pytest.raises(KeyError, match="stop"):
+        dag.map(store, items())
+    assert len(dag) == 1
+    graph = kept[0]
+    if type(graph).__module__.endswith("_core"):
+        with pytest.raises(RuntimeError, match="have been removed"):
+            graph.parents(50)
+    else:
+        assert graph.parents(50) == [0]
+    for _ in range(60):
+        dag.add(open_db)
+    assert dag.dependencies(dag["open_db-55"]) == ()
+    assert [len(wave) for wave in dag.waves()] == [61]

@@ -668,6 +668,9 @@ class DAG:
             self._given = None
         for e in [e for e in self._pending if e >= end]:
             del self._pending[e]
+        # A graph or snapshot made in the meantime (by the iterable) covers
+        # tasks that are gone: never reuse one.
+        self._graph_cache = self._snapshot = None
 
     # --- names and lookup --------------------------------------------------
 

@@ -24,7 +24,7 @@ cdef class Graph:
     ) except -1
     cdef Py_ssize_t _check(self, object node) except -1
     cdef int _from_offsets(self, object n, object sources, object offsets) except -1
-    cdef void _sync(self) noexcept
+    cdef int _sync(self) except -1
     cdef int* _acyclic_order(self) except NULL
     cdef int _kahn(self, int* order) noexcept nogil
 

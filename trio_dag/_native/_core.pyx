@@ -305,15 +305,23 @@ cdef class Graph:
         self._shared_off = off
         self._shared_par = src
         self._borrowed = True
-        self._sync()
         self._n = n
+        self._sync()
         return 0
 
-    cdef void _sync(self) noexcept:
+    cdef int _sync(self) except -1:
         # The shared arrays' buffers, where they are now (see _from_offsets).
+        # They only grow, but for DAG.map undoing a failed call: a graph built
+        # in the meantime must not read past them.
+        cdef array off, par
         if self._borrowed:
-            self._par_off = (<array>self._shared_off).data.as_ints
-            self._par = (<array>self._shared_par).data.as_ints
+            off = <array>self._shared_off
+            par = <array>self._shared_par
+            if len(off) < self._n + 1 or len(par) < off.data.as_ints[self._n]:
+                raise RuntimeError("the edges this graph was built from have been removed")
+            self._par_off = off.data.as_ints
+            self._par = par.data.as_ints
+        return 0
 
     def __dealloc__(self):
         PyMem_RawFree(self._child_off)
