@@ -325,6 +325,12 @@ def _dag(graph: Graph, bodies: Bodies) -> trio_dag.DAG:
     return build_dag(graph.parents, (bodies[i] for i in range(graph.n)))
 
 
+def _dag_on(core: str, graph: Graph, bodies: Bodies) -> trio_dag.DAG:
+    """:func:`_dag` with the backend whose core is *core* selected, should ``add`` consult it."""
+    with frozen_with(core):
+        return _dag(graph, bodies)
+
+
 def _from_deps(graph: Graph, bodies: Bodies) -> tuple[dict[int, Parents], Bodies]:
     return graph.deps(), bodies
 
@@ -340,7 +346,7 @@ CONTENDERS: dict[str, Contender] = {
             "trio_dag",
             "trio_dag.run, compiled core",
             "trio",
-            _dag,
+            partial(_dag_on, COMPILED_CORE),
             partial(run_trio_dag, COMPILED_CORE),
             needs=COMPILED_CORE,
             install="build it with `python setup.py build_ext --inplace`",
@@ -349,7 +355,7 @@ CONTENDERS: dict[str, Contender] = {
             "trio_dag_py",
             "trio_dag.run, pure-Python core",
             "trio",
-            _dag,
+            partial(_dag_on, PYTHON_CORE),
             partial(run_trio_dag, PYTHON_CORE),
         ),
         Contender(

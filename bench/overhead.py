@@ -1,41 +1,57 @@
 """Scheduling overhead of trio_dag against what Trio, asyncio and dask users run today.
 
-One process, every contender on the same seeded graph, best of ``--repeat``
-each, ``limit=64`` wherever one is taken. A contender's run is timed from its
-structure already built: trio_dag from a DAG built with ``dag.add`` and not
-yet frozen (freezing counts), the hand-rolled versions from their dict of
-dependencies, dask from its task dict. Building that structure is timed apart
-("build" column). Every contender first runs on small graphs with recording
-bodies, and the timing stops if one of them skips, repeats or reorders tasks.
-See ``bench/_contenders.py`` for the graphs and the contenders.
+Every contender on the same seeded graph, ``limit=64`` wherever one is
+taken, each figure measured by pyperf: worker processes that each take
+warm-up values then timed ones, reported as mean ± standard deviation. A
+contender's value is the run of one graph per iteration (several small
+graphs under 10,000 tasks), divided by its tasks, timed from its structure
+already built: trio_dag from a DAG built with ``dag.add`` and not yet frozen
+(freezing counts), the hand-rolled versions from their dict of dependencies,
+dask from its task dict. Building that structure is a benchmark of its own
+("build" column). Ratios are taken between the means of one invocation.
+Before anything is timed, every contender runs on small graphs with
+recording bodies, and the timing stops if one of them skips, repeats or
+reorders tasks. See ``bench/_contenders.py`` for the graphs and contenders.
 
     python bench/overhead.py                    # layered, N=100,000, noop and yield bodies
-    python bench/overhead.py --shape all --body noop --json out.json
+    python bench/overhead.py --fast             # fewer processes: rough figures, quicker
+    python bench/overhead.py --rigorous -o after.json
+    python bench/overhead.py --shape all --body noop -o out.json
     python bench/overhead.py --sizes --contenders trio_dag,trio_dag_py,handrolled_trio
-    python bench/overhead.py --memory           # peak RSS, 1,000,000 tasks, one process each
+    python bench/overhead.py --memory           # peak RSS, 1,000,000 tasks, fresh processes
     python bench/overhead.py --check            # the correctness check alone
+    python -m pyperf compare_to before.json after.json --table
+
+pyperf's options apply: ``-p``/``--processes``, ``-n``/``--values`` (not
+``--n``, the graph size), ``-w``/``--warmups``, ``--fast``, ``--rigorous``,
+``--debug-single-value``, ``-o``/``--output`` FILE (pyperf JSON, the memory
+figures included, in bytes), ``--append`` FILE. The trio_dag_py contender
+runs (and builds) with the pure-Python backend selected in-process
+(``_native.BACKEND``); ``bench/build.py`` also measures that core in
+processes started with ``TRIO_DAG_NO_EXTENSIONS=1``. pyperf is in the
+``bench`` extra: ``pip install '.[bench]'``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import itertools
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.append(str(Path(__file__).resolve().parent))  # last: only for _contenders
+sys.path.append(str(Path(__file__).resolve().parent))  # last: only for _contenders, _perf
 
 import trio
 from _contenders import (
@@ -52,12 +68,14 @@ from _contenders import (
     handrolled_trio,
     noop,
 )
+from _perf import INSTALL, Spread, have_pyperf, memory_runs, peak_rss_bytes, runner, save_memory
 
 import trio_dag
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 TARGET_N = 100_000
 MEMORY_N = 1_000_000
+MIB = 1024 * 1024
 FAST = "trio_dag"  # ratios are against this contender
 # Children of --memory: name -> (TRIO_DAG_NO_EXTENSIONS, the trio_dag.CORE it must get).
 MEMORY_CHILDREN: dict[str, tuple[str, str | None]] = {
@@ -70,27 +88,19 @@ MEMORY_CHILDREN: dict[str, tuple[str, str | None]] = {
 
 @dataclass(frozen=True)
 class Measurement:
-    """One contender on one graph with one body kind: every repeat's seconds."""
+    """One contender on one graph with one body kind: pyperf's spreads, in us per task."""
 
     contender: str
     shape: str
     body: str
     n: int
-    limit: int
-    runs: list[float]
-    builds: list[float]
+    run: Spread
+    build: Spread | None
 
     @property
     def us(self) -> float:
-        """Best run, in microseconds per task."""
-        return min(self.runs) / self.n * 1e6
-
-    @property
-    def build_us(self) -> float:
-        return min(self.builds) / self.n * 1e6
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "us_per_task": self.us, "build_us_per_task": self.build_us}
+        """Mean run, in microseconds per task."""
+        return self.run.mean
 
 
 @dataclass
@@ -109,7 +119,6 @@ class Verdict:
 class Results:
     measurements: dict[tuple[str, str, str, int], Measurement] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
-    memory: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, m: Measurement) -> None:
         self.measurements[m.contender, m.shape, m.body, m.n] = m
@@ -118,36 +127,12 @@ class Results:
         return self.measurements.get((contender, shape, body, n))
 
 
-def repeats_for(n: int, repeat: int) -> int:
-    """Small graphs run more often, so that their best is not noise."""
-    return max(repeat, min(100, TARGET_N // n))
+TASKS_PER_VALUE = 10_000
 
 
-def measure(
-    contenders: Sequence[Contender], graph: Graph, body: str, repeat: int
-) -> list[Measurement]:
-    """Build and run each contender *repeat* times on *graph*, taking turns.
-
-    Turns, not one contender's repeats in a row, so that a change of load on a
-    shared machine weighs on every contender alike.
-    """
-    runs: dict[str, list[float]] = {c.name: [] for c in contenders}
-    builds: dict[str, list[float]] = {c.name: [] for c in contenders}
-    for turn in range(repeat):
-        for contender in contenders:
-            say(f"{contender.name}: {graph.shape}, {body}, N={graph.n:,}, {turn + 1}/{repeat}")
-            bodies = [BODIES[contender.loop, body]] * graph.n
-            gc.collect()
-            start = time.perf_counter()
-            structure = contender.build(graph, bodies)
-            builds[contender.name].append(time.perf_counter() - start)
-            gc.collect()
-            runs[contender.name].append(contender.run(structure))
-            del structure, bodies
-    return [
-        Measurement(c.name, graph.shape, body, graph.n, LIMIT, runs[c.name], builds[c.name])
-        for c in contenders
-    ]
+def graphs_per_value(n: int) -> int:
+    """Small graphs run several times per value, so that a value is at least 10,000 tasks."""
+    return max(1, TASKS_PER_VALUE // n)
 
 
 def say(text: str) -> None:
@@ -157,6 +142,45 @@ def say(text: str) -> None:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+# --- what a worker times --------------------------------------------------------
+
+
+@functools.cache
+def graph_of(shape: str, n: int) -> Graph:
+    """The graph, made once per process (a worker makes only the one it times)."""
+    return Graph.make(shape, n)
+
+
+def time_runs(loops: int, name: str, shape: str, n: int, body: str) -> float:
+    """Seconds of *loops* iterations' runs; an iteration builds (untimed) and runs graphs."""
+    contender = CONTENDERS[name]
+    graph = graph_of(shape, n)
+    total = 0.0
+    for _ in range(loops * graphs_per_value(n)):
+        bodies = [BODIES[contender.loop, body]] * graph.n
+        structure = contender.build(graph, bodies)
+        gc.collect()
+        total += contender.run(structure)
+        del structure, bodies
+    return total
+
+
+def time_builds(loops: int, name: str, shape: str, n: int) -> float:
+    """Seconds of *loops* iterations' builds of the contender's structure (noop bodies)."""
+    contender = CONTENDERS[name]
+    graph = graph_of(shape, n)
+    body = BODIES[contender.loop, "noop"]
+    total = 0.0
+    for _ in range(loops * graphs_per_value(n)):
+        bodies = [body] * graph.n
+        gc.collect()
+        start = time.perf_counter()
+        structure = contender.build(graph, bodies)
+        total += time.perf_counter() - start
+        del structure, bodies
+    return total
 
 
 # --- targets ------------------------------------------------------------------
@@ -194,8 +218,8 @@ def speed_targets(results: Results, shape: str, body: str, n: int) -> list[Verdi
         verdicts.append(faster(results, FAST, "handrolled_asyncio", 15, shape, body, n))
         py = results.get("trio_dag_py", shape, body, n)
         verdict = at_most("trio_dag_py (noop)", py.us if py else None, 3, "us/task", "trio_dag_py")
-        if py is not None:
-            verdict.text += f" (build + run: {py.us + py.build_us:.3g})"
+        if py is not None and py.build is not None:
+            verdict.text += f" (build + run: {py.us + py.build.mean:.3g})"
         verdicts.append(verdict)
         verdicts.append(faster(results, "trio_dag_py", "handrolled_trio", 5, shape, body, n))
     if body == "yield":
@@ -221,19 +245,20 @@ def growth_target(results: Results, shape: str, body: str) -> list[Verdict]:
 
 
 def print_table(results: Results, names: Sequence[str], shape: str, body: str, n: int) -> None:
-    repeat = next((len(m.runs) for name in names if (m := results.get(name, shape, body, n))), 0)
-    print(f"\n{shape}, {body} bodies, N={n:,}, limit {LIMIT}, best of {repeat}")
-    print(f"  {'contender':<20} {'us/task':>9} {'ratio':>8} {'build us':>9}  what")
+    values = next((m.run.values for name in names if (m := results.get(name, shape, body, n))), 0)
+    print(f"\n{shape}, {body} bodies, N={n:,}, limit {LIMIT}; mean ± std dev of {values} values")
+    print(f"  {'contender':<20} {'us/task':>17} {'ratio':>8} {'build us/task':>17}  what")
     fast = results.get(FAST, shape, body, n)
     for name in names:
         m = results.get(name, shape, body, n)
         if m is None:
             continue
         ratio = f"{m.us / fast.us:.2f}x" if fast is not None else "-"
+        build = m.build.text() if m.build is not None else "-"
         about = CONTENDERS[name].about
-        print(f"  {name:<20} {m.us:>9.3f} {ratio:>8} {m.build_us:>9.3f}  {about}")
+        print(f"  {name:<20} {m.run.text():>17} {ratio:>8} {build:>17}  {about}")
     if fast is not None:
-        print(f"  ratio: time / {FAST}'s (above 1: {FAST} is faster); build: not in us/task")
+        print(f"  ratio: mean / {FAST}'s mean (above 1: {FAST} is faster); build: not in us/task")
     verdicts = speed_targets(results, shape, body, n)
     results.verdicts += verdicts
     for verdict in verdicts:
@@ -241,7 +266,7 @@ def print_table(results: Results, names: Sequence[str], shape: str, body: str, n
 
 
 def print_sizes(results: Results, names: Sequence[str], shape: str, body: str) -> None:
-    print(f"\n{shape}, {body} bodies, limit {LIMIT}: us per task by N (best of each)")
+    print(f"\n{shape}, {body} bodies, limit {LIMIT}: mean us per task by N")
     head = "".join(f"{n:>12,}" for n in SIZES)
     print(f"  {'contender':<20}{head} {'growth':>8}")
     for name in names:
@@ -257,25 +282,13 @@ def print_sizes(results: Results, names: Sequence[str], shape: str, body: str) -
         print(verdict.line())
 
 
-# --- memory: one child process per contender ----------------------------------
+# --- memory: fresh child processes --------------------------------------------
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM), in MiB."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def memory_child(name: str) -> None:
-    """Build the 1,000,000-task layered graph from its generator, run it, print the peak."""
+def memory_child(name: str, n: int) -> None:
+    """Build the *n*-task layered graph from its generator, run it, print the peak."""
     start = time.perf_counter()
-    parents = SHAPES["layered"](MEMORY_N)
+    parents = SHAPES["layered"](n)
     if name in ("trio_dag", "trio_dag_py"):
         wanted = MEMORY_CHILDREN[name][1]
         if trio_dag.CORE != wanted:
@@ -283,33 +296,48 @@ def memory_child(name: str) -> None:
         trio_dag.run_sync(build_dag(parents, itertools.repeat(noop)), limit=LIMIT)
     elif name == "handrolled_trio":
         trio.run(handrolled_trio, dict(enumerate(parents)), Same(noop))
-    print(json.dumps({"peak_mib": peak_rss_mib(), "seconds": time.perf_counter() - start}))
+    print(json.dumps({"peak": peak_rss_bytes(), "seconds": time.perf_counter() - start}))
 
 
-def memory(results: Results) -> None:
-    print(f"\nmemory: layered, {MEMORY_N:,} tasks, noop bodies, limit {LIMIT}; one process each")
-    print("  graph built in the child (trio_dag: dag.add from the generator; hand-rolled:")
-    print("  its dict of dependencies from the same generator), then run; peak = VmHWM")
-    print(f"  {'child':<18} {'peak MiB':>9} {'above base':>11} {'seconds':>8}")
+def memory(args: argparse.Namespace, results: Results) -> None:
+    runs, n = memory_runs(args), args.memory_n
+    print(f"\nmemory: layered, {n:,} tasks, noop bodies, limit {LIMIT}; peak RSS (VmHWM)")
+    print(f"  of {runs} fresh processes each (mean ± std dev); graph built in the child")
+    print("  (trio_dag: dag.add from the generator; hand-rolled: its dict of dependencies")
+    print("  from the same generator), then run")
+    print(f"  {'child':<18} {'peak MiB':>15} {'above base':>11} {'seconds':>8}")
     peaks: dict[str, float] = {}
     for name, (no_ext, _) in MEMORY_CHILDREN.items():
-        say(f"memory: {name} ...")
         env = {k: v for k, v in os.environ.items() if k != "TRIO_DAG_NO_EXTENSIONS"}
         if no_ext:
             env["TRIO_DAG_NO_EXTENSIONS"] = no_ext
+            env.pop("TRIO_DAG_REQUIRE_EXTENSION", None)
         command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", name]
-        child = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if child.returncode != 0:
-            reason = (child.stderr.strip().splitlines() or ["no output"])[-1]
-            print(f"  {name:<18} skipped: {reason}")
+        command += ["--memory-n", str(n)]
+        rows = []
+        for run in range(runs):
+            say(f"memory: {name} {run + 1}/{runs} ...")
+            child = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                reason = (child.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"  {name:<18} skipped: {reason}")
+                break
+            rows.append(json.loads(child.stdout.splitlines()[-1]))
+        if len(rows) < runs:
             continue
-        row = json.loads(child.stdout.splitlines()[-1])
-        results.memory.append({"child": name, "n": MEMORY_N, **row})
-        peaks[name] = row["peak_mib"]
-        above = row["peak_mib"] - peaks.get("baseline", 0.0)
-        print(f"  {name:<18} {row['peak_mib']:>9.1f} {above:>11.1f} {row['seconds']:>8.2f}")
+        peak = Spread.of_values([row["peak"] / MIB for row in rows])
+        seconds = Spread.of_values([row["seconds"] for row in rows])
+        peaks[name] = peak.mean
+        above = peak.mean - peaks.get("baseline", 0.0)
+        print(f"  {name:<18} {peak.text(1):>15} {above:>11.1f} {seconds.mean:>8.2f}")
+        save_memory(
+            args,
+            f"memory/layered/{n}/{name}/peak_rss",
+            [row["peak"] for row in rows],
+            {"description": f"peak RSS, {name}, {n:,} tasks built and run"},
+        )
     print("  baseline: the interpreter with trio and trio_dag imported, nothing built")
-    what = f"{FAST} peak RSS <= 0.5x handrolled_trio's ({MEMORY_N:,} tasks)"
+    what = f"{FAST} peak RSS <= 0.5x handrolled_trio's ({n:,} tasks)"
     if FAST in peaks and "handrolled_trio" in peaks:
         ratio = peaks[FAST] / peaks["handrolled_trio"]
         text = f"{what}: {ratio:.2f}x ({peaks[FAST]:.0f} vs {peaks['handrolled_trio']:.0f} MiB)"
@@ -330,7 +358,7 @@ def version(package: str) -> str | None:
         return None
 
 
-def select(names: str) -> list[Contender]:
+def select(names: str, *, quiet: bool = False) -> list[Contender]:
     """The contenders named (comma list, or "all"), minus those that cannot run here."""
     wanted = list(CONTENDERS) if names == "all" else [n.strip() for n in names.split(",")]
     unknown = [n for n in wanted if n not in CONTENDERS]
@@ -341,7 +369,7 @@ def select(names: str) -> list[Contender]:
         reason = CONTENDERS[name].missing()
         if reason is None:
             chosen.append(CONTENDERS[name])
-        else:
+        elif not quiet:
             print(f"skipped {name}: {reason}")
     return chosen
 
@@ -359,98 +387,134 @@ def run_checks(contenders: Sequence[Contender]) -> bool:
     return ok
 
 
-def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").splitlines()[0],
-        epilog=f"contenders: {', '.join(CONTENDERS)}",
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """This script's options, beside pyperf's."""
+    parser.epilog = f"contenders: {', '.join(CONTENDERS)}"
     parser.add_argument("--shape", default="layered", choices=[*SHAPES, "all"])
     parser.add_argument("--body", default="both", choices=[*BODY_KINDS, "both"])
     parser.add_argument("--n", type=int, default=TARGET_N, help="tasks per graph")
     parser.add_argument(
         "--sizes", action="store_true", help=f"run N = {', '.join(f'{n:,}' for n in SIZES)}"
     )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=3,
-        help=f"best of this many (graphs under {TARGET_N:,} tasks: {TARGET_N:,}/N, up to 100)",
-    )
     parser.add_argument("--contenders", default="all", help="comma list (default: all)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write every measurement")
     parser.add_argument(
-        "--memory", action="store_true", help=f"peak RSS of {MEMORY_N:,} tasks, one process each"
+        "--memory",
+        action="store_true",
+        help="peak RSS of --memory-n tasks, fresh processes (3; --fast 2; --rigorous 5)",
+    )
+    parser.add_argument(
+        "--memory-n", type=int, default=MEMORY_N, help=f"tasks of --memory (default {MEMORY_N:,})"
     )
     parser.add_argument("--check", action="store_true", help="run the correctness check only")
-    parser.add_argument("--memory-child", choices=list(MEMORY_CHILDREN), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.n < 1 or args.repeat < 1:
-        parser.error("--n and --repeat must be at least 1")
-    return args
+
+
+def forward(args: argparse.Namespace) -> list[str]:
+    """What a worker needs to make the same bench_time_func calls as the master."""
+    names = ",".join(c.name for c in select(args.contenders, quiet=True))
+    words = [
+        f"--shape={args.shape}",
+        f"--body={args.body}",
+        f"--n={args.n}",
+        f"--contenders={names}",
+    ]
+    return [*words, "--sizes"] if args.sizes else words
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(argv)
-    if args.memory_child:
-        memory_child(args.memory_child)
+    child = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    child.add_argument("--memory-child", choices=list(MEMORY_CHILDREN))
+    child.add_argument("--memory-n", type=int, default=MEMORY_N)
+    known, _ = child.parse_known_args(argv)
+    if known.memory_child:  # no pyperf in a memory child: it would weigh on the baseline
+        memory_child(known.memory_child, known.memory_n)
         return 0
-    meta = {
-        "python": platform.python_version(),
-        "trio": version("trio"),
-        "dask": version("dask"),
-        "trio_dag_core_default": trio_dag.CORE,
-        "limit": LIMIT,
-        "load_before": os.getloadavg(),
-        "cpus": os.cpu_count(),
-        "argv": sys.argv[1:] if argv is None else list(argv),
-    }
-    print(f"python {meta['python']}, trio {meta['trio']}, dask {meta['dask'] or '-'}; {load()}")
+    if not have_pyperf():  # --check needs no pyperf
+        parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+        add_options(parser)
+        plain = parser.parse_known_args(argv)[0]
+        if not plain.check:
+            sys.exit(INSTALL)
+        return 0 if run_checks(select(plain.contenders)) else 1
+    perf, args = runner(__doc__ or "", add_options, forward, argv)
+    if args.n < 1 or args.memory_n < 1:
+        perf.argparser.error("--n and --memory-n must be at least 1")
+    perf.metadata.update(
+        {
+            "trio_dag_core_default": trio_dag.CORE,
+            "trio_version": version("trio") or "-",
+            "limit": LIMIT,
+        }
+    )
+    if args.worker:
+        time_all(perf, args, select(args.contenders, quiet=True), None)
+        return 0
+    print(
+        f"python {platform.python_version()}, trio {version('trio')}, "
+        f"dask {version('dask') or '-'}; {load()}"
+    )
     results = Results()
     ok = True
     if args.memory:
-        memory(results)
+        memory(args, results)
     else:
         contenders = select(args.contenders)
         ok = run_checks(contenders)
         if not ok:
             print("a contender failed its check: not timing")
         elif not args.check:
-            time_all(args, contenders, results)
+            time_all(perf, args, contenders, results)
     print(f"\n{load()}")
-    if args.json:
-        meta["load_after"] = os.getloadavg()
-        document = {
-            "meta": meta,
-            "measurements": [m.to_json() for m in results.measurements.values()],
-            "targets": [asdict(v) for v in results.verdicts],
-            "memory": results.memory,
-        }
-        args.json.write_text(json.dumps(document, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    for file in dict.fromkeys(f for f in (args.output, args.append) if f):
+        if os.path.exists(file):
+            print(f"pyperf JSON in {file}: python -m pyperf compare_to BEFORE.json {file}")
     return 0 if ok else 1
 
 
-def time_all(args: argparse.Namespace, contenders: Sequence[Contender], results: Results) -> None:
-    """Time every contender on every selected shape, body kind and size; print the tables."""
+def time_all(
+    perf: Any, args: argparse.Namespace, contenders: Sequence[Contender], results: Results | None
+) -> None:
+    """Time every contender on every selected shape, body kind and size; print the tables.
+
+    The master and every worker make the same bench_time_func calls in the
+    same order (pyperf runs call K in worker K); *results* is None in a worker.
+    """
     shapes = list(SHAPES) if args.shape == "all" else [args.shape]
     kinds = list(BODY_KINDS) if args.body == "both" else [args.body]
     sizes = SIZES if args.sizes else (args.n,)
-    for contender in contenders:
-        skipped = [kind for kind in kinds if kind not in contender.bodies]
-        if skipped:
-            print(f"skipped {contender.name} with {'/'.join(skipped)} bodies: no event loop")
+    if results is not None:
+        for contender in contenders:
+            skipped = [kind for kind in kinds if kind not in contender.bodies]
+            if skipped:
+                print(f"skipped {contender.name} with {'/'.join(skipped)} bodies: no event loop")
     for shape in shapes:
         for n in sizes:
-            graph = Graph.make(shape, n)
+            inner = n * graphs_per_value(n)
+            builds: dict[str, Spread] = {}
+            for c in contenders:
+                meta = {"description": f"build: {c.about}"}
+                name = f"overhead/{shape}/{n}/{c.name}/build"
+                bench = perf.bench_time_func(
+                    name, time_builds, c.name, shape, n, inner_loops=inner, metadata=meta
+                )
+                if bench is not None:
+                    builds[c.name] = Spread.of(bench).scaled(1e6)
             for kind in kinds:
-                able = [c for c in contenders if kind in c.bodies]
-                for m in measure(able, graph, kind, repeats_for(n, args.repeat)):
-                    results.add(m)
-            del graph
-            if not args.sizes:
+                for c in contenders:
+                    if kind not in c.bodies:
+                        continue
+                    meta = {"description": f"run, {kind} bodies: {c.about}"}
+                    name = f"overhead/{shape}/{n}/{kind}/{c.name}"
+                    bench = perf.bench_time_func(
+                        name, time_runs, c.name, shape, n, kind, inner_loops=inner, metadata=meta
+                    )
+                    if results is not None and bench is not None:
+                        run = Spread.of(bench).scaled(1e6)
+                        results.add(Measurement(c.name, shape, kind, n, run, builds.get(c.name)))
+            graph_of.cache_clear()
+            if results is not None and not args.sizes:
                 for kind in kinds:
                     print_table(results, [c.name for c in contenders], shape, kind, n)
-        if args.sizes:
+        if results is not None and args.sizes:
             for kind in kinds:
                 print_sizes(results, [c.name for c in contenders], shape, kind)
 

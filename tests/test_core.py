@@ -316,6 +316,82 @@ def test_edges_in_order_or_not_make_the_same_graph(core: ModuleType) -> None:
     assert drain(core.RunState(a)) == drain(core.RunState(b))
 
 
+def offsets_of(n: int, edges: list[tuple[int, int]]) -> tuple[array[int], array[int]]:
+    """*edges* (grouped by target) as a DAG keeps them: sources, and offsets per target."""
+    src = array("i", [s for s, _ in edges])
+    off = array("i", [0] * (n + 1))
+    for _, d in edges:
+        off[d + 1] += 1
+    for v in range(n):
+        off[v + 1] += off[v]
+    return src, off
+
+
+@pytest.mark.parametrize(
+    "edges",
+    [
+        [(0, 2), (1, 2), (0, 3), (2, 3), (4, 3), (1, 5), (3, 5), (4, 5)],  # ascending: shared
+        [(1, 2), (0, 2), (0, 3), (0, 3), (4, 3), (2, 3), (4, 5), (1, 5), (3, 5)],  # not
+        [],
+    ],
+)
+def test_offsets_form_makes_the_same_graph_as_edges(
+    core: ModuleType, edges: list[tuple[int, int]]
+) -> None:
+    src, off = offsets_of(6, edges)
+    a, b = graph(core, 6, *edges), core.Graph(6, src, offsets=off)
+    assert a.num_edges == b.num_edges
+    for v in range(6):
+        assert a.children(v) == b.children(v)
+        assert a.parents(v) == b.parents(v)
+        assert a.indegree(v) == b.indegree(v)
+    assert a.topological_order() == b.topological_order()
+    assert a.ancestors([5]) == b.ancestors([5])
+    assert drain(core.RunState(a)) == drain(core.RunState(b))
+
+
+def test_offsets_form_reads_only_the_first_n_nodes_edges(core: ModuleType) -> None:
+    # A DAG's arrays run on past the tasks frozen: appends do not change the graph.
+    src, off = offsets_of(3, [(0, 1), (0, 2), (1, 2)])
+    g = core.Graph(3, src, offsets=off)
+    for _ in range(10_000):  # moves the buffers
+        src.append(2)
+        off.append(len(src))
+    assert [g.parents(v) for v in range(3)] == [[], [0], [0, 1]]
+    assert list(g.topological_order()) == [0, 1, 2]
+    assert g.find_cycle() is None
+    assert drain(core.RunState(g)) == [0, 1, 2]
+
+
+def test_offsets_form_finds_a_cycle(core: ModuleType) -> None:
+    src, off = offsets_of(3, [(2, 0), (0, 1), (1, 2)])
+    assert core.Graph(3, src, offsets=off).find_cycle() == [0, 1, 2, 0]
+
+
+@pytest.mark.parametrize(
+    ("n", "src", "off", "message"),
+    [
+        (3, [0], [0, 0, 1], r"offsets must have at least n \+ 1 \(4\) entries, got 3"),
+        (2, [0], [1, 1, 1], "offsets must start at 0, got 1"),
+        (2, [0], [0, 1, 0], "offsets must not decrease, but entry 2 is below entry 1"),
+        (2, [0], [0, 0, 2], "offsets end at 2, past the 1 sources"),
+        (2, [0, 5], [0, 1, 2], r"edge 1 \(5 -> 1\) names node 5, but the graph has 2 nodes"),
+    ],
+)
+def test_offsets_form_checks_its_input(
+    core: ModuleType, n: int, src: list[int], off: list[int], message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        core.Graph(n, src, offsets=off)
+
+
+def test_graph_takes_targets_or_offsets(core: ModuleType) -> None:
+    with pytest.raises(TypeError, match="not both"):
+        core.Graph(1, [], [], offsets=[0, 0])
+    with pytest.raises(TypeError, match="needs targets"):
+        core.Graph(1, [])
+
+
 def test_empty_graph(core: ModuleType) -> None:
     g = core.Graph(0, [], [])
     assert (g.n, g.num_edges) == (0, 0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import graphlib
 import math
 import pickle
 import re
+import weakref
 from types import ModuleType
 from typing import Any, assert_type
 
@@ -22,7 +24,9 @@ from trio_dag import (
     GraphError,
     Handle,
     UnknownDependencyError,
+    _native,
 )
+from trio_dag._handle import PyHandle
 from trio_dag._options import TaskOptions
 from trio_dag._snapshot import Snapshot
 
@@ -180,6 +184,63 @@ def test_handle_copies_and_pickles() -> None:
     assert h2.dag is dag2 and h2.name == "db" and len(dag2) == 1
 
 
+def test_handle_is_the_backends_type_shown_as_trio_dag_handle() -> None:
+    # One class for the process: the compiled twin when the compiled backend
+    # was chosen at import, else the pure-Python one; public either way.
+    if _native.BACKEND.name == "cython":
+        assert Handle is _native.BACKEND.build.Handle
+    else:
+        assert Handle is PyHandle
+    assert (Handle.__module__, Handle.__qualname__, Handle.__name__) == (
+        "trio_dag",
+        "Handle",
+        "Handle",
+    )
+    alias = Handle[bytes]
+    assert alias.__origin__ is Handle and alias.__args__ == (bytes,)
+    assert type(DAG().add(open_db)) is Handle
+
+
+@pytest.mark.parametrize("cls", [Handle, PyHandle], ids=["Handle", "PyHandle"])
+def test_both_handle_types_behave_alike(cls: Any) -> None:
+    dag, other = DAG(), DAG()
+    dag.add(open_db, name="db")
+    dag.add(load, "x")
+    a, b = cls(dag, 0), cls(dag, 1)
+    assert (a.dag, a.index, a.name, b.name) == (dag, 0, "db", "load-1")
+    assert repr(a) == "<Handle 'db' (task 0)>"
+    assert a == cls(dag, 0) and not a != cls(dag, 0)
+    assert a != b and a != cls(other, 0) and a != 0 and not a == 0
+    assert hash(a) == hash(cls(dag, 0)) == hash((id(dag), 0))
+    assert copy.copy(a) == a and copy.deepcopy(b).name == "load-1"
+    for attempt in ("a.foo = 1", "a._index = 3", "del a._index", "a.index = 3", "a.dag = other"):
+        with pytest.raises(AttributeError, match="immutable"):
+            exec(attempt)
+    if cls is Handle:
+        assert pickle.loads(pickle.dumps(a)).name == "db"
+
+
+def test_a_cycle_through_a_handle_is_collected() -> None:
+    # A handle refers to its DAG, and a DAG may refer to its handles: those
+    # in kwargs=, and any a task's function or argument holds. Handle is a
+    # GC-tracked type, so the cyclic GC frees such a DAG.
+    def build() -> weakref.ref[DAG]:
+        dag = DAG()
+        first = dag.add(open_db)
+
+        def later(**_: object) -> str:
+            return first.name
+
+        dag.add(later, kwargs={"x": [first]}, after=first)
+        dag.map(store, [first, first])
+        trio_dag.run_sync(dag)
+        return weakref.ref(dag)
+
+    ref = build()
+    gc.collect()
+    assert ref() is None
+
+
 def test_iteration_gives_handles_in_insertion_order() -> None:
     dag, h = spec_example()
     assert list(dag) == [h["raw"], h["clean"], h["vec"], h["out"], h["db"]]
@@ -290,7 +351,7 @@ def test_an_argument_that_contains_itself_is_rejected() -> None:
     loop: list[Any] = [1]
     loop.append(loop)
     before = state(dag)
-    with pytest.raises(ValueError, match="contains itself"):
+    with pytest.raises(ValueError, match=r"contains itself \(a list at args\[0\]\[1\]\)"):
         dag.add(store, loop)
     assert state(dag) == before
 
@@ -925,3 +986,34 @@ def test_exports_draw_a_cycle() -> None:
     dag.add(open_db, name="b", after="a")
     assert "t1 -> t0 [style=dashed];" in dag.to_dot()
     assert "t0 -.-> t1" in dag.to_mermaid()
+
+
+def test_a_graph_frozen_during_a_failed_map_is_not_reused(dag_core: ModuleType) -> None:
+    # The compiled core's graph reads the DAG's edge arrays in place; map()
+    # undoing a failed call removes edges from them. A graph (and snapshot)
+    # made by the iterable in the meantime is dropped, and reading one kept
+    # raises instead of reading edges that are gone.
+    dag = DAG()
+    first = dag.add(open_db)
+    kept = []
+
+    def items() -> Any:
+        for _ in range(50):
+            yield first
+        dag.validate()
+        kept.append(dag._graph())
+        raise KeyError("stop")
+
+    with pytest.raises(KeyError, match="stop"):
+        dag.map(store, items())
+    assert len(dag) == 1
+    graph = kept[0]
+    if type(graph).__module__.endswith("_core"):
+        with pytest.raises(RuntimeError, match="have been removed"):
+            graph.parents(50)
+    else:
+        assert graph.parents(50) == [0]
+    for _ in range(60):
+        dag.add(open_db)
+    assert dag.dependencies(dag["open_db-55"]) == ()
+    assert [len(wave) for wave in dag.waves()] == [61]

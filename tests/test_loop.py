@@ -201,3 +201,29 @@ def test_the_ledger_checks_what_python_hands_it(dag_core: Any) -> None:
     assert loop.extra == [(0, 1, 0.0, 0.0)]
     with pytest.raises(IndexError):
         loop.run(st.pop(), [snap])
+
+
+def test_the_end_order_survives_2_31_ends(dag_core: Any) -> None:
+    """end_order keeps the order of the tasks' ends past 2**31 - 1 of them.
+
+    The compiled loop keeps it in int32 and renumbers it when the count of
+    ends reaches the top; the twin's int64 never does. Either way only the
+    order is read.
+    """
+
+    async def noop() -> None:
+        return None
+
+    dag = trio_dag.DAG()
+    for _ in range(3):
+        dag.add(noop)
+    snap = dag._freeze()
+    st = snap.backend.core.RunState(snap.graph)
+    loop = snap.backend.loop.Loop(snap, st, lambda: 0.0, True, lambda: None)
+    for v in (0, 2, 1):
+        loop.begin(v)
+        loop.finish(v, 0.0, 0)
+        if v == 0:
+            loop.ends = 2**31 - 1
+    assert sorted(range(3), key=loop.end_order.__getitem__) == [0, 2, 1]
+    assert all(loop.end_order)

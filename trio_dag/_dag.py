@@ -695,6 +695,9 @@ class DAG:
             self._given = None
         for e in [e for e in self._pending if e >= end]:
             del self._pending[e]
+        # A graph or snapshot made in the meantime (by the iterable) covers
+        # tasks that are gone: never reuse one.
+        self._graph_cache = self._snapshot = None
 
     # --- names and lookup --------------------------------------------------
 
@@ -896,8 +899,9 @@ class DAG:
         if graph is None or graph.n != n or type(graph) is not graph_type:
             if self._pending:
                 self._resolve_pending()
-            # The DAG's builder spells out the targets the DAG does not keep.
-            graph = graph_type(n, self._src, self._b.targets(n))
+            # Task i's parents are _src[_off[i]:_off[i + 1]]: the compiled
+            # core reads both arrays in place (they are only appended to).
+            graph = graph_type(n, self._src, offsets=self._off)
             self._graph_cache = graph
         return graph
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ._errors import ForeignHandleError
 from ._handle import Handle
 from ._names import task_label
+from ._native._shared import AFTER as AFTER
+from ._native._shared import NESTED as NESTED
 
 if TYPE_CHECKING:
     from ._dag import DAG
@@ -41,9 +43,9 @@ _UNORDERED: Final = (set, frozenset, deque)
 _PLAIN: Final = frozenset({str, int, float, bool, bytes, type(None), complex})
 
 # Kinds of edge, in DAG._pos: >= 0 is the position of a top-level positional
-# handle; these two mark the others.
-NESTED: Final = -1  # a handle in kwargs or inside a container: see DAG._paths
-AFTER: Final = -2  # an after= edge: order only, no output passed
+# handle; NESTED (-1: a handle in kwargs or inside a container, see
+# DAG._paths) and AFTER (-2: an after= edge, order only) mark the others.
+# Defined in _native._shared, which the compiled loop reads them from.
 
 _LEAVE: Final = object()  # marks the end of a container in _scan_nested
 
@@ -146,7 +148,7 @@ def _scan_nested(
         elif id(obj) in on_path:
             raise ValueError(
                 f"task {task_label(fn, i, name)}: an argument contains itself (a "
-                f"{t.__name__} at {_spell(link)}); pass data without reference cycles"
+                f"{t.__name__} at {_where(_spell(link))}); pass data without reference cycles"
             )
         elif t in _CONTAINERS or not isinstance(obj, _UNORDERED):
             on_path.add(id(obj))

@@ -8,6 +8,11 @@ from array import array
 from collections.abc import Callable, Iterable
 from typing import Any
 
+# _build only (the twin's is trio_dag._handle's own class): the compiled
+# Handle, which trio_dag.Handle is when the compiled backend is chosen at
+# import. Typed as that class; see trio_dag/_handle.py.
+Handle: type
+
 class Builder:
     """Appends tasks to a DAG's columns in one call, for the common call only."""
 

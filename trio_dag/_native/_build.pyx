@@ -20,6 +20,8 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTu
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
 from libc.string cimport memset
 
+from types import GenericAlias as _GenericAlias
+
 from trio_dag._native._shared import PLAIN_TYPES
 
 
@@ -75,35 +77,9 @@ cdef extern from *:
         }
         return 0;
     }
-
-    /* The offset of a slot (a member descriptor) in its instances; -1 with an error. */
-    static Py_ssize_t trio_dag_slot_offset(PyObject *descr) {
-        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
-            PyErr_SetString(PyExc_TypeError, "expected the member descriptor of a slot");
-            return -1;
-        }
-        return ((PyMemberDescrObject *)descr)->d_member->offset;
-    }
-
-    #define trio_dag_slot(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
-
-    /* A new instance of a slotted class with two object slots set, without __init__. */
-    static PyObject *trio_dag_new2(PyObject *type, Py_ssize_t off1, PyObject *v1,
-                                   Py_ssize_t off2, PyObject *v2) {
-        PyObject *obj = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
-        if (obj == NULL) return NULL;
-        Py_INCREF(v1);
-        trio_dag_slot(obj, off1) = v1;
-        Py_INCREF(v2);
-        trio_dag_slot(obj, off2) = v2;
-        return obj;
-    }
     """
     int push "trio_dag_push"(object a, const int* values, Py_ssize_t n) except -1
     int push_repeat "trio_dag_push_repeat"(object a, int v, Py_ssize_t n) except -1
-    Py_ssize_t slot_offset "trio_dag_slot_offset"(object descr) except -1
-    PyObject* slot "trio_dag_slot"(object obj, Py_ssize_t offset)
-    object new2 "trio_dag_new2"(object type, Py_ssize_t off1, object v1, Py_ssize_t off2, object v2)
 
 
 cdef extern from "Python.h":
@@ -114,7 +90,9 @@ cdef extern from "Python.h":
 
 
 cdef frozenset _PLAIN = frozenset(PLAIN_TYPES)
-cdef int _STACK = 64  # edges of one task counted in a C buffer; more take the general path
+cdef int _STACK = 64
+cdef Py_ssize_t _INT_MIN = -2147483648, _INT_MAX = 2147483647
+cdef Py_ssize_t _DECLINE = _INT_MIN - 1  # from _index_in: not a dependency the fast path takes  # edges of one task counted in a C buffer; more take the general path
 
 
 cdef inline bint _default_like(str name):
@@ -133,6 +111,109 @@ cdef inline bint _default_like(str name):
     return k < n and k > 0 and PyUnicode_READ_CHAR(name, k - 1) == 45
 
 
+cdef extern from *:
+    """
+    /* Show the compiled Handle as the public trio_dag.Handle (its __module__,
+       __qualname__, pickles and reprs), as the package does for its classes. */
+    static void trio_dag_rename(PyObject *type, const char *name) {
+        ((PyTypeObject *)type)->tp_name = name;
+        PyType_Modified((PyTypeObject *)type);
+    }
+    """
+    void rename_type "trio_dag_rename"(object type, const char* name)
+
+
+def _handle_dag(self) -> "DAG":
+    """The DAG the task belongs to."""
+    return (<Handle?>self)._dag
+
+
+def _handle_index(self) -> int:
+    """The task's insertion index in its DAG, from 0."""
+    return (<Handle?>self)._index
+
+
+def _handle_name(self) -> str:
+    """The task's name, unique in its DAG (given with ``name=``, or the default)."""
+    return (<Handle?>self)._dag._name((<Handle?>self)._index)
+
+
+@cython.final
+@cython.no_gc_clear  # the DAG's slots break a cycle; a handle never shows dag None
+@cython.freelist(64)
+cdef class Handle:
+    """Handle(dag, index)
+--
+
+A task of a :class:`DAG`, as :meth:`DAG.add` returns it.
+
+    Pass it as an argument of another task (also inside a list, tuple or
+    dict, or in ``kwargs=``) to make that task depend on this one and
+    receive its output; give it to ``after=`` to depend on it without the
+    output; ask a :class:`RunReport` about it (``report[handle]``) for its
+    output after a run. ``dag[name]`` gives the handle of a task by name.
+
+    Immutable and hashable: handles are equal when they name the same task
+    of the same DAG. For type checkers, ``Handle[bytes]`` is a task whose
+    function returns bytes. See the user guide, *Graphs and handles*.
+    """
+
+    # The compiled twin of trio_dag._handle's class, with the same behaviour:
+    # the index is a C integer, not an int object, so a handle is 48 bytes in
+    # all. The building modules read _dag and _index; nothing else does.
+    cdef readonly object _dag
+    cdef readonly Py_ssize_t _index
+
+    def __init__(self, dag, Py_ssize_t index):
+        self._dag = dag
+        self._index = index
+
+    @classmethod
+    def __class_getitem__(cls, item):
+        return _GenericAlias(cls, item)
+
+    # Python properties, not Cython's (getset descriptors): autodoc and
+    # introspection see them as the twin's.
+    dag = property(_handle_dag)
+    index = property(_handle_index)
+    name = property(_handle_name)
+
+    def __setattr__(self, attr, value):
+        raise AttributeError(f"Handle is immutable; cannot set {attr!r}")
+
+    def __delattr__(self, attr):
+        raise AttributeError(f"Handle is immutable; cannot delete {attr!r}")
+
+    def __eq__(self, other):
+        if type(other) is not Handle:
+            return NotImplemented
+        return self._dag is (<Handle>other)._dag and self._index == (<Handle>other)._index
+
+    def __ne__(self, other):
+        if type(other) is not Handle:
+            return NotImplemented
+        return not (self._dag is (<Handle>other)._dag and self._index == (<Handle>other)._index)
+
+    def __hash__(self):
+        return hash((id(self._dag), self._index))
+
+    def __repr__(self):
+        return f"<Handle {self.name!r} (task {self._index})>"
+
+    def __reduce__(self):
+        return (Handle, (self._dag, self._index))
+
+
+rename_type(Handle, b"trio_dag.Handle")
+
+
+cdef inline Handle _new_handle(object dag, Py_ssize_t i):
+    cdef Handle h = Handle.__new__(Handle)
+    h._dag = dag
+    h._index = i
+    return h
+
+
 @cython.final
 cdef class Builder:
     """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
@@ -142,9 +223,9 @@ cdef class Builder:
     cdef dict index_of, pending
     cdef object named  # bytearray
     cdef set default_like
-    cdef object handle_type, default_options, no_after
+    cdef object default_options, no_after
     cdef tuple defaults
-    cdef Py_ssize_t off_dag, off_index
+    cdef object handle_type  # this module's Handle, or the twin's (read as Python objects)
     cdef int after_code
     cdef public object checked_fn
 
@@ -163,8 +244,6 @@ cdef class Builder:
         self.pending = pending
         self.default_like = default_like
         self.handle_type = handle_type
-        self.off_dag = slot_offset(handle_type.__dict__["_dag"])
-        self.off_index = slot_offset(handle_type.__dict__["_index"])
         self.default_options = default_options
         self.defaults = tuple(defaults)
         if len(self.defaults) != 11:
@@ -209,7 +288,7 @@ cdef class Builder:
         cdef bint plain = False
         cdef object a, t, items, idx
         cdef PyObject** seq
-        cdef PyObject* p
+        cdef Py_ssize_t index
         if name is not None:
             if type(name) is not str or not name or _default_like(name):
                 return None
@@ -221,14 +300,11 @@ cdef class Builder:
         for j in range(k):
             a = <object>PyTuple_GET_ITEM(args, start + j)
             t = type(a)
-            if t is self.handle_type:
-                p = slot(a, self.off_dag)
-                if p == NULL or <object>p is not dag:
+            if t is Handle or t is self.handle_type:
+                index = self._index_in(a, dag)
+                if index == _DECLINE:
                     return None
-                p = slot(a, self.off_index)
-                if p == NULL:
-                    return None
-                data[nd] = <object>p
+                data[nd] = <int>index
                 where[nd] = <int>j
                 nd += 1
             elif t in _PLAIN:
@@ -243,7 +319,7 @@ cdef class Builder:
             t = type(after)
             if t is list or t is tuple:
                 items = after
-            elif t is self.handle_type or t is str:
+            elif t is Handle or t is self.handle_type or t is str:
                 items = (after,)
             else:
                 return None
@@ -254,14 +330,11 @@ cdef class Builder:
             for j in range(n_after):
                 a = <object>seq[j]
                 t = type(a)
-                if t is self.handle_type:
-                    p = slot(a, self.off_dag)
-                    if p == NULL or <object>p is not dag:
+                if t is Handle or t is self.handle_type:
+                    index = self._index_in(a, dag)
+                    if index == _DECLINE:
                         return None
-                    p = slot(a, self.off_index)
-                    if p == NULL:
-                        return None
-                    after_idx[j] = <object>p
+                    after_idx[j] = <int>index
                 elif t is str and a and not _default_like(a):
                     idx = self.index_of.get(a)
                     after_idx[j] = -1 if idx is None else idx
@@ -305,7 +378,28 @@ cdef class Builder:
             if j < i:
                 memset(PyByteArray_AS_STRING(self.named) + j, 0, <size_t>(i - j))
             PyByteArray_AS_STRING(self.named)[i] = 1
-        return new2(self.handle_type, self.off_dag, dag, self.off_index, pyi)
+        return self._handle(dag, i)
+
+    cdef inline Py_ssize_t _index_in(self, object a, object dag) except? -1:
+        # The index of handle *a* when it is of *dag* and fits a C int, else
+        # _DECLINE. The twin's Handle (with the compiled builder only when
+        # the package chose the twins at import) is read as a Python object.
+        cdef object of
+        cdef Py_ssize_t index
+        if type(a) is Handle:
+            of = (<Handle>a)._dag
+            index = (<Handle>a)._index
+        else:
+            of = a._dag
+            index = a._index
+        if of is not dag or not _INT_MIN <= index <= _INT_MAX:
+            return _DECLINE
+        return index
+
+    cdef inline object _handle(self, object dag, Py_ssize_t i):
+        if self.handle_type is Handle:
+            return _new_handle(dag, i)
+        return self.handle_type(dag, i)
 
     def targets(self, Py_ssize_t n):
         """The task of each edge of tasks ``0..n-1`` (see the function ``targets``)."""
@@ -323,8 +417,7 @@ cdef class Builder:
         cdef int zero = 0
         cdef int end
         cdef object t, one
-        cdef PyObject* p
-        cdef object handle_type = self.handle_type
+        cdef Py_ssize_t index
         cdef object default_options = self.default_options
         cdef list fns = self.fns, args = self.args, opts = self.opts
         for item in iterable:
@@ -333,12 +426,12 @@ cdef class Builder:
             if fn is not self.checked_fn or (self.default_like and i in self.default_like):
                 out.append(add(fn, item))
                 continue
-            if t is handle_type:
-                p = slot(item, self.off_dag)
-                if p == NULL or <object>p is not dag or slot(item, self.off_index) == NULL:
+            if t is Handle or t is self.handle_type:
+                index = self._index_in(item, dag)
+                if index == _DECLINE:
                     out.append(add(fn, item))
                     continue
-                data[0] = <object>slot(item, self.off_index)
+                data[0] = <int>index
                 lo = len(self.src)
                 fns.append(fn)
                 args.append(1)
@@ -359,7 +452,7 @@ cdef class Builder:
             else:
                 out.append(add(fn, item))
                 continue
-            out.append(new2(handle_type, self.off_dag, dag, self.off_index, i))
+            out.append(self._handle(dag, i))
         return out
 
 

@@ -2,7 +2,7 @@
 # Graph and RunState and call their C-level methods without Python overhead.
 
 cimport cython
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 
 @cython.final
@@ -12,12 +12,19 @@ cdef class Graph:
     cdef int* _child
     cdef int* _par_off
     cdef int* _par
+    # Set when the parents are the caller's arrays, shared (offsets= form):
+    # _par_off and _par then point into them, re-read by _sync before use.
+    cdef object _shared_off
+    cdef object _shared_par
+    cdef bint _borrowed
 
     cdef int _build(self, int n, const int* s, const int* d, Py_ssize_t e) except -1
     cdef int _build_ascending(
         self, int n, const int* s, const int* d, Py_ssize_t e, int* off, int* fill
     ) except -1
     cdef Py_ssize_t _check(self, object node) except -1
+    cdef int _from_offsets(self, object n, object sources, object offsets) except -1
+    cdef int _sync(self) except -1
     cdef int* _acyclic_order(self) except NULL
     cdef int _kahn(self, int* order) noexcept nogil
 
@@ -30,7 +37,7 @@ cdef class RunState:
     cdef uint8_t* _all_done
     cdef int* _count
     cdef uint8_t* _state
-    cdef int64_t* _seq
+    cdef int32_t* _seq
     cdef int64_t _next_seq
     cdef int* _heap
     cdef int* _queue
@@ -46,6 +53,7 @@ cdef class RunState:
 
     cdef inline bint _before(self, int a, int b) noexcept
     cdef int _make_ready(self, int v) except -1
+    cdef int _renumber(self) except -1
     cdef int _grow_queue(self) except -1
     cdef inline int _take(self) noexcept
     cdef int _push(self, int v) except -1

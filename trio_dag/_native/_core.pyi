@@ -24,7 +24,19 @@ class Graph:
     At most 2**31 - 2 nodes and 2**31 - 1 edges given (ValueError past them).
     """
 
-    def __init__(self, n: int, sources: Iterable[int], targets: Iterable[int]) -> None: ...
+    def __init__(
+        self,
+        n: int,
+        sources: Iterable[int],
+        targets: Iterable[int] | None = None,
+        *,
+        offsets: Iterable[int] | None = None,
+    ) -> None:
+        """Edges ``sources[i] -> targets[i]``; or, with *offsets* (n + 1 or more
+        entries, from 0, non-decreasing) instead of *targets*, node v's parents are
+        ``sources[offsets[v]:offsets[v + 1]]``. In that form the compiled core
+        reads the two ``array('i')`` in place when each group ascends strictly:
+        they must then only ever be appended to."""
     @property
     def n(self) -> int: ...
     @property

@@ -14,7 +14,7 @@ from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
 from operator import index as _index
@@ -36,6 +36,19 @@ from trio_dag._native._shared import (
 
 cdef array _INT_TEMPLATE = array("i")
 cdef array _DOUBLE_TEMPLATE = array("d")
+
+# The seq past which RunState renumbers its nodes' (the top of an int32);
+# lowered by tests only, through _set_seq_max.
+cdef int64_t _seq_max = 2147483647
+
+
+def _set_seq_max(value):
+    """Set the seq at which a RunState renumbers (tests); returns the old one."""
+    global _seq_max
+    old = _seq_max
+    _seq_max = value
+    return old
+
 
 cdef uint8_t C_PENDING = PENDING
 cdef uint8_t C_READY = READY
@@ -68,6 +81,7 @@ cdef array _int_result(const int* data, Py_ssize_t count):
 
 
 @cython.final
+@cython.no_gc  # it holds only the two shared arrays, exact array('i'): no cycle
 cdef class Graph:
     """An immutable graph in CSR form (children and parents), built in O(n + e).
 
@@ -82,7 +96,14 @@ cdef class Graph:
 
     # __cinit__, not __init__: it runs exactly once, so no call can leave
     # the arrays out of step with _n (a second __init__ could).
-    def __cinit__(self, n, sources, targets):
+    def __cinit__(self, n, sources, targets=None, *, offsets=None):
+        if offsets is not None:
+            if targets is not None:
+                raise TypeError("give targets or offsets, not both")
+            self._from_offsets(n, sources, offsets)
+            return
+        if targets is None:
+            raise TypeError("Graph() needs targets, or offsets=")
         n = check_n(n)
         cdef array src = int_array(sources, "sources")
         cdef array dst = int_array(targets, "targets")
@@ -220,11 +241,94 @@ cdef class Graph:
         self._n = n
         return 0
 
+    cdef int _from_offsets(self, object n_, object sources, object offsets) except -1:
+        # Node v's parents are sources[offsets[v]:offsets[v + 1]], as a DAG
+        # records its edges. When each group ascends strictly (no duplicate
+        # edge), they are the parents as they are: the graph keeps the two
+        # arrays and reads them in place instead of a copy (the DAG only
+        # appends to them, so the first offsets[n] sources never change;
+        # an append may move the buffer, so _sync re-reads the pointers
+        # before each use). Otherwise the edges are built as in the other form.
+        cdef int n = check_n(n_)
+        cdef array src = int_array(sources, "sources")
+        cdef array off = int_array(offsets, "offsets")
+        if type(src) is not array:
+            src = array("i", src)
+        if type(off) is not array:
+            off = array("i", off)
+        if len(off) < n + 1:
+            raise ValueError(f"offsets must have at least n + 1 ({n + 1}) entries, got {len(off)}")
+        cdef int* o = off.data.as_ints
+        cdef int* s = src.data.as_ints
+        cdef Py_ssize_t e, j
+        cdef int v, p
+        cdef bint ascending = True
+        if o[0] != 0:
+            raise ValueError(f"offsets must start at 0, got {o[0]}")
+        for v in range(n):
+            if o[v + 1] < o[v]:
+                raise ValueError(f"offsets must not decrease, but entry {v + 1} is below entry {v}")
+        e = o[n]
+        if e > len(src):
+            raise ValueError(f"offsets end at {e}, past the {len(src)} sources")
+        check_edge_count(e)
+        for v in range(n):
+            for j in range(o[v], o[v + 1]):
+                if not 0 <= s[j] < n:
+                    raise ValueError(
+                        f"edge {j} ({s[j]} -> {v}) names node {s[j]}, but the graph has {n} nodes"
+                    )
+                if j > o[v] and s[j] <= s[j - 1]:
+                    ascending = False
+        cdef array dst
+        if not ascending:
+            dst = _targets(off, n)
+            self._build(n, s, dst.data.as_ints, e)
+            return 0
+        cdef int* fill = <int*>_alloc(n, sizeof(int))
+        try:
+            self._child_off = <int*>_zeros(n + 1, sizeof(int))
+            self._child = <int*>_alloc(e, sizeof(int))
+            with nogil:
+                for j in range(e):
+                    self._child_off[s[j] + 1] += 1
+                for p in range(n):
+                    self._child_off[p + 1] += self._child_off[p]
+                memcpy(fill, self._child_off, <size_t>n * sizeof(int))
+                for v in range(n):
+                    for j in range(o[v], o[v + 1]):
+                        p = s[j]
+                        self._child[fill[p]] = v
+                        fill[p] += 1
+        finally:
+            PyMem_RawFree(fill)
+        self._shared_off = off
+        self._shared_par = src
+        self._borrowed = True
+        self._n = n
+        self._sync()
+        return 0
+
+    cdef int _sync(self) except -1:
+        # The shared arrays' buffers, where they are now (see _from_offsets).
+        # They only grow, but for DAG.map undoing a failed call: a graph built
+        # in the meantime must not read past them.
+        cdef array off, par
+        if self._borrowed:
+            off = <array>self._shared_off
+            par = <array>self._shared_par
+            if len(off) < self._n + 1 or len(par) < off.data.as_ints[self._n]:
+                raise RuntimeError("the edges this graph was built from have been removed")
+            self._par_off = off.data.as_ints
+            self._par = par.data.as_ints
+        return 0
+
     def __dealloc__(self):
         PyMem_RawFree(self._child_off)
         PyMem_RawFree(self._child)
-        PyMem_RawFree(self._par_off)
-        PyMem_RawFree(self._par)
+        if not self._borrowed:  # (the GC may have cleared the shared arrays' fields)
+            PyMem_RawFree(self._par_off)
+            PyMem_RawFree(self._par)
 
     @property
     def n(self):
@@ -258,11 +362,13 @@ cdef class Graph:
     def parents(self, node_):
         """The nodes *node* depends on, ascending."""
         cdef Py_ssize_t node = self._check(node_)
+        self._sync()
         return [self._par[j] for j in range(self._par_off[node], self._par_off[node + 1])]
 
     def indegree(self, node_):
         """How many distinct parents *node* has."""
         cdef Py_ssize_t node = self._check(node_)
+        self._sync()
         return self._par_off[node + 1] - self._par_off[node]
 
     def outdegree(self, node_):
@@ -299,6 +405,7 @@ cdef class Graph:
     cdef int* _acyclic_order(self) except NULL:
         cdef int* order = <int*>_alloc(self._n, sizeof(int))
         cdef int got
+        self._sync()
         with nogil:
             got = self._kahn(order)
         if got != self._n:
@@ -321,6 +428,7 @@ cdef class Graph:
         cdef int* pos = NULL
         cdef uint8_t* left = NULL
         try:
+            self._sync()
             with nogil:
                 got = self._kahn(order)
             if got < 0:
@@ -426,6 +534,7 @@ cdef class Graph:
                     mark[t] = 1
                     stack[top] = <int>t
                     top += 1
+            self._sync()
             with nogil:
                 while top:
                     top -= 1
@@ -494,7 +603,7 @@ cdef class RunState:
             for node in g.ancestors(targets):
                 self._state[<int>node] = C_PENDING
         self._count = <int*>_alloc(n, sizeof(int))
-        self._seq = <int64_t*>_zeros(n, sizeof(int64_t))
+        self._seq = <int32_t*>_zeros(n, sizeof(int32_t))
         if keys is None:
             self._q_cap = 1
             while self._q_cap < n and self._q_cap < 1024:
@@ -505,6 +614,7 @@ cdef class RunState:
             self._heap_cap = n if n < 1024 else 1024
         self._heap = <int*>_alloc(self._heap_cap, sizeof(int))
         self._total = n
+        g._sync()
         for v in range(n):
             self._count[v] = g._par_off[v + 1] - g._par_off[v]
             if self._state[v] == C_EXCLUDED:
@@ -529,8 +639,11 @@ cdef class RunState:
 
     cdef int _make_ready(self, int v) except -1:
         cdef int64_t seq = self._next_seq
+        if seq >= _seq_max:
+            self._renumber()
+            seq = self._next_seq
         self._next_seq = seq + 1
-        self._seq[v] = -seq if self._lifo else seq
+        self._seq[v] = <int32_t>(-seq if self._lifo else seq)
         if self._queue == NULL:
             return self._push(v)
         # Its seq is past every queued node's: it joins the ring's tail.
@@ -540,6 +653,19 @@ cdef class RunState:
         self._q_len += 1
         self._state[v] = C_READY
         self._ready += 1
+        return 0
+
+    cdef int _renumber(self) except -1:
+        # A node's seq is an int32 (4 bytes a node less): once 2**31 - 1 nodes
+        # have become ready in one run (retries count), every node's seq is
+        # renumbered 0..n-1 in its order, so every comparison stays as it was
+        # and the next seq is past (with lifo: below) them all.
+        cdef Py_ssize_t n = self._graph._n, rank
+        cdef list values = [self._seq[v] for v in range(n)]
+        cdef list order = sorted(range(n), key=values.__getitem__)
+        for rank in range(n):
+            self._seq[<Py_ssize_t>order[rank]] = <int32_t>(rank - n if self._lifo else rank)
+        self._next_seq = n + 1 if self._lifo else n
         return 0
 
     cdef int _grow_queue(self) except -1:
@@ -806,3 +932,17 @@ cdef class RunState:
                 if self._count[c] == 0 and self._state[c] == C_PENDING:
                     self._make_ready(c)
         return gone
+
+
+cdef array _targets(array off, Py_ssize_t n):
+    # The target of each edge of nodes 0..n-1: v for each of off[v]:off[v+1]
+    # (n < len(off), checked by the caller).
+    cdef int* o = off.data.as_ints
+    cdef array out = clone(_INT_TEMPLATE, o[n], False)
+    cdef int* t = out.data.as_ints
+    cdef Py_ssize_t i
+    cdef int e
+    for i in range(n):
+        for e in range(o[i], o[i + 1]):
+            t[e] = <int>i
+    return out

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from operator import index as _index
+from operator import sub
 
 # The twins share their constants and argument checks, so both say the
 # same thing about the same bad input.
@@ -91,6 +92,36 @@ def _out_of_range(n: int, src: array[int], dst: array[int]) -> ValueError:
     return ValueError(f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes")
 
 
+def _offset_targets(n: int, src: array[int], off: array[int]) -> array[int]:
+    """The target of each edge when node v's parents are ``src[off[v]:off[v + 1]]``.
+
+    Only the first ``off[n]`` sources are edges. The checks and errors of the
+    compiled core's offsets form; a source out of range is the constructor's
+    (the same error, for the first such edge).
+    """
+    if len(off) < n + 1:
+        raise ValueError(f"offsets must have at least n + 1 ({n + 1}) entries, got {len(off)}")
+    if off[0] != 0:
+        raise ValueError(f"offsets must start at 0, got {off[0]}")
+    counts = list(map(sub, off[1 : n + 1], off))
+    if counts and min(counts) < 0:
+        v = next(v for v, count in enumerate(counts) if count < 0)
+        raise ValueError(f"offsets must not decrease, but entry {v + 1} is below entry {v}")
+    e = off[n]
+    if e > len(src):
+        raise ValueError(f"offsets end at {e}, past the {len(src)} sources")
+    check_edge_count(e)
+    dst = array("i")
+    extend = dst.extend
+    one = array("i", [0])
+    # array * count repeats in C: the fastest way to write count copies of v.
+    for v, count in enumerate(counts):
+        if count:
+            one[0] = v
+            extend(one * count)
+    return dst
+
+
 def _zeros(values: list[int]) -> Iterator[int]:
     """The indices of the zeros in *values*, ascending, each found at C speed."""
     i = -1
@@ -130,10 +161,28 @@ class Graph:
 
     __slots__ = ("_child", "_child_off", "_forward", "_indegree", "_n", "_par", "_par_off")
 
-    def __init__(self, n: int, sources: Iterable[int], targets: Iterable[int]) -> None:
-        n = check_n(n)
-        src = int_array(sources, "sources")
-        dst = int_array(targets, "targets")
+    def __init__(
+        self,
+        n: int,
+        sources: Iterable[int],
+        targets: Iterable[int] | None = None,
+        *,
+        offsets: Iterable[int] | None = None,
+    ) -> None:
+        if offsets is not None:
+            if targets is not None:
+                raise TypeError("give targets or offsets, not both")
+            n = check_n(n)
+            src = int_array(sources, "sources")
+            dst = _offset_targets(n, src, int_array(offsets, "offsets"))
+            if len(src) > len(dst):
+                src = src[: len(dst)]
+        elif targets is None:
+            raise TypeError("Graph() needs targets, or offsets=")
+        else:
+            n = check_n(n)
+            src = int_array(sources, "sources")
+            dst = int_array(targets, "targets")
         if len(src) != len(dst):
             raise ValueError(
                 f"sources and targets must have the same length, got {len(src)} and {len(dst)}"

@@ -22,10 +22,9 @@ import types
 from array import array as _array
 
 from trio_dag._bodies import ASYNC, kind_of
-from trio_dag._dependencies import AFTER
 import trio
 
-from trio_dag._native._shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
+from trio_dag._native._shared import AFTER, CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 
 
 cdef extern from "Python.h":
@@ -60,6 +59,7 @@ cdef int C_CHECKPOINT = CHECKPOINT
 cdef int C_FAIRNESS = FAIRNESS_EVERY
 cdef int C_ASYNC = ASYNC
 cdef int C_AFTER = AFTER
+cdef int64_t _END_MAX = 2147483647
 
 
 cdef inline int _check_slot(list slot) except -1:
@@ -157,8 +157,10 @@ cdef class Loop:
         self.end = _array("d", [float("nan")]) * n
         self.attempts = _array("i", [0]) * n
         # The order in which tasks' last attempts ended: ties on the clock are
-        # common, and the critical path needs to know which ended last.
-        self.end_order = _array("q", [0]) * n
+        # common, and the critical path needs to know which ended last. Only
+        # the order counts: int32 (4 bytes a task less than the twin's int64),
+        # renumbered in order on the rare run that ends 2**31 - 1 attempts.
+        self.end_order = _array("i", [0]) * n
         self.extra = []
         self.kinds = {}
 
@@ -223,10 +225,22 @@ cdef class Loop:
 
     cdef inline int _ended(self, Py_ssize_t v, double began, double now, int retries) except -1:
         self.end.data.as_doubles[v] = now
+        if self.ends >= _END_MAX:
+            self._renumber_ends()
         self.ends += 1
-        (<int64_t*>self.end_order.data.as_voidptr)[v] = self.ends
+        self.end_order.data.as_ints[v] = <int>self.ends
         if retries:
             self.extra.append((v, self.attempts.data.as_ints[v], began, now))
+        return 0
+
+    cdef int _renumber_ends(self) except -1:
+        # 1, 2, ... in the order the tasks ended, so the next end is past them.
+        cdef int* order = self.end_order.data.as_ints
+        cdef Py_ssize_t v, k = 0
+        for v in sorted([v for v in range(self._n) if order[v]], key=self.end_order.__getitem__):
+            k += 1
+            order[v] = <int>k
+        self.ends = k
         return 0
 
     cpdef int begin_batch(self, Py_ssize_t v, double began, bint first) except -1:

@@ -102,3 +102,9 @@ def int_array(values: Iterable[int], what: str) -> array[int]:
 
 # Types of plain values: never searched for handles (see trio_dag._dependencies).
 PLAIN_TYPES: Final = (str, int, float, bool, bytes, type(None), complex)
+
+
+# Kinds of edge, in a DAG's pos column: >= 0 is the position of a top-level
+# positional handle; these two mark the others (see trio_dag._dependencies).
+NESTED: Final = -1  # a handle in kwargs or inside a container
+AFTER: Final = -2  # an after= edge: order only, no output passed
