@@ -8,6 +8,7 @@ loop binds a plain async task, the engine's general path binds an inline or
 from __future__ import annotations
 
 import ast
+import pickle
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -296,3 +297,15 @@ def test_map_undoing_its_tasks_forgets_the_positions_of_those_added_meanwhile() 
     assert dag._where == {}
     mixed = dag.add(record, a, 2)
     assert dag._where == {mixed.index: (0,)}
+
+
+def test_a_pickled_dag_keeps_and_extends_its_stored_positions() -> None:
+    dag = trio_dag.DAG()
+    a = dag.add(give, "A")
+    dag.add(record, a, "x", name="mixed")
+    copy_ = pickle.loads(pickle.dumps(dag))
+    assert copy_._where == {1: (0,)}
+    later = copy_.add(record, 1, copy_["mixed"], after=next(iter(copy_)))
+    assert copy_._where == {1: (0,), 2: (1,)} and dag._where == {1: (0,)}
+    report = trio_dag.run_sync(copy_)
+    assert report[later] == ((1, (("A", "x"), {})), {})
