@@ -37,7 +37,7 @@ def recorded(dag: DAG) -> tuple[Any, ...]:
         list(dag._opts),
         dict(dag._kwargs),
         dag._src.tolist(),
-        dag._pos.tolist(),
+        dict(dag._where),
         dict(dag._paths),
         dag._batched.tolist(),
     )

@@ -246,7 +246,7 @@ class Subject:
             {i: self.plain(kw) for i, kw in dag._kwargs.items()},
             dag._off.tolist(),
             dag._src.tolist(),
-            dag._pos.tolist(),
+            dict(dag._where),
             dict(dag._paths),
             dict(dag._index_of),
             bytes(dag._named).rstrip(b"\0"),

@@ -56,7 +56,7 @@ def state(dag: DAG) -> tuple[Any, ...]:
         dict(dag._kwargs),
         dag._off.tolist(),
         dag._src.tolist(),
-        dag._pos.tolist(),
+        dict(dag._where),
         dict(dag._paths),
         bytes(dag._named),
         dict(dag._index_of),

@@ -8,6 +8,7 @@ loop binds a plain async task, the engine's general path binds an inline or
 from __future__ import annotations
 
 import ast
+import pickle
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -168,7 +169,7 @@ def test_columns_are_a_frozen_declared_type_shared_with_the_dag() -> None:
         "kwargs",
         "off",
         "src",
-        "pos",
+        "where",
         "paths",
     ]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -245,3 +246,66 @@ def test_snapshot_is_built_from_what_the_dag_passes_in() -> None:
     with pytest.raises(trio_dag.UnknownDependencyError) as info:
         snap.index("frist")
     assert "first" in str(info.value)
+
+
+async def test_edge_positions_are_stored_only_for_tasks_mixing_handles_and_values(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # A task's arguments all handles (args holds their count), all plain
+    # values, or nested (paths) imply where its data edges' handles sit;
+    # only one mixing handles and values keeps positions, in where.
+    dag = trio_dag.DAG()
+    a = dag.add(give, "A")
+    b = dag.add(give, "B")
+    handles = dag.add(record, a, b, after=["x"])
+    plain = dag.add(record, 1, 2, after=[a])
+    mixed = dag.add(record, 1, b, 2, a, after=[a, "x"])
+    nested = dag.add(record, [a], b, after=b)
+    mapped = dag.map(record, [a, 5])
+    dag.add(give, "X", name="x")
+    assert dag._where == {mixed.index: (1, 3)}
+    with trio.fail_after(5):
+        report = await trio_dag.run(dag)
+    assert report[handles] == (("A", "B"), {})
+    assert report[plain] == ((1, 2), {})
+    assert report[mixed] == ((1, "B", 2, "A"), {})
+    assert report[nested] == ((["A"], "B"), {})
+    assert [report[h] for h in mapped] == [(("A",), {}), ((5,), {})]
+    # Data and after= edges keep their kinds in the exports: an edge is
+    # order-only when no handle passes output along it.
+    edges = {(dst, src): only for src, dst, only in dag._export()[1]}
+    x = dag["x"].index
+    assert edges[(handles.index, x)] and not edges[(handles.index, a.index)]
+    assert edges[(plain.index, a.index)]
+    assert not edges[(mixed.index, a.index)] and not edges[(mixed.index, b.index)]
+    assert edges[(mixed.index, x)]
+    assert not edges[(nested.index, b.index)] and not edges[(nested.index, a.index)]
+
+
+def test_map_undoing_its_tasks_forgets_the_positions_of_those_added_meanwhile() -> None:
+    dag = trio_dag.DAG()
+    a = dag.add(give, "A")
+
+    def items() -> Any:
+        yield a
+        dag.add(record, 1, a)  # the iterable adds a task of mixed arguments
+        raise ValueError("items ran out")
+
+    with pytest.raises(ValueError, match="items ran out"):
+        dag.map(record, items())
+    assert len(dag) == 1
+    assert dag._where == {}
+    mixed = dag.add(record, a, 2)
+    assert dag._where == {mixed.index: (0,)}
+
+
+def test_a_pickled_dag_keeps_and_extends_its_stored_positions() -> None:
+    dag = trio_dag.DAG()
+    a = dag.add(give, "A")
+    dag.add(record, a, "x", name="mixed")
+    copy_ = pickle.loads(pickle.dumps(dag))
+    assert copy_._where == {1: (0,)}
+    later = copy_.add(record, 1, copy_["mixed"], after=next(iter(copy_)))
+    assert copy_._where == {1: (0,), 2: (1,)} and dag._where == {1: (0,)}
+    report = trio_dag.run_sync(copy_)
+    assert report[later] == ((1, (("A", "x"), {})), {})

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
 from . import _native
 from ._batching import Batched
-from ._dependencies import AFTER, copy_kwargs, scan, scan_after
+from ._dependencies import copy_kwargs, scan, scan_after
 from ._errors import CycleError, ForeignHandleError, UnknownDependencyError
 from ._export import render_dot, render_mermaid
 from ._handle import Handle
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["DAG"]
 
 T = TypeVar("T")
-
-# array('i') of positions 0..k-1, shared for the usual small k.
-_FIRST: Final = tuple(array("i", range(k)) for k in range(64))
 
 
 @final
@@ -89,10 +86,16 @@ class DAG:
     # - _opts[i]: its TaskOptions (one shared default instance).
     # - _kwargs: {i: kwargs} (a private copy) for tasks that have some.
     # - Edges of task i are _off[i]:_off[i + 1] of _src (the dependency, -1
-    #   for an after= name not yet resolved) and _pos (a position, NESTED or
-    #   AFTER); the edge's target, i, is not stored (freezing spells the
-    #   targets out from _off). Data edges come first, in the order the
-    #   handles were found, then after= edges.
+    #   for an after= name not yet resolved); the edge's target, i, is not
+    #   stored (freezing spells the targets out from _off). Data edges come
+    #   first, in the order the handles were found, then after= edges. How
+    #   many are data edges, and where their handles sit, is stored only
+    #   where _args does not say it: _args[i] an int k: the first k edges,
+    #   positions 0..k-1; i in _paths: one data edge per path; i in _where:
+    #   one per position; else (a tuple of plain values) none.
+    # - _where: {i: positions} for tasks whose positional arguments mix
+    #   handles and plain values (and hold no handle in a container or
+    #   kwargs): the position among the arguments of each data edge's handle.
     # - _paths: {i: paths} for tasks with a handle in kwargs or inside a
     #   container: one path per data edge, (0, position, key, ...) into the
     #   arguments or (1, name, key, ...) into kwargs.
@@ -131,10 +134,10 @@ class DAG:
         "_opts",
         "_paths",
         "_pending",
-        "_pos",
         "_runs",
         "_snapshot",
         "_src",
+        "_where",
         "_with_notes",
         "_with_uses",
     )
@@ -146,7 +149,7 @@ class DAG:
         self._kwargs: dict[int, dict[str, Any]] = {}
         self._off = array("i", [0])
         self._src = array("i")
-        self._pos = array("i")
+        self._where: dict[int, tuple[int, ...]] = {}
         self._paths: dict[int, tuple[tuple[Any, ...], ...]] = {}
         self._index_of: dict[str, int] = {}
         self._named = bytearray()
@@ -172,7 +175,7 @@ class DAG:
             self._opts,
             self._off,
             self._src,
-            self._pos,
+            self._where,
             self._index_of,
             self._named,
             self._pending,
@@ -181,7 +184,6 @@ class DAG:
             DEFAULT_OPTIONS,
             _OPTION_DEFAULTS,
             _NO_AFTER,
-            AFTER,
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -638,7 +640,9 @@ class DAG:
     ) -> None:
         """Append a checked task to every column; nothing here can fail.
 
-        *pos* None means the data edges are positions ``0..len(data)-1``.
+        *pos* None means the data edges are positions ``0..len(data)-1``;
+        only a task whose arguments mix handles and plain values (*stored* a
+        tuple, no *paths*) keeps *pos*, in ``_where``.
         """
         i = len(self._fns)
         if type(fn) is Batched:
@@ -649,10 +653,9 @@ class DAG:
         src = self._src
         if data:
             src.fromlist(data)
-            if pos is not None:
-                self._pos.fromlist(pos)
-            else:
-                self._pos.extend(_FIRST[len(data)] if len(data) < 64 else range(len(data)))
+            if paths is None and type(stored) is not int:
+                assert pos is not None
+                self._where[i] = tuple(pos)
         if after_items:
             for a in after_items:
                 if isinstance(a, str):
@@ -660,7 +663,6 @@ class DAG:
                     src.append(-1)
                 else:
                     src.append(a)
-            self._pos.fromlist([AFTER] * len(after_items))
         self._off.append(len(src))
         if opts is not DEFAULT_OPTIONS or kw or paths or name is not None:
             if kw:
@@ -680,12 +682,12 @@ class DAG:
         """Forget every task from index *n* on (map() undoing a partly done call)."""
         end = self._off[n]
         del self._fns[n:], self._args[n:], self._opts[n:], self._off[n + 1 :]
-        del self._src[end:], self._pos[end:]
+        del self._src[end:]
         del self._all_done[bisect.bisect_left(self._all_done, n) :]
         del self._batched[bisect.bisect_left(self._batched, n) :]
         del self._with_uses[bisect.bisect_left(self._with_uses, n) :]
         del self._with_notes[bisect.bisect_left(self._with_notes, n) :]
-        for table in (self._kwargs, self._paths):
+        for table in (self._kwargs, self._paths, self._where):
             for k in [k for k in table if k >= n]:
                 del table[k]
         if len(self._named) > n:
@@ -877,6 +879,13 @@ class DAG:
     def _edges(self, i: int) -> range:
         return range(self._off[i], self._off[i + 1])
 
+    def _data_count(self, i: int) -> int:
+        """How many of task *i*'s edges are data edges (its first ones; see the columns)."""
+        stored = self._args[i]
+        if type(stored) is int:
+            return stored
+        return len(self._paths.get(i) or self._where.get(i) or ())
+
     # --- runs ----------------------------------------------------------------
 
     @contextmanager
@@ -926,7 +935,7 @@ class DAG:
             self._kwargs,
             self._off,
             self._src,
-            self._pos,
+            self._where,
             self._paths,
         )
         snapshot = self._snapshot = Snapshot(
@@ -994,11 +1003,11 @@ class DAG:
         if self._pending:
             self._resolve_pending()
         src = self._src
-        pos = self._pos
+        off = self._off
         tasks = [(self._name(i), self._opts[i].tags) for i in range(len(self._fns))]
         edges: list[tuple[int, int, bool]] = []
         for i in range(len(self._fns)):
-            data = {src[e] for e in self._edges(i) if pos[e] != AFTER}
+            data = set(src[off[i] : off[i] + self._data_count(i)])
             every = data.union([src[e] for e in self._edges(i)])
             edges.extend((j, i, j not in data) for j in sorted(every))
         return tasks, edges

@@ -2,7 +2,8 @@
 
 ``scan`` finds the handles among a task's positional arguments, its kwargs
 and the lists, tuples and dicts inside them, and says where each one sits: a
-position in ``DAG._pos`` (or ``NESTED``), plus, for nested ones, a path in
+position among the positional arguments (or ``NESTED``; ``DAG._where`` keeps
+the positions when handles and values mix), plus, for nested ones, a path in
 ``DAG._paths``. A path is ``(0, position, key, ...)`` into the positional
 arguments or ``(1, name, key, ...)`` into the kwargs. ``scan_after`` checks
 ``after=``, whose edges pass no output (``AFTER``). At run time ``rebuild``
@@ -42,10 +43,11 @@ _UNORDERED: Final = (set, frozenset, deque)
 # Common types of plain values: no need to ask isinstance(_SEARCHED).
 _PLAIN: Final = frozenset({str, int, float, bool, bytes, type(None), complex})
 
-# Kinds of edge, in DAG._pos: >= 0 is the position of a top-level positional
-# handle; NESTED (-1: a handle in kwargs or inside a container, see
-# DAG._paths) and AFTER (-2: an after= edge, order only) mark the others.
-# Defined in _native._shared, which the compiled loop reads them from.
+# Kinds of edge, as scan reports them: >= 0 is the position of a top-level
+# positional handle; NESTED (-1: a handle in kwargs or inside a container, see
+# DAG._paths) and AFTER (-2: an after= edge, order only) mark the others. The
+# DAG stores none of them per edge (see the columns in DAG). Defined in
+# _native._shared.
 
 _LEAVE: Final = object()  # marks the end of a container in _scan_nested
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import attrs
 
-from ._dependencies import AFTER, rebuild
+from ._dependencies import rebuild
 from ._errors import UnknownDependencyError
 from ._handle import Handle
 
@@ -51,12 +51,18 @@ class Columns:
       handle, their count ``k`` (then ``src[off[i]:off[i]+k]`` are the tasks).
     - ``kwargs``: task -> its keyword arguments, for tasks that have any.
     - ``off``: ``array('i')``, ``n+1`` entries: task *i*'s edges are
-      ``off[i]:off[i+1]``, data edges first.
+      ``off[i]:off[i+1]``, data edges first, then ``after=`` edges.
     - ``src``: ``array('i')``, the task each edge comes from.
-    - ``pos``: ``array('i')``, where each data edge's handle sits among the
-      positional arguments (``NESTED`` when a path in ``paths`` says),
-      ``AFTER`` for an ``after=`` edge.
-    - ``paths``: task -> the paths of its nested handles (see ``rebuild``).
+    - ``where``: task -> the position among the positional arguments of
+      each data edge's handle, only for tasks whose arguments mix handles
+      and plain values (and hold none in a container or kwargs).
+    - ``paths``: task -> the paths of its handles, one per data edge, for
+      tasks with a handle in a container or kwargs (see ``rebuild``).
+
+    So task *i* has ``args[i]`` data edges when that is an int, else
+    ``len(paths[i])`` or ``len(where[i])``, else none: a task whose
+    positional arguments are a tuple and that is in neither table passes
+    no output (its edges, if any, are ``after=`` ones).
     """
 
     fns: list[Callable[..., Any]]
@@ -65,7 +71,7 @@ class Columns:
     kwargs: dict[int, dict[str, Any]]
     off: array[int]
     src: array[int]
-    pos: array[int]
+    where: dict[int, tuple[int, ...]]
     paths: dict[int, tuple[tuple[Any, ...], ...]]
 
     def bind(self, i: int, outputs: Sequence[Any]) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
@@ -87,17 +93,13 @@ class Columns:
         if type(args) is int:
             return tuple([outputs[j] for j in src[lo : lo + args]]), kwargs
         args = cast(tuple[Any, ...], args)
-        hi = self.off[i + 1]
-        pos = self.pos
-        if lo == hi or pos[lo] == AFTER:
-            return args, kwargs
         paths = self.paths.get(i)
         if paths is None:
+            where = self.where.get(i)
+            if where is None:
+                return args, kwargs
             bound = list(args)
-            for e in range(lo, hi):
-                p = pos[e]
-                if p < 0:
-                    break
+            for e, p in enumerate(where, lo):
                 bound[p] = outputs[src[e]]
             return tuple(bound), kwargs
         values = [outputs[src[e]] for e in range(lo, lo + len(paths))]

@@ -24,7 +24,7 @@ class Builder:
         opts: list[Any],
         off: array[int],
         src: array[int],
-        pos: array[int],
+        where: dict[int, tuple[int, ...]],
         index_of: dict[str, int],
         named: bytearray,
         pending: dict[int, tuple[int, str]],
@@ -33,7 +33,6 @@ class Builder:
         default_options: object,
         defaults: Iterable[object],
         no_after: object,
-        after_code: int,
     ) -> None: ...
     def add(
         self,

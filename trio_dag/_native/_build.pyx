@@ -64,22 +64,8 @@ cdef extern from *:
         Py_SET_SIZE(a, want);
         return 0;
     }
-
-    /* Append the int v, n times. */
-    static int trio_dag_push_repeat(PyObject *op, int v, Py_ssize_t n) {
-        int buf[64];
-        Py_ssize_t k, m;
-        for (k = 0; k < n && k < 64; k++) buf[k] = v;
-        while (n > 0) {
-            m = n < 64 ? n : 64;
-            if (trio_dag_push(op, buf, m) < 0) return -1;
-            n -= m;
-        }
-        return 0;
-    }
     """
     int push "trio_dag_push"(object a, const int* values, Py_ssize_t n) except -1
-    int push_repeat "trio_dag_push_repeat"(object a, int v, Py_ssize_t n) except -1
 
 
 cdef extern from "Python.h":
@@ -219,26 +205,25 @@ cdef class Builder:
     """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
 
     cdef list fns, args, opts
-    cdef object off, src, pos
-    cdef dict index_of, pending
+    cdef object off, src
+    cdef dict where, index_of, pending
     cdef object named  # bytearray
     cdef set default_like
     cdef object default_options, no_after
     cdef tuple defaults
     cdef object handle_type  # this module's Handle, or the twin's (read as Python objects)
-    cdef int after_code
     cdef public object checked_fn
 
     def __init__(
-        self, fns, args, opts, off, src, pos, index_of, named, pending, default_like,
-        handle_type, default_options, defaults, no_after, after_code,
+        self, fns, args, opts, off, src, where, index_of, named, pending, default_like,
+        handle_type, default_options, defaults, no_after,
     ):
         self.fns = fns
         self.args = args
         self.opts = opts
         self.off = off
         self.src = src
-        self.pos = pos
+        self.where = where
         self.index_of = index_of
         self.named = named
         self.pending = pending
@@ -249,7 +234,6 @@ cdef class Builder:
         if len(self.defaults) != 11:
             raise ValueError("defaults holds the 11 option defaults of DAG.add")
         self.no_after = no_after
-        self.after_code = after_code
         self.checked_fn = None
 
     def add(
@@ -363,13 +347,14 @@ cdef class Builder:
         self.opts.append(self.default_options)
         if nd:
             push(self.src, data, nd)
-            push(self.pos, where, nd)
+            if plain:
+                # Positions are kept only where args does not imply them.
+                self.where[pyi] = tuple([where[j] for j in range(nd)])
         if n_after:
             for j in range(n_after):
                 if after_idx[j] < 0:
                     self.pending[lo + nd + j] = (pyi, items[j])
             push(self.src, after_idx, n_after)
-            push_repeat(self.pos, self.after_code, n_after)
         end = <int>(lo + nd + n_after)
         push(self.off, &end, 1)
         if name is not None:
@@ -414,7 +399,6 @@ cdef class Builder:
         cdef list out = []
         cdef Py_ssize_t i, lo
         cdef int data[1]
-        cdef int zero = 0
         cdef int end
         cdef object t, one
         cdef Py_ssize_t index
@@ -437,7 +421,6 @@ cdef class Builder:
                 args.append(1)
                 opts.append(default_options)
                 push(self.src, data, 1)
-                push(self.pos, &zero, 1)
                 end = <int>(lo + 1)
                 push(self.off, &end, 1)
             elif t in _PLAIN:

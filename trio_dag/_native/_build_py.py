@@ -39,7 +39,6 @@ class Builder:
     """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
 
     __slots__ = (
-        "after_code",
         "args",
         "checked_fn",
         "default_like",
@@ -53,8 +52,8 @@ class Builder:
         "off",
         "opts",
         "pending",
-        "pos",
         "src",
+        "where",
     )
 
     def __init__(
@@ -64,7 +63,7 @@ class Builder:
         opts: list[Any],
         off: array[int],
         src: array[int],
-        pos: array[int],
+        where: dict[int, tuple[int, ...]],
         index_of: dict[str, int],
         named: bytearray,
         pending: dict[int, tuple[int, str]],
@@ -73,14 +72,13 @@ class Builder:
         default_options: object,
         defaults: Iterable[object],
         no_after: object,
-        after_code: int,
     ) -> None:
         self.fns = fns
         self.args = args
         self.opts = opts
         self.off = off
         self.src = src
-        self.pos = pos
+        self.where = where
         self.index_of = index_of
         self.named = named
         self.pending = pending
@@ -91,7 +89,6 @@ class Builder:
         if len(self.defaults) != 11:
             raise ValueError("defaults holds the 11 option defaults of DAG.add")
         self.no_after = no_after
-        self.after_code = after_code
         self.checked_fn: object = None
 
     def add(
@@ -176,13 +173,13 @@ class Builder:
         self.opts.append(self.default_options)
         if data:
             src.fromlist(data)
-            self.pos.fromlist(where)
+            if plain:
+                self.where[i] = tuple(where)
         if after_idx:
             for j, idx in enumerate(after_idx):
                 if idx < 0:
                     self.pending[lo + len(data) + j] = (i, items[j])
             src.fromlist(after_idx)
-            self.pos.fromlist([self.after_code] * len(after_idx))
         self.off.append(lo + len(data) + len(after_idx))
         if name is not None:
             named = self.named
@@ -219,7 +216,6 @@ class Builder:
                 args.append(1)
                 opts.append(default_options)
                 src.append(item._index)
-                self.pos.append(0)
                 off.append(len(src))
             elif t in _PLAIN:
                 fns.append(fn)

@@ -24,7 +24,7 @@ from array import array as _array
 from trio_dag._bodies import ASYNC, kind_of
 import trio
 
-from trio_dag._native._shared import AFTER, CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
+from trio_dag._native._shared import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED
 
 
 cdef extern from "Python.h":
@@ -58,7 +58,6 @@ cdef int C_RAISED = RAISED
 cdef int C_CHECKPOINT = CHECKPOINT
 cdef int C_FAIRNESS = FAIRNESS_EVERY
 cdef int C_ASYNC = ASYNC
-cdef int C_AFTER = AFTER
 cdef int64_t _END_MAX = 2147483647
 
 
@@ -126,7 +125,8 @@ cdef class Loop:
     cdef dict _kwargs_of
     cdef array _off
     cdef array _src
-    cdef array _pos
+    cdef dict _where
+    cdef dict _paths
     cdef object _last_opts
     cdef bint _last_run_in_none
     cdef bint _last_simple
@@ -149,7 +149,8 @@ cdef class Loop:
         self._kwargs_of = cols.kwargs
         self._off = cols.off
         self._src = cols.src
-        self._pos = cols.pos
+        self._where = cols.where
+        self._paths = cols.paths
         self.now = now
         self.fast = fast
         self.outputs = [None] * n
@@ -316,12 +317,14 @@ cdef class Loop:
                 PyTuple_SET_ITEM(tup, j, item)
             self._kwargs = kw_of.get(v) if kw_of else None
             return tup
-        lo = self._off.data.as_ints[v]
-        if type(stored) is tuple and (
-            lo == self._off.data.as_ints[v + 1] or self._pos.data.as_ints[lo] == C_AFTER
+        if (
+            type(stored) is tuple
+            and not (self._where and v in self._where)
+            and not (self._paths and v in self._paths)
         ):
-            # No handle among the arguments (none, or only after= edges):
-            # the stored tuple itself, as Columns.bind gives it.
+            # No handle among the arguments (a task with handles mixed with
+            # values, or nested, is in where or paths): the stored tuple
+            # itself, as Columns.bind gives it.
             self._kwargs = kw_of.get(v) if kw_of else None
             return stored
         try:
