@@ -355,9 +355,12 @@ class Cache:
             self._local.db = db
         return db
 
-    def _check_open(self) -> None:
+    def _check_closed(self) -> None:
         if self._closed:
             raise CacheFileError(f"{self!r} is closed")
+
+    def _check_open(self) -> None:
+        self._check_closed()
         if self._writer.error is not None:
             raise CacheFileError(
                 f"{self!r} could not write: {self._writer.error!r}"

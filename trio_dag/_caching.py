@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ._cache import CacheEntry
+from ._cache import Cache, CacheEntry
 from ._keys import (
     Uncacheable,
     args_digest,
@@ -55,7 +55,8 @@ _NO_KWARGS: Final[Mapping[str, Any]] = {}
 
 
 def check_store(cache: object) -> None:
-    """Raise TypeError unless *cache* is None or has the CacheStore methods."""
+    """Raise TypeError unless *cache* is None or has the CacheStore methods,
+    CacheFileError if it is a closed :class:`Cache`."""
     if cache is None:
         return
     if not (callable(getattr(cache, "lookup", None)) and callable(getattr(cache, "store", None))):
@@ -63,6 +64,8 @@ def check_store(cache: object) -> None:
             "cache= must be a trio_dag.Cache, a trio_dag.MemoryCache or another object with "
             f"the CacheStore methods lookup(keys) and store(entries), not {type(cache).__name__}"
         )
+    if isinstance(cache, Cache):
+        cache._check_closed()
 
 
 class _Handles:
@@ -88,18 +91,30 @@ class RunCache:
     - ``not_cached``: ``(task, reason)`` of the tasks found uncacheable at
       the start, for their ``TaskNotCached`` events.
     - ``pending``: the entries not yet handed to the store.
+    - ``unstored``: ``(task, reason)`` of the tasks whose results the store
+      failed to keep, not told yet (the engine tells and clears it).
+
+    An ``Exception`` raised by the store never leaves the run: a failed
+    ``lookup`` runs its tasks uncached, a failed ``store`` or ``flush``
+    leaves their results unstored; each such task is named, with the
+    store's exception, in ``dropped`` or ``unstored``.
     """
 
     __slots__ = (
         "asks",
+        "closed",
         "digests",
         "hit",
         "keys",
         "not_cached",
         "parts",
         "pending",
+        "pending_tasks",
         "snap",
         "store",
+        "store_error",
+        "stored",
+        "unstored",
         "wants_digest",
     )
 
@@ -116,6 +131,12 @@ class RunCache:
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
         self.pending: list[tuple[bytes, CacheEntry]] = []
+        self.pending_tasks: list[int] = []  # the task of each pending entry
+        self.stored: list[int] = []  # the tasks whose entries the store took (a flush may fail)
+        self.unstored: list[tuple[int, str]] = []
+        self.closed = False
+        # Why the store failed, once it has: what comes next is not handed to it.
+        self.store_error: str | None = None
         self.not_cached: list[tuple[int, str]] = []
         in_run = None if members is None else set(members)
         cols = snap.columns
@@ -202,7 +223,12 @@ class RunCache:
                 asking.append(v)
         if not keys:
             return [], dropped
-        found = self.store.lookup(keys)
+        try:
+            found = self.store.lookup(keys)
+        except Exception as exc:
+            why = f"the cache's lookup raised {_named(exc)}"
+            dropped += [(v, why) for v in asking]
+            return [], dropped
         hits: list[int] = []
         for v, key in zip(asking, keys, strict=True):
             entry = found.get(key)
@@ -232,6 +258,7 @@ class RunCache:
                 return exc.reason
             pending = self.pending
             pending.append((key, CacheEntry(digest, payload)))
+            self.pending_tasks.append(v)
             if len(pending) >= _STORE_EVERY:
                 self.store_pending()
             if self.wants_digest[v]:
@@ -244,14 +271,42 @@ class RunCache:
         return None
 
     def store_pending(self) -> None:
-        """Hand the queued entries to the store, in one call."""
+        """Hand the queued entries to the store, in one call.
+
+        When the store raises (now or before), their tasks go to ``unstored``.
+        """
         pending, self.pending = self.pending, []
-        if pending:
-            self.store.store(pending)
+        tasks, self.pending_tasks = self.pending_tasks, []
+        if not pending:
+            return
+        if self.store_error is None:
+            try:
+                self.store.store(pending)
+            except Exception as exc:
+                self.store_error = f"the cache's store raised {_named(exc)}"
+            else:
+                self.stored += tasks
+                return
+        why = self.store_error
+        assert why is not None
+        self.unstored += [(v, why) for v in tasks]
 
     def close(self) -> None:
-        """The run has ended: store what is queued, then flush the store if it can."""
+        """The run has ended: store what is queued, then flush the store if it can.
+
+        A flush that raises leaves unstored every task the store took this run.
+        """
+        self.closed = True
         self.store_pending()
         flush = getattr(self.store, "flush", None)
         if callable(flush):
-            flush()
+            try:
+                flush()
+            except Exception as exc:
+                why = f"the cache's flush raised {_named(exc)}"
+                self.unstored += [(v, why) for v in self.stored]
+        self.stored = []
+
+
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -235,6 +235,12 @@ class Engine:
                 if v >= 0:
                     self.workers += 1
                     nursery.start_soon(self._worker, v)
+            caching = self.caching
+            if caching is not None:
+                # Still in the run: what the store fails to keep is told.
+                caching.close()
+                if caching.unstored:
+                    self._tell_unstored()
         except BaseExceptionGroup as group:
             # A KeyboardInterrupt (a real Ctrl-C) goes to the task that called
             # run, here, and leaves the nursery inside its group: SPEC 3 wants
@@ -247,9 +253,11 @@ class Engine:
         finally:
             self.nursery = None
             self._finish()
-            if self.caching is not None:
-                # Also when the run raises: what finished is kept for the next run.
-                self.caching.close()
+            caching = self.caching
+            if caching is not None and not caching.closed:
+                # Also when the run raises: what finished is kept for the next
+                # run. A store that fails now has nobody to tell (the run raises).
+                caching.close()
         if self.fatal is not None:
             raise self.fatal
         if self.callback_error is not None:
@@ -463,6 +471,13 @@ class Engine:
         outputs = _Outcomes(self) if opts.trigger == "all_done" else self.outputs
         return self.snap.bind(v, outputs)  # type: ignore[arg-type]
 
+    def _tell_unstored(self) -> None:
+        """Tell the tasks whose results the store failed to keep."""
+        caching = self.caching
+        assert caching is not None
+        unstored, caching.unstored = caching.unstored, []
+        self._tell_not_cached(unstored)
+
     def _tell_not_cached(self, tasks: list[tuple[int, str]]) -> None:
         if self.on_event is not None or self.stream is not None:
             for v, reason in tasks:
@@ -488,6 +503,8 @@ class Engine:
         caching = self.caching
         if caching is not None and caching.pending:
             caching.store_pending()  # before the wait: a crash keeps what has ended
+            if caching.unstored:
+                self._tell_unstored()
         while self.idle or self.workers < self.cap:
             v = self._next()
             if v < 0:
@@ -755,6 +772,8 @@ class Engine:
             why = caching.returned(v, result)
             if why is not None:
                 self._tell_not_cached([(v, why)])
+            if caching.unstored:
+                self._tell_unstored()
         if self.retries:
             self._requeue_due()
         self.st.done(v)
