@@ -29,7 +29,9 @@ at four points, so that it holds no cache logic of its own:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping, Sequence
+from pickle import loads
 from typing import TYPE_CHECKING, Any, Final
 
 from ._cache import Cache, CacheEntry
@@ -38,9 +40,14 @@ from ._keys import (
     args_digest,
     decode_output,
     encode_output,
+    extra_tail,
     fingerprint,
+    flat_args_digest,
+    framed_digest,
+    key_head,
+    key_of,
     output_digest,
-    task_key,
+    slots_digest,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +59,8 @@ __all__ = ["RunCache", "check_store"]
 # Entries queued before they are handed to the store at once.
 _STORE_EVERY: Final = 256
 _NO_KWARGS: Final[Mapping[str, Any]] = {}
+_PICKLE: Final = b"\x80"  # how a payload that is a pickle alone starts (see _keys)
+_u64 = struct.Struct("<Q").pack
 
 
 def check_store(cache: object) -> None:
@@ -125,9 +134,12 @@ class RunCache:
         self.asks = bytearray(n)
         self.hit = bytearray(n)
         self.wants_digest = bytearray(n)
+        # Output digests, as keys lay them out (length-prefixed), of the
+        # tasks with cached dependents.
         self.digests: list[bytes | None] = [None] * n
-        # Per cached task: its fingerprint, its arguments' digest, its dependencies in slot order.
-        self.parts: dict[int, tuple[bytes, bytes, tuple[int, ...]]] = {}
+        # Per cached task: what its key starts with (fingerprint, version=,
+        # arguments' digest, dependency count) and its dependencies in slot order.
+        self.parts: dict[int, tuple[bytes, Sequence[int]]] = {}
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
         self.pending: list[tuple[bytes, CacheEntry]] = []
@@ -138,33 +150,76 @@ class RunCache:
         # Why the store failed, once it has: what comes next is not handed to it.
         self.store_error: str | None = None
         self.not_cached: list[tuple[int, str]] = []
+        self._hash_tasks(snap, members)
+
+    def _hash_tasks(self, snap: Snapshot, members: Sequence[int] | None) -> None:
+        """Fill ``parts``, ``asks``, ``wants_digest`` and ``not_cached``: one
+        pass over the cached tasks, work shared between tasks of one function
+        and between tasks whose arguments are only handles."""
         in_run = None if members is None else set(members)
         cols = snap.columns
-        opts = cols.opts
+        opts, fns, stored_args = cols.opts, cols.fns, cols.args
+        kwargs, paths, off, src = cols.kwargs, cols.paths, cols.off, cols.src
         handles = _Handles(snap)
+        parts = self.parts
+        asks = self.asks
+        wants = self.wants_digest
+        heads: dict[tuple[int, str | None], bytes] = {}  # (id(fn), version): key_head
+        by_slots: dict[Any, bytes] = {}  # slots of an all-handle tuple: its digest
         for i in snap.with_notes:
-            if not opts[i].cache or (in_run is not None and i not in in_run):
+            o = opts[i]
+            if not o.cache or (in_run is not None and i not in in_run):
                 continue
-            stored = cols.args[i]
-            if type(stored) is tuple and i not in cols.kwargs and i not in cols.paths:
-                # The common case: the stored arguments hold the handles themselves.
-                args, kwargs = stored, _NO_KWARGS
-            else:
-                try:
-                    args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
-                except RuntimeError:
-                    continue  # its arguments changed after add: the task fails as it starts
+            fn = fns[i]
+            head = heads.get((id(fn), o.version))
             try:
-                fp = fingerprint(snap.fn(i))
-                digest = args_digest(args, kwargs)
+                if head is None:
+                    head = heads[id(fn), o.version] = key_head(fingerprint(fn), o.version)
+                stored = stored_args[i]
+                deps: Sequence[int]
+                if type(stored) is int and i not in kwargs:
+                    # Only handles: the digest depends on the slots alone.
+                    lo = off[i]
+                    deps = src[lo : lo + stored]
+                    if len(set(deps)) == stored:
+                        slots: Any = stored
+                    else:
+                        deps = list(dict.fromkeys(deps))
+                        slots = tuple(deps.index(j) for j in src[lo : lo + stored])
+                    digest = by_slots.get(slots)
+                    if digest is None:
+                        digest = by_slots[slots] = slots_digest(
+                            range(stored) if type(slots) is int else slots
+                        )
+                else:
+                    flat = None
+                    if type(stored) is tuple and i not in kwargs and i not in paths:
+                        flat = flat_args_digest(stored)
+                    if flat is not None:
+                        digest, deps = flat
+                    else:
+                        digest, deps = self._args_digest(snap, i, handles)
             except Uncacheable as exc:
                 self.not_cached.append((i, exc.reason))
                 continue
-            deps = tuple(h._index for h in digest.handles)
-            self.parts[i] = (fp, digest.digest, deps)
-            self.asks[i] = 1
+            except RuntimeError:
+                continue  # its arguments changed after add: the task fails as it starts
+            parts[i] = (head + digest + _u64(len(deps)), deps)
+            asks[i] = 1
             for j in deps:
-                self.wants_digest[j] = 1
+                wants[j] = 1
+
+    @staticmethod
+    def _args_digest(snap: Snapshot, i: int, handles: _Handles) -> tuple[bytes, list[int]]:
+        """Task *i*'s arguments' digest and dependencies, the general way."""
+        stored = snap.columns.args[i]
+        if type(stored) is tuple and i not in snap.columns.kwargs and i not in snap.columns.paths:
+            # The stored arguments hold the handles themselves.
+            args, kwargs = stored, _NO_KWARGS
+        else:
+            args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
+        digest = args_digest(args, kwargs)
+        return digest.digest, [h._index for h in digest.handles]
 
     @property
     def asked(self) -> int:
@@ -187,13 +242,15 @@ class RunCache:
         snap = self.snap
         opts = snap.columns.opts
         digests = self.digests
+        parts = self.parts
+        asks = self.asks
         keys: list[bytes] = []
         asking: list[int] = []
         dropped: list[tuple[int, str]] = []
         for v in tasks:
-            self.asks[v] = 0
-            fp, args, deps = self.parts[v]
-            dep_digests: list[bytes] = []
+            asks[v] = 0
+            head, deps = parts[v]
+            body = [head]
             for j in deps:
                 d = digests[j]
                 if d is None:
@@ -205,21 +262,22 @@ class RunCache:
                         )
                     )
                     break
-                dep_digests.append(d)
+                body.append(d)
             else:
                 o = opts[v]
-                extra = None
-                try:
-                    if o.cache is not True:
+                if o.cache is True:
+                    body.append(b"0")
+                else:
+                    try:
                         a, kw = bind(v)
-                        extra = o.cache(*a, **kw)  # type: ignore[operator]
-                    keys.append(task_key(fp, o.version, args, dep_digests, extra))
-                except Uncacheable as exc:
-                    dropped.append((v, exc.reason))
-                    continue
-                except Exception as exc:
-                    dropped.append((v, f"its cache= function raised {type(exc).__name__}: {exc}"))
-                    continue
+                        body.append(extra_tail(o.cache(*a, **kw)))  # type: ignore[operator]
+                    except Uncacheable as exc:
+                        dropped.append((v, exc.reason))
+                        continue
+                    except Exception as exc:
+                        dropped.append((v, f"its cache= function raised {_named(exc)}"))
+                        continue
+                keys.append(key_of(b"".join(body)))
                 asking.append(v)
         if not keys:
             return [], dropped
@@ -230,18 +288,24 @@ class RunCache:
             dropped += [(v, why) for v in asking]
             return [], dropped
         hits: list[int] = []
+        if not found:
+            self.keys.update(zip(asking, keys, strict=True))
+            return hits, dropped
+        wants = self.wants_digest
+        hit = self.hit
         for v, key in zip(asking, keys, strict=True):
             entry = found.get(key)
             if entry is not None:
+                payload = entry.payload
                 try:
-                    value = decode_output(entry.payload)
+                    value = loads(payload) if payload[:1] == _PICKLE else decode_output(payload)
                 except Exception:  # a payload this process cannot load: run it again
-                    entry = None
+                    pass
                 else:
                     outputs[v] = value
-                    if self.wants_digest[v]:
-                        digests[v] = entry.digest
-                    self.hit[v] = 1
+                    if wants[v]:
+                        digests[v] = framed_digest(entry.digest)
+                    hit[v] = 1
                     hits.append(v)
                     continue
             self.keys[v] = key
@@ -262,10 +326,10 @@ class RunCache:
             if len(pending) >= _STORE_EVERY:
                 self.store_pending()
             if self.wants_digest[v]:
-                self.digests[v] = digest
+                self.digests[v] = framed_digest(digest)
         elif self.wants_digest[v]:
             try:
-                self.digests[v] = output_digest(result)
+                self.digests[v] = framed_digest(output_digest(result))
             except Uncacheable:
                 pass  # its cached dependents run uncached, and say why
         return None
