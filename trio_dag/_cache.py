@@ -370,24 +370,29 @@ class Cache:
         """The entries of the *keys* this cache holds, stored entries not yet
         committed included. Each hit marks its entry as used now (to the
         hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
+        return {k: CacheEntry(d, p) for k, (d, p) in self._lookup_pairs(keys).items()}
+
+    def _lookup_pairs(self, keys: Sequence[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
+        """:meth:`lookup`, each entry as ``(digest, payload)``: what a run reads."""
         self._check_open()
         db = self._reader()
-        found: dict[bytes, CacheEntry] = {}
+        found: dict[bytes, tuple[bytes, bytes]] = {}
         pending = self._pending
         if pending:
             for k in keys:
                 e = pending.get(k)
                 if e is not None:
-                    found[k] = e
+                    found[k] = (e.digest, e.payload)
         wanted = set(keys)
         now = time.time()
         stale = now - USE_GRANULARITY
         touched = []
+        from_bytes = int.from_bytes
         for start in range(0, len(keys), _CHUNK):
-            ids = [_id(k) for k in keys[start : start + _CHUNK]]
-            for k, digest, payload, used in db.execute(_select(len(ids)), ids):
+            ids = [from_bytes(k[:8], "little", signed=True) for k in keys[start : start + _CHUNK]]
+            for k, digest, payload, used in db.execute(_select(len(ids)), ids).fetchall():
                 if k in wanted and k not in found:
-                    found[k] = CacheEntry(digest, payload)
+                    found[k] = (digest, payload)
                     if used < stale:
                         touched.append(k)
         self._hits += len(found)

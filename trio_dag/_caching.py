@@ -40,6 +40,7 @@ from ._keys import (
     args_digest,
     decode_output,
     encode_output,
+    encode_small,
     extra_tail,
     fingerprint,
     flat_args_digest,
@@ -281,8 +282,11 @@ class RunCache:
                 asking.append(v)
         if not keys:
             return [], dropped
+        store = self.store
         try:
-            found = self.store.lookup(keys)
+            # The SQLite cache gives (digest, payload) pairs: no CacheEntry made per hit.
+            pairs = type(store) is Cache
+            found: Mapping[bytes, Any] = store._lookup_pairs(keys) if pairs else store.lookup(keys)
         except Exception as exc:
             why = f"the cache's lookup raised {_named(exc)}"
             dropped += [(v, why) for v in asking]
@@ -296,7 +300,7 @@ class RunCache:
         for v, key in zip(asking, keys, strict=True):
             entry = found.get(key)
             if entry is not None:
-                payload = entry.payload
+                digest, payload = entry if pairs else (entry.digest, entry.payload)
                 try:
                     value = loads(payload) if payload[:1] == _PICKLE else decode_output(payload)
                 except Exception:  # a payload this process cannot load: run it again
@@ -304,7 +308,7 @@ class RunCache:
                 else:
                     outputs[v] = value
                     if wants[v]:
-                        digests[v] = framed_digest(entry.digest)
+                        digests[v] = framed_digest(digest)
                     hit[v] = 1
                     hits.append(v)
                     continue
@@ -316,10 +320,13 @@ class RunCache:
         digest if a dependent needs it. Return why it cannot be stored, or None."""
         key = self.keys.pop(v, None) if self.keys else None
         if key is not None:
-            try:
-                digest, payload = encode_output(result)
-            except Uncacheable as exc:
-                return exc.reason
+            encoded = encode_small(result)
+            if encoded is None:
+                try:
+                    encoded = encode_output(result)
+                except Uncacheable as exc:
+                    return exc.reason
+            digest, payload = encoded
             pending = self.pending
             pending.append((key, CacheEntry(digest, payload)))
             self.pending_tasks.append(v)

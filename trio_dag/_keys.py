@@ -123,8 +123,24 @@ class Uncacheable(Exception):
         self.reason = reason
 
 
+# One blake2b per personalisation, copied for each hash: a copy costs less
+# than making one (its parameters parsed and its state set up).
+_TEMPLATES: dict[bytes, Any] = {}
+
+
 def _hasher(person: bytes, data: Any = b"") -> Any:
-    return hashlib.blake2b(data, digest_size=DIGEST_SIZE, person=person)
+    template = _TEMPLATES.get(person)
+    if template is None:
+        template = _TEMPLATES[person] = hashlib.blake2b(digest_size=DIGEST_SIZE, person=person)
+    h = template.copy()
+    if data:
+        h.update(data)
+    return h
+
+
+_ARGS_HASH: Final = _hasher(b"trio_dag.args")
+_KEY_HASH: Final = _hasher(b"trio_dag.key")
+_OUTPUT_HASH: Final = _hasher(b"trio_dag.output")
 
 
 def _type_id(cls: type) -> bytes:
@@ -453,7 +469,9 @@ def flat_args_digest(args: tuple[Any, ...]) -> tuple[bytes, list[int]] | None:
         else:
             return None
     add(_ARGS_TAIL)
-    return bytes(_hasher(b"trio_dag.args", b"".join(parts)).digest()), deps
+    h = _ARGS_HASH.copy()
+    h.update(b"".join(parts))
+    return h.digest(), deps
 
 
 def key_head(fingerprint: bytes, version: str | None) -> bytes:
@@ -481,7 +499,9 @@ def extra_tail(extra: object) -> bytes:
 
 def key_of(body: bytes) -> bytes:
     """The key whose layout (see :func:`task_key`) is *body*."""
-    return bytes(_hasher(b"trio_dag.key", body).digest())
+    h = _KEY_HASH.copy()
+    h.update(body)
+    return h.digest()  # type: ignore[no-any-return]
 
 
 # --- fingerprints -----------------------------------------------------------
@@ -675,6 +695,21 @@ def _digest(data: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
 def output_digest(value: object) -> bytes:
     """The digest of an output's protocol-5 pickle; raise :class:`Uncacheable`."""
     return _digest(*_pickled(value))
+
+
+def encode_small(value: object) -> tuple[bytes, bytes] | None:
+    """:func:`encode_output` of an output with no out-of-band buffer, the
+    common case, in fewer steps; None for any other (call encode_output)."""
+    buffers: list[Any] = []
+    try:
+        data = pickle.dumps(value, 5, buffer_callback=buffers.append)
+    except Exception:
+        return None
+    if buffers:
+        return None
+    h = _OUTPUT_HASH.copy()
+    h.update(data)
+    return h.digest(), data
 
 
 def encode_output(value: object) -> tuple[bytes, bytes]:
