@@ -167,15 +167,19 @@ class RunCache:
         wants = self.wants_digest
         heads: dict[tuple[int, str | None], bytes] = {}  # (id(fn), version): key_head
         by_slots: dict[Any, bytes] = {}  # slots of an all-handle tuple: its digest
+        last_opts = last_fn = head = None  # most tasks share both with the task before
+        pack = _u64
         for i in snap.with_notes:
             o = opts[i]
             if not o.cache or (in_run is not None and i not in in_run):
                 continue
             fn = fns[i]
-            head = heads.get((id(fn), o.version))
             try:
-                if head is None:
-                    head = heads[id(fn), o.version] = key_head(fingerprint(fn), o.version)
+                if o is not last_opts or fn is not last_fn or head is None:
+                    last_opts, last_fn = o, fn
+                    head = heads.get((id(fn), o.version))  # None while fingerprint raises
+                    if head is None:
+                        head = heads[id(fn), o.version] = key_head(fingerprint(fn), o.version)
                 stored = stored_args[i]
                 deps: Sequence[int]
                 if type(stored) is int and i not in kwargs:
@@ -205,7 +209,7 @@ class RunCache:
                 continue
             except RuntimeError:
                 continue  # its arguments changed after add: the task fails as it starts
-            parts[i] = (head + digest + _u64(len(deps)), deps)
+            parts[i] = (head + digest + pack(len(deps)), deps)
             asks[i] = 1
             for j in deps:
                 wants[j] = 1
@@ -248,10 +252,12 @@ class RunCache:
         keys: list[bytes] = []
         asking: list[int] = []
         dropped: list[tuple[int, str]] = []
+        hash_key = key_of
         for v in tasks:
             asks[v] = 0
             head, deps = parts[v]
             body = [head]
+            add = body.append
             for j in deps:
                 d = digests[j]
                 if d is None:
@@ -263,11 +269,11 @@ class RunCache:
                         )
                     )
                     break
-                body.append(d)
+                add(d)
             else:
                 o = opts[v]
                 if o.cache is True:
-                    body.append(b"0")
+                    add(b"0")
                 else:
                     try:
                         a, kw = bind(v)
@@ -278,7 +284,7 @@ class RunCache:
                     except Exception as exc:
                         dropped.append((v, f"its cache= function raised {_named(exc)}"))
                         continue
-                keys.append(key_of(b"".join(body)))
+                keys.append(hash_key(b"".join(body)))
                 asking.append(v)
         if not keys:
             return [], dropped
@@ -297,8 +303,10 @@ class RunCache:
             return hits, dropped
         wants = self.wants_digest
         hit = self.hit
+        pack = _u64
+        get = found.get
         for v, key in zip(asking, keys, strict=True):
-            entry = found.get(key)
+            entry = get(key)
             if entry is not None:
                 digest, payload = entry if pairs else (entry.digest, entry.payload)
                 try:
@@ -308,7 +316,7 @@ class RunCache:
                 else:
                     outputs[v] = value
                     if wants[v]:
-                        digests[v] = framed_digest(digest)
+                        digests[v] = pack(len(digest)) + digest  # framed_digest
                     hit[v] = 1
                     hits.append(v)
                     continue
