@@ -535,6 +535,47 @@ async def test_a_cache_function_that_raises_runs_the_task_uncached(
     assert "FileNotFoundError" in told.reason
 
 
+async def test_a_run_without_listeners_caches_through_the_fast_loop(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # No listener, no limit: the fast loop runs the tasks, hands back each
+    # cached one for its lookup and tells the cache what the misses returned.
+    calls: list[int] = []
+
+    async def quick(x: int, *deps: int) -> int:
+        calls.append(x)
+        return x + sum(deps)
+
+    async def slow(x: int, *deps: int) -> int:
+        calls.append(x)
+        await trio.sleep(1)
+        return x + sum(deps)
+
+    def make() -> DAG:
+        dag = DAG()
+        a = dag.add(quick, 1, cache=True, name="a")
+        b = dag.add(slow, 2, a, cache=True, name="b")
+        c = dag.add(quick, 3, a, b, name="c")  # not cached, between cached ones
+        d = dag.add(quick, 4, c, cache=True, name="d")
+        dag.add(slow, 5, d, name="e")
+        dag.add(quick, 6, d, cache=True, name="f")
+        return dag
+
+    cache = Store()
+    with trio.fail_after(100):
+        first = await trio_dag.run(make(), cache=cache)
+    assert first.ok and first.cached == [] and sorted(calls) == [1, 2, 3, 4, 5, 6]
+    assert len(cache.entries) == 4 and cache.flushes == 1
+    calls.clear()
+    dag = make()
+    with trio.fail_after(100):
+        second = await trio_dag.run(dag, cache=cache)
+    check_run(dag, second)
+    assert [h.name for h in second.cached] == ["a", "b", "d", "f"]
+    assert sorted(calls) == [3, 5]  # c reran with the same output: d and f stay cached
+    assert [second[n] for n in "abcdef"] == [first[n] for n in "abcdef"] == [1, 3, 7, 11, 16, 17]
+
+
 # -- a store that raises --------------------------------------------------------------
 
 

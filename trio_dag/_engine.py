@@ -34,7 +34,7 @@ from ._batching import Batched
 from ._caching import RunCache
 from ._errors import CallbackError
 from ._events import _CURRENT, Event, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
-from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SUSPENDED, core
+from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED, core
 from ._policies import Strategy
 from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
@@ -192,17 +192,21 @@ class Engine:
         if cache is not None:
             self.caching = RunCache(snap, cache, members)
         # Tasks run through the fast loop unless the run needs per-task Python
-        # work around them (events, scopes, limiter, admission rules, cached
-        # tasks, whose lookups and stores the fast loop does not make).
+        # work around them (events, scopes, limiter, admission rules).
         fast = (
             self.admission.plain
             and self.limiter is None
             and self.scopes is None
             and on_event is None
             and stream is None
-            and (self.caching is None or not self.caching.parts)
         )
         self.loop = backend.loop.Loop(snap, self.st, trio.current_time, fast, self._spawn)
+        if fast and self.caching is not None and self.caching.parts:
+            # The loop hands back a cached task not looked up yet (the worker
+            # looks it up) and runs those that missed, telling the cache
+            # their outputs.
+            self.loop.unlooked = self.caching.asks
+            self.loop.on_return = self.caching.returned
         self.outputs = self.loop.outputs
         # Tasks of @batched functions run in batches, which the Batcher keeps.
         self.batcher: Batcher | None = None
@@ -573,7 +577,12 @@ class Engine:
                         self._spawn()
                         v = await self._drive(slot)
                         continue
-                    if why == CHECKPOINT:
+                    if why == SLOW and loop.unlooked is not None and loop.unlooked[v]:
+                        # A cached task the loop took: look it up (and the
+                        # other ready ones); a miss goes back to the loop.
+                        if self._look_up(v):
+                            v = self._next()
+                    elif why == CHECKPOINT:
                         await self._checkpoint(v)
                     else:
                         broke: Exception | None = None
