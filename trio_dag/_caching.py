@@ -29,6 +29,7 @@ at four points, so that it holds no cache logic of its own:
 
 from __future__ import annotations
 
+import gc
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from pickle import loads
@@ -151,7 +152,16 @@ class RunCache:
         # Why the store failed, once it has: what comes next is not handed to it.
         self.store_error: str | None = None
         self.not_cached: list[tuple[int, str]] = []
-        self._hash_tasks(snap, members)
+        # The cyclic GC would walk the whole heap again and again while a
+        # tuple is made per task (most of the time here, on a large DAG);
+        # what is made here forms no cycle, so it waits until the end.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._hash_tasks(snap, members)
+        finally:
+            if collecting:
+                gc.enable()
 
     def _hash_tasks(self, snap: Snapshot, members: Sequence[int] | None) -> None:
         """Fill ``parts``, ``asks``, ``wants_digest`` and ``not_cached``: one
