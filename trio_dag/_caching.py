@@ -199,7 +199,7 @@ class RunCache:
                     if len(set(deps)) == stored:
                         slots: Any = stored
                     else:
-                        deps = list(dict.fromkeys(deps))
+                        deps = tuple(dict.fromkeys(deps))
                         slots = tuple(deps.index(j) for j in src[lo : lo + stored])
                     digest = by_slots.get(slots)
                     if digest is None:
@@ -211,7 +211,8 @@ class RunCache:
                     if type(stored) is tuple and i not in kwargs and i not in paths:
                         flat = flat_args_digest(stored)
                     if flat is not None:
-                        digest, deps = flat
+                        # A tuple: the GC stops tracking a tuple of ints, never a list.
+                        digest, deps = flat[0], tuple(flat[1])
                     else:
                         digest, deps = self._args_digest(snap, i, handles)
             except Uncacheable as exc:
@@ -225,7 +226,7 @@ class RunCache:
                 wants[j] = 1
 
     @staticmethod
-    def _args_digest(snap: Snapshot, i: int, handles: _Handles) -> tuple[bytes, list[int]]:
+    def _args_digest(snap: Snapshot, i: int, handles: _Handles) -> tuple[bytes, tuple[int, ...]]:
         """Task *i*'s arguments' digest and dependencies, the general way."""
         stored = snap.columns.args[i]
         if type(stored) is tuple and i not in snap.columns.kwargs and i not in snap.columns.paths:
@@ -234,7 +235,7 @@ class RunCache:
         else:
             args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
         digest = args_digest(args, kwargs)
-        return digest.digest, [h._index for h in digest.handles]
+        return digest.digest, tuple(h._index for h in digest.handles)
 
     @property
     def asked(self) -> int:
