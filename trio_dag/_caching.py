@@ -25,6 +25,18 @@ at four points, so that it holds no cache logic of its own:
    one ``store`` call: when a worker is about to wait, every few hundred
    entries, and at the end of the run, after which ``flush()`` is called
    when the store has one. The run never closes the store.
+
+The work per task is done in bulk where it can be: one key head per
+function and ``version=``, one arguments' digest per slot pattern for tasks
+whose arguments are only handles, a flat tuple of scalars and handles hashed
+in one pass (``_keys.flat_args_digest``), a key one blake2b of precomputed
+parts. A run without listeners keeps the fast loop: the loop hands back a
+cached task not looked up yet (``asks`` is its ``unlooked``), the engine
+looks it up with the other ready ones, and the loop runs the misses and
+calls :meth:`RunCache.returned` for each output (its ``on_return``).
+
+An ``Exception`` of the store never leaves the run (see :class:`RunCache`):
+its tasks run uncached or their results go unstored, told by ``TaskNotCached``.
 """
 
 from __future__ import annotations
