@@ -509,3 +509,31 @@ def test_large_numpy_buffers_are_hashed_without_copies() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000
+
+
+def test_the_fast_argument_digests_match_args_digest() -> None:
+    from trio_dag._keys import flat_args_digest, slots_digest
+
+    dag = trio_dag.DAG()
+    a, b = dag.add(len, "a"), dag.add(len, "b")
+    for args in [
+        (),
+        (a,),
+        (a, b, a),
+        (1, "x", None, True, False, -(2**63), 2**63 - 1, a, "é" * 100, b),
+        tuple(dag.add(len, str(i)) for i in range(70)),
+    ]:
+        expected = args_digest(args, {})
+        got = flat_args_digest(args)
+        assert got is not None
+        assert got[0] == expected.digest
+        assert got[1] == [h.index for h in expected.handles]
+        slots = (
+            [expected.handles.index(h) for h in args]
+            if all(type(x) is trio_dag.Handle for x in args)
+            else None
+        )
+        if slots is not None:
+            assert slots_digest(slots) == expected.digest
+    for args in [(2**63,), ("x" * 300,), (1.0,), ([a],), (b"y",)]:
+        assert flat_args_digest(args) is None  # left to args_digest

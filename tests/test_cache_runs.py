@@ -535,6 +535,148 @@ async def test_a_cache_function_that_raises_runs_the_task_uncached(
     assert "FileNotFoundError" in told.reason
 
 
+async def test_a_run_without_listeners_caches_through_the_fast_loop(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # No listener, no limit: the fast loop runs the tasks, hands back each
+    # cached one for its lookup and tells the cache what the misses returned.
+    calls: list[int] = []
+
+    async def quick(x: int, *deps: int) -> int:
+        calls.append(x)
+        return x + sum(deps)
+
+    async def slow(x: int, *deps: int) -> int:
+        calls.append(x)
+        await trio.sleep(1)
+        return x + sum(deps)
+
+    def make() -> DAG:
+        dag = DAG()
+        a = dag.add(quick, 1, cache=True, name="a")
+        b = dag.add(slow, 2, a, cache=True, name="b")
+        c = dag.add(quick, 3, a, b, name="c")  # not cached, between cached ones
+        d = dag.add(quick, 4, c, cache=True, name="d")
+        dag.add(slow, 5, d, name="e")
+        dag.add(quick, 6, d, cache=True, name="f")
+        return dag
+
+    cache = Store()
+    with trio.fail_after(100):
+        first = await trio_dag.run(make(), cache=cache)
+    assert first.ok and first.cached == [] and sorted(calls) == [1, 2, 3, 4, 5, 6]
+    assert len(cache.entries) == 4 and cache.flushes == 1
+    calls.clear()
+    dag = make()
+    with trio.fail_after(100):
+        second = await trio_dag.run(dag, cache=cache)
+    check_run(dag, second)
+    assert [h.name for h in second.cached] == ["a", "b", "d", "f"]
+    assert sorted(calls) == [3, 5]  # c reran with the same output: d and f stay cached
+    assert [second[n] for n in "abcdef"] == [first[n] for n in "abcdef"] == [1, 3, 7, 11, 16, 17]
+
+
+# -- a store that raises --------------------------------------------------------------
+
+
+class Broken(Store):
+    """A Store whose methods named in *failing* raise OSError (or *error*)."""
+
+    def __init__(self, *failing: str, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.failing = set(failing)
+        self.error = error
+
+    def _fail(self, method: str) -> None:
+        if method in self.failing:
+            raise self.error or OSError(f"the disk is gone ({method})")
+
+    def lookup(self, keys: Any) -> dict[bytes, trio_dag.CacheEntry]:
+        self._fail("lookup")
+        return super().lookup(keys)
+
+    def store(self, entries: Any) -> None:
+        self._fail("store")
+        super().store(entries)
+
+    def flush(self) -> None:
+        self._fail("flush")
+        super().flush()
+
+
+def _store_error_dag() -> tuple[DAG, list[int]]:
+    calls: list[int] = []
+    dag = DAG()
+    a = dag.add(counted(double, calls), 1, cache=True, name="a")
+    b = dag.add(counted(double, calls), 2, name="b")
+    dag.add(counted(add, calls), a, b, cache=True, name="c")
+    return dag, calls
+
+
+@pytest.mark.parametrize("method", ["lookup", "store", "flush"])
+async def test_a_store_that_raises_never_fails_the_run(
+    dag_core: Any, autojump_clock: MockClock, method: str
+) -> None:
+    cache = Broken(method)
+    dag, calls = _store_error_dag()
+    report, events = await run(dag, cache)
+    assert report.ok and report.cached == [] and len(calls) == 3
+    assert report["c"] == 6
+    told = {e.task.name: e.reason for e in events.events if type(e) is TaskNotCached}
+    assert sorted(told) == ["a", "c"]  # b did not ask for the cache
+    for reason in told.values():
+        assert f"the cache's {method} raised OSError" in reason and "disk is gone" in reason
+    if method == "lookup":
+        assert cache.entries == {}  # a task that was not looked up is not stored either
+    else:
+        # Told once its result was not kept: after its TaskFinished.
+        names = [(e.task.name, type(e).__name__) for e in events.events]
+        assert names.index(("a", "TaskNotCached")) > names.index(("a", "TaskFinished"))
+    # Without listeners too; a store that works again caches the next run.
+    report = await trio_dag.run(dag, cache=cache)
+    # (This store kept what it took before its flush failed: those are hits.)
+    assert report.ok and len(calls) == (4 if method == "flush" else 6)
+    cache.failing.clear()
+    await trio_dag.run(dag, cache=cache)
+    report = await trio_dag.run(dag, cache=cache)
+    assert [h.name for h in report.cached] == ["a", "c"]
+
+
+async def test_a_store_that_fails_mid_run_tells_the_rest_unstored(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    class Once(Store):
+        def store(self, entries: Any) -> None:
+            if self.stores:
+                raise ValueError("full")
+            super().store(entries)
+
+    async def step(x: int) -> int:
+        await trio.sleep(1)  # a wait between tasks: each store call takes one entry
+        return x
+
+    cache = Once()
+    dag = DAG()
+    h = dag.add(step, 0, cache=True, name="t0")
+    for i in range(1, 4):
+        h = dag.add(step, h, cache=True, name=f"t{i}")
+    report, events = await run(dag, cache)
+    assert report.ok
+    told = [(e.task.name, e.reason) for e in events.events if type(e) is TaskNotCached]
+    assert [name for name, _ in told] == ["t1", "t2", "t3"]
+    assert all("the cache's store raised ValueError: full" in r for _, r in told)
+    assert len(cache.entries) == 1
+
+
+async def test_a_base_exception_from_the_store_propagates(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    for method in ("lookup", "store", "flush"):
+        dag, _ = _store_error_dag()
+        with pytest.raises(Stop), trio.fail_after(100):
+            await trio_dag.run(dag, cache=Broken(method, error=Stop()))
+
+
 # -- options, checks and warnings ----------------------------------------------------
 
 

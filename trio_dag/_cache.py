@@ -227,7 +227,22 @@ class _Flush:
 
 _STOP: Final = object()
 # Two keys of one id (a chance of 2**-64 a pair) keep the later one: an eviction.
-_INSERT: Final = "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)"
+_ROWS: Final = 4096  # rows an INSERT writes: 6 variables each, under SQLite's limit of 32766
+_INSERTS: dict[int, str] = {}
+
+
+def _insert(n: int) -> str:
+    """INSERT OR REPLACE of *n* rows in one statement; a later row of an id replaces an earlier."""
+    sql = _INSERTS.get(n)
+    if sql is None:
+        if len(_INSERTS) > 64:
+            _INSERTS.clear()
+        sql = _INSERTS[n] = "INSERT OR REPLACE INTO results VALUES " + ", ".join(
+            ["(?, ?, ?, ?, ?, ?)"] * n
+        )
+    return sql
+
+
 _TOUCH: Final = "UPDATE results SET used = ? WHERE id = ?"
 
 
@@ -286,13 +301,17 @@ class _Writer:
         now = time.time()
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                _INSERT,
-                sorted(  # in id order: neighbours in the B-tree are written together
-                    (_id(k), k, e.digest, e.payload, len(k) + len(e.digest) + len(e.payload), now)
-                    for k, e in rows
-                ),
+            # In id order: neighbours in the B-tree are written together.
+            ordered = sorted(
+                (_id(k), k, e.digest, e.payload, len(k) + len(e.digest) + len(e.payload), now)
+                for k, e in rows
             )
+            # Many rows a statement: sqlite3 lets go of the GIL at each step,
+            # and a step a row would hand the GIL to and fro with the event
+            # loop's thread once a row (the convoy effect), slowing it down.
+            for at in range(0, len(ordered), _ROWS):
+                chunk = ordered[at : at + _ROWS]
+                self.db.execute(_insert(len(chunk)), [x for row in chunk for x in row])
             self.db.executemany(_TOUCH, sorted((t, _id(k)) for k, t in touched.items()))
             self.db.execute("COMMIT")
         except BaseException as exc:
@@ -355,9 +374,12 @@ class Cache:
             self._local.db = db
         return db
 
-    def _check_open(self) -> None:
+    def _check_closed(self) -> None:
         if self._closed:
             raise CacheFileError(f"{self!r} is closed")
+
+    def _check_open(self) -> None:
+        self._check_closed()
         if self._writer.error is not None:
             raise CacheFileError(
                 f"{self!r} could not write: {self._writer.error!r}"
@@ -367,24 +389,29 @@ class Cache:
         """The entries of the *keys* this cache holds, stored entries not yet
         committed included. Each hit marks its entry as used now (to the
         hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
+        return {k: CacheEntry(d, p) for k, (d, p) in self._lookup_pairs(keys).items()}
+
+    def _lookup_pairs(self, keys: Sequence[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
+        """:meth:`lookup`, each entry as ``(digest, payload)``: what a run reads."""
         self._check_open()
         db = self._reader()
-        found: dict[bytes, CacheEntry] = {}
+        found: dict[bytes, tuple[bytes, bytes]] = {}
         pending = self._pending
         if pending:
             for k in keys:
                 e = pending.get(k)
                 if e is not None:
-                    found[k] = e
+                    found[k] = (e.digest, e.payload)
         wanted = set(keys)
         now = time.time()
         stale = now - USE_GRANULARITY
         touched = []
+        from_bytes = int.from_bytes
         for start in range(0, len(keys), _CHUNK):
-            ids = [_id(k) for k in keys[start : start + _CHUNK]]
-            for k, digest, payload, used in db.execute(_select(len(ids)), ids):
+            ids = [from_bytes(k[:8], "little", signed=True) for k in keys[start : start + _CHUNK]]
+            for k, digest, payload, used in db.execute(_select(len(ids)), ids).fetchall():
                 if k in wanted and k not in found:
-                    found[k] = CacheEntry(digest, payload)
+                    found[k] = (digest, payload)
                     if used < stale:
                         touched.append(k)
         self._hits += len(found)

@@ -25,22 +25,43 @@ at four points, so that it holds no cache logic of its own:
    one ``store`` call: when a worker is about to wait, every few hundred
    entries, and at the end of the run, after which ``flush()`` is called
    when the store has one. The run never closes the store.
+
+The work per task is done in bulk where it can be: one key head per
+function and ``version=``, one arguments' digest per slot pattern for tasks
+whose arguments are only handles, a flat tuple of scalars and handles hashed
+in one pass (``_keys.flat_args_digest``), a key one blake2b of precomputed
+parts. A run without listeners keeps the fast loop: the loop hands back a
+cached task not looked up yet (``asks`` is its ``unlooked``), the engine
+looks it up with the other ready ones, and the loop runs the misses and
+calls :meth:`RunCache.returned` for each output (its ``on_return``).
+
+An ``Exception`` of the store never leaves the run (see :class:`RunCache`):
+its tasks run uncached or their results go unstored, told by ``TaskNotCached``.
 """
 
 from __future__ import annotations
 
+import gc
+import struct
 from collections.abc import Callable, Mapping, Sequence
+from pickle import loads
 from typing import TYPE_CHECKING, Any, Final
 
-from ._cache import CacheEntry
+from ._cache import Cache, CacheEntry
 from ._keys import (
     Uncacheable,
     args_digest,
     decode_output,
     encode_output,
+    encode_small,
+    extra_tail,
     fingerprint,
+    flat_args_digest,
+    framed_digest,
+    key_head,
+    key_of,
     output_digest,
-    task_key,
+    slots_digest,
 )
 
 if TYPE_CHECKING:
@@ -52,10 +73,13 @@ __all__ = ["RunCache", "check_store"]
 # Entries queued before they are handed to the store at once.
 _STORE_EVERY: Final = 256
 _NO_KWARGS: Final[Mapping[str, Any]] = {}
+_PICKLE: Final = b"\x80"  # how a payload that is a pickle alone starts (see _keys)
+_u64 = struct.Struct("<Q").pack
 
 
 def check_store(cache: object) -> None:
-    """Raise TypeError unless *cache* is None or has the CacheStore methods."""
+    """Raise TypeError unless *cache* is None or has the CacheStore methods,
+    CacheFileError if it is a closed :class:`Cache`."""
     if cache is None:
         return
     if not (callable(getattr(cache, "lookup", None)) and callable(getattr(cache, "store", None))):
@@ -63,6 +87,8 @@ def check_store(cache: object) -> None:
             "cache= must be a trio_dag.Cache, a trio_dag.MemoryCache or another object with "
             f"the CacheStore methods lookup(keys) and store(entries), not {type(cache).__name__}"
         )
+    if isinstance(cache, Cache):
+        cache._check_closed()
 
 
 class _Handles:
@@ -88,18 +114,30 @@ class RunCache:
     - ``not_cached``: ``(task, reason)`` of the tasks found uncacheable at
       the start, for their ``TaskNotCached`` events.
     - ``pending``: the entries not yet handed to the store.
+    - ``unstored``: ``(task, reason)`` of the tasks whose results the store
+      failed to keep, not told yet (the engine tells and clears it).
+
+    An ``Exception`` raised by the store never leaves the run: a failed
+    ``lookup`` runs its tasks uncached, a failed ``store`` or ``flush``
+    leaves their results unstored; each such task is named, with the
+    store's exception, in ``dropped`` or ``unstored``.
     """
 
     __slots__ = (
         "asks",
+        "closed",
         "digests",
         "hit",
         "keys",
         "not_cached",
         "parts",
         "pending",
+        "pending_tasks",
         "snap",
         "store",
+        "store_error",
+        "stored",
+        "unstored",
         "wants_digest",
     )
 
@@ -110,40 +148,106 @@ class RunCache:
         self.asks = bytearray(n)
         self.hit = bytearray(n)
         self.wants_digest = bytearray(n)
+        # Output digests, as keys lay them out (length-prefixed), of the
+        # tasks with cached dependents.
         self.digests: list[bytes | None] = [None] * n
-        # Per cached task: its fingerprint, its arguments' digest, its dependencies in slot order.
-        self.parts: dict[int, tuple[bytes, bytes, tuple[int, ...]]] = {}
+        # Per cached task: what its key starts with (fingerprint, version=,
+        # arguments' digest, dependency count) and its dependencies in slot order.
+        self.parts: dict[int, tuple[bytes, Sequence[int]]] = {}
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
         self.pending: list[tuple[bytes, CacheEntry]] = []
+        self.pending_tasks: list[int] = []  # the task of each pending entry
+        self.stored: list[int] = []  # the tasks whose entries the store took (a flush may fail)
+        self.unstored: list[tuple[int, str]] = []
+        self.closed = False
+        # Why the store failed, once it has: what comes next is not handed to it.
+        self.store_error: str | None = None
         self.not_cached: list[tuple[int, str]] = []
+        # The cyclic GC would walk the whole heap again and again while a
+        # tuple is made per task (most of the time here, on a large DAG);
+        # what is made here forms no cycle, so it waits until the end.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._hash_tasks(snap, members)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _hash_tasks(self, snap: Snapshot, members: Sequence[int] | None) -> None:
+        """Fill ``parts``, ``asks``, ``wants_digest`` and ``not_cached``: one
+        pass over the cached tasks, work shared between tasks of one function
+        and between tasks whose arguments are only handles."""
         in_run = None if members is None else set(members)
         cols = snap.columns
-        opts = cols.opts
+        opts, fns, stored_args = cols.opts, cols.fns, cols.args
+        kwargs, paths, off, src = cols.kwargs, cols.paths, cols.off, cols.src
         handles = _Handles(snap)
+        parts = self.parts
+        asks = self.asks
+        wants = self.wants_digest
+        heads: dict[tuple[int, str | None], bytes] = {}  # (id(fn), version): key_head
+        by_slots: dict[Any, bytes] = {}  # slots of an all-handle tuple: its digest
+        last_opts = last_fn = head = None  # most tasks share both with the task before
+        pack = _u64
         for i in snap.with_notes:
-            if not opts[i].cache or (in_run is not None and i not in in_run):
+            o = opts[i]
+            if not o.cache or (in_run is not None and i not in in_run):
                 continue
-            stored = cols.args[i]
-            if type(stored) is tuple and i not in cols.kwargs and i not in cols.paths:
-                # The common case: the stored arguments hold the handles themselves.
-                args, kwargs = stored, _NO_KWARGS
-            else:
-                try:
-                    args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
-                except RuntimeError:
-                    continue  # its arguments changed after add: the task fails as it starts
+            fn = fns[i]
             try:
-                fp = fingerprint(snap.fn(i))
-                digest = args_digest(args, kwargs)
+                if o is not last_opts or fn is not last_fn or head is None:
+                    last_opts, last_fn = o, fn
+                    head = heads.get((id(fn), o.version))  # None while fingerprint raises
+                    if head is None:
+                        head = heads[id(fn), o.version] = key_head(fingerprint(fn), o.version)
+                stored = stored_args[i]
+                deps: Sequence[int]
+                if type(stored) is int and i not in kwargs:
+                    # Only handles: the digest depends on the slots alone.
+                    lo = off[i]
+                    deps = src[lo : lo + stored]
+                    if len(set(deps)) == stored:
+                        slots: Any = stored
+                    else:
+                        deps = tuple(dict.fromkeys(deps))
+                        slots = tuple(deps.index(j) for j in src[lo : lo + stored])
+                    digest = by_slots.get(slots)
+                    if digest is None:
+                        digest = by_slots[slots] = slots_digest(
+                            range(stored) if type(slots) is int else slots
+                        )
+                else:
+                    flat = None
+                    if type(stored) is tuple and i not in kwargs and i not in paths:
+                        flat = flat_args_digest(stored)
+                    if flat is not None:
+                        # A tuple: the GC stops tracking a tuple of ints, never a list.
+                        digest, deps = flat[0], tuple(flat[1])
+                    else:
+                        digest, deps = self._args_digest(snap, i, handles)
             except Uncacheable as exc:
                 self.not_cached.append((i, exc.reason))
                 continue
-            deps = tuple(h._index for h in digest.handles)
-            self.parts[i] = (fp, digest.digest, deps)
-            self.asks[i] = 1
+            except RuntimeError:
+                continue  # its arguments changed after add: the task fails as it starts
+            parts[i] = (head + digest + pack(len(deps)), deps)
+            asks[i] = 1
             for j in deps:
-                self.wants_digest[j] = 1
+                wants[j] = 1
+
+    @staticmethod
+    def _args_digest(snap: Snapshot, i: int, handles: _Handles) -> tuple[bytes, tuple[int, ...]]:
+        """Task *i*'s arguments' digest and dependencies, the general way."""
+        stored = snap.columns.args[i]
+        if type(stored) is tuple and i not in snap.columns.kwargs and i not in snap.columns.paths:
+            # The stored arguments hold the handles themselves.
+            args, kwargs = stored, _NO_KWARGS
+        else:
+            args, kwargs = snap.bind(i, handles)  # type: ignore[arg-type]
+        digest = args_digest(args, kwargs)
+        return digest.digest, tuple(h._index for h in digest.handles)
 
     @property
     def asked(self) -> int:
@@ -166,13 +270,17 @@ class RunCache:
         snap = self.snap
         opts = snap.columns.opts
         digests = self.digests
+        parts = self.parts
+        asks = self.asks
         keys: list[bytes] = []
         asking: list[int] = []
         dropped: list[tuple[int, str]] = []
+        hash_key = key_of
         for v in tasks:
-            self.asks[v] = 0
-            fp, args, deps = self.parts[v]
-            dep_digests: list[bytes] = []
+            asks[v] = 0
+            head, deps = parts[v]
+            body = [head]
+            add = body.append
             for j in deps:
                 d = digests[j]
                 if d is None:
@@ -184,38 +292,55 @@ class RunCache:
                         )
                     )
                     break
-                dep_digests.append(d)
+                add(d)
             else:
                 o = opts[v]
-                extra = None
-                try:
-                    if o.cache is not True:
+                if o.cache is True:
+                    add(b"0")
+                else:
+                    try:
                         a, kw = bind(v)
-                        extra = o.cache(*a, **kw)  # type: ignore[operator]
-                    keys.append(task_key(fp, o.version, args, dep_digests, extra))
-                except Uncacheable as exc:
-                    dropped.append((v, exc.reason))
-                    continue
-                except Exception as exc:
-                    dropped.append((v, f"its cache= function raised {type(exc).__name__}: {exc}"))
-                    continue
+                        body.append(extra_tail(o.cache(*a, **kw)))  # type: ignore[operator]
+                    except Uncacheable as exc:
+                        dropped.append((v, exc.reason))
+                        continue
+                    except Exception as exc:
+                        dropped.append((v, f"its cache= function raised {_named(exc)}"))
+                        continue
+                keys.append(hash_key(b"".join(body)))
                 asking.append(v)
         if not keys:
             return [], dropped
-        found = self.store.lookup(keys)
+        store = self.store
+        try:
+            # The SQLite cache gives (digest, payload) pairs: no CacheEntry made per hit.
+            pairs = type(store) is Cache
+            found: Mapping[bytes, Any] = store._lookup_pairs(keys) if pairs else store.lookup(keys)
+        except Exception as exc:
+            why = f"the cache's lookup raised {_named(exc)}"
+            dropped += [(v, why) for v in asking]
+            return [], dropped
         hits: list[int] = []
+        if not found:
+            self.keys.update(zip(asking, keys, strict=True))
+            return hits, dropped
+        wants = self.wants_digest
+        hit = self.hit
+        pack = _u64
+        get = found.get
         for v, key in zip(asking, keys, strict=True):
-            entry = found.get(key)
+            entry = get(key)
             if entry is not None:
+                digest, payload = entry if pairs else (entry.digest, entry.payload)
                 try:
-                    value = decode_output(entry.payload)
+                    value = loads(payload) if payload[:1] == _PICKLE else decode_output(payload)
                 except Exception:  # a payload this process cannot load: run it again
-                    entry = None
+                    pass
                 else:
                     outputs[v] = value
-                    if self.wants_digest[v]:
-                        digests[v] = entry.digest
-                    self.hit[v] = 1
+                    if wants[v]:
+                        digests[v] = pack(len(digest)) + digest  # framed_digest
+                    hit[v] = 1
                     hits.append(v)
                     continue
             self.keys[v] = key
@@ -226,32 +351,64 @@ class RunCache:
         digest if a dependent needs it. Return why it cannot be stored, or None."""
         key = self.keys.pop(v, None) if self.keys else None
         if key is not None:
-            try:
-                digest, payload = encode_output(result)
-            except Uncacheable as exc:
-                return exc.reason
+            encoded = encode_small(result)
+            if encoded is None:
+                try:
+                    encoded = encode_output(result)
+                except Uncacheable as exc:
+                    return exc.reason
+            digest, payload = encoded
             pending = self.pending
             pending.append((key, CacheEntry(digest, payload)))
+            self.pending_tasks.append(v)
             if len(pending) >= _STORE_EVERY:
                 self.store_pending()
             if self.wants_digest[v]:
-                self.digests[v] = digest
+                self.digests[v] = framed_digest(digest)
         elif self.wants_digest[v]:
             try:
-                self.digests[v] = output_digest(result)
+                self.digests[v] = framed_digest(output_digest(result))
             except Uncacheable:
                 pass  # its cached dependents run uncached, and say why
         return None
 
     def store_pending(self) -> None:
-        """Hand the queued entries to the store, in one call."""
+        """Hand the queued entries to the store, in one call.
+
+        When the store raises (now or before), their tasks go to ``unstored``.
+        """
         pending, self.pending = self.pending, []
-        if pending:
-            self.store.store(pending)
+        tasks, self.pending_tasks = self.pending_tasks, []
+        if not pending:
+            return
+        if self.store_error is None:
+            try:
+                self.store.store(pending)
+            except Exception as exc:
+                self.store_error = f"the cache's store raised {_named(exc)}"
+            else:
+                self.stored += tasks
+                return
+        why = self.store_error
+        assert why is not None
+        self.unstored += [(v, why) for v in tasks]
 
     def close(self) -> None:
-        """The run has ended: store what is queued, then flush the store if it can."""
+        """The run has ended: store what is queued, then flush the store if it can.
+
+        A flush that raises leaves unstored every task the store took this run.
+        """
+        self.closed = True
         self.store_pending()
         flush = getattr(self.store, "flush", None)
         if callable(flush):
-            flush()
+            try:
+                flush()
+            except Exception as exc:
+                why = f"the cache's flush raised {_named(exc)}"
+                self.unstored += [(v, why) for v in self.stored]
+        self.stored = []
+
+
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -34,7 +34,7 @@ from ._batching import Batched
 from ._caching import RunCache
 from ._errors import CallbackError
 from ._events import _CURRENT, Event, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
-from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SUSPENDED, core
+from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED, core
 from ._policies import Strategy
 from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
@@ -192,17 +192,21 @@ class Engine:
         if cache is not None:
             self.caching = RunCache(snap, cache, members)
         # Tasks run through the fast loop unless the run needs per-task Python
-        # work around them (events, scopes, limiter, admission rules, cached
-        # tasks, whose lookups and stores the fast loop does not make).
+        # work around them (events, scopes, limiter, admission rules).
         fast = (
             self.admission.plain
             and self.limiter is None
             and self.scopes is None
             and on_event is None
             and stream is None
-            and (self.caching is None or not self.caching.parts)
         )
         self.loop = backend.loop.Loop(snap, self.st, trio.current_time, fast, self._spawn)
+        if fast and self.caching is not None and self.caching.parts:
+            # The loop hands back a cached task not looked up yet (the worker
+            # looks it up) and runs those that missed, telling the cache
+            # their outputs.
+            self.loop.unlooked = self.caching.asks
+            self.loop.on_return = self.caching.returned
         self.outputs = self.loop.outputs
         # Tasks of @batched functions run in batches, which the Batcher keeps.
         self.batcher: Batcher | None = None
@@ -235,6 +239,12 @@ class Engine:
                 if v >= 0:
                     self.workers += 1
                     nursery.start_soon(self._worker, v)
+            caching = self.caching
+            if caching is not None:
+                # Still in the run: what the store fails to keep is told.
+                caching.close()
+                if caching.unstored:
+                    self._tell_unstored()
         except BaseExceptionGroup as group:
             # A KeyboardInterrupt (a real Ctrl-C) goes to the task that called
             # run, here, and leaves the nursery inside its group: SPEC 3 wants
@@ -247,9 +257,11 @@ class Engine:
         finally:
             self.nursery = None
             self._finish()
-            if self.caching is not None:
-                # Also when the run raises: what finished is kept for the next run.
-                self.caching.close()
+            caching = self.caching
+            if caching is not None and not caching.closed:
+                # Also when the run raises: what finished is kept for the next
+                # run. A store that fails now has nobody to tell (the run raises).
+                caching.close()
         if self.fatal is not None:
             raise self.fatal
         if self.callback_error is not None:
@@ -444,6 +456,18 @@ class Engine:
         if hits:
             now = self.loop.now()
             end = self.loop.end
+            if (
+                not (self.halted or self.failing or self.retries)
+                and self.admission.plain
+                and self.on_event is None
+                and self.stream is None
+            ):
+                # The common case, with what _ended would do for each (nothing) left out.
+                done = st.done
+                for u in hits:
+                    end[u] = now
+                    done(u)
+                return bool(hit[v])
             for u in hits:
                 if self.halted or (self.failing and not self.teardown[u]):
                     # The run stopped while the hits were told: not started, cancelled.
@@ -462,6 +486,13 @@ class Engine:
         opts = self.snap.options(v)
         outputs = _Outcomes(self) if opts.trigger == "all_done" else self.outputs
         return self.snap.bind(v, outputs)  # type: ignore[arg-type]
+
+    def _tell_unstored(self) -> None:
+        """Tell the tasks whose results the store failed to keep."""
+        caching = self.caching
+        assert caching is not None
+        unstored, caching.unstored = caching.unstored, []
+        self._tell_not_cached(unstored)
 
     def _tell_not_cached(self, tasks: list[tuple[int, str]]) -> None:
         if self.on_event is not None or self.stream is not None:
@@ -488,6 +519,8 @@ class Engine:
         caching = self.caching
         if caching is not None and caching.pending:
             caching.store_pending()  # before the wait: a crash keeps what has ended
+            if caching.unstored:
+                self._tell_unstored()
         while self.idle or self.workers < self.cap:
             v = self._next()
             if v < 0:
@@ -544,7 +577,12 @@ class Engine:
                         self._spawn()
                         v = await self._drive(slot)
                         continue
-                    if why == CHECKPOINT:
+                    if why == SLOW and loop.unlooked is not None and loop.unlooked[v]:
+                        # A cached task the loop took: look it up (and the
+                        # other ready ones); a miss goes back to the loop.
+                        if self._look_up(v):
+                            v = self._next()
+                    elif why == CHECKPOINT:
                         await self._checkpoint(v)
                     else:
                         broke: Exception | None = None
@@ -755,6 +793,8 @@ class Engine:
             why = caching.returned(v, result)
             if why is not None:
                 self._tell_not_cached([(v, why)])
+            if caching.unstored:
+                self._tell_unstored()
         if self.retries:
             self._requeue_due()
         self.st.done(v)

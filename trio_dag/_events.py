@@ -167,8 +167,12 @@ class TaskNotCached:
     Told before the task starts when its key cannot be made (an argument,
     or what its ``cache=`` function returns, cannot be hashed canonically;
     its ``cache=`` function raised; a dependency's output cannot be
-    pickled), or once it has returned an output that cannot be pickled
-    (before its :class:`TaskFinished`).
+    pickled; the store's ``lookup`` raised), or once it has returned an
+    output that cannot be pickled (before its :class:`TaskFinished`), or
+    when the store's ``store`` or ``flush`` raised while keeping its result
+    (told then: after its :class:`TaskFinished`, or just before). The reason
+    names the store's exception; an ``Exception`` of the store never leaves
+    the run.
 
     Attributes:
       task: The task's :class:`~trio_dag.Handle`.

@@ -123,8 +123,24 @@ class Uncacheable(Exception):
         self.reason = reason
 
 
+# One blake2b per personalisation, copied for each hash: a copy costs less
+# than making one (its parameters parsed and its state set up).
+_TEMPLATES: dict[bytes, Any] = {}
+
+
 def _hasher(person: bytes, data: Any = b"") -> Any:
-    return hashlib.blake2b(data, digest_size=DIGEST_SIZE, person=person)
+    template = _TEMPLATES.get(person)
+    if template is None:
+        template = _TEMPLATES[person] = hashlib.blake2b(digest_size=DIGEST_SIZE, person=person)
+    h = template.copy()
+    if data:
+        h.update(data)
+    return h
+
+
+_ARGS_HASH: Final = _hasher(b"trio_dag.args")
+_KEY_HASH: Final = _hasher(b"trio_dag.key")
+_OUTPUT_HASH: Final = _hasher(b"trio_dag.output")
 
 
 def _type_id(cls: type) -> bytes:
@@ -402,6 +418,92 @@ def args_digest(args: Sequence[Any], kwargs: Mapping[str, Any]) -> ArgsDigest:
     return ArgsDigest(e.digest(), tuple(handles))
 
 
+_ARGS_TAIL: Final = b"k" + _u64(0)  # no kwargs
+_SLOTS: Final = [b"H" + _u64(k) for k in range(64)]  # the first slots, encoded
+
+
+def slots_digest(slots: Sequence[int]) -> bytes:
+    """``args_digest(args, {}).digest`` of arguments that are all handles:
+    *slots* gives each argument's slot (its handle's first appearance).
+
+    The same for every task with the same slots, whatever its handles.
+    """
+    parts = [b"(" + _u64(len(slots))]
+    for k in slots:
+        parts.append(_SLOTS[k] if k < 64 else b"H" + _u64(k))
+    parts.append(_ARGS_TAIL)
+    return bytes(_hasher(b"trio_dag.args", b"".join(parts)).digest())
+
+
+def flat_args_digest(args: tuple[Any, ...]) -> tuple[bytes, list[int]] | None:
+    """``args_digest(args, {})`` of a flat tuple of handles, ints, short
+    strs, None and bools, in one pass: its digest and the indices of its
+    handles in slot order; None for any other tuple (use :func:`args_digest`).
+    """
+    parts = [b"(" + _u64(len(args))]
+    add = parts.append
+    deps: list[int] = []
+    for a in args:
+        t = type(a)
+        if t is Handle:
+            j = a._index
+            if j in deps:
+                add(b"H" + _u64(deps.index(j)))
+            else:
+                k = len(deps)
+                add(_SLOTS[k] if k < 64 else b"H" + _u64(k))
+                deps.append(j)
+        elif t is int:
+            if not -_I64_BOUND <= a < _I64_BOUND:
+                return None
+            add(b"i" + _i64(a))
+        elif t is str:
+            data = a.encode("utf-8", "surrogatepass")
+            if len(data) >= 256:
+                return None
+            add(b"u" + _u64(len(data)) + data)
+        elif a is None:
+            add(b"0")
+        elif t is bool:
+            add(b"T" if a else b"F")
+        else:
+            return None
+    add(_ARGS_TAIL)
+    h = _ARGS_HASH.copy()
+    h.update(b"".join(parts))
+    return h.digest(), deps
+
+
+def key_head(fingerprint: bytes, version: str | None) -> bytes:
+    """What every key of *fingerprint* and *version* starts with (see :func:`task_key`)."""
+    if version is None:
+        return _SCHEMA_BYTE + fingerprint + b"0"
+    data = version.encode()
+    return _SCHEMA_BYTE + fingerprint + b"u" + _u64(len(data)) + data
+
+
+def framed_digest(digest: bytes) -> bytes:
+    """An output digest as :func:`task_key` lays it out among the dependencies'."""
+    return _u64(len(digest)) + digest
+
+
+def extra_tail(extra: object) -> bytes:
+    """How :func:`task_key` ends for the ``cache=`` function's *extra* material."""
+    if extra is None:
+        return b"0"
+    try:
+        return b"x" + canonical_digest(extra)
+    except Uncacheable as exc:
+        raise Uncacheable(f"the cache= function's key material: {exc.reason}") from None
+
+
+def key_of(body: bytes) -> bytes:
+    """The key whose layout (see :func:`task_key`) is *body*."""
+    h = _KEY_HASH.copy()
+    h.update(body)
+    return h.digest()  # type: ignore[no-any-return]
+
+
 # --- fingerprints -----------------------------------------------------------
 
 _FUNCTIONS: Final = (
@@ -554,23 +656,10 @@ def task_key(
     ``cache=`` function returned (None when it has none). Raise
     :class:`Uncacheable` when *extra* cannot be hashed canonically.
     """
-    parts = [_SCHEMA_BYTE, fingerprint]
-    if version is None:
-        parts.append(b"0")
-    else:
-        data = version.encode()
-        parts += (b"u", _u64(len(data)), data)
-    parts += (args_digest, _u64(len(dep_digests)))
-    for d in dep_digests:
-        parts += (_u64(len(d)), d)
-    if extra is None:
-        parts.append(b"0")
-    else:
-        try:
-            parts += (b"x", canonical_digest(extra))
-        except Uncacheable as exc:
-            raise Uncacheable(f"the cache= function's key material: {exc.reason}") from None
-    return bytes(_hasher(b"trio_dag.key", b"".join(parts)).digest())
+    parts = [key_head(fingerprint, version), args_digest, _u64(len(dep_digests))]
+    parts += [framed_digest(d) for d in dep_digests]
+    parts.append(extra_tail(extra))
+    return key_of(b"".join(parts))
 
 
 # --- outputs ----------------------------------------------------------------
@@ -606,6 +695,21 @@ def _digest(data: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
 def output_digest(value: object) -> bytes:
     """The digest of an output's protocol-5 pickle; raise :class:`Uncacheable`."""
     return _digest(*_pickled(value))
+
+
+def encode_small(value: object) -> tuple[bytes, bytes] | None:
+    """:func:`encode_output` of an output with no out-of-band buffer, the
+    common case, in fewer steps; None for any other (call encode_output)."""
+    buffers: list[Any] = []
+    try:
+        data = pickle.dumps(value, 5, buffer_callback=buffers.append)
+    except Exception:
+        return None
+    if buffers:
+        return None
+    h = _OUTPUT_HASH.copy()
+    h.update(data)
+    return h.digest(), data
 
 
 def encode_output(value: object) -> tuple[bytes, bytes]:

@@ -105,9 +105,7 @@ def _engine(
     if on_failure not in ("skip", "fail_fast"):
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
     _check_on_event(on_event)
-    check_store(cache)
-    if cache is not None:
-        cache.lookup([])  # a closed Cache raises CacheFileError here, before anything starts
+    check_store(cache)  # a closed Cache raises CacheFileError here, before anything starts
     if not isinstance(dag, DAG):
         raise TypeError(f"run needs a trio_dag.DAG to run, not {type(dag).__name__}")
     if isinstance(targets, (str, Handle)):

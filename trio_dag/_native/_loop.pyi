@@ -14,6 +14,8 @@ class Loop:
     stopped: bool
     on_suspend: Callable[[], None]
     before_end: Callable[[], None] | None
+    unlooked: bytearray | None
+    on_return: Callable[[int, Any], Any] | None
     now: Callable[[], float]
     outputs: list[Any]
     start: array[float]

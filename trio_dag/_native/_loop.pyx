@@ -96,6 +96,10 @@ cdef class Loop:
     cdef public bint stopped
     cdef public object on_suspend
     cdef public object before_end
+    # A run's cache (see _engine): a task marked in unlooked is handed back
+    # (SLOW) for its lookup; on_return(v, output) hears each output.
+    cdef public bytearray unlooked
+    cdef public object on_return
     # Read-only: C code indexes them by task without a check.
     cdef readonly list outputs
     cdef readonly array start
@@ -141,6 +145,8 @@ cdef class Loop:
         self._n = n
         self.on_suspend = on_suspend
         self.before_end = None
+        self.unlooked = None
+        self.on_return = None
         self._st = <RunState?>st
         cols = self._cols = snap.columns
         self._fns = cols.fns
@@ -366,7 +372,7 @@ cdef class Loop:
                 return v
             opts = opts_of[v]
             fn = fns[v]
-            if not self._simple(opts):
+            if not self._simple(opts) or (self.unlooked is not None and self.unlooked[v]):
                 self.why = C_SLOW
                 return v
             if self._last_run_in_none:
@@ -423,6 +429,8 @@ cdef class Loop:
         self.outputs[v] = result
         if self.before_end is not None:
             self.before_end()
+        if self.on_return is not None:
+            self.on_return(v, result)
         self._st._done(<int>v)
         return 0
 

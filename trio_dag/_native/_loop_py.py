@@ -61,6 +61,10 @@ class Loop:
         self.fast = fast
         self.on_suspend = on_suspend
         self.before_end: Callable[[], None] | None = None
+        # A run's cache (see _engine): a task marked in unlooked is handed back
+        # (SLOW) for its lookup; on_return(v, output) hears each output.
+        self.unlooked: bytearray | None = None
+        self.on_return: Callable[[int, Any], Any] | None = None
         self.stopped = False
         self.outputs: list[Any] = [None] * n
         self.start = array("d", [_NAN]) * n
@@ -239,6 +243,8 @@ class Loop:
         last_opts = last_fn = None
         # Set by the engine while retries wait; no body of the chain can set it.
         before_end = self.before_end
+        unlooked = self.unlooked
+        on_return = self.on_return
         fast = False
         retries = 0
         try:
@@ -254,7 +260,7 @@ class Loop:
                     last_opts = opts
                     last_fn = fn
                     retries = opts.retries
-                if not fast:
+                if not fast or (unlooked is not None and unlooked[v]):
                     self.why = SLOW
                     return v
                 # Columns.bind, with its two common cases inline (as the
@@ -310,6 +316,8 @@ class Loop:
                 outputs[v] = result[0]
                 if before_end is not None:
                     before_end()
+                if on_return is not None:
+                    on_return(v, outputs[v])
                 if self.stopped:
                     st._done(v)
                     return -1
@@ -376,6 +384,8 @@ class Loop:
             self.outputs[v] = self._result[0]
             if self.before_end is not None:
                 self.before_end()
+            if self.on_return is not None:
+                self.on_return(v, self.outputs[v])
             self.st._done(v)
             v = self._chain(-1 if self.stopped else self.st._pop(), slot, now)
             if v < 0 or self.why != SUSPENDED:

@@ -117,7 +117,11 @@ class EventCheck:
             broken("events", f"event #{pos} is about {h!r}, not a task of this run's DAG")
         if not run.in_run[h.index]:
             broken("targets", f"event #{pos} is about {run.label(h.index)}, left out of the run")
-        if self.finish[h.index] is not None:
+        done = self.finish[h.index]
+        if done is not None and not (
+            # A result the store failed to keep is told once the store fails.
+            type(event) is TaskNotCached and done.state is TaskState.SUCCEEDED
+        ):
             broken(
                 "events", f"event #{pos} about {run.label(h.index)} comes after its TaskFinished"
             )

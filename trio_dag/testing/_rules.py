@@ -60,7 +60,8 @@ RULES: Final = {
     ),
     "cache": (
         "a task ends CACHED only when added with cache=, without starting, and counts as "
-        "success; TaskNotCached is told only of such a task, before its TaskFinished"
+        "success; TaskNotCached is told only of such a task, before its TaskFinished (or after it, "
+        "of a SUCCEEDED task whose result the store failed to keep)"
     ),
     "report": "the report describes the run as it happened",
 }
