@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import os
-from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -357,24 +356,6 @@ def test_the_fast_path_is_taken(variant: str, monkeypatch: pytest.MonkeyPatch) -
     assert dag["named"].index == 5 and dag.dependencies(dag["named"]) == (first,)
     assert dag._pending == {4: (4, "db")}
     assert [h.index for h in dag.map(job, [1, first, "y"])] == [7, 8, 9]
-
-
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "general"])
-def test_targets_spell_out_the_offsets(variant: str) -> None:
-    targets = BACKENDS[variant].build.targets
-    off = array("i", [0, 2, 2, 5, 6])
-    with built_with(BACKENDS[variant]):
-        dag = DAG()
-    dag.add(job)
-    dag.add(job, after=["x", "y"])
-    dag.add(job)
-    assert dag._b.targets(3).tolist() == [1, 1]
-    assert targets(off, 4).tolist() == [0, 0, 2, 2, 2, 3]
-    assert targets(off, 2).tolist() == [0, 0]
-    assert targets(off, 0).tolist() == []
-    for n in (-1, 5):
-        with pytest.raises(ValueError, match="n must be between 0 and 4"):
-            targets(off, n)
 
 
 def test_add_keeps_its_signature_docstring_and_call_errors() -> None:

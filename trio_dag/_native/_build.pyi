@@ -45,15 +45,10 @@ class Builder:
         *options: object,
     ) -> Any:
         """The handle of the task added, or None when the call needs the general path."""
-    def targets(self, n: int) -> array[int]:
-        """The task of each edge of tasks ``0..n-1``, from the DAG's offsets."""
     def map(
         self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
     ) -> list[Any]:
         """Add ``fn(item)`` per item; *add* takes the items the fast path cannot."""
-
-def targets(off: array[int], n: int) -> array[int]:
-    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``."""
 
 def set_general_add(general: Callable[..., Any]) -> None:
     """Take *general* (DAG.add in Python) for every call ``add`` does not take itself."""

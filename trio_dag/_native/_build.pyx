@@ -11,7 +11,7 @@ general path, which checks and raises exactly as before.
 """
 
 cimport cython
-from cpython.array cimport array, clone
+from cpython.array cimport array
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.list cimport PyList_GET_SIZE
@@ -386,10 +386,6 @@ cdef class Builder:
             return _new_handle(dag, i)
         return self.handle_type(dag, i)
 
-    def targets(self, Py_ssize_t n):
-        """The task of each edge of tasks ``0..n-1`` (see the function ``targets``)."""
-        return targets(self.off, n)
-
     def map(self, dag, fn, iterable, add):
         """Add ``fn(item)`` for each item; *add* (``dag.add``) takes the items the fast path cannot.
 
@@ -468,24 +464,3 @@ def add(*args, name=None, kwargs=None, after=(), **options):
             if h is not None:
                 return h
     return _general_add(*args, name=name, kwargs=kwargs, after=after, **options)
-
-
-cdef array _INT_TEMPLATE = array("i")
-
-
-def targets(array off, Py_ssize_t n):
-    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``.
-
-    The DAG keeps only the offsets; the core's Graph takes one target per edge.
-    """
-    if not 0 <= n < len(off):
-        raise ValueError(f"n must be between 0 and {len(off) - 1}, got {n}")
-    cdef int* o = off.data.as_ints
-    cdef array out = clone(_INT_TEMPLATE, o[n], False)
-    cdef int* t = out.data.as_ints
-    cdef Py_ssize_t i
-    cdef int e
-    for i in range(n):
-        for e in range(o[i], o[i + 1]):
-            t[e] = <int>i
-    return out

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterable
-from operator import sub
 from typing import Any, Final
 
 from ._shared import PLAIN_TYPES
 
-__all__ = ["Builder", "targets"]
+__all__ = ["Builder"]
 
 _PLAIN: Final = frozenset(PLAIN_TYPES)
 _STACK: Final = 64  # edges of one task the compiled twin counts in a C buffer
@@ -188,10 +187,6 @@ class Builder:
             named.append(1)
         return handle(dag, i)
 
-    def targets(self, n: int) -> array[int]:
-        """The task of each edge of tasks ``0..n-1`` (see the function ``targets``)."""
-        return targets(self.off, n)
-
     def map(
         self, dag: object, fn: Callable[..., Any], iterable: Iterable[Any], add: Callable[..., Any]
     ) -> list[Any]:
@@ -227,21 +222,3 @@ class Builder:
                 continue
             out.append(handle(dag, i))
         return out
-
-
-def targets(off: array[int], n: int) -> array[int]:
-    """The task of each edge of tasks ``0..n-1``: *i* for each of ``off[i]:off[i+1]``.
-
-    The DAG keeps only the offsets; the core's Graph takes one target per edge.
-    """
-    if not 0 <= n < len(off):
-        raise ValueError(f"n must be between 0 and {len(off) - 1}, got {n}")
-    out = array("i")
-    extend = out.extend
-    one = array("i", [0])
-    # array * count repeats in C: the fastest way to write count copies of i.
-    for i, count in zip(range(n), map(sub, off[1 : n + 1], off), strict=False):
-        if count:
-            one[0] = i
-            extend(one * count)
-    return out
