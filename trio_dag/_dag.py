@@ -477,14 +477,7 @@ class DAG:
         """
         # The common call, in one call of the backend's builder (None: not
         # common); cache= and version= always take the general path.
-        builder = self._b if cache is False and version is None else _GENERAL
-        handle = builder.add(
-            self,
-            fn,
-            args,
-            name,
-            kwargs,
-            after,
+        values = (
             priority,
             cost,
             tags,
@@ -497,6 +490,8 @@ class DAG:
             run_in,
             trigger,
         )
+        builder = self._b if cache is False and version is None else _GENERAL
+        handle = builder.add(self, fn, args, name, kwargs, after, *values)
         if handle is not None:
             return handle  # type: ignore[no-any-return]
         i = len(self._fns)
@@ -514,19 +509,6 @@ class DAG:
             check_fn(fn, args, kwargs, i, name)
             if type(fn) is not Batched:
                 self._b.checked_fn = fn
-        values = (
-            priority,
-            cost,
-            tags,
-            uses,
-            retries,
-            retry_delay,
-            retry_backoff,
-            retry_on,
-            timeout,
-            run_in,
-            trigger,
-        )
         # Options equal to the defaults (the usual case) share one TaskOptions.
         # A bool equal to a default (priority=False, cost=True) goes on to
         # make_options, which refuses it; other numbers equal to a default
