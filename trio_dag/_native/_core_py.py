@@ -15,7 +15,7 @@ import sys
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain, repeat
 from operator import index as _index
 from operator import sub
 
@@ -50,11 +50,12 @@ def _sorted_edges(src: array[int], dst: array[int]) -> tuple[array[int], array[i
     return pairs[_LOW::2], pairs[_HIGH::2]
 
 
-def _edge_lists(src: array[int], dst: array[int]) -> tuple[list[int], list[int]]:
+def _edge_lists(src: array[int], dst: array[int] | None) -> tuple[list[int], list[int]]:
     # Lists, so that the loops over them make no int object per step; the
     # sources read as unsigned, so that a negative one fails to index, as a
-    # source too large does.
-    return array("I", src.tobytes()).tolist(), dst.tolist()
+    # source too large does. No targets (the offsets form has them as a list
+    # already) give an empty list.
+    return array("I", src.tobytes()).tolist(), [] if dst is None else dst.tolist()
 
 
 def _degrees(n: int, src: list[int], dst: list[int]) -> tuple[list[int], list[int], bool] | None:
@@ -92,12 +93,14 @@ def _out_of_range(n: int, src: array[int], dst: array[int]) -> ValueError:
     return ValueError(f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes")
 
 
-def _offset_targets(n: int, src: array[int], off: array[int]) -> array[int]:
+def _offset_targets(n: int, src: array[int], off: array[int]) -> list[int]:
     """The target of each edge when node v's parents are ``src[off[v]:off[v + 1]]``.
 
     Only the first ``off[n]`` sources are edges. The checks and errors of the
     compiled core's offsets form; a source out of range is the constructor's
-    (the same error, for the first such edge).
+    (the same error, for the first such edge). A list, as :func:`_edge_lists`
+    gives the targets: written at C speed, each node's int object repeated
+    rather than one made per edge.
     """
     if len(off) < n + 1:
         raise ValueError(f"offsets must have at least n + 1 ({n + 1}) entries, got {len(off)}")
@@ -111,15 +114,7 @@ def _offset_targets(n: int, src: array[int], off: array[int]) -> array[int]:
     if e > len(src):
         raise ValueError(f"offsets end at {e}, past the {len(src)} sources")
     check_edge_count(e)
-    dst = array("i")
-    extend = dst.extend
-    one = array("i", [0])
-    # array * count repeats in C: the fastest way to write count copies of v.
-    for v, count in enumerate(counts):
-        if count:
-            one[0] = v
-            extend(one * count)
-    return dst
+    return list(chain.from_iterable(map(repeat, range(n), counts)))
 
 
 def _zeros(values: list[int]) -> Iterator[int]:
@@ -169,34 +164,40 @@ class Graph:
         *,
         offsets: Iterable[int] | None = None,
     ) -> None:
+        dst: array[int] | None
         if offsets is not None:
             if targets is not None:
                 raise TypeError("give targets or offsets, not both")
             n = check_n(n)
             src = int_array(sources, "sources")
-            dst = _offset_targets(n, src, int_array(offsets, "offsets"))
-            if len(src) > len(dst):
-                src = src[: len(dst)]
+            edge_dst = _offset_targets(n, src, int_array(offsets, "offsets"))
+            if len(src) > len(edge_dst):
+                src = src[: len(edge_dst)]
+            edge_src = _edge_lists(src, None)[0]
+            # The targets as an array only for the edges out of order or range.
+            dst = None
         elif targets is None:
             raise TypeError("Graph() needs targets, or offsets=")
         else:
             n = check_n(n)
             src = int_array(sources, "sources")
             dst = int_array(targets, "targets")
-        if len(src) != len(dst):
-            raise ValueError(
-                f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
-            )
-        check_edge_count(len(src))
+            if len(src) != len(dst):
+                raise ValueError(
+                    f"sources and targets must have the same length, got {len(src)} and {len(dst)}"
+                )
+            check_edge_count(len(src))
+            edge_src, edge_dst = _edge_lists(src, dst)
         # The parents are the sources in (target, source) order, which the
         # edges of a DAG usually come in already; the children are then
         # placed by a counting sort on the source, which visits the targets
         # ascending and so leaves each node's children sorted.
         par = src[:]
-        edge_src, edge_dst = _edge_lists(src, dst)
         try:
             degrees = _degrees(n, edge_src, edge_dst)
             if degrees is None:
+                if dst is None:
+                    dst = array("i", edge_dst)
                 par, tgt = _sorted_edges(src, dst)
                 edge_src, edge_dst = _edge_lists(par, tgt)
                 degrees = _degrees(n, edge_src, edge_dst)
@@ -204,7 +205,7 @@ class Graph:
             degrees = None
         # Edges in order may still name a negative target, which sorts first.
         if degrees is None or (edge_dst and edge_dst[0] < 0):
-            raise _out_of_range(n, src, dst)
+            raise _out_of_range(n, src, array("i", edge_dst) if dst is None else dst)
         outdegree, indegree, forward = degrees
         child_off = [0, *accumulate(outdegree)]
         fill = child_off[:n]
