@@ -85,6 +85,29 @@ def _degrees(n: int, src: list[int], dst: list[int]) -> tuple[list[int], list[in
     return outdegree, indegree, forward
 
 
+def _offset_degrees(
+    n: int, src: list[int], dst: list[int], indegree: list[int]
+) -> tuple[list[int], list[int], bool] | None:
+    """:func:`_degrees` for the targets of the offsets form, which never
+    decrease: the in-degrees are the counts of parents the offsets give,
+    once the sources of each target are found ascending without repeats.
+    It saves :func:`_degrees`' list update per edge for the in-degrees.
+    """
+    outdegree = [0] * n
+    forward = True
+    last_d = last_s = -1
+    for s, d in zip(src, dst, strict=True):
+        if d != last_d:
+            last_d = d
+        elif s <= last_s:
+            return None
+        last_s = s
+        outdegree[s] += 1
+        if s >= d:
+            forward = False
+    return outdegree, indegree, forward
+
+
 def _out_of_range(n: int, src: array[int], dst: array[int]) -> ValueError:
     """The error for the first edge, in the order given, that names no node."""
     edges = enumerate(zip(src, dst, strict=True))
@@ -93,14 +116,14 @@ def _out_of_range(n: int, src: array[int], dst: array[int]) -> ValueError:
     return ValueError(f"edge {i} ({s} -> {d}) names node {bad}, but the graph has {n} nodes")
 
 
-def _offset_targets(n: int, src: array[int], off: array[int]) -> list[int]:
+def _offset_targets(n: int, src: array[int], off: array[int]) -> tuple[list[int], list[int]]:
     """The target of each edge when node v's parents are ``src[off[v]:off[v + 1]]``.
 
     Only the first ``off[n]`` sources are edges. The checks and errors of the
     compiled core's offsets form; a source out of range is the constructor's
     (the same error, for the first such edge). A list, as :func:`_edge_lists`
     gives the targets: written at C speed, each node's int object repeated
-    rather than one made per edge.
+    rather than one made per edge; and the count of each node's edges.
     """
     if len(off) < n + 1:
         raise ValueError(f"offsets must have at least n + 1 ({n + 1}) entries, got {len(off)}")
@@ -114,7 +137,7 @@ def _offset_targets(n: int, src: array[int], off: array[int]) -> list[int]:
     if e > len(src):
         raise ValueError(f"offsets end at {e}, past the {len(src)} sources")
     check_edge_count(e)
-    return list(chain.from_iterable(map(repeat, range(n), counts)))
+    return list(chain.from_iterable(map(repeat, range(n), counts))), counts
 
 
 def _zeros(values: list[int]) -> Iterator[int]:
@@ -165,12 +188,13 @@ class Graph:
         offsets: Iterable[int] | None = None,
     ) -> None:
         dst: array[int] | None
+        counts: list[int] = []
         if offsets is not None:
             if targets is not None:
                 raise TypeError("give targets or offsets, not both")
             n = check_n(n)
             src = int_array(sources, "sources")
-            edge_dst = _offset_targets(n, src, int_array(offsets, "offsets"))
+            edge_dst, counts = _offset_targets(n, src, int_array(offsets, "offsets"))
             if len(src) > len(edge_dst):
                 src = src[: len(edge_dst)]
             edge_src = _edge_lists(src, None)[0]
@@ -194,7 +218,10 @@ class Graph:
         # ascending and so leaves each node's children sorted.
         par = src[:]
         try:
-            degrees = _degrees(n, edge_src, edge_dst)
+            if dst is None:
+                degrees = _offset_degrees(n, edge_src, edge_dst, counts)
+            else:
+                degrees = _degrees(n, edge_src, edge_dst)
             if degrees is None:
                 if dst is None:
                     dst = array("i", edge_dst)
