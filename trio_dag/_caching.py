@@ -53,7 +53,6 @@ from ._keys import (
     args_digest,
     decode_output,
     encode_output,
-    encode_small,
     extra_tail,
     fingerprint,
     flat_args_digest,
@@ -351,13 +350,10 @@ class RunCache:
         digest if a dependent needs it. Return why it cannot be stored, or None."""
         key = self.keys.pop(v, None) if self.keys else None
         if key is not None:
-            encoded = encode_small(result)
-            if encoded is None:
-                try:
-                    encoded = encode_output(result)
-                except Uncacheable as exc:
-                    return exc.reason
-            digest, payload = encoded
+            try:
+                digest, payload = encode_output(result)
+            except Uncacheable as exc:
+                return exc.reason
             pending = self.pending
             pending.append((key, CacheEntry(digest, payload)))
             self.pending_tasks.append(v)

@@ -682,7 +682,8 @@ def _pickled(value: object) -> tuple[bytes, list[pickle.PickleBuffer]]:
 
 
 def _digest(data: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
-    h = _hasher(b"trio_dag.output", data)
+    h = _OUTPUT_HASH.copy()
+    h.update(data)
     if not buffers:
         return bytes(h.digest())
     for buf in buffers:
@@ -695,21 +696,6 @@ def _digest(data: bytes, buffers: list[pickle.PickleBuffer]) -> bytes:
 def output_digest(value: object) -> bytes:
     """The digest of an output's protocol-5 pickle; raise :class:`Uncacheable`."""
     return _digest(*_pickled(value))
-
-
-def encode_small(value: object) -> tuple[bytes, bytes] | None:
-    """:func:`encode_output` of an output with no out-of-band buffer, the
-    common case, in fewer steps; None for any other (call encode_output)."""
-    buffers: list[Any] = []
-    try:
-        data = pickle.dumps(value, 5, buffer_callback=buffers.append)
-    except Exception:
-        return None
-    if buffers:
-        return None
-    h = _OUTPUT_HASH.copy()
-    h.update(data)
-    return h.digest(), data
 
 
 def encode_output(value: object) -> tuple[bytes, bytes]:
