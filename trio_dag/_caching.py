@@ -44,7 +44,6 @@ from __future__ import annotations
 import gc
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from pickle import loads
 from typing import TYPE_CHECKING, Any, Final
 
 from ._cache import Cache, CacheEntry
@@ -72,7 +71,6 @@ __all__ = ["RunCache", "check_store"]
 # Entries queued before they are handed to the store at once.
 _STORE_EVERY: Final = 256
 _NO_KWARGS: Final[Mapping[str, Any]] = {}
-_PICKLE: Final = b"\x80"  # how a payload that is a pickle alone starts (see _keys)
 _u64 = struct.Struct("<Q").pack
 
 
@@ -325,20 +323,19 @@ class RunCache:
             return hits, dropped
         wants = self.wants_digest
         hit = self.hit
-        pack = _u64
         get = found.get
         for v, key in zip(asking, keys, strict=True):
             entry = get(key)
             if entry is not None:
                 digest, payload = entry if pairs else (entry.digest, entry.payload)
                 try:
-                    value = loads(payload) if payload[:1] == _PICKLE else decode_output(payload)
+                    value = decode_output(payload)
                 except Exception:  # a payload this process cannot load: run it again
                     pass
                 else:
                     outputs[v] = value
                     if wants[v]:
-                        digests[v] = pack(len(digest)) + digest  # framed_digest
+                        digests[v] = framed_digest(digest)
                     hit[v] = 1
                     hits.append(v)
                     continue
