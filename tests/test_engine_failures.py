@@ -594,7 +594,8 @@ async def test_timeout_of_a_body_that_never_checkpoints_takes_effect_when_it_ret
     dag = trio_dag.DAG()
     fn: Callable[[], Any] = busy_inline if run_in == "inline" else busy_async
     late = dag.add(fn, name="late", timeout=2, run_in=run_in)  # type: ignore[arg-type]
-    report = await trio_dag.run(dag, check=False)
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, check=False)
     assert isinstance(report.errors["late"], trio_dag.TaskTimeoutError)
     assert report.state(late) is TaskState.FAILED
     assert report.timing(late).end - report.timing(late).start == 3
@@ -609,7 +610,9 @@ async def test_a_body_that_returns_in_time_without_checkpoint_keeps_its_result(
 
     dag = trio_dag.DAG()
     h = dag.add(quick, timeout=2, run_in="inline")
-    assert (await trio_dag.run(dag))[h] == "in time"
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag)
+    assert report[h] == "in time"
 
 
 # -- callbacks that raise -----------------------------------------------------------------

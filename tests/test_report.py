@@ -246,7 +246,8 @@ async def test_summary_counts_every_batched_call_retried_ones_too(
 
     dag = trio_dag.DAG()
     dag.map(model, [1, 2, 3, 4], retries=1)
-    report = await trio_dag.run(dag, limit=1)
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, limit=1)
     assert report.ok
     assert len(calls) == 3  # [1, 2] failed and ran again; [3, 4] once
     assert "; 3 batched calls of 2.0 tasks on average" in report.summary()
