@@ -838,7 +838,8 @@ def test_a_cache_holding_some_entries_caches_exactly_those_tasks(
         # output tells its call), and then its dependents' keys differ: early
         # cutoff holds only for parents whose output is the same.
         parents_ok = all(
-            second.state(p) in ok and second[p] == first[p.name] for p in dag.dependencies(h)
+            second.state(p) in ok and first.state(p.name) in ok and second[p] == first[p.name]
+            for p in dag.dependencies(h)
         )
         # Under fail_fast a failure may cancel a task before it is looked up.
         if keys.get(h.name) in held and parents_ok and state is not TaskState.CANCELLED:
