@@ -1059,6 +1059,6 @@ def _install_compiled_add() -> None:
     build, _compiled_add = _compiled_add, None
     general = DAG.__dict__["add"]
     fast = build.add
-    build.set_general_add(general)
+    build.set_general_add(DAG, general)
     functools.update_wrapper(fast, general)
     type.__setattr__(DAG, "add", fast)

@@ -50,8 +50,9 @@ class Builder:
     ) -> list[Any]:
         """Add ``fn(item)`` per item; *add* takes the items the fast path cannot."""
 
-def set_general_add(general: Callable[..., Any]) -> None:
+def set_general_add(dag_class: type, general: Callable[..., Any]) -> None:
     """Take *general* (DAG.add in Python) for every call ``add`` does not take itself."""
 
-def add(*args: Any, name: Any = None, kwargs: Any = None, after: Any = (), **options: Any) -> Any:
-    """``DAG.add`` without a Python frame: the common call here, every other to the general one."""
+# DAG.add without a Python frame (a callable that binds as a method): the
+# common call here, every other to the general one.
+add: Callable[..., Any]

@@ -14,6 +14,7 @@ cimport cython
 from cpython.array cimport array
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
+from cpython.object cimport Py_SIZE, Py_TYPE
 from cpython.list cimport PyList_GET_SIZE
 from cpython.sequence cimport PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
@@ -258,19 +259,23 @@ cdef class Builder:
             or trigger is not <object>PyTuple_GET_ITEM(d, 10)
         ):
             return None
-        return self._add(dag, fn, args, 0, name, after)
+        return self._add(
+            dag, fn, PySequence_Fast_ITEMS(args), PyTuple_GET_SIZE(args), args, name, after
+        )
 
     cdef object _add(
-        self, object dag, object fn, tuple args, Py_ssize_t start, object name, object after
+        self, object dag, object fn, PyObject** argv, Py_ssize_t k, tuple whole, object name,
+        object after,
     ):
-        # The task's positional arguments are args[start:].
+        # The task's positional arguments are argv[0:k]; *whole*, when not
+        # None, is a tuple of exactly them (stored as it is when it must be).
         cdef Py_ssize_t i = PyList_GET_SIZE(self.fns)
-        cdef Py_ssize_t k = PyTuple_GET_SIZE(args) - start, nd = 0, j, n_after
+        cdef Py_ssize_t nd = 0, j, n_after
         cdef int data[64]
         cdef int where[64]
         cdef int after_idx[64]
         cdef bint plain = False
-        cdef object a, t, items, idx
+        cdef object a, t, items, idx, stored
         cdef PyObject** seq
         cdef Py_ssize_t index
         if name is not None:
@@ -282,7 +287,7 @@ cdef class Builder:
         if k > _STACK:
             return None
         for j in range(k):
-            a = <object>PyTuple_GET_ITEM(args, start + j)
+            a = <object>argv[j]
             t = type(a)
             if t is Handle or t is self.handle_type:
                 index = self._index_in(a, dag)
@@ -326,24 +331,33 @@ cdef class Builder:
                     return None
         # Checked but for the name being taken: record. Nothing in _record can
         # fail after the name is taken but for lack of memory.
-        if start and (plain or k == 0):
-            args = args[start:]
-        return self._record(dag, fn, args, name, i, k, nd, plain, data, where, items, n_after, after_idx)
+        if not plain:
+            stored = k if k else ()
+        elif whole is not None:
+            stored = whole
+        else:
+            stored = PyTuple_New(k)
+            for j in range(k):
+                a = <object>argv[j]
+                Py_INCREF(a)
+                PyTuple_SET_ITEM(stored, j, a)
+        return self._record(dag, fn, stored, name, i, nd, plain, data, where, items, n_after, after_idx)
 
     cdef object _record(
-        self, object dag, object fn, tuple args, object name, Py_ssize_t i, Py_ssize_t k,
+        self, object dag, object fn, object stored, object name, Py_ssize_t i,
         Py_ssize_t nd, bint plain, int* data, int* where, object items, Py_ssize_t n_after,
         int* after_idx,
     ):
-        cdef object pyi = i
-        cdef Py_ssize_t j, lo = len(self.src)
+        # The index as an int object only where a table keeps it.
+        cdef object pyi = i if name is not None or n_after or (nd and plain) else None
+        cdef Py_ssize_t j, lo = Py_SIZE(self.src)
         cdef int end
         # The name's last check and its record in one probe of the table: a
         # name taken already is left to the general path (DuplicateTaskError).
         if name is not None and <object>PyDict_SetDefault(self.index_of, name, pyi) is not pyi:
             return None
         self.fns.append(fn)
-        self.args.append(args if plain or k == 0 else k)
+        self.args.append(stored)
         self.opts.append(self.default_options)
         if nd:
             push(self.src, data, nd)
@@ -435,32 +449,208 @@ cdef class Builder:
         return out
 
 
-cdef object _general_add = None
-
-
-def set_general_add(general):
-    """Take *general* (DAG.add in Python) for every call :func:`add` does not take itself."""
-    global _general_add
-    _general_add = general
-
-
-def add(*args, name=None, kwargs=None, after=(), **options):
-    """``DAG.add`` without a Python frame: the common call here, every other to the general one.
-
-    ``DAG.add(dag, fn, *args, name=..., after=...)`` with no other option, on
-    a DAG with a compiled builder, is its builder's; everything else
-    (another option, a missing fn, an unknown keyword, a call the builder
-    declines) goes to the Python ``DAG.add`` as it came, which checks and
-    raises exactly as always.
+cdef extern from *:
     """
-    cdef object b, h
-    if PyTuple_GET_SIZE(args) >= 2 and kwargs is None and not options:
-        b = getattr(<object>PyTuple_GET_ITEM(args, 0), "_b", None)
-        if type(b) is Builder and (<Builder>b).checked_fn is <object>PyTuple_GET_ITEM(args, 1):
-            h = (<Builder>b)._add(
-                <object>PyTuple_GET_ITEM(args, 0), <object>PyTuple_GET_ITEM(args, 1), args, 2,
-                name, after,
-            )
-            if h is not None:
-                return h
-    return _general_add(*args, name=name, kwargs=kwargs, after=after, **options)
+    /* DAG.add itself: a callable that binds as a function does (a method of
+       DAG), called by vectorcall with the keywords' names apart, so that the
+       common call parses no dict and makes no tuple. Its __dict__ takes
+       functools.update_wrapper's __doc__, __wrapped__, __qualname__ and so
+       on, so it shows as the Python add it stands for. */
+    typedef struct {
+        PyObject_HEAD
+        vectorcallfunc vectorcall;
+        PyObject *dict;
+    } trio_dag_fast;
+
+    static PyObject *(*trio_dag_fast_impl)(PyObject *, PyObject **, size_t, PyObject *);
+
+    static PyObject *trio_dag_fast_call(
+        PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
+    ) {
+        return trio_dag_fast_impl(self, (PyObject **)args, nargsf, kwnames);
+    }
+
+    static void trio_dag_set_fast_impl(
+        PyObject *(*impl)(PyObject *, PyObject **, size_t, PyObject *)
+    ) {
+        trio_dag_fast_impl = impl;
+    }
+
+    static PyObject *trio_dag_fast_get(PyObject *self, PyObject *obj, PyObject *type) {
+        if (obj == NULL || obj == Py_None) {
+            Py_INCREF(self);
+            return self;
+        }
+        return PyMethod_New(self, obj);
+    }
+
+    static int trio_dag_fast_traverse(PyObject *self, visitproc visit, void *arg) {
+        Py_VISIT(((trio_dag_fast *)self)->dict);
+        return 0;
+    }
+
+    static int trio_dag_fast_clear(PyObject *self) {
+        Py_CLEAR(((trio_dag_fast *)self)->dict);
+        return 0;
+    }
+
+    static void trio_dag_fast_dealloc(PyObject *self) {
+        PyObject_GC_UnTrack(self);
+        Py_CLEAR(((trio_dag_fast *)self)->dict);
+        PyObject_GC_Del(self);
+    }
+
+    static PyObject *trio_dag_fast_repr(PyObject *self) {
+        PyObject *name = PyObject_GetAttrString(self, "__qualname__");
+        PyObject *text;
+        if (name == NULL) {
+            PyErr_Clear();
+            return PyUnicode_FromFormat("<function at %p>", self);
+        }
+        text = PyUnicode_FromFormat("<function %S at %p>", name, self);
+        Py_DECREF(name);
+        return text;
+    }
+
+    static PyGetSetDef trio_dag_fast_getset[] = {
+        {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+        {NULL}
+    };
+
+    static PyTypeObject trio_dag_fast_type = {
+        PyVarObject_HEAD_INIT(NULL, 0)
+        .tp_name = "trio_dag._native._build.FastAdd",
+        .tp_basicsize = sizeof(trio_dag_fast),
+        .tp_dealloc = trio_dag_fast_dealloc,
+        .tp_vectorcall_offset = offsetof(trio_dag_fast, vectorcall),
+        .tp_repr = trio_dag_fast_repr,
+        .tp_call = PyVectorcall_Call,
+        .tp_getattro = PyObject_GenericGetAttr,
+        .tp_setattro = PyObject_GenericSetAttr,
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
+                    | Py_TPFLAGS_METHOD_DESCRIPTOR,
+        .tp_traverse = trio_dag_fast_traverse,
+        .tp_clear = trio_dag_fast_clear,
+        .tp_getset = trio_dag_fast_getset,
+        .tp_descr_get = trio_dag_fast_get,
+        .tp_dictoffset = offsetof(trio_dag_fast, dict),
+    };
+
+    static PyObject *trio_dag_fast_new(void) {
+        trio_dag_fast *self;
+        if (PyType_Ready(&trio_dag_fast_type) < 0)
+            return NULL;
+        self = PyObject_GC_New(trio_dag_fast, &trio_dag_fast_type);
+        if (self == NULL)
+            return NULL;
+        self->vectorcall = trio_dag_fast_call;
+        self->dict = NULL;
+        PyObject_GC_Track((PyObject *)self);
+        return (PyObject *)self;
+    }
+
+    /* The slot of a DAG instance at *offset* (a borrowed reference, or NULL). */
+    static PyObject *trio_dag_slot(PyObject *op, Py_ssize_t offset) {
+        return *(PyObject **)((char *)op + offset);
+    }
+    """
+    object new_fast "trio_dag_fast_new"()
+    void set_fast_impl "trio_dag_set_fast_impl"(
+        object (*impl)(object, PyObject**, size_t, PyObject*)
+    )
+    PyObject* slot_at "trio_dag_slot"(PyObject* op, Py_ssize_t offset)
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
+
+
+cdef object _general_add = None
+cdef PyObject* _dag_type = NULL  # the DAG class (kept alive by _dag_class)
+cdef object _dag_class = None
+cdef Py_ssize_t _b_offset = -1  # where a DAG instance keeps its builder (its _b slot)
+cdef str _AFTER = "after", _NAME = "name", _KWARGS = "kwargs"
+
+
+cdef object _fast_call(
+    object self, PyObject** args, size_t nargsf, PyObject* kwnames
+):
+    # dag.add(fn, *args, name=..., after=...) (or kwargs=None): the
+    # builder's, when it takes it; every other call, and a call it declines,
+    # goes to the Python add as it came.
+    cdef Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), j
+    cdef PyObject* dag
+    cdef PyObject* b
+    cdef PyObject* key
+    cdef object name, after, value, h
+    if nargs >= 2 and _b_offset >= 0:
+        dag = args[0]
+        if <PyObject*>Py_TYPE(<object>dag) is _dag_type:
+            b = slot_at(dag, _b_offset)
+            if b is not NULL and <PyObject*>Py_TYPE(<object>b) is <PyObject*>Builder and (
+                (<Builder>b).checked_fn is <object>args[1]
+            ):
+                name = None
+                after = (<Builder>b).no_after
+                if kwnames is not NULL:
+                    for j in range(PyTuple_GET_SIZE(<object>kwnames)):
+                        key = PyTuple_GET_ITEM(<object>kwnames, j)
+                        value = <object>args[nargs + j]
+                        if key is <PyObject*>_AFTER:
+                            after = value
+                        elif key is <PyObject*>_NAME:
+                            name = value
+                        elif not (key is <PyObject*>_KWARGS and value is None):
+                            break
+                    else:
+                        h = (<Builder>b)._add(
+                            <object>dag, <object>args[1], args + 2, nargs - 2, None, name, after
+                        )
+                        if h is not None:
+                            return h
+                else:
+                    h = (<Builder>b)._add(
+                        <object>dag, <object>args[1], args + 2, nargs - 2, None, name, after
+                    )
+                    if h is not None:
+                        return h
+    return PyObject_Vectorcall(_general_add, args, nargsf, kwnames)
+
+
+def set_general_add(dag_class, general):
+    """Take *general* (DAG.add in Python) for every call :data:`add` does not take itself.
+
+    *dag_class* is DAG: :data:`add` reads the builder from its ``_b`` slot.
+    """
+    global _general_add, _dag_type, _dag_class, _b_offset
+    _general_add = general
+    _dag_class = dag_class
+    _dag_type = <PyObject*>dag_class
+    _b_offset = _slot_offset(dag_class.__dict__["_b"])
+
+
+cdef extern from *:
+    """
+    #include "structmember.h"
+    static Py_ssize_t trio_dag_member_offset(PyObject *descr) {
+        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+            PyErr_SetString(PyExc_TypeError, "not a slot");
+            return -1;
+        }
+        if (((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_SetString(PyExc_TypeError, "not an object slot");
+            return -1;
+        }
+        return ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    """
+    Py_ssize_t _slot_offset "trio_dag_member_offset"(object descr) except -1
+
+
+set_fast_impl(_fast_call)
+add = new_fast()
+"""``DAG.add`` without a Python frame: the common call here, every other to the general one.
+
+``DAG.add(dag, fn, *args, name=..., after=...)`` with no other option, on a DAG
+with a compiled builder, is its builder's; everything else (another option, a
+missing fn, an unknown keyword, a call the builder declines) goes to the
+Python ``DAG.add`` as it came, which checks and raises exactly as always.
+"""
