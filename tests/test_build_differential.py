@@ -47,7 +47,9 @@ class GeneralOnly(_build_py.Builder):
 def backends() -> dict[str, Any]:
     out: dict[str, Any] = {}
     python = _native.python()
-    out["general"] = attrs.evolve(python, build=SimpleNamespace(Builder=GeneralOnly))
+    out["general"] = attrs.evolve(
+        python, build=SimpleNamespace(Builder=GeneralOnly, Names=_build_py.Names)
+    )
     out["python"] = python
     try:
         out["cython"] = _native.compiled()
@@ -247,8 +249,8 @@ class Subject:
             dag._src.tolist(),
             dict(dag._where),
             dict(dag._paths),
-            dict(dag._index_of),
-            bytes(dag._named).rstrip(b"\0"),
+            dict(dag._index_of.items()),
+            [dag._index_of.name_of(i) for i in range(len(dag))],
             dict(dag._pending),
             dag._all_done.tolist(),
             dag._batched.tolist(),
@@ -406,3 +408,38 @@ def test_names_given_by_either_path_are_found_by_index_in_any_order(variant: str
     assert [h.name for h in dag] == names[:20]
     dag.add(job, name="again")
     assert dag._name(20) == "again" and dag["again"].index == 20
+
+
+@pytest.mark.parametrize("variant", ["python", "cython"])
+def test_names_table_maps_both_ways_and_forgets_from_an_index(variant: str) -> None:
+    """Names, the one table of given names, on either backend: a mapping
+    {name: task} in the order given, the reverse by task, truncation, pickling."""
+    import pickle
+
+    backend = BACKENDS.get(variant)
+    if backend is None or isinstance(backend, str):
+        pytest.skip("the compiled core is not built")
+    table = backend.build.Names()
+    assert len(table) == 0 and not table and table.get("a") is None and "a" not in table
+    given = {f"n{k}": 3 * k + 1 for k in range(5000)}  # grows the table many times
+    for name, i in given.items():
+        table.add(name, i)
+    with pytest.raises(ValueError, match="taken"):
+        table.add("n7", 99_999)
+    assert len(table) == 5000 and dict(table.items()) == given and list(table) == list(given)
+    assert all(table.get(name) == i and table[name] == i for name, i in given.items())
+    assert table.get("n5000") is None and "n5000" not in table and "n4999" in table
+    with pytest.raises(KeyError):
+        table["missing"]
+    assert table.get("".join(["n", "12"])) == 37  # equal, not the same object
+    assert [table.name_of(i) for i in range(8)] == [None, "n0", None, None, "n1", None, None, "n2"]
+    assert table.name_of(-1) is None and table.name_of(10**6) is None
+    copy = pickle.loads(pickle.dumps(table))
+    assert type(copy) is type(table) and dict(copy.items()) == given
+    table.truncate(3 * 2500)  # tasks 7500 and on: names n2500 and on
+    assert len(table) == 2500 and "n2500" not in table and table.get("n2499") == 7498
+    assert table.name_of(7501) is None and table.name_of(7498) == "n2499"
+    table.add("n2500", 7600)
+    assert table["n2500"] == 7600 and table.name_of(7600) == "n2500"
+    table.truncate(0)
+    assert len(table) == 0 and table.get("n0") is None and table.name_of(1) is None

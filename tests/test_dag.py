@@ -58,8 +58,8 @@ def state(dag: DAG) -> tuple[Any, ...]:
         dag._src.tolist(),
         dict(dag._where),
         dict(dag._paths),
-        bytes(dag._named),
-        dict(dag._index_of),
+        dict(dag._index_of.items()),
+        [dag._index_of.name_of(i) for i in range(len(dag))],
         set(dag._default_like),
         dict(dag._pending),
         dag._all_done.tolist(),
@@ -271,7 +271,7 @@ def test_default_names_are_found_without_being_stored() -> None:
     dag = DAG()
     for _ in range(1000):
         dag.add(open_db)
-    assert not dag._named and not dag._index_of
+    assert not dag._index_of and dag._index_of.name_of(999) is None
     assert dag["open_db-999"].index == 999
     assert "open_db-1000" not in dag
     assert "open_db-٣" not in dag  # a non-ASCII digit

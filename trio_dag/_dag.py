@@ -41,6 +41,7 @@ from ._options import (
 from ._snapshot import Columns, Snapshot
 
 if TYPE_CHECKING:
+    from ._native._build_py import Names
     from ._native._core import Graph
 
 __all__ = ["DAG"]
@@ -99,9 +100,9 @@ class DAG:
     # - _paths: {i: paths} for tasks with a handle in kwargs or inside a
     #   container: one path per data edge, (0, position, key, ...) into the
     #   arguments or (1, name, key, ...) into kwargs.
-    # - _index_of {name: i}: the names given with name=, the one table of
-    #   names; _named[i] is 1 when task i has one (shorter when the last
-    #   tasks have none), _given the reverse {i: name}, made on demand. The
+    # - _index_of: the names given with name=, the one table of names, the
+    #   backend's Names (a mapping {name: i} that also gives name_of(i); the
+    #   compiled one keeps each name once, with no int object). The
     #   other names are computed (f"{fn.__name__}-{i}"). _default_like: the
     #   <digits> of given names that read "<base>-<digits>", which add's
     #   fast path leaves to the general checks.
@@ -125,11 +126,9 @@ class DAG:
         "_batched",
         "_default_like",
         "_fns",
-        "_given",
         "_graph_cache",
         "_index_of",
         "_kwargs",
-        "_named",
         "_off",
         "_opts",
         "_paths",
@@ -151,9 +150,7 @@ class DAG:
         self._src = array("i")
         self._where: dict[int, tuple[int, ...]] = {}
         self._paths: dict[int, tuple[tuple[Any, ...], ...]] = {}
-        self._index_of: dict[str, int] = {}
-        self._named = bytearray()
-        self._given: dict[int, str] | None = None
+        self._index_of: Names = _native.BACKEND.build.Names()
         self._default_like: set[int] = set()
         self._pending: dict[int, tuple[int, str]] = {}
         self._all_done = array("i")
@@ -177,7 +174,6 @@ class DAG:
             self._src,
             self._where,
             self._index_of,
-            self._named,
             self._pending,
             self._default_like,
             Handle,
@@ -187,17 +183,23 @@ class DAG:
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        # The builder and the caches are remade, not pickled.
-        return {
+        # The builder and the caches are remade, not pickled; the names are
+        # pickled as a dict, whichever backend's table holds them.
+        state = {
             slot: getattr(self, slot)
             for slot in self.__slots__
-            if slot not in ("__weakref__", "_b", "_given", "_graph_cache", "_snapshot")
+            if slot not in ("__weakref__", "_b", "_graph_cache", "_snapshot")
         }
+        state["_index_of"] = dict(self._index_of.items())
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for slot, value in state.items():
-            setattr(self, slot, value)
-        self._given = self._graph_cache = self._snapshot = None
+            if slot in self.__slots__:  # not _named and _given of older pickles
+                setattr(self, slot, value)
+        # The names in the table of this process's backend.
+        self._index_of = _native.BACKEND.build.Names(dict(state["_index_of"]).items())
+        self._graph_cache = self._snapshot = None
         self._b = self._builder()
 
     # --- building ----------------------------------------------------------
@@ -672,11 +674,7 @@ class DAG:
         for table in (self._kwargs, self._paths, self._where):
             for k in [k for k in table if k >= n]:
                 del table[k]
-        if len(self._named) > n:
-            del self._named[n:]
-            for name in [name for name, j in self._index_of.items() if j >= n]:
-                del self._index_of[name]
-            self._given = None
+        self._index_of.truncate(n)
         for e in [e for e in self._pending if e >= end]:
             del self._pending[e]
         # A graph or snapshot made in the meantime (by the iterable) covers
@@ -687,11 +685,7 @@ class DAG:
 
     def _name_task(self, i: int, name: str) -> None:
         """Record *name*, checked, as the name of task *i*, the last one added."""
-        self._index_of[name] = i
-        named = self._named
-        if len(named) < i:
-            named.extend(bytes(i - len(named)))
-        named.append(1)
+        self._index_of.add(name, i)
         # A name that reads as a default name, "<base>-<digits>", may be the
         # default name of task <digits>: add's fast path leaves that one to
         # check_default_name.
@@ -701,24 +695,12 @@ class DAG:
 
     def _is_named(self, i: int) -> bool:
         """Whether task *i* was given a name with ``name=``."""
-        return i < len(self._named) and self._named[i] == 1
+        return self._index_of.name_of(i) is not None
 
     def _name(self, i: int) -> str:
         """The name of task *i*: given with ``name=``, or ``f"{fn.__name__}-{i}"``."""
-        if not self._is_named(i):
-            return f"{fn_name(self._fns[i])}-{i}"
-        # Names are stored name -> index only; the reverse is made on demand,
-        # and mirrors the table in its order, which is the tasks' order: the
-        # names not mirrored yet are the newest, at the table's end.
-        given = self._given
-        if given is None:
-            given = self._given = {j: name for name, j in self._index_of.items()}
-        elif i not in given:
-            for name, j in reversed(self._index_of.items()):
-                if j in given:
-                    break
-                given[j] = name
-        return given[i]
+        given = self._index_of.name_of(i)
+        return f"{fn_name(self._fns[i])}-{i}" if given is None else given
 
     def _lookup(self, name: str) -> int | None:
         """The index of the task called *name*, or None."""

@@ -19,7 +19,6 @@ from cpython.list cimport PyList_GET_SIZE
 from cpython.sequence cimport PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_GET_LENGTH
-from libc.string cimport memset
 
 from types import GenericAlias as _GenericAlias
 
@@ -70,10 +69,14 @@ cdef extern from *:
 
 
 cdef extern from "Python.h":
-    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL
-    int PyByteArray_Resize(object ba, Py_ssize_t size) except -1
-    char* PyByteArray_AS_STRING(object ba)
-    Py_ssize_t PyByteArray_GET_SIZE(object ba)
+    ctypedef Py_ssize_t Py_hash_t
+    Py_hash_t PyObject_Hash(object o) except -1
+    int PyObject_RichCompareBool(object a, object b, int op) except -1
+    PyObject* PyList_GET_ITEM(object l, Py_ssize_t i)
+    void* PyMem_Calloc(size_t n, size_t size)
+    void* PyMem_Realloc(void* p, size_t size)
+    void PyMem_Free(void* p)
+    int Py_EQ
 
 
 cdef frozenset _PLAIN = frozenset(PLAIN_TYPES)
@@ -202,13 +205,176 @@ cdef inline Handle _new_handle(object dag, Py_ssize_t i):
 
 
 @cython.final
+cdef class Names:
+    """The names given with ``name=``: name -> task index, and task index -> name.
+
+    A name is kept once, in a list in the order given, which is the tasks'
+    order, beside its task's index in a C array (ascending); an
+    open-addressing table of positions in the list (C ints, at most 2/3
+    full) finds a name. About 25 bytes a name where a dict of int objects
+    took about 75, and the reverse lookup is a bisection, with no second
+    table. Reads as a mapping: ``get``, ``in``, ``[]``, ``len``, ``keys``,
+    ``items`` (in the order given).
+    """
+
+    cdef list names
+    cdef int* tasks  # tasks[k]: the task named names[k]
+    cdef Py_ssize_t room  # entries tasks has room for
+    cdef int* slots  # 0: empty; else k + 1 for names[k]
+    cdef Py_ssize_t mask  # len(slots) - 1; -1 while there is no table
+
+    def __cinit__(self):
+        self.names = []
+        self.tasks = NULL
+        self.room = 0
+        self.slots = NULL
+        self.mask = -1
+
+    def __dealloc__(self):
+        PyMem_Free(self.tasks)
+        PyMem_Free(self.slots)
+
+    def __init__(self, items=()):
+        for name, i in items:
+            if self.put(name, i) >= 0:
+                raise ValueError(f"name {name!r} given twice")
+
+    cdef Py_ssize_t find(self, object name, Py_hash_t h) except -2:
+        """The position of *name* in names, or -1."""
+        cdef size_t perturb = <size_t>h, j
+        cdef Py_ssize_t k
+        cdef object other
+        if self.mask < 0:
+            return -1
+        j = <size_t>h & <size_t>self.mask
+        while True:
+            k = self.slots[j]
+            if k == 0:
+                return -1
+            other = <object>PyList_GET_ITEM(self.names, k - 1)
+            if other is name or (
+                PyObject_Hash(other) == h and PyObject_RichCompareBool(other, name, Py_EQ)
+            ):
+                return k - 1
+            perturb >>= 5
+            j = (j * 5 + perturb + 1) & <size_t>self.mask
+
+    cdef void place(self, Py_ssize_t k, Py_hash_t h) noexcept:
+        """Put position *k* in the table's first free slot on *h*'s probe sequence."""
+        cdef size_t perturb = <size_t>h, j = <size_t>h & <size_t>self.mask
+        while self.slots[j] != 0:
+            perturb >>= 5
+            j = (j * 5 + perturb + 1) & <size_t>self.mask
+        self.slots[j] = <int>(k + 1)
+
+    cdef int rebuild(self, Py_ssize_t size) except -1:
+        """A table of *size* slots (a power of two) over every name."""
+        cdef int* slots = <int*>PyMem_Calloc(<size_t>size, sizeof(int))
+        cdef Py_ssize_t k
+        if slots is NULL:
+            raise MemoryError()
+        PyMem_Free(self.slots)
+        self.slots = slots
+        self.mask = size - 1
+        for k in range(PyList_GET_SIZE(self.names)):
+            self.place(k, PyObject_Hash(<object>PyList_GET_ITEM(self.names, k)))
+        return 0
+
+    cdef Py_ssize_t put(self, object name, Py_ssize_t i) except -2:
+        """Name task *i* (the last one named so far) *name*, unless taken: then its task."""
+        cdef Py_hash_t h = PyObject_Hash(name)
+        cdef Py_ssize_t k = self.find(name, h), n = PyList_GET_SIZE(self.names), room
+        cdef int* tasks
+        if k >= 0:
+            return self.tasks[k]
+        if (n + 1) * 3 > (self.mask + 1) * 2:
+            self.rebuild(8 if self.mask < 0 else (self.mask + 1) * 2)
+        if n == self.room:
+            room = n + (n >> 3) + 8
+            tasks = <int*>PyMem_Realloc(self.tasks, <size_t>room * sizeof(int))
+            if tasks is NULL:
+                raise MemoryError()
+            self.tasks = tasks
+            self.room = room
+        self.names.append(name)
+        self.tasks[n] = <int>i
+        self.place(n, h)
+        return -1
+
+    cdef Py_ssize_t position(self, Py_ssize_t i) noexcept:
+        """The position of the first name of a task >= *i* (bisection)."""
+        cdef Py_ssize_t lo = 0, hi = PyList_GET_SIZE(self.names), mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.tasks[mid] < i:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def add(self, name, Py_ssize_t i):
+        """Name task *i*, the last one named so far, *name* (checked to be free: ValueError)."""
+        if self.put(name, i) >= 0:
+            raise ValueError(f"name {name!r} is taken")
+
+    def get(self, name, default=None):
+        """The task named *name*, or *default*."""
+        cdef Py_ssize_t k = self.find(name, PyObject_Hash(name))
+        return default if k < 0 else self.tasks[k]
+
+    def name_of(self, Py_ssize_t i):
+        """The name task *i* was given, or None."""
+        cdef Py_ssize_t k = self.position(i)
+        if k < PyList_GET_SIZE(self.names) and self.tasks[k] == i:
+            return <object>PyList_GET_ITEM(self.names, k)
+        return None
+
+    def truncate(self, Py_ssize_t n):
+        """Forget the names of tasks *n* and on."""
+        cdef Py_ssize_t k = self.position(n)
+        if k < PyList_GET_SIZE(self.names):
+            del self.names[k:]
+            if self.mask >= 0:
+                self.rebuild(self.mask + 1)
+
+    def __getitem__(self, name):
+        cdef Py_ssize_t k = self.find(name, PyObject_Hash(name))
+        if k < 0:
+            raise KeyError(name)
+        return self.tasks[k]
+
+    def __contains__(self, name):
+        return self.find(name, PyObject_Hash(name)) >= 0
+
+    def __len__(self):
+        return PyList_GET_SIZE(self.names)
+
+    def __iter__(self):
+        return iter(list(self.names))
+
+    def keys(self):
+        """The names, in the order given."""
+        return list(self.names)
+
+    def items(self):
+        """(name, task) pairs, in the order given."""
+        return [(self.names[k], self.tasks[k]) for k in range(PyList_GET_SIZE(self.names))]
+
+    def __reduce__(self):
+        return (Names, (self.items(),))
+
+    def __repr__(self):
+        return f"Names({dict(self.items())!r})"
+
+
+@cython.final
 cdef class Builder:
     """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
 
     cdef list fns, args, opts
     cdef object off, src
-    cdef dict where, index_of, pending
-    cdef object named  # bytearray
+    cdef dict where, pending
+    cdef Names index_of
     cdef set default_like
     cdef object default_options, no_after
     cdef tuple defaults
@@ -216,7 +382,7 @@ cdef class Builder:
     cdef public object checked_fn
 
     def __init__(
-        self, fns, args, opts, off, src, where, index_of, named, pending, default_like,
+        self, fns, args, opts, off, src, where, index_of, pending, default_like,
         handle_type, default_options, defaults, no_after,
     ):
         self.fns = fns
@@ -226,7 +392,6 @@ cdef class Builder:
         self.src = src
         self.where = where
         self.index_of = index_of
-        self.named = named
         self.pending = pending
         self.default_like = default_like
         self.handle_type = handle_type
@@ -275,7 +440,7 @@ cdef class Builder:
         cdef int where[64]
         cdef int after_idx[64]
         cdef bint plain = False
-        cdef object a, t, items, idx, stored
+        cdef object a, t, items, stored
         cdef PyObject** seq
         cdef Py_ssize_t index
         if name is not None:
@@ -325,8 +490,8 @@ cdef class Builder:
                         return None
                     after_idx[j] = <int>index
                 elif t is str and a and not _default_like(a):
-                    idx = self.index_of.get(a)
-                    after_idx[j] = -1 if idx is None else idx
+                    index = self.index_of.find(a, PyObject_Hash(a))
+                    after_idx[j] = -1 if index < 0 else self.index_of.tasks[index]
                 else:
                     return None
         # Checked but for the name being taken: record. Nothing in _record can
@@ -349,12 +514,12 @@ cdef class Builder:
         int* after_idx,
     ):
         # The index as an int object only where a table keeps it.
-        cdef object pyi = i if name is not None or n_after or (nd and plain) else None
+        cdef object pyi = i if n_after or (nd and plain) else None
         cdef Py_ssize_t j, lo = Py_SIZE(self.src)
         cdef int end
         # The name's last check and its record in one probe of the table: a
         # name taken already is left to the general path (DuplicateTaskError).
-        if name is not None and <object>PyDict_SetDefault(self.index_of, name, pyi) is not pyi:
+        if name is not None and self.index_of.put(name, i) >= 0:
             return None
         self.fns.append(fn)
         self.args.append(stored)
@@ -371,12 +536,6 @@ cdef class Builder:
             push(self.src, after_idx, n_after)
         end = <int>(lo + nd + n_after)
         push(self.off, &end, 1)
-        if name is not None:
-            j = PyByteArray_GET_SIZE(self.named)
-            PyByteArray_Resize(self.named, i + 1)
-            if j < i:
-                memset(PyByteArray_AS_STRING(self.named) + j, 0, <size_t>(i - j))
-            PyByteArray_AS_STRING(self.named)[i] = 1
         return self._handle(dag, i)
 
     cdef inline Py_ssize_t _index_in(self, object a, object dag) except? -1:

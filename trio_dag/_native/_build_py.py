@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from ._shared import PLAIN_TYPES
 
-__all__ = ["Builder"]
+__all__ = ["Builder", "Names"]
 
 _PLAIN: Final = frozenset(PLAIN_TYPES)
 _STACK: Final = 64  # edges of one task the compiled twin counts in a C buffer
@@ -34,6 +34,50 @@ def _default_like(name: str) -> bool:
     return bool(dash) and bool(digits) and _DIGITS.issuperset(digits)
 
 
+class Names(dict[str, int]):
+    """The names given with ``name=``: name -> task index, and task index -> name.
+
+    A dict in the order given, which is the tasks' order; the reverse
+    ``{task: name}`` is made on demand and mirrors the dict, the names not
+    mirrored yet being the newest, at its end. The compiled twin keeps the
+    names in a list with a table of C ints instead (no int object a name).
+    """
+
+    __slots__ = ("_given",)
+
+    def __init__(self, items: Iterable[tuple[str, int]] = ()) -> None:
+        super().__init__()
+        self._given: dict[int, str] | None = None
+        for name, i in items:
+            self.add(name, i)
+
+    def add(self, name: str, i: int) -> None:
+        """Name task *i*, the last one named so far, *name* (checked to be free: ValueError)."""
+        if self.setdefault(name, i) is not i:
+            raise ValueError(f"name {name!r} is taken")
+
+    def name_of(self, i: int) -> str | None:
+        """The name task *i* was given, or None."""
+        given = self._given
+        if given is None:
+            given = self._given = {j: name for name, j in self.items()}
+        elif len(given) < len(self):
+            for name, j in reversed(self.items()):
+                if j in given:
+                    break
+                given[j] = name
+        return given.get(i)
+
+    def truncate(self, n: int) -> None:
+        """Forget the names of tasks *n* and on."""
+        for name in [name for name, j in self.items() if j >= n]:
+            del self[name]
+        self._given = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (list(self.items()),))
+
+
 class Builder:
     """Appends tasks to a DAG's columns in one call, for the common call only (see the module)."""
 
@@ -46,7 +90,6 @@ class Builder:
         "fns",
         "handle_type",
         "index_of",
-        "named",
         "no_after",
         "off",
         "opts",
@@ -63,8 +106,7 @@ class Builder:
         off: array[int],
         src: array[int],
         where: dict[int, tuple[int, ...]],
-        index_of: dict[str, int],
-        named: bytearray,
+        index_of: Names,
         pending: dict[int, tuple[int, str]],
         default_like: set[int],
         handle_type: type,
@@ -79,7 +121,6 @@ class Builder:
         self.src = src
         self.where = where
         self.index_of = index_of
-        self.named = named
         self.pending = pending
         self.default_like = default_like
         self.handle_type = handle_type
@@ -180,11 +221,6 @@ class Builder:
                     self.pending[lo + len(data) + j] = (i, items[j])
             src.fromlist(after_idx)
         self.off.append(lo + len(data) + len(after_idx))
-        if name is not None:
-            named = self.named
-            if len(named) < i:
-                named.extend(bytes(i - len(named)))
-            named.append(1)
         return handle(dag, i)
 
     def map(
