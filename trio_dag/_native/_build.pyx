@@ -220,8 +220,12 @@ cdef class Names:
     cdef list names
     cdef int* tasks  # tasks[k]: the task named names[k]
     cdef Py_ssize_t room  # entries tasks has room for
-    cdef int* slots  # 0: empty; else k + 1 for names[k]
-    cdef Py_ssize_t mask  # len(slots) - 1; -1 while there is no table
+    # The table: 0 for a free slot, else (k + 1) | tag << bits for names[k],
+    # the tag being high bits of the name's hash, so that a probe looks at a
+    # name (a cache miss) only when its tag matches.
+    cdef unsigned int* slots
+    cdef Py_ssize_t mask  # len(slots) - 1, a power of two less 1; -1 while there is no table
+    cdef int bits  # len(slots) == 1 << bits
 
     def __cinit__(self):
         self.names = []
@@ -229,6 +233,7 @@ cdef class Names:
         self.room = 0
         self.slots = NULL
         self.mask = -1
+        self.bits = 0
 
     def __dealloc__(self):
         PyMem_Free(self.tasks)
@@ -239,23 +244,31 @@ cdef class Names:
             if self.put(name, i) >= 0:
                 raise ValueError(f"name {name!r} given twice")
 
+    cdef inline unsigned int tag(self, Py_hash_t h) noexcept:
+        # The hash's top bits, as many as the slot has beside the position.
+        return <unsigned int>((<unsigned long long>h) >> (32 + self.bits)) << self.bits
+
     cdef Py_ssize_t find(self, object name, Py_hash_t h) except -2:
         """The position of *name* in names, or -1."""
         cdef size_t perturb = <size_t>h, j
+        cdef unsigned int v, tag, low = <unsigned int>self.mask
         cdef Py_ssize_t k
         cdef object other
         if self.mask < 0:
             return -1
+        tag = self.tag(h)
         j = <size_t>h & <size_t>self.mask
         while True:
-            k = self.slots[j]
-            if k == 0:
+            v = self.slots[j]
+            if v == 0:
                 return -1
-            other = <object>PyList_GET_ITEM(self.names, k - 1)
-            if other is name or (
-                PyObject_Hash(other) == h and PyObject_RichCompareBool(other, name, Py_EQ)
-            ):
-                return k - 1
+            if (v & ~low) == tag:
+                k = <Py_ssize_t>(v & low) - 1
+                other = <object>PyList_GET_ITEM(self.names, k)
+                if other is name or (
+                    PyObject_Hash(other) == h and PyObject_RichCompareBool(other, name, Py_EQ)
+                ):
+                    return k
             perturb >>= 5
             j = (j * 5 + perturb + 1) & <size_t>self.mask
 
@@ -265,17 +278,20 @@ cdef class Names:
         while self.slots[j] != 0:
             perturb >>= 5
             j = (j * 5 + perturb + 1) & <size_t>self.mask
-        self.slots[j] = <int>(k + 1)
+        self.slots[j] = <unsigned int>(k + 1) | self.tag(h)
 
-    cdef int rebuild(self, Py_ssize_t size) except -1:
-        """A table of *size* slots (a power of two) over every name."""
-        cdef int* slots = <int*>PyMem_Calloc(<size_t>size, sizeof(int))
+    cdef int rebuild(self, int bits) except -1:
+        """A table of ``1 << bits`` slots over every name."""
+        cdef unsigned int* slots = <unsigned int*>PyMem_Calloc(
+            (<size_t>1) << bits, sizeof(unsigned int)
+        )
         cdef Py_ssize_t k
         if slots is NULL:
             raise MemoryError()
         PyMem_Free(self.slots)
         self.slots = slots
-        self.mask = size - 1
+        self.bits = bits
+        self.mask = ((<Py_ssize_t>1) << bits) - 1
         for k in range(PyList_GET_SIZE(self.names)):
             self.place(k, PyObject_Hash(<object>PyList_GET_ITEM(self.names, k)))
         return 0
@@ -288,7 +304,9 @@ cdef class Names:
         if k >= 0:
             return self.tasks[k]
         if (n + 1) * 3 > (self.mask + 1) * 2:
-            self.rebuild(8 if self.mask < 0 else (self.mask + 1) * 2)
+            if self.bits >= 31:
+                raise OverflowError("too many names")
+            self.rebuild(3 if self.mask < 0 else self.bits + 1)
         if n == self.room:
             room = n + (n >> 3) + 8
             tasks = <int*>PyMem_Realloc(self.tasks, <size_t>room * sizeof(int))
@@ -335,7 +353,7 @@ cdef class Names:
         if k < PyList_GET_SIZE(self.names):
             del self.names[k:]
             if self.mask >= 0:
-                self.rebuild(self.mask + 1)
+                self.rebuild(self.bits)
 
     def __getitem__(self, name):
         cdef Py_ssize_t k = self.find(name, PyObject_Hash(name))
