@@ -8,6 +8,10 @@ arguments that are handles of the DAG or plain values, ``after=`` a list or
 tuple of handles and names. For anything else, and for anything that could be
 an error, it returns None having recorded nothing, and ``DAG.add`` takes its
 general path, which checks and raises exactly as before.
+
+Also here: :data:`add`, ``DAG.add`` itself with this backend (a callable
+that takes the common call straight to the builder, with no argument tuple
+or keyword dict made), and :class:`Names`, the DAG's table of given names.
 """
 
 cimport cython

@@ -7,6 +7,8 @@ arguments that are handles of the DAG or plain values, ``after=`` a list or
 tuple of handles and names. For anything else, and for anything that could be
 an error, it returns None having recorded nothing, and ``DAG.add`` takes its
 general path, which checks and raises exactly as before.
+
+Also here: :class:`Names`, the DAG's table of given names.
 """
 
 from __future__ import annotations
