@@ -443,3 +443,25 @@ def test_names_table_maps_both_ways_and_forgets_from_an_index(variant: str) -> N
     assert table["n2500"] == 7600 and table.name_of(7600) == "n2500"
     table.truncate(0)
     assert len(table) == 0 and table.get("n0") is None and table.name_of(1) is None
+
+
+def test_add_takes_every_way_of_calling_it_alike() -> None:
+    """DAG.add called unbound, bound, by a keyword built at run time (not the
+    interned name: the general path takes it), or with kwargs=None: each
+    records the same task as the plain call."""
+    dag = DAG()
+    first = dag.add(job, name="first")
+    calls: list[Callable[[], Any]] = [
+        lambda: dag.add(job, first, name="a", after=[first]),
+        lambda: DAG.add(dag, job, first, name="b", after=[first]),
+        lambda: dag.add(job, first, **{"".join(["na", "me"]): "c", "after": [first]}),
+        lambda: dag.add(job, first, name="d", kwargs=None, after=[first]),
+    ]
+    for k, call in enumerate(calls):
+        h = call()
+        assert (h.index, h.name) == (k + 1, "abcd"[k])
+        assert dag.dependencies(h) == (first,) and len(dag._edges(h.index)) == 2
+        assert dag._args[h.index] == 1
+    assert dag["c"].index == 3 and dag._index_of.name_of(4) == "d"
+    bound = dag.add
+    assert bound(job, after="first").index == 5 and len(dag) == 6
