@@ -15,6 +15,7 @@ suggestions), ``_dependencies`` (the handles in a task's arguments and
 from __future__ import annotations
 
 import bisect
+import copy
 import functools
 import gc
 from array import array
@@ -122,6 +123,7 @@ class DAG:
         "_all_done",
         "_args",
         "_b",
+        "_base",
         "_batched",
         "_default_like",
         "_fns",
@@ -163,6 +165,8 @@ class DAG:
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
         self._runs = 0
+        # A fork (see _fork): the DAG whose run it is, whose handles it takes as its own.
+        self._base: DAG | None = None
         self._b = self._builder()
         if _compiled_add is not None:
             _install_compiled_add()
@@ -746,7 +750,7 @@ class DAG:
     def _task_index(self, task: Handle[Any] | str) -> int:
         """The index of a task given by handle or name (KeyError for an unknown name)."""
         if type(task) is Handle:
-            if task._dag is not self:
+            if task._dag is not self and (self._base is None or task._dag is not self._base):
                 raise ForeignHandleError(
                     f"{task!r} belongs to another DAG; look tasks up in their own DAG"
                 )
@@ -879,6 +883,24 @@ class DAG:
             yield
         finally:
             self._runs -= 1
+
+    def _fork(self) -> DAG:
+        """A DAG with copies of this one's columns, for a run that adds tasks.
+
+        The run adds its tasks to the fork (``_growth``), never to this DAG;
+        the fork takes this DAG's handles as its own (``_base``). It counts
+        as running (its ``add`` refuses) but while the run adds a task.
+        """
+        if self._pending:
+            self._resolve_pending()
+        fork = DAG.__new__(DAG)
+        for slot, value in self.__getstate__().items():
+            setattr(fork, slot, copy.copy(value))
+        fork._given = fork._graph_cache = fork._snapshot = None
+        fork._base = self
+        fork._runs = 1
+        fork._b = fork._builder()
+        return fork
 
     # --- freezing and validation -------------------------------------------
 

@@ -20,7 +20,8 @@ from ._bodies import THREAD, fatal, kind_of
 from ._caching import check_store
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
-from ._events import Event
+from ._events import _CURRENT, Event
+from ._growth import in_trio_thread
 from ._handle import Handle
 from ._no_effect import warn_no_effect
 from ._options import show_number
@@ -132,6 +133,7 @@ def _engine(
         stream=stream,
         cache=cache,
     )
+    engine.policy = policy
     warn_no_effect(snap, members, policy, resources, engine.admission.used, cache)
     return engine
 
@@ -414,6 +416,56 @@ class Run:
         async with self._receive:
             async for event in self._receive:
                 yield event
+
+    def add(self, fn: Callable[..., Any], /, *args: Any, **options: Any) -> Handle[Any]:
+        """Add a task to the run while it goes on; return its :class:`Handle`.
+
+        Exactly :meth:`DAG.add`'s arguments, options, checks and errors
+        (bad input is refused before anything is recorded), from a task's
+        body (``trio_dag.current_run().add(...)``, async or in a worker
+        thread) or from the ``async with`` block of :func:`open_run`::
+
+            async def split(path):
+                run = trio_dag.current_run()
+                return [run.add(embed, chunk) for chunk in chunks_of(path)]
+
+        The new task may depend on any task of the run, ended or not: on
+        one that SUCCEEDED it gets the output at once; on one that FAILED,
+        was SKIPPED or CANCELLED it ends SKIPPED as it is added (or, with
+        ``trigger="all_done"``, runs with its outcome). A name in
+        ``after=`` must be taken already. Its ``uses`` are counted against
+        the run's ``resources`` (ResourceError as before a run), and it
+        starts in the run's policy order (see the guide, *Adding tasks
+        while running*, for its rank under ``"critical_path"``). The DAG
+        itself does not change: the task belongs to the run, and its
+        handle's ``dag`` is a private fork of the DAG. The report covers
+        it, and listeners hear a :class:`~trio_dag.events.TaskAdded`.
+
+        A task that returns handles of its run (or a list, tuple or dict
+        holding them) joins them: its output becomes the same value with
+        each handle replaced by that task's output, once they have all
+        ended, and its dependents wait until then.
+
+        Raises:
+          RuntimeError: The run has ended; or it runs with
+            ``strategy="waves"``.
+          TypeError: A :func:`batched` function; a key function as the
+            run's policy; and as :meth:`DAG.add`.
+          ValueError: A dependency that ``targets=`` left out of the run;
+            and as :meth:`DAG.add`.
+          UnknownDependencyError: An ``after=`` name that no task has.
+          ResourceError: ``uses=`` of a resource the run lacks, or more
+            than its capacity.
+          ForeignHandleError: A handle of another DAG (or run).
+        """
+        engine = self._engine
+        slot = _CURRENT.get(None)
+        parent = slot[1] if slot is not None and slot[0] is engine.snap else -1
+        if in_trio_thread():
+            return engine.add(fn, args, options, parent, parent < 0)  # type: ignore[no-any-return]
+        return trio.from_thread.run_sync(  # type: ignore[no-any-return]
+            engine.add, fn, args, options, parent, True
+        )
 
     def cancel(self) -> None:
         """Stop the run: cancel every running task and start nothing more.

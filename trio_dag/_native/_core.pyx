@@ -856,6 +856,10 @@ cdef class RunState:
         cdef Graph g = self._graph
         cdef Py_ssize_t j, before = self._ready
         cdef int c, e
+        if self._joining != NULL and (self._joining[node] or self._state[node] != C_RUNNING):
+            # A node that joins others (or went back to the heap to be
+            # resolved) ends when its joins are resolved, not when its body returns.
+            return 0
         self._running -= 1
         self._ended += 1
         self._state[node] = C_SUCCEEDED

@@ -545,6 +545,10 @@ class RunState:
         return -1
 
     def _done(self, node: int) -> int:
+        if self._grown and (self._joining[node] or self._state[node] != RUNNING):
+            # A node that joins others (or went back to the heap to be
+            # resolved) ends when its joins are resolved, not when its body returns.
+            return 0
         self._running -= 1
         self._ended += 1
         state = self._state

@@ -100,6 +100,9 @@ cdef class Loop:
     # (SLOW) for its lookup; on_return(v, output) hears each output.
     cdef public bytearray unlooked
     cdef public object on_return
+    # Tasks added or joining during the run (see _growth): a task marked in
+    # handback is handed back (SLOW) for the engine to resolve its joins.
+    cdef public bytearray handback
     # Read-only: C code indexes them by task without a check.
     cdef readonly list outputs
     cdef readonly array start
@@ -147,6 +150,7 @@ cdef class Loop:
         self.before_end = None
         self.unlooked = None
         self.on_return = None
+        self.handback = None
         self._st = <RunState?>st
         cols = self._cols = snap.columns
         self._fns = cols.fns
@@ -170,6 +174,33 @@ cdef class Loop:
         self.end_order = _array("i", [0]) * n
         self.extra = []
         self.kinds = {}
+
+    def grow(self, cols, Py_ssize_t n):
+        """Take the tasks added to the run: *n* tasks in all, read from *cols*.
+
+        The per-task records grow in place (the same objects, longer), and
+        the columns are read from *cols* from now on; a body may call it
+        while the chain runs, which reads them anew for each task.
+        """
+        if n < self._n:
+            raise ValueError(f"a loop grows, it does not shrink ({self._n} -> {n} tasks)")
+        cdef Py_ssize_t more = n - self._n
+        self._cols = cols
+        self._fns = cols.fns
+        self._opts = cols.opts
+        self._args_of = cols.args
+        self._kwargs_of = cols.kwargs
+        self._off = cols.off
+        self._src = cols.src
+        self._where = cols.where
+        self._paths = cols.paths
+        if more:
+            self.outputs.extend([None] * more)
+            self.start.extend(_array("d", [float("nan")]) * more)
+            self.end.extend(_array("d", [float("nan")]) * more)
+            self.attempts.extend(_array("i", [0]) * more)
+            self.end_order.extend(_array("i", [0]) * more)
+            self._n = n
 
     @property
     def now(self):
@@ -355,10 +386,9 @@ cdef class Loop:
         return self._chain(v, slot, self._time())
 
     cdef Py_ssize_t _chain(self, Py_ssize_t v, list slot, double now) except -2:
+        # The columns are read from self for each task: a body may add tasks
+        # (grow), which may give the loop other columns.
         cdef RunState st = self._st
-        cdef list fns = self._fns
-        cdef list opts_of = self._opts
-        cdef list outputs = self.outputs
         cdef object fn, opts, coro, ctx
         cdef tuple args
         cdef dict kwargs
@@ -370,9 +400,13 @@ cdef class Loop:
                 self.since_checkpoint = 0
                 self.why = C_CHECKPOINT
                 return v
-            opts = opts_of[v]
-            fn = fns[v]
-            if not self._simple(opts) or (self.unlooked is not None and self.unlooked[v]):
+            opts = self._opts[v]
+            fn = self._fns[v]
+            if (
+                not self._simple(opts)
+                or (self.unlooked is not None and self.unlooked[v])
+                or (self.handback is not None and self.handback[v])
+            ):
                 self.why = C_SLOW
                 return v
             if self._last_run_in_none:
