@@ -58,6 +58,7 @@ PUBLIC: dict[str, list[str]] = {
         "TrioDagError",
         "UnknownDependencyError",
         "batched",
+        "current_run",
         "current_task",
         "events",
         "open_run",

@@ -39,6 +39,7 @@ Running
 - ``Run``: the run in progress that ``open_run`` gives.
 - ``Threshold``: the strategy that starts ready tasks in groups.
 - ``current_task``: inside a task, its name, attempt and tags.
+- ``current_run``: inside a task, the ``Run`` of its run.
 - ``TaskInfo``: what ``current_task`` returns.
 - ``events``: the module of the events a run tells (``TaskStarted``, ...).
 
@@ -103,6 +104,7 @@ from ._errors import TrioDagError as TrioDagError
 from ._errors import UnknownDependencyError as UnknownDependencyError
 from ._events import TaskInfo as TaskInfo
 from ._events import TaskState as TaskState
+from ._events import current_run as current_run
 from ._events import current_task as current_task
 from ._handle import Handle as Handle
 from ._native import CORE as CORE
@@ -152,6 +154,7 @@ __all__ = [
     "TrioDagError",
     "UnknownDependencyError",
     "batched",
+    "current_run",
     "current_task",
     "events",
     "open_run",

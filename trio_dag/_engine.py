@@ -196,6 +196,8 @@ class Engine:
         self.since_checkpoint = 0
         self.nursery: trio.Nursery | None = None
         self.report: RunReport | None = None
+        # The Run that current_run() gives inside a body (set by _run.py).
+        self.run: Any = None
         self.started_at = 0.0
         # The run's cache (see _caching): its cached tasks are looked up as
         # they become ready, and their results stored as they return.
@@ -605,7 +607,7 @@ class Engine:
         return v
 
     async def _worker(self, v: int) -> None:
-        slot: list[Any] = [self.snap, -1, 0, 0.0]
+        slot: list[Any] = [self.snap, -1, 0, 0.0, self.run]
         _CURRENT.set(slot)
         loop = self.loop
         try:

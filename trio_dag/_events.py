@@ -19,6 +19,7 @@ from ._errors import describe
 
 if TYPE_CHECKING:
     from ._handle import Handle
+    from ._run import Run
 
 __all__ = [
     "Event",
@@ -29,6 +30,7 @@ __all__ = [
     "TaskRetrying",
     "TaskStarted",
     "TaskState",
+    "current_run",
     "current_task",
 ]
 
@@ -232,8 +234,9 @@ class TaskInfo:
 
 
 # Each worker sets this once, in its own context, to its slot
-# ``[snapshot, task, attempt, start time]``; the task is -1 between bodies. Bodies run in
-# copies of the worker's context, so they see their worker's slot.
+# ``[snapshot, task, attempt, start time, run]``; the task is -1 between bodies. Bodies
+# run in copies of the worker's context, so they see their worker's slot. The run is
+# the :class:`Run` that current_run() gives (the loops read only the first four items).
 _CURRENT: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("trio_dag_current_task")
 
 
@@ -261,5 +264,34 @@ def current_task() -> TaskInfo:
             "trio_dag.current_task() was called outside a task body; "
             "call it from a function that a run started"
         )
-    snap, i, attempt, _ = slot
+    snap, i, attempt = slot[0], slot[1], slot[2]
     return TaskInfo(snap.name(i), attempt, snap.options(i).tags)
+
+
+def current_run() -> Run:
+    """The :class:`Run` of the run whose task body is running.
+
+    Call it from a task's body, async or sync, also in its worker thread
+    and in the tasks of a nursery the body opens, as :func:`current_task`.
+    Every run has one, whether it was started by :func:`run`,
+    :func:`run_sync` or :func:`open_run` (then it is the object the
+    ``async with`` block gets)::
+
+        async def report_progress():
+            counts = trio_dag.current_run().counts
+            ...
+
+    Returns:
+      The task's :class:`Run`.
+
+    Raises:
+      RuntimeError: Called outside a task body.
+    """
+    slot = _CURRENT.get(None)
+    if slot is None or slot[1] < 0:
+        raise RuntimeError(
+            "trio_dag.current_run() was called outside a task body; "
+            "call it from a function that a run started"
+        )
+    run: Run = slot[4]
+    return run

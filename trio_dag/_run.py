@@ -329,6 +329,7 @@ async def run(
         stream=None,
         cache=cache,
     )
+    engine.run = Run(engine, None)
     with dag._running():
         report = await engine.execute()
     return _checked(report, check)
@@ -365,13 +366,15 @@ def run_sync(dag: DAG, **options: Any) -> RunReport:
 
 @final
 class Run:
-    """A run in progress, as :func:`open_run` gives it.
+    """A run in progress, as :func:`open_run` gives it, and as
+    :func:`current_run` gives it inside a task of any run.
 
-    Iterate :meth:`events` to watch it, call :meth:`cancel` to stop it, and
-    read :attr:`report` once it has ended. Made by :func:`open_run` only.
+    Iterate :meth:`events` to watch it (:func:`open_run`'s only), call
+    :meth:`cancel` to stop it, and read :attr:`report` once it has ended.
+    Made by the run functions only.
     """
 
-    def __init__(self, engine: Engine, receive: trio.MemoryReceiveChannel[Event]) -> None:
+    def __init__(self, engine: Engine, receive: trio.MemoryReceiveChannel[Event] | None) -> None:
         self._engine = engine
         self._receive = receive
         self._iterated = False
@@ -405,14 +408,22 @@ class Run:
 
         Raises:
           RuntimeError: The events were asked for before: they may be
-            iterated once.
+            iterated once. Or the run was started by :func:`run` or
+            :func:`run_sync` (this :class:`Run` came from
+            :func:`current_run`): only :func:`open_run` streams events.
         """
+        if self._receive is None:
+            raise RuntimeError(
+                "run.events() streams the events of open_run() only; this run was started "
+                "by run() or run_sync(): pass on_event= to hear its events"
+            )
         if self._iterated:
             raise RuntimeError("run.events() may be iterated only once")
         self._iterated = True
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
+        assert self._receive is not None
         async with self._receive:
             async for event in self._receive:
                 yield event
@@ -587,6 +598,7 @@ async def open_run(
         cache=cache,
     )
     handle = Run(engine, receive)
+    engine.run = handle
     failure: list[BaseException] = []
     raised: list[BaseException] = []
 
