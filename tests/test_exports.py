@@ -69,6 +69,7 @@ PUBLIC: dict[str, list[str]] = {
         "Event",
         "TaskFinished",
         "TaskNotCached",
+        "TaskAdded",
         "TaskRetrying",
         "TaskStarted",
         "TaskState",

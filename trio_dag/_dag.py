@@ -798,7 +798,8 @@ class DAG:
         is in no DAG (False, never an error).
         """
         if type(task) is Handle:
-            return task._dag is self
+            # A fork (see _fork) holds the tasks of the DAG it forks too.
+            return task._dag is self or (self._base is not None and task._dag is self._base)
         return isinstance(task, str) and self._lookup(task) is not None
 
     def __getitem__(self, name: str | Handle[Any]) -> Handle[Any]:

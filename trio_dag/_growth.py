@@ -68,7 +68,7 @@ class Growth:
         )
         # The graph of the DAG's own tasks, for their children.
         self.graph = snap.graph
-        snap.grow(fork, self.columns, snap.n)
+        self._grow(snap.n)
         loop = engine.loop
         loop.grow(self.columns, snap.n)
         # Tasks the loop hands back to be resolved here (joining ones).
@@ -121,7 +121,7 @@ class Growth:
         assert v == i
         n = i + 1
         snap = engine.snap
-        snap.grow(fork, self.columns, n)
+        self._grow(n)
         engine.loop.grow(self.columns, n)
         self.marks.append(0)
         engine.teardown.append(1 if all_done else 0)
@@ -152,6 +152,18 @@ class Growth:
             # The run is stopping: the new task never starts.
             engine._ended(i, core.CANCELLED, st.cancel(i))
         return handle
+
+    def _grow(self, n: int) -> None:
+        fork = self.fork
+        self.engine.snap.grow(
+            fork,
+            self.columns,
+            n,
+            name=fork._name,
+            task_index=fork._task_index,
+            close_name=fork._close_name,
+            graph=fork._graph,
+        )
 
     def _check_added(self, i: int) -> tuple[list[int], Any]:
         """What the run needs of task *i*, just added to the fork: its

@@ -141,6 +141,7 @@ class Snapshot:
         "_costs",
         "_fork",
         "_graph",
+        "_graph_of",
         "_name",
         "_priorities",
         "_task_index",
@@ -193,14 +194,14 @@ class Snapshot:
         # A run that adds tasks (see _growth) keeps them in a fork of the
         # DAG: tasks from _base_n on are the fork's.
         self._fork: DAG | None = None
+        self._graph_of: Callable[[], Graph] | None = None
         self._base_n = graph.n
 
     @property
     def graph(self) -> Graph:
         """The core ``Graph`` of the snapshot's tasks (rebuilt after a run added tasks)."""
-        fork = self._fork
-        if fork is not None and self._graph.n != self.n:
-            self._graph = fork._graph()
+        if self._graph_of is not None and self._graph.n != self.n:
+            self._graph = self._graph_of()
         return self._graph
 
     def for_run(self) -> Snapshot:
@@ -222,21 +223,31 @@ class Snapshot:
         copy._costs = self._costs
         return copy
 
-    def grow(self, fork: DAG, columns: Columns, n: int) -> None:
+    def grow(
+        self,
+        fork: DAG,
+        columns: Columns,
+        n: int,
+        *,
+        name: Callable[[int], str],
+        task_index: Callable[[Handle[Any] | str], int],
+        close_name: Callable[[str], str | None],
+        graph: Callable[[], Graph],
+    ) -> None:
         """Take the tasks a run added to *fork*, a fork of the DAG: *n* tasks in all.
 
         The tasks of the DAG keep their handles; those added are the fork's.
+        *columns* are the fork's; *name*, *task_index* and *close_name* are as
+        for the constructor, over the fork; *graph* gives the fork's graph.
         """
-        if self._fork is None:
-            self._fork = fork
-            self.columns = columns
-            self._name = fork._name
-            self._close_name = fork._close_name
-            self._task_index = fork._task_index
-            self._priorities = self._costs = None
+        self._fork = fork
+        self.columns = columns
+        self._name = name
+        self._task_index = task_index
+        self._close_name = close_name
+        self._graph_of = graph
+        self._priorities = self._costs = None
         self.n = n
-        if self._priorities is not None or self._costs is not None:
-            self._priorities = self._costs = None
 
     def fn(self, i: int) -> Callable[..., Any]:
         """The function of task *i*."""
