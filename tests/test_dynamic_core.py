@@ -130,7 +130,8 @@ def _apply(st: Any, op: tuple[Any, ...]) -> Any:
             return st.pop()
         n = st.n
         if kind == "add":
-            return st.add([p % n for p in op[1]], all_done=op[2], key=float(op[3]))
+            parents = [p % n for p in op[1]] if n else []
+            return st.add(parents, all_done=op[2], key=float(op[3]))
         running = [v for v in range(n) if st.state(v) == twin.RUNNING]
         if not running:
             return None
@@ -196,12 +197,29 @@ def test_growth_is_the_same_on_both_cores(
         # Drain: every node reaches one final state (joins resolved as done).
         for _ in range(10 * (s.n + 1)):
             v = s.pop()
-            if v < 0:
-                running = [u for u in range(s.n) if s.state(u) == twin.RUNNING]
-                if not running:
+            if v >= 0:
+                s.done(v)
+                continue
+            running = [u for u in range(s.n) if s.state(u) == twin.RUNNING]
+            if not running:
+                break
+            # A joining node ends only once what it joins has: done is a no-op.
+            for u in running:
+                before = (s.ended, s.ready)
+                s.done(u)
+                if (s.ended, s.ready) != before:
                     break
-                v = running[0]
-            s.done(v)
         assert s.finished
         assert set(s.states()) <= FINAL
     assert len({s.states() for s in states}) == 1
+
+
+def test_added_children_are_what_waits_for_a_node(core: ModuleType) -> None:
+    st = core.RunState(core.Graph(2, [0], [1]))
+    assert st.pop() == 0
+    a = st.add([0])
+    b = st.add([])
+    assert st.join(0, [b]) == 1
+    assert st.added_children(0) == [a]
+    assert st.added_children(b) == [0]
+    assert st.added_children(1) == []

@@ -24,8 +24,6 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, Any, Final
 
-import trio
-
 from ._batching import Batched
 from ._dependencies import rebuild, scan
 from ._errors import ResourceError, TaskFailedError, UnknownDependencyError
@@ -68,22 +66,17 @@ class Growth:
         )
         # The graph of the DAG's own tasks, for their children.
         self.graph = snap.graph
+        fork._runs = 0  # add refuses nothing: tasks are added only here (see add)
         self._grow(snap.n)
         loop = engine.loop
         loop.grow(self.columns, snap.n)
         # Tasks the loop hands back to be resolved here (joining ones).
         self.marks = bytearray(snap.n)
         loop.handback = self.marks
-        # The run's cache hears each output through this class, after joins.
-        self.cache_hook = loop.on_return
-        if engine.caching is not None and self.cache_hook is None:
-            self.cache_hook = engine.caching.returned
-        loop.on_return = self._loop_returned
+        loop.on_join = self.joined
         self.levels: array[int] | None = None
-        # Children added during the run, and the joiners of each joined task:
-        # what may wait for a task (the check of a join that would never end).
-        self.kids: dict[int, list[int]] = {}
-        self.waiters: dict[int, list[int]] = {}
+        # Whether targets= left tasks out of the run (an added one may not depend on them).
+        self.excluding = engine.st.total < snap.n
         # Joining tasks: (their return value, its handles' paths, the joined tasks).
         self.joins: dict[int, tuple[Any, tuple[tuple[Any, ...], ...] | None, list[int]]] = {}
         # Joins that failed at once: the error to fail the task with.
@@ -96,62 +89,71 @@ class Growth:
     ) -> Handle[Any]:
         """Add a task to the running run; *parent* is the adding task's index, or -1."""
         engine = self.engine
-        if type(fn) is Batched:
-            raise TypeError(
-                f"run.add cannot add a task of the batched function {fn!r}: batches are "
-                "formed from the tasks of the DAG; add it to the DAG before the run"
-            )
         fork = self.fork
-        st = engine.st
-        i = len(fork._fns)
-        fork._runs = 0
+        snap = engine.snap
+        i = snap.n
+        if len(fork._fns) != i or type(fn) is Batched:
+            self._refuse(fn, i)
+        handle = fork.add(fn, *args, **options)
         try:
-            handle = fork.add(fn, *args, **options)
-        finally:
-            fork._runs = 1
-        try:
-            parents, uses = self._check_added(i)
+            off = fork._off
+            parents = fork._src[off[i] : off[i + 1]]
+            if fork._pending or self.excluding:
+                self._check_dependencies(i, parents)
             opts = fork._opts[i]
             all_done = opts.trigger == "all_done"
-            key = self._key(i, opts, parents)
-            v = st.add(parents, all_done=all_done, key=key)
+            admission = engine.admission
+            uses = None
+            if opts.uses:
+                uses = admission.quantize_more(fork._name(i), opts.uses)
+            elif admission.uses is not None:
+                uses = ()
+            keys = engine.keys
+            key = 0.0 if keys is None else self._key(opts, parents)
+            st = engine.st
+            st.add(parents, all_done=all_done, key=key)
         except BaseException:
             fork._truncate(i)
             raise
-        assert v == i
         n = i + 1
-        snap = engine.snap
-        self._grow(n)
+        snap.n = n
         engine.loop.grow(self.columns, n)
         self.marks.append(0)
-        engine.teardown.append(1 if all_done else 0)
-        admission = engine.admission
-        if admission.uses is not None:
-            admission.uses.append(uses)
-        if admission.keys is not None and admission.keys is not engine.keys:
-            admission.keys.append(key)
-        if engine.keys is not None:
-            engine.keys.append(key)
+        engine.teardown.append(all_done)
+        if uses is not None:
+            admission.uses.append(uses)  # type: ignore[union-attr]
+        if keys is not None:
+            keys.append(key)
         if engine.unbounded:
-            engine.cap += 1
-        levels = self.levels
-        if levels is not None:
-            levels.append(max([levels[p] + 1 for p in parents], default=0))
-        kids = self.kids
-        for p in parents:
-            kids.setdefault(p, []).append(i)
+            engine.cap = n
+        if self.levels is not None:
+            self.levels.append(self._level(parents))
         if engine.caching is not None:
             self._cache_added(i, opts.cache)
         if engine.on_event is not None or engine.stream is not None:
             by = None if parent < 0 else snap.handle(parent)
             engine._emit(TaskAdded(handle, by, engine.loop.now()))
-        state = st.state(i)
-        if state == core.SKIPPED:
+        if st.state(i) == core.SKIPPED:
             engine._ended(i, core.SKIPPED)
         elif engine.halted or (engine.failing and not all_done):
             # The run is stopping: the new task never starts.
             engine._ended(i, core.CANCELLED, st.cancel(i))
         return handle
+
+    def _refuse(self, fn: Any, i: int) -> None:
+        fork = self.fork
+        if type(fn) is Batched:
+            raise TypeError(
+                f"run.add cannot add a task of the batched function {fn!r}: batches are "
+                "formed from the tasks of the DAG; add it to the DAG before the run"
+            )
+        # Tasks were added to the fork itself (h.dag.add with a handle of the
+        # run): the run knows nothing of them.
+        fork._truncate(i)
+        raise RuntimeError(
+            "tasks were added to the run's fork of the DAG directly (handle.dag.add); "
+            "add tasks to a running run with run.add only"
+        )
 
     def _grow(self, n: int) -> None:
         fork = self.fork
@@ -165,41 +167,29 @@ class Growth:
             graph=fork._graph,
         )
 
-    def _check_added(self, i: int) -> tuple[list[int], Any]:
-        """What the run needs of task *i*, just added to the fork: its
-        dependencies and its uses in quanta; raise for what a run refuses."""
-        engine = self.engine
+    def _check_dependencies(self, i: int, parents: Any) -> None:
+        """Refuse task *i*, just added to the fork, if the run cannot wait for
+        its dependencies: an ``after=`` name no task has, or a task that
+        ``targets=`` left out of the run."""
         fork = self.fork
         if fork._pending:
             # A name not taken by any task yet: a running graph cannot wait for it.
-            e = next(iter(fork._pending))
-            task, name = fork._pending[e]
-            if fork._lookup(name) is None:
-                raise UnknownDependencyError(fork._name(task), name, fork._close_name(name))
+            for task, name in fork._pending.values():
+                if fork._lookup(name) is None:
+                    raise UnknownDependencyError(fork._name(task), name, fork._close_name(name))
             fork._resolve_pending()
-        parents = sorted(set(fork._src[fork._off[i] : fork._off[i + 1]]))
-        st = engine.st
+            parents[:] = fork._src[fork._off[i] : fork._off[i + 1]]
+        st = self.engine.st
         for p in parents:
             if st.state(p) == core.EXCLUDED:
                 raise ValueError(
                     f"task {fork._name(i)!r} depends on {fork._name(p)!r}, which targets= "
                     "left out of this run"
                 )
-        uses: Any = ()
-        opts = fork._opts[i]
-        admission = engine.admission
-        if opts.uses:
-            uses = admission.quantize_more(fork._name(i), opts.uses)
-        elif admission.uses is None:
-            uses = None
-        return parents, uses
 
-    def _key(self, i: int, opts: Any, parents: list[int]) -> float:
-        """Task *i*'s key in the ready heap, for the run's policy."""
-        engine = self.engine
-        policy = engine.policy
-        if engine.keys is None:
-            return 0.0
+    def _key(self, opts: Any, parents: Any) -> float:
+        """A task's key in the ready heap, for the run's policy."""
+        policy = self.engine.policy
         if policy == "priority":
             return float(-opts.priority)
         if policy == "critical_path":
@@ -213,13 +203,13 @@ class Growth:
             "depth_first); a key function ranks the tasks before the run starts"
         )
 
-    def _level(self, parents: list[int]) -> int:
+    def _level(self, parents: Any) -> int:
+        """The level of a task after *parents*: one more than the deepest of them."""
         levels = self.levels
         if levels is None:
             levels = self.levels = array("i", self.graph.levels())
-            levels.extend([0] * (self.engine.snap.n - len(levels)))
             for v in range(self.base_n, self.engine.snap.n):
-                levels[v] = max([levels[p] + 1 for p in self._parents(v)], default=0)
+                levels.append(max([levels[p] + 1 for p in self._parents(v)], default=0))
         return max([levels[p] + 1 for p in parents], default=0)
 
     def _parents(self, v: int) -> list[int]:
@@ -244,8 +234,11 @@ class Growth:
         if not cached:
             return
         caching._hash_tasks(_One(engine.snap, i), None)  # type: ignore[arg-type]
-        if caching.asks[i] and engine.loop.unlooked is None and engine.loop.fast:
-            engine.loop.unlooked = caching.asks
+        loop = engine.loop
+        if caching.asks[i] and loop.fast and loop.unlooked is None:
+            # As the engine sets up a run with cached tasks (see Engine).
+            loop.unlooked = caching.asks
+            loop.on_return = caching.returned
         part = caching.parts.get(i)
         if part is None:
             return
@@ -259,16 +252,9 @@ class Growth:
 
     # -- joining ---------------------------------------------------------------
 
-    def _loop_returned(self, v: int, result: Any) -> None:
-        # The loop's on_return: joins first, then the run's cache.
-        if self.joined(v, result):
-            return
-        hook = self.cache_hook
-        if hook is not None:
-            hook(v, self.engine.outputs[v])
-
     def joined(self, v: int, result: Any) -> bool:
-        """Task *v* returned *result*: join the handles of the run in it.
+        """Task *v* returned *result*: join the handles of the run in it (the
+        loop's ``on_join``, and the engine's for the other tasks).
 
         Returns True when *v* now waits (its dependents with it) or comes
         back to be failed; False when it ends now, with its output (in the
@@ -291,8 +277,6 @@ class Growth:
         if error is None:
             if st.join(v, data):
                 self.joins[v] = (result, paths, data)
-                for j in set(data):
-                    self.waiters.setdefault(j, []).append(v)
                 self.marks[v] = 1
                 return True
             error = self._failed_join(v, data)
@@ -317,11 +301,12 @@ class Growth:
         stack = [v]
         graph = self.graph
         base_n = self.base_n
+        added_children = self.engine.st.added_children
         while stack:
             u = stack.pop()
-            nexts = list(graph.children(u)) if u < base_n else []
-            nexts += self.kids.get(u, ())
-            nexts += self.waiters.get(u, ())
+            nexts = added_children(u)
+            if u < base_n:
+                nexts += graph.children(u)
             for c in nexts:
                 if c in wanted:
                     snap = self.engine.snap
@@ -367,10 +352,6 @@ class Growth:
         loop.end_order[v] = loop.ends
         if joined is not None:
             result, paths, data = joined
-            for j in set(data):
-                waiting = self.waiters.get(j)
-                if waiting is not None and v in waiting:
-                    waiting.remove(v)
             error = self._failed_join(v, data)
             if error is None:
                 engine._returned(v, _resolve(result, paths, data, engine.outputs))
@@ -403,12 +384,3 @@ class _One:
 
     def bind(self, i: int, outputs: Any) -> Any:
         return self._snap.bind(i, outputs)
-
-
-def in_trio_thread() -> bool:
-    """Whether the caller runs in Trio's thread (not in a worker thread)."""
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True

@@ -12,6 +12,7 @@ import numbers
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
 
 import trio
@@ -21,7 +22,6 @@ from ._caching import check_store
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import _CURRENT, Event
-from ._growth import in_trio_thread
 from ._handle import Handle
 from ._no_effect import warn_no_effect
 from ._options import show_number
@@ -378,6 +378,8 @@ class Run:
         self._engine = engine
         self._receive = receive
         self._iterated = False
+        # Trio's thread (a Run is made in it): run.add from another goes through it.
+        self._thread = get_ident()
 
     def events(self) -> AsyncIterator[Event]:
         """Every event of the run, from its start, in the order they happened.
@@ -472,8 +474,13 @@ class Run:
         engine = self._engine
         slot = _CURRENT.get(None)
         parent = slot[1] if slot is not None and slot[0] is engine.snap else -1
-        if in_trio_thread():
+        if get_ident() == self._thread:
+            growth = engine.growth
+            if growth is not None and parent >= 0 and engine.report is None:
+                # The common call: from a body, once the run has grown.
+                return growth.add(fn, args, options, parent)
             return engine.add(fn, args, options, parent, parent < 0)  # type: ignore[no-any-return]
+        # From a worker thread: the run is changed in Trio's thread only.
         return trio.from_thread.run_sync(  # type: ignore[no-any-return]
             engine.add, fn, args, options, parent, True
         )

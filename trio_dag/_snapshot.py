@@ -240,6 +240,9 @@ class Snapshot:
         *columns* are the fork's; *name*, *task_index* and *close_name* are as
         for the constructor, over the fork; *graph* gives the fork's graph.
         """
+        self.n = n
+        if self._fork is fork:
+            return
         self._fork = fork
         self.columns = columns
         self._name = name
@@ -247,7 +250,6 @@ class Snapshot:
         self._close_name = close_name
         self._graph_of = graph
         self._priorities = self._costs = None
-        self.n = n
 
     def fn(self, i: int) -> Callable[..., Any]:
         """The function of task *i*."""
@@ -286,14 +288,14 @@ class Snapshot:
     @property
     def priorities(self) -> list[int]:
         """``priority`` of every task, by index."""
-        if self._priorities is None:
+        if self._priorities is None or len(self._priorities) != self.n:
             self._priorities = list(map(_PRIORITY, islice(self.columns.opts, self.n)))
         return self._priorities
 
     @property
     def costs(self) -> array[float]:
         """``cost`` of every task, by index (for ``graph.upward_rank``)."""
-        if self._costs is None:
+        if self._costs is None or len(self._costs) != self.n:
             self._costs = array("d", map(_COST, islice(self.columns.opts, self.n)))
         return self._costs
 

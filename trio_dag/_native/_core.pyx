@@ -775,8 +775,14 @@ cdef class RunState:
                 return top
 
     cdef Py_ssize_t _check_node(self, object node_) except -1:
+        cdef long v
+        cdef int overflow = 0
         if self._n == self._graph._n:
             return self._graph._check(node_)
+        if PyLong_CheckExact(node_):
+            v = PyLong_AsLongAndOverflow(node_, &overflow)
+            if 0 <= v < self._n and not overflow:
+                return v
         node = _index(node_)
         if not 0 <= node < self._n:
             raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
@@ -1074,16 +1080,37 @@ cdef class RunState:
         are checked before anything changes: ValueError for one that the
         run excludes, IndexError for one out of range.
         """
-        if key != key:
-            raise ValueError("keys must not be NaN")
-        cdef list distinct = sorted({self._check_node(p) for p in parents})
-        cdef Py_ssize_t p
+        cdef Py_ssize_t p, j, k
         cdef uint8_t st
         cdef int waiting = 0, v
         cdef bint blocked = False
-        for p in distinct:
-            if self._state[p] == C_EXCLUDED:
-                raise ValueError(f"cannot add a node after node {p}: it is excluded")
+        cdef list distinct = None
+        cdef array given
+        cdef int* at
+        if key != key:
+            raise ValueError("keys must not be NaN")
+        if type(parents) is array and (<array>parents).ob_descr.typecode == b"i":
+            # The common call (run.add's): a few parents in an int array,
+            # checked in place; duplicates are skipped below. Anything out of
+            # range or excluded takes the general way, for its error.
+            given = <array>parents
+            at = given.data.as_ints
+            for j in range(len(given)):
+                if not 0 <= at[j] < self._n or self._state[at[j]] == C_EXCLUDED:
+                    break
+            else:
+                distinct = []
+                for j in range(len(given)):
+                    for k in range(j):
+                        if at[k] == at[j]:
+                            break
+                    else:
+                        distinct.append(at[j])
+        if distinct is None:
+            distinct = sorted({self._check_node(p) for p in parents})
+            for p in distinct:
+                if self._state[p] == C_EXCLUDED:
+                    raise ValueError(f"cannot add a node after node {p}: it is excluded")
         if self._n >= 2147483646:
             raise ValueError("a run holds at most 2**31 - 2 nodes")
         if self._n == self._cap:
@@ -1115,6 +1142,19 @@ cdef class RunState:
         elif waiting == 0:
             self._make_ready(v)
         return v
+
+    def added_children(self, node_):
+        """The nodes added during the run that wait for *node*: those added
+        after it (``add``) and those joining it (``join``), in that order."""
+        cdef Py_ssize_t node = self._check_node(node_)
+        cdef list out = []
+        cdef int e
+        if self._xhead != NULL:
+            e = self._xhead[node]
+            while e >= 0:
+                out.append(self._xdst[e])
+                e = self._xnext[e]
+        return out
 
     def join(self, node_, on):
         """Make the RUNNING *node* wait for the nodes *on*; return how many it waits for.

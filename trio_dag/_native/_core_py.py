@@ -846,6 +846,12 @@ class RunState:
             self._make_ready(v)
         return v
 
+    def added_children(self, node: int) -> list[int]:
+        """The nodes added during the run that wait for *node*: those added
+        after it (``add``) and those joining it (``join``), in that order."""
+        node = self._check_node(node)
+        return list(self._xchild.get(node, ()))
+
     def join(self, node: int, on: Iterable[int]) -> int:
         """Make the RUNNING *node* wait for the nodes *on*; return how many it waits for.
 

@@ -17,6 +17,7 @@ class Loop:
     unlooked: bytearray | None
     on_return: Callable[[int, Any], Any] | None
     handback: bytearray | None
+    on_join: Callable[[int, Any], bool] | None
     now: Callable[[], float]
     outputs: list[Any]
     start: array[float]

@@ -34,7 +34,8 @@ __all__ = ["Loop"]
 _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType
 _CANCELLED: Final = trio.Cancelled
-_RETURNED: Final = object()  # what a runner yields once its body has returned
+_RETURNED: Final = object()
+_PLAIN: Final = frozenset({type(None), int, str, float, bool, bytes})  # what a runner yields once its body has returned
 
 
 class Loop:
@@ -68,6 +69,9 @@ class Loop:
         # Tasks added or joining during the run (see _growth): a task marked
         # in handback is handed back (SLOW) for the engine to resolve its joins.
         self.handback: bytearray | None = None
+        # on_join(v, output) hears each output that is no plain value first;
+        # when it returns True the task joins others (on_return waits).
+        self.on_join: Callable[[int, Any], bool] | None = None
         self.stopped = False
         self.outputs: list[Any] = [None] * n
         self.start = array("d", [_NAN]) * n
@@ -273,6 +277,7 @@ class Loop:
         unlooked = self.unlooked
         handback = self.handback
         on_return = self.on_return
+        on_join = self.on_join
         fast = False
         retries = 0
         try:
@@ -355,9 +360,13 @@ class Loop:
                     unlooked = self.unlooked
                     handback = self.handback
                     on_return = self.on_return
+                    on_join = self.on_join
                 if before_end is not None:
                     before_end()
-                if on_return is not None:
+                out = outputs[v]
+                if on_join is not None and type(out) not in _PLAIN and on_join(v, out):
+                    pass  # it joins others: the core's _done leaves it running
+                elif on_return is not None:
                     on_return(v, outputs[v])
                 if self.stopped:
                     st._done(v)
@@ -425,7 +434,10 @@ class Loop:
             self.outputs[v] = self._result[0]
             if self.before_end is not None:
                 self.before_end()
-            if self.on_return is not None:
+            out = self.outputs[v]
+            if self.on_join is not None and type(out) not in _PLAIN and self.on_join(v, out):
+                pass  # it joins others: the core's _done leaves it running
+            elif self.on_return is not None:
                 self.on_return(v, self.outputs[v])
             self.st._done(v)
             v = self._chain(-1 if self.stopped else self.st._pop(), slot, now)
