@@ -396,3 +396,27 @@ def test_outcome_of_added_tasks_in_all_done_dependents() -> None:
     joiner = dag.add(adder)
     report = _run(dag, check=False)
     assert report[joiner] is True
+
+
+@pytest.mark.parametrize("batched_in_dag", [False, True])
+def test_added_tasks_of_a_batched_function_run_in_batches(batched_in_dag: bool) -> None:
+    calls: list[list[int]] = []
+
+    @trio_dag.batched(max_size=3)
+    async def double(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return [2 * i for i in items]
+
+    async def adder(n: int) -> list[trio_dag.Handle[int]]:
+        run = trio_dag.current_run()
+        return [run.add(double, i) for i in range(n)]
+
+    dag = trio_dag.DAG()
+    if batched_in_dag:
+        dag.add(double, 100)
+    joiner = dag.add(adder, 5)
+    report = _run(dag)
+    assert report[joiner] == [0, 2, 4, 6, 8]
+    expected = [0, 1, 2, 3, 4, 100] if batched_in_dag else [0, 1, 2, 3, 4]
+    assert sorted(i for call in calls for i in call) == expected
+    assert max(len(call) for call in calls) <= 3

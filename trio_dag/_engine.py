@@ -224,17 +224,21 @@ class Engine:
         # Tasks of @batched functions run in batches, which the Batcher keeps.
         self.batcher: Batcher | None = None
         if snap.has_batched:
-            self.batcher = Batcher(
-                snap,
-                self.st,
-                self.loop,
-                self.admission,
-                self.teardown,
-                _Outcomes(self),
-                _Host(self),
-            )
-            if self.caching is not None and self.caching.parts:
-                self.batcher.unlooked = self.caching.asks
+            self.start_batching()
+
+    def start_batching(self) -> None:
+        """Make the Batcher: as the run starts, or when a batched task is added."""
+        self.batcher = Batcher(
+            self.snap,
+            self.st,
+            self.loop,
+            self.admission,
+            self.teardown,
+            _Outcomes(self),
+            _Host(self),
+        )
+        if self.caching is not None and self.caching.parts:
+            self.batcher.unlooked = self.caching.asks
 
     # -- the run as a whole --------------------------------------------------
 

@@ -92,8 +92,10 @@ class Growth:
         fork = self.fork
         snap = engine.snap
         i = snap.n
-        if len(fork._fns) != i or type(fn) is Batched:
-            self._refuse(fn, i)
+        if len(fork._fns) != i:
+            self._refuse(i)
+        if type(fn) is Batched and engine.batcher is None:
+            engine.start_batching()
         handle = fork.add(fn, *args, **options)
         try:
             off = fork._off
@@ -140,16 +142,10 @@ class Growth:
             engine._ended(i, core.CANCELLED, st.cancel(i))
         return handle
 
-    def _refuse(self, fn: Any, i: int) -> None:
-        fork = self.fork
-        if type(fn) is Batched:
-            raise TypeError(
-                f"run.add cannot add a task of the batched function {fn!r}: batches are "
-                "formed from the tasks of the DAG; add it to the DAG before the run"
-            )
+    def _refuse(self, i: int) -> None:
         # Tasks were added to the fork itself (h.dag.add with a handle of the
         # run): the run knows nothing of them.
-        fork._truncate(i)
+        self.fork._truncate(i)
         raise RuntimeError(
             "tasks were added to the run's fork of the DAG directly (handle.dag.add); "
             "add tasks to a running run with run.add only"
@@ -239,6 +235,8 @@ class Growth:
             # As the engine sets up a run with cached tasks (see Engine).
             loop.unlooked = caching.asks
             loop.on_return = caching.returned
+        if caching.asks[i] and engine.batcher is not None and engine.batcher.unlooked is None:
+            engine.batcher.unlooked = caching.asks
         part = caching.parts.get(i)
         if part is None:
             return
