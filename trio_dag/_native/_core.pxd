@@ -50,6 +50,10 @@ cdef class RunState:
     cdef Py_ssize_t _running
     cdef Py_ssize_t _ended
     cdef Py_ssize_t _total
+    # How many nodes ended in each final state but SUCCEEDED (that one is the rest).
+    cdef Py_ssize_t _failed
+    cdef Py_ssize_t _skipped
+    cdef Py_ssize_t _cancelled
 
     cdef inline bint _before(self, int a, int b) noexcept
     cdef int _make_ready(self, int v) except -1

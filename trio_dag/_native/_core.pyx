@@ -797,6 +797,19 @@ cdef class RunState:
         """True once every node of the run has ended."""
         return self._ended == self._total
 
+    def tally(self):
+        """``(ready, running, ended, total, failed, skipped, cancelled)``: the
+        counters, in one call (succeeded is ended less the three others)."""
+        return (
+            self._ready,
+            self._running,
+            self._ended,
+            self._total,
+            self._failed,
+            self._skipped,
+            self._cancelled,
+        )
+
     def state(self, node):
         """The state of *node* (one of the module's state constants)."""
         return self._state[self._graph._check(node)]
@@ -867,6 +880,10 @@ cdef class RunState:
         cdef int v = node, c
         self._state[node] = final
         self._ended += 1
+        if final == C_FAILED:
+            self._failed += 1
+        else:
+            self._cancelled += 1
         while True:
             for j in range(g._child_off[v], g._child_off[v + 1]):
                 c = g._child[j]
@@ -882,6 +899,7 @@ cdef class RunState:
                     skipped.append(c)
             i += 1
             if i >= len(skipped):
+                self._skipped += len(skipped)
                 return skipped
             v = skipped[i]
 
@@ -924,6 +942,7 @@ cdef class RunState:
                 self._state[v] = C_CANCELLED
                 gone.append(v)
         self._ended += len(gone)
+        self._cancelled += len(gone)
         for i in range(len(gone)):
             v = gone[i]
             for j in range(g._child_off[v], g._child_off[v + 1]):

@@ -424,10 +424,12 @@ class RunState:
 
     __slots__ = (
         "_all_done",
+        "_cancelled",
         "_child",
         "_child_off",
         "_count",
         "_ended",
+        "_failed",
         "_graph",
         "_head",
         "_heap",
@@ -436,6 +438,7 @@ class RunState:
         "_queue",
         "_running",
         "_seq",
+        "_skipped",
         "_stale",
         "_state",
         "_step",
@@ -493,6 +496,10 @@ class RunState:
         self._stale = 0
         self._running = 0
         self._ended = 0
+        # How many nodes ended in each final state but SUCCEEDED (that one is the rest).
+        self._failed = 0
+        self._skipped = 0
+        self._cancelled = 0
         self._total = n - state.count(EXCLUDED)
         for v in _zeros(self._count):
             if state[v] == PENDING:
@@ -614,6 +621,19 @@ class RunState:
         """True once every node of the run has ended."""
         return self._ended == self._total
 
+    def tally(self) -> tuple[int, int, int, int, int, int, int]:
+        """``(ready, running, ended, total, failed, skipped, cancelled)``: the
+        counters, in one call (succeeded is ended less the three others)."""
+        return (
+            len(self._queue) + len(self._heap) - self._stale,
+            self._running,
+            self._ended,
+            self._total,
+            self._failed,
+            self._skipped,
+            self._cancelled,
+        )
+
     def state(self, node: int) -> int:
         """The state of *node* (one of the module's state constants)."""
         node = self._graph._check(node)
@@ -664,6 +684,10 @@ class RunState:
         # SKIPPED at once; all_done dependents count it as ended.
         self._state[node] = final
         self._ended += 1
+        if final == FAILED:
+            self._failed += 1
+        else:
+            self._cancelled += 1
         g = self._graph
         child_off = g._child_off
         child = g._child
@@ -685,6 +709,7 @@ class RunState:
                 self._ended += 1
                 skipped.append(c)
                 queue.append(c)
+        self._skipped += len(skipped)
         return skipped
 
     def fail(self, node: int) -> list[int]:
@@ -721,6 +746,7 @@ class RunState:
                 state[v] = CANCELLED
                 gone.append(v)
         self._ended += len(gone)
+        self._cancelled += len(gone)
         g = self._graph
         child_off = g._child_off
         child = g._child

@@ -244,7 +244,6 @@ class Loop:
         # Set by the engine while retries wait; no body of the chain can set it.
         before_end = self.before_end
         unlooked = self.unlooked
-        on_return = self.on_return
         fast = False
         retries = 0
         try:
@@ -316,8 +315,10 @@ class Loop:
                 outputs[v] = result[0]
                 if before_end is not None:
                     before_end()
-                if on_return is not None:
-                    on_return(v, outputs[v])
+                if self.on_return is not None:
+                    # Read each time, as the compiled loop does: a body may
+                    # make the engine listen (run.result, as_completed).
+                    self.on_return(v, outputs[v])
                 if self.stopped:
                     st._done(v)
                     return -1
