@@ -420,3 +420,23 @@ def test_added_tasks_of_a_batched_function_run_in_batches(batched_in_dag: bool) 
     expected = [0, 1, 2, 3, 4, 100] if batched_in_dag else [0, 1, 2, 3, 4]
     assert sorted(i for call in calls for i in call) == expected
     assert max(len(call) for call in calls) <= 3
+
+
+def test_depth_first_takes_added_tasks_deeper_first() -> None:
+    dag = trio_dag.DAG()
+    order: list[str] = []
+
+    async def step(name: str, *_: Any) -> str:
+        order.append(name)
+        await trio.sleep(1)
+        return name
+
+    async def pipeline() -> None:
+        run = trio_dag.current_run()
+        for item in "ab":
+            first = run.add(step, f"{item}1")
+            run.add(step, f"{item}2", first)
+
+    dag.add(pipeline)
+    _run(dag, limit=1, policy="depth_first")
+    assert order == ["a1", "a2", "b1", "b2"]

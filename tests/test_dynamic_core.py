@@ -191,7 +191,7 @@ def test_growth_is_the_same_on_both_cores(
     for op in steps:
         results = [_apply(s, op) for s in states]
         assert all(r == results[0] for r in results), (op, results)
-        snaps = [(s.states(), s.ready, s.running, s.ended, s.total, s.n) for s in states]
+        snaps = [(s.states(), s.tally(), s.n) for s in states]
         assert all(x == snaps[0] for x in snaps), (op, snaps)
     for s in states:
         # Drain: every node reaches one final state (joins resolved as done).

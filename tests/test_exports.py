@@ -43,6 +43,7 @@ PUBLIC: dict[str, list[str]] = {
         "NoEffectWarning",
         "ResourceError",
         "Run",
+        "RunCounts",
         "RunFailedError",
         "RunReport",
         "RunStats",

@@ -36,7 +36,8 @@ Running
 - ``run``: run a DAG (``await``) and return its report.
 - ``run_sync``: the same from synchronous code.
 - ``open_run``: ``async with``: run in the background, stream events, cancel.
-- ``Run``: the run in progress that ``open_run`` gives.
+- ``Run``: the run in progress that ``open_run`` (and ``current_run``) gives.
+- ``RunCounts``: what ``run.counts`` says: tasks in each state, now.
 - ``Threshold``: the strategy that starts ready tasks in groups.
 - ``current_task``: inside a task, its name, attempt and tags.
 - ``current_run``: inside a task, the ``Run`` of its run.
@@ -86,6 +87,7 @@ from ._cache import CacheEntry as CacheEntry
 from ._cache import CacheStats as CacheStats
 from ._cache import CacheStore as CacheStore
 from ._cache import MemoryCache as MemoryCache
+from ._control import RunCounts as RunCounts
 from ._dag import DAG as DAG
 from ._errors import CacheFileError as CacheFileError
 from ._errors import CallbackError as CallbackError
@@ -139,6 +141,7 @@ __all__ = [
     "NoEffectWarning",
     "ResourceError",
     "Run",
+    "RunCounts",
     "RunFailedError",
     "RunReport",
     "RunStats",

@@ -346,6 +346,31 @@ class Admission:
                 del self.waiting[name]
         return taken
 
+    def forget(self, v: int) -> bool:
+        """Take task *v* out of what waits for a resource (``run.cancel_task``);
+        return whether it waited there (out of the heap, not running).
+
+        A task woken from a queue is back in the heap: it only leaves the
+        ``woken`` record, and the queue it left is woken again, as when it
+        must wait for another resource.
+        """
+        self.places.pop(v, None)
+        woken_for = self.woken.pop(v, None)
+        if woken_for is not None:
+            self._wake(woken_for)
+            return False
+        for name, queue in self.waiting.items():
+            kept = [place for place in queue if place[2] != v]
+            if len(kept) < len(queue):
+                if kept:
+                    heapq.heapify(kept)
+                    self.waiting[name] = kept
+                else:
+                    del self.waiting[name]
+                self._wake(name)
+                return True
+        return False
+
     def drain(self) -> list[int]:
         """Every task waiting for a resource, taken out of the queues (to cancel them)."""
         tasks = [place[2] for queue in self.waiting.values() for place in queue]

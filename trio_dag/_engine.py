@@ -40,6 +40,7 @@ from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
 if TYPE_CHECKING:
     from ._growth import Growth
+    from ._control import Control
     from ._options import TaskOptions
     from ._snapshot import Snapshot
 
@@ -177,6 +178,7 @@ class Engine:
         self.growth: Growth | None = None
         self.policy: Any = None
         self.keys = keys
+        self.limited = limit is not None
         self.workers = 0
         # Workers with nothing to do wait here for _spawn to hand them a task.
         self.idle: list[trio.lowlevel.Task] = []
@@ -196,8 +198,18 @@ class Engine:
         self.since_checkpoint = 0
         self.nursery: trio.Nursery | None = None
         self.report: RunReport | None = None
-        # The Run that current_run() gives inside a body (set by _run.py).
+        # The Run that current_run() gives inside a body (set by _run.py), and
+        # what its per-task methods keep (_control.py), made on first use.
         self.run: Any = None
+        self.control: Control | None = None
+        # Until then, the tasks that end outside the fast loop, with how many
+        # attempts had ended then (the loop's end order places the others).
+        self.log: list[tuple[int, int]] = []
+        # Set while _control asks workers to stop at their next task boundary.
+        self.handover = False
+        # The slots of the live workers (see _worker), and tasks ended CACHED.
+        self.slots: list[list[Any]] = []
+        self.cached = 0
         self.started_at = 0.0
         # The run's cache (see _caching): its cached tasks are looked up as
         # they become ready, and their results stored as they return.
@@ -517,6 +529,11 @@ class Engine:
                 for u in hits:
                     end[u] = now
                     done(u)
+                self.cached += len(hits)
+                if self.control is None:
+                    self.log.extend([(self.loop.ends, u) for u in hits])
+                else:
+                    self.control.ended_many(hits)
                 return bool(hit[v])
             for u in hits:
                 if self.halted or (self.failing and not self.teardown[u]):
@@ -528,6 +545,7 @@ class Engine:
                 if self.retries:
                     self._requeue_due()
                 st.done(u)
+                self.cached += 1
                 self._ended(u, CACHED)
         return bool(hit[v])
 
@@ -595,11 +613,18 @@ class Engine:
         workers run out of ready tasks often (a task's dependents become
         ready only when all their dependencies are done).
         """
+        if self.control is not None and self.workers <= self.cap:
+            # The loop may have stopped for _control with tasks still ready.
+            ready = self._next()
+            if ready >= 0:
+                return ready
         if self.st.finished or self.halted or self.st.running == self.admission.parked():
             # With nothing running (not even a retry wait), nothing can
             # change what may start: waiting would never end.
             self._dismiss_idle()
             return -1
+        if self.workers > self.cap:
+            return -1  # a slot given back by run.result() came back: one worker leaves
         task = trio.lowlevel.current_task()
         self.idle.append(task)
 
@@ -611,17 +636,43 @@ class Engine:
         return v
 
     async def _worker(self, v: int) -> None:
-        slot: list[Any] = [self.snap, -1, 0, 0.0, self.run]
+        # One cancel scope per worker, not per task: run.cancel_task cancels
+        # the scope of the worker that holds the task (see _control), and the
+        # worker goes on in a new one.
+        while True:
+            with trio.CancelScope() as scope:
+                await self._work(v, scope)
+            if not scope.cancel_called or self.halted or self.nursery is None:
+                return
+            assert self.control is not None
+            self.control.renewed()
+            self.workers += 1
+            v = self._next()
+
+    async def _work(self, v: int, scope: trio.CancelScope) -> None:
+        # The slot: [snapshot, task, attempt, start time] for the loop and
+        # current_task(), then the Run, this scope, the task held (-1: none),
+        # and the worker's Trio task.
+        slot: list[Any] = [self.snap, -1, 0, 0.0, self.run, scope, -1, trio.lowlevel.current_task()]
         _CURRENT.set(slot)
+        self.slots.append(slot)
         loop = self.loop
         try:
+            if v < 0:
+                v = await self._wait_for_work()
             while v >= 0:
+                if self.handover:
+                    assert self.control is not None
+                    v = self.control.received(v)
+                    if v < 0:
+                        break
                 if self.halted:
                     # Handed a task just before the run stopped: it never starts.
                     self._cancelled(v)
                     return
                 v = loop.run(v, slot)
                 while v >= 0:
+                    slot[6] = v  # popped, not started (or its body is slot[1])
                     why = loop.why
                     if why == SUSPENDED:
                         self._spawn()
@@ -657,11 +708,17 @@ class Engine:
                         if self.since_checkpoint >= FAIRNESS_EVERY:
                             self.since_checkpoint = 0
                             await trio.lowlevel.checkpoint()
+                        if self.handover and self.control is not None and self.control.leave():
+                            return
                         v = self._next()
                     if v >= 0:
                         v = loop.run(v, slot)
+                slot[6] = -1
+                if self.handover and self.control is not None and self.control.leave():
+                    return
                 v = await self._wait_for_work()
         finally:
+            self.slots.remove(slot)
             self.workers -= 1
 
     async def _drive(self, slot: list[Any]) -> int:
@@ -713,7 +770,10 @@ class Engine:
         :func:`_bodies.split_cancelled`), the task ends FAILED with it, not
         retried; its attempt has been ended already.
         """
-        if not self.halted and (self.teardown[v] or not self.failing):
+        control = self.control
+        if control is not None and control.cancelled(v):
+            pass  # run.cancel_task(v): that task alone
+        elif not self.halted and (self.teardown[v] or not self.failing):
             self._halt()
         if failure is None:
             self._ended(v, core.CANCELLED, self.st.cancel(v))
@@ -739,7 +799,7 @@ class Engine:
         try:
             await self._body(v, slot)
         finally:
-            if limiter is not None:
+            if limiter is not None and (self.control is None or self.control.holds_token()):
                 limiter.release()
 
     async def _wait_for_token(self, v: int, limiter: trio.CapacityLimiter) -> None:
@@ -1009,6 +1069,14 @@ class Engine:
     # -- ended tasks and events ----------------------------------------------
 
     def _ended(self, v: int, code: int, skipped: Sequence[int] = ()) -> None:
+        control = self.control
+        if control is None:
+            ends = self.loop.ends
+            self.log.append((ends, v))
+            if skipped:
+                self.log.extend([(ends, s) for s in skipped])
+        else:
+            control.ended(v, skipped)
         admission = self.admission
         if v in admission.held:
             # However a task ended (also cancelled before it started), what

@@ -32,6 +32,7 @@ from ._handle import Handle
 from ._keys import Uncacheable, framed_digest, output_digest
 from ._native import core
 from ._native._shared import PLAIN_TYPES
+from ._policies import depth_first_key
 from ._report import task_outcome
 from ._snapshot import Columns
 
@@ -184,7 +185,8 @@ class Growth:
                 )
 
     def _key(self, opts: Any, parents: Any) -> float:
-        """A task's key in the ready heap, for the run's policy."""
+        """The key in the ready heap of the task being added (the next
+        index), for the run's policy."""
         policy = self.engine.policy
         if policy == "priority":
             return float(-opts.priority)
@@ -193,7 +195,7 @@ class Growth:
             # the ranks of the tasks already in the run stay as they were.
             return -float(opts.cost)
         if policy == "depth_first":
-            return -float(self._level(parents))
+            return depth_first_key(self._level(parents), self.engine.snap.n)
         raise TypeError(
             "run.add needs a named policy (fifo, lifo, priority, critical_path or "
             "depth_first); a key function ranks the tasks before the run starts"

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from threading import get_ident
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, final
 
+import outcome
 import trio
 
 from ._bodies import THREAD, fatal, kind_of
 from ._caching import check_store
+from ._control import Completed, RunCounts, control_of, counts_of
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import _CURRENT, Event
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "open_run", "run", "run_sync"]
 
 OnFailure = Literal["skip", "fail_fast"]
+T = TypeVar("T")
 
 
 def _check_limit(limit: object) -> None:
@@ -222,6 +225,11 @@ async def run(
           first, ties as ``"fifo"``;
         - ``"critical_path"``: the task with the longest chain of ``cost=``
           from it to the end of the graph first, ties as ``"fifo"``;
+        - ``"depth_first"``: the deeper task first, by dependency level (a
+          task with no dependencies is level 0, any other one more than the
+          deepest of its dependencies), ties in insertion order: in a
+          pipeline of many items, each item goes through its steps before
+          the next starts, so the first results arrive early;
         - a key function ``key(handle) -> sortable``: the SMALLER key
           first, ties as ``"fifo"``. It is called once per task of the
           run, before any task starts, and must be a plain (not async)
@@ -503,6 +511,122 @@ class Run:
         self._engine.cancel()
 
     @property
+    def counts(self) -> RunCounts:
+        """How many tasks are pending, ready, running and in each final state, now.
+
+        A :class:`RunCounts`, read in constant time from the counters the
+        run keeps (well under a microsecond), so a progress display may
+        read it as often as it likes::
+
+            counts = run.counts
+            print(f"{counts.total - counts.pending - counts.ready - counts.running}/{counts.total}")
+
+        Once the run has ended, every task is counted in its final state.
+        """
+        return counts_of(self._engine)
+
+    async def result(self, task: Handle[T] | str) -> T:
+        """Wait until *task* has ended; return its output, or raise what ``report[task]`` raises.
+
+        From the :func:`open_run` block it just waits. From inside a task
+        of the run (through :func:`current_run`), the waiting task gives
+        back its ``limit`` slot while it waits, so another task may start,
+        and takes one again before it goes on, waiting for a free slot like
+        any task that has not started (so ``limit=1`` with a task that
+        awaits another, independent one finishes). It does not give back
+        its ``uses``: a task holds its resources for its whole attempt, as
+        its body may be using them while it waits. A ``timeout=`` of the
+        waiting task counts the wait, and cancelling it (``fail_fast``,
+        :meth:`cancel_task`) ends the wait.
+
+        Args:
+          task: A handle or a task name of the run.
+
+        Returns:
+          The task's output (SUCCEEDED or CACHED).
+
+        Raises:
+          TaskFailedError: It FAILED; its exception is ``__cause__``.
+          TaskSkippedError: It was SKIPPED.
+          TaskCancelledError: It was CANCELLED.
+          KeyError: It is not part of the run (``targets=`` left it out, or
+            no task has that name).
+          ForeignHandleError: *task* is a handle of another DAG.
+          RuntimeError: Awaited from inside a task, *task* is that task
+            itself, depends on it (directly or not), or awaits its result:
+            the wait would never end. Raised at once.
+        """
+        control = control_of(self._engine)
+        return await control.result(control.index(task, "run.result()"))  # type: ignore[no-any-return]
+
+    def cancel_task(self, task: Handle[Any] | str) -> None:
+        """Cancel one task, whatever it is doing; the rest of the run goes on.
+
+        A task that has not started (pending, ready, waiting for a slot or
+        a resource, or waiting to retry) ends CANCELLED at once; a running
+        one is cancelled as Trio cancels (a body in a worker thread ends
+        when its function returns, and its result is discarded). Its
+        dependents with the default trigger end SKIPPED, and ``all_done``
+        ones run once their dependencies have ended, as after any task
+        that did not succeed. Nothing else is stopped: this is not a
+        failure, so ``on_failure="fail_fast"`` does not stop the run for
+        it, and ``check=True`` raises nothing for it (the report's ``ok``
+        is False, as for any CANCELLED task).
+
+        A task that has ended already, or a run that has ended, is left as
+        it is: nothing happens. A running body that returns before the
+        cancellation reaches it (it did not reach a checkpoint) keeps its
+        result and ends SUCCEEDED.
+
+        Args:
+          task: A handle or a task name of the run.
+
+        Raises:
+          KeyError: It is not part of the run.
+          ForeignHandleError: *task* is a handle of another DAG.
+          RuntimeError: It is a task of a :func:`batched` function that
+            has joined a call serving other tasks too.
+        """
+        control = control_of(self._engine)
+        control.cancel_task(control.index(task, "run.cancel_task()"))
+
+    def as_completed(
+        self, handles: Iterable[Handle[Any] | str] | None = None
+    ) -> AsyncIterator[tuple[Handle[Any], outcome.Outcome[Any]]]:
+        """Each task as it ends: ``(handle, outcome)`` pairs, in the order the tasks end.
+
+        An async iterator; ``outcome`` is what :meth:`RunReport.outcome`
+        gives (``.unwrap()`` returns the output or raises): an
+        ``outcome.Error`` of its exception for a FAILED task, of a
+        :class:`TaskSkippedError` or :class:`TaskCancelledError` for the
+        others that did not succeed. Tasks that ended before the iteration
+        began come first, in the order they ended::
+
+            async with trio_dag.open_run(dag, policy="depth_first") as run:
+                async for handle, result in run.as_completed():
+                    print(handle.name, result.unwrap())
+
+        Works from the :func:`open_run` block and from inside a task. Each
+        call gives a new iterator; several may run at once.
+
+        Args:
+          handles: The tasks to wait for, as handles or names; it ends once
+            each has been yielded. ``None`` (default): every task of the
+            run; it ends when the run has no task left to end.
+
+        Raises:
+          KeyError: A task is not part of the run (when called).
+          ForeignHandleError: A handle of another DAG (when called).
+        """
+        control = control_of(self._engine)
+        wanted = None
+        if handles is not None:
+            if isinstance(handles, (str, Handle)):
+                handles = [handles]
+            wanted = {control.index(h, "run.as_completed()") for h in handles}
+        return Completed(control, wanted)
+
+    @property
     def report(self) -> RunReport:
         """The :class:`RunReport` of the run, once it has ended.
 
@@ -561,7 +685,8 @@ async def open_run(
       resources: ``{name: capacity}`` of the resources tasks use with
         ``uses=``. Default ``None``.
       policy: Which ready task starts first: ``"fifo"`` (default),
-        ``"lifo"``, ``"priority"`` (higher first), ``"critical_path"``, or
+        ``"lifo"``, ``"priority"`` (higher first), ``"critical_path"``,
+        ``"depth_first"``, or
         a key function (smaller keys first).
       strategy: When ready tasks start: ``"immediate"`` (default),
         ``"waves"`` or a :class:`Threshold`.

@@ -62,6 +62,10 @@ cdef class RunState:
     cdef int* _xdst
     cdef Py_ssize_t _xlen
     cdef Py_ssize_t _xcap
+    # How many nodes ended in each final state but SUCCEEDED (that one is the rest).
+    cdef Py_ssize_t _failed
+    cdef Py_ssize_t _skipped
+    cdef Py_ssize_t _cancelled
 
     cdef inline bint _before(self, int a, int b) noexcept
     cdef int _make_ready(self, int v) except -1

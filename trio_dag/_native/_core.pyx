@@ -825,6 +825,19 @@ cdef class RunState:
         """True once every node of the run has ended."""
         return self._ended == self._total
 
+    def tally(self):
+        """``(ready, running, ended, total, failed, skipped, cancelled)``: the
+        counters, in one call (succeeded is ended less the three others)."""
+        return (
+            self._ready,
+            self._running,
+            self._ended,
+            self._total,
+            self._failed,
+            self._skipped,
+            self._cancelled,
+        )
+
     def state(self, node):
         """The state of *node* (one of the module's state constants)."""
         return self._state[self._check_node(node)]
@@ -943,6 +956,10 @@ cdef class RunState:
         cdef int v = node, c, e
         self._state[node] = final
         self._ended += 1
+        if final == C_FAILED:
+            self._failed += 1
+        else:
+            self._cancelled += 1
         while True:
             if v < g._n:
                 for j in range(g._child_off[v], g._child_off[v + 1]):
@@ -954,6 +971,7 @@ cdef class RunState:
                     e = self._xnext[e]
             i += 1
             if i >= len(skipped):
+                self._skipped += len(skipped)
                 return skipped
             v = skipped[i]
 
@@ -996,6 +1014,7 @@ cdef class RunState:
                 self._state[v] = C_CANCELLED
                 gone.append(v)
         self._ended += len(gone)
+        self._cancelled += len(gone)
         for i in range(len(gone)):
             v = gone[i]
             if v < g._n:
@@ -1139,6 +1158,7 @@ cdef class RunState:
         if blocked:
             self._state[v] = C_SKIPPED
             self._ended += 1
+            self._skipped += 1
         elif waiting == 0:
             self._make_ready(v)
         return v

@@ -424,11 +424,13 @@ class RunState:
 
     __slots__ = (
         "_all_done",
+        "_cancelled",
         "_child",
         "_child_off",
         "_count",
         "_ended",
         "_gn",
+        "_failed",
         "_graph",
         "_grown",
         "_head",
@@ -440,6 +442,7 @@ class RunState:
         "_queue",
         "_running",
         "_seq",
+        "_skipped",
         "_stale",
         "_state",
         "_step",
@@ -498,6 +501,10 @@ class RunState:
         self._stale = 0
         self._running = 0
         self._ended = 0
+        # How many nodes ended in each final state but SUCCEEDED (that one is the rest).
+        self._failed = 0
+        self._skipped = 0
+        self._cancelled = 0
         self._total = n - state.count(EXCLUDED)
         # Growth (see add and join): the graph's nodes are 0.._gn-1; nodes
         # added during the run, and edges into them or into a joining node,
@@ -664,6 +671,19 @@ class RunState:
         """True once every node of the run has ended."""
         return self._ended == self._total
 
+    def tally(self) -> tuple[int, int, int, int, int, int, int]:
+        """``(ready, running, ended, total, failed, skipped, cancelled)``: the
+        counters, in one call (succeeded is ended less the three others)."""
+        return (
+            len(self._queue) + len(self._heap) - self._stale,
+            self._running,
+            self._ended,
+            self._total,
+            self._failed,
+            self._skipped,
+            self._cancelled,
+        )
+
     def state(self, node: int) -> int:
         """The state of *node* (one of the module's state constants)."""
         node = self._check_node(node)
@@ -714,6 +734,10 @@ class RunState:
         # SKIPPED at once; all_done dependents count it as ended.
         self._state[node] = final
         self._ended += 1
+        if final == FAILED:
+            self._failed += 1
+        else:
+            self._cancelled += 1
         count = self._count
         state = self._state
         all_done = self._all_done
@@ -733,6 +757,7 @@ class RunState:
                 self._ended += 1
                 skipped.append(c)
                 queue.append(c)
+        self._skipped += len(skipped)
         return skipped
 
     def fail(self, node: int) -> list[int]:
@@ -769,6 +794,7 @@ class RunState:
                 state[v] = CANCELLED
                 gone.append(v)
         self._ended += len(gone)
+        self._cancelled += len(gone)
         count = self._count
         for v in gone:
             for c in self._children(v):
@@ -842,6 +868,7 @@ class RunState:
             # Its dependents (none yet) have nothing to skip: only it ends.
             state[v] = SKIPPED
             self._ended += 1
+            self._skipped += 1
         elif waiting == 0:
             self._make_ready(v)
         return v

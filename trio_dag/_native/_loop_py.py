@@ -276,8 +276,6 @@ class Loop:
         before_end = self.before_end
         unlooked = self.unlooked
         handback = self.handback
-        on_return = self.on_return
-        on_join = self.on_join
         fast = False
         retries = 0
         try:
@@ -359,15 +357,16 @@ class Loop:
                     args_of, kwargs_of, off, src = cols.args, cols.kwargs, cols.off, cols.src
                     unlooked = self.unlooked
                     handback = self.handback
-                    on_return = self.on_return
-                    on_join = self.on_join
                 if before_end is not None:
                     before_end()
                 out = outputs[v]
+                # Read each time, as the compiled loop does: a body may make the
+                # engine listen (run.result, as_completed) or add tasks (joins).
+                on_join = self.on_join
                 if on_join is not None and type(out) not in _PLAIN and on_join(v, out):
                     pass  # it joins others: the core's _done leaves it running
-                elif on_return is not None:
-                    on_return(v, outputs[v])
+                elif self.on_return is not None:
+                    self.on_return(v, outputs[v])
                 if self.stopped:
                     st._done(v)
                     return -1

@@ -144,6 +144,9 @@ def primary_keys(run: Run, policy: Any) -> list[Any] | None:
         for v in sorted(range(run.n), key=run.levels.__getitem__, reverse=True):
             rank[v] = run.opts[v].cost + max((rank[c] for c in run.children[v]), default=0.0)
         return [-r for r in rank]
+    if policy == "depth_first":
+        # Deeper first (by dependency level), ties in insertion order.
+        return [(-run.levels[i], i) for i in range(run.n)]
     return [0.0] * run.n
 
 
