@@ -12,8 +12,9 @@ shape: layers of 1,000, each task with up to 4 parents in the layer above):
 
 Each is timed ``--repeat`` times (after one warm-up), in CPU time of the
 process (``time.process_time``: the runs use no thread, and other load on
-the machine does not count); the table gives the best and the median per task, and the ratio of the medians (the issue's
-target: dynamic at most 1.5x static). With ``--counts``, the cost of one
+the machine does not count); the table gives the best and the median per
+task, and the ratio of the medians (the issue's target: dynamic at most
+1.5x static). With ``--counts``, the cost of one
 read of ``run.counts`` inside a running run, when the core has it.
 
     python bench/dynamic.py                 # N=100,000, 5 repeats

@@ -391,7 +391,9 @@ def test_outcome_of_added_tasks_in_all_done_dependents() -> None:
     async def adder() -> Any:
         run = trio_dag.current_run()
         bad = run.add(boom, 1)
-        return run.add(lambda o: isinstance(o, outcome.Error), bad, trigger="all_done", run_in="inline")
+        return run.add(
+            lambda o: isinstance(o, outcome.Error), bad, trigger="all_done", run_in="inline"
+        )
 
     joiner = dag.add(adder)
     report = _run(dag, check=False)

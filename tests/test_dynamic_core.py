@@ -164,7 +164,9 @@ ops = st.one_of(
         st.booleans(),
         st.integers(-3, 3),
     ),
-    st.tuples(st.just("add"), st.lists(st.integers(0, 200), max_size=2), st.just(False), st.just(0)),
+    st.tuples(
+        st.just("add"), st.lists(st.integers(0, 200), max_size=2), st.just(False), st.just(0)
+    ),
     st.tuples(st.just("join"), st.integers(0, 50), st.lists(st.integers(0, 200), max_size=3)),
     st.tuples(st.just("cancel_pending"), st.integers(0, 50), st.booleans()),
 )
@@ -179,7 +181,10 @@ ops = st.one_of(
 )
 def test_growth_is_the_same_on_both_cores(
     compiled_core: ModuleType,
-    n: int, edges: list[tuple[int, int]], keyed: str, steps: list[tuple[Any, ...]]
+    n: int,
+    edges: list[tuple[int, int]],
+    keyed: str,
+    steps: list[tuple[Any, ...]],
 ) -> None:
     pairs = sorted({(min(a, b), max(a, b)) for a, b in edges if a != b and max(a, b) < n})
     cores = [twin, compiled_core]

@@ -29,6 +29,7 @@ def chunk_count(data: bytes) -> int:
 
     return len(load_example().split_source(data))
 
+
 JSON_FILE = '''\
 """Decode JSON documents: parse the text of a JSON document into Python objects."""
 

@@ -39,8 +39,8 @@ from ._policies import Strategy
 from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
 if TYPE_CHECKING:
-    from ._growth import Growth
     from ._control import Control
+    from ._growth import Growth
     from ._options import TaskOptions
     from ._snapshot import Snapshot
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._batching import Batched
 from ._dependencies import rebuild, scan
-from ._errors import ResourceError, TaskFailedError, UnknownDependencyError
+from ._errors import TaskFailedError, UnknownDependencyError
 from ._events import TaskAdded
 from ._handle import Handle
 from ._keys import Uncacheable, framed_digest, output_digest
@@ -331,7 +331,7 @@ class Growth:
             if state == core.SUCCEEDED:
                 continue
             result = task_outcome(snap, state, j, engine.outputs, engine.errors, st.state)
-            cause = result.error  # type: ignore[union-attr]
+            cause = result.error  # type: ignore[attr-defined]
             if state == core.FAILED:
                 return TaskFailedError(snap.name(j), cause)
             error = TaskFailedError(snap.name(j))

@@ -489,9 +489,7 @@ class Run:
                 return growth.add(fn, args, options, parent)
             return engine.add(fn, args, options, parent, parent < 0)  # type: ignore[no-any-return]
         # From a worker thread: the run is changed in Trio's thread only.
-        return trio.from_thread.run_sync(  # type: ignore[no-any-return]
-            engine.add, fn, args, options, parent, True
-        )
+        return trio.from_thread.run_sync(engine.add, fn, args, options, parent, True)
 
     def cancel(self) -> None:
         """Stop the run: cancel every running task and start nothing more.

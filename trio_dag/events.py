@@ -5,9 +5,10 @@ Each task's events come in order: a :class:`TaskStarted` per attempt, a
 :class:`TaskFinished` when the task ends, also for a task that ends
 SKIPPED, CANCELLED or CACHED without starting; a task of the cache that runs
 uncached this run is told by a :class:`TaskNotCached`, and a task added
-while the run goes on (:meth:`Run.add <trio_dag.Run.add>`) by a :class:`TaskAdded`. A run tells every event in the order
-they happened. Events are built only when someone listens, so a run nobody
-watches pays nothing for them::
+while the run goes on (:meth:`Run.add <trio_dag.Run.add>`) by a
+:class:`TaskAdded`. A run tells every event in the order they happened.
+Events are built only when someone listens, so a run nobody watches pays
+nothing for them::
 
     def progress(event: trio_dag.events.Event) -> None:
         if isinstance(event, trio_dag.events.TaskFinished):

@@ -34,8 +34,9 @@ __all__ = ["Loop"]
 _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType
 _CANCELLED: Final = trio.Cancelled
-_RETURNED: Final = object()
-_PLAIN: Final = frozenset({type(None), int, str, float, bool, bytes})  # what a runner yields once its body has returned
+_RETURNED: Final = object()  # what a runner yields once its body has returned
+# Outputs that hold no handle (no join), told without a call.
+_PLAIN: Final = frozenset({type(None), int, str, float, bool, bytes})
 
 
 class Loop:
