@@ -80,12 +80,14 @@ PUBLIC: dict[str, list[str]] = {
         "BrokenPromise",
         "DagPlan",
         "DagShape",
+        "Growth",
         "Interrupt",
         "Recorder",
         "check_run",
         "dag_plans",
         "dag_shapes",
         "dags",
+        "growing_dags",
     ],
 }
 MODULES = sorted(PUBLIC)

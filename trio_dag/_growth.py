@@ -114,7 +114,10 @@ class Growth:
             keys = engine.keys
             key = 0.0 if keys is None else self._key(opts, parents)
             st = engine.st
-            st.add(parents, all_done=all_done, key=key)
+            # The run is stopping: the new task never starts, and ends
+            # CANCELLED (not SKIPPED, whatever its dependencies did).
+            stopping = engine.halted or (engine.failing and not all_done)
+            st.add(() if stopping else parents, all_done=all_done, key=key)
         except BaseException:
             fork._truncate(i)
             raise
@@ -136,11 +139,10 @@ class Growth:
         if engine.on_event is not None or engine.stream is not None:
             by = None if parent < 0 else snap.handle(parent)
             engine._emit(TaskAdded(handle, by, engine.loop.now()))
-        if st.state(i) == core.SKIPPED:
-            engine._ended(i, core.SKIPPED)
-        elif engine.halted or (engine.failing and not all_done):
-            # The run is stopping: the new task never starts.
+        if stopping:
             engine._ended(i, core.CANCELLED, st.cancel(i))
+        elif st.state(i) == core.SKIPPED:
+            engine._ended(i, core.SKIPPED)
         return handle
 
     def _refuse(self, i: int) -> None:
@@ -345,11 +347,8 @@ class Growth:
         self.marks[v] = 0
         error = self.errors.pop(v, None)
         joined = self.joins.pop(v, None)
-        loop = engine.loop
-        now = loop.now()
-        loop.end[v] = now
-        loop.ends += 1
-        loop.end_order[v] = loop.ends
+        # Its timing stays its body's (it held no slot since): its end is
+        # told, with TaskFinished, now.
         if joined is not None:
             result, paths, data = joined
             error = self._failed_join(v, data)
