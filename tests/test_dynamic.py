@@ -442,3 +442,45 @@ def test_depth_first_takes_added_tasks_deeper_first() -> None:
     dag.add(pipeline)
     _run(dag, limit=1, policy="depth_first")
     assert order == ["a1", "a2", "b1", "b2"]
+
+
+def test_per_task_control_of_added_tasks() -> None:
+    # result(), cancel_task(), counts and as_completed() see added tasks too.
+    dag = trio_dag.DAG()
+    seen: dict[str, Any] = {}
+
+    async def forever() -> None:
+        await trio.sleep(1000)
+
+    async def parent() -> int:
+        run = trio_dag.current_run()
+        quick = run.add(square, 7)
+        slow = run.add(forever)
+        after_slow = run.add(square, slow)
+        seen["counts before"] = run.counts
+        seen["result"] = await run.result(quick)
+        run.cancel_task(slow)
+        seen["handles"] = (slow, after_slow)
+        return 1
+
+    dag.add(parent)
+    report = _run(dag, check=False)
+    slow, after_slow = seen["handles"]
+    assert seen["result"] == 49
+    assert report.state(slow) == TaskState.CANCELLED
+    assert report.state(after_slow) == TaskState.SKIPPED
+    assert report.stats.tasks == 4
+
+
+def test_adding_from_the_block_once_every_task_has_ended() -> None:
+    dag = trio_dag.DAG()
+    dag.add(square, 2)
+
+    async def main() -> None:
+        with trio.fail_after(60):
+            async with trio_dag.open_run(dag) as run:
+                await trio.sleep(1)  # the run's only task ends meanwhile
+                with pytest.raises(RuntimeError, match="the run has ended"):
+                    run.add(square, 3)
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))

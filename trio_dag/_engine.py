@@ -265,7 +265,8 @@ class Engine:
         """Add a task while the run goes on (``Run.add``); *parent*: the adding
         task, or -1; *wake*: give ready tasks workers now (the caller is no
         async body, whose worker would go on to them)."""
-        if self.report is not None:
+        if self.report is not None or (self.nursery is not None and self.st.finished):
+            # Every task has ended: the run is ending, its workers gone.
             raise RuntimeError(
                 "the run has ended; run.add adds tasks only while the run goes on "
                 "(add them to the DAG for the next run)"

@@ -32,6 +32,7 @@ from ._handle import Handle
 from ._keys import Uncacheable, framed_digest, output_digest
 from ._native import core
 from ._native._shared import PLAIN_TYPES
+from ._options import DEFAULT_OPTIONS
 from ._policies import depth_first_key
 from ._report import task_outcome
 from ._snapshot import Columns
@@ -44,6 +45,7 @@ __all__ = ["Growth"]
 
 _ENDED: Final = frozenset({core.SUCCEEDED, core.FAILED, core.SKIPPED, core.CANCELLED})
 _JOINABLE: Final = (list, tuple, dict)
+_SKIPPED: Final = core.SKIPPED
 
 
 class Growth:
@@ -104,20 +106,25 @@ class Growth:
             if fork._pending or self.excluding:
                 self._check_dependencies(i, parents)
             opts = fork._opts[i]
-            all_done = opts.trigger == "all_done"
             admission = engine.admission
-            uses = None
-            if opts.uses:
-                uses = admission.quantize_more(fork._name(i), opts.uses)
-            elif admission.uses is not None:
-                uses = ()
             keys = engine.keys
+            if opts is DEFAULT_OPTIONS:
+                # The common task: no trigger, uses or cache of its own.
+                all_done = False
+                uses = None if admission.uses is None else ()
+            else:
+                all_done = opts.trigger == "all_done"
+                uses = None
+                if opts.uses:
+                    uses = admission.quantize_more(fork._name(i), opts.uses)
+                elif admission.uses is not None:
+                    uses = ()
             key = 0.0 if keys is None else self._key(opts, parents)
             st = engine.st
             # The run is stopping: the new task never starts, and ends
             # CANCELLED (not SKIPPED, whatever its dependencies did).
             stopping = engine.halted or (engine.failing and not all_done)
-            st.add(() if stopping else parents, all_done=all_done, key=key)
+            st.add(() if stopping else parents, all_done, key)
         except BaseException:
             fork._truncate(i)
             raise
@@ -141,8 +148,8 @@ class Growth:
             engine._emit(TaskAdded(handle, by, engine.loop.now()))
         if stopping:
             engine._ended(i, core.CANCELLED, st.cancel(i))
-        elif st.state(i) == core.SKIPPED:
-            engine._ended(i, core.SKIPPED)
+        elif parents and st.state(i) == _SKIPPED:
+            engine._ended(i, _SKIPPED)
         return handle
 
     def _refuse(self, i: int) -> None:

@@ -1088,7 +1088,7 @@ cdef class RunState:
         self._xtail[p] = e
         return 0
 
-    def add(self, parents, *, bint all_done=False, double key=0.0):
+    def add(self, parents, bint all_done=False, double key=0.0):
         """Append a node depending on *parents* (nodes of the run); return it.
 
         Parents that SUCCEEDED are satisfied already, those that have not

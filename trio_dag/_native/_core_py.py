@@ -824,7 +824,7 @@ class RunState:
         """The number of nodes: the graph's, and those added since."""
         return self._n
 
-    def add(self, parents: Iterable[int], *, all_done: bool = False, key: float = 0.0) -> int:
+    def add(self, parents: Iterable[int], all_done: bool = False, key: float = 0.0) -> int:
         """Append a node depending on *parents* (nodes of the run); return it.
 
         Parents that SUCCEEDED are satisfied already, those that have not
