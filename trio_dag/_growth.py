@@ -108,6 +108,7 @@ class Growth:
             opts = fork._opts[i]
             admission = engine.admission
             keys = engine.keys
+            uses: Any
             if opts is DEFAULT_OPTIONS:
                 # The common task: no trigger, uses or cache of its own.
                 all_done = False
