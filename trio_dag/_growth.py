@@ -22,6 +22,7 @@ does pays for none of it.
 from __future__ import annotations
 
 from array import array
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from ._batching import Batched
@@ -49,12 +50,41 @@ _SKIPPED: Final = core.SKIPPED
 
 
 class Growth:
-    """One run's added tasks and joins; the engine makes it at the first add."""
+    """One run's added tasks and joins; the engine makes it at the first add.
+
+    ``add`` runs once per added task: what it reads of the engine and the
+    fork that never changes during the run (the objects, appended to in
+    place) is kept in slots here.
+    """
+
+    __slots__ = (
+        "_admission",
+        "_fns",
+        "_grow_loop",
+        "_keys",
+        "_off",
+        "_opts",
+        "_src",
+        "_st",
+        "_teardown",
+        "_unbounded",
+        "base_n",
+        "columns",
+        "engine",
+        "errors",
+        "excluding",
+        "fork",
+        "graph",
+        "joins",
+        "levels",
+        "marks",
+        "n",
+    )
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         snap = engine.snap
-        self.base_n = snap.n
+        self.base_n = self.n = snap.n
         self.fork: DAG = snap.dag._fork()
         fork = self.fork
         self.columns = Columns(
@@ -67,12 +97,22 @@ class Growth:
             fork._where,
             fork._paths,
         )
+        self._fns = fork._fns
+        self._opts = fork._opts
+        self._off = fork._off
+        self._src = fork._src
+        self._st = engine.st
+        self._admission = engine.admission
+        self._keys = engine.keys
+        self._teardown = engine.teardown
+        self._unbounded = engine.unbounded
         # The graph of the DAG's own tasks, for their children.
         self.graph = snap.graph
         fork._runs = 0  # add refuses nothing: tasks are added only here (see add)
         self._grow(snap.n)
         loop = engine.loop
         loop.grow(self.columns, snap.n)
+        self._grow_loop = partial(loop.grow, self.columns)
         # Tasks the loop hands back to be resolved here (joining ones).
         self.marks = bytearray(snap.n)
         loop.handback = self.marks
@@ -91,23 +131,22 @@ class Growth:
         self, fn: Any, args: tuple[Any, ...], options: dict[str, Any], parent: int
     ) -> Handle[Any]:
         """Add a task to the running run; *parent* is the adding task's index, or -1."""
-        engine = self.engine
         fork = self.fork
-        snap = engine.snap
-        i = snap.n
-        if len(fork._fns) != i:
+        i = self.n
+        if len(self._fns) != i:
             self._refuse(i)
+        engine = self.engine
         if type(fn) is Batched and engine.batcher is None:
             engine.start_batching()
         handle = fork.add(fn, *args, **options)
         try:
-            off = fork._off
-            parents = fork._src[off[i] : off[i + 1]]
+            off = self._off
+            parents = self._src[off[i] : off[i + 1]]
             if fork._pending or self.excluding:
                 self._check_dependencies(i, parents)
-            opts = fork._opts[i]
-            admission = engine.admission
-            keys = engine.keys
+            opts = self._opts[i]
+            admission = self._admission
+            keys = self._keys
             uses: Any
             if opts is DEFAULT_OPTIONS:
                 # The common task: no trigger, uses or cache of its own.
@@ -121,7 +160,7 @@ class Growth:
                 elif admission.uses is not None:
                     uses = ()
             key = 0.0 if keys is None else self._key(opts, parents)
-            st = engine.st
+            st = self._st
             # The run is stopping: the new task never starts, and ends
             # CANCELLED (not SKIPPED, whatever its dependencies did).
             stopping = engine.halted or (engine.failing and not all_done)
@@ -129,23 +168,23 @@ class Growth:
         except BaseException:
             fork._truncate(i)
             raise
-        n = i + 1
-        snap.n = n
-        engine.loop.grow(self.columns, n)
+        n = self.n = i + 1
+        engine.snap.n = n
+        self._grow_loop(n)
         self.marks.append(0)
-        engine.teardown.append(all_done)
+        self._teardown.append(all_done)
         if uses is not None:
-            admission.uses.append(uses)  # type: ignore[union-attr]
+            admission.uses.append(uses)
         if keys is not None:
             keys.append(key)
-        if engine.unbounded:
+        if self._unbounded:
             engine.cap = n
         if self.levels is not None:
             self.levels.append(self._level(parents))
         if engine.caching is not None:
             self._cache_added(i, opts.cache)
         if engine.on_event is not None or engine.stream is not None:
-            by = None if parent < 0 else snap.handle(parent)
+            by = None if parent < 0 else engine.snap.handle(parent)
             engine._emit(TaskAdded(handle, by, engine.loop.now()))
         if stopping:
             engine._ended(i, core.CANCELLED, st.cancel(i))
