@@ -174,7 +174,7 @@ class Growth:
         self.marks.append(0)
         self._teardown.append(all_done)
         if uses is not None:
-            admission.uses.append(uses)
+            admission.uses.append(uses)  # type: ignore[union-attr]
         if keys is not None:
             keys.append(key)
         if self._unbounded:
