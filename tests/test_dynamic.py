@@ -484,3 +484,25 @@ def test_adding_from_the_block_once_every_task_has_ended() -> None:
                     run.add(square, 3)
 
     trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+def test_a_joining_task_ends_cancelled_when_fail_fast_stops_the_run() -> None:
+    dag = trio_dag.DAG()
+
+    async def slow() -> int:
+        await trio.sleep(10)
+        return 1
+
+    async def joiner() -> Any:
+        return trio_dag.current_run().add(slow)
+
+    async def fails() -> None:
+        await trio.sleep(1)
+        raise ValueError("stop")
+
+    j = dag.add(joiner)
+    bad = dag.add(fails)
+    report = _run(dag, on_failure="fail_fast", check=False)
+    assert report.state(bad) == TaskState.FAILED
+    assert report.state(j) == TaskState.CANCELLED
+    assert list(report.errors) == [bad.name]

@@ -403,6 +403,11 @@ class Growth:
                 engine._returned(v, _resolve(result, paths, data, engine.outputs))
                 return
         assert error is not None
+        if engine.halted or (engine.failing and not engine.teardown[v]):
+            # The run is stopping (its joined tasks were cancelled with the
+            # rest): it ends CANCELLED as every other task that had not ended.
+            engine._ended(v, core.CANCELLED, engine.st.cancel(v))
+            return
         engine._gave_up(v, error)
 
 
