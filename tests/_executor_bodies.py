@@ -55,3 +55,17 @@ def lengths(items: list[str]) -> list[tuple[int, int]]:
     """A sync batched function: each item's length, with the pid of the call."""
     me = os.getpid()
     return [(len(item), me) for item in items]
+
+
+def whoami() -> str:
+    """The task's name, or why there is none (in a worker process)."""
+    try:
+        return trio_dag.current_task().name
+    except RuntimeError as exc:
+        return f"no task: {exc}"
+
+
+def started_then_mark(started: str, seconds: float, marker: str) -> str:
+    """Say it started (a file), sleep, then write *marker*."""
+    Path(started).write_text(str(os.getpid()))
+    return nap_then_mark(seconds, marker)

@@ -143,8 +143,9 @@ class _Futures:
         future.add_done_callback(wake)
         try:
             await done.wait()
-        except trio.Cancelled:
-            # Not waited for: a body already running elsewhere is abandoned.
+        except BaseException:
+            # Cancelled (or a KeyboardInterrupt): a body already running
+            # elsewhere is not waited for but abandoned, its result discarded.
             future.cancel()
             raise
         return future.result()
@@ -292,13 +293,19 @@ def check_executors(
     tasks.
     """
     mapping = _check_mapping(executors)
-    in_run = None if members is None else set(members)
     opts, fns = snap.columns.opts, snap.columns.fns
     users: dict[str, list[int]] = {}
+    last = on = None  # most noted tasks share their options with the one before
     for i in snap.with_notes:
-        run_in = opts[i].run_in
-        if run_in is not None and run_in not in BUILT_IN and (in_run is None or i in in_run):
-            users.setdefault(run_in, []).append(i)
+        o = opts[i]
+        if o is not last:
+            last = o
+            on = o.run_in if o.run_in not in BUILT_IN else None
+        if on is not None:
+            users.setdefault(on, []).append(i)
+    if members is not None and users:
+        in_run = set(members)
+        users = {k: kept for k, v in users.items() if (kept := [i for i in v if i in in_run])}
     if not users:
         return None
     for name, tasks in users.items():
