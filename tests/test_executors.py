@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,55 @@ async def test_an_output_that_cannot_be_pickled_fails_that_task_alone() -> None:
     assert "_thread.lock" in str(error)
     assert report[good] == 4
     assert no_worker_left()
+
+
+async def test_arguments_that_cannot_be_pickled_fail_that_task_alone() -> None:
+    dag = trio_dag.DAG()
+    held = dag.add(lock, run_in="inline")
+    bad = dag.add(square, held, run_in="process", name="bad")
+    good = dag.add(square, 3, run_in="process")
+    report = await run_bounded(dag, check=False)
+    assert report.state(bad) == TaskState.FAILED
+    error = report.errors["bad"]
+    assert isinstance(error, TypeError)
+    assert "the arguments of task 'bad' cannot be pickled" in str(error)
+    assert report[good] == 9
+    assert no_worker_left()
+
+
+@pytest.mark.parametrize("stop", ["timeout", "run.cancel()", "outer scope"])
+async def test_a_stopped_process_task_kills_its_worker_at_once(tmp_path: Path, stop: str) -> None:
+    from _executor_bodies import started_then_mark
+
+    started = tmp_path / "started"
+    marker = tmp_path / "marker"
+    dag = trio_dag.DAG()
+    timeout = 1.0 if stop == "timeout" else None
+    body = dag.add(
+        started_then_mark, str(started), 30.0, str(marker), run_in="process", timeout=timeout
+    )
+    report = None
+    with trio.fail_after(BOUND):
+        if stop == "timeout":
+            report = await trio_dag.run(dag, check=False)
+        elif stop == "run.cancel()":
+            async with trio_dag.open_run(dag) as run:
+                while not started.exists():
+                    await trio.sleep(0.01)
+                run.cancel()
+            report = run.report
+        else:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(partial(trio_dag.run, dag))
+                    while not started.exists():
+                        await trio.sleep(0.01)
+                    scope.cancel()
+    if report is not None:
+        expected = TaskState.FAILED if stop == "timeout" else TaskState.CANCELLED
+        assert report.state(body) == expected
+    assert no_worker_left()
+    assert not marker.exists()
 
 
 # -- named executors -------------------------------------------------------------------
@@ -185,6 +235,14 @@ def test_a_function_that_cannot_be_pickled_is_an_error_naming_its_tasks(
     assert isinstance(error, trio_dag.ExecutorError)
     assert error.tasks == ("bad",)
     assert "define it at module level" in str(error)
+
+
+async def test_open_run_raises_on_entering_for_a_missing_executor() -> None:
+    dag = trio_dag.DAG()
+    dag.add(square, 1, run_in="cluster")
+    with pytest.raises(trio_dag.ExecutorError):
+        async with trio_dag.open_run(dag):
+            pytest.fail("the block ran")  # pragma: no cover
 
 
 def test_tasks_left_out_by_targets_need_no_executor() -> None:

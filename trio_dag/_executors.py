@@ -98,17 +98,18 @@ def call_batched(fn: Batched[Any, Any], items: list[Any]) -> Any:
     return fn.fn(items)
 
 
-def _in_worker(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
-    """Run a body in a worker process; return its output pickled, or say why it cannot be."""
+def _in_worker(job: bytes) -> bytes:
+    """Run a body in a worker process: *job* is its ``(fn, args, kwargs)`` pickled;
+    return its output pickled, or say why it cannot be."""
+    fn, args, kwargs = pickle.loads(job)
     result = fn(*args, **kwargs)
     try:
         return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        what = fn_name(items_fn(fn, args))
         raise TypeError(
-            f"the output of {what} cannot be pickled, so it cannot come back from the "
-            f"worker process ({describe(exc)}); return data that pickle can copy, such as "
-            "built-in types, arrays or instances of module-level classes"
+            f"the output of {fn_name(items_fn(fn, args))} cannot be pickled, so it cannot "
+            f"come back from the worker process ({describe(exc)}); return data that pickle "
+            "can copy, such as built-in types, arrays or instances of module-level classes"
         ) from None
 
 
@@ -165,8 +166,18 @@ class _Processes:
         import trio_parallel
 
         assert self.context is not None, "the run opens the worker context first"
+        # Pickled here, with the standard pickle the run's check used, so that
+        # arguments that cannot cross fail with a message that says so.
         try:
-            data = await self.context.run_sync(_in_worker, fn, args, kwargs, kill_on_cancel=True)
+            job = pickle.dumps((fn, args, dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(
+                f"the arguments of task {task!r} cannot be pickled, so they cannot be sent "
+                f"to a worker process ({describe(exc)}); pass data that pickle can copy, "
+                "such as built-in types, arrays or instances of module-level classes"
+            ) from None
+        try:
+            data = await self.context.run_sync(_in_worker, job, kill_on_cancel=True)
         except trio_parallel.BrokenWorkerError as exc:
             raise WorkerDiedError(task, _exit_code(exc)) from None
         return pickle.loads(data)
