@@ -506,3 +506,26 @@ def test_a_joining_task_ends_cancelled_when_fail_fast_stops_the_run() -> None:
     assert report.state(bad) == TaskState.FAILED
     assert report.state(j) == TaskState.CANCELLED
     assert list(report.errors) == [bad.name]
+
+
+def _times_two(x: int) -> int:
+    return 2 * x
+
+
+def test_added_tasks_on_executors_the_run_has() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    dag = trio_dag.DAG()
+    made: dict[str, Any] = {}
+
+    async def adder() -> Any:
+        run = trio_dag.current_run()
+        with pytest.raises(trio_dag.ExecutorError, match="did not start with"):
+            run.add(_times_two, 1, run_in="elsewhere")
+        return run.add(_times_two, 21, run_in="pool")
+
+    with ThreadPoolExecutor(2) as pool:
+        dag.add(_times_two, 1, run_in="pool")
+        made["joiner"] = dag.add(adder)
+        report = _run(dag, real_clock=True, executors={"pool": pool})
+    assert report[made["joiner"]] == 42

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._batching import Batched
 from ._dependencies import rebuild, scan
-from ._errors import TaskFailedError, UnknownDependencyError
+from ._errors import ExecutorError, TaskFailedError, UnknownDependencyError
 from ._events import TaskAdded
 from ._handle import Handle
 from ._keys import Uncacheable, framed_digest, output_digest
 from ._native import core
 from ._native._shared import PLAIN_TYPES
-from ._options import DEFAULT_OPTIONS
+from ._options import BUILT_IN, DEFAULT_OPTIONS
 from ._policies import depth_first_key
 from ._report import task_outcome
 from ._snapshot import Columns
@@ -153,6 +153,8 @@ class Growth:
                 all_done = False
                 uses = None if admission.uses is None else ()
             else:
+                if opts.run_in is not None and opts.run_in not in BUILT_IN:
+                    self._check_executor(i, opts.run_in)
                 all_done = opts.trigger == "all_done"
                 uses = None
                 if opts.uses:
@@ -212,6 +214,20 @@ class Growth:
             close_name=fork._close_name,
             graph=fork._graph,
         )
+
+    def _check_executor(self, i: int, name: str) -> None:
+        """Refuse task *i* on executor *name* unless the run has it at work: a
+        run opens its executors as it starts, for the tasks it has then."""
+        executors = self.engine.executors
+        if executors is None or name not in executors._by_name:
+            task = self.fork._name(i)
+            raise ExecutorError(
+                name,
+                [task],
+                f"task {task!r} runs on executor {name!r}, which this run did not start "
+                "with: a run opens the executors its DAG's tasks use as it starts; add a "
+                "task on it to the DAG (and pass executors= for a name of yours)",
+            )
 
     def _check_dependencies(self, i: int, parents: Any) -> None:
         """Refuse task *i*, just added to the fork, if the run cannot wait for
