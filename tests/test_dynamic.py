@@ -529,3 +529,14 @@ def test_added_tasks_on_executors_the_run_has() -> None:
         made["joiner"] = dag.add(adder)
         report = _run(dag, real_clock=True, executors={"pool": pool})
     assert report[made["joiner"]] == 42
+
+
+def test_the_report_keeps_the_run_graph_when_the_fork_grows_later() -> None:
+    dag = trio_dag.DAG()
+    dag.add(fan, 2)
+    report = _run(dag)
+    added = report.succeeded[-1]
+    added.dag.add(square, 5)  # the fork is a DAG of its own once the run has ended
+    assert report.stats.tasks == 3
+    assert len(report.critical_path()) >= 1
+    assert "3 tasks" in report.summary()

@@ -454,6 +454,8 @@ class Engine:
                 if was_hit:
                     marked[v] = CACHED
             states = bytes(marked)
+        if self.growth is not None:
+            self.growth.finish()
         self.report = RunReport(
             self.snap,
             states,

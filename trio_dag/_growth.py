@@ -194,6 +194,13 @@ class Growth:
             engine._ended(i, _SKIPPED)
         return handle
 
+    def finish(self) -> None:
+        """The run has ended: its snapshot's graph is built now, over the tasks
+        it ran, whatever is added to the fork later (``handle.dag.add``)."""
+        graph = self.engine.snap.graph  # a property: built now, once
+        if graph.n != self.n:
+            raise RuntimeError(f"the run's graph has {graph.n} tasks, not {self.n}")
+
     def _refuse(self, i: int) -> None:
         # Tasks were added to the fork itself (h.dag.add with a handle of the
         # run): the run knows nothing of them.

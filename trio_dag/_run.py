@@ -500,6 +500,8 @@ class Run:
           ResourceError: ``uses=`` of a resource the run lacks, or more
             than its capacity.
           ForeignHandleError: A handle of another DAG (or run).
+          ExecutorError: ``run_in=`` names an executor the run did not
+            start with (a run opens its executors as it starts).
         """
         engine = self._engine
         slot = _CURRENT.get(None)
