@@ -465,8 +465,9 @@ class Run:
 
         Exactly :meth:`DAG.add`'s arguments, options, checks and errors
         (bad input is refused before anything is recorded), from a task's
-        body (``trio_dag.current_run().add(...)``, async or in a worker
-        thread) or from the ``async with`` block of :func:`open_run`::
+        body (``trio_dag.current_run().add(...)``, async, inline or in a
+        worker thread) or from the ``async with`` block of :func:`open_run`
+        while the run has tasks that have not ended::
 
             async def split(path):
                 run = trio_dag.current_run()
@@ -487,13 +488,15 @@ class Run:
         A task that returns handles of its run (or a list, tuple or dict
         holding them) joins them: its output becomes the same value with
         each handle replaced by that task's output, once they have all
-        ended, and its dependents wait until then.
+        ended, and its dependents wait until then. Tasks of a
+        :func:`batched` function join batches as the DAG's do. See the
+        guide, *Adding tasks while running*.
 
         Raises:
           RuntimeError: The run has ended; or it runs with
             ``strategy="waves"``.
-          TypeError: A :func:`batched` function; a key function as the
-            run's policy; and as :meth:`DAG.add`.
+          TypeError: The run's policy is a key function (it ranks the
+            tasks before the run starts); and as :meth:`DAG.add`.
           ValueError: A dependency that ``targets=`` left out of the run;
             and as :meth:`DAG.add`.
           UnknownDependencyError: An ``after=`` name that no task has.
