@@ -92,3 +92,333 @@ async def test_current_run_of_run_has_no_event_stream(
         report = await trio_dag.run(dag)
     with pytest.raises(RuntimeError, match="open_run"):
         report[h].events()
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+async def work(seconds: float, value: Any = None, *deps: Any) -> Any:
+    await trio.sleep(seconds)
+    return value
+
+
+async def boom(seconds: float, *deps: Any) -> None:
+    await trio.sleep(seconds)
+    raise ValueError("boom")
+
+
+class Active:
+    """How many bodies counted against the limit run at once (those not awaiting results)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        self.now -= 1
+
+
+async def counted(active: Active, seconds: float, value: Any = None) -> Any:
+    active.enter()
+    try:
+        await trio.sleep(seconds)
+    finally:
+        active.leave()
+    return value
+
+
+async def awaiting(active: Active, name: str, before: float = 0.0) -> Any:
+    """Count as active, except while awaiting *name*'s result."""
+    run = trio_dag.current_run()
+    active.enter()
+    try:
+        await trio.sleep(before)
+    finally:
+        active.leave()
+    value = await run.result(name)  # a cancelled wait unwinds without a slot
+    active.enter()
+    try:
+        await trio.sleep(1)
+    finally:
+        active.leave()
+    return ("got", value)
+
+
+# -- run.counts -------------------------------------------------------------------
+
+
+async def test_counts_follow_the_run(dag_core: Any, autojump_clock: MockClock) -> None:
+    dag = trio_dag.DAG()
+    a = dag.add(work, 1, "a", name="a")
+    dag.add(work, 1, "b", a, name="b")
+    dag.add(boom, 2, name="bad")
+    dag.add(work, 1, None, name="after-bad", after=["bad"])
+    dag.add(work, 5, name="slow")
+    seen = []
+    with trio.fail_after(30):
+        async with trio_dag.open_run(dag, limit=2, check=False) as run:
+            seen.append(run.counts)
+            await trio.sleep(1.5)
+            seen.append(run.counts)
+            await trio.sleep(1)
+            seen.append(run.counts)
+        seen.append(run.counts)
+    C = trio_dag.RunCounts
+    assert seen[0] == C(2, 3, 0, 0, 0, 0, 0, 0, 5)
+    # At 1.5: a done, bad and slow running (limit 2), b ready, after-bad pending.
+    assert seen[1] == C(1, 1, 2, 1, 0, 0, 0, 0, 5)
+    # At 2.5: bad failed, after-bad skipped, b (from 2) and slow running.
+    assert seen[2] == C(0, 0, 2, 1, 1, 1, 0, 0, 5)
+    assert seen[3] == C(0, 0, 0, 3, 1, 1, 0, 0, 5)
+    for c in seen:
+        assert (
+            c.pending
+            + c.ready
+            + c.running
+            + c.succeeded
+            + c.failed
+            + c.skipped
+            + c.cancelled
+            + c.cached
+            == c.total
+        )
+
+
+async def test_counts_of_waiting_for_a_resource_or_a_retry(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    async def flaky() -> None:
+        if trio_dag.current_task().attempt == 1:
+            raise ValueError("again")
+
+    dag = trio_dag.DAG()
+    dag.add(work, 2, name="holder", uses={"gpu": 1})
+    dag.add(work, 1, name="waiter", uses={"gpu": 1})
+    dag.add(flaky, name="flaky", retries=1, retry_delay=5)
+    with trio.fail_after(30):
+        async with trio_dag.open_run(dag, resources={"gpu": 1}) as run:
+            await trio.sleep(0.5)
+            counts = run.counts
+    assert (counts.pending, counts.ready, counts.running) == (1, 1, 1)
+
+
+def test_counts_in_a_task_and_of_cached_tasks(dag_core: Any) -> None:
+    def progress() -> trio_dag.RunCounts:
+        return trio_dag.current_run().counts
+
+    def one() -> int:
+        return 1
+
+    cache = trio_dag.MemoryCache()
+    dag = trio_dag.DAG()
+    first = dag.add(one, cache=True, run_in="inline")
+    dag.add(progress, run_in="inline", name="progress", after=[first])
+    trio_dag.run_sync(dag, cache=cache)
+    report = trio_dag.run_sync(dag, cache=cache)
+    assert report["progress"] == trio_dag.RunCounts(0, 0, 1, 0, 0, 0, 0, 1, 2)
+
+
+def test_tally_of_both_cores(core: Any) -> None:
+    graph = core.Graph(4, [0, 1], [1, 2])
+    st = core.RunState(graph)
+    assert st.tally() == (2, 0, 0, 4, 0, 0, 0)
+    v = st.pop()
+    assert st.fail(v) == [1, 2]
+    w = st.pop()
+    st.cancel(w)
+    assert st.tally() == (0, 0, 4, 4, 1, 2, 1)
+    st = core.RunState(graph)
+    assert st.cancel_pending(keep_all_done=False) == [0, 1, 2, 3]
+    assert st.tally() == (0, 0, 4, 4, 0, 0, 4)
+
+
+# -- run.result ---------------------------------------------------------------------
+
+
+def _outcomes_dag() -> trio_dag.DAG:
+    dag = trio_dag.DAG()
+    dag.add(work, 1, "value", name="ok")
+    bad = dag.add(boom, 2, name="bad")
+    dag.add(work, 1, None, bad, name="skipped")
+    dag.add(work, 10, None, name="slow")
+    dag.add(work, 1, None, name="left-out")
+    return dag
+
+
+async def _raised(awaitable: Any) -> BaseException | None:
+    try:
+        await awaitable
+    except BaseException as exc:
+        return exc
+    return None
+
+
+async def test_result_from_open_run_is_report_s_answer(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = _outcomes_dag()
+    targets = ["ok", "skipped", "slow"]
+    got: dict[str, Any] = {}
+    with trio.fail_after(30):
+        async with trio_dag.open_run(dag, targets=targets, check=False) as run:
+            got["ok"] = await run.result("ok")
+            assert trio.current_time() == 1
+            for name in ("bad", "skipped"):
+                got[name] = await _raised(run.result(name))
+            assert trio.current_time() == 2
+            run.cancel_task("slow")
+            got["slow"] = await _raised(run.result(dag["slow"]))
+            with pytest.raises(KeyError, match="not part of this run"):
+                await run.result("left-out")
+            with pytest.raises(KeyError, match="no-such-task"):
+                await run.result("no-such-task")
+            with pytest.raises(trio_dag.ForeignHandleError):
+                await run.result(trio_dag.DAG().add(work, 0))
+            with pytest.raises(TypeError):
+                await run.result(3)  # type: ignore[arg-type]
+    report = run.report
+    assert got["ok"] == report["ok"] == "value"
+    for name, kind in (
+        ("bad", trio_dag.TaskFailedError),
+        ("skipped", trio_dag.TaskSkippedError),
+        ("slow", trio_dag.TaskCancelledError),
+    ):
+        assert type(got[name]) is kind
+        with pytest.raises(kind) as caught:
+            report[name]
+        assert str(caught.value) == str(got[name])
+    assert isinstance(got["bad"].__cause__, ValueError)
+    # After the run, the answers stay.
+    assert await run.result("ok") == "value"
+
+
+@pytest.mark.parametrize("limit", [1, 2, "limiter"])
+async def test_a_task_awaiting_another_gives_back_its_slot(
+    dag_core: Any, autojump_clock: MockClock, limit: Any
+) -> None:
+    if limit == "limiter":
+        limit = trio.CapacityLimiter(1)
+    active = Active()
+    dag = trio_dag.DAG()
+    dag.add(awaiting, active, "child", name="parent")
+    dag.add(counted, active, 2, "child-value", name="child")
+    for k in range(3):
+        dag.add(counted, active, 1, k, name=f"other-{k}")
+    with trio.fail_after(30):
+        report = await trio_dag.run(dag, limit=limit)
+    assert report["parent"] == ("got", "child-value")
+    cap = 1 if not isinstance(limit, int) else limit
+    assert active.peak <= cap
+    assert active.now == 0
+
+
+async def test_a_task_awaiting_a_task_that_waits_for_a_slot(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # Parents await children; every task needs the one slot in turn.
+    active = Active()
+    dag = trio_dag.DAG()
+    for k in range(4):
+        dag.add(awaiting, active, f"child-{k}", 0.5, name=f"parent-{k}")
+    for k in range(4):
+        dag.add(counted, active, 1, k, name=f"child-{k}")
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, limit=1)
+    assert [report[f"parent-{k}"] for k in range(4)] == [("got", k) for k in range(4)]
+    assert active.peak == 1
+
+
+async def test_awaiting_a_result_in_a_thread(dag_core: Any) -> None:
+    def in_thread() -> Any:
+        run = trio_dag.current_run()
+        return trio.from_thread.run(run.result, "child")
+
+    dag = trio_dag.DAG()
+    dag.add(in_thread, name="parent", run_in="thread")
+    dag.add(work, 0.01, "child-value", name="child")
+    with trio.fail_after(10):
+        report = await trio_dag.run(dag, limit=1)
+    assert report["parent"] == "child-value"
+
+
+async def _await(name: str) -> Any:
+    return await trio_dag.current_run().result(name)
+
+
+async def test_awaiting_itself_or_a_dependent_raises_at_once(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = trio_dag.DAG()
+    me = dag.add(_await, "me", name="me")
+    parent = dag.add(_await, "grandchild", name="parent")
+    child = dag.add(work, 0, None, parent, name="child")
+    dag.add(work, 0, None, child, name="grandchild")
+    a = dag.add(_await, "b", name="a")
+    b = dag.add(_await, "a", name="b")
+    with trio.fail_after(10):
+        report = await trio_dag.run(dag, check=False)
+    assert "awaits its own result" in str(report.errors["me"])
+    assert "which depends on it" in str(report.errors["parent"])
+    assert isinstance(report.errors["me"], RuntimeError)
+    # Two tasks awaiting each other: the second to ask is refused.
+    states = {report.state(a), report.state(b)}
+    assert trio_dag.TaskState.FAILED in states
+    failed = a if report.state(a) is trio_dag.TaskState.FAILED else b
+    assert "they would wait forever" in str(report.errors[failed.name])
+    assert me is not None
+
+
+async def test_timeout_of_a_task_awaiting_a_result(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    active = Active()
+    dag = trio_dag.DAG()
+    dag.add(awaiting, active, "slow", name="impatient", timeout=1)
+    dag.add(counted, active, 5, "late", name="slow")
+    for k in range(3):
+        dag.add(counted, active, 1, k, name=f"other-{k}")
+    with trio.fail_after(30):
+        report = await trio_dag.run(dag, limit=1, check=False)
+    assert isinstance(report.errors["impatient"], trio_dag.TaskTimeoutError)
+    assert report["slow"] == "late"
+    assert active.peak == 1
+
+
+async def test_fail_fast_cancels_a_task_awaiting_a_result(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    active = Active()
+    dag = trio_dag.DAG()
+    dag.add(awaiting, active, "slow", name="waiting")
+    dag.add(counted, active, 5, name="slow")
+    dag.add(boom, 1, name="bad")
+    dag.add(counted, active, 1, name="queued")
+    with trio.fail_after(30):
+        report = await trio_dag.run(dag, limit=2, on_failure="fail_fast", check=False)
+    assert report.state("waiting") is trio_dag.TaskState.CANCELLED
+    assert report.state("bad") is trio_dag.TaskState.FAILED
+    assert active.peak <= 2
+
+
+async def test_cancelling_a_task_awaiting_a_result(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    active = Active()
+    dag = trio_dag.DAG()
+    dag.add(awaiting, active, "slow", name="waiting")
+    dag.add(counted, active, 5, "late", name="slow")
+    for k in range(4):
+        dag.add(counted, active, 1, k, name=f"other-{k}")
+    with trio.fail_after(30):
+        async with trio_dag.open_run(dag, limit=1) as run:
+            await trio.sleep(0.5)
+            run.cancel_task("waiting")
+    report = run.report
+    assert report.state("waiting") is trio_dag.TaskState.CANCELLED
+    assert report["slow"] == "late"
+    assert [report[f"other-{k}"] for k in range(4)] == [0, 1, 2, 3]
+    assert active.peak == 1

@@ -238,10 +238,18 @@ class Control:
             e._dismiss_idle()  # it was the last worker with work: nothing will wake them
         return True
 
-    def renewed(self) -> None:
-        """A worker whose scope cancel_task used goes on in a new one."""
+    def renewed(self) -> bool:
+        """A worker whose scope cancel_task used (and that left the run's
+        count of workers) asks whether it goes on, in a new scope."""
+        e = self.engine
         self.used_scopes -= 1
         self._settle()
+        if e.workers < e.cap:
+            return True
+        # A slot given back by the task it held is over: it leaves.
+        if e.st.finished or e.st.running == e.admission.parked():
+            e._dismiss_idle()
+        return False
 
     def _settle(self) -> None:
         e = self.engine
@@ -433,7 +441,7 @@ class Control:
         if e.admission.forget(v):
             self._end_now(v)
             return
-        for slot in e.slots:
+        for slot in e.slots.values():
             if slot[1] == v or (slot[1] < 0 and slot[6] == v):
                 if isinstance(e.snap.fn(v), Batched) and slot[1] != v:
                     break
