@@ -13,6 +13,7 @@ import trio
 from trio.testing import MockClock
 
 import trio_dag
+import trio_dag.testing
 
 
 def _the_run() -> trio_dag.Run:
@@ -422,3 +423,140 @@ async def test_cancelling_a_task_awaiting_a_result(
     assert report["slow"] == "late"
     assert [report[f"other-{k}"] for k in range(4)] == [0, 1, 2, 3]
     assert active.peak == 1
+
+
+# -- run.cancel_task ------------------------------------------------------------------
+
+
+async def _cancel_at(when: float, names: list[str]) -> None:
+    await trio.sleep(when)
+    run = trio_dag.current_run()
+    for name in names:
+        run.cancel_task(name)
+
+
+def _states(report: trio_dag.RunReport) -> dict[str, str]:
+    return {h.name: report.state(h).name for h in report}
+
+
+@pytest.mark.parametrize("on_failure", ["skip", "fail_fast"])
+async def test_cancel_task_in_every_situation(
+    dag_core: Any, autojump_clock: MockClock, on_failure: str
+) -> None:
+    async def flaky() -> None:
+        await trio.sleep(0.1)
+        raise ValueError("again")
+
+    def in_thread() -> str:
+        import time
+
+        time.sleep(0.01)
+        return "thread done"
+
+    dag = trio_dag.DAG()
+    running = dag.add(work, 10, "r", name="running")
+    dag.add(work, 1, None, running, name="after-running")
+    dag.add(work, 1, "teardown", running, name="teardown", trigger="all_done")
+    holder = dag.add(work, 10, None, name="holder", uses={"gpu": 1})
+    dag.add(work, 1, None, name="needs-gpu", uses={"gpu": 1})
+    dag.add(flaky, name="retrying", retries=3, retry_delay=100)
+    dag.add(work, 1, None, holder, name="pending")
+    dag.add(_cancel_at, 1, ["running", "needs-gpu", "retrying", "pending", "ready"], name="w")
+    dag.add(work, 3, "fine", name="fine")  # starts when retrying waits to retry
+    dag.add(work, 1, "ready", name="ready")  # waits for a slot: limit=4
+    recorder = trio_dag.testing.Recorder()
+    options: dict[str, Any] = dict(limit=4, resources={"gpu": 1}, on_failure=on_failure)
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, on_event=recorder, **options)  # check=True: no raise
+    states = _states(report)
+    assert states == {
+        "running": "CANCELLED",
+        "after-running": "SKIPPED",
+        "teardown": "SUCCEEDED",
+        "holder": "SUCCEEDED",
+        "needs-gpu": "CANCELLED",
+        "retrying": "CANCELLED",
+        "pending": "CANCELLED",
+        "w": "SUCCEEDED",
+        "ready": "CANCELLED",
+        "fine": "SUCCEEDED",
+    }
+    assert not report.ok
+    assert report.timing("running").end == 1.0
+    assert report.timing("fine").end == 3.1  # the run went on
+    assert report.timing("holder").end == 10.0
+    cancelled = ["running", "needs-gpu", "retrying", "pending", "ready"]
+    trio_dag.testing.check_run(dag, report, recorder, cancelled_tasks=cancelled, **options)
+
+
+async def test_cancel_task_of_an_ended_task_does_nothing(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = trio_dag.DAG()
+    dag.add(work, 1, "a", name="a")
+    dag.add(boom, 1, name="bad")
+    with trio.fail_after(10):
+        async with trio_dag.open_run(dag, check=False) as run:
+            await trio.sleep(2)
+            run.cancel_task("a")
+            run.cancel_task("bad")
+            run.cancel_task("a")
+        run.cancel_task("a")  # after the run too
+    assert _states(run.report) == {"a": "SUCCEEDED", "bad": "FAILED"}
+    with pytest.raises(KeyError):
+        run.cancel_task("nope")
+
+
+async def test_a_task_cancels_itself(dag_core: Any, autojump_clock: MockClock) -> None:
+    async def quitter() -> None:
+        trio_dag.current_run().cancel_task(trio_dag.current_task().name)
+        await trio.sleep(1)
+        raise AssertionError("not cancelled")
+
+    dag = trio_dag.DAG()
+    q = dag.add(quitter, name="quitter")
+    dag.add(work, 1, None, q, name="after")
+    dag.add(work, 2, "other", name="other")
+    with trio.fail_after(10):
+        report = await trio_dag.run(dag, limit=1)
+    assert _states(report) == {"quitter": "CANCELLED", "after": "SKIPPED", "other": "SUCCEEDED"}
+
+
+async def test_cancel_a_thread_ends_when_it_returns(dag_core: Any) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def blocked() -> str:
+        release.wait(10)
+        return "late"
+
+    dag = trio_dag.DAG()
+    dag.add(blocked, name="thread", run_in="thread")
+    with trio.fail_after(10):
+        async with trio_dag.open_run(dag) as run:
+            await trio.sleep(0.01)
+            run.cancel_task("thread")
+            await trio.sleep(0.01)
+            assert run.counts.running == 1  # it cannot be interrupted
+            release.set()
+    assert run.report.state("thread") is trio_dag.TaskState.CANCELLED
+
+
+async def test_cancel_task_many_tasks_of_a_fast_run(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # Bodies on the engine's fast path (async, no options), cancelled while they sleep.
+    dag = trio_dag.DAG()
+    for k in range(50):
+        dag.add(work, 1 + k % 3, k, name=f"t{k}")
+    with trio.fail_after(30):
+        async with trio_dag.open_run(dag, limit=10) as run:
+            await trio.sleep(0.5)
+            for k in range(0, 50, 2):
+                run.cancel_task(f"t{k}")
+    report = run.report
+    for k in range(50):
+        expected = "CANCELLED" if k % 2 == 0 else "SUCCEEDED"
+        assert report.state(f"t{k}").name == expected
+    assert report.stats.peak_concurrency <= 10

@@ -28,6 +28,7 @@ yet ends as the worker receives it (``received``).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, final
@@ -436,6 +437,9 @@ class Control:
                 e.retry_waiting -= 1
                 if not e.retries:
                     e.loop.before_end = None
+                if e.retry_timer is not None:
+                    # Wake the timer to sleep until the next retry due, or to end.
+                    e.retry_timer.deadline = -math.inf
                 self._end_now(v)
                 return
         if e.admission.forget(v):
