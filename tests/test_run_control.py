@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import outcome
 import pytest
 import trio
 from trio.testing import MockClock
 
 import trio_dag
 import trio_dag.testing
+from trio_dag.events import TaskStarted
 
 
 def _the_run() -> trio_dag.Run:
@@ -560,3 +562,151 @@ async def test_cancel_task_many_tasks_of_a_fast_run(
         expected = "CANCELLED" if k % 2 == 0 else "SUCCEEDED"
         assert report.state(f"t{k}").name == expected
     assert report.stats.peak_concurrency <= 10
+
+
+# -- policy="depth_first" --------------------------------------------------------------
+
+
+def _pipeline(items: int, steps: int) -> trio_dag.DAG:
+    dag = trio_dag.DAG()
+    for i in range(items):
+        prev = None
+        for s in range(steps):
+            args = () if prev is None else (prev,)
+            prev = dag.add(work, 1, f"{i}.{s}", *args, name=f"item{i}-step{s}")
+    return dag
+
+
+async def test_depth_first_takes_each_item_through_its_steps(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = _pipeline(3, 3)
+    recorder = trio_dag.testing.Recorder()
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, limit=1, policy="depth_first", on_event=recorder)
+    started = [e.task.name for e in recorder.events if isinstance(e, TaskStarted)]
+    assert started == [f"item{i}-step{s}" for i in range(3) for s in range(3)]
+    # The first item is done after its own steps, not after every item's first step.
+    assert report.timing("item0-step2").end == 3
+    trio_dag.testing.check_run(dag, report, recorder, limit=1, policy="depth_first")
+
+
+async def test_depth_first_keys_deeper_first_ties_in_insertion_order(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = trio_dag.DAG()
+    a = dag.add(work, 1, None, name="a")
+    b = dag.add(work, 1, None, name="b")
+    dag.add(work, 1, None, a, b, name="ab")  # level 1
+    c = dag.add(work, 1, None, a, name="c")  # level 1
+    dag.add(work, 1, None, c, name="d")  # level 2
+    dag.add(work, 1, None, name="e")  # level 0
+    recorder = trio_dag.testing.Recorder()
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, limit=1, policy="depth_first", on_event=recorder)
+    started = [e.task.name for e in recorder.events if isinstance(e, TaskStarted)]
+    assert started == ["a", "c", "d", "b", "ab", "e"]
+    trio_dag.testing.check_run(dag, report, recorder, limit=1, policy="depth_first")
+
+
+def test_depth_first_key() -> None:
+    from trio_dag._policies import DEPTH_STEP, depth_first_key
+
+    assert depth_first_key(0, 0) == 0.0
+    assert depth_first_key(1, 5) < depth_first_key(0, 0) < depth_first_key(0, 1)
+    big = depth_first_key(2**20, 2**31 - 2)
+    assert big == (2**31 - 2) - 2**20 * DEPTH_STEP
+    assert int(big) == big  # exact
+
+
+async def test_check_run_catches_a_wrong_depth_first_order(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = _pipeline(2, 2)
+    recorder = trio_dag.testing.Recorder()
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, limit=1, policy="fifo", on_event=recorder)
+    with pytest.raises(AssertionError, match="rule 'policy' broken"):
+        trio_dag.testing.check_run(dag, report, recorder, limit=1, policy="depth_first")
+
+
+# -- run.as_completed ---------------------------------------------------------------
+
+
+async def test_as_completed_yields_in_finish_order(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = trio_dag.DAG()
+    dag.add(work, 3, "c", name="c")
+    dag.add(work, 1, "a", name="a")
+    bad = dag.add(boom, 2, name="bad")
+    dag.add(work, 1, None, bad, name="skipped")
+    dag.add(work, 9, None, name="cancelled")
+    seen: list[tuple[str, Any]] = []
+    with trio.fail_after(60):
+        async with trio_dag.open_run(dag, check=False) as run:
+            async for handle, result in run.as_completed():
+                seen.append((handle.name, result))
+                if handle.name == "c":
+                    run.cancel_task("cancelled")
+    names = [name for name, _ in seen]
+    assert names == ["a", "bad", "skipped", "c", "cancelled"]
+    report = run.report
+    for name, result in seen:
+        expected = report.outcome(name)
+        assert type(result) is type(expected)
+        if isinstance(result, outcome.Value):
+            assert result.value == expected.value
+        else:
+            assert type(result.error) is type(expected.error)
+
+
+async def test_as_completed_starts_with_what_ended_before(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = trio_dag.DAG()
+    first = dag.add(work, 0, "first", name="first")  # ends in the fast loop
+    dag.add(boom, 1, name="bad")
+    dag.add(work, 1, None, name="after-bad", after=["bad"])
+    dag.add(work, 2, "second", first, name="second")
+    dag.add(work, 5, "last", name="last")
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, check=False)
+        async with trio_dag.open_run(dag, check=False) as run:
+            await trio.sleep(3)
+            names = [h.name async for h, _ in run.as_completed()]
+    assert names == ["first", "bad", "after-bad", "second", "last"]
+    ends = sorted(report, key=lambda h: report.timing(h).end or -1)
+    assert names[-1] == ends[-1].name
+
+
+async def test_as_completed_of_some_tasks_from_inside_a_task(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    async def gather() -> list[tuple[str, Any]]:
+        run = trio_dag.current_run()
+        return [(h.name, r.unwrap()) async for h, r in run.as_completed(["x", "y"])]
+
+    dag = trio_dag.DAG()
+    dag.add(gather, name="gather")
+    dag.add(work, 2, "x", name="x")
+    dag.add(work, 1, "y", name="y")
+    dag.add(work, 9, "z", name="z")
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, limit=1)
+    assert report["gather"] == [("x", "x"), ("y", "y")]  # one slot: x first (fifo)
+    assert report.timing("gather").end == 3
+
+
+async def test_depth_first_as_completed_gives_the_first_item_early(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    dag = _pipeline(4, 3)
+    with trio.fail_after(60):
+        async with trio_dag.open_run(dag, limit=2, policy="depth_first") as run:
+            async for handle, result in run.as_completed():
+                if handle.name.endswith("step2"):
+                    first = (handle.name, result.unwrap(), trio.current_time())
+                    break
+    assert first[0] in ("item0-step2", "item1-step2")
+    assert first[2] == 3

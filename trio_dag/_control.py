@@ -321,6 +321,14 @@ class Control:
                     del self.awaiting[me]
         return self.value(v)
 
+    async def wait(self, event: trio.Event) -> None:
+        """Wait for *event*, giving back the slot when called from a task of the run."""
+        slot = _CURRENT.get(None)
+        if slot is not None and slot[1] >= 0 and len(slot) > 7 and slot[4] is self.engine.run:
+            await self._wait_in_task(event, slot)
+        else:
+            await event.wait()
+
     def _check_wait(self, me: int, v: int) -> None:
         e = self.engine
         name = e.snap.name
@@ -506,7 +514,7 @@ class Completed:
                 raise StopAsyncIteration
             control.listeners += 1
             try:
-                await control.more.wait()
+                await control.wait(control.more)
             finally:
                 control.listeners -= 1
 
