@@ -710,3 +710,113 @@ async def test_depth_first_as_completed_gives_the_first_item_early(
                     break
     assert first[0] in ("item0-step2", "item1-step2")
     assert first[2] == 3
+
+
+# -- random runs with tasks cancelled at random moments ---------------------------------
+
+from _reliability import RESOURCES, on_mock_clock, real_options, run_options  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_suite = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _descendants(dag: trio_dag.DAG, roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for h in dag:
+        for d in dag.dependencies(h):
+            children.setdefault(d.index, []).append(h.index)
+    seen = set(roots)
+    stack = list(roots)
+    while stack:
+        for c in children.get(stack.pop(), []):
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
+
+
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
+@_suite
+@given(
+    dag=trio_dag.testing.dags(priorities=True, max_tasks=12, resources=RESOURCES),
+    options=run_options(),
+    data=st.data(),
+)
+def test_cancelling_random_tasks_at_random_moments(
+    dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any], data: st.DataObject
+) -> None:
+    names = [h.name for h in dag]
+    picks = (
+        data.draw(
+            st.lists(st.tuples(st.integers(0, 8), st.sampled_from(names)), max_size=4),
+            label="cancels (half seconds, task)",
+        )
+        if names
+        else []
+    )
+    # The watcher cancels each drawn task at its drawn moment: a task of the run
+    # itself (through current_run) when the run has no limit, else the block of
+    # open_run. In the run without cancels it does nothing.
+    inside = options["limit"] is None and data.draw(st.booleans(), label="watcher inside")
+    plan: list[tuple[int, str]] = []
+    called: list[str] = []
+
+    async def watch(run: trio_dag.Run) -> None:
+        for at, name in sorted(plan):
+            await trio.sleep_until(at / 2)
+            run.cancel_task(name)
+            called.append(name)
+            assert run.counts.total == len(names) + inside
+
+    async def watcher() -> None:
+        await watch(trio_dag.current_run())
+
+    if inside:
+        dag.add(watcher, name="watcher")
+    recorder = trio_dag.testing.Recorder()
+    used: dict[str, Any] = {}
+
+    async def main() -> trio_dag.RunReport:
+        used.update(real_options(options))
+        plan[:] = picks
+        async with trio_dag.open_run(dag, check=False, on_event=recorder, **used) as run:
+            if not inside:
+                await watch(run)
+        return run.report
+
+    async def baseline() -> trio_dag.RunReport:
+        plan[:] = []
+        return await trio_dag.run(dag, check=False, **real_options(options))
+
+    report = on_mock_clock(main)
+    cancelled = sorted(set(called))
+    trio_dag.testing.check_run(dag, report, recorder, cancelled_tasks=cancelled, **used)
+    states = {h.name: report.state(h) for h in dag}
+    # Only the cancelled tasks and what depends on them are affected: in a run
+    # that nothing else stops, the other tasks end as they do without cancels.
+    plain = on_mock_clock(baseline)
+    if options["on_failure"] == "skip" and not plain.cancelled:
+        hit = {
+            dag[name].index for name in cancelled if states[name] is trio_dag.TaskState.CANCELLED
+        }
+        affected = _descendants(dag, hit)
+        for h in dag:
+            if h.index not in affected:
+                assert states[h.name] is plain.state(h), h.name
+            elif h.index not in hit:
+                assert (
+                    states[h.name]
+                    in (
+                        trio_dag.TaskState.SKIPPED,
+                        plain.state(h),
+                    )
+                    or dag.options(h).trigger == "all_done"
+                ), h.name
+    # A task asked to cancel that did not end CANCELLED had ended by then (or
+    # its body returned before the cancellation reached it).
+    for at, name in picks:
+        if name in called and states[name] is not trio_dag.TaskState.CANCELLED:
+            timing = report.timing(name)
+            ended = timing.end if timing.end is not None else -1.0  # SKIPPED: never ran
+            assert ended <= at / 2 or states[name] is trio_dag.TaskState.SKIPPED, name

@@ -321,7 +321,7 @@ def _skips(run: Run) -> None:
                 )
             if run.report.timing(run.handles[i]).attempts:
                 broken("skip", f"task {run.label(i)} ended SKIPPED after it started")
-            if run.fail_fast and not all(_cut_off(run, p) for p in bad):
+            if run.fail_fast and not any(_cut_off(run, p) for p in bad):
                 broken(
                     "fail_fast",
                     f"task {run.label(i)} ended SKIPPED (its dependency {run.label(bad[0])} "
@@ -350,10 +350,13 @@ def _skips(run: Run) -> None:
 
 
 def _cut_off(run: Run, i: int) -> bool:
-    """Whether task *i* ended CANCELLED by run.cancel_task, or SKIPPED because of one."""
+    """Whether task *i* ended CANCELLED by run.cancel_task, or SKIPPED because of one.
+
+    From the report alone: the order of a cancel and a failure is not known.
+    """
     if run.cancelled_alone(i):
         return True
-    return run.states[i] is TaskState.SKIPPED and all(
+    return run.states[i] is TaskState.SKIPPED and any(
         _cut_off(run, p) for p in run.parents[i] if run.states[p] not in OK
     )
 

@@ -521,6 +521,7 @@ class EventCheck:
                 and self.halt_pos < 0
                 and run.states[i] not in RAN
                 and run.states[i] is not TaskState.CACHED
+                and not run.cancelled_alone(i)
             ):
                 rule = "fail_fast" if run.fail_fast else "skip"
                 broken(
