@@ -47,7 +47,7 @@ from ._report import CACHED, task_outcome
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["Control", "RunCounts", "counts_of"]
+__all__ = ["Completed", "Control", "RunCounts", "control_of", "counts_of", "tally_of"]
 
 _FINAL = frozenset({core.SUCCEEDED, core.FAILED, core.SKIPPED, core.CANCELLED})
 _NOT_STARTED = frozenset({core.PENDING, core.READY})
@@ -88,17 +88,26 @@ class RunCounts:
     total: int
 
 
-def counts_of(engine: Engine) -> RunCounts:
-    """The :class:`RunCounts` of *engine*'s run now."""
-    ready, running, ended, total, failed, skipped, cancelled = engine.st.tally()
-    # Tasks waiting for a resource or a retry were taken from the heap: the
-    # core counts them running.
+Tally = tuple[int, ...]
+
+
+def tally_of(engine: Engine) -> Tally:
+    """What :class:`RunCounts` is made of: the core's counters, the tasks
+    waiting for a resource or a retry, and the CACHED ones. Cheap to compare:
+    ``run.counts`` makes a new RunCounts only when it changed."""
     waiting = engine.admission.waiting
     parked = sum(map(len, waiting.values())) if waiting else 0
-    retrying = engine.retry_waiting
+    tally: Tally = (*engine.st.tally(), parked, engine.retry_waiting, engine.cached)
+    return tally
+
+
+def counts_of(tally: Tally) -> RunCounts:
+    """The :class:`RunCounts` of a :func:`tally_of`."""
+    ready, running, ended, total, failed, skipped, cancelled, parked, retrying, cached = tally
+    # Tasks waiting for a resource or a retry were taken from the heap: the
+    # core counts them running.
     ready += parked
     running -= parked + retrying
-    cached = engine.cached
     return RunCounts(
         total - ended - ready - running,
         ready,

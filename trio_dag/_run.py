@@ -19,7 +19,7 @@ import trio
 
 from ._bodies import THREAD, fatal, kind_of
 from ._caching import check_store
-from ._control import Completed, RunCounts, control_of, counts_of
+from ._control import Completed, RunCounts, control_of, counts_of, tally_of
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
@@ -384,6 +384,9 @@ class Run:
         self._engine = engine
         self._receive = receive
         self._iterated = False
+        # run.counts makes a new RunCounts only when the counters changed.
+        self._tally: tuple[int, ...] = ()
+        self._counts: RunCounts | None = None
 
     def events(self) -> AsyncIterator[Event]:
         """Every event of the run, from its start, in the order they happened.
@@ -464,7 +467,11 @@ class Run:
 
         Once the run has ended, every task is counted in its final state.
         """
-        return counts_of(self._engine)
+        tally = tally_of(self._engine)
+        if tally != self._tally or self._counts is None:
+            self._tally = tally
+            self._counts = counts_of(tally)
+        return self._counts
 
     async def result(self, task: Handle[T] | str) -> T:
         """Wait until *task* has ended; return its output, or raise what ``report[task]`` raises.
