@@ -115,7 +115,11 @@ def check_run(
         CANCELLED without stopping anything else, and its dependents then
         end SKIPPED (``all_done`` ones run), under ``"fail_fast"`` too. A
         task that had ended before the call keeps its state. Default: none.
-      limit: The ``limit`` the run was given. Default ``None``.
+      limit: The ``limit`` the run was given. Default ``None``. A task
+        that awaits :meth:`~trio_dag.Run.result` (or iterates
+        :meth:`~trio_dag.Run.as_completed`) in its body gives back its slot
+        while it waits, which neither the report nor the events show:
+        check such a run without its ``limit``.
       resources: The ``resources`` the run was given. Default ``None``.
       policy: The ``policy`` the run was given. A key function is called
         again, once per task, to check the start order. Default ``"fifo"``.
