@@ -820,3 +820,32 @@ def test_cancelling_random_tasks_at_random_moments(
             timing = report.timing(name)
             ended = timing.end if timing.end is not None else -1.0  # SKIPPED: never ran
             assert ended <= at / 2 or states[name] is trio_dag.TaskState.SKIPPED, name
+
+
+async def test_as_completed_reads_back_ends_of_the_fast_loop(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    async def late() -> list[str]:
+        await trio.sleep(1)
+        run = trio_dag.current_run()
+        return [h.name async for h, _ in run.as_completed(["b", "a", "bad", "skipped"])]
+
+    async def instant(value: str, *deps: Any) -> str:
+        return value
+
+    async def fails() -> None:
+        raise ValueError("no")
+
+    dag = trio_dag.DAG()
+    dag.add(late, name="late")
+    b = dag.add(instant, "b", name="b")
+    dag.add(instant, "a", b, name="a")
+    bad = dag.add(fails, name="bad")
+    dag.add(instant, "s", bad, name="skipped")
+    with trio.fail_after(10):
+        report = await trio_dag.run(dag, check=False)  # no options: the fast loop
+    # In the order they ended (Trio's scheduling decides whether b or bad runs
+    # first): the attempts by the loop's end order, skipped right after bad.
+    ran = sorted(["b", "a", "bad"], key=lambda name: report._end_order[dag[name].index])
+    expected = [x for name in ran for x in ([name, "skipped"] if name == "bad" else [name])]
+    assert report["late"] == expected
