@@ -39,6 +39,7 @@ Running
 - ``Run``: the run in progress that ``open_run`` (and ``current_run``) gives.
 - ``RunCounts``: what ``run.counts`` says: tasks in each state, now.
 - ``Threshold``: the strategy that starts ready tasks in groups.
+- ``Executor``: the protocol of ``run(..., executors=)``: ``submit`` returning a future.
 - ``current_task``: inside a task, its name, attempt and tags.
 - ``current_run``: inside a task, the ``Run`` of its run.
 - ``TaskInfo``: what ``current_task`` returns.
@@ -67,6 +68,8 @@ Errors and warnings
 - ``RunFailedError``: a run had FAILED tasks (an ExceptionGroup).
 - ``CallbackError``: ``on_event`` or a policy key function raised.
 - ``CacheFileError``: a cache file that cannot be used.
+- ``ExecutorError``: a task's executor is missing from the run, or its function cannot be pickled.
+- ``WorkerDiedError``: the worker process running a task died.
 - ``NoEffectWarning``: a setting that has no effect in a run.
 
 Also
@@ -93,6 +96,7 @@ from ._errors import CacheFileError as CacheFileError
 from ._errors import CallbackError as CallbackError
 from ._errors import CycleError as CycleError
 from ._errors import DuplicateTaskError as DuplicateTaskError
+from ._errors import ExecutorError as ExecutorError
 from ._errors import ForeignHandleError as ForeignHandleError
 from ._errors import GraphError as GraphError
 from ._errors import NoEffectWarning as NoEffectWarning
@@ -104,10 +108,12 @@ from ._errors import TaskSkippedError as TaskSkippedError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TrioDagError as TrioDagError
 from ._errors import UnknownDependencyError as UnknownDependencyError
+from ._errors import WorkerDiedError as WorkerDiedError
 from ._events import TaskInfo as TaskInfo
 from ._events import TaskState as TaskState
 from ._events import current_run as current_run
 from ._events import current_task as current_task
+from ._executors import Executor as Executor
 from ._handle import Handle as Handle
 from ._native import CORE as CORE
 from ._options import TaskOptions as TaskOptions
@@ -134,6 +140,8 @@ __all__ = [
     "CallbackError",
     "CycleError",
     "DuplicateTaskError",
+    "Executor",
+    "ExecutorError",
     "ForeignHandleError",
     "GraphError",
     "Handle",
@@ -156,6 +164,7 @@ __all__ = [
     "Threshold",
     "TrioDagError",
     "UnknownDependencyError",
+    "WorkerDiedError",
     "batched",
     "current_run",
     "current_task",
