@@ -849,3 +849,24 @@ async def test_as_completed_reads_back_ends_of_the_fast_loop(
     ran = sorted(["b", "a", "bad"], key=lambda name: report._end_order[dag[name].index])
     expected = [x for name in ran for x in ([name, "skipped"] if name == "bad" else [name])]
     assert report["late"] == expected
+
+
+async def test_cancel_task_of_a_batched_task(dag_core: Any, autojump_clock: MockClock) -> None:
+    @trio_dag.batched(max_size=4, max_delay=1)
+    async def double(items: list[int]) -> list[int]:
+        await trio.sleep(2)
+        return [2 * x for x in items]
+
+    dag = trio_dag.DAG()
+    for k in range(3):
+        dag.add(double, k, name=f"d{k}")
+    dag.add(double, 9, name="later", after=["d0"])
+    with trio.fail_after(30):
+        async with trio_dag.open_run(dag) as run:
+            await trio.sleep(0.5)
+            with pytest.raises(RuntimeError, match="cannot be cancelled alone"):
+                run.cancel_task("d1")
+            run.cancel_task("later")  # not started: fine
+    report = run.report
+    assert [report[f"d{k}"] for k in range(3)] == [0, 2, 4]
+    assert report.state("later") is trio_dag.TaskState.CANCELLED

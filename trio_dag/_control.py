@@ -462,20 +462,20 @@ class Control:
         if e.admission.forget(v):
             self._end_now(v)
             return
+        if isinstance(e.snap.fn(v), Batched):
+            # Its call serves other tasks too: cancelling the worker's scope
+            # would cancel them all.
+            raise RuntimeError(
+                f"task {e.snap.name(v)!r} has joined a call of its batched function, which "
+                "serves other tasks too: it cannot be cancelled alone once taken to start"
+            )
         for slot in e.slots.values():
             if slot[1] == v or (slot[1] < 0 and slot[6] == v):
-                if isinstance(e.snap.fn(v), Batched) and slot[1] != v:
-                    break
                 self.cancelling.add(v)
                 self.used_scopes += 1
                 slot[5].cancel()
                 self._settle()
                 return
-        if isinstance(e.snap.fn(v), Batched):
-            raise RuntimeError(
-                f"task {e.snap.name(v)!r} has joined a call of its batched function that "
-                "serves other tasks too: it cannot be cancelled alone"
-            )
         # Handed to a worker that has not picked it up yet: it ends there.
         self.cancelling.add(v)
         self._settle()

@@ -554,8 +554,8 @@ class Run:
         Raises:
           KeyError: It is not part of the run.
           ForeignHandleError: *task* is a handle of another DAG.
-          RuntimeError: It is a task of a :func:`batched` function that
-            has joined a call serving other tasks too.
+          RuntimeError: It is a task of a :func:`batched` function taken
+            to start: it has joined a call that may serve other tasks too.
         """
         control = control_of(self._engine)
         control.cancel_task(control.index(task, "run.cancel_task()"))
