@@ -28,6 +28,7 @@ yet ends as the worker receives it (``received``).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, final
@@ -46,7 +47,7 @@ from ._report import CACHED, task_outcome
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["Control", "RunCounts", "counts_of"]
+__all__ = ["Completed", "Control", "RunCounts", "control_of", "counts_of", "tally_of"]
 
 _FINAL = frozenset({core.SUCCEEDED, core.FAILED, core.SKIPPED, core.CANCELLED})
 _NOT_STARTED = frozenset({core.PENDING, core.READY})
@@ -87,17 +88,26 @@ class RunCounts:
     total: int
 
 
-def counts_of(engine: Engine) -> RunCounts:
-    """The :class:`RunCounts` of *engine*'s run now."""
-    ready, running, ended, total, failed, skipped, cancelled = engine.st.tally()
-    # Tasks waiting for a resource or a retry were taken from the heap: the
-    # core counts them running.
+Tally = tuple[int, ...]
+
+
+def tally_of(engine: Engine) -> Tally:
+    """What :class:`RunCounts` is made of: the core's counters, the tasks
+    waiting for a resource or a retry, and the CACHED ones. Cheap to compare:
+    ``run.counts`` makes a new RunCounts only when it changed."""
     waiting = engine.admission.waiting
     parked = sum(map(len, waiting.values())) if waiting else 0
-    retrying = engine.retry_waiting
+    tally: Tally = (*engine.st.tally(), parked, engine.retry_waiting, engine.cached)
+    return tally
+
+
+def counts_of(tally: Tally) -> RunCounts:
+    """The :class:`RunCounts` of a :func:`tally_of`."""
+    ready, running, ended, total, failed, skipped, cancelled, parked, retrying, cached = tally
+    # Tasks waiting for a resource or a retry were taken from the heap: the
+    # core counts them running.
     ready += parked
     running -= parked + retrying
-    cached = engine.cached
     return RunCounts(
         total - ended - ready - running,
         ready,
@@ -238,10 +248,18 @@ class Control:
             e._dismiss_idle()  # it was the last worker with work: nothing will wake them
         return True
 
-    def renewed(self) -> None:
-        """A worker whose scope cancel_task used goes on in a new one."""
+    def renewed(self) -> bool:
+        """A worker whose scope cancel_task used (and that left the run's
+        count of workers) asks whether it goes on, in a new scope."""
+        e = self.engine
         self.used_scopes -= 1
         self._settle()
+        if e.workers < e.cap:
+            return True
+        # A slot given back by the task it held is over: it leaves.
+        if e.st.finished or e.st.running == e.admission.parked():
+            e._dismiss_idle()
+        return False
 
     def _settle(self) -> None:
         e = self.engine
@@ -311,6 +329,14 @@ class Control:
                 finally:
                     del self.awaiting[me]
         return self.value(v)
+
+    async def wait(self, event: trio.Event) -> None:
+        """Wait for *event*, giving back the slot when called from a task of the run."""
+        slot = _CURRENT.get(None)
+        if slot is not None and slot[1] >= 0 and len(slot) > 7 and slot[4] is self.engine.run:
+            await self._wait_in_task(event, slot)
+        else:
+            await event.wait()
 
     def _check_wait(self, me: int, v: int) -> None:
         e = self.engine
@@ -428,25 +454,28 @@ class Control:
                 e.retry_waiting -= 1
                 if not e.retries:
                     e.loop.before_end = None
+                if e.retry_timer is not None:
+                    # Wake the timer to sleep until the next retry due, or to end.
+                    e.retry_timer.deadline = -math.inf
                 self._end_now(v)
                 return
         if e.admission.forget(v):
             self._end_now(v)
             return
-        for slot in e.slots:
+        if isinstance(e.snap.fn(v), Batched):
+            # Its call serves other tasks too: cancelling the worker's scope
+            # would cancel them all.
+            raise RuntimeError(
+                f"task {e.snap.name(v)!r} has joined a call of its batched function, which "
+                "serves other tasks too: it cannot be cancelled alone once taken to start"
+            )
+        for slot in e.slots.values():
             if slot[1] == v or (slot[1] < 0 and slot[6] == v):
-                if isinstance(e.snap.fn(v), Batched) and slot[1] != v:
-                    break
                 self.cancelling.add(v)
                 self.used_scopes += 1
                 slot[5].cancel()
                 self._settle()
                 return
-        if isinstance(e.snap.fn(v), Batched):
-            raise RuntimeError(
-                f"task {e.snap.name(v)!r} has joined a call of its batched function that "
-                "serves other tasks too: it cannot be cancelled alone"
-            )
         # Handed to a worker that has not picked it up yet: it ends there.
         self.cancelling.add(v)
         self._settle()
@@ -494,7 +523,7 @@ class Completed:
                 raise StopAsyncIteration
             control.listeners += 1
             try:
-                await control.more.wait()
+                await control.wait(control.more)
             finally:
                 control.listeners -= 1
 

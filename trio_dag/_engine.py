@@ -218,7 +218,7 @@ class Engine:
         # Set while _control asks workers to stop at their next task boundary.
         self.handover = False
         # The slots of the live workers (see _worker), and tasks ended CACHED.
-        self.slots: list[list[Any]] = []
+        self.slots: dict[int, list[Any]] = {}
         self.cached = 0
         self.started_at = 0.0
         # The run's cache (see _caching): its cached tasks are looked up as
@@ -658,7 +658,8 @@ class Engine:
             if not scope.cancel_called or self.halted or self.nursery is None:
                 return
             assert self.control is not None
-            self.control.renewed()
+            if not self.control.renewed():
+                return
             self.workers += 1
             v = self._next()
 
@@ -668,7 +669,7 @@ class Engine:
         # and the worker's Trio task.
         slot: list[Any] = [self.snap, -1, 0, 0.0, self.run, scope, -1, trio.lowlevel.current_task()]
         _CURRENT.set(slot)
-        self.slots.append(slot)
+        self.slots[id(slot)] = slot
         loop = self.loop
         try:
             if v < 0:
@@ -731,7 +732,7 @@ class Engine:
                     return
                 v = await self._wait_for_work()
         finally:
-            self.slots.remove(slot)
+            del self.slots[id(slot)]
             self.workers -= 1
 
     async def _drive(self, slot: list[Any]) -> int:

@@ -53,7 +53,8 @@ class TaskState(enum.Enum):
         the default ``trigger="all_succeeded"``).
       CANCELLED: The run was stopped (``on_failure="fail_fast"``,
         :meth:`Run.cancel`, a cancelled scope, KeyboardInterrupt, ...)
-        before the task ended: while it ran, or before it started.
+        before the task ended: while it ran, or before it started; or the
+        task alone was cancelled by :meth:`Run.cancel_task`.
     """
 
     PENDING = "pending"

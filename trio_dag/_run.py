@@ -20,7 +20,7 @@ import trio
 
 from ._bodies import THREAD, fatal, kind_of
 from ._caching import check_store
-from ._control import Completed, RunCounts, control_of, counts_of
+from ._control import Completed, RunCounts, control_of, counts_of, tally_of
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import _CURRENT, Event
@@ -410,6 +410,9 @@ class Run:
         self._iterated = False
         # Trio's thread (a Run is made in it): run.add from another goes through it.
         self._thread = get_ident()
+        # run.counts makes a new RunCounts only when the counters changed.
+        self._tally: tuple[int, ...] = ()
+        self._counts: RunCounts | None = None
 
     def events(self) -> AsyncIterator[Event]:
         """Every event of the run, from its start, in the order they happened.
@@ -548,7 +551,11 @@ class Run:
 
         Once the run has ended, every task is counted in its final state.
         """
-        return counts_of(self._engine)
+        tally = tally_of(self._engine)
+        if tally != self._tally or self._counts is None:
+            self._tally = tally
+            self._counts = counts_of(tally)
+        return self._counts
 
     async def result(self, task: Handle[T] | str) -> T:
         """Wait until *task* has ended; return its output, or raise what ``report[task]`` raises.
@@ -609,8 +616,8 @@ class Run:
         Raises:
           KeyError: It is not part of the run.
           ForeignHandleError: *task* is a handle of another DAG.
-          RuntimeError: It is a task of a :func:`batched` function that
-            has joined a call serving other tasks too.
+          RuntimeError: It is a task of a :func:`batched` function taken
+            to start: it has joined a call that may serve other tasks too.
         """
         control = control_of(self._engine)
         control.cancel_task(control.index(task, "run.cancel_task()"))

@@ -38,6 +38,7 @@ class Run:
         strategy: Strategy,
         on_failure: str,
         cancelled: bool,
+        cancelled_tasks: Iterable[Handle[Any] | str] = (),
     ) -> None:
         self.report = report
         # The only private read: the snapshot the run ran, for the number of its
@@ -78,6 +79,13 @@ class Run:
         self.errors = report.errors  # built on each access: read it once
         # A stop the events may not show: from outside, or by a callback that raised.
         self.unseen_stop = cancelled or self._key_function_raised()
+        # The tasks run.cancel_task was called for: each may end CANCELLED
+        # alone, its dependents SKIPPED (under fail_fast too).
+        self.cancelled_tasks = frozenset(_indices(dag, list(cancelled_tasks)))
+
+    def cancelled_alone(self, i: int) -> bool:
+        """Whether task *i* ended CANCELLED by run.cancel_task, not by a stop of the run."""
+        return i in self.cancelled_tasks and self.states[i] is TaskState.CANCELLED
 
     def _key_function_raised(self) -> bool:
         """Whether the policy key function raised during the run (CallbackError), as it may

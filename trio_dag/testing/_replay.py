@@ -394,12 +394,13 @@ class EventCheck:
             error = getattr(event.outcome, "error", None)
             if not isinstance(error, Exception) and self.fatal_pos < 0:
                 self.fatal_pos = pos
-        if state is TaskState.CANCELLED:
+        alone = run.cancelled_alone(i)
+        if state is TaskState.CANCELLED and not alone:
             self._cancel_cause(pos, i)
         if state is TaskState.FAILED and run.fail_fast and self.fail_pos < 0:
             self.fail_pos = pos
             self.running_at[pos] = self.running[:]
-        elif state is TaskState.CANCELLED and self.halt_pos < 0:
+        elif state is TaskState.CANCELLED and self.halt_pos < 0 and not alone:
             if not run.fail_fast or self.fail_pos < 0 or run.all_done(i):
                 self.halt_pos = pos
                 self.running_at[pos] = self.running[:]
@@ -561,6 +562,7 @@ class EventCheck:
                 and self.halt_pos < 0
                 and run.states[i] not in RAN
                 and run.states[i] is not TaskState.CACHED
+                and not run.cancelled_alone(i)
             ):
                 rule = "fail_fast" if run.fail_fast else "skip"
                 broken(

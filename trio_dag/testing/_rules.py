@@ -39,7 +39,7 @@ RULES: Final = {
     "cancel cause": (
         "a task ends CANCELLED only when something stops the run: the first failure "
         "under fail_fast (never teardown), a BaseException raised by a task, a CallbackError, "
-        "or cancellation from outside"
+        "or cancellation from outside; or run.cancel_task cancels that task alone"
     ),
     "retries": (
         "only an Exception matching retry_on is retried, at most `retries` "
