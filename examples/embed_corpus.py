@@ -4,7 +4,15 @@ The corpus is the standard library's own ``.py`` files (without
 ``site-packages``), or the directory given. Each file is a small pipeline of
 the DAG::
 
-    read (thread) -> split (inline) -> embed, one task per chunk -> store
+    read (thread) -> split (inline) -> store
+                       `-> embed, one task per chunk (added by the split, joined)
+
+A split cuts its file at top-level ``def``/``class`` boundaries (at most
+``CHUNK_BYTES`` a chunk), so its chunk count is known only once the file is
+read: it adds one embed task per chunk to the running run
+(``trio_dag.current_run().add``) and returns their handles, which joins them:
+its output becomes the chunks and their vectors, and the store task after it
+gets both.
 
 ``embed`` and ``store`` are ``@trio_dag.batched``: the engine gathers ready
 chunks, whatever file they come from, into one call of the model (WordLlama,
@@ -14,14 +22,15 @@ writer at a time: the ``db`` resource). Then the query's 5 nearest chunks are
 read back from the database. Progress goes to stderr; the run's summary, a
 Chrome trace (open it in Perfetto) and the answer follow.
 
-The split and embed tasks are cached (``cache=True``; the embed tasks'
-``version=`` names the model: WordLlama's release, weights and dimension, which
+The split and embed tasks are cached (``cache=True``; their ``version=``
+names the model: WordLlama's release, weights and dimension, which
 their keys cannot see) in a ``trio_dag.Cache`` file, by default
 ``trio_dag/embed_corpus.sqlite3`` under ``$XDG_CACHE_HOME`` (or
 ``~/.cache``). Reading a file is not cached: it is how a change is seen. A
 file whose bytes did not change gives its split the same input, so the split
-and its chunks' embeddings come from the cache; an edited file's chunks are
-embedded again. The vector table is rebuilt from the tasks' outputs on every
+comes from the cache with its chunks' vectors (and adds no embed task); an
+edited file's split runs again, and its chunks whose text did not change
+come from the cache. The vector table is rebuilt from the tasks' outputs on every
 run. ``--no-cache`` runs everything.
 
     pip install 'trio_dag[embed]'
@@ -111,37 +120,84 @@ def find_sources(root: Path) -> list[SourceFile]:
     return sorted(found, key=lambda f: f.rel)
 
 
-def chunk_count(size: int) -> int:
-    """How many chunks a file of *size* bytes gets: one per started CHUNK_BYTES.
+DEFINITION_STARTS = (b"def ", b"async def ", b"class ")
+PREAMBLE_STARTS = (b"@", b"#")
 
-    The DAG is built before any file is read, so the number of embed tasks of
-    a file has to follow from its size alone.
+
+def section_starts(data: bytes) -> list[int]:
+    """The offsets where *data*'s top-level sections start: 0 and each definition.
+
+    A definition is a line that starts (in column 0) with ``def``, ``async
+    def`` or ``class``; its section starts at the decorators and comment lines
+    right above it, so they stay with what they describe.
     """
-    return -(-size // CHUNK_BYTES)
-
-
-def split(data: bytes, count: int) -> list[Chunk]:
-    """Cut *data* into *count* chunks of about equal size, each starting at a line start.
-
-    Chunk k starts at the first line that starts in its k-th share of the
-    bytes; a line longer than a share is cut (at a character boundary).
-    """
-    if count == 0:
-        return []
-    step = max(1, -(-len(data) // count))
     starts = [0]
-    for k in range(1, count):
-        low = min(k * step, len(data))
-        start = data.find(b"\n", low - 1) + 1
-        if start == 0 or start >= min(low + step, len(data)):
-            start = low
-            while start < len(data) and data[start] & 0xC0 == 0x80:  # inside a UTF-8 character
-                start += 1
-        starts.append(max(start, starts[-1]))
-    starts.append(len(data))
+    lines = [0]
+    at = data.find(b"\n") + 1
+    while 0 < at < len(data):
+        lines.append(at)
+        at = data.find(b"\n", at) + 1
+    for k, line in enumerate(lines):
+        if k and data.startswith(DEFINITION_STARTS, line):
+            first = k
+            while first > 1 and data.startswith(PREAMBLE_STARTS, lines[first - 1]):
+                first -= 1
+            if lines[first] > starts[-1]:
+                starts.append(lines[first])
+    return starts
+
+
+def character_start(data: bytes, at: int) -> int:
+    """*at*, or the next offset after it that does not fall inside a UTF-8 character."""
+    while at < len(data) and data[at] & 0xC0 == 0x80:
+        at += 1
+    return at
+
+
+def cuts(data: bytes, max_bytes: int = CHUNK_BYTES) -> list[int]:
+    """The offsets where *data*'s chunks start, and ``len(data)`` last.
+
+    Whole top-level sections (see :func:`section_starts`) are packed into one
+    chunk while it stays within *max_bytes*; a section longer than that is
+    cut at line starts (a line longer than that at a character boundary), and
+    the next section starts a chunk of its own. So every chunk starts where a
+    section or a line does, and is at most *max_bytes* long, except where one
+    UTF-8 character would be split; an empty file has no chunk.
+    """
+    if not data:
+        return [0]
+    sections = [*section_starts(data), len(data)]
+    found = [0]
+    sealed = False  # the open chunk is the tail of a cut section
+    for begin, end in pairwise(sections):
+        if not sealed and end - found[-1] <= max_bytes:  # joins the open chunk
+            continue
+        if begin > found[-1]:
+            found.append(begin)
+        sealed = False
+        while end - found[-1] > max_bytes:  # too long on its own: cut at lines
+            limit = found[-1] + max_bytes
+            cut = data.rfind(b"\n", found[-1], limit) + 1
+            if cut <= found[-1]:
+                cut = character_start(data, limit)
+            if cut >= end:
+                break
+            found.append(cut)
+            sealed = True
+    found.append(len(data))
+    return found
+
+
+def split_source(data: bytes, max_bytes: int = CHUNK_BYTES) -> list[Chunk]:
+    """Cut a Python file's bytes into chunks at top-level ``def``/``class`` boundaries.
+
+    How many chunks a file has is known only once it is read: see :func:`cuts`
+    for where they start. Bytes that are not UTF-8 are decoded with U+FFFD in
+    their place; a file without definitions is cut by size alone.
+    """
     chunks = []
     line = 1
-    for begin, end in pairwise(starts):
+    for begin, end in pairwise(cuts(data, max_bytes)):
         chunks.append(Chunk(line, data[begin:end].decode("utf-8", errors="replace")))
         line += data.count(b"\n", begin, end)
     return chunks
@@ -249,80 +305,99 @@ def write(db: sqlite3.Connection, files: list[tuple[SourceFile, list[Chunk], lis
 
 
 class Pipeline(NamedTuple):
-    """The DAG of a corpus, and its split, embed and store tasks (to follow progress)."""
+    """The DAG of a corpus, and its split and store tasks (to follow progress).
+
+    The embed tasks are added while the run goes on, by the splits: they are
+    told by their names, ``embed:<file>#<k>`` (see :func:`is_embed`).
+    """
 
     dag: trio_dag.DAG
     splits: frozenset[trio_dag.Handle[Any]]
-    embeds: frozenset[trio_dag.Handle[Any]]
     stores: frozenset[trio_dag.Handle[Any]]
+
+
+def is_embed(task: trio_dag.Handle[Any]) -> bool:
+    """Whether *task* is an embed task (one a split added)."""
+    return task.name.startswith("embed:")
 
 
 def pipeline(
     sources: list[SourceFile], model: Model, db: sqlite3.Connection, batch: int, cache: bool
 ) -> Pipeline:
-    """One read, one split, one embed task per chunk and one store task per file.
+    """One read, one split and one store task per file; the splits add the embeds.
 
-    With *cache*, the split and embed tasks ask for the run's cache: a split's
-    key holds the digest of its file's bytes, an embed's the digest of its
-    file's chunks, its index and the model's identity.
+    A split cuts its file by content (:func:`split_source`), so how many
+    chunks it has is known only once the file is read: it adds one embed
+    task per chunk to the running run and returns their handles with the
+    chunks, which joins them. Its output is then the chunks and their
+    vectors, and the store task, which depends on the split, gets both.
+
+    With *cache*, the split and embed tasks ask for the run's cache: a
+    split's key holds the digest of its file's bytes and the model's
+    identity, so an unchanged file's split comes from the cache with its
+    vectors and adds no embed task; an embed's key holds its chunk's text
+    and the model's identity.
     """
 
     @trio_dag.batched(max_size=batch)
-    async def embed(items: list[tuple[list[Chunk], int]]) -> list[Any]:
-        """Embed chunk k of each item's chunks, all in one call of the model."""
-        texts = [chunks[k].text for chunks, k in items]
+    async def embed(texts: list[str]) -> list[Any]:
+        """Embed the batch's chunks, whatever file they come from, in one call of the model."""
         return list(await trio.to_thread.run_sync(model.embed, texts))
 
     @trio_dag.batched(max_size=STORE_BATCH)
-    async def store(items: list[tuple[SourceFile, list[Chunk], list[Any]]]) -> list[int]:
+    async def store(items: list[tuple[SourceFile, tuple[list[Chunk], list[Any]]]]) -> list[int]:
         """Write the items' files in one transaction; each task gets its chunk count."""
-        await trio.to_thread.run_sync(write, db, items)
-        return [len(chunks) for _, chunks, _ in items]
+        files = [(source, chunks, vectors) for source, (chunks, vectors) in items]
+        await trio.to_thread.run_sync(write, db, files)
+        return [len(chunks) for _, chunks, _ in files]
 
-    dag = trio_dag.DAG()
-    splits: list[trio_dag.Handle[Any]] = []
-    embeds: list[trio_dag.Handle[Any]] = []
-    stores: list[trio_dag.Handle[Any]] = []
     version = model.identity if cache else None
-    for source in sources:
-        data = dag.add(
-            read, source.path, name=f"read:{source.rel}", tags=("read",), run_in="thread"
-        )
-        count = chunk_count(source.size)
-        chunks = dag.add(
-            split,
-            data,
-            count,
-            name=f"split:{source.rel}",
-            tags=("split",),
-            run_in="inline",
-            cache=cache,
-        )
-        splits.append(chunks)
-        # The item of an embed task holds the file's chunks (a handle) and which
-        # one is its own: the task waits for the split and gets the list.
+
+    def split(data: bytes, rel: str) -> tuple[list[Chunk], list[trio_dag.Handle[Any]]]:
+        """Cut a file by content and add one embed task per chunk; join them."""
+        chunks = split_source(data)
+        add = trio_dag.current_run().add
         vectors = [
-            dag.add(
+            add(
                 embed,
-                (chunks, k),
-                name=f"embed:{source.rel}#{k}",
+                chunk.text,
+                name=f"embed:{rel}#{k}",
                 tags=("embed",),
                 cache=cache,
                 version=version,
             )
-            for k in range(count)
+            for k, chunk in enumerate(chunks)
         ]
-        embeds += vectors
+        return chunks, vectors
+
+    dag = trio_dag.DAG()
+    splits: list[trio_dag.Handle[Any]] = []
+    stores: list[trio_dag.Handle[Any]] = []
+    for source in sources:
+        data = dag.add(
+            read, source.path, name=f"read:{source.rel}", tags=("read",), run_in="thread"
+        )
+        parts = dag.add(
+            split,
+            data,
+            source.rel,
+            name=f"split:{source.rel}",
+            tags=("split",),
+            run_in="inline",
+            cache=cache,
+            version=version,
+        )
+        splits.append(parts)
         stores.append(
             dag.add(
                 store,
-                (source, chunks, vectors),
+                (source, parts),
                 name=f"store:{source.rel}",
                 tags=("store",),
                 uses={"db": 1},
             )
         )
-    return Pipeline(dag, frozenset(splits), frozenset(embeds), frozenset(stores))
+    return Pipeline(dag, frozenset(splits), frozenset(stores))
 
 
 def read(path: Path) -> bytes:
@@ -335,7 +410,6 @@ class Progress:
     on one line of *out*, redrawn at most every *every* seconds."""
 
     def __init__(self, plan: Pipeline, out: TextIO | None = None, every: float = 0.25) -> None:
-        self.embeds = plan.embeds
         self.stores = plan.stores
         self.out = out if out is not None else sys.stderr
         self.every = every
@@ -349,7 +423,7 @@ class Progress:
         """Count a finished embed or store task; redraw the line when it is due."""
         if not isinstance(event, TaskFinished):
             return
-        if event.task in self.embeds:
+        if is_embed(event.task):
             self.chunks += 1
             self.cached += event.state is TaskState.CACHED
         elif event.task in self.stores:
@@ -365,8 +439,8 @@ class Progress:
         """Write the line over the previous one."""
         rate = (self.chunks - self.cached) / max(now - self.began, 1e-9)
         self.out.write(
-            f"\rfiles {self.files:,}/{len(self.stores):,}  chunks {self.chunks:,}/"
-            f"{len(self.embeds):,} ({self.cached:,} cached)  {rate:,.0f} chunks/s embedded "
+            f"\rfiles {self.files:,}/{len(self.stores):,}  chunks {self.chunks:,} "
+            f"({self.cached:,} cached)  {rate:,.0f} chunks/s embedded "
         )
         self.out.flush()
 
@@ -411,11 +485,21 @@ def batches(report: trio_dag.RunReport, tasks: Collection[trio_dag.Handle[Any]])
     return len({report.batch(task) for task in tasks} - {None})
 
 
+def embeds_of(report: trio_dag.RunReport) -> list[trio_dag.Handle[Any]]:
+    """The embed tasks the run's splits added."""
+    tasks = [*report.succeeded, *report.cached, *report.failed, *report.skipped, *report.cancelled]
+    return [task for task in tasks if is_embed(task)]
+
+
 def cache_line(report: trio_dag.RunReport, plan: Pipeline) -> str:
-    """How many of the cached kinds of task came from the cache and how many ran."""
+    """How many of the cached kinds of task came from the cache and how many ran.
+
+    A split that came from the cache added no embed task: its output holds
+    its chunks' vectors already.
+    """
     cached = set(report.cached)
     parts = []
-    for kind, tasks in (("split", plan.splits), ("embed", plan.embeds)):
+    for kind, tasks in (("split", list(plan.splits)), ("embed", embeds_of(report))):
         hits = len(cached.intersection(tasks))
         parts.append(f"{kind} {hits:,} CACHED, {len(tasks) - hits:,} ran")
     return "cached tasks: " + "; ".join(parts)
@@ -516,10 +600,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(report.summary())
     makespan = report.stats.makespan
-    embedded = len(plan.embeds) - len(plan.embeds.intersection(report.cached))
-    calls = batches(report, plan.embeds)
+    embeds = embeds_of(report)
+    ended = (TaskState.SUCCEEDED, TaskState.CACHED)
+    chunks = sum(len(report[s][0]) for s in plan.splits if report.state(s) in ended)
+    embedded = len(embeds) - len(set(embeds).intersection(report.cached))
+    calls = batches(report, embeds)
     print(
-        f"\nembedded {embedded:,} of {len(plan.embeds):,} chunks of {len(sources):,} files in "
+        f"\n{chunks:,} chunks; embedded {embedded:,} of them, of {len(sources):,} files in "
         f"{makespan:.1f} s ({embedded / max(makespan, 1e-9):,.0f} chunks/s) in {calls:,} "
         f"model calls ({embedded / max(calls, 1):.1f} chunks per call)"
     )

@@ -36,9 +36,12 @@ Running
 - ``run``: run a DAG (``await``) and return its report.
 - ``run_sync``: the same from synchronous code.
 - ``open_run``: ``async with``: run in the background, stream events, cancel.
-- ``Run``: the run in progress that ``open_run`` gives.
+- ``Run``: the run in progress that ``open_run`` (and ``current_run``) gives.
+- ``RunCounts``: what ``run.counts`` says: tasks in each state, now.
 - ``Threshold``: the strategy that starts ready tasks in groups.
+- ``Executor``: the protocol of ``run(..., executors=)``: ``submit`` returning a future.
 - ``current_task``: inside a task, its name, attempt and tags.
+- ``current_run``: inside a task, the ``Run`` of its run.
 - ``TaskInfo``: what ``current_task`` returns.
 - ``events``: the module of the events a run tells (``TaskStarted``, ...).
 
@@ -65,6 +68,8 @@ Errors and warnings
 - ``RunFailedError``: a run had FAILED tasks (an ExceptionGroup).
 - ``CallbackError``: ``on_event`` or a policy key function raised.
 - ``CacheFileError``: a cache file that cannot be used.
+- ``ExecutorError``: a task's executor is missing from the run, or its function cannot be pickled.
+- ``WorkerDiedError``: the worker process running a task died.
 - ``NoEffectWarning``: a setting that has no effect in a run.
 
 Also
@@ -85,11 +90,13 @@ from ._cache import CacheEntry as CacheEntry
 from ._cache import CacheStats as CacheStats
 from ._cache import CacheStore as CacheStore
 from ._cache import MemoryCache as MemoryCache
+from ._control import RunCounts as RunCounts
 from ._dag import DAG as DAG
 from ._errors import CacheFileError as CacheFileError
 from ._errors import CallbackError as CallbackError
 from ._errors import CycleError as CycleError
 from ._errors import DuplicateTaskError as DuplicateTaskError
+from ._errors import ExecutorError as ExecutorError
 from ._errors import ForeignHandleError as ForeignHandleError
 from ._errors import GraphError as GraphError
 from ._errors import NoEffectWarning as NoEffectWarning
@@ -101,9 +108,12 @@ from ._errors import TaskSkippedError as TaskSkippedError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TrioDagError as TrioDagError
 from ._errors import UnknownDependencyError as UnknownDependencyError
+from ._errors import WorkerDiedError as WorkerDiedError
 from ._events import TaskInfo as TaskInfo
 from ._events import TaskState as TaskState
+from ._events import current_run as current_run
 from ._events import current_task as current_task
+from ._executors import Executor as Executor
 from ._handle import Handle as Handle
 from ._native import CORE as CORE
 from ._options import TaskOptions as TaskOptions
@@ -130,6 +140,8 @@ __all__ = [
     "CallbackError",
     "CycleError",
     "DuplicateTaskError",
+    "Executor",
+    "ExecutorError",
     "ForeignHandleError",
     "GraphError",
     "Handle",
@@ -137,6 +149,7 @@ __all__ = [
     "NoEffectWarning",
     "ResourceError",
     "Run",
+    "RunCounts",
     "RunFailedError",
     "RunReport",
     "RunStats",
@@ -151,7 +164,9 @@ __all__ = [
     "Threshold",
     "TrioDagError",
     "UnknownDependencyError",
+    "WorkerDiedError",
     "batched",
+    "current_run",
     "current_task",
     "events",
     "open_run",

@@ -32,6 +32,7 @@ from . import _bodies
 from ._batching import Batched
 from ._events import Event, TaskStarted
 from ._native import core
+from ._options import BUILT_IN
 
 if TYPE_CHECKING:
     from ._admission import Admission
@@ -84,6 +85,11 @@ class BatchHost(Protocol):
 
     def dropped(self, v: int) -> None:
         """Task *v*, which joined a batch that never ran, ends CANCELLED."""
+        ...
+
+    def on_executor(self, name: str, v: int, fn: Batched[Any, Any], items: list[Any]) -> Any:
+        """An awaitable that calls *fn* with *items* on the executor *name*, for task
+        *v*, the batch's first, and returns its result."""
         ...
 
 
@@ -348,15 +354,17 @@ class Batcher:
         slot[1] = leader
         slot[2] = loop.attempts[leader]
         slot[3] = began
+        run_in = opts.run_in
+        if run_in in BUILT_IN:
+            kind = _bodies.kind_of(fn.fn) if run_in is None else _bodies.KINDS[run_in]
+            body = _bodies.call(kind, fn.fn, (items,), {}, ctx, host.spawn)
+        else:
+            body = host.on_executor(run_in, leader, fn, items)
         try:
             if opts.timeout is None:
-                results = await _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, host.spawn)
+                results = await body
             else:
-                results = await _bodies.within(
-                    opts.timeout,
-                    snap.name(leader),
-                    _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, host.spawn),
-                )
+                results = await _bodies.within(opts.timeout, snap.name(leader), body)
             if not isinstance(results, list) or len(results) != len(items):
                 got = (
                     f"{len(results)} results" if isinstance(results, list) else repr(type(results))

@@ -15,6 +15,7 @@ suggestions), ``_dependencies`` (the handles in a task's arguments and
 from __future__ import annotations
 
 import bisect
+import copy
 import functools
 import gc
 from array import array
@@ -30,6 +31,7 @@ from ._export import render_dot, render_mermaid
 from ._handle import Handle
 from ._names import check_default_name, check_name, close_name, fn_name, task_label
 from ._options import (
+    BUILT_IN,
     DEFAULT_OPTIONS,
     DEFAULT_VALUES,
     RunIn,
@@ -110,8 +112,8 @@ class DAG:
     # - _all_done: ascending indices of tasks with trigger="all_done".
     # - _batched: ascending indices of tasks of @batched functions.
     # - _with_uses: ascending indices of tasks with uses=.
-    # - _with_notes: ascending indices of tasks with a priority, tags or cache= (for
-    #   the run's warnings of settings without effect).
+    # - _with_notes: ascending indices of tasks with a priority, tags, cache= or an
+    #   executor's run_in= (for the run's warnings and checks of those settings).
     # - _runs: how many runs of the DAG are in progress (add refuses while
     #   any is).
     # - _b: the backend's Builder over these columns, which records the
@@ -123,6 +125,7 @@ class DAG:
         "_all_done",
         "_args",
         "_b",
+        "_base",
         "_batched",
         "_default_like",
         "_fns",
@@ -160,6 +163,8 @@ class DAG:
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
         self._runs = 0
+        # A fork (see _fork): the DAG whose run it is, whose handles it takes as its own.
+        self._base: DAG | None = None
         self._b = self._builder()
         if _compiled_add is not None:
             _install_compiled_add()
@@ -330,7 +335,7 @@ class DAG:
             ``run_in`` says otherwise), any callable such as a
             ``functools.partial`` or an object with a ``__call__``, or a
             :func:`batched` function, whose task takes exactly one positional
-            argument, its item, and neither ``kwargs=`` nor ``run_in=``.
+            argument, its item, and no ``kwargs=``.
             Generator functions, sync or async, are refused: calling one only
             makes a generator, so the body would never run as the task.
           *args: Positional arguments for *fn*; the handles among them (or
@@ -421,9 +426,17 @@ class DAG:
               loop, which it blocks while it runs: for tiny functions, where
               a thread would cost more than the call.
             - ``"thread"``: a sync function called in a worker thread.
+            - ``"process"``, or any other name: a sync function run on the
+              executor of that name, which the run provides
+              (``run(..., executors={name: executor})``; ``"process"``,
+              unless mapped, is a worker process of the run). The function
+              must pickle: define it at module level. See the user guide,
+              *Executors*.
 
-            ``"inline"`` and ``"thread"`` are refused for an async function,
-            and every value but ``None`` for a :func:`batched` one.
+            ``"inline"``, ``"thread"`` and executors are refused for an
+            async function. A :func:`batched` function takes ``None``, or
+            when it is sync ``"inline"``, ``"thread"`` or an executor: its
+            call runs there once per batch.
           trigger: When the task may start. ``"all_succeeded"`` (default):
             once every dependency SUCCEEDED; if one does not, the task ends
             SKIPPED without running. ``"all_done"``: once every dependency
@@ -659,7 +672,7 @@ class DAG:
                 self._all_done.append(i)
             if opts.uses:
                 self._with_uses.append(i)
-            if opts.priority or opts.tags or opts.cache:
+            if opts.priority or opts.tags or opts.cache or opts.run_in not in BUILT_IN:
                 self._with_notes.append(i)
 
     def _truncate(self, n: int) -> None:
@@ -728,7 +741,7 @@ class DAG:
     def _task_index(self, task: Handle[Any] | str) -> int:
         """The index of a task given by handle or name (KeyError for an unknown name)."""
         if type(task) is Handle:
-            if task._dag is not self:
+            if task._dag is not self and (self._base is None or task._dag is not self._base):
                 raise ForeignHandleError(
                     f"{task!r} belongs to another DAG; look tasks up in their own DAG"
                 )
@@ -776,7 +789,8 @@ class DAG:
         is in no DAG (False, never an error).
         """
         if type(task) is Handle:
-            return task._dag is self
+            # A fork (see _fork) holds the tasks of the DAG it forks too.
+            return task._dag is self or (self._base is not None and task._dag is self._base)
         return isinstance(task, str) and self._lookup(task) is not None
 
     def __getitem__(self, name: str | Handle[Any]) -> Handle[Any]:
@@ -861,6 +875,24 @@ class DAG:
             yield
         finally:
             self._runs -= 1
+
+    def _fork(self) -> DAG:
+        """A DAG with copies of this one's columns, for a run that adds tasks.
+
+        The run adds its tasks to the fork (``_growth``), never to this DAG;
+        the fork takes this DAG's handles as its own (``_base``). It counts
+        as running (its ``add`` refuses) but while the run adds a task.
+        """
+        if self._pending:
+            self._resolve_pending()
+        fork = DAG.__new__(DAG)
+        for slot, value in self.__getstate__().items():
+            setattr(fork, slot, copy.copy(value))
+        fork._given = fork._graph_cache = fork._snapshot = None
+        fork._base = self
+        fork._runs = 1
+        fork._b = fork._builder()
+        return fork
 
     # --- freezing and validation -------------------------------------------
 
