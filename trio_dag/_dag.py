@@ -888,7 +888,9 @@ class DAG:
         fork = DAG.__new__(DAG)
         for slot, value in self.__getstate__().items():
             setattr(fork, slot, copy.copy(value))
-        fork._given = fork._graph_cache = fork._snapshot = None
+        # __getstate__ gives the names as a dict: the fork's own table.
+        fork._index_of = _native.BACKEND.build.Names(self._index_of.items())
+        fork._graph_cache = fork._snapshot = None
         fork._base = self
         fork._runs = 1
         fork._b = fork._builder()
