@@ -1,6 +1,7 @@
 # Included by _build.pyx (one compiled module): Names, the DAG's table of given names.
 
 @cython.final
+@cython.no_gc_clear  # a name (a str subclass) may hold its DAG: never leave names None
 cdef class Names:
     """The names given with ``name=``: name -> task index, and task index -> name.
 
