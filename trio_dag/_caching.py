@@ -129,6 +129,7 @@ class RunCache:
         "not_cached",
         "parts",
         "pending",
+        "pending_keys",
         "pending_tasks",
         "snap",
         "store",
@@ -136,6 +137,7 @@ class RunCache:
         "stored",
         "unstored",
         "wants_digest",
+        "whole",
     )
 
     def __init__(self, snap: Snapshot, store: Any, members: Sequence[int] | None) -> None:
@@ -153,7 +155,11 @@ class RunCache:
         self.parts: dict[int, tuple[bytes, Sequence[int]]] = {}
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
-        self.pending: list[tuple[bytes, CacheEntry]] = []
+        # The entries not yet handed to the store: their keys, and each entry
+        # as the SQLite cache keeps it (``whole``: see _cache._RESULTS) or a CacheEntry.
+        self.whole = type(store) is Cache
+        self.pending_keys: list[bytes] = []
+        self.pending: list[Any] = []
         self.pending_tasks: list[int] = []  # the task of each pending entry
         self.stored: list[int] = []  # the tasks whose entries the store took (a flush may fail)
         self.unstored: list[tuple[int, str]] = []
@@ -311,7 +317,7 @@ class RunCache:
         store = self.store
         try:
             # The SQLite cache gives (digest, payload) pairs: no CacheEntry made per hit.
-            pairs = type(store) is Cache
+            pairs = self.whole
             found: Mapping[bytes, Any] = store._lookup_pairs(keys) if pairs else store.lookup(keys)
         except Exception as exc:
             why = f"the cache's lookup raised {_named(exc)}"
@@ -351,10 +357,14 @@ class RunCache:
                 digest, payload = encode_output(result)
             except Uncacheable as exc:
                 return exc.reason
-            pending = self.pending
-            pending.append((key, CacheEntry(digest, payload)))
+            self.pending_keys.append(key)
+            if self.whole:
+                # As the SQLite cache's table keeps it: bytes, no object per entry.
+                self.pending.append(b"".join((key[8:], digest, payload)))
+            else:
+                self.pending.append(CacheEntry(digest, payload))
             self.pending_tasks.append(v)
-            if len(pending) >= _STORE_EVERY:
+            if len(self.pending_keys) >= _STORE_EVERY:
                 self.store_pending()
             if self.wants_digest[v]:
                 self.digests[v] = framed_digest(digest)
@@ -370,13 +380,17 @@ class RunCache:
 
         When the store raises (now or before), their tasks go to ``unstored``.
         """
+        keys, self.pending_keys = self.pending_keys, []
         pending, self.pending = self.pending, []
         tasks, self.pending_tasks = self.pending_tasks, []
-        if not pending:
+        if not keys:
             return
         if self.store_error is None:
             try:
-                self.store.store(pending)
+                if self.whole:
+                    self.store._store_entries(keys, pending)
+                else:
+                    self.store.store(list(zip(keys, pending, strict=True)))
             except Exception as exc:
                 self.store_error = f"the cache's store raised {_named(exc)}"
             else:
