@@ -244,22 +244,29 @@ def test_a_cache_opened_on_an_empty_file_sees_another_connections_entries(
         assert again._alone is None  # not empty: every lookup reads the file
 
 
-def test_another_connections_entries_are_seen_by_the_writers_next_commit(
-    tmp_path: Path,
-) -> None:
+def test_another_connections_commit_after_the_writers_is_seen_at_once(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     with Cache(path) as first, Cache(path) as other:
         assert first.lookup([k(3)]) == {}
         first.store([(k(1), entry(1))])
         first.flush()
+        assert first.lookup([k(1), k(3)]) == {k(1): entry(1)}
+        assert first._alone is not None  # its own commit: still the file's only writer
         other.store([(k(3), entry(3))])
         other.flush()
-        # Both committed since the last lookup: taken as the first's own (a miss
-        # at worst, computed again) until its writer's next commit checks.
-        first.lookup([k(1)])
-        first.store([(k(4), entry(4))])
-        first.flush()
-        assert first.lookup([k(1), k(3), k(4)]) == {k(1): entry(1), k(3): entry(3), k(4): entry(4)}
+        assert first.lookup([k(1), k(3)]) == {k(1): entry(1), k(3): entry(3)}
+        assert first._alone is None
+
+
+def test_a_writer_sees_another_connections_commit_at_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as first, Cache(path) as other:
+        other.store([(k(3), entry(3))])
+        other.flush()
+        first.store([(k(1), entry(1))])
+        first.flush()  # the file's mark was not the one it had at open
+        assert not first._writer.alone
+        assert first.lookup([k(1), k(3)]) == {k(1): entry(1), k(3): entry(3)}
 
 
 def test_cache_store_takes_32_byte_keys_and_digests(tmp_path: Path) -> None:

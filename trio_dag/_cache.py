@@ -179,10 +179,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _open(path: Path) -> tuple[sqlite3.Connection, int]:
-    """Connect, check the file is a cache of this schema, create it if empty.
-
-    Return the connection and the file's ``PRAGMA data_version`` as it saw it."""
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect, check the file is a cache of this schema, create it if empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         db = _connect(path)
@@ -213,14 +211,13 @@ def _open(path: Path) -> tuple[sqlite3.Connection, int]:
         if meta["schema"] < SCHEMA:
             _migrate(db)
         db.execute("PRAGMA journal_mode = WAL")
-        (version,) = db.execute("PRAGMA data_version").fetchone()
     except sqlite3.DatabaseError as exc:
         db.close()
         raise _unusable(path, exc) from None
     except BaseException:
         db.close()
         raise
-    return db, version
+    return db
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -288,6 +285,13 @@ def _insert(n: int) -> str:
 
 
 _TOUCH: Final = "UPDATE results SET used = ? WHERE id = ?"
+_MARK: Final = "INSERT OR REPLACE INTO trio_dag_meta VALUES ('writer', ?)"
+
+
+def _mark(db: sqlite3.Connection) -> Any:
+    """The token of the Cache whose writer last committed to the file, or None."""
+    row = db.execute("SELECT value FROM trio_dag_meta WHERE name = 'writer'").fetchone()
+    return None if row is None else row[0]
 
 
 def _id(key: bytes) -> int:
@@ -300,17 +304,21 @@ class _Writer:
 
     Its queue takes ``(keys, entries)`` (two lists) to write, ``(time,
     keys)`` of lookup hits to mark used, a :class:`_Flush`, or ``_STOP``.
-    ``alone`` is cleared, for good, when a commit finds that another
-    connection wrote the file since the last one (``version`` is the file's
-    ``PRAGMA data_version`` as this connection last saw it).
+    Each commit marks the file with ``token`` (the meta row ``writer``),
+    having checked that the mark is still the one it left (``last``; at
+    first, the one the file had when opened): if not, another connection
+    wrote the file, and ``alone`` is cleared for good (see Cache._alone).
     """
 
-    def __init__(self, db: sqlite3.Connection, pending: dict[bytes, bytes], version: int) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, pending: dict[bytes, bytes], token: str, last: Any
+    ) -> None:
         self.db = db
         self.pending = pending
-        self.version = version
+        self.token = token
+        self.last = last
         self.alone = True
-        self.commits = 0  # counted as each begins: see Cache._lookup_pairs
+        self.commits = 0  # counted as each ends
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self.run, name="trio_dag cache writer", daemon=True)
@@ -344,18 +352,10 @@ class _Writer:
                         item.result = item.call(self.db)
                     except BaseException as exc:
                         item.result = exc
-                    self._seen()  # its own writes (prune) are not another's
                 item.done.set()
             elif item is _STOP:
                 self.db.close()
                 return
-
-    def _seen(self) -> None:
-        """Note the file's data_version; clear ``alone`` if another connection wrote."""
-        (version,) = self.db.execute("PRAGMA data_version").fetchone()
-        if version != self.version:
-            self.alone = False
-            self.version = version
 
     def commit(self, keys: list[bytes], entries: list[bytes], touched: dict[bytes, float]) -> None:
         if (not keys and not touched) or self.error is not None:
@@ -364,8 +364,8 @@ class _Writer:
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
-            if self.alone:
-                self._seen()
+            if self.alone and _mark(db) != self.last:
+                self.alone = False
             ids = [int.from_bytes(k[:8], "little", signed=True) for k in keys]
             # In id order: neighbours in the B-tree are written together.
             order = sorted(range(len(ids)), key=ids.__getitem__)
@@ -377,8 +377,10 @@ class _Writer:
                 db.execute(_insert(len(part)), values)
             if touched:
                 db.executemany(_TOUCH, sorted((t, _id(k)) for k, t in touched.items()))
+            db.execute(_MARK, (self.token,))
+            db.execute("COMMIT")
+            self.last = self.token
             self.commits += 1
-            db.execute("COMMIT")  # leaves this connection's data_version as it was
         except BaseException as exc:
             self.error = exc
             if db.in_transaction:
@@ -406,7 +408,7 @@ class Cache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        db, version = _open(self.path)
+        db = _open(self.path)
         # Entries stored and not yet committed: key -> entry (see _RESULTS).
         self._pending: dict[bytes, bytes] = {}
         self._readers: list[sqlite3.Connection] = []
@@ -415,28 +417,33 @@ class Cache:
         self._closed = False
         self._hits = 0
         self._misses = 0
-        self._writer = _Writer(db, self._pending, version)
+        try:
+            reader = self._reader()
+            reader.execute("BEGIN")
+            try:
+                (empty,) = reader.execute("SELECT NOT EXISTS (SELECT 1 FROM results)").fetchone()
+                self._first = _mark(reader)
+            finally:
+                reader.execute("COMMIT")
+        except BaseException:
+            db.close()
+            for r in self._readers:
+                r.close()
+            raise
+        self._writer = _Writer(db, self._pending, os.urandom(16).hex(), self._first)
         self._finalizer = weakref.finalize(self, _shut, self._writer, self._readers)
         # While the file held nothing when this thread's reader first saw it
         # and no other connection has written it since, the keys stored
         # through this object are all it holds: a lookup (from this thread)
         # of any other key is a miss with no SELECT. None once that is not
         # known (or too many keys to keep). Another connection's commit is
-        # seen by the writer when it commits, or here when the reader's
-        # data_version changed while the writer did not commit; one that
-        # comes just after the writer's may go unseen until its next commit
-        # (its entries missed meanwhile: computed again, never wrong).
-        self._alone: set[bytes] | None = None
-        self._alone_db = reader = self._reader()
-        reader.execute("BEGIN")
-        try:
-            (empty,) = reader.execute("SELECT NOT EXISTS (SELECT 1 FROM results)").fetchone()
-            (self._version,) = reader.execute("PRAGMA data_version").fetchone()
-        finally:
-            reader.execute("COMMIT")
-        self._commits = 0
-        if empty:
-            self._alone = set()
+        # seen by the file's mark (see _Writer): by the writer when it
+        # commits, and here at each lookup (the mark neither the one the
+        # file had at open while the writer has not committed, nor the
+        # writer's). A prune deletes without marking: a key it dropped is
+        # then read and missed, never a wrong hit.
+        self._alone: set[bytes] | None = set() if empty else None
+        self._alone_db = reader
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r})"
@@ -487,13 +494,10 @@ class Cache:
         asked = len(keys)
         alone = self._alone
         if alone is not None and db is self._alone_db:
-            (version,) = db.execute("PRAGMA data_version").fetchone()
             writer = self._writer
-            if version != self._version:
-                commits = writer.commits
-                if commits == self._commits:
-                    writer.alone = False  # a commit, not the writer's: another's
-                self._version, self._commits = version, commits
+            mark = _mark(db)
+            if mark != writer.token and (mark != self._first or writer.commits):
+                writer.alone = False  # the last commit was not the writer's: another's
             if not writer.alone:
                 alone = self._alone = None
             else:
