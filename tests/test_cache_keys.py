@@ -622,3 +622,35 @@ def test_the_fast_hits_and_entries_match_encode_output(dag_core: ModuleType) -> 
     assert digests[0] is None and digests[2] is None
     assert list(hit) == [1] * n + [0, 0]
     assert missed == {n: b"x" * 32, n + 1: keys[-1]}  # a payload that does not load is a miss
+
+
+def test_a_runs_key_parts_are_the_same_on_both_backends_and_match_args_digest(
+    dag_core: ModuleType,
+) -> None:
+    from trio_dag._caching import RunCache
+
+    def step(*args: object, **kwargs: object) -> int:
+        return 0
+
+    dag = trio_dag.DAG()
+    a = dag.add(step, 1, cache=True)
+    b = dag.add(step, a, "x", None, True, cache=True, version="2")
+    dag.add(step, a, b, a, cache=True)  # only handles
+    dag.add(step, [a], cache=True)  # a nested handle
+    dag.add(step, b, kwargs={"k": a}, cache=True)  # kwargs
+    dag.add(step, 1.5, a, cache=True)  # a float: not flat
+    dag.add(step, a, cache=lambda *args: 1)  # a cache= function
+    dag.add(step, a)  # not cached
+    dag.add(step, threading.Lock(), cache=True)  # uncacheable
+    snap = dag._freeze()
+    run = RunCache(snap, trio_dag.MemoryCache(), None)
+    assert run.not_cached == [(8, run.not_cached[0][1])]
+    assert "cannot be hashed" in run.not_cached[0][1]
+    assert sorted(run.parts) == [0, 1, 2, 3, 4, 5, 6]
+    assert list(run.plain[:9]) == [1, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert list(run.wants_digest[:3]) == [1, 1, 0]
+    for i, (head, deps) in run.parts.items():
+        args, kwargs = snap.bind(i, [snap.handle(j) for j in range(snap.n)])
+        expected = args_digest(args, kwargs)
+        assert head[-40:-8] == expected.digest
+        assert tuple(deps) == tuple(h.index for h in expected.handles)

@@ -199,13 +199,39 @@ class RunCache:
         wants = self.wants_digest
         flat_args_digest = self.kh.flat_args_digest
         heads: dict[tuple[int, str | None], bytes] = {}  # (id(fn), version): key_head
+
+        def head_of(fn: Any, o: Any) -> bytes | None:
+            """The key head of *fn* and the options' version=; None when
+            *fn* cannot be fingerprinted (the loop below says why)."""
+            head = heads.get((id(fn), o.version))
+            if head is None:
+                try:
+                    head = heads[id(fn), o.version] = key_head(fingerprint(fn), o.version)
+                except Uncacheable:
+                    return None
+            return head
+
+        # Tasks whose arguments are a flat tuple, hashed in bulk; the others here.
+        rest = self.kh.hash_tasks(
+            snap.with_notes,
+            opts,
+            fns,
+            stored_args,
+            kwargs.keys() | paths.keys(),
+            in_run,
+            head_of,
+            Handle,
+            ARGS_TEMPLATE,
+            parts,
+            asks,
+            plain,
+            wants,
+        )
         by_slots: dict[Any, bytes] = {}  # slots of an all-handle tuple: its digest
         last_opts = last_fn = head = None  # most tasks share both with the task before
         pack = _u64
-        for i in snap.with_notes:
+        for i in rest:
             o = opts[i]
-            if not o.cache or (in_run is not None and i not in in_run):
-                continue
             fn = fns[i]
             try:
                 if o is not last_opts or fn is not last_fn or head is None:

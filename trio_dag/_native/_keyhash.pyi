@@ -4,7 +4,7 @@ Both give the bytes of ``trio_dag._keys`` (the twin's docstring gives the
 layouts); each hashes with a copy of the blake2b template it is given.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 def flat_args_digest(
@@ -43,3 +43,21 @@ def take_hits(
 
 def encode_entry(value: Any, key: bytes, template: Any) -> tuple[bytes, bytes] | None:
     """``(digest, entry)`` of an output with no out-of-band buffer, else None."""
+
+def hash_tasks(
+    tasks: Sequence[int],
+    opts: Sequence[Any],
+    fns: Sequence[Any],
+    stored_args: Sequence[Any],
+    other: Container[int],
+    in_run: Container[int] | None,
+    head_of: Callable[[Any, Any], bytes | None],
+    handle_type: type,
+    template: Any,
+    parts: dict[int, tuple[bytes, Sequence[int]]],
+    asks: bytearray,
+    plain: bytearray,
+    wants: bytearray,
+) -> list[int]:
+    """Fill ``parts``, ``asks``, ``plain``, ``wants`` for the cached tasks
+    whose arguments are a flat tuple; return the other cached tasks."""

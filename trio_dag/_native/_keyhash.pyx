@@ -32,6 +32,10 @@ cdef bytes _FRAME = b"\x20\x00\x00\x00\x00\x00\x00\x00"  # u64(32): a digest's f
 
 
 def flat_args_digest(tuple args, type handle_type, object template):
+    return _flat(args, handle_type, template)
+
+
+cdef object _flat(tuple args, type handle_type, object template):
     cdef char buf[_BUF]
     cdef Py_ssize_t n = len(args), at = 0, i, k, size, slot
     cdef list deps = []
@@ -207,3 +211,64 @@ def encode_entry(object value, bytes key, object template):
     memcpy(p + 24, PyBytes_AS_STRING(digest), 32)
     memcpy(p + 56, PyBytes_AS_STRING(data), size)
     return digest, entry
+
+
+def hash_tasks(
+    tasks,
+    list opts,
+    list fns,
+    list stored_args,
+    other,
+    in_run,
+    object head_of,
+    type handle_type,
+    object template,
+    dict parts,
+    bytearray asks,
+    bytearray plain,
+    bytearray wants,
+):
+    cdef list rest = []
+    cdef object o, fn, stored, flat, digest, deps, j
+    cdef object last_opts = None, last_fn = None, head = None
+    cdef Py_ssize_t i, k, n = len(asks)
+    cdef unsigned char* asked = asks
+    cdef unsigned char* is_plain = plain
+    cdef unsigned char* wanted = wants
+    cdef char count[8]
+    if len(plain) != n or len(wants) != n or len(opts) < n or len(fns) < n or len(stored_args) < n:
+        raise ValueError("hash_tasks: columns shorter than the run")
+    for i in tasks:
+        if i < 0 or i >= n:
+            raise IndexError(f"hash_tasks: task {i} out of range")
+        o = opts[i]
+        if not o.cache or (in_run is not None and i not in in_run):
+            continue
+        stored = stored_args[i]
+        if type(stored) is not tuple or i in other:
+            rest.append(i)
+            continue
+        fn = fns[i]
+        if o is not last_opts or fn is not last_fn or head is None:
+            last_opts = o
+            last_fn = fn
+            head = head_of(fn, o)
+            if head is None:
+                rest.append(i)
+                continue
+        flat = _flat(<tuple>stored, handle_type, template)
+        if flat is None:
+            rest.append(i)
+            continue
+        digest, deps = flat
+        _put_u64(count, <uint64_t>len(deps))
+        parts[i] = (head + digest + PyBytes_FromStringAndSize(count, 8), deps)
+        asked[i] = 1
+        if o.cache is True:
+            is_plain[i] = 1
+        for j in deps:
+            k = j
+            if k < 0 or k >= n:
+                raise IndexError(f"hash_tasks: dependency {k} out of range")
+            wanted[k] = 1
+    return rest

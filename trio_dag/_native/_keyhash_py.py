@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import pickle
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any, Final
 
-__all__ = ["encode_entry", "flat_args_digest", "take_hits", "task_keys"]
+__all__ = ["encode_entry", "flat_args_digest", "hash_tasks", "take_hits", "task_keys"]
 
 _u64 = struct.Struct("<Q").pack
 _i64 = struct.Struct("<q").pack
@@ -159,3 +159,57 @@ def encode_entry(value: Any, key: bytes, template: Any) -> tuple[bytes, bytes] |
     h.update(data)
     digest: bytes = h.digest()
     return digest, b"".join((key[8:], digest, data))
+
+
+def hash_tasks(
+    tasks: Sequence[int],
+    opts: Sequence[Any],
+    fns: Sequence[Any],
+    stored_args: Sequence[Any],
+    other: Container[int],
+    in_run: Container[int] | None,
+    head_of: Callable[[Any, Any], bytes | None],
+    handle_type: type,
+    template: Any,
+    parts: dict[int, tuple[bytes, Sequence[int]]],
+    asks: bytearray,
+    plain: bytearray,
+    wants: bytearray,
+) -> list[int]:
+    """Hash the arguments of each task of *tasks* (ascending) whose options
+    say ``cache`` and that is *in_run* (None: all), when they are a flat tuple
+    (see :func:`flat_args_digest`) and the task is not in *other* (tasks with
+    kwargs or nested handles): ``parts[i]`` is its key head (``head_of(fn,
+    opts)``, reused while a task shares both with the one before), arguments'
+    digest and dependency count, and its dependencies; ``asks[i]``,
+    ``plain[i]`` (``cache=True``) and each dependency's ``wants`` are set.
+    Return the other cached tasks (a head_of of None among them), in order."""
+    rest = []
+    last_opts = last_fn = head = None
+    for i in tasks:
+        o = opts[i]
+        if not o.cache or (in_run is not None and i not in in_run):
+            continue
+        stored = stored_args[i]
+        if type(stored) is not tuple or i in other:
+            rest.append(i)
+            continue
+        fn = fns[i]
+        if o is not last_opts or fn is not last_fn or head is None:
+            last_opts, last_fn = o, fn
+            head = head_of(fn, o)
+            if head is None:
+                rest.append(i)
+                continue
+        flat = flat_args_digest(stored, handle_type, template)
+        if flat is None:
+            rest.append(i)
+            continue
+        digest, deps = flat
+        parts[i] = (head + digest + _u64(len(deps)), deps)
+        asks[i] = 1
+        if o.cache is True:
+            plain[i] = 1
+        for j in deps:
+            wants[j] = 1
+    return rest
