@@ -230,7 +230,7 @@ def hash_tasks(
 ):
     cdef list rest = []
     cdef object o, fn, stored, flat, digest, deps, j
-    cdef object last_opts = None, last_fn = None, head = None
+    cdef object last_opts = None, last_fn = None, head = None, last_version = None
     cdef Py_ssize_t i, k, n = len(asks)
     cdef unsigned char* asked = asks
     cdef unsigned char* is_plain = plain
@@ -249,13 +249,19 @@ def hash_tasks(
             rest.append(i)
             continue
         fn = fns[i]
-        if o is not last_opts or fn is not last_fn or head is None:
-            last_opts = o
+        if (
+            fn is not last_fn
+            or head is None
+            or (o is not last_opts and o.version is not last_version and o.version != last_version)
+        ):
             last_fn = fn
             head = head_of(fn, o)
             if head is None:
                 rest.append(i)
                 continue
+        if o is not last_opts:
+            last_opts = o
+            last_version = o.version
         flat = _flat(<tuple>stored, handle_type, template)
         if flat is None:
             rest.append(i)

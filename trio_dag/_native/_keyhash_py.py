@@ -180,12 +180,13 @@ def hash_tasks(
     say ``cache`` and that is *in_run* (None: all), when they are a flat tuple
     (see :func:`flat_args_digest`) and the task is not in *other* (tasks with
     kwargs or nested handles): ``parts[i]`` is its key head (``head_of(fn,
-    opts)``, reused while a task shares both with the one before), arguments'
+    opts)``, reused while a task shares its function and ``version=`` with
+    the one before), arguments'
     digest and dependency count, and its dependencies; ``asks[i]``,
     ``plain[i]`` (``cache=True``) and each dependency's ``wants`` are set.
     Return the other cached tasks (a head_of of None among them), in order."""
     rest = []
-    last_opts = last_fn = head = None
+    last_opts = last_fn = head = last_version = None
     for i in tasks:
         o = opts[i]
         if not o.cache or (in_run is not None and i not in in_run):
@@ -195,12 +196,15 @@ def hash_tasks(
             rest.append(i)
             continue
         fn = fns[i]
-        if o is not last_opts or fn is not last_fn or head is None:
-            last_opts, last_fn = o, fn
+        # Most tasks share the function and version= with the task before.
+        if fn is not last_fn or head is None or (o is not last_opts and o.version != last_version):
+            last_fn = fn
             head = head_of(fn, o)
             if head is None:
                 rest.append(i)
                 continue
+        if o is not last_opts:
+            last_opts, last_version = o, o.version
         flat = flat_args_digest(stored, handle_type, template)
         if flat is None:
             rest.append(i)
