@@ -284,17 +284,7 @@ def _insert(n: int) -> str:
     return sql
 
 
-_TOUCHES: dict[int, str] = {}
-
-
-def _touch(n: int) -> str:
-    """Mark as used at ``?1`` the entries of *n* ids (``?3``...) last used before ``?2``."""
-    sql = _TOUCHES.get(n)
-    if sql is None:
-        sql = _TOUCHES[n] = (
-            f"UPDATE results SET used = ?1 WHERE used < ?2 AND id IN ({', '.join('?' * n)})"
-        )
-    return sql
+_TOUCH: Final = "UPDATE results SET used = ? WHERE id = ?"
 _MARK: Final = "INSERT OR REPLACE INTO trio_dag_meta VALUES ('writer', ?)"
 
 
@@ -337,7 +327,7 @@ class _Writer:
     def run(self) -> None:
         keys: list[bytes] = []
         entries: list[bytes] = []
-        touched: list[list[Any]] = []  # [time, time - USE_GRANULARITY, *ids] of lookups
+        touched: dict[bytes, float] = {}
         deadline = math.inf
         while True:
             timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
@@ -351,11 +341,11 @@ class _Writer:
                 if type(item[0]) is list:  # (keys, entries) to write
                     keys += item[0]
                     entries += item[1]
-                else:  # (time, ids) of a lookup
-                    touched.append([item[0], item[0] - USE_GRANULARITY, *item[1]])
+                else:  # (time, keys) of lookup hits
+                    touched.update(dict.fromkeys(item[1], item[0]))
                 continue
             self.commit(keys, entries, touched)
-            keys, entries, touched, deadline = [], [], [], math.inf
+            keys, entries, touched, deadline = [], [], {}, math.inf
             if isinstance(item, _Flush):
                 if item.call is not None and self.error is None:
                     try:
@@ -367,7 +357,7 @@ class _Writer:
                 self.db.close()
                 return
 
-    def commit(self, keys: list[bytes], entries: list[bytes], touched: list[list[Any]]) -> None:
+    def commit(self, keys: list[bytes], entries: list[bytes], touched: dict[bytes, float]) -> None:
         if (not keys and not touched) or self.error is not None:
             return
         now = time.time()
@@ -385,12 +375,8 @@ class _Writer:
                 values[1::2] = [ids[j] for j in part]
                 values[2::2] = [entries[j] for j in part]
                 db.execute(_insert(len(part)), values)
-            changed = bool(keys)
-            for values in touched:
-                changed |= db.execute(_touch(len(values) - 2), values).rowcount > 0
-            if not changed:  # a rerun within the hour: nothing written, nothing to mark
-                db.execute("ROLLBACK")
-                return
+            if touched:
+                db.executemany(_TOUCH, sorted((t, _id(k)) for k, t in touched.items()))
             db.execute(_MARK, (self.token,))
             db.execute("COMMIT")
             self.last = self.token
@@ -526,6 +512,8 @@ class Cache:
                 if e is not None:
                     found[k] = (e[_TAIL:_PAYLOAD], e[_PAYLOAD:])
         now = time.time()
+        stale = now - USE_GRANULARITY
+        touched = []
         from_bytes = int.from_bytes
         for start in range(0, len(keys), _CHUNK):
             chunk = {
@@ -535,15 +523,16 @@ class Cache:
             }
             if not chunk:
                 continue
-            ids = list(chunk)
-            for i, e in db.execute(_select(len(ids)), ids).fetchall():
+            for i, e, used in db.execute(_select(len(chunk)), list(chunk)).fetchall():
                 k = chunk[i]
                 if k.endswith(e[:_TAIL]):  # the key's other 24 bytes: not a clash of ids
                     found[k] = (e[_TAIL:_PAYLOAD], e[_PAYLOAD:])
-            # The writer marks the hits used (those not marked in the last hour).
-            self._writer.queue.put((now, ids))
+                    if used < stale:
+                        touched.append(k)
         self._hits += len(found)
         self._misses += asked - len(found)
+        if touched:
+            self._writer.queue.put((now, touched))
         return found
 
     def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
@@ -668,7 +657,7 @@ def _select(n: int) -> str:
     sql = _SELECTS.get(n)
     if sql is None:
         sql = _SELECTS[n] = (
-            f"SELECT id, entry FROM results WHERE id IN ({', '.join('?' * n)})"
+            f"SELECT id, entry, used FROM results WHERE id IN ({', '.join('?' * n)})"
         )
     return sql
 
