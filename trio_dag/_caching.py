@@ -26,14 +26,21 @@ at four points, so that it holds no cache logic of its own:
    entries, and at the end of the run, after which ``flush()`` is called
    when the store has one. The run never closes the store.
 
-The work per task is done in bulk where it can be: one key head per
-function and ``version=``, one arguments' digest per slot pattern for tasks
-whose arguments are only handles, a flat tuple of scalars and handles hashed
-in one pass (``_keys.flat_args_digest``), a key one blake2b of precomputed
-parts. A run without listeners keeps the fast loop: the loop hands back a
-cached task not looked up yet (``asks`` is its ``unlooked``), the engine
-looks it up with the other ready ones, and the loop runs the misses and
-calls :meth:`RunCache.returned` for each output (its ``on_return``).
+The work per task is done in bulk where it can be, by the backend's
+``keyhash`` (compiled, or its twin): one key head per function and
+``version=``, one arguments' digest per slot pattern for tasks whose
+arguments are only handles, the tasks whose arguments are a flat tuple of
+scalars and handles hashed in one pass (``keyhash.hash_tasks``), the keys of
+a ready set each one blake2b of precomputed parts (``keyhash.task_keys``),
+the hits taken and the outputs encoded without a Python call per part
+(``take_hits``, ``encode_entry``). For the SQLite :class:`Cache`, entries
+are queued as the bytes its table keeps (no object per entry, so a cold run
+does not wake the cyclic GC again and again).
+
+A run without listeners keeps the fast loop: the loop hands back a cached
+task not looked up yet (``asks`` is its ``unlooked``), the engine looks it
+up with the other ready ones, and the loop runs the misses and calls
+:meth:`RunCache.returned` for each output (its ``on_return``).
 
 An ``Exception`` of the store never leaves the run (see :class:`RunCache`):
 its tasks run uncached or their results go unstored, told by ``TaskNotCached``.
