@@ -147,6 +147,89 @@ def split(data: bytes, count: int) -> list[Chunk]:
     return chunks
 
 
+DEFINITION_STARTS = (b"def ", b"async def ", b"class ")
+PREAMBLE_STARTS = (b"@", b"#")
+
+
+def section_starts(data: bytes) -> list[int]:
+    """The offsets where *data*'s top-level sections start: 0 and each definition.
+
+    A definition is a line that starts (in column 0) with ``def``, ``async
+    def`` or ``class``; its section starts at the decorators and comment lines
+    right above it, so they stay with what they describe.
+    """
+    starts = [0]
+    lines = [0]
+    at = data.find(b"\n") + 1
+    while 0 < at < len(data):
+        lines.append(at)
+        at = data.find(b"\n", at) + 1
+    for k, line in enumerate(lines):
+        if k and data.startswith(DEFINITION_STARTS, line):
+            first = k
+            while first > 1 and data.startswith(PREAMBLE_STARTS, lines[first - 1]):
+                first -= 1
+            if lines[first] > starts[-1]:
+                starts.append(lines[first])
+    return starts
+
+
+def character_start(data: bytes, at: int) -> int:
+    """*at*, or the next offset after it that does not fall inside a UTF-8 character."""
+    while at < len(data) and data[at] & 0xC0 == 0x80:
+        at += 1
+    return at
+
+
+def cuts(data: bytes, max_bytes: int = CHUNK_BYTES) -> list[int]:
+    """The offsets where *data*'s chunks start, and ``len(data)`` last.
+
+    Whole top-level sections (see :func:`section_starts`) are packed into one
+    chunk while it stays within *max_bytes*; a section longer than that is
+    cut at line starts (a line longer than that at a character boundary), and
+    the next section starts a chunk of its own. So every chunk starts where a
+    section or a line does, and is at most *max_bytes* long, except where one
+    UTF-8 character would be split; an empty file has no chunk.
+    """
+    if not data:
+        return [0]
+    sections = [*section_starts(data), len(data)]
+    found = [0]
+    sealed = False  # the open chunk is the tail of a cut section
+    for begin, end in pairwise(sections):
+        if not sealed and end - found[-1] <= max_bytes:  # joins the open chunk
+            continue
+        if begin > found[-1]:
+            found.append(begin)
+        sealed = False
+        while end - found[-1] > max_bytes:  # too long on its own: cut at lines
+            limit = found[-1] + max_bytes
+            cut = data.rfind(b"\n", found[-1], limit) + 1
+            if cut <= found[-1]:
+                cut = character_start(data, limit)
+            if cut >= end:
+                break
+            found.append(cut)
+            sealed = True
+    found.append(len(data))
+    return found
+
+
+def split_source(data: bytes, max_bytes: int = CHUNK_BYTES) -> list[Chunk]:
+    """Cut a Python file's bytes into chunks at top-level ``def``/``class`` boundaries.
+
+    How many chunks a file has is known only once it is read: see :func:`cuts`
+    for where they start. Bytes that are not UTF-8 are decoded with U+FFFD in
+    their place; a file without definitions is cut by size alone.
+    """
+    chunks = []
+    line = 1
+    for begin, end in pairwise(cuts(data, max_bytes)):
+        chunks.append(Chunk(line, data[begin:end].decode("utf-8", errors="replace")))
+        line += data.count(b"\n", begin, end)
+    return chunks
+
+
 class Model:
     """WordLlama with the 256-dimension weights and the tokenizer its wheel ships.
 
