@@ -110,10 +110,14 @@ async def started(folder: Path) -> int:
     return int((folder / "pid").read_text())
 
 
-async def kill_when_started(folder: Path, killed: trio.Event) -> None:
-    """SIGKILL the worker process that runs :func:`hold_once`, once it does; then set
-    *killed*."""
-    os.kill(await started(folder), signal.SIGKILL)
+async def kill_when_started(folder: Path, killed: trio.Event, client: Any) -> None:
+    """SIGKILL the worker process that runs :func:`hold_once`, once it does; set *killed*
+    once the scheduler knows it is gone."""
+    pid = await started(folder)
+    (address,) = [a for a, p in client.run(os.getpid).items() if p == pid]
+    os.kill(pid, signal.SIGKILL)
+    while address in (await trio.to_thread.run_sync(client.scheduler_info))["workers"]:
+        await trio.sleep(0.02)
     killed.set()
 
 
@@ -122,7 +126,8 @@ def after_the_kill(dag: trio_dag.DAG, killed: trio.Event) -> list[trio_dag.Handl
     meanwhile.
 
     Started before, they could be queued on the worker that dies: Dask
-    fails every task it gave to a dead worker, not only the running one.
+    fails every task it gave to a dead worker, not only the running one (with
+    ``allowed-failures=0``).
     """
     gate = dag.add(killed.wait, name="gate")
     return [dag.add(where, i, gate, run_in="cluster", name=f"after{i}") for i in range(4)]
@@ -169,7 +174,7 @@ async def test_a_task_whose_worker_is_killed_is_retried(client: Any, tmp_path: P
     after = dag.add(add, (7, 0), *others)
     with trio.fail_after(BOUND):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(kill_when_started, tmp_path, killed)
+            nursery.start_soon(kill_when_started, tmp_path, killed, client)
             report = await trio_dag.run(dag, executors={"cluster": client})
     assert report.outcome(held).unwrap() == 7
     assert report.timing(held).attempts == 2
@@ -186,7 +191,7 @@ async def test_without_retries_a_killed_worker_fails_its_task_and_says_so(
     others = after_the_kill(dag, killed)
     with trio.fail_after(BOUND):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(kill_when_started, tmp_path, killed)
+            nursery.start_soon(kill_when_started, tmp_path, killed, client)
             report = await trio_dag.run(dag, executors={"cluster": client}, check=False)
     assert report.state(held) is TaskState.FAILED
     error = report.errors["held"]
