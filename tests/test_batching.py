@@ -226,8 +226,14 @@ def test_batched_checks_its_arguments() -> None:
         trio_dag.batched(max_delay=-1)
     with pytest.raises(ValueError, match="max_delay"):
         trio_dag.batched(max_delay=math.inf)
-    with pytest.raises(TypeError, match="async function"):
-        trio_dag.batched()(lambda items: items)  # type: ignore[arg-type, return-value]
+    with pytest.raises(TypeError, match="a function of a list of items"):
+        trio_dag.batched()(42)  # type: ignore[arg-type]
+
+    def generator(items: list[int]) -> Any:
+        yield from items
+
+    with pytest.raises(TypeError, match="a function of a list of items"):
+        trio_dag.batched()(generator)
 
 
 def test_a_batched_function_can_be_called_directly() -> None:

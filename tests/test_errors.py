@@ -16,6 +16,7 @@ from trio_dag._errors import (
     CallbackError,
     CycleError,
     DuplicateTaskError,
+    ExecutorError,
     ForeignHandleError,
     GraphError,
     NoEffectWarning,
@@ -27,6 +28,7 @@ from trio_dag._errors import (
     TaskTimeoutError,
     TrioDagError,
     UnknownDependencyError,
+    WorkerDiedError,
 )
 
 BASES: dict[type[BaseException], tuple[type[BaseException], ...]] = {
@@ -44,6 +46,8 @@ BASES: dict[type[BaseException], tuple[type[BaseException], ...]] = {
     RunFailedError: (TrioDagError, ExceptionGroup),
     CallbackError: (TrioDagError,),
     CacheFileError: (TrioDagError,),
+    ExecutorError: (TrioDagError, ValueError),
+    WorkerDiedError: (TrioDagError,),
 }
 
 
@@ -68,6 +72,10 @@ def examples() -> list[BaseException]:
         RunFailedError("1 task failed", [failed], report={"ok": False}),
         CallbackError("on_event callback", RuntimeError("oops")),
         CacheFileError("'results.sqlite3' is not a trio_dag cache; give another path"),
+        ExecutorError("cluster", ["embed-0"], "task 'embed-0' runs on executor 'cluster', ..."),
+        WorkerDiedError("embed-1", -9),
+        WorkerDiedError("embed-2", 3),
+        WorkerDiedError("embed-3"),
     ]
 
 
@@ -274,3 +282,10 @@ def test_run_failed_error_works_with_except_star() -> None:
         caught.append(eg)
     assert isinstance(caught[0], RunFailedError)
     assert caught[0].report == "the report"
+
+
+def test_worker_died_error_says_how_the_worker_ended() -> None:
+    assert "killed by SIGKILL" in str(WorkerDiedError("embed-1", -9))
+    assert "exit code 3" in str(WorkerDiedError("embed-1", 3))
+    assert "'embed-1'" in str(WorkerDiedError("embed-1"))
+    assert WorkerDiedError("embed-1", -9).exitcode == -9

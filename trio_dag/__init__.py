@@ -38,6 +38,7 @@ Running
 - ``open_run``: ``async with``: run in the background, stream events, cancel.
 - ``Run``: the run in progress that ``open_run`` gives.
 - ``Threshold``: the strategy that starts ready tasks in groups.
+- ``Executor``: the protocol of ``run(..., executors=)``: ``submit`` returning a future.
 - ``current_task``: inside a task, its name, attempt and tags.
 - ``TaskInfo``: what ``current_task`` returns.
 - ``events``: the module of the events a run tells (``TaskStarted``, ...).
@@ -65,6 +66,8 @@ Errors and warnings
 - ``RunFailedError``: a run had FAILED tasks (an ExceptionGroup).
 - ``CallbackError``: ``on_event`` or a policy key function raised.
 - ``CacheFileError``: a cache file that cannot be used.
+- ``ExecutorError``: a task's executor is missing from the run, or its function cannot be pickled.
+- ``WorkerDiedError``: the worker process running a task died.
 - ``NoEffectWarning``: a setting that has no effect in a run.
 
 Also
@@ -90,6 +93,7 @@ from ._errors import CacheFileError as CacheFileError
 from ._errors import CallbackError as CallbackError
 from ._errors import CycleError as CycleError
 from ._errors import DuplicateTaskError as DuplicateTaskError
+from ._errors import ExecutorError as ExecutorError
 from ._errors import ForeignHandleError as ForeignHandleError
 from ._errors import GraphError as GraphError
 from ._errors import NoEffectWarning as NoEffectWarning
@@ -101,9 +105,11 @@ from ._errors import TaskSkippedError as TaskSkippedError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TrioDagError as TrioDagError
 from ._errors import UnknownDependencyError as UnknownDependencyError
+from ._errors import WorkerDiedError as WorkerDiedError
 from ._events import TaskInfo as TaskInfo
 from ._events import TaskState as TaskState
 from ._events import current_task as current_task
+from ._executors import Executor as Executor
 from ._handle import Handle as Handle
 from ._native import CORE as CORE
 from ._options import TaskOptions as TaskOptions
@@ -130,6 +136,8 @@ __all__ = [
     "CallbackError",
     "CycleError",
     "DuplicateTaskError",
+    "Executor",
+    "ExecutorError",
     "ForeignHandleError",
     "GraphError",
     "Handle",
@@ -151,6 +159,7 @@ __all__ = [
     "Threshold",
     "TrioDagError",
     "UnknownDependencyError",
+    "WorkerDiedError",
     "batched",
     "current_task",
     "events",

@@ -86,6 +86,11 @@ class BatchHost(Protocol):
         """Task *v*, which joined a batch that never ran, ends CANCELLED."""
         ...
 
+    def on_executor(self, name: str, v: int, fn: Batched[Any, Any], items: list[Any]) -> Any:
+        """An awaitable that calls *fn* with *items* on the executor *name*, for task
+        *v*, the batch's first, and returns its result."""
+        ...
+
 
 class OpenBatch:
     """A batch of one batched function: its opener first, then the tasks that joined.
@@ -348,15 +353,17 @@ class Batcher:
         slot[1] = leader
         slot[2] = loop.attempts[leader]
         slot[3] = began
+        run_in = opts.run_in
+        if run_in is None or run_in in _bodies.KINDS:
+            kind = _bodies.kind_of(fn.fn) if run_in is None else _bodies.KINDS[run_in]
+            body = _bodies.call(kind, fn.fn, (items,), {}, ctx, host.spawn)
+        else:
+            body = host.on_executor(run_in, leader, fn, items)
         try:
             if opts.timeout is None:
-                results = await _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, host.spawn)
+                results = await body
             else:
-                results = await _bodies.within(
-                    opts.timeout,
-                    snap.name(leader),
-                    _bodies.call(_bodies.ASYNC, fn.fn, (items,), {}, ctx, host.spawn),
-                )
+                results = await _bodies.within(opts.timeout, snap.name(leader), body)
             if not isinstance(results, list) or len(results) != len(items):
                 got = (
                     f"{len(results)} results" if isinstance(results, list) else repr(type(results))

@@ -1,4 +1,5 @@
-"""How a task's body is called: in the event loop, inline, or in a worker thread.
+"""How a task's body is called: in the event loop, inline, in a worker thread, or
+on an executor (``_executors``).
 
 Each attempt runs in its own copy of the worker's ``contextvars`` context,
 as if it were its own Trio task: context variables a body sets never leak
@@ -28,6 +29,7 @@ from ._errors import TaskTimeoutError
 __all__ = [
     "ASYNC",
     "BATCH",
+    "EXECUTOR",
     "INLINE",
     "KINDS",
     "THREAD",
@@ -43,6 +45,7 @@ ASYNC: Final = 0
 INLINE: Final = 1
 THREAD: Final = 2
 BATCH: Final = 3  # a @batched function: the engine gathers its tasks into calls
+EXECUTOR: Final = 4  # run_in names an executor: see _executors
 KINDS: Final = {"async": ASYNC, "inline": INLINE, "thread": THREAD}
 _COROUTINE: Final = types.CoroutineType
 

@@ -30,6 +30,7 @@ from ._export import render_dot, render_mermaid
 from ._handle import Handle
 from ._names import check_default_name, check_name, close_name, fn_name, task_label
 from ._options import (
+    BUILT_IN,
     DEFAULT_OPTIONS,
     DEFAULT_VALUES,
     RunIn,
@@ -109,8 +110,8 @@ class DAG:
     # - _all_done: ascending indices of tasks with trigger="all_done".
     # - _batched: ascending indices of tasks of @batched functions.
     # - _with_uses: ascending indices of tasks with uses=.
-    # - _with_notes: ascending indices of tasks with a priority, tags or cache= (for
-    #   the run's warnings of settings without effect).
+    # - _with_notes: ascending indices of tasks with a priority, tags, cache= or an
+    #   executor's run_in= (for the run's warnings and checks of those settings).
     # - _runs: how many runs of the DAG are in progress (add refuses while
     #   any is).
     # - _b: the backend's Builder over these columns, which records the
@@ -328,7 +329,7 @@ class DAG:
             ``run_in`` says otherwise), any callable such as a
             ``functools.partial`` or an object with a ``__call__``, or a
             :func:`batched` function, whose task takes exactly one positional
-            argument, its item, and neither ``kwargs=`` nor ``run_in=``.
+            argument, its item, and no ``kwargs=``.
             Generator functions, sync or async, are refused: calling one only
             makes a generator, so the body would never run as the task.
           *args: Positional arguments for *fn*; the handles among them (or
@@ -419,9 +420,17 @@ class DAG:
               loop, which it blocks while it runs: for tiny functions, where
               a thread would cost more than the call.
             - ``"thread"``: a sync function called in a worker thread.
+            - ``"process"``, or any other name: a sync function run on the
+              executor of that name, which the run provides
+              (``run(..., executors={name: executor})``; ``"process"``,
+              unless mapped, is a worker process of the run). The function
+              must pickle: define it at module level. See the user guide,
+              *Executors*.
 
-            ``"inline"`` and ``"thread"`` are refused for an async function,
-            and every value but ``None`` for a :func:`batched` one.
+            ``"inline"``, ``"thread"`` and executors are refused for an
+            async function. A :func:`batched` function takes ``None``, or
+            when it is sync ``"inline"``, ``"thread"`` or an executor: its
+            call runs there once per batch.
           trigger: When the task may start. ``"all_succeeded"`` (default):
             once every dependency SUCCEEDED; if one does not, the task ends
             SKIPPED without running. ``"all_done"``: once every dependency
@@ -657,7 +666,7 @@ class DAG:
                 self._all_done.append(i)
             if opts.uses:
                 self._with_uses.append(i)
-            if opts.priority or opts.tags or opts.cache:
+            if opts.priority or opts.tags or opts.cache or opts.run_in not in BUILT_IN:
                 self._with_notes.append(i)
 
     def _truncate(self, n: int) -> None:

@@ -34,6 +34,7 @@ from ._batching import Batched
 from ._caching import RunCache
 from ._errors import CallbackError
 from ._events import _CURRENT, Event, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
+from ._executors import Executors, open_workers
 from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED, core
 from ._policies import Strategy
 from ._report import CACHED, STATE_OF, RunReport, task_outcome
@@ -121,6 +122,11 @@ class _Host:
         e = self._engine
         e._ended(v, core.CANCELLED, e.st.cancel(v))
 
+    def on_executor(self, name: str, v: int, fn: Batched[Any, Any], items: list[Any]) -> Any:
+        e = self._engine
+        assert e.executors is not None
+        return e.executors.call(name, e.snap.name(v), fn, (items,), {}, e._spawn)
+
 
 class Engine:
     """One run of a snapshot. Build it, ``await execute()``, read ``report``."""
@@ -139,6 +145,7 @@ class Engine:
         on_event: Callable[[Event], None] | None,
         stream: Callable[[Event], None] | None,
         cache: Any = None,
+        executors: Executors | None = None,
     ) -> None:
         n = snap.n
         self.snap = snap
@@ -181,6 +188,8 @@ class Engine:
         self.deferred_fail_fast = False
         self.halted = False
         self.fatal: BaseException | None = None
+        # Where tasks with an executor's name for run_in run (see _executors).
+        self.executors = executors
         self.callback_error: CallbackError | None = None
         self.since_checkpoint = 0
         self.nursery: trio.Nursery | None = None
@@ -230,7 +239,7 @@ class Engine:
         self.loop.now = trio.lowlevel.current_clock().current_time
         self.started_at = self.loop.now()
         try:
-            async with trio.open_nursery() as nursery:
+            async with open_workers(self.executors), trio.open_nursery() as nursery:
                 self.nursery = nursery
                 if self.caching is not None and self.caching.not_cached:
                     self._tell_not_cached(self.caching.not_cached)
@@ -714,7 +723,7 @@ class Engine:
         loop = self.loop
         opts = snap.options(v)
         fn = snap.fn(v)
-        kind = _bodies.KINDS[opts.run_in] if opts.run_in is not None else loop.kind(fn)
+        kind = loop.kind(fn)
         if kind == _bodies.BATCH:
             assert isinstance(fn, Batched) and self.batcher is not None
             await self.batcher.run(v, fn, opts, slot)
@@ -740,15 +749,18 @@ class Engine:
         slot[2] = attempt
         result: Any = None
         error: BaseException | None = None
+        if opts.run_in is not None:
+            kind = _bodies.KINDS.get(opts.run_in, _bodies.EXECUTOR)
+        if kind == _bodies.EXECUTOR:
+            assert self.executors is not None and opts.run_in is not None
+            body = self.executors.call(opts.run_in, snap.name(v), fn, args, kwargs, self._spawn)
+        else:
+            body = _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
         try:
             if opts.timeout is None:
-                result = await _bodies.call(kind, fn, args, kwargs, ctx, self._spawn)
+                result = await body
             else:
-                result = await _bodies.within(
-                    opts.timeout,
-                    snap.name(v),
-                    _bodies.call(kind, fn, args, kwargs, ctx, self._spawn),
-                )
+                result = await _bodies.within(opts.timeout, snap.name(v), body)
         except BaseException as exc:
             error = exc
         slot[1] = -1

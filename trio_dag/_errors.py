@@ -11,6 +11,7 @@ Each class pickles with its attributes, so errors can cross process boundaries.
 from __future__ import annotations
 
 import graphlib
+import signal
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -19,6 +20,7 @@ __all__ = [
     "CallbackError",
     "CycleError",
     "DuplicateTaskError",
+    "ExecutorError",
     "ForeignHandleError",
     "GraphError",
     "NoEffectWarning",
@@ -30,6 +32,7 @@ __all__ = [
     "TaskTimeoutError",
     "TrioDagError",
     "UnknownDependencyError",
+    "WorkerDiedError",
 ]
 
 # A cycle longer than this is printed as its first and last few names.
@@ -357,6 +360,70 @@ class TaskTimeoutError(TrioDagError, TimeoutError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task, self.timeout), self.__dict__)
+
+
+class ExecutorError(TrioDagError, ValueError):
+    """The run's executors do not fit its tasks: a task's ``run_in=`` names an
+    executor the run does not provide, or its function cannot be pickled to
+    be sent to one.
+
+    Raised by every run before any task starts. Also a ``ValueError``.
+
+    Attributes:
+      executor: The executor's name, as the tasks give it to ``run_in=``.
+      tasks: The names of the tasks concerned, in insertion order.
+    """
+
+    executor: str
+    tasks: tuple[str, ...]
+
+    def __init__(self, executor: str, tasks: Sequence[str], message: str) -> None:
+        self.executor = executor
+        self.tasks = tuple(tasks)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.executor, self.tasks, str(self)), self.__dict__)
+
+
+class WorkerDiedError(TrioDagError):
+    """The worker process running a task's body died before the body returned.
+
+    The attempt's own error (killed by a signal, out of memory, ``os._exit``):
+    retried like any failure when ``retries=`` allows, since the default
+    ``retry_on=(Exception,)`` matches it.
+
+    Attributes:
+      task: The task's name.
+      exitcode: The worker's exit code, negative for the signal that killed
+        it (``-9`` for SIGKILL), or None when not known.
+    """
+
+    task: str
+    exitcode: int | None
+
+    def __init__(self, task: str, exitcode: int | None = None) -> None:
+        self.task = task
+        self.exitcode = exitcode
+        super().__init__(
+            f"the worker process running task {task!r} died ({_ending(exitcode)}) "
+            "before the body returned"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task, self.exitcode), self.__dict__)
+
+
+def _ending(code: int | None) -> str:
+    """How a process ended, from its exit code: ``killed by SIGKILL``, ``exit code 3``."""
+    if code is None:
+        return "how is not known"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 class RunFailedError(TrioDagError, ExceptionGroup[TaskFailedError]):

@@ -24,6 +24,7 @@ from ._bodies import ASYNC, kind_of
 from ._names import fn_name, task_label
 
 __all__ = [
+    "BUILT_IN",
     "DEFAULT_OPTIONS",
     "DEFAULT_VALUES",
     "RunIn",
@@ -34,10 +35,11 @@ __all__ = [
     "show_number",
 ]
 
-RunIn = Literal["async", "inline", "thread"]
+# A str other than these names an executor (run(..., executors=), "process").
+RunIn = Literal["async", "inline", "thread", "process"] | str
 Trigger = Literal["all_succeeded", "all_done"]
 
-_RUN_IN: Final = (None, "async", "inline", "thread")
+BUILT_IN: Final = (None, "async", "inline", "thread")
 _TRIGGERS: Final = ("all_succeeded", "all_done")
 
 
@@ -257,20 +259,7 @@ def make_options(
         timeout = _real(
             timeout, "timeout", label, low=0, strict=True, hint="seconds; None for no timeout"
         )
-    if run_in not in _RUN_IN:
-        raise ValueError(
-            f"task {label}: unknown run_in {run_in!r}; use None, 'async', 'inline' or 'thread'"
-        )
-    if run_in is not None and isinstance(fn, Batched):
-        raise ValueError(
-            f"task {label}: run_in={run_in!r} does not apply to batched {fn_name(fn)}: batched "
-            "tasks run in the event loop, one call per batch; leave run_in out"
-        )
-    if run_in in ("inline", "thread") and kind_of(fn) == ASYNC:
-        raise ValueError(
-            f"task {label}: run_in={run_in!r} calls a sync function, but {fn_name(fn)} is "
-            "async; leave run_in=None or use 'async'"
-        )
+    run_in = _check_run_in(fn, run_in, label)
     if trigger not in _TRIGGERS:
         raise ValueError(
             f"task {label}: unknown trigger {trigger!r}; use 'all_succeeded' or 'all_done'"
@@ -302,6 +291,46 @@ def make_options(
         cache=cache,
         version=version,
     )
+
+
+def _check_run_in(fn: Callable[..., Any], run_in: object, label: str) -> str | None:
+    """Check that *run_in* is a way to call *fn*: built in, or an executor's name.
+
+    Executor bodies are sync functions: they are sent elsewhere to be called.
+    A ``@batched`` function takes its ``run_in`` as any function of its kind
+    (sync or async) does; its list-taking function is called once per batch.
+    """
+    if run_in is not None and not (isinstance(run_in, str) and run_in):
+        raise ValueError(
+            f"task {label}: unknown run_in {run_in!r}; use None, 'async', 'inline', 'thread', "
+            "'process' or the name of an executor the run provides (executors=)"
+        )
+    target = fn.fn if isinstance(fn, Batched) else fn
+    is_async = kind_of(target) == ASYNC
+    if isinstance(fn, Batched) and run_in is not None and (is_async or run_in == "async"):
+        # The loop's fast path awaits any run_in="async" body: never a batched one.
+        raise ValueError(
+            f"task {label}: run_in={run_in!r} does not apply to batched {fn_name(fn)}: "
+            + (
+                "an async batched function runs in the event loop, one call per batch; "
+                "leave run_in out"
+                if is_async
+                else "it is sync; leave run_in=None (a worker thread), or use 'inline' or "
+                "an executor's name"
+            )
+        )
+    if run_in in ("inline", "thread") and is_async:
+        raise ValueError(
+            f"task {label}: run_in={run_in!r} calls a sync function, but {fn_name(fn)} is "
+            "async; leave run_in=None or use 'async'"
+        )
+    if run_in not in BUILT_IN and is_async:
+        raise ValueError(
+            f"task {label}: run_in={run_in!r} runs the body on an executor, which calls a "
+            f"sync function, but {fn_name(fn)} is async; run it in the event loop "
+            "(run_in=None), or give the executor a sync function"
+        )
+    return run_in
 
 
 def _exception_classes(retry_on: object, label: str) -> tuple[type[BaseException], ...]:

@@ -21,6 +21,7 @@ from ._caching import check_store
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
 from ._events import Event
+from ._executors import Executor, check_executors
 from ._handle import Handle
 from ._no_effect import warn_no_effect
 from ._options import show_number
@@ -95,6 +96,7 @@ def _engine(
     on_event: Callable[[Event], None] | None,
     stream: Callable[[Event], None] | None,
     cache: CacheStore | None = None,
+    executors: Mapping[str, Executor] | None = None,
 ) -> Engine:
     from ._engine import Engine
 
@@ -118,6 +120,7 @@ def _engine(
     members = None
     if targets is not None:
         members = snap.graph.ancestors([snap.index(t) for t in targets])
+    on_executors = check_executors(snap, members, executors)
     keys, lifo = ready_keys(snap, policy, strategy, range(snap.n) if members is None else members)
     engine = Engine(
         snap,
@@ -131,6 +134,7 @@ def _engine(
         on_event=on_event,
         stream=stream,
         cache=cache,
+        executors=on_executors,
     )
     warn_no_effect(snap, members, policy, resources, engine.admission.used, cache)
     return engine
@@ -167,6 +171,7 @@ async def run(
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
     cache: CacheStore | None = None,
+    executors: Mapping[str, Executor] | None = None,
 ) -> RunReport:
     """Run every task of *dag* (or only *targets* and what they need); return the report.
 
@@ -266,6 +271,16 @@ async def run(
         return, and ``flush()`` is called at the run's end when the store
         has it; the run never closes the store. Default ``None``: nothing
         is cached.
+      executors: ``{name: executor}``: where the tasks whose ``run_in=``
+        names an executor run their bodies. An executor is any object with
+        ``submit(fn, /, *args, **kwargs)`` returning a
+        ``concurrent.futures``-style future (:class:`Executor`): a
+        ``ProcessPoolExecutor``, a ``distributed.Client``. ``"process"``
+        needs no entry: unless mapped here it is trio-parallel's worker
+        processes, started for the run and shut down as it ends. A task's
+        function must pickle (it is defined at module level). The run never
+        shuts an executor down. Default ``None``: only ``"process"``. See
+        the user guide, *Executors*.
 
     Returns:
       The :class:`RunReport` of the run.
@@ -291,6 +306,11 @@ async def run(
         callback's exception is ``__cause__``.
       CacheFileError: ``cache=`` is a :class:`Cache` that was closed;
         before anything starts.
+      ExecutorError: A task's ``run_in=`` names an executor that
+        ``executors=`` does not map, or a task with an executor has a
+        function that cannot be pickled (a lambda, a local function);
+        before anything starts. An ``executors=`` entry without ``submit``
+        is a TypeError.
       RunFailedError: ``check=True`` and at least one task FAILED: an
         ``ExceptionGroup`` of one :class:`TaskFailedError` per failed task,
         each with the task's exception as ``__cause__``.
@@ -326,6 +346,7 @@ async def run(
         on_event=on_event,
         stream=None,
         cache=cache,
+        executors=executors,
     )
     with dag._running():
         report = await engine.execute()
@@ -345,7 +366,8 @@ def run_sync(dag: DAG, **options: Any) -> RunReport:
       dag: The :class:`DAG` to run.
       **options: The keyword options of :func:`run`, with the same
         defaults: ``limit``, ``resources``, ``policy``, ``strategy``,
-        ``on_failure``, ``targets``, ``check``, ``on_event`` and ``cache``.
+        ``on_failure``, ``targets``, ``check``, ``on_event``, ``cache`` and
+        ``executors``.
 
     Returns:
       The :class:`RunReport` of the run.
@@ -461,6 +483,7 @@ async def open_run(
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
     cache: CacheStore | None = None,
+    executors: Mapping[str, Executor] | None = None,
 ) -> AsyncIterator[Run]:
     """Start a run in the background; give a :class:`Run` to watch it or stop it.
 
@@ -506,6 +529,8 @@ async def open_run(
       cache: Where cached tasks' results are looked up and stored (a
         :class:`Cache`, a :class:`MemoryCache` or another
         :class:`CacheStore`). Default ``None``.
+      executors: ``{name: executor}`` for the tasks whose ``run_in=`` names
+        one (``"process"`` needs no entry). Default ``None``.
 
     Yields:
       The :class:`Run`.
@@ -516,7 +541,8 @@ async def open_run(
 
     The errors of the options and of the DAG (TypeError, ValueError,
     :class:`UnknownDependencyError`, :class:`CycleError`,
-    :class:`ResourceError`, a :class:`CallbackError` from a key function)
+    :class:`ResourceError`, :class:`ExecutorError`, a :class:`CallbackError`
+    from a key function)
     are raised on entering the block, before anything starts; a
     ``BaseException`` a task raises propagates from the block as from
     :func:`run`.
@@ -533,6 +559,7 @@ async def open_run(
         on_event=on_event,
         stream=send.send_nowait,
         cache=cache,
+        executors=executors,
     )
     handle = Run(engine, receive)
     failure: list[BaseException] = []
