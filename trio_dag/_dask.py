@@ -23,6 +23,7 @@ class's module (:func:`is_dask_client`).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import outcome
@@ -42,12 +43,11 @@ def is_dask_client(executor: object) -> bool:
 class _Waiting:
     """One submitted future: set ``ended`` once it has, ``outcome`` once fetched."""
 
-    __slots__ = ("ended", "fetched", "future", "outcome")
+    __slots__ = ("ended", "future", "outcome")
 
     def __init__(self, future: Any) -> None:
         self.future = future
         self.ended = trio.Event()
-        self.fetched = False
         self.outcome: outcome.Outcome[Any] | None = None
 
 
@@ -65,7 +65,9 @@ class DaskFutures:
         self._woken: list[_Waiting] = []
         self._lock = threading.Lock()
 
-    async def call(self, task: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, task: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Any:
         """Submit ``fn(*args, **kwargs)``; its value, or its error raised."""
         waiting = _Waiting(self.client.submit(fn, *args, pure=False, **kwargs))
         token = trio.lowlevel.current_trio_token()
@@ -89,8 +91,9 @@ class DaskFutures:
                     await self._fetch_ended()
                 else:
                     await self.fetch.wait()
-        except trio.Cancelled:
-            # Not waited for: a body already running on the cluster is abandoned.
+        except BaseException:
+            # Cancelled (or a KeyboardInterrupt): a body already running on the
+            # cluster is not waited for but abandoned, its result discarded.
             waiting.future.cancel()
             raise
         return waiting.outcome.unwrap()
