@@ -235,3 +235,62 @@ async def test_a_lost_scheduler_connection_ends_the_run_and_says_so(tmp_path: Pa
     assert report.state(downstream) is TaskState.SKIPPED
     assert report.state(local) is TaskState.SUCCEEDED
     assert len(report.failed) + len(report.skipped) + len(report.succeeded) == len(dag)
+
+
+def count_call(folder: str) -> int:
+    """Append a line to *folder*/calls; how many lines it has then."""
+    with open(Path(folder, "calls"), "a") as file:
+        file.write("call\n")
+    return len(Path(folder, "calls").read_text().splitlines())
+
+
+def a_lock() -> Any:
+    """An output that cannot be pickled."""
+    import threading
+
+    return threading.Lock()
+
+
+def sleep_then_mark(folder: str) -> None:
+    """Sleep 10 s, then write *folder*/marker."""
+    time.sleep(10)
+    Path(folder, "marker").touch()
+
+
+async def test_tasks_of_equal_arguments_each_run(client: Any, tmp_path: Path) -> None:
+    # Dask's own default (pure=True) would run one call for both.
+    dag = trio_dag.DAG()
+    calls = [dag.add(count_call, str(tmp_path), run_in="cluster") for _ in range(2)]
+    with trio.fail_after(BOUND):
+        report = await trio_dag.run(dag, executors={"cluster": client})
+    assert sorted(report[task] for task in calls) == [1, 2]
+
+
+async def test_an_output_that_cannot_be_pickled_fails_its_task(client: Any) -> None:
+    dag = trio_dag.DAG()
+    lock = dag.add(a_lock, run_in="cluster", name="lock")
+    fine = dag.add(where, 1, run_in="cluster")
+    with trio.fail_after(BOUND):
+        report = await trio_dag.run(dag, executors={"cluster": client}, check=False)
+    assert report.state(lock) is TaskState.FAILED
+    assert "pickle" in str(report.errors["lock"]).lower()
+    assert report[fine][0] == 1
+
+
+async def test_fail_fast_ends_the_run_without_waiting_for_the_cluster(
+    client: Any, tmp_path: Path
+) -> None:
+    async def fail_soon() -> None:
+        await trio.sleep(0.3)
+        raise ValueError("boom")
+
+    dag = trio_dag.DAG()
+    held = dag.add(sleep_then_mark, str(tmp_path), run_in="cluster")
+    dag.add(fail_soon)
+    with trio.fail_after(BOUND):
+        report = await trio_dag.run(
+            dag, executors={"cluster": client}, on_failure="fail_fast", check=False
+        )
+    assert report.state(held) is TaskState.CANCELLED
+    # The body on the worker is abandoned, not waited for (Dask cannot stop it).
+    assert not (tmp_path / "marker").exists()
