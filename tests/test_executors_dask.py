@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,7 @@ from trio_dag import TaskState
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
+HERE = str(Path(__file__).resolve().parent)
 # How long a run may take before the test fails: Dask's round trips take
 # milliseconds, a dead worker is noticed within a second or two.
 BOUND = 30.0
@@ -176,6 +179,7 @@ async def test_a_task_whose_worker_is_killed_is_retried(client: Any, tmp_path: P
         async with trio.open_nursery() as nursery:
             nursery.start_soon(kill_when_started, tmp_path, killed, client)
             report = await trio_dag.run(dag, executors={"cluster": client})
+            nursery.cancel_scope.cancel()  # the fault's helper, if it still waits
     assert report.outcome(held).unwrap() == 7
     assert report.timing(held).attempts == 2
     assert report.outcome(after).unwrap() == 7 + sum(range(4))
@@ -193,6 +197,7 @@ async def test_without_retries_a_killed_worker_fails_its_task_and_says_so(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(kill_when_started, tmp_path, killed, client)
             report = await trio_dag.run(dag, executors={"cluster": client}, check=False)
+            nursery.cancel_scope.cancel()  # the fault's helper, if it still waits
     assert report.state(held) is TaskState.FAILED
     error = report.errors["held"]
     assert isinstance(error, distributed.KilledWorker)
@@ -228,6 +233,7 @@ async def test_a_lost_scheduler_connection_ends_the_run_and_says_so(tmp_path: Pa
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(cut_when_started)
                     report = await trio_dag.run(dag, executors={"cluster": client}, check=False)
+                    nursery.cancel_scope.cancel()  # the fault's helper, if it still waits
     finally:
         own.close()
     assert report.state(held) is TaskState.FAILED
@@ -294,3 +300,80 @@ async def test_fail_fast_ends_the_run_without_waiting_for_the_cluster(
     assert report.state(held) is TaskState.CANCELLED
     # The body on the worker is abandoned, not waited for (Dask cannot stop it).
     assert not (tmp_path / "marker").exists()
+
+
+async def test_a_killed_scheduler_ends_the_run_and_says_so(tmp_path: Path) -> None:
+    # The scheduler is a process of its own (as on a real cluster), killed by
+    # SIGKILL mid-run; its worker is stopped by the test afterwards.
+    info = tmp_path / "scheduler.json"
+    python = [sys.executable, "-m"]
+    # Both import this module: the scheduler to read the tasks, the worker to run them.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, *sys.path])}
+    scheduler = subprocess.Popen(
+        [
+            *python,
+            "distributed.cli.dask_scheduler",
+            "--scheduler-file",
+            str(info),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            ":0",
+            "--no-show",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    worker = None
+    try:
+        with trio.fail_after(BOUND):
+            while not info.exists():
+                await trio.sleep(0.05)
+            worker = subprocess.Popen(
+                [
+                    *python,
+                    "distributed.cli.dask_worker",
+                    "--scheduler-file",
+                    str(info),
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            client = await trio.to_thread.run_sync(
+                lambda: distributed.Client(scheduler_file=str(info), timeout=5)
+            )
+        try:
+            with trio.fail_after(BOUND):
+                await trio.to_thread.run_sync(lambda: client.wait_for_workers(1, timeout=BOUND))
+                dag = trio_dag.DAG()
+                held = dag.add(hold_once, str(tmp_path), 7, run_in="cluster", name="held")
+                downstream = dag.add(add, held, name="downstream")
+                local = dag.add(trio.sleep, 0.2, name="local")
+
+                async def kill_when_started() -> None:
+                    await started(tmp_path)
+                    scheduler.kill()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(kill_when_started)
+                    report = await trio_dag.run(dag, executors={"cluster": client}, check=False)
+                    nursery.cancel_scope.cancel()  # the fault's helper, if it still waits
+        finally:
+            await trio.to_thread.run_sync(client.close)
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.kill()
+                process.wait()
+    assert report.state(held) is TaskState.FAILED
+    assert "lost the connection to the scheduler" in str(report.errors["held"])
+    assert report.state(downstream) is TaskState.SKIPPED
+    assert report.state(local) is TaskState.SUCCEEDED
