@@ -441,6 +441,20 @@ async def test_a_batched_call_is_one_submission(dag_core: Any, autojump_clock: M
     assert len({report.batch(h) for h in handles}) == 1
 
 
+async def test_check_run_counts_a_batched_call_on_an_executor_once(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    recorder = trio_dag.testing.Recorder()
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=1.0)
+        dag = trio_dag.DAG()
+        for word in ["a", "bb", "ccc", "dddd"]:
+            dag.add(lengths, word, run_in="fake")
+        report = await trio_dag.run(dag, limit=1, executors={"fake": fake}, on_event=recorder)
+    assert len(fake.futures) == 1
+    trio_dag.testing.check_run(dag, report, recorder, limit=1)
+
+
 async def test_a_sync_batched_function_runs_in_a_thread_by_default(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:

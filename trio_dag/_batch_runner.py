@@ -32,6 +32,7 @@ from . import _bodies
 from ._batching import Batched
 from ._events import Event, TaskStarted
 from ._native import core
+from ._options import BUILT_IN
 
 if TYPE_CHECKING:
     from ._admission import Admission
@@ -354,7 +355,7 @@ class Batcher:
         slot[2] = loop.attempts[leader]
         slot[3] = began
         run_in = opts.run_in
-        if run_in is None or run_in in _bodies.KINDS:
+        if run_in in BUILT_IN:
             kind = _bodies.kind_of(fn.fn) if run_in is None else _bodies.KINDS[run_in]
             body = _bodies.call(kind, fn.fn, (items,), {}, ctx, host.spawn)
         else:

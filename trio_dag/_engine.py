@@ -36,6 +36,7 @@ from ._errors import CallbackError
 from ._events import _CURRENT, Event, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
 from ._executors import Executors, open_workers
 from ._native import CHECKPOINT, FAIRNESS_EVERY, RAISED, SLOW, SUSPENDED, core
+from ._options import BUILT_IN
 from ._policies import Strategy
 from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
@@ -750,7 +751,7 @@ class Engine:
         result: Any = None
         error: BaseException | None = None
         if opts.run_in is not None:
-            kind = _bodies.KINDS.get(opts.run_in, _bodies.EXECUTOR)
+            kind = _bodies.KINDS[opts.run_in] if opts.run_in in BUILT_IN else _bodies.EXECUTOR
         if kind == _bodies.EXECUTOR:
             assert self.executors is not None and opts.run_in is not None
             body = self.executors.call(opts.run_in, snap.name(v), fn, args, kwargs, self._spawn)

@@ -230,7 +230,8 @@ def current_task() -> TaskInfo:
       A :class:`TaskInfo`.
 
     Raises:
-      RuntimeError: Called outside a task body.
+      RuntimeError: Called outside a task body, or in a body on an executor
+        (``run_in="process"`` or a named executor), which runs elsewhere.
     """
     slot = _CURRENT.get(None)
     if slot is None or slot[1] < 0:

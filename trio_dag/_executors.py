@@ -43,7 +43,6 @@ __all__ = [
     "Executor",
     "Executors",
     "check_executors",
-    "is_executor",
     "open_workers",
 ]
 
@@ -85,12 +84,7 @@ class Executor(Protocol):
         ...
 
 
-def is_executor(run_in: object) -> bool:
-    """Whether *run_in* (a checked ``run_in=``) names an executor."""
-    return run_in not in BUILT_IN
-
-
-def call_batched(fn: Batched[Any, Any], items: list[Any]) -> Any:
+def _call_batched(fn: Batched[Any, Any], items: list[Any]) -> Any:
     """Call the list-taking function of the batched *fn* with *items*, where it runs.
 
     Submitted in place of ``fn.fn``, which cannot be pickled by reference:
@@ -108,15 +102,15 @@ def _in_worker(job: bytes) -> bytes:
         return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise TypeError(
-            f"the output of {fn_name(items_fn(fn, args))} cannot be pickled, so it cannot "
+            f"the output of {fn_name(_written(fn, args))} cannot be pickled, so it cannot "
             f"come back from the worker process ({describe(exc)}); return data that pickle "
             "can copy, such as built-in types, arrays or instances of module-level classes"
         ) from None
 
 
-def items_fn(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
-    """The function a user wrote behind *fn* (a batched function behind :func:`call_batched`)."""
-    return args[0] if fn is call_batched else fn
+def _written(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[..., Any]:
+    """The function a user wrote behind *fn* (a batched function behind :func:`_call_batched`)."""
+    return args[0] if fn is _call_batched else fn
 
 
 class _Futures:
@@ -220,7 +214,7 @@ class Executors:
         executor = self._by_name[name]
         on_suspend()
         if isinstance(fn, Batched):
-            return await executor.call(task, call_batched, (fn, *args), {})
+            return await executor.call(task, _call_batched, (fn, *args), {})
         return await executor.call(task, fn, args, kwargs)
 
 
@@ -239,16 +233,18 @@ async def open_workers(executors: Executors | None) -> AsyncIterator[None]:
     # Imported only by runs that use it: it starts nothing, but takes time to import.
     import trio_parallel
 
+    workers = trio_parallel.open_worker_context()
+    processes.context = await workers.__aenter__()
     try:
-        async with trio_parallel.open_worker_context() as context:
-            processes.context = context
-            yield
-    except trio_parallel.BrokenWorkerError:
-        # An idle worker that would not exit in time was killed; every task
-        # has ended by now, so there is no one to tell.
-        pass
+        yield
     finally:
         processes.context = None
+        try:
+            await workers.__aexit__(None, None, None)
+        except trio_parallel.BrokenWorkerError:
+            # An idle worker that would not exit in time was killed; every
+            # task has ended by now, so there is no one to tell.
+            pass
 
 
 def _task_list(snap: Snapshot, tasks: Sequence[int]) -> str:

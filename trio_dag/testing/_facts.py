@@ -51,10 +51,10 @@ class Run:
         self.states = states = [report.state(h) for h in handles]
         self.names = [h.name for h in handles]
         self.opts: list[TaskOptions] = [snap.options(i) for i in range(n)]
-        # The batched function of each task that the engine runs in batches.
+        # The batched function of each task: the engine runs them all in
+        # batches, whatever their run_in (a thread, an executor).
         self.batched: list[Batched[Any, Any] | None] = [
-            fn if isinstance(fn, Batched) and opts.run_in is None else None
-            for fn, opts in zip((snap.fn(i) for i in range(n)), self.opts, strict=True)
+            fn if isinstance(fn, Batched) else None for fn in (snap.fn(i) for i in range(n))
         ]
         self.parents = [sorted({d.index for d in dag.dependencies(h)}) for h in handles]
         self.children: list[list[int]] = [[] for _ in range(n)]
