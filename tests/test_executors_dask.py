@@ -272,6 +272,19 @@ async def test_tasks_of_equal_arguments_each_run(client: Any, tmp_path: Path) ->
     assert sorted(report[task] for task in calls) == [1, 2]
 
 
+def keywords(value: int, *, key: str, retries: int) -> tuple[int, str, int]:
+    """Its arguments back: keywords that Client.submit has parameters of its own for."""
+    return value, key, retries
+
+
+async def test_keyword_arguments_reach_the_body_not_dask(client: Any) -> None:
+    dag = trio_dag.DAG()
+    task = dag.add(keywords, 1, kwargs={"key": "k", "retries": 5}, run_in="cluster")
+    with trio.fail_after(BOUND):
+        report = await trio_dag.run(dag, executors={"cluster": client})
+    assert report[task] == (1, "k", 5)
+
+
 async def test_an_output_that_cannot_be_pickled_fails_its_task(client: Any) -> None:
     dag = trio_dag.DAG()
     lock = dag.add(a_lock, run_in="cluster", name="lock")

@@ -16,12 +16,17 @@ futures like any other; two things of Dask's make it worth an adapter:
   is not fetched yet, in one ``client.gather``; the others that ended
   meanwhile wait for that fetch instead of making their own.
 
+A body's keyword arguments are bound with ``functools.partial``: given to
+``submit`` as they are, one named ``key``, ``workers``, ``priority`` or
+``retries`` would be taken by Dask for itself.
+
 Nothing here imports ``distributed``: a client is recognised by its
 class's module (:func:`is_dask_client`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -69,7 +74,11 @@ class DaskFutures:
         self, task: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Any:
         """Submit ``fn(*args, **kwargs)``; its value, or its error raised."""
-        waiting = _Waiting(self.client.submit(fn, *args, pure=False, **kwargs))
+        if kwargs:
+            # Client.submit would take a keyword of its own (key=, workers=,
+            # priority=, retries=, ...) for itself: the body's go with it.
+            fn = functools.partial(fn, **kwargs)
+        waiting = _Waiting(self.client.submit(fn, *args, pure=False))
         token = trio.lowlevel.current_trio_token()
 
         def wake(_: object) -> None:
