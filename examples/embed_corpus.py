@@ -606,7 +606,11 @@ def executors(workers: int | None, dask: str | None) -> Iterator[tuple[str, dict
             dashboard_address=":0",  # not 8787, which another cluster may have
         )
     try:
-        with Client(cluster if cluster is not None else dask) as client:
+        try:
+            client = Client(cluster if cluster is not None else dask)
+        except OSError as error:  # no scheduler there, or it does not answer in time
+            raise SystemExit(f"cannot reach the Dask scheduler at {dask}: {error}") from None
+        with client:
             # The workers import embed_chunks from embed_corpus: a remote one
             # has no copy of this file unless it is sent.
             client.upload_file(__file__)
@@ -686,6 +690,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=positive,
         default=None,
+        metavar="N",
         help="run the model in N worker processes (default: in a worker thread of this "
         "process); with --dask local, the cluster's number of workers",
     )
