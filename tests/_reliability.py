@@ -53,7 +53,7 @@ def newest_first(handle: trio_dag.Handle[Any]) -> int:
     return -handle.index
 
 
-POLICIES: list[Any] = ["fifo", "lifo", "priority", "critical_path", newest_first]
+POLICIES: list[Any] = ["fifo", "lifo", "priority", "critical_path", "depth_first", newest_first]
 STRATEGIES: list[Any] = [
     "immediate",
     "waves",

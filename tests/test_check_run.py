@@ -144,7 +144,9 @@ def _draw_run(rng: random.Random) -> tuple[trio_dag.DAG, dict[str, Any], float |
             handles.append(dag.add(_nap, seconds, fails, *deps, **opts))
     options = {
         "limit": rng.choice([None, 1, 2, "limiter"]),
-        "policy": rng.choice(["fifo", "lifo", "priority", "critical_path", _newest_first]),
+        "policy": rng.choice(
+            ["fifo", "lifo", "priority", "critical_path", "depth_first", _newest_first]
+        ),
         "strategy": rng.choice(["immediate", "immediate", "waves", trio_dag.Threshold(2)]),
         "on_failure": on_failure,
         "resources": REAL_RESOURCES,

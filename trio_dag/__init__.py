@@ -36,10 +36,12 @@ Running
 - ``run``: run a DAG (``await``) and return its report.
 - ``run_sync``: the same from synchronous code.
 - ``open_run``: ``async with``: run in the background, stream events, cancel.
-- ``Run``: the run in progress that ``open_run`` gives.
+- ``Run``: the run in progress that ``open_run`` (and ``current_run``) gives.
+- ``RunCounts``: what ``run.counts`` says: tasks in each state, now.
 - ``Threshold``: the strategy that starts ready tasks in groups.
 - ``Executor``: the protocol of ``run(..., executors=)``: ``submit`` returning a future.
 - ``current_task``: inside a task, its name, attempt and tags.
+- ``current_run``: inside a task, the ``Run`` of its run.
 - ``TaskInfo``: what ``current_task`` returns.
 - ``events``: the module of the events a run tells (``TaskStarted``, ...).
 
@@ -88,6 +90,7 @@ from ._cache import CacheEntry as CacheEntry
 from ._cache import CacheStats as CacheStats
 from ._cache import CacheStore as CacheStore
 from ._cache import MemoryCache as MemoryCache
+from ._control import RunCounts as RunCounts
 from ._dag import DAG as DAG
 from ._errors import CacheFileError as CacheFileError
 from ._errors import CallbackError as CallbackError
@@ -108,6 +111,7 @@ from ._errors import UnknownDependencyError as UnknownDependencyError
 from ._errors import WorkerDiedError as WorkerDiedError
 from ._events import TaskInfo as TaskInfo
 from ._events import TaskState as TaskState
+from ._events import current_run as current_run
 from ._events import current_task as current_task
 from ._executors import Executor as Executor
 from ._handle import Handle as Handle
@@ -145,6 +149,7 @@ __all__ = [
     "NoEffectWarning",
     "ResourceError",
     "Run",
+    "RunCounts",
     "RunFailedError",
     "RunReport",
     "RunStats",
@@ -161,6 +166,7 @@ __all__ = [
     "UnknownDependencyError",
     "WorkerDiedError",
     "batched",
+    "current_run",
     "current_task",
     "events",
     "open_run",

@@ -41,6 +41,8 @@ from ._policies import Strategy
 from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
 if TYPE_CHECKING:
+    from ._control import Control
+    from ._growth import Growth
     from ._options import TaskOptions
     from ._snapshot import Snapshot
 
@@ -148,6 +150,9 @@ class Engine:
         cache: Any = None,
         executors: Executors | None = None,
     ) -> None:
+        # The run's own copy of the snapshot: tasks added while it runs
+        # (_growth) grow it, not the DAG's.
+        snap = snap.for_run()
         n = snap.n
         self.snap = snap
         # The run state and the loop come from the backend the snapshot was
@@ -172,8 +177,16 @@ class Engine:
         if self.limiter is not None:
             tokens = self.limiter.total_tokens
             self.cap = n if math.isinf(tokens) else max(1, int(tokens))
+            self.unbounded = math.isinf(tokens)
         else:
             self.cap = n if limit is None else int(limit)  # type: ignore[arg-type]
+            self.unbounded = limit is None
+        # Tasks added while the run goes on, and joins (see _growth): made at
+        # the first add. The policy (set by _run) and keys give added tasks theirs.
+        self.growth: Growth | None = None
+        self.policy: Any = None
+        self.keys = keys
+        self.limited = limit is not None
         self.workers = 0
         # Workers with nothing to do wait here for _spawn to hand them a task.
         self.idle: list[trio.lowlevel.Task] = []
@@ -195,6 +208,18 @@ class Engine:
         self.since_checkpoint = 0
         self.nursery: trio.Nursery | None = None
         self.report: RunReport | None = None
+        # The Run that current_run() gives inside a body (set by _run.py), and
+        # what its per-task methods keep (_control.py), made on first use.
+        self.run: Any = None
+        self.control: Control | None = None
+        # Until then, the tasks that end outside the fast loop, with how many
+        # attempts had ended then (the loop's end order places the others).
+        self.log: list[tuple[int, int]] = []
+        # Set while _control asks workers to stop at their next task boundary.
+        self.handover = False
+        # The slots of the live workers (see _worker), and tasks ended CACHED.
+        self.slots: dict[int, list[Any]] = {}
+        self.cached = 0
         self.started_at = 0.0
         # The run's cache (see _caching): its cached tasks are looked up as
         # they become ready, and their results stored as they return.
@@ -221,19 +246,54 @@ class Engine:
         # Tasks of @batched functions run in batches, which the Batcher keeps.
         self.batcher: Batcher | None = None
         if snap.has_batched:
-            self.batcher = Batcher(
-                snap,
-                self.st,
-                self.loop,
-                self.admission,
-                self.teardown,
-                _Outcomes(self),
-                _Host(self),
-            )
-            if self.caching is not None and self.caching.parts:
-                self.batcher.unlooked = self.caching.asks
+            self.start_batching()
+
+    def start_batching(self) -> None:
+        """Make the Batcher: as the run starts, or when a batched task is added."""
+        self.batcher = Batcher(
+            self.snap,
+            self.st,
+            self.loop,
+            self.admission,
+            self.teardown,
+            _Outcomes(self),
+            _Host(self),
+        )
+        if self.caching is not None and self.caching.parts:
+            self.batcher.unlooked = self.caching.asks
 
     # -- the run as a whole --------------------------------------------------
+
+    def add(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        options: dict[str, Any],
+        parent: int,
+        wake: bool,
+    ) -> Any:
+        """Add a task while the run goes on (``Run.add``); *parent*: the adding
+        task, or -1; *wake*: give ready tasks workers now (the caller is no
+        async body, whose worker would go on to them)."""
+        if self.report is not None or (self.nursery is not None and self.st.finished):
+            # Every task has ended: the run is ending, its workers gone.
+            raise RuntimeError(
+                "the run has ended; run.add adds tasks only while the run goes on "
+                "(add them to the DAG for the next run)"
+            )
+        if self.admission.levels is not None:
+            raise RuntimeError(
+                "run.add cannot add tasks to a run with strategy='waves': its waves "
+                "are fixed as it starts"
+            )
+        if self.growth is None:
+            from ._growth import Growth
+
+            self.growth = Growth(self)
+        handle = self.growth.add(fn, args, options, parent)
+        if wake and self.nursery is not None and not self.halted:
+            self._spawn()
+        return handle
 
     async def execute(self) -> RunReport:
         """Run every task of the run; return the report once nothing runs."""
@@ -394,6 +454,8 @@ class Engine:
                 if was_hit:
                     marked[v] = CACHED
             states = bytes(marked)
+        if self.growth is not None:
+            self.growth.finish()
         self.report = RunReport(
             self.snap,
             states,
@@ -421,6 +483,9 @@ class Engine:
         """
         while True:
             v = self._pop()
+            if v >= 0 and self.growth is not None and self.growth.marks[v]:
+                self.growth.resolve(v)  # a joining task whose joins have ended
+                continue
             caching = self.caching
             if v >= 0 and caching is not None and caching.asks[v] and self._look_up(v):
                 continue
@@ -477,6 +542,11 @@ class Engine:
                 for u in hits:
                     end[u] = now
                     done(u)
+                self.cached += len(hits)
+                if self.control is None:
+                    self.log.extend([(self.loop.ends, u) for u in hits])
+                else:
+                    self.control.ended_many(hits)
                 return bool(hit[v])
             for u in hits:
                 if self.halted or (self.failing and not self.teardown[u]):
@@ -488,6 +558,7 @@ class Engine:
                 if self.retries:
                     self._requeue_due()
                 st.done(u)
+                self.cached += 1
                 self._ended(u, CACHED)
         return bool(hit[v])
 
@@ -555,11 +626,18 @@ class Engine:
         workers run out of ready tasks often (a task's dependents become
         ready only when all their dependencies are done).
         """
+        if self.control is not None and self.workers <= self.cap:
+            # The loop may have stopped for _control with tasks still ready.
+            ready = self._next()
+            if ready >= 0:
+                return ready
         if self.st.finished or self.halted or self.st.running == self.admission.parked():
             # With nothing running (not even a retry wait), nothing can
             # change what may start: waiting would never end.
             self._dismiss_idle()
             return -1
+        if self.workers > self.cap:
+            return -1  # a slot given back by run.result() came back: one worker leaves
         task = trio.lowlevel.current_task()
         self.idle.append(task)
 
@@ -571,23 +649,53 @@ class Engine:
         return v
 
     async def _worker(self, v: int) -> None:
-        slot: list[Any] = [self.snap, -1, 0, 0.0]
+        # One cancel scope per worker, not per task: run.cancel_task cancels
+        # the scope of the worker that holds the task (see _control), and the
+        # worker goes on in a new one.
+        while True:
+            with trio.CancelScope() as scope:
+                await self._work(v, scope)
+            if not scope.cancel_called or self.halted or self.nursery is None:
+                return
+            assert self.control is not None
+            if not self.control.renewed():
+                return
+            self.workers += 1
+            v = self._next()
+
+    async def _work(self, v: int, scope: trio.CancelScope) -> None:
+        # The slot: [snapshot, task, attempt, start time] for the loop and
+        # current_task(), then the Run, this scope, the task held (-1: none),
+        # and the worker's Trio task.
+        slot: list[Any] = [self.snap, -1, 0, 0.0, self.run, scope, -1, trio.lowlevel.current_task()]
         _CURRENT.set(slot)
+        self.slots[id(slot)] = slot
         loop = self.loop
         try:
+            if v < 0:
+                v = await self._wait_for_work()
             while v >= 0:
+                if self.handover:
+                    assert self.control is not None
+                    v = self.control.received(v)
+                    if v < 0:
+                        break
                 if self.halted:
                     # Handed a task just before the run stopped: it never starts.
                     self._cancelled(v)
                     return
                 v = loop.run(v, slot)
                 while v >= 0:
+                    slot[6] = v  # popped, not started (or its body is slot[1])
                     why = loop.why
                     if why == SUSPENDED:
                         self._spawn()
                         v = await self._drive(slot)
                         continue
-                    if why == SLOW and loop.unlooked is not None and loop.unlooked[v]:
+                    if why == SLOW and self.growth is not None and self.growth.marks[v]:
+                        self.growth.resolve(v)  # a joining task whose joins have ended
+                        v = self._next()
+                    elif why == SLOW and loop.unlooked is not None and loop.unlooked[v]:
                         # A cached task the loop took: look it up (and the
                         # other ready ones); a miss goes back to the loop.
                         if self._look_up(v):
@@ -614,11 +722,17 @@ class Engine:
                         if self.since_checkpoint >= FAIRNESS_EVERY:
                             self.since_checkpoint = 0
                             await trio.lowlevel.checkpoint()
+                        if self.handover and self.control is not None and self.control.leave():
+                            return
                         v = self._next()
                     if v >= 0:
                         v = loop.run(v, slot)
+                slot[6] = -1
+                if self.handover and self.control is not None and self.control.leave():
+                    return
                 v = await self._wait_for_work()
         finally:
+            del self.slots[id(slot)]
             self.workers -= 1
 
     async def _drive(self, slot: list[Any]) -> int:
@@ -670,7 +784,10 @@ class Engine:
         :func:`_bodies.split_cancelled`), the task ends FAILED with it, not
         retried; its attempt has been ended already.
         """
-        if not self.halted and (self.teardown[v] or not self.failing):
+        control = self.control
+        if control is not None and control.cancelled(v):
+            pass  # run.cancel_task(v): that task alone
+        elif not self.halted and (self.teardown[v] or not self.failing):
             self._halt()
         if failure is None:
             self._ended(v, core.CANCELLED, self.st.cancel(v))
@@ -696,7 +813,7 @@ class Engine:
         try:
             await self._body(v, slot)
         finally:
-            if limiter is not None:
+            if limiter is not None and (self.control is None or self.control.holds_token()):
                 limiter.release()
 
     async def _wait_for_token(self, v: int, limiter: trio.CapacityLimiter) -> None:
@@ -801,6 +918,10 @@ class Engine:
     def _returned(self, v: int, result: Any) -> None:
         """Task *v* returned *result*; its attempt has ended."""
         self.outputs[v] = result
+        if self.growth is not None:
+            if self.growth.joined(v, result):
+                return  # it waits for the tasks it joins
+            result = self.outputs[v]
         caching = self.caching
         if caching is not None:
             why = caching.returned(v, result)
@@ -965,6 +1086,14 @@ class Engine:
     # -- ended tasks and events ----------------------------------------------
 
     def _ended(self, v: int, code: int, skipped: Sequence[int] = ()) -> None:
+        control = self.control
+        if control is None:
+            ends = self.loop.ends
+            self.log.append((ends, v))
+            if skipped:
+                self.log.extend([(ends, s) for s in skipped])
+        else:
+            control.ended(v, skipped)
         admission = self.admission
         if v in admission.held:
             # However a task ended (also cancelled before it started), what

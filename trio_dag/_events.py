@@ -19,15 +19,18 @@ from ._errors import describe
 
 if TYPE_CHECKING:
     from ._handle import Handle
+    from ._run import Run
 
 __all__ = [
     "Event",
+    "TaskAdded",
     "TaskFinished",
     "TaskInfo",
     "TaskNotCached",
     "TaskRetrying",
     "TaskStarted",
     "TaskState",
+    "current_run",
     "current_task",
 ]
 
@@ -50,7 +53,8 @@ class TaskState(enum.Enum):
         the default ``trigger="all_succeeded"``).
       CANCELLED: The run was stopped (``on_failure="fail_fast"``,
         :meth:`Run.cancel`, a cancelled scope, KeyboardInterrupt, ...)
-        before the task ended: while it ran, or before it started.
+        before the task ended: while it ran, or before it started; or the
+        task alone was cancelled by :meth:`Run.cancel_task`.
     """
 
     PENDING = "pending"
@@ -183,9 +187,31 @@ class TaskNotCached:
     reason: str
 
 
-Event = TaskStarted | TaskRetrying | TaskFinished | TaskNotCached
+@final
+@attrs.frozen
+class TaskAdded:
+    """A task was added to the running run with :meth:`~trio_dag.Run.add`.
+
+    Told before any other event of the new task (which may follow at once:
+    a task added after a dependency that failed ends SKIPPED as it is
+    added).
+
+    Attributes:
+      task: The new task's :class:`~trio_dag.Handle`.
+      parent: The :class:`~trio_dag.Handle` of the task whose body added
+        it, or None when it was added from outside the run's tasks (the
+        ``Run`` of :func:`~trio_dag.open_run`).
+      time: When it was added, on the Trio clock (seconds).
+    """
+
+    task: Handle[Any]
+    parent: Handle[Any] | None
+    time: float
+
+
+Event = TaskStarted | TaskRetrying | TaskFinished | TaskNotCached | TaskAdded
 """Any event of a run: a :class:`TaskStarted`, :class:`TaskRetrying`,
-:class:`TaskFinished` or :class:`TaskNotCached`.
+:class:`TaskFinished`, :class:`TaskNotCached` or :class:`TaskAdded`.
 
 Use it to annotate an ``on_event`` callback: ``def progress(event: Event) -> None``.
 """
@@ -209,8 +235,9 @@ class TaskInfo:
 
 
 # Each worker sets this once, in its own context, to its slot
-# ``[snapshot, task, attempt, start time]``; the task is -1 between bodies. Bodies run in
-# copies of the worker's context, so they see their worker's slot.
+# ``[snapshot, task, attempt, start time, run]``; the task is -1 between bodies. Bodies
+# run in copies of the worker's context, so they see their worker's slot. The run is
+# the :class:`Run` that current_run() gives (the loops read only the first four items).
 _CURRENT: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("trio_dag_current_task")
 
 
@@ -239,5 +266,34 @@ def current_task() -> TaskInfo:
             "trio_dag.current_task() was called outside a task body; "
             "call it from a function that a run started"
         )
-    snap, i, attempt, _ = slot
+    snap, i, attempt = slot[0], slot[1], slot[2]
     return TaskInfo(snap.name(i), attempt, snap.options(i).tags)
+
+
+def current_run() -> Run:
+    """The :class:`Run` of the run whose task body is running.
+
+    Call it from a task's body, async or sync, also in its worker thread
+    and in the tasks of a nursery the body opens, as :func:`current_task`.
+    Every run has one, whether it was started by :func:`run`,
+    :func:`run_sync` or :func:`open_run` (then it is the object the
+    ``async with`` block gets)::
+
+        async def report_progress():
+            counts = trio_dag.current_run().counts
+            ...
+
+    Returns:
+      The task's :class:`Run`.
+
+    Raises:
+      RuntimeError: Called outside a task body.
+    """
+    slot = _CURRENT.get(None)
+    if slot is None or slot[1] < 0:
+        raise RuntimeError(
+            "trio_dag.current_run() was called outside a task body; "
+            "call it from a function that a run started"
+        )
+    run: Run = slot[4]
+    return run

@@ -20,12 +20,27 @@ if TYPE_CHECKING:
     from ._handle import Handle
     from ._snapshot import Snapshot
 
-__all__ = ["POLICIES", "Policy", "Strategy", "Threshold", "ready_keys"]
+__all__ = [
+    "DEPTH_STEP",
+    "POLICIES",
+    "Policy",
+    "Strategy",
+    "Threshold",
+    "depth_first_key",
+    "ready_keys",
+]
 
-PolicyName = Literal["fifo", "lifo", "priority", "critical_path"]
+PolicyName = Literal["fifo", "lifo", "priority", "critical_path", "depth_first"]
 Policy = PolicyName | Callable[["Handle[Any]"], Any]
-POLICIES: Final = ("fifo", "lifo", "priority", "critical_path")
+POLICIES: Final = ("fifo", "lifo", "priority", "critical_path", "depth_first")
 _EXACT: Final = 2**53  # every int of at most this size is exactly a float
+# policy="depth_first": the task of index i and dependency level L (a root is
+# level 0, a task 1 + the largest level of its dependencies) has the key
+# ``depth_first_key(L, i) = i - L * DEPTH_STEP``: deeper first, ties in insertion
+# order. Indices stay below DEPTH_STEP (MAX_NODES < 2**31) and levels below
+# 2**21, so every key is an exact float; a task added while the run goes gets
+# its key the same way from its own level and index.
+DEPTH_STEP: Final = 2**32
 
 
 @final
@@ -110,6 +125,11 @@ def _priority_keys(priorities: list[int]) -> list[float]:
     return [rank[p] for p in priorities]
 
 
+def depth_first_key(level: int, index: int) -> float:
+    """The ready-heap key of a task under ``policy="depth_first"`` (smaller first)."""
+    return float(index - level * DEPTH_STEP)
+
+
 def _user_keys(
     snap: Snapshot, key: Callable[[Handle[Any]], Any], members: Sequence[int]
 ) -> list[Any]:
@@ -149,6 +169,8 @@ def ready_keys(
         keys: list[float] | None = _priority_keys(snap.priorities)
     elif policy == "critical_path":
         keys = [-r for r in snap.graph.upward_rank(snap.costs)]
+    elif policy == "depth_first":
+        keys = [depth_first_key(level, i) for i, level in enumerate(snap.graph.levels())]
     else:
         keys = None
     if strategy == "waves":

@@ -12,15 +12,18 @@ import numbers
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, final
+from threading import get_ident
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, final
 
+import outcome
 import trio
 
 from ._bodies import THREAD, fatal, kind_of
 from ._caching import check_store
+from ._control import Completed, RunCounts, control_of, counts_of, tally_of
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
-from ._events import Event
+from ._events import _CURRENT, Event
 from ._executors import Executor, check_executors
 from ._handle import Handle
 from ._no_effect import warn_no_effect
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "open_run", "run", "run_sync"]
 
 OnFailure = Literal["skip", "fail_fast"]
+T = TypeVar("T")
 
 
 def _check_limit(limit: object) -> None:
@@ -136,6 +140,7 @@ def _engine(
         cache=cache,
         executors=on_executors,
     )
+    engine.policy = policy
     warn_no_effect(snap, members, policy, resources, engine.admission.used, cache)
     return engine
 
@@ -225,6 +230,11 @@ async def run(
           first, ties as ``"fifo"``;
         - ``"critical_path"``: the task with the longest chain of ``cost=``
           from it to the end of the graph first, ties as ``"fifo"``;
+        - ``"depth_first"``: the deeper task first, by dependency level (a
+          task with no dependencies is level 0, any other one more than the
+          deepest of its dependencies), ties in insertion order: in a
+          pipeline of many items, each item goes through its steps before
+          the next starts, so the first results arrive early;
         - a key function ``key(handle) -> sortable``: the SMALLER key
           first, ties as ``"fifo"``. It is called once per task of the
           run, before any task starts, and must be a plain (not async)
@@ -348,6 +358,7 @@ async def run(
         cache=cache,
         executors=executors,
     )
+    engine.run = Run(engine, None)
     with dag._running():
         report = await engine.execute()
     return _checked(report, check)
@@ -385,16 +396,23 @@ def run_sync(dag: DAG, **options: Any) -> RunReport:
 
 @final
 class Run:
-    """A run in progress, as :func:`open_run` gives it.
+    """A run in progress, as :func:`open_run` gives it, and as
+    :func:`current_run` gives it inside a task of any run.
 
-    Iterate :meth:`events` to watch it, call :meth:`cancel` to stop it, and
-    read :attr:`report` once it has ended. Made by :func:`open_run` only.
+    Iterate :meth:`events` to watch it (:func:`open_run`'s only), call
+    :meth:`cancel` to stop it, and read :attr:`report` once it has ended.
+    Made by the run functions only.
     """
 
-    def __init__(self, engine: Engine, receive: trio.MemoryReceiveChannel[Event]) -> None:
+    def __init__(self, engine: Engine, receive: trio.MemoryReceiveChannel[Event] | None) -> None:
         self._engine = engine
         self._receive = receive
         self._iterated = False
+        # Trio's thread (a Run is made in it): run.add from another goes through it.
+        self._thread = get_ident()
+        # run.counts makes a new RunCounts only when the counters changed.
+        self._tally: tuple[int, ...] = ()
+        self._counts: RunCounts | None = None
 
     def events(self) -> AsyncIterator[Event]:
         """Every event of the run, from its start, in the order they happened.
@@ -425,17 +443,83 @@ class Run:
 
         Raises:
           RuntimeError: The events were asked for before: they may be
-            iterated once.
+            iterated once. Or the run was started by :func:`run` or
+            :func:`run_sync` (this :class:`Run` came from
+            :func:`current_run`): only :func:`open_run` streams events.
         """
+        if self._receive is None:
+            raise RuntimeError(
+                "run.events() streams the events of open_run() only; this run was started "
+                "by run() or run_sync(): pass on_event= to hear its events"
+            )
         if self._iterated:
             raise RuntimeError("run.events() may be iterated only once")
         self._iterated = True
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
+        assert self._receive is not None
         async with self._receive:
             async for event in self._receive:
                 yield event
+
+    def add(self, fn: Callable[..., Any], /, *args: Any, **options: Any) -> Handle[Any]:
+        """Add a task to the run while it goes on; return its :class:`Handle`.
+
+        Exactly :meth:`DAG.add`'s arguments, options, checks and errors
+        (bad input is refused before anything is recorded), from a task's
+        body (``trio_dag.current_run().add(...)``, async, inline or in a
+        worker thread) or from the ``async with`` block of :func:`open_run`
+        while the run has tasks that have not ended::
+
+            async def split(path):
+                run = trio_dag.current_run()
+                return [run.add(embed, chunk) for chunk in chunks_of(path)]
+
+        The new task may depend on any task of the run, ended or not: on
+        one that SUCCEEDED it gets the output at once; on one that FAILED,
+        was SKIPPED or CANCELLED it ends SKIPPED as it is added (or, with
+        ``trigger="all_done"``, runs with its outcome). A name in
+        ``after=`` must be taken already. Its ``uses`` are counted against
+        the run's ``resources`` (ResourceError as before a run), and it
+        starts in the run's policy order (see the guide, *Adding tasks
+        while running*, for its rank under ``"critical_path"``). The DAG
+        itself does not change: the task belongs to the run, and its
+        handle's ``dag`` is a private fork of the DAG. The report covers
+        it, and listeners hear a :class:`~trio_dag.events.TaskAdded`.
+
+        A task that returns handles of its run (or a list, tuple or dict
+        holding them) joins them: its output becomes the same value with
+        each handle replaced by that task's output, once they have all
+        ended, and its dependents wait until then. Tasks of a
+        :func:`batched` function join batches as the DAG's do. See the
+        guide, *Adding tasks while running*.
+
+        Raises:
+          RuntimeError: The run has ended; or it runs with
+            ``strategy="waves"``.
+          TypeError: The run's policy is a key function (it ranks the
+            tasks before the run starts); and as :meth:`DAG.add`.
+          ValueError: A dependency that ``targets=`` left out of the run;
+            and as :meth:`DAG.add`.
+          UnknownDependencyError: An ``after=`` name that no task has.
+          ResourceError: ``uses=`` of a resource the run lacks, or more
+            than its capacity.
+          ForeignHandleError: A handle of another DAG (or run).
+          ExecutorError: ``run_in=`` names an executor the run did not
+            start with (a run opens its executors as it starts).
+        """
+        engine = self._engine
+        slot = _CURRENT.get(None)
+        parent = slot[1] if slot is not None and slot[0] is engine.snap else -1
+        if get_ident() == self._thread:
+            growth = engine.growth
+            if growth is not None and parent >= 0 and engine.report is None:
+                # The common call: from a body, once the run has grown.
+                return growth.add(fn, args, options, parent)
+            return engine.add(fn, args, options, parent, parent < 0)  # type: ignore[no-any-return]
+        # From a worker thread: the run is changed in Trio's thread only.
+        return trio.from_thread.run_sync(engine.add, fn, args, options, parent, True)
 
     def cancel(self) -> None:
         """Stop the run: cancel every running task and start nothing more.
@@ -453,6 +537,126 @@ class Run:
         run has ended, does nothing.
         """
         self._engine.cancel()
+
+    @property
+    def counts(self) -> RunCounts:
+        """How many tasks are pending, ready, running and in each final state, now.
+
+        A :class:`RunCounts`, read in constant time from the counters the
+        run keeps (well under a microsecond), so a progress display may
+        read it as often as it likes::
+
+            counts = run.counts
+            print(f"{counts.total - counts.pending - counts.ready - counts.running}/{counts.total}")
+
+        Once the run has ended, every task is counted in its final state.
+        """
+        tally = tally_of(self._engine)
+        if tally != self._tally or self._counts is None:
+            self._tally = tally
+            self._counts = counts_of(tally)
+        return self._counts
+
+    async def result(self, task: Handle[T] | str) -> T:
+        """Wait until *task* has ended; return its output, or raise what ``report[task]`` raises.
+
+        From the :func:`open_run` block it just waits. From inside a task
+        of the run (through :func:`current_run`), the waiting task gives
+        back its ``limit`` slot while it waits, so another task may start,
+        and takes one again before it goes on, waiting for a free slot like
+        any task that has not started (so ``limit=1`` with a task that
+        awaits another, independent one finishes). It does not give back
+        its ``uses``: a task holds its resources for its whole attempt, as
+        its body may be using them while it waits. A ``timeout=`` of the
+        waiting task counts the wait, and cancelling it (``fail_fast``,
+        :meth:`cancel_task`) ends the wait.
+
+        Args:
+          task: A handle or a task name of the run.
+
+        Returns:
+          The task's output (SUCCEEDED or CACHED).
+
+        Raises:
+          TaskFailedError: It FAILED; its exception is ``__cause__``.
+          TaskSkippedError: It was SKIPPED.
+          TaskCancelledError: It was CANCELLED.
+          KeyError: It is not part of the run (``targets=`` left it out, or
+            no task has that name).
+          ForeignHandleError: *task* is a handle of another DAG.
+          RuntimeError: Awaited from inside a task, *task* is that task
+            itself, depends on it (directly or not), or awaits its result:
+            the wait would never end. Raised at once.
+        """
+        control = control_of(self._engine)
+        return await control.result(control.index(task, "run.result()"))  # type: ignore[no-any-return]
+
+    def cancel_task(self, task: Handle[Any] | str) -> None:
+        """Cancel one task, whatever it is doing; the rest of the run goes on.
+
+        A task that has not started (pending, ready, waiting for a slot or
+        a resource, or waiting to retry) ends CANCELLED at once; a running
+        one is cancelled as Trio cancels (a body in a worker thread ends
+        when its function returns, and its result is discarded). Its
+        dependents with the default trigger end SKIPPED, and ``all_done``
+        ones run once their dependencies have ended, as after any task
+        that did not succeed. Nothing else is stopped: this is not a
+        failure, so ``on_failure="fail_fast"`` does not stop the run for
+        it, and ``check=True`` raises nothing for it (the report's ``ok``
+        is False, as for any CANCELLED task).
+
+        A task that has ended already, or a run that has ended, is left as
+        it is: nothing happens. A running body that returns before the
+        cancellation reaches it (it did not reach a checkpoint) keeps its
+        result and ends SUCCEEDED.
+
+        Args:
+          task: A handle or a task name of the run.
+
+        Raises:
+          KeyError: It is not part of the run.
+          ForeignHandleError: *task* is a handle of another DAG.
+          RuntimeError: It is a task of a :func:`batched` function taken
+            to start: it has joined a call that may serve other tasks too.
+        """
+        control = control_of(self._engine)
+        control.cancel_task(control.index(task, "run.cancel_task()"))
+
+    def as_completed(
+        self, handles: Iterable[Handle[Any] | str] | None = None
+    ) -> AsyncIterator[tuple[Handle[Any], outcome.Outcome[Any]]]:
+        """Each task as it ends: ``(handle, outcome)`` pairs, in the order the tasks end.
+
+        An async iterator; ``outcome`` is what :meth:`RunReport.outcome`
+        gives (``.unwrap()`` returns the output or raises): an
+        ``outcome.Error`` of its exception for a FAILED task, of a
+        :class:`TaskSkippedError` or :class:`TaskCancelledError` for the
+        others that did not succeed. Tasks that ended before the iteration
+        began come first, in the order they ended::
+
+            async with trio_dag.open_run(dag, policy="depth_first") as run:
+                async for handle, result in run.as_completed():
+                    print(handle.name, result.unwrap())
+
+        Works from the :func:`open_run` block and from inside a task. Each
+        call gives a new iterator; several may run at once.
+
+        Args:
+          handles: The tasks to wait for, as handles or names; it ends once
+            each has been yielded. ``None`` (default): every task of the
+            run; it ends when the run has no task left to end.
+
+        Raises:
+          KeyError: A task is not part of the run (when called).
+          ForeignHandleError: A handle of another DAG (when called).
+        """
+        control = control_of(self._engine)
+        wanted = None
+        if handles is not None:
+            if isinstance(handles, (str, Handle)):
+                handles = [handles]
+            wanted = {control.index(h, "run.as_completed()") for h in handles}
+        return Completed(control, wanted)
 
     @property
     def report(self) -> RunReport:
@@ -514,7 +718,8 @@ async def open_run(
       resources: ``{name: capacity}`` of the resources tasks use with
         ``uses=``. Default ``None``.
       policy: Which ready task starts first: ``"fifo"`` (default),
-        ``"lifo"``, ``"priority"`` (higher first), ``"critical_path"``, or
+        ``"lifo"``, ``"priority"`` (higher first), ``"critical_path"``,
+        ``"depth_first"``, or
         a key function (smaller keys first).
       strategy: When ready tasks start: ``"immediate"`` (default),
         ``"waves"`` or a :class:`Threshold`.
@@ -562,6 +767,7 @@ async def open_run(
         executors=executors,
     )
     handle = Run(engine, receive)
+    engine.run = handle
     failure: list[BaseException] = []
     raised: list[BaseException] = []
 

@@ -42,6 +42,7 @@ def check_run(
     events: Recorder | Iterable[Event] | None = None,
     *,
     cancelled: bool = False,
+    cancelled_tasks: Iterable[Handle[Any] | str] = (),
     limit: int | trio.CapacityLimiter | None = None,
     resources: Mapping[str, float] | None = None,
     policy: Policy = "fifo",
@@ -109,7 +110,16 @@ def check_run(
         tasks other than ``all_done`` teardown), a task raising a
         ``BaseException``, or a policy key function that raised or gave
         keys that do not compare explains it.
-      limit: The ``limit`` the run was given. Default ``None``.
+      cancelled_tasks: The tasks :meth:`~trio_dag.Run.cancel_task` was
+        called for during the run (handles or names). Each may end
+        CANCELLED without stopping anything else, and its dependents then
+        end SKIPPED (``all_done`` ones run), under ``"fail_fast"`` too. A
+        task that had ended before the call keeps its state. Default: none.
+      limit: The ``limit`` the run was given. Default ``None``. A task
+        that awaits :meth:`~trio_dag.Run.result` (or iterates
+        :meth:`~trio_dag.Run.as_completed`) in its body gives back its slot
+        while it waits, which neither the report nor the events show:
+        check such a run without its ``limit``.
       resources: The ``resources`` the run was given. Default ``None``.
       policy: The ``policy`` the run was given. A key function is called
         again, once per task, to check the start order. Default ``"fifo"``.
@@ -133,7 +143,18 @@ def check_run(
         events = on_event
     if on_failure not in ("skip", "fail_fast"):
         raise ValueError(f"on_failure must be 'skip' or 'fail_fast', got {on_failure!r}")
-    run = Run(dag, report, targets, limit, resources, policy, strategy, on_failure, cancelled)
+    run = Run(
+        dag,
+        report,
+        targets,
+        limit,
+        resources,
+        policy,
+        strategy,
+        on_failure,
+        cancelled,
+        cancelled_tasks,
+    )
     check_report(run)
     if events is not None:
         EventCheck(run, list(events)).check()
@@ -163,7 +184,8 @@ def check_report(run: Run) -> None:
 def _membership(run: Run) -> None:
     expected = [True] * run.n
     if run.targets is not None:
-        expected = [False] * run.n
+        # Tasks added while the run went on are in it, whatever targets= says.
+        expected = [False] * run.base_n + [True] * (run.n - run.base_n)
         stack = list(run.targets)
         while stack:
             i = stack.pop()
@@ -304,7 +326,7 @@ def _skips(run: Run) -> None:
                 )
             if run.report.timing(run.handles[i]).attempts:
                 broken("skip", f"task {run.label(i)} ended SKIPPED after it started")
-            if run.fail_fast:
+            if run.fail_fast and not any(_cut_off(run, p) for p in bad):
                 broken(
                     "fail_fast",
                     f"task {run.label(i)} ended SKIPPED (its dependency {run.label(bad[0])} "
@@ -332,6 +354,18 @@ def _skips(run: Run) -> None:
             )
 
 
+def _cut_off(run: Run, i: int) -> bool:
+    """Whether task *i* ended CANCELLED by run.cancel_task, or SKIPPED because of one.
+
+    From the report alone: the order of a cancel and a failure is not known.
+    """
+    if run.cancelled_alone(i):
+        return True
+    return run.states[i] is TaskState.SKIPPED and any(
+        _cut_off(run, p) for p in run.parents[i] if run.states[p] not in OK
+    )
+
+
 def _raised_base_exception(run: Run, i: int) -> bool:
     """Whether task *i* FAILED with a BaseException that is not an Exception."""
     error = run.errors.get(run.names[i])
@@ -347,7 +381,7 @@ def _cancel_causes(run: Run) -> None:
         return
     failed = any(run.states[i] is TaskState.FAILED for i in run.members())
     for i in run.members():
-        if run.states[i] is not TaskState.CANCELLED:
+        if run.states[i] is not TaskState.CANCELLED or run.cancelled_alone(i):
             continue
         if run.fail_fast and failed and not run.all_done(i):
             continue
@@ -421,7 +455,16 @@ def _fail_fast_by_timing(run: Run) -> None:
     if not run.fail_fast:
         return
     timing = run.report.timing
-    ends = [timing(run.handles[i]).end for i in run.members() if run.states[i] is TaskState.FAILED]
+    # A task that joined others (a run that added tasks) fails when a joined
+    # task does, after its body's end: its TaskFailedError is no failure time.
+    joined = {
+        name for name, error in run.errors.items() if run.grown and type(error) is TaskFailedError
+    }
+    ends = [
+        timing(run.handles[i]).end
+        for i in run.members()
+        if run.states[i] is TaskState.FAILED and run.names[i] not in joined
+    ]
     first = min((e for e in ends if e is not None), default=None)
     if first is None:
         return

@@ -38,6 +38,7 @@ class Run:
         strategy: Strategy,
         on_failure: str,
         cancelled: bool,
+        cancelled_tasks: Iterable[Handle[Any] | str] = (),
     ) -> None:
         self.report = report
         # The only private read: the snapshot the run ran, for the number of its
@@ -47,7 +48,12 @@ class Run:
         if snap.dag is not dag:
             raise ValueError(f"the report is of a run of another DAG than {dag!r}")
         self.n = n = snap.n
-        self.handles = handles = list(itertools.islice(dag, n))
+        # Tasks from base_n on were added while the run went on (Run.add):
+        # their handles are of the run's fork of the DAG, which knows them.
+        self.base_n = base_n = snap._base_n
+        handles = list(itertools.islice(dag, min(n, base_n)))
+        handles += [snap.handle(i) for i in range(len(handles), n)]
+        self.handles = handles
         self.states = states = [report.state(h) for h in handles]
         self.names = [h.name for h in handles]
         self.opts: list[TaskOptions] = [snap.options(i) for i in range(n)]
@@ -56,7 +62,7 @@ class Run:
         self.batched: list[Batched[Any, Any] | None] = [
             fn if isinstance(fn, Batched) else None for fn in (snap.fn(i) for i in range(n))
         ]
-        self.parents = [sorted({d.index for d in dag.dependencies(h)}) for h in handles]
+        self.parents = [sorted({d.index for d in h.dag.dependencies(h)}) for h in handles]
         self.children: list[list[int]] = [[] for _ in range(n)]
         for i, ps in enumerate(self.parents):
             for p in ps:
@@ -73,6 +79,13 @@ class Run:
         self.errors = report.errors  # built on each access: read it once
         # A stop the events may not show: from outside, or by a callback that raised.
         self.unseen_stop = cancelled or self._key_function_raised()
+        # The tasks run.cancel_task was called for: each may end CANCELLED
+        # alone, its dependents SKIPPED (under fail_fast too).
+        self.cancelled_tasks = frozenset(_indices(dag, list(cancelled_tasks)))
+
+    def cancelled_alone(self, i: int) -> bool:
+        """Whether task *i* ended CANCELLED by run.cancel_task, not by a stop of the run."""
+        return i in self.cancelled_tasks and self.states[i] is TaskState.CANCELLED
 
     def _key_function_raised(self) -> bool:
         """Whether the policy key function raised during the run (CallbackError), as it may
@@ -93,6 +106,11 @@ class Run:
 
     def all_done(self, i: int) -> bool:
         return self.opts[i].trigger == "all_done"
+
+    @property
+    def grown(self) -> bool:
+        """Whether the run added tasks while it went on (Run.add)."""
+        return self.n > self.base_n
 
     def members(self) -> Iterable[int]:
         return (i for i in range(self.n) if self.in_run[i])
@@ -144,6 +162,9 @@ def primary_keys(run: Run, policy: Any) -> list[Any] | None:
         for v in sorted(range(run.n), key=run.levels.__getitem__, reverse=True):
             rank[v] = run.opts[v].cost + max((rank[c] for c in run.children[v]), default=0.0)
         return [-r for r in rank]
+    if policy == "depth_first":
+        # Deeper first (by dependency level), ties in insertion order.
+        return [(-run.levels[i], i) for i in range(run.n)]
     return [0.0] * run.n
 
 

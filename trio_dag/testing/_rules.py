@@ -39,7 +39,7 @@ RULES: Final = {
     "cancel cause": (
         "a task ends CANCELLED only when something stops the run: the first failure "
         "under fail_fast (never teardown), a BaseException raised by a task, a CallbackError, "
-        "or cancellation from outside"
+        "or cancellation from outside; or run.cancel_task cancels that task alone"
     ),
     "retries": (
         "only an Exception matching retry_on is retried, at most `retries` "
@@ -64,6 +64,10 @@ RULES: Final = {
         "of a SUCCEEDED task whose result the store failed to keep)"
     ),
     "report": "the report describes the run as it happened",
+    "added": (
+        "a task added while the run went on (Run.add) is told by one TaskAdded before its "
+        "other events, naming the task that was running and added it (or None)"
+    ),
 }
 """The rules :func:`check_run` checks: ``{name: what the rule promises}``.
 
