@@ -1,4 +1,7 @@
-"""Builds the compiled core, loop, interner and builder, unless TRIO_DAG_NO_EXTENSIONS is set."""
+"""Builds the compiled core, loop, interner, builder and cache key hasher.
+
+Unless TRIO_DAG_NO_EXTENSIONS is set.
+"""
 
 import os
 
@@ -16,7 +19,7 @@ else:
                 [f"trio_dag/_native/{name}.pyx"],
                 extra_compile_args=["-O3"],
             )
-            for name in ("_core", "_loop", "_intern", "_build")
+            for name in ("_core", "_loop", "_intern", "_build", "_keyhash")
         ],
         compiler_directives={"language_level": "3"},
     )

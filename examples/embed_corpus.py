@@ -15,10 +15,10 @@ its output becomes the chunks and their vectors, and the store task after it
 gets both.
 
 ``embed`` and ``store`` are ``@trio_dag.batched``: the engine gathers ready
-chunks, whatever file they come from, into one call of the model (WordLlama,
-in a worker thread; a call is one task body against ``--limit``, however
-many chunks it holds), and finished files into one SQLite transaction (one
-writer at a time: the ``db`` resource). Then the query's 5 nearest chunks are
+chunks, whatever file they come from, into one call of the model (WordLlama;
+a call is one task body against ``--limit``, however many chunks it holds),
+and finished files into one SQLite transaction (one writer at a time: the
+``db`` resource). Then the query's 5 nearest chunks are
 read back from the database. Progress goes to stderr; the run's summary, a
 Chrome trace (open it in Perfetto) and the answer follow.
 
@@ -33,26 +33,43 @@ edited file's split runs again, and its chunks whose text did not change
 come from the cache. The vector table is rebuilt from the tasks' outputs on every
 run. ``--no-cache`` runs everything.
 
-    pip install 'trio_dag[embed]'
+Where the model runs: in a worker thread of this process by default;
+``--workers N`` in N worker processes (``run_in="process"``, trio-parallel);
+``--dask ADDRESS`` on the Dask cluster whose scheduler is at ADDRESS, or
+``--dask local`` on a ``LocalCluster`` of 2 worker processes (or
+``--workers``). The same DAG runs in each: only the embed tasks' ``run_in``
+and the run's ``executors=`` change. Each batch is one submission, and each
+process loads the model once, on its first batch (:func:`local_model`); a
+Dask worker gets this file from the client (``upload_file``) to import it.
+
+    pip install 'trio_dag[embed]'            # and 'trio_dag[dask]' for --dask
     python examples/embed_corpus.py [DIRECTORY] [--query TEXT] [--db PATH]
                                     [--cache PATH | --no-cache]
                                     [--trace PATH] [--limit N] [--batch N]
+                                    [--workers N] [--dask ADDRESS|local]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import importlib.metadata
+import importlib.util
+import logging
 import math
 import os
 import sqlite3
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NamedTuple, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -230,6 +247,11 @@ class Model:
         """
         return f"wordllama {wordllama_version()} {self.CONFIG} dim={self.DIM}"
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a Model is not sent to other processes: each loads its own (local_model())"
+        )
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors of *texts*, one row each (zeros for a text without tokens)."""
         # WordLlama pads each of its sub-batches to its longest text: sorted by
@@ -248,6 +270,56 @@ def wordllama_version() -> str:
         return importlib.metadata.version("wordllama")
     except importlib.metadata.PackageNotFoundError:
         return "?"
+
+
+_MODEL: Model | None = None
+_MODEL_LOCK = threading.Lock()
+
+
+def local_model() -> Model:
+    """This process's model, loaded on first use: once per process, never pickled.
+
+    The process is this one (threads), a worker process (``--workers``) or
+    a Dask worker (``--dask``): each loads its own on its first batch and
+    keeps it for the next ones.
+    """
+    global _MODEL
+    with _MODEL_LOCK:  # two first batches in two threads load it once
+        if _MODEL is None:
+            _MODEL = Model()
+        return _MODEL
+
+
+def importable() -> ModuleType:
+    """This module under the name workers import it by, ``embed_corpus``.
+
+    Run as a script, it is ``__main__``: a worker process or a Dask worker
+    has a ``__main__`` of its own, so the functions sent there must be this
+    file's ``embed_corpus`` module (imported again, from its folder).
+    """
+    if __name__ != "__main__":
+        return sys.modules[__name__]
+    folder = str(Path(__file__).resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)  # worker processes are started with this sys.path
+    return importlib.import_module(Path(__file__).stem)
+
+
+def load_model() -> None:
+    """Load this process's model now (the task that makes the run open its executor)."""
+    local_model()
+
+
+@trio_dag.batched(max_size=64)
+def embed_chunks(texts: list[str]) -> list[Any]:
+    """Embed the batch's chunks, whatever file they come from, in one call of this
+    process's model.
+
+    Sync and at module level, so a batch can run where the embed tasks'
+    ``run_in`` says: a worker thread, a worker process or a Dask worker,
+    which import it from this module by name.
+    """
+    return list(local_model().embed(texts))
 
 
 def default_cache() -> Path:
@@ -322,7 +394,12 @@ def is_embed(task: trio_dag.Handle[Any]) -> bool:
 
 
 def pipeline(
-    sources: list[SourceFile], model: Model, db: sqlite3.Connection, batch: int, cache: bool
+    sources: list[SourceFile],
+    model: Model,
+    db: sqlite3.Connection,
+    batch: int,
+    cache: bool,
+    run_in: str = "thread",
 ) -> Pipeline:
     """One read, one split and one store task per file; the splits add the embeds.
 
@@ -336,13 +413,13 @@ def pipeline(
     split's key holds the digest of its file's bytes and the model's
     identity, so an unchanged file's split comes from the cache with its
     vectors and adds no embed task; an embed's key holds its chunk's text
-    and the model's identity.
+    and the model's identity. The embed tasks run their batches *run_in*
+    (``"thread"``, ``"process"`` or an executor's name).
     """
-
-    @trio_dag.batched(max_size=batch)
-    async def embed(texts: list[str]) -> list[Any]:
-        """Embed the batch's chunks, whatever file they come from, in one call of the model."""
-        return list(await trio.to_thread.run_sync(model.embed, texts))
+    embed = importable().embed_chunks
+    # The workers need only the function (they import it by name); the
+    # batch size is this process's business.
+    embed.max_size = batch
 
     @trio_dag.batched(max_size=STORE_BATCH)
     async def store(items: list[tuple[SourceFile, tuple[list[Chunk], list[Any]]]]) -> list[int]:
@@ -365,12 +442,18 @@ def pipeline(
                 tags=("embed",),
                 cache=cache,
                 version=version,
+                run_in=run_in,
             )
             for k, chunk in enumerate(chunks)
         ]
         return chunks, vectors
 
     dag = trio_dag.DAG()
+    if run_in != "thread":
+        # A run opens the executors of the tasks it starts with, and the embed
+        # tasks come later (added by the splits): this one is there from the
+        # start, and loads the model in the worker that runs it meanwhile.
+        dag.add(importable().load_model, name="load model", run_in=run_in)
     splits: list[trio_dag.Handle[Any]] = []
     stores: list[trio_dag.Handle[Any]] = []
     for source in sources:
@@ -505,6 +588,63 @@ def cache_line(report: trio_dag.RunReport, plan: Pipeline) -> str:
     return "cached tasks: " + "; ".join(parts)
 
 
+@contextmanager
+def executors(workers: int | None, dask: str | None) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """The embed tasks' ``run_in``, the run's ``executors=`` and a description of them.
+
+    *workers* alone: trio-parallel's worker processes (``"process"``, no
+    executor to give). *dask*: a client of the scheduler at that address,
+    or of a ``LocalCluster`` of *workers* (default 2) processes started
+    here; either is closed on exit.
+    """
+    if dask is None:
+        if workers is None:
+            yield "thread", {}, "in a worker thread"
+        else:
+            yield "process", {}, f"in {workers} worker process{'es' if workers > 1 else ''}"
+        return
+    from distributed import Client, LocalCluster
+
+    # Its INFO lines (a cluster starting and closing) would go to the root
+    # logger's handler that importing WordLlama sets up.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = None
+    if dask == "local":
+        cluster = LocalCluster(
+            n_workers=workers or 2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",  # not 8787, which another cluster may have
+        )
+    try:
+        try:
+            client = Client(cluster if cluster is not None else dask)
+        except OSError as error:  # no scheduler there, or it does not answer in time
+            raise SystemExit(f"cannot reach the Dask scheduler at {dask}: {error}") from None
+        with client:
+            # The workers import embed_chunks from embed_corpus: a remote one
+            # has no copy of this file unless it is sent.
+            client.upload_file(__file__)
+            threads = sum(client.nthreads().values())
+            where = f"on the Dask cluster at {client.scheduler.address} ({threads} worker "
+            where += "threads)" if threads != 1 else "thread)"
+            yield "cluster", {"cluster": client}, where
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+async def embed_all(plan: Pipeline, args: argparse.Namespace, **options: Any) -> trio_dag.RunReport:
+    """Run the pipeline's DAG with *options*, at most ``--workers`` worker processes at once."""
+    if args.workers is not None and args.dask is None:
+        import trio_parallel
+
+        # trio-parallel starts up to this many processes, by default the CPU count.
+        trio_parallel.current_default_worker_limiter().total_tokens = args.workers
+    return await trio_dag.run(plan.dag, **options)
+
+
 def positive(text: str) -> int:
     """An argparse type: an int >= 1."""
     value = int(text)
@@ -558,7 +698,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batch", type=positive, default=64, help="chunks per model call (default: %(default)s)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="run the model in N worker processes (default: in a worker thread of this "
+        "process); with --dask local, the cluster's number of workers",
+    )
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="run the model on the Dask cluster whose scheduler is at ADDRESS "
+        "(tcp://host:8786), or 'local' for a LocalCluster of 2 worker processes here "
+        "(needs pip install 'trio_dag[dask]')",
+    )
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.dask not in (None, "local"):
+        parser.error("--workers does not apply to a running cluster (--dask ADDRESS)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.directory.is_dir():
         print(f"{args.directory} is not a directory", file=sys.stderr)
         return 2
+    if args.dask is not None and importlib.util.find_spec("distributed") is None:
+        print("--dask needs Dask distributed: pip install 'trio_dag[dask]'", file=sys.stderr)
+        return 2
     db_path = args.db or str(Path(tempfile.mkdtemp(prefix="embed_corpus-"), "corpus.sqlite3"))
     sources = find_sources(args.directory)
     total = sum(source.size for source in sources)
@@ -578,21 +740,30 @@ def main(argv: list[str] | None = None) -> int:
     cache_path = None if args.no_cache else (args.cache or default_cache())
     # Opened before the model is loaded: a file that is not a cache stops here.
     cache = None if cache_path is None else trio_dag.Cache(cache_path)
-    model = Model()
+    # This process's model: the threads' (the default), and the query's.
+    model = importable().local_model()
     db = open_db(db_path)
-    plan = pipeline(sources, model, db, args.batch, cache is not None)
-    progress = Progress(plan)
     try:
-        report = trio_dag.run_sync(
-            plan.dag,
-            limit=args.limit,
-            # No "model" resource: WordLlama's numpy releases the GIL, and two calls
-            # at once keep both cores busy (13.5 s against 19.1 s one at a time).
-            resources={"db": 1},
-            check=False,
-            on_event=progress,
-            cache=cache,
-        )
+        with executors(args.workers, args.dask) as (run_in, on, where):
+            print(f"model: {where}", flush=True)
+            plan = pipeline(sources, model, db, args.batch, cache is not None, run_in)
+            progress = Progress(plan)
+            report = trio.run(
+                functools.partial(
+                    embed_all,
+                    plan,
+                    args,
+                    limit=args.limit,
+                    # No "model" resource: WordLlama's numpy releases the GIL, and two
+                    # calls at once keep both cores busy (13.5 s against 19.1 s one at
+                    # a time) in threads; processes are limited by --workers.
+                    resources={"db": 1},
+                    check=False,
+                    on_event=progress,
+                    cache=cache,
+                    executors=on,
+                )
+            )
     finally:
         if cache is not None:
             cache.close()

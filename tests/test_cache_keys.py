@@ -18,6 +18,7 @@ import tracemalloc
 import uuid
 from collections import OrderedDict, namedtuple
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 
 import trio_dag
+from trio_dag import _native
 from trio_dag._keys import (
     Uncacheable,
     args_digest,
@@ -511,9 +513,10 @@ def test_large_numpy_buffers_are_hashed_without_copies() -> None:
     assert peak < 1_000_000
 
 
-def test_the_fast_argument_digests_match_args_digest() -> None:
-    from trio_dag._keys import flat_args_digest, slots_digest
+def test_the_fast_argument_digests_match_args_digest(dag_core: ModuleType) -> None:
+    from trio_dag._keys import ARGS_TEMPLATE, slots_digest
 
+    kh = _native.BACKEND.keyhash
     dag = trio_dag.DAG()
     a, b = dag.add(len, "a"), dag.add(len, "b")
     for args in [
@@ -521,13 +524,18 @@ def test_the_fast_argument_digests_match_args_digest() -> None:
         (a,),
         (a, b, a),
         (1, "x", None, True, False, -(2**63), 2**63 - 1, a, "é" * 100, b),
+        ("\ud800", "", 0, -1),  # a lone surrogate: encoded with surrogatepass
         tuple(dag.add(len, str(i)) for i in range(70)),
+        (1,) * 400,  # longer than the compiled module's stack buffer: hashed all the same
+        ("é" * 127,) * 40,
     ]:
         expected = args_digest(args, {})
-        got = flat_args_digest(args)
-        assert got is not None
+        got = kh.flat_args_digest(args, trio_dag.Handle, ARGS_TEMPLATE)
+        if got is None:
+            assert len(args) >= 40  # a long tuple may be left to args_digest
+            continue
         assert got[0] == expected.digest
-        assert got[1] == [h.index for h in expected.handles]
+        assert got[1] == tuple(h.index for h in expected.handles)
         slots = (
             [expected.handles.index(h) for h in args]
             if all(type(x) is trio_dag.Handle for x in args)
@@ -535,5 +543,114 @@ def test_the_fast_argument_digests_match_args_digest() -> None:
         )
         if slots is not None:
             assert slots_digest(slots) == expected.digest
-    for args in [(2**63,), ("x" * 300,), (1.0,), ([a],), (b"y",)]:
-        assert flat_args_digest(args) is None  # left to args_digest
+    for args in [
+        (2**63,),
+        (-(2**63) - 1,),
+        ("x" * 300,),
+        (1.0,),
+        ([a],),
+        (b"y",),
+        (1, decimal.Decimal(1)),
+    ]:
+        # Left to args_digest.
+        assert kh.flat_args_digest(args, trio_dag.Handle, ARGS_TEMPLATE) is None
+
+
+def test_the_fast_task_keys_match_task_key(dag_core: ModuleType) -> None:
+    from trio_dag._keys import KEY_TEMPLATE, framed_digest, key_head
+
+    kh = _native.BACKEND.keyhash
+    fp = fingerprint(len)
+    outs = [output_digest(i) for i in range(4)]
+    digests: list[bytes | None] = [framed_digest(d) for d in outs] + [None]
+    parts = {
+        10: (key_head(fp, None) + b"A" * 32 + (0).to_bytes(8, "little"), ()),
+        11: (key_head(fp, "v2") + b"B" * 32 + (2).to_bytes(8, "little"), (2, 0)),
+        12: (key_head(fp, None) + b"C" * 32 + (1).to_bytes(8, "little"), (4,)),  # no digest
+        13: (key_head(fp, None) + b"D" * 32 + (1).to_bytes(8, "little"), (1,)),  # not plain
+    }
+    plain = bytearray(20)
+    plain[10] = plain[11] = plain[12] = 1
+    asks = bytearray(b"\x01" * 20)
+    keys: list[bytes] = []
+    asking: list[int] = []
+    rest = kh.task_keys([10, 11, 12, 13], parts, digests, plain, KEY_TEMPLATE, keys, asking, asks)
+    assert rest == [12, 13]
+    assert asking == [10, 11]
+    assert keys == [
+        task_key(fp, None, b"A" * 32, []),
+        task_key(fp, "v2", b"B" * 32, [outs[2], outs[0]]),
+    ]
+    assert [asks[v] for v in (10, 11, 12, 13, 14)] == [0, 0, 0, 0, 1]
+
+
+def test_the_fast_hits_and_entries_match_encode_output(dag_core: ModuleType) -> None:
+    from trio_dag._keys import OUTPUT_TEMPLATE, framed_digest
+
+    kh = _native.BACKEND.keyhash
+    key = bytes(range(32))
+    values: list[Any] = [7, "text", {"a": [1, 2.5]}, None, np.arange(5)]
+    found = {}
+    for i, value in enumerate(values):
+        digest, payload = encode_output(value)
+        got = kh.encode_entry(value, key, OUTPUT_TEMPLATE)
+        if isinstance(value, np.ndarray):
+            assert got is None  # out-of-band buffers: left to encode_output
+        else:
+            assert got == (digest, key[8:] + digest + payload)
+        found[bytes([i]) * 32] = (digest, payload)
+    found[b"x" * 32] = (b"d" * 32, b"\x80 not a pickle")
+    with pytest.raises(Uncacheable):
+        encode_output(threading.Lock())
+    with pytest.raises(TypeError):
+        kh.encode_entry(threading.Lock(), key, OUTPUT_TEMPLATE)
+    n = len(values)
+    asking = [*range(n), n, n + 1]
+    keys = [*(bytes([i]) * 32 for i in range(n)), b"x" * 32, b"missing" + b"." * 25]
+    outputs: list[Any] = [None] * (n + 2)
+    wants = bytearray(n + 2)
+    wants[1] = wants[4] = 1
+    digests: list[bytes | None] = [None] * (n + 2)
+    hit = bytearray(n + 2)
+    missed: dict[int, bytes] = {}
+    hits = kh.take_hits(asking, keys, found, outputs, wants, digests, hit, missed, decode_output)
+    assert hits == list(range(n))
+    assert outputs[:4] == values[:4]
+    assert np.array_equal(outputs[4], values[4])
+    assert digests[1] == framed_digest(found[keys[1]][0])
+    assert digests[4] == framed_digest(found[keys[4]][0])
+    assert digests[0] is None and digests[2] is None
+    assert list(hit) == [1] * n + [0, 0]
+    assert missed == {n: b"x" * 32, n + 1: keys[-1]}  # a payload that does not load is a miss
+
+
+def test_a_runs_key_parts_are_the_same_on_both_backends_and_match_args_digest(
+    dag_core: ModuleType,
+) -> None:
+    from trio_dag._caching import RunCache
+
+    def step(*args: object, **kwargs: object) -> int:
+        return 0
+
+    dag = trio_dag.DAG()
+    a = dag.add(step, 1, cache=True)
+    b = dag.add(step, a, "x", None, True, cache=True, version="2")
+    dag.add(step, a, b, a, cache=True)  # only handles
+    dag.add(step, [a], cache=True)  # a nested handle
+    dag.add(step, b, kwargs={"k": a}, cache=True)  # kwargs
+    dag.add(step, 1.5, a, cache=True)  # a float: not flat
+    dag.add(step, a, cache=lambda *args: 1)  # a cache= function
+    dag.add(step, a)  # not cached
+    dag.add(step, threading.Lock(), cache=True)  # uncacheable
+    snap = dag._freeze()
+    run = RunCache(snap, trio_dag.MemoryCache(), None)
+    assert run.not_cached == [(8, run.not_cached[0][1])]
+    assert "cannot be hashed" in run.not_cached[0][1]
+    assert sorted(run.parts) == [0, 1, 2, 3, 4, 5, 6]
+    assert list(run.plain[:9]) == [1, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert list(run.wants_digest[:3]) == [1, 1, 0]
+    for i, (head, deps) in run.parts.items():
+        args, kwargs = snap.bind(i, [snap.handle(j) for j in range(snap.n)])
+        expected = args_digest(args, kwargs)
+        assert head[-40:-8] == expected.digest
+        assert tuple(deps) == tuple(h.index for h in expected.handles)

@@ -40,6 +40,11 @@ def entry(i: int, size: int = 10) -> CacheEntry:
     return CacheEntry(k(-i), str(i).encode().ljust(size, b"."))
 
 
+def row_id(key: bytes) -> int:
+    """The row of *key* in the results table: its first 8 bytes."""
+    return int.from_bytes(key[:8], "little", signed=True)
+
+
 def sql(path: Path, query: str, *args: object) -> list[tuple[object, ...]]:
     db = sqlite3.connect(path, timeout=TIMEOUT)
     try:
@@ -194,6 +199,84 @@ def test_newer_schema_is_a_clear_error_at_open(tmp_path: Path) -> None:
         Cache(path)
 
 
+SCHEMA_1 = """
+CREATE TABLE trio_dag_meta (name TEXT PRIMARY KEY, value ANY NOT NULL);
+INSERT INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 1);
+CREATE TABLE results (
+    id INTEGER PRIMARY KEY, key BLOB NOT NULL, digest BLOB NOT NULL,
+    payload BLOB NOT NULL, size INTEGER NOT NULL, used REAL NOT NULL
+);
+"""
+
+
+def test_a_schema_1_file_is_migrated_with_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1)
+    with db:
+        db.executemany(
+            "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
+            [(row_id(k(i)), k(i), entry(i).digest, entry(i).payload, 74, 1e9) for i in range(20)],
+        )
+    db.close()
+    with Cache(path) as cache:
+        assert cache.lookup([k(i) for i in range(25)]) == {k(i): entry(i) for i in range(20)}
+        assert cache.stats().bytes == 20 * (32 + 32 + 10)
+    assert sql(path, "SELECT value FROM trio_dag_meta WHERE name = 'schema'") == [(2,)]
+    assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_cache_opened_on_an_empty_file_sees_another_connections_entries(
+    tmp_path: Path,
+) -> None:
+    # Opened empty, a Cache answers misses without reading the file while
+    # it is the only writer; another connection's commits end that.
+    path = tmp_path / "c.db"
+    with Cache(path) as first, Cache(path) as other:
+        assert first._alone is not None
+        assert first.lookup([k(1), k(2)]) == {}
+        other.store([(k(2), entry(2))])
+        other.flush()
+        # The first has not committed since its last lookup: the change is another's.
+        assert first.lookup([k(1), k(2)]) == {k(2): entry(2)}
+        assert first._alone is None
+    with Cache(path) as again, Cache(path) as other:
+        assert again._alone is None  # not empty: every lookup reads the file
+
+
+def test_another_connections_commit_after_the_writers_is_seen_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as first, Cache(path) as other:
+        assert first.lookup([k(3)]) == {}
+        first.store([(k(1), entry(1))])
+        first.flush()
+        assert first.lookup([k(1), k(3)]) == {k(1): entry(1)}
+        assert first._alone is not None  # its own commit: still the file's only writer
+        other.store([(k(3), entry(3))])
+        other.flush()
+        assert first.lookup([k(1), k(3)]) == {k(1): entry(1), k(3): entry(3)}
+        assert first._alone is None
+
+
+def test_a_writer_sees_another_connections_commit_at_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as first, Cache(path) as other:
+        other.store([(k(3), entry(3))])
+        other.flush()
+        first.store([(k(1), entry(1))])
+        first.flush()  # the file's mark was not the one it had at open
+        assert not first._writer.alone
+        assert first.lookup([k(1), k(3)]) == {k(1): entry(1), k(3): entry(3)}
+
+
+def test_cache_store_takes_32_byte_keys_and_digests(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.db") as cache:
+        with pytest.raises(ValueError, match="32-byte keys"):
+            cache.store([(b"short", entry(1))])
+        with pytest.raises(ValueError, match="32-byte keys"):
+            cache.store([(k(1), CacheEntry(b"short", b"payload"))])
+
+
 def test_cache_file_error_is_a_trio_dag_error() -> None:
     assert issubclass(CacheFileError, trio_dag.TrioDagError)
 
@@ -218,7 +301,7 @@ def test_prune_older_than_drops_entries_not_used_for_that_long(tmp_path: Path) -
     with Cache(path) as cache:
         cache.store([(k(i), entry(i)) for i in range(10)])
         cache.flush()
-        sql(path, "UPDATE results SET used = used - 3 * 86400 WHERE size < 0 OR id % 2 = 0")
+        sql(path, "UPDATE results SET used = used - 3 * 86400 WHERE id % 2 = 0")
         old = sql(path, "SELECT count(*) FROM results WHERE id % 2 = 0")[0][0]
         assert cache.prune(older_than=timedelta(days=2)) == old
         assert cache.prune(older_than=2 * 86400.0) == 0
@@ -242,7 +325,7 @@ def test_prune_max_bytes_drops_least_recently_used_first(tmp_path: Path) -> None
         cache.store([(k(i), entry(i, size=100)) for i in range(10)])
         cache.flush()
         for i in range(10):  # entry i was last used i hours ago
-            sql(path, "UPDATE results SET used = used - ? WHERE key = ?", 3600.0 * i, k(i))
+            sql(path, "UPDATE results SET used = used - ? WHERE id = ?", 3600.0 * i, row_id(k(i)))
         size = 32 + 32 + 100
         assert cache.prune(max_bytes=4 * size + 10) == 6
         assert set(cache.lookup([k(i) for i in range(10)])) == {k(0), k(1), k(2), k(3)}
@@ -339,4 +422,5 @@ def test_finalizer_commits_a_cache_never_closed(tmp_path: Path) -> None:
     )
     path = tmp_path / "c.db"
     subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, timeout=TIMEOUT, check=True)
-    assert sql(path, "SELECT payload FROM results") == [(b"payload",)]
+    # The entry: the key's last 24 bytes, the digest, the payload.
+    assert sql(path, "SELECT entry FROM results") == [(b"k" * 24 + b"d" * 32 + b"payload",)]

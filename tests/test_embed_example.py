@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -314,3 +315,60 @@ def test_embed_corpus_without_the_extra_says_what_to_install(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "pip install 'trio_dag[embed]'" in done.stderr
     assert done.stdout == ""
+
+
+def vectors_by_chunk(db_path: Path) -> dict[tuple[str, int], Any]:
+    """The stored vectors, by file path and line, as float32 arrays."""
+    import numpy as np
+
+    return {
+        (rel, line): np.frombuffer(vector, dtype=np.float32)
+        for rel, line, _, vector in stored_rows(db_path)
+    }
+
+
+ELSEWHERE = ["--no-cache", "--batch", "2"]  # several batches, so several submissions
+
+
+@pytest.fixture(scope="module")
+def in_threads(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The test corpus, and the database of its run with the model in a thread."""
+    root = tmp_path_factory.mktemp("threads")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    make_corpus(corpus)
+    db = root / "threads.sqlite3"
+    run_example(str(corpus), "--db", str(db), "--trace", str(root / "trace.json"), *ELSEWHERE)
+    return corpus, db
+
+
+@needs_wordllama
+@pytest.mark.parametrize(
+    ("flags", "where"),
+    [
+        (("--workers", "2"), "model: in 2 worker processes"),
+        pytest.param(
+            ("--dask", "local"),
+            "model: on the Dask cluster at tcp://127.0.0.1:",
+            marks=pytest.mark.slow,  # a cluster and 2 models to load: about 5 s
+        ),
+    ],
+    ids=["workers", "dask"],
+)
+def test_embed_corpus_runs_the_model_elsewhere_with_the_same_vectors(
+    tmp_path: Path, in_threads: tuple[Path, Path], flags: tuple[str, ...], where: str
+) -> None:
+    import numpy as np
+
+    corpus, threads_db = in_threads
+    db = tmp_path / "elsewhere.sqlite3"
+    trace = str(tmp_path / "trace.json")
+    done = run_example(str(corpus), "--db", str(db), "--trace", trace, *ELSEWHERE, *flags)
+
+    assert where in done.stdout
+    assert top_hits(done.stdout)[0] == "decoding/json_documents.py"
+    threads = vectors_by_chunk(threads_db)
+    elsewhere = vectors_by_chunk(db)
+    assert threads.keys() == elsewhere.keys()
+    for key, vector in threads.items():
+        assert np.allclose(vector, elsewhere[key], atol=1e-6), key

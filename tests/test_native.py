@@ -54,6 +54,7 @@ COMPILED_MODULES = [
     "trio_dag._native._loop",
     "trio_dag._native._intern",
     "trio_dag._native._build",
+    "trio_dag._native._keyhash",
 ]
 
 
@@ -174,9 +175,13 @@ def test_require_extension_names_the_compiled_module_that_does_not_import(
     compiled_core: ModuleType, module: str
 ) -> None:
     stderr = import_error_of(broken(module) + "import trio_dag", TRIO_DAG_REQUIRE_EXTENSION="1")
-    what = {"_core": "core", "_loop": "loop", "_intern": "interner", "_build": "builder"}[
-        module.rsplit(".", 1)[1]
-    ]
+    what = {
+        "_core": "core",
+        "_loop": "loop",
+        "_intern": "interner",
+        "_build": "builder",
+        "_keyhash": "cache key hasher",
+    }[module.rsplit(".", 1)[1]]
     assert f"TRIO_DAG_REQUIRE_EXTENSION is set but the compiled {what} {module} did not" in stderr
     assert f"{module}: undefined symbol (simulated)" in stderr
 
@@ -193,10 +198,11 @@ def test_no_extensions_gives_the_python_backend_whole() -> None:
 def test_the_compiled_backend_needs_no_twin(compiled_core: ModuleType) -> None:
     """The compiled modules share their constants with the twins through
     ``_native._shared``, never by importing them, and the engine reads the
-    loop's codes from ``_native``: with all four twins gone, the compiled
+    loop's codes from ``_native``: with all five twins gone, the compiled
     backend imports and runs (graphlib and the testing toolkit too)."""
     twins = "".join(
-        broken(f"trio_dag._native.{name}_py") for name in ("_core", "_loop", "_intern", "_build")
+        broken(f"trio_dag._native.{name}_py")
+        for name in ("_core", "_loop", "_intern", "_build", "_keyhash")
     )
     code = twins + "import trio_dag.graphlib, trio_dag.testing\n" + SHOW_BACKEND + RUN_A_DAG
     assert core_of(code).splitlines() == [COMPILED_BACKEND, "3"]
@@ -214,7 +220,7 @@ def test_the_python_backend_needs_no_compiled_module() -> None:
 def test_no_compiled_module_imports_a_twin() -> None:
     twin_import = re.compile(r"^\s*(from|import|cimport)\s+trio_dag\.[\w.]+_py\b", re.MULTILINE)
     sources = sorted((ROOT / "trio_dag" / "_native").glob("*.pyx"))
-    assert len(sources) == 4
+    assert len(sources) == 5
     for pyx in sources:
         assert not twin_import.search(pyx.read_text()), pyx.name
 
@@ -234,7 +240,8 @@ def test_a_backend_is_a_frozen_value() -> None:
     backend = _native.python()
     assert repr(backend) == (
         "Backend(name='python', core=trio_dag._native._core_py, loop=trio_dag._native._loop_py, "
-        "intern=trio_dag._native._intern_py, build=trio_dag._native._build_py)"
+        "intern=trio_dag._native._intern_py, build=trio_dag._native._build_py, "
+        "keyhash=trio_dag._native._keyhash_py)"
     )
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         backend.name = "cython"  # type: ignore[misc]

@@ -43,27 +43,38 @@ __all__ = [
     "MemoryCache",
 ]
 
-SCHEMA: Final = 1  # of the file: the tables below
+SCHEMA: Final = 2  # of the file: the tables below; 1 is migrated (see _migrate)
 COMMIT_INTERVAL: Final = 0.1  # seconds an entry may wait in the writer before its commit
 BUSY_TIMEOUT: Final = 60.0  # seconds a statement waits for another process's lock
 _CHUNK: Final = 500  # keys per SELECT ... IN (...): under SQLite's variable limit
+# Keys a Cache remembers storing while it knows they are all the file holds
+# (see Cache._alone): about 100 bytes each.
+_ALONE_MAX: Final = 1_000_000
 # A hit marks its entry used only when its last use is older than this, so
 # a rerun within the hour writes nothing; prune's LRU order is to the hour.
 USE_GRANULARITY: Final = 3600.0
 _FORMAT: Final = "trio_dag cache"
 
-_CREATE: Final = """
-CREATE TABLE IF NOT EXISTS trio_dag_meta (name TEXT PRIMARY KEY, value ANY NOT NULL);
-INSERT OR IGNORE INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 1);
+_RESULTS: Final = """
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY, -- the key's first 8 bytes: one B-tree, found by rowid
-    key BLOB NOT NULL,      -- all of it: a lookup checks it, so a clash of ids is a miss
-    digest BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL,  -- bytes of key, digest and payload: what prune(max_bytes=) counts
+    entry BLOB NOT NULL,    -- the key's other 24 bytes (a lookup checks them: a clash of
+                            -- ids is a miss), the output's digest (32 bytes), its payload
     used REAL NOT NULL      -- time.time() of the store or of a hit, to the hour: prune's LRU
 );
 """
+_CREATE: Final = (
+    """
+CREATE TABLE IF NOT EXISTS trio_dag_meta (name TEXT PRIMARY KEY, value ANY NOT NULL);
+INSERT OR IGNORE INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 2);
+"""
+    + _RESULTS
+)
+KEY_SIZE: Final = 32  # bytes of a key and of a digest: what Cache stores
+_TAIL: Final = KEY_SIZE - 8  # the key's bytes kept in the entry
+_PAYLOAD: Final = _TAIL + KEY_SIZE  # where the payload starts in an entry
+# What an entry's bytes count as (prune's max_bytes, stats): the key, the digest, the payload.
+_SIZE: Final = "(length(entry) + 8)"
 
 
 @final
@@ -197,6 +208,8 @@ def _open(path: Path) -> sqlite3.Connection:
                 f"{meta.get('schema')!r}, this one reads {SCHEMA}); upgrade trio_dag or "
                 "give another path"
             )
+        if meta["schema"] < SCHEMA:
+            _migrate(db)
         db.execute("PRAGMA journal_mode = WAL")
     except sqlite3.DatabaseError as exc:
         db.close()
@@ -205,6 +218,29 @@ def _open(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Rewrite a schema 1 file's rows as schema 2's, in one transaction; its entries
+    stay valid, as keys did not change. (A trio_dag of schema 1 still using the
+    file then fails to write, and says so.)"""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (schema,) = db.execute("SELECT value FROM trio_dag_meta WHERE name = 'schema'").fetchone()
+        if schema == 1:  # not migrated meanwhile by another process
+            db.execute("ALTER TABLE results RENAME TO results_1")
+            db.execute(_RESULTS)
+            db.execute(
+                "INSERT INTO results SELECT id, "
+                "CAST(substr(key, 9) || digest || payload AS BLOB), used "
+                "FROM results_1 WHERE length(key) = 32 AND length(digest) = 32"
+            )
+            db.execute("DROP TABLE results_1")
+            db.execute("UPDATE trio_dag_meta SET value = 2 WHERE name = 'schema'")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _unusable(path: Path, exc: sqlite3.DatabaseError) -> CacheFileError:
@@ -226,24 +262,36 @@ class _Flush:
 
 
 _STOP: Final = object()
-# Two keys of one id (a chance of 2**-64 a pair) keep the later one: an eviction.
-_ROWS: Final = 4096  # rows an INSERT writes: 6 variables each, under SQLite's limit of 32766
+# Rows an INSERT writes: 2 variables each (and the time), under SQLite's limit of 32766.
+# Many rows a statement: sqlite3 lets go of the GIL at each step, and a step
+# a row would hand the GIL to and fro with the event loop's thread once a
+# row (the convoy effect), slowing it down.
+_ROWS: Final = 4096
 _INSERTS: dict[int, str] = {}
 
 
 def _insert(n: int) -> str:
-    """INSERT OR REPLACE of *n* rows in one statement; a later row of an id replaces an earlier."""
+    """INSERT OR REPLACE of *n* rows in one statement, ``?1`` the time of all:
+    a later row of an id replaces an earlier (two keys of one id, a chance of
+    2**-64 a pair, keep the later one: an eviction)."""
     sql = _INSERTS.get(n)
     if sql is None:
         if len(_INSERTS) > 64:
             _INSERTS.clear()
         sql = _INSERTS[n] = "INSERT OR REPLACE INTO results VALUES " + ", ".join(
-            ["(?, ?, ?, ?, ?, ?)"] * n
+            f"(?{j}, ?{j + 1}, ?1)" for j in range(2, 2 * n + 2, 2)
         )
     return sql
 
 
 _TOUCH: Final = "UPDATE results SET used = ? WHERE id = ?"
+_MARK: Final = "INSERT OR REPLACE INTO trio_dag_meta VALUES ('writer', ?)"
+
+
+def _mark(db: sqlite3.Connection) -> Any:
+    """The token of the Cache whose writer last committed to the file, or None."""
+    row = db.execute("SELECT value FROM trio_dag_meta WHERE name = 'writer'").fetchone()
+    return None if row is None else row[0]
 
 
 def _id(key: bytes) -> int:
@@ -252,18 +300,33 @@ def _id(key: bytes) -> int:
 
 @final
 class _Writer:
-    """The thread that owns the write connection and commits every 100 ms."""
+    """The thread that owns the write connection and commits every 100 ms.
 
-    def __init__(self, db: sqlite3.Connection, pending: dict[bytes, CacheEntry]) -> None:
+    Its queue takes ``(keys, entries)`` (two lists) to write, ``(time,
+    keys)`` of lookup hits to mark used, a :class:`_Flush`, or ``_STOP``.
+    Each commit marks the file with ``token`` (the meta row ``writer``),
+    having checked that the mark is still the one it left (``last``; at
+    first, the one the file had when opened): if not, another connection
+    wrote the file, and ``alone`` is cleared for good (see Cache._alone).
+    """
+
+    def __init__(
+        self, db: sqlite3.Connection, pending: dict[bytes, bytes], token: str, last: Any
+    ) -> None:
         self.db = db
         self.pending = pending
+        self.token = token
+        self.last = last
+        self.alone = True
+        self.commits = 0  # counted as each ends
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self.run, name="trio_dag cache writer", daemon=True)
         self.thread.start()
 
     def run(self) -> None:
-        rows: list[tuple[bytes, CacheEntry]] = []
+        keys: list[bytes] = []
+        entries: list[bytes] = []
         touched: dict[bytes, float] = {}
         deadline = math.inf
         while True:
@@ -272,18 +335,17 @@ class _Writer:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if isinstance(item, list):
-                if not rows and not touched:
+            if type(item) is tuple:
+                if not keys and not touched:
                     deadline = time.monotonic() + COMMIT_INTERVAL
-                rows.extend(item)
+                if type(item[0]) is list:  # (keys, entries) to write
+                    keys += item[0]
+                    entries += item[1]
+                else:  # (time, keys) of lookup hits
+                    touched.update(dict.fromkeys(item[1], item[0]))
                 continue
-            if isinstance(item, tuple):  # (time, keys) of lookup hits
-                if not rows and not touched:
-                    deadline = time.monotonic() + COMMIT_INTERVAL
-                touched.update(dict.fromkeys(item[1], item[0]))
-                continue
-            self.commit(rows, touched)
-            rows, touched, deadline = [], {}, math.inf
+            self.commit(keys, entries, touched)
+            keys, entries, touched, deadline = [], [], {}, math.inf
             if isinstance(item, _Flush):
                 if item.call is not None and self.error is None:
                     try:
@@ -295,32 +357,37 @@ class _Writer:
                 self.db.close()
                 return
 
-    def commit(self, rows: list[tuple[bytes, CacheEntry]], touched: dict[bytes, float]) -> None:
-        if (not rows and not touched) or self.error is not None:
+    def commit(self, keys: list[bytes], entries: list[bytes], touched: dict[bytes, float]) -> None:
+        if (not keys and not touched) or self.error is not None:
             return
         now = time.time()
+        db = self.db
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
+            if self.alone and _mark(db) != self.last:
+                self.alone = False
+            ids = [int.from_bytes(k[:8], "little", signed=True) for k in keys]
             # In id order: neighbours in the B-tree are written together.
-            ordered = sorted(
-                (_id(k), k, e.digest, e.payload, len(k) + len(e.digest) + len(e.payload), now)
-                for k, e in rows
-            )
-            # Many rows a statement: sqlite3 lets go of the GIL at each step,
-            # and a step a row would hand the GIL to and fro with the event
-            # loop's thread once a row (the convoy effect), slowing it down.
-            for at in range(0, len(ordered), _ROWS):
-                chunk = ordered[at : at + _ROWS]
-                self.db.execute(_insert(len(chunk)), [x for row in chunk for x in row])
-            self.db.executemany(_TOUCH, sorted((t, _id(k)) for k, t in touched.items()))
-            self.db.execute("COMMIT")
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            for at in range(0, len(order), _ROWS):
+                part = order[at : at + _ROWS]
+                values: list[Any] = [now] * (2 * len(part) + 1)
+                values[1::2] = [ids[j] for j in part]
+                values[2::2] = [entries[j] for j in part]
+                db.execute(_insert(len(part)), values)
+            if touched:
+                db.executemany(_TOUCH, sorted((t, _id(k)) for k, t in touched.items()))
+            db.execute(_MARK, (self.token,))
+            db.execute("COMMIT")
+            self.last = self.token
+            self.commits += 1
         except BaseException as exc:
             self.error = exc
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             return
         pending = self.pending
-        for k, e in rows:
+        for k, e in zip(keys, entries, strict=True):
             # A newer entry of this key, stored meanwhile, stays until its own commit.
             if pending.get(k) is e:
                 pending.pop(k, None)
@@ -332,7 +399,8 @@ class Cache:
 
     ``Cache("results.sqlite3")`` opens the file, creating it (and its
     folder) if needed, and checks it: a file that is not a trio_dag cache, or
-    one written by a newer trio_dag, raises :class:`CacheFileError` at once.
+    one written by a newer trio_dag, raises :class:`CacheFileError` at once
+    (one written by an older trio_dag is migrated, its entries kept).
     Entries are written by a background thread and committed at most 100 ms
     after :meth:`store`, and at once by :meth:`flush` and :meth:`close`.
     Use it as a context manager, or call :meth:`close`.
@@ -341,15 +409,41 @@ class Cache:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         db = _open(self.path)
-        self._pending: dict[bytes, CacheEntry] = {}
+        # Entries stored and not yet committed: key -> entry (see _RESULTS).
+        self._pending: dict[bytes, bytes] = {}
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
         self._closed = False
         self._hits = 0
         self._misses = 0
-        self._writer = _Writer(db, self._pending)
+        try:
+            reader = self._reader()
+            reader.execute("BEGIN")
+            try:
+                (empty,) = reader.execute("SELECT NOT EXISTS (SELECT 1 FROM results)").fetchone()
+                self._first = _mark(reader)
+            finally:
+                reader.execute("COMMIT")
+        except BaseException:
+            db.close()
+            for r in self._readers:
+                r.close()
+            raise
+        self._writer = _Writer(db, self._pending, os.urandom(16).hex(), self._first)
         self._finalizer = weakref.finalize(self, _shut, self._writer, self._readers)
+        # While the file held nothing when this thread's reader first saw it
+        # and no other connection has written it since, the keys stored
+        # through this object are all it holds: a lookup (from this thread)
+        # of any other key is a miss with no SELECT. None once that is not
+        # known (or too many keys to keep). Another connection's commit is
+        # seen by the file's mark (see _Writer): by the writer when it
+        # commits, and here at each lookup (the mark neither the one the
+        # file had at open while the writer has not committed, nor the
+        # writer's). A prune deletes without marking: a key it dropped is
+        # then read and missed, never a wrong hit.
+        self._alone: set[bytes] | None = set() if empty else None
+        self._alone_db = reader
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r})"
@@ -389,45 +483,86 @@ class Cache:
         """The entries of the *keys* this cache holds, stored entries not yet
         committed included. Each hit marks its entry as used now (to the
         hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
-        return {k: CacheEntry(d, p) for k, (d, p) in self._lookup_pairs(keys).items()}
+        return {k: CacheEntry(d, p) for k, (d, p) in self._lookup_pairs(list(keys)).items()}
 
-    def _lookup_pairs(self, keys: Sequence[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
+    def _lookup_pairs(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
         """:meth:`lookup`, each entry as ``(digest, payload)``: what a run reads."""
         self._check_open()
-        db = self._reader()
         found: dict[bytes, tuple[bytes, bytes]] = {}
         pending = self._pending
+        db = self._reader()
+        asked = len(keys)
+        alone = self._alone
+        if alone is not None and db is self._alone_db:
+            writer = self._writer
+            mark = _mark(db)
+            if mark != writer.token and (mark != self._first or writer.commits):
+                writer.alone = False  # the last commit was not the writer's: another's
+            if not writer.alone:
+                alone = self._alone = None
+            else:
+                # Only the keys stored through this object can be hits.
+                keys = [k for k in keys if k in alone]
+                if not keys:
+                    self._misses += asked
+                    return found
         if pending:
             for k in keys:
                 e = pending.get(k)
                 if e is not None:
-                    found[k] = (e.digest, e.payload)
-        wanted = set(keys)
+                    found[k] = (e[_TAIL:_PAYLOAD], e[_PAYLOAD:])
         now = time.time()
         stale = now - USE_GRANULARITY
         touched = []
         from_bytes = int.from_bytes
         for start in range(0, len(keys), _CHUNK):
-            ids = [from_bytes(k[:8], "little", signed=True) for k in keys[start : start + _CHUNK]]
-            for k, digest, payload, used in db.execute(_select(len(ids)), ids).fetchall():
-                if k in wanted and k not in found:
-                    found[k] = (digest, payload)
+            chunk = {
+                from_bytes(k[:8], "little", signed=True): k
+                for k in keys[start : start + _CHUNK]
+                if k not in found
+            }
+            if not chunk:
+                continue
+            for i, e, used in db.execute(_select(len(chunk)), list(chunk)).fetchall():
+                k = chunk[i]
+                if k.endswith(e[:_TAIL]):  # the key's other 24 bytes: not a clash of ids
+                    found[k] = (e[_TAIL:_PAYLOAD], e[_PAYLOAD:])
                     if used < stale:
                         touched.append(k)
         self._hits += len(found)
-        self._misses += len(keys) - len(found)
+        self._misses += asked - len(found)
         if touched:
             self._writer.queue.put((now, touched))
         return found
 
     def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
-        """Queue the entries for the writer; return at once."""
+        """Queue the entries for the writer; return at once.
+
+        Keys and digests are 32 bytes (as a run makes them): another length
+        is a ValueError."""
+        for k, e in entries:
+            if len(k) != KEY_SIZE or len(e.digest) != KEY_SIZE:
+                raise ValueError(
+                    f"a Cache keeps 32-byte keys and digests, not {len(k)} and {len(e.digest)}"
+                )
+        self._store_entries(
+            [k for k, _ in entries], [k[8:] + e.digest + e.payload for k, e in entries]
+        )
+
+    def _store_entries(self, keys: list[bytes], entries: list[bytes]) -> None:
+        """:meth:`store` of each key and its entry as the table keeps it: the
+        key's last 24 bytes, the digest, the payload. What a run calls."""
         self._check_open()
-        if not entries:
+        if not keys:
             return
-        batch = list(entries)
-        self._pending.update(batch)
-        self._writer.queue.put(batch)
+        self._pending.update(zip(keys, entries, strict=True))
+        alone = self._alone
+        if alone is not None:
+            if len(alone) + len(keys) > _ALONE_MAX:
+                self._alone = None
+            else:
+                alone.update(keys)
+        self._writer.queue.put((keys, entries))
 
     def flush(self) -> None:
         """Commit every entry stored so far; return when it is on disk."""
@@ -459,7 +594,7 @@ class Cache:
         self.flush()
         entries, size = (
             self._reader()
-            .execute("SELECT count(*), coalesce(sum(size), 0) FROM results")
+            .execute(f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM results")
             .fetchone()
         )
         file_size = sum(
@@ -498,9 +633,9 @@ def _prune(db: sqlite3.Connection, older_than: float | None, max_bytes: int | No
             removed += db.execute("DELETE FROM results WHERE used < ?", (cut,)).rowcount
         if max_bytes is not None:
             removed += db.execute(
-                """DELETE FROM results WHERE rowid IN (
+                f"""DELETE FROM results WHERE rowid IN (
                        SELECT rowid FROM (
-                           SELECT rowid, sum(size) OVER (
+                           SELECT rowid, sum{_SIZE} OVER (
                                ORDER BY used DESC, rowid DESC) AS kept
                            FROM results)
                        WHERE kept > ?)""",
@@ -522,7 +657,7 @@ def _select(n: int) -> str:
     sql = _SELECTS.get(n)
     if sql is None:
         sql = _SELECTS[n] = (
-            f"SELECT key, digest, payload, used FROM results WHERE id IN ({', '.join('?' * n)})"
+            f"SELECT id, entry, used FROM results WHERE id IN ({', '.join('?' * n)})"
         )
     return sql
 

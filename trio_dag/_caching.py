@@ -26,14 +26,21 @@ at four points, so that it holds no cache logic of its own:
    entries, and at the end of the run, after which ``flush()`` is called
    when the store has one. The run never closes the store.
 
-The work per task is done in bulk where it can be: one key head per
-function and ``version=``, one arguments' digest per slot pattern for tasks
-whose arguments are only handles, a flat tuple of scalars and handles hashed
-in one pass (``_keys.flat_args_digest``), a key one blake2b of precomputed
-parts. A run without listeners keeps the fast loop: the loop hands back a
-cached task not looked up yet (``asks`` is its ``unlooked``), the engine
-looks it up with the other ready ones, and the loop runs the misses and
-calls :meth:`RunCache.returned` for each output (its ``on_return``).
+The work per task is done in bulk where it can be, by the backend's
+``keyhash`` (compiled, or its twin): one key head per function and
+``version=``, one arguments' digest per slot pattern for tasks whose
+arguments are only handles, the tasks whose arguments are a flat tuple of
+scalars and handles hashed in one pass (``keyhash.hash_tasks``), the keys of
+a ready set each one blake2b of precomputed parts (``keyhash.task_keys``),
+the hits taken and the outputs encoded without a Python call per part
+(``take_hits``, ``encode_entry``). For the SQLite :class:`Cache`, entries
+are queued as the bytes its table keeps (no object per entry, so a cold run
+does not wake the cyclic GC again and again).
+
+A run without listeners keeps the fast loop: the loop hands back a cached
+task not looked up yet (``asks`` is its ``unlooked``), the engine looks it
+up with the other ready ones, and the loop runs the misses and calls
+:meth:`RunCache.returned` for each output (its ``on_return``).
 
 An ``Exception`` of the store never leaves the run (see :class:`RunCache`):
 its tasks run uncached or their results go unstored, told by ``TaskNotCached``.
@@ -47,14 +54,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._cache import Cache, CacheEntry
+from ._handle import Handle
 from ._keys import (
+    ARGS_TEMPLATE,
+    KEY_TEMPLATE,
+    OUTPUT_TEMPLATE,
     Uncacheable,
     args_digest,
     decode_output,
     encode_output,
     extra_tail,
     fingerprint,
-    flat_args_digest,
     framed_digest,
     key_head,
     key_of,
@@ -63,7 +73,6 @@ from ._keys import (
 )
 
 if TYPE_CHECKING:
-    from ._handle import Handle
     from ._snapshot import Snapshot
 
 __all__ = ["RunCache", "check_store"]
@@ -126,16 +135,20 @@ class RunCache:
         "digests",
         "hit",
         "keys",
+        "kh",
         "not_cached",
         "parts",
         "pending",
+        "pending_keys",
         "pending_tasks",
+        "plain",
         "snap",
         "store",
         "store_error",
         "stored",
         "unstored",
         "wants_digest",
+        "whole",
     )
 
     def __init__(self, snap: Snapshot, store: Any, members: Sequence[int] | None) -> None:
@@ -143,6 +156,8 @@ class RunCache:
         self.snap = snap
         self.store = store
         self.asks = bytearray(n)
+        self.plain = bytearray(n)  # 1 for a cached task with cache=True (no cache= function)
+        self.kh = snap.backend.keyhash  # the per-task hashing, compiled or its twin
         self.hit = bytearray(n)
         self.wants_digest = bytearray(n)
         # Output digests, as keys lay them out (length-prefixed), of the
@@ -153,7 +168,11 @@ class RunCache:
         self.parts: dict[int, tuple[bytes, Sequence[int]]] = {}
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
-        self.pending: list[tuple[bytes, CacheEntry]] = []
+        # The entries not yet handed to the store: their keys, and each entry
+        # as the SQLite cache keeps it (``whole``: see _cache._RESULTS) or a CacheEntry.
+        self.whole = type(store) is Cache
+        self.pending_keys: list[bytes] = []
+        self.pending: list[Any] = []
         self.pending_tasks: list[int] = []  # the task of each pending entry
         self.stored: list[int] = []  # the tasks whose entries the store took (a flush may fail)
         self.unstored: list[tuple[int, str]] = []
@@ -183,15 +202,43 @@ class RunCache:
         handles = _Handles(snap)
         parts = self.parts
         asks = self.asks
+        plain = self.plain
         wants = self.wants_digest
+        flat_args_digest = self.kh.flat_args_digest
         heads: dict[tuple[int, str | None], bytes] = {}  # (id(fn), version): key_head
+
+        def head_of(fn: Any, o: Any) -> bytes | None:
+            """The key head of *fn* and the options' version=; None when
+            *fn* cannot be fingerprinted (the loop below says why)."""
+            head = heads.get((id(fn), o.version))
+            if head is None:
+                try:
+                    head = heads[id(fn), o.version] = key_head(fingerprint(fn), o.version)
+                except Uncacheable:
+                    return None
+            return head
+
+        # Tasks whose arguments are a flat tuple, hashed in bulk; the others here.
+        rest = self.kh.hash_tasks(
+            snap.with_notes,
+            opts,
+            fns,
+            stored_args,
+            kwargs.keys() | paths.keys(),
+            in_run,
+            head_of,
+            Handle,
+            ARGS_TEMPLATE,
+            parts,
+            asks,
+            plain,
+            wants,
+        )
         by_slots: dict[Any, bytes] = {}  # slots of an all-handle tuple: its digest
         last_opts = last_fn = head = None  # most tasks share both with the task before
         pack = _u64
-        for i in snap.with_notes:
+        for i in rest:
             o = opts[i]
-            if not o.cache or (in_run is not None and i not in in_run):
-                continue
             fn = fns[i]
             try:
                 if o is not last_opts or fn is not last_fn or head is None:
@@ -218,10 +265,9 @@ class RunCache:
                 else:
                     flat = None
                     if type(stored) is tuple and i not in kwargs and i not in paths:
-                        flat = flat_args_digest(stored)
+                        flat = flat_args_digest(stored, Handle, ARGS_TEMPLATE)
                     if flat is not None:
-                        # A tuple: the GC stops tracking a tuple of ints, never a list.
-                        digest, deps = flat[0], tuple(flat[1])
+                        digest, deps = flat
                     else:
                         digest, deps = self._args_digest(snap, i, handles)
             except Uncacheable as exc:
@@ -231,6 +277,8 @@ class RunCache:
                 continue  # its arguments changed after add: the task fails as it starts
             parts[i] = (head + digest + pack(len(deps)), deps)
             asks[i] = 1
+            if o.cache is True:
+                plain[i] = 1
             for j in deps:
                 wants[j] = 1
 
@@ -264,20 +312,66 @@ class RunCache:
         run (they run uncached, like the misses). *bind* gives a task's
         resolved arguments, for its ``cache=`` function.
         """
+        digests = self.digests
+        keys: list[bytes] = []
+        asking: list[int] = []
+        # The keys of the tasks with cache=True whose dependencies all have digests.
+        rest = self.kh.task_keys(
+            tasks, self.parts, digests, self.plain, KEY_TEMPLATE, keys, asking, self.asks
+        )
+        dropped: list[tuple[int, str]] = []
+        if rest:
+            self._other_keys(rest, bind, keys, asking, dropped)
+            if len(rest) < len(tasks):  # both kinds: back in the order of tasks
+                order = {v: n for n, v in enumerate(tasks)}
+                pairs = sorted(zip(asking, keys, strict=True), key=lambda p: order[p[0]])
+                asking = [v for v, _ in pairs]
+                keys = [k for _, k in pairs]
+        if not keys:
+            return [], dropped
+        store = self.store
+        try:
+            if self.whole:  # (digest, payload) pairs: no CacheEntry made per hit
+                found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(keys)
+            else:
+                found = {k: (e.digest, e.payload) for k, e in store.lookup(keys).items()}
+        except Exception as exc:
+            why = f"the cache's lookup raised {_named(exc)}"
+            dropped += [(v, why) for v in asking]
+            return [], dropped
+        if not found:
+            self.keys.update(zip(asking, keys, strict=True))
+            return [], dropped
+        hits: list[int] = self.kh.take_hits(
+            asking,
+            keys,
+            found,
+            outputs,
+            self.wants_digest,
+            digests,
+            self.hit,
+            self.keys,
+            decode_output,
+        )
+        return hits, dropped
+
+    def _other_keys(
+        self,
+        tasks: list[int],
+        bind: Callable[[int], tuple[tuple[Any, ...], Mapping[str, Any]]],
+        keys: list[bytes],
+        asking: list[int],
+        dropped: list[tuple[int, str]],
+    ) -> None:
+        """The keys of *tasks* (a cache= function, or a dependency without a
+        digest: dropped, with the reason), appended to *keys* and *asking*."""
         snap = self.snap
         opts = snap.columns.opts
         digests = self.digests
         parts = self.parts
-        asks = self.asks
-        keys: list[bytes] = []
-        asking: list[int] = []
-        dropped: list[tuple[int, str]] = []
-        hash_key = key_of
         for v in tasks:
-            asks[v] = 0
             head, deps = parts[v]
             body = [head]
-            add = body.append
             for j in deps:
                 d = digests[j]
                 if d is None:
@@ -289,11 +383,11 @@ class RunCache:
                         )
                     )
                     break
-                add(d)
+                body.append(d)
             else:
                 o = opts[v]
                 if o.cache is True:
-                    add(b"0")
+                    body.append(b"0")
                 else:
                     try:
                         a, kw = bind(v)
@@ -304,57 +398,36 @@ class RunCache:
                     except Exception as exc:
                         dropped.append((v, f"its cache= function raised {_named(exc)}"))
                         continue
-                keys.append(hash_key(b"".join(body)))
+                keys.append(key_of(b"".join(body)))
                 asking.append(v)
-        if not keys:
-            return [], dropped
-        store = self.store
-        try:
-            # The SQLite cache gives (digest, payload) pairs: no CacheEntry made per hit.
-            pairs = type(store) is Cache
-            found: Mapping[bytes, Any] = store._lookup_pairs(keys) if pairs else store.lookup(keys)
-        except Exception as exc:
-            why = f"the cache's lookup raised {_named(exc)}"
-            dropped += [(v, why) for v in asking]
-            return [], dropped
-        hits: list[int] = []
-        if not found:
-            self.keys.update(zip(asking, keys, strict=True))
-            return hits, dropped
-        wants = self.wants_digest
-        hit = self.hit
-        get = found.get
-        for v, key in zip(asking, keys, strict=True):
-            entry = get(key)
-            if entry is not None:
-                digest, payload = entry if pairs else (entry.digest, entry.payload)
-                try:
-                    value = decode_output(payload)
-                except Exception:  # a payload this process cannot load: run it again
-                    pass
-                else:
-                    outputs[v] = value
-                    if wants[v]:
-                        digests[v] = framed_digest(digest)
-                    hit[v] = 1
-                    hits.append(v)
-                    continue
-            self.keys[v] = key
-        return hits, dropped
 
     def returned(self, v: int, result: Any) -> str | None:
         """Task *v* returned *result*: queue its entry if it is cached, keep its
         digest if a dependent needs it. Return why it cannot be stored, or None."""
         key = self.keys.pop(v, None) if self.keys else None
         if key is not None:
-            try:
-                digest, payload = encode_output(result)
-            except Uncacheable as exc:
-                return exc.reason
-            pending = self.pending
-            pending.append((key, CacheEntry(digest, payload)))
+            encoded = None
+            if self.whole:
+                try:
+                    encoded = self.kh.encode_entry(result, key, OUTPUT_TEMPLATE)
+                except Exception:  # encode_output says why, below
+                    pass
+            if encoded is not None:
+                # As the SQLite cache's table keeps it: bytes, no object per entry.
+                digest, entry = encoded
+                self.pending.append(entry)
+            else:
+                try:
+                    digest, payload = encode_output(result)
+                except Uncacheable as exc:
+                    return exc.reason
+                if self.whole:
+                    self.pending.append(b"".join((key[8:], digest, payload)))
+                else:
+                    self.pending.append(CacheEntry(digest, payload))
+            self.pending_keys.append(key)
             self.pending_tasks.append(v)
-            if len(pending) >= _STORE_EVERY:
+            if len(self.pending_keys) >= _STORE_EVERY:
                 self.store_pending()
             if self.wants_digest[v]:
                 self.digests[v] = framed_digest(digest)
@@ -370,13 +443,17 @@ class RunCache:
 
         When the store raises (now or before), their tasks go to ``unstored``.
         """
+        keys, self.pending_keys = self.pending_keys, []
         pending, self.pending = self.pending, []
         tasks, self.pending_tasks = self.pending_tasks, []
-        if not pending:
+        if not keys:
             return
         if self.store_error is None:
             try:
-                self.store.store(pending)
+                if self.whole:
+                    self.store._store_entries(keys, pending)
+                else:
+                    self.store.store(list(zip(keys, pending, strict=True)))
             except Exception as exc:
                 self.store_error = f"the cache's store raised {_named(exc)}"
             else:

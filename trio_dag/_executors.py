@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import trio
 
 from ._batching import Batched
+from ._dask import DaskFutures, is_dask_client
 from ._errors import ExecutorError, WorkerDiedError, describe
 from ._names import fn_name
 from ._options import BUILT_IN
@@ -189,7 +190,9 @@ class Executors:
 
     __slots__ = ("_by_name", "_processes")
 
-    def __init__(self, by_name: dict[str, _Futures | _Processes], processes: _Processes | None):
+    def __init__(
+        self, by_name: dict[str, _Futures | _Processes | DaskFutures], processes: _Processes | None
+    ):
         self._by_name = by_name
         self._processes = processes
 
@@ -347,8 +350,11 @@ def check_executors(
                 "function or a method of a local class), so that pickle finds it by name",
             )
     processes = _Processes() if PROCESS in users and PROCESS not in mapping else None
-    by_name: dict[str, _Futures | _Processes] = {
-        name: _Futures(mapping[name]) for name in users if name in mapping
+    by_name: dict[str, _Futures | _Processes | DaskFutures] = {
+        # A Dask client's own adapter: see _dask.py.
+        name: (DaskFutures if is_dask_client(mapping[name]) else _Futures)(mapping[name])
+        for name in users
+        if name in mapping
     }
     if processes is not None:
         by_name[PROCESS] = processes

@@ -141,6 +141,11 @@ def _hasher(person: bytes, data: Any = b"") -> Any:
 _ARGS_HASH: Final = _hasher(b"trio_dag.args")
 _KEY_HASH: Final = _hasher(b"trio_dag.key")
 _OUTPUT_HASH: Final = _hasher(b"trio_dag.output")
+# The same templates, for the per-task hashing of _native's keyhash (which
+# copies them, as _hasher does): arguments, keys, outputs.
+ARGS_TEMPLATE: Final = _ARGS_HASH
+KEY_TEMPLATE: Final = _KEY_HASH
+OUTPUT_TEMPLATE: Final = _OUTPUT_HASH
 
 
 def _type_id(cls: type) -> bytes:
@@ -433,45 +438,6 @@ def slots_digest(slots: Sequence[int]) -> bytes:
         parts.append(_SLOTS[k] if k < 64 else b"H" + _u64(k))
     parts.append(_ARGS_TAIL)
     return bytes(_hasher(b"trio_dag.args", b"".join(parts)).digest())
-
-
-def flat_args_digest(args: tuple[Any, ...]) -> tuple[bytes, list[int]] | None:
-    """``args_digest(args, {})`` of a flat tuple of handles, ints, short
-    strs, None and bools, in one pass: its digest and the indices of its
-    handles in slot order; None for any other tuple (use :func:`args_digest`).
-    """
-    parts = [b"(" + _u64(len(args))]
-    add = parts.append
-    deps: list[int] = []
-    for a in args:
-        t = type(a)
-        if t is Handle:
-            j = a._index
-            if j in deps:
-                add(b"H" + _u64(deps.index(j)))
-            else:
-                k = len(deps)
-                add(_SLOTS[k] if k < 64 else b"H" + _u64(k))
-                deps.append(j)
-        elif t is int:
-            if not -_I64_BOUND <= a < _I64_BOUND:
-                return None
-            add(b"i" + _i64(a))
-        elif t is str:
-            data = a.encode("utf-8", "surrogatepass")
-            if len(data) >= 256:
-                return None
-            add(b"u" + _u64(len(data)) + data)
-        elif a is None:
-            add(b"0")
-        elif t is bool:
-            add(b"T" if a else b"F")
-        else:
-            return None
-    add(_ARGS_TAIL)
-    h = _ARGS_HASH.copy()
-    h.update(b"".join(parts))
-    return h.digest(), deps
 
 
 def key_head(fingerprint: bytes, version: str | None) -> bytes:

@@ -1,12 +1,13 @@
 """The native backend: the compiled modules and their pure-Python twins, chosen once, as a whole.
 
 A backend is a core (``Graph``, ``RunState``), the engine's loop over that
-core's ``RunState``, graphlib's interner, and the builder of ``DAG.add``'s
-fast path. The compiled ones (``_core``, ``_loop``, ``_intern``, ``_build``
-in this package) are used when all four import; if any one does not, or
-when the environment variable ``TRIO_DAG_NO_EXTENSIONS`` is non-empty, all
-four twins are (``_core_py``, ``_loop_py``, ``_intern_py``, ``_build_py``):
-a compiled core never meets a pure-Python loop.
+core's ``RunState``, graphlib's interner, the builder of ``DAG.add``'s
+fast path, and the cache's per-task hashing. The compiled ones (``_core``,
+``_loop``, ``_intern``, ``_build``, ``_keyhash`` in this package) are used
+when all five import; if any one does not, or when the environment variable
+``TRIO_DAG_NO_EXTENSIONS`` is non-empty, all five twins are (``_core_py``,
+``_loop_py``, ``_intern_py``, ``_build_py``, ``_keyhash_py``): a compiled
+core never meets a pure-Python loop.
 With ``TRIO_DAG_REQUIRE_EXTENSION`` non-empty, a compiled module that does
 not import is an ImportError that names it, so a silently failed build
 cannot pass CI.
@@ -56,6 +57,7 @@ _PARTS: Final = (
     ("loop", "_loop", "_loop_py", "loop"),
     ("intern", "_intern", "_intern_py", "interner"),
     ("build", "_build", "_build_py", "builder"),
+    ("keyhash", "_keyhash", "_keyhash_py", "cache key hasher"),
 )
 
 
@@ -64,9 +66,9 @@ _PARTS: Final = (
 class Backend:
     """The modules one run is built on, chosen together: never a compiled core with a twin loop.
 
-    ``name`` is ``"cython"`` or ``"python"``; ``core``, ``loop``, ``intern``
-    and ``build`` are the modules (``core.Graph``, ``loop.Loop``,
-    ``intern.Interner``, ``build.Builder``).
+    ``name`` is ``"cython"`` or ``"python"``; ``core``, ``loop``, ``intern``,
+    ``build`` and ``keyhash`` are the modules (``core.Graph``, ``loop.Loop``,
+    ``intern.Interner``, ``build.Builder``, ``keyhash.task_keys``...).
     """
 
     name: Literal["cython", "python"]
@@ -74,6 +76,7 @@ class Backend:
     loop: ModuleType = attrs.field(repr=lambda m: m.__name__)
     intern: ModuleType = attrs.field(repr=lambda m: m.__name__)
     build: ModuleType = attrs.field(repr=lambda m: m.__name__)
+    keyhash: ModuleType = attrs.field(repr=lambda m: m.__name__)
 
 
 def _load(module: str) -> ModuleType:

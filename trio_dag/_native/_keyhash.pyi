@@ -1,0 +1,63 @@
+"""Types of the cache's per-task hashing: ``_keyhash`` (Cython) and ``_keyhash_py`` (its twin).
+
+Both give the bytes of ``trio_dag._keys`` (the twin's docstring gives the
+layouts); each hashes with a copy of the blake2b template it is given.
+"""
+
+from collections.abc import Callable, Container, Sequence
+from typing import Any
+
+def flat_args_digest(
+    args: tuple[Any, ...], handle_type: type, template: Any
+) -> tuple[bytes, tuple[int, ...]] | None:
+    """The arguments' digest of a flat tuple of handles, ints, short strs,
+    None and bools, and its handles' indices in slot order; None for any
+    other tuple."""
+
+def task_keys(
+    tasks: Sequence[int],
+    parts: dict[int, tuple[bytes, Sequence[int]]],
+    digests: list[bytes | None],
+    plain: bytearray,
+    template: Any,
+    keys: list[bytes],
+    asking: list[int],
+    asks: bytearray,
+) -> list[int]:
+    """Append the keys of the tasks with ``plain[v]`` and every dependency's
+    digest to *keys* and *asking*; return the other tasks; clear ``asks``."""
+
+def take_hits(
+    asking: Sequence[int],
+    keys: Sequence[bytes],
+    found: dict[bytes, tuple[bytes, bytes]],
+    outputs: list[Any],
+    wants: bytearray,
+    digests: list[bytes | None],
+    hit: bytearray,
+    missed: dict[int, bytes],
+    decode: Callable[[bytes], Any],
+) -> list[int]:
+    """Load the hits' outputs, keep their framed digests, mark them; misses
+    go to *missed*; return the hits in order."""
+
+def encode_entry(value: Any, key: bytes, template: Any) -> tuple[bytes, bytes] | None:
+    """``(digest, entry)`` of an output with no out-of-band buffer, else None."""
+
+def hash_tasks(
+    tasks: Sequence[int],
+    opts: Sequence[Any],
+    fns: Sequence[Any],
+    stored_args: Sequence[Any],
+    other: Container[int],
+    in_run: Container[int] | None,
+    head_of: Callable[[Any, Any], bytes | None],
+    handle_type: type,
+    template: Any,
+    parts: dict[int, tuple[bytes, Sequence[int]]],
+    asks: bytearray,
+    plain: bytearray,
+    wants: bytearray,
+) -> list[int]:
+    """Fill ``parts``, ``asks``, ``plain``, ``wants`` for the cached tasks
+    whose arguments are a flat tuple; return the other cached tasks."""

@@ -1,0 +1,219 @@
+"""The cache's per-task hashing in pure Python: the twin of ``_keyhash.pyx``.
+
+What a run with ``cache=`` does once per cached task, in bulk (see
+``trio_dag._caching``): hash a flat tuple of arguments at the freeze, build
+the keys of a ready set, take the hits of a lookup, encode a returned output.
+Both give the same bytes as ``trio_dag._keys`` (tests/test_cache_keys.py
+checks them against it); each takes the blake2b templates it hashes with, so
+neither imports the rest of trio_dag. Layouts (``_keys`` documents them):
+
+- an argument tuple: ``b"(" u64(n)``, each item (``b"H" u64(slot)`` a
+  handle, ``b"i" i64`` an int, ``b"u" u64(len) utf-8`` a str under 256
+  bytes, ``b"0"`` None, ``b"T"``/``b"F"`` a bool), then ``b"k" u64(0)``;
+- a key body: its head (key head, arguments' digest, dependency count), each
+  dependency's framed digest (``u64(32) digest``), ``b"0"`` (no ``cache=``
+  function);
+- a stored entry (the SQLite cache's row): the key's last 24 bytes, the
+  output's digest, its pickle.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Callable, Container, Sequence
+from typing import Any, Final
+
+__all__ = ["encode_entry", "flat_args_digest", "hash_tasks", "take_hits", "task_keys"]
+
+_u64 = struct.Struct("<Q").pack
+_i64 = struct.Struct("<q").pack
+_I64_BOUND: Final = 1 << 63
+_TAIL: Final = b"k" + _u64(0)
+_FRAME: Final = _u64(32)
+
+
+def flat_args_digest(
+    args: tuple[Any, ...], handle_type: type, template: Any
+) -> tuple[bytes, tuple[int, ...]] | None:
+    """The digest (hashed with a copy of *template*) of a flat tuple of
+    handles (of *handle_type*, read by ``_index``), ints, short strs, None and
+    bools, and its handles' indices in slot order; None for any other tuple."""
+    parts = [b"(" + _u64(len(args))]
+    add = parts.append
+    deps: list[int] = []
+    for a in args:
+        t = type(a)
+        if t is handle_type:
+            j = a._index
+            if j in deps:
+                add(b"H" + _u64(deps.index(j)))
+            else:
+                add(b"H" + _u64(len(deps)))
+                deps.append(j)
+        elif t is int:
+            if not -_I64_BOUND <= a < _I64_BOUND:
+                return None
+            add(b"i" + _i64(a))
+        elif t is str:
+            data = a.encode("utf-8", "surrogatepass")
+            if len(data) >= 256:
+                return None
+            add(b"u" + _u64(len(data)) + data)
+        elif a is None:
+            add(b"0")
+        elif t is bool:
+            add(b"T" if a else b"F")
+        else:
+            return None
+    add(_TAIL)
+    h = template.copy()
+    h.update(b"".join(parts))
+    return h.digest(), tuple(deps)
+
+
+def task_keys(
+    tasks: Sequence[int],
+    parts: dict[int, tuple[bytes, Sequence[int]]],
+    digests: list[bytes | None],
+    plain: bytearray,
+    template: Any,
+    keys: list[bytes],
+    asking: list[int],
+    asks: bytearray,
+) -> list[int]:
+    """Append to *keys* and *asking* the key and index of each task of
+    *tasks* whose key needs no Python: ``plain[v]`` (``cache=True``) and every
+    dependency's digest there. Return the others, in order. Clear
+    ``asks[v]`` of every task (each is looked up now)."""
+    rest = []
+    for v in tasks:
+        asks[v] = 0
+        head, deps = parts[v]
+        if not plain[v]:
+            rest.append(v)
+            continue
+        body = [head]
+        for j in deps:
+            d = digests[j]
+            if d is None:
+                rest.append(v)
+                break
+            body.append(d)
+        else:
+            body.append(b"0")
+            h = template.copy()
+            h.update(b"".join(body))
+            keys.append(h.digest())
+            asking.append(v)
+    return rest
+
+
+def take_hits(
+    asking: Sequence[int],
+    keys: Sequence[bytes],
+    found: dict[bytes, tuple[bytes, bytes]],
+    outputs: list[Any],
+    wants: bytearray,
+    digests: list[bytes | None],
+    hit: bytearray,
+    missed: dict[int, bytes],
+    decode: Callable[[bytes], Any],
+) -> list[int]:
+    """Take *found* (``(digest, payload)`` by key) for the tasks *asking*:
+    each hit's output unpickled into *outputs* (a payload that is not a
+    plain pickle by *decode*), its framed digest kept when ``wants[v]``,
+    ``hit[v]`` set; return the hits in order. A miss, or a payload that
+    does not load, goes to *missed* (task: key)."""
+    hits = []
+    get = found.get
+    for v, key in zip(asking, keys, strict=True):
+        entry = get(key)
+        if entry is not None:
+            digest, payload = entry
+            try:
+                value = pickle.loads(payload) if payload[:1] == b"\x80" else decode(payload)
+            except Exception:  # a payload this process cannot load: run it again
+                pass
+            else:
+                outputs[v] = value
+                if wants[v]:
+                    digests[v] = _FRAME + digest
+                hit[v] = 1
+                hits.append(v)
+                continue
+        missed[v] = key
+    return hits
+
+
+def encode_entry(value: Any, key: bytes, template: Any) -> tuple[bytes, bytes] | None:
+    """``(digest, entry)`` of an output pickled in band: its digest (hashed
+    with a copy of *template*) and its stored entry for *key*. None when it
+    has out-of-band buffers (the caller encodes those); raises what pickling
+    raises."""
+    buffers: list[Any] = []
+    data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    if buffers:
+        return None
+    h = template.copy()
+    h.update(data)
+    digest: bytes = h.digest()
+    return digest, b"".join((key[8:], digest, data))
+
+
+def hash_tasks(
+    tasks: Sequence[int],
+    opts: Sequence[Any],
+    fns: Sequence[Any],
+    stored_args: Sequence[Any],
+    other: Container[int],
+    in_run: Container[int] | None,
+    head_of: Callable[[Any, Any], bytes | None],
+    handle_type: type,
+    template: Any,
+    parts: dict[int, tuple[bytes, Sequence[int]]],
+    asks: bytearray,
+    plain: bytearray,
+    wants: bytearray,
+) -> list[int]:
+    """Hash the arguments of each task of *tasks* (ascending) whose options
+    say ``cache`` and that is *in_run* (None: all), when they are a flat tuple
+    (see :func:`flat_args_digest`) and the task is not in *other* (tasks with
+    kwargs or nested handles): ``parts[i]`` is its key head (``head_of(fn,
+    opts)``, reused while a task shares its function and ``version=`` with
+    the one before), arguments'
+    digest and dependency count, and its dependencies; ``asks[i]``,
+    ``plain[i]`` (``cache=True``) and each dependency's ``wants`` are set.
+    Return the other cached tasks (a head_of of None among them), in order."""
+    rest = []
+    last_opts = last_fn = head = last_version = None
+    for i in tasks:
+        o = opts[i]
+        if not o.cache or (in_run is not None and i not in in_run):
+            continue
+        stored = stored_args[i]
+        if type(stored) is not tuple or i in other:
+            rest.append(i)
+            continue
+        fn = fns[i]
+        # Most tasks share the function and version= with the task before.
+        if fn is not last_fn or head is None or (o is not last_opts and o.version != last_version):
+            last_fn = fn
+            head = head_of(fn, o)
+            if head is None:
+                rest.append(i)
+                continue
+        if o is not last_opts:
+            last_opts, last_version = o, o.version
+        flat = flat_args_digest(stored, handle_type, template)
+        if flat is None:
+            rest.append(i)
+            continue
+        digest, deps = flat
+        parts[i] = (head + digest + _u64(len(deps)), deps)
+        asks[i] = 1
+        if o.cache is True:
+            plain[i] = 1
+        for j in deps:
+            wants[j] = 1
+    return rest
