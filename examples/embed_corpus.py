@@ -4,7 +4,15 @@ The corpus is the standard library's own ``.py`` files (without
 ``site-packages``), or the directory given. Each file is a small pipeline of
 the DAG::
 
-    read (thread) -> split (inline) -> embed, one task per chunk -> store
+    read (thread) -> split (inline) -> store
+                       `-> embed, one task per chunk (added by the split, joined)
+
+A split cuts its file at top-level ``def``/``class`` boundaries (at most
+``CHUNK_BYTES`` a chunk), so its chunk count is known only once the file is
+read: it adds one embed task per chunk to the running run
+(``trio_dag.current_run().add``) and returns their handles, which joins them:
+its output becomes the chunks and their vectors, and the store task after it
+gets both.
 
 ``embed`` and ``store`` are ``@trio_dag.batched``: the engine gathers ready
 chunks, whatever file they come from, into one call of the model (WordLlama,
@@ -14,14 +22,15 @@ writer at a time: the ``db`` resource). Then the query's 5 nearest chunks are
 read back from the database. Progress goes to stderr; the run's summary, a
 Chrome trace (open it in Perfetto) and the answer follow.
 
-The split and embed tasks are cached (``cache=True``; the embed tasks'
-``version=`` names the model: WordLlama's release, weights and dimension, which
+The split and embed tasks are cached (``cache=True``; their ``version=``
+names the model: WordLlama's release, weights and dimension, which
 their keys cannot see) in a ``trio_dag.Cache`` file, by default
 ``trio_dag/embed_corpus.sqlite3`` under ``$XDG_CACHE_HOME`` (or
 ``~/.cache``). Reading a file is not cached: it is how a change is seen. A
 file whose bytes did not change gives its split the same input, so the split
-and its chunks' embeddings come from the cache; an edited file's chunks are
-embedded again. The vector table is rebuilt from the tasks' outputs on every
+comes from the cache with its chunks' vectors (and adds no embed task); an
+edited file's split runs again, and its chunks whose text did not change
+come from the cache. The vector table is rebuilt from the tasks' outputs on every
 run. ``--no-cache`` runs everything.
 
     pip install 'trio_dag[embed]'
@@ -109,42 +118,6 @@ def find_sources(root: Path) -> list[SourceFile]:
                     continue
                 found.append(SourceFile(path, path.relative_to(root).as_posix(), size))
     return sorted(found, key=lambda f: f.rel)
-
-
-def chunk_count(size: int) -> int:
-    """How many chunks a file of *size* bytes gets: one per started CHUNK_BYTES.
-
-    The DAG is built before any file is read, so the number of embed tasks of
-    a file has to follow from its size alone.
-    """
-    return -(-size // CHUNK_BYTES)
-
-
-def split(data: bytes, count: int) -> list[Chunk]:
-    """Cut *data* into *count* chunks of about equal size, each starting at a line start.
-
-    Chunk k starts at the first line that starts in its k-th share of the
-    bytes; a line longer than a share is cut (at a character boundary).
-    """
-    if count == 0:
-        return []
-    step = max(1, -(-len(data) // count))
-    starts = [0]
-    for k in range(1, count):
-        low = min(k * step, len(data))
-        start = data.find(b"\n", low - 1) + 1
-        if start == 0 or start >= min(low + step, len(data)):
-            start = low
-            while start < len(data) and data[start] & 0xC0 == 0x80:  # inside a UTF-8 character
-                start += 1
-        starts.append(max(start, starts[-1]))
-    starts.append(len(data))
-    chunks = []
-    line = 1
-    for begin, end in pairwise(starts):
-        chunks.append(Chunk(line, data[begin:end].decode("utf-8", errors="replace")))
-        line += data.count(b"\n", begin, end)
-    return chunks
 
 
 DEFINITION_STARTS = (b"def ", b"async def ", b"class ")
@@ -332,80 +305,99 @@ def write(db: sqlite3.Connection, files: list[tuple[SourceFile, list[Chunk], lis
 
 
 class Pipeline(NamedTuple):
-    """The DAG of a corpus, and its split, embed and store tasks (to follow progress)."""
+    """The DAG of a corpus, and its split and store tasks (to follow progress).
+
+    The embed tasks are added while the run goes on, by the splits: they are
+    told by their names, ``embed:<file>#<k>`` (see :func:`is_embed`).
+    """
 
     dag: trio_dag.DAG
     splits: frozenset[trio_dag.Handle[Any]]
-    embeds: frozenset[trio_dag.Handle[Any]]
     stores: frozenset[trio_dag.Handle[Any]]
+
+
+def is_embed(task: trio_dag.Handle[Any]) -> bool:
+    """Whether *task* is an embed task (one a split added)."""
+    return task.name.startswith("embed:")
 
 
 def pipeline(
     sources: list[SourceFile], model: Model, db: sqlite3.Connection, batch: int, cache: bool
 ) -> Pipeline:
-    """One read, one split, one embed task per chunk and one store task per file.
+    """One read, one split and one store task per file; the splits add the embeds.
 
-    With *cache*, the split and embed tasks ask for the run's cache: a split's
-    key holds the digest of its file's bytes, an embed's the digest of its
-    file's chunks, its index and the model's identity.
+    A split cuts its file by content (:func:`split_source`), so how many
+    chunks it has is known only once the file is read: it adds one embed
+    task per chunk to the running run and returns their handles with the
+    chunks, which joins them. Its output is then the chunks and their
+    vectors, and the store task, which depends on the split, gets both.
+
+    With *cache*, the split and embed tasks ask for the run's cache: a
+    split's key holds the digest of its file's bytes and the model's
+    identity, so an unchanged file's split comes from the cache with its
+    vectors and adds no embed task; an embed's key holds its chunk's text
+    and the model's identity.
     """
 
     @trio_dag.batched(max_size=batch)
-    async def embed(items: list[tuple[list[Chunk], int]]) -> list[Any]:
-        """Embed chunk k of each item's chunks, all in one call of the model."""
-        texts = [chunks[k].text for chunks, k in items]
+    async def embed(texts: list[str]) -> list[Any]:
+        """Embed the batch's chunks, whatever file they come from, in one call of the model."""
         return list(await trio.to_thread.run_sync(model.embed, texts))
 
     @trio_dag.batched(max_size=STORE_BATCH)
-    async def store(items: list[tuple[SourceFile, list[Chunk], list[Any]]]) -> list[int]:
+    async def store(items: list[tuple[SourceFile, tuple[list[Chunk], list[Any]]]]) -> list[int]:
         """Write the items' files in one transaction; each task gets its chunk count."""
-        await trio.to_thread.run_sync(write, db, items)
-        return [len(chunks) for _, chunks, _ in items]
+        files = [(source, chunks, vectors) for source, (chunks, vectors) in items]
+        await trio.to_thread.run_sync(write, db, files)
+        return [len(chunks) for _, chunks, _ in files]
 
-    dag = trio_dag.DAG()
-    splits: list[trio_dag.Handle[Any]] = []
-    embeds: list[trio_dag.Handle[Any]] = []
-    stores: list[trio_dag.Handle[Any]] = []
     version = model.identity if cache else None
-    for source in sources:
-        data = dag.add(
-            read, source.path, name=f"read:{source.rel}", tags=("read",), run_in="thread"
-        )
-        count = chunk_count(source.size)
-        chunks = dag.add(
-            split,
-            data,
-            count,
-            name=f"split:{source.rel}",
-            tags=("split",),
-            run_in="inline",
-            cache=cache,
-        )
-        splits.append(chunks)
-        # The item of an embed task holds the file's chunks (a handle) and which
-        # one is its own: the task waits for the split and gets the list.
+
+    def split(data: bytes, rel: str) -> tuple[list[Chunk], list[trio_dag.Handle[Any]]]:
+        """Cut a file by content and add one embed task per chunk; join them."""
+        chunks = split_source(data)
+        add = trio_dag.current_run().add
         vectors = [
-            dag.add(
+            add(
                 embed,
-                (chunks, k),
-                name=f"embed:{source.rel}#{k}",
+                chunk.text,
+                name=f"embed:{rel}#{k}",
                 tags=("embed",),
                 cache=cache,
                 version=version,
             )
-            for k in range(count)
+            for k, chunk in enumerate(chunks)
         ]
-        embeds += vectors
+        return chunks, vectors
+
+    dag = trio_dag.DAG()
+    splits: list[trio_dag.Handle[Any]] = []
+    stores: list[trio_dag.Handle[Any]] = []
+    for source in sources:
+        data = dag.add(
+            read, source.path, name=f"read:{source.rel}", tags=("read",), run_in="thread"
+        )
+        parts = dag.add(
+            split,
+            data,
+            source.rel,
+            name=f"split:{source.rel}",
+            tags=("split",),
+            run_in="inline",
+            cache=cache,
+            version=version,
+        )
+        splits.append(parts)
         stores.append(
             dag.add(
                 store,
-                (source, chunks, vectors),
+                (source, parts),
                 name=f"store:{source.rel}",
                 tags=("store",),
                 uses={"db": 1},
             )
         )
-    return Pipeline(dag, frozenset(splits), frozenset(embeds), frozenset(stores))
+    return Pipeline(dag, frozenset(splits), frozenset(stores))
 
 
 def read(path: Path) -> bytes:
@@ -418,7 +410,6 @@ class Progress:
     on one line of *out*, redrawn at most every *every* seconds."""
 
     def __init__(self, plan: Pipeline, out: TextIO | None = None, every: float = 0.25) -> None:
-        self.embeds = plan.embeds
         self.stores = plan.stores
         self.out = out if out is not None else sys.stderr
         self.every = every
@@ -432,7 +423,7 @@ class Progress:
         """Count a finished embed or store task; redraw the line when it is due."""
         if not isinstance(event, TaskFinished):
             return
-        if event.task in self.embeds:
+        if is_embed(event.task):
             self.chunks += 1
             self.cached += event.state is TaskState.CACHED
         elif event.task in self.stores:
@@ -448,8 +439,8 @@ class Progress:
         """Write the line over the previous one."""
         rate = (self.chunks - self.cached) / max(now - self.began, 1e-9)
         self.out.write(
-            f"\rfiles {self.files:,}/{len(self.stores):,}  chunks {self.chunks:,}/"
-            f"{len(self.embeds):,} ({self.cached:,} cached)  {rate:,.0f} chunks/s embedded "
+            f"\rfiles {self.files:,}/{len(self.stores):,}  chunks {self.chunks:,} "
+            f"({self.cached:,} cached)  {rate:,.0f} chunks/s embedded "
         )
         self.out.flush()
 
@@ -494,11 +485,21 @@ def batches(report: trio_dag.RunReport, tasks: Collection[trio_dag.Handle[Any]])
     return len({report.batch(task) for task in tasks} - {None})
 
 
+def embeds_of(report: trio_dag.RunReport) -> list[trio_dag.Handle[Any]]:
+    """The embed tasks the run's splits added."""
+    tasks = [*report.succeeded, *report.cached, *report.failed, *report.skipped, *report.cancelled]
+    return [task for task in tasks if is_embed(task)]
+
+
 def cache_line(report: trio_dag.RunReport, plan: Pipeline) -> str:
-    """How many of the cached kinds of task came from the cache and how many ran."""
+    """How many of the cached kinds of task came from the cache and how many ran.
+
+    A split that came from the cache added no embed task: its output holds
+    its chunks' vectors already.
+    """
     cached = set(report.cached)
     parts = []
-    for kind, tasks in (("split", plan.splits), ("embed", plan.embeds)):
+    for kind, tasks in (("split", list(plan.splits)), ("embed", embeds_of(report))):
         hits = len(cached.intersection(tasks))
         parts.append(f"{kind} {hits:,} CACHED, {len(tasks) - hits:,} ran")
     return "cached tasks: " + "; ".join(parts)
@@ -599,10 +600,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(report.summary())
     makespan = report.stats.makespan
-    embedded = len(plan.embeds) - len(plan.embeds.intersection(report.cached))
-    calls = batches(report, plan.embeds)
+    embeds = embeds_of(report)
+    ended = (TaskState.SUCCEEDED, TaskState.CACHED)
+    chunks = sum(len(report[s][0]) for s in plan.splits if report.state(s) in ended)
+    embedded = len(embeds) - len(set(embeds).intersection(report.cached))
+    calls = batches(report, embeds)
     print(
-        f"\nembedded {embedded:,} of {len(plan.embeds):,} chunks of {len(sources):,} files in "
+        f"\n{chunks:,} chunks; embedded {embedded:,} of them, of {len(sources):,} files in "
         f"{makespan:.1f} s ({embedded / max(makespan, 1e-9):,.0f} chunks/s) in {calls:,} "
         f"model calls ({embedded / max(calls, 1):.1f} chunks per call)"
     )

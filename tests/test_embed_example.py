@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import re
 import sqlite3
@@ -22,7 +21,14 @@ from pathlib import Path
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embed_corpus.py"
-CHUNK_BYTES = 1024  # the example's
+
+
+def chunk_count(data: bytes) -> int:
+    """How many chunks the example cuts *data* into (its split_source)."""
+    from test_embed_split import load_example
+
+    return len(load_example().split_source(data))
+
 
 JSON_FILE = '''\
 """Decode JSON documents: parse the text of a JSON document into Python objects."""
@@ -170,7 +176,7 @@ def test_embed_corpus_stores_every_chunk_and_answers_the_query(tmp_path: Path) -
                 (rel,),
             ).fetchall()
             text = data.decode()
-            assert len(rows) == math.ceil(len(data) / CHUNK_BYTES)
+            assert len(rows) == chunk_count(data)
             assert "".join(chunk for _, chunk, _ in rows) == text
             offset = 0
             for line, chunk, size in rows:
@@ -210,6 +216,13 @@ def test_embed_corpus_finds_the_json_decoder_in_the_standard_library(tmp_path: P
     assert "decoder.py" in hits
 
 
+def load_chunks(data: bytes) -> list[str]:
+    """The texts of the chunks the example cuts *data* into."""
+    from test_embed_split import load_example
+
+    return [chunk.text for chunk in load_example().split_source(data)]
+
+
 def cache_counts(stdout: str) -> dict[str, tuple[int, int]]:
     """The example's line of cached tasks: kind -> (CACHED, ran)."""
     (line,) = re.findall(r"^cached tasks: (.*)$", stdout, re.MULTILINE)
@@ -233,7 +246,7 @@ def test_embed_corpus_rerun_embeds_only_the_edited_file(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     expected = make_corpus(corpus)
-    chunks = {rel: math.ceil(len(data) / CHUNK_BYTES) for rel, data in expected.items()}
+    chunks = {rel: chunk_count(data) for rel, data in expected.items()}
     # No --cache: the default file, under $XDG_CACHE_HOME.
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
     cache = tmp_path / "xdg" / "trio_dag" / "embed_corpus.sqlite3"
@@ -247,8 +260,10 @@ def test_embed_corpus_rerun_embeds_only_the_edited_file(tmp_path: Path) -> None:
     assert cache.is_file()
     assert cache_counts(cold.stdout) == {"split": (0, 4), "embed": (0, sum(chunks.values()))}
 
+    # An unchanged file's split comes from the cache with its vectors: it adds
+    # no embed task (the split adds them as it runs, and joins them).
     warm = run("warm")
-    assert cache_counts(warm.stdout) == {"split": (4, 0), "embed": (sum(chunks.values()), 0)}
+    assert cache_counts(warm.stdout) == {"split": (4, 0), "embed": (0, 0)}
     assert "CACHED" in warm.stdout  # the summary
     # The table is rebuilt from the cached outputs: the same rows, the same vectors.
     assert stored_rows(tmp_path / "warm.sqlite3") == stored_rows(tmp_path / "cold.sqlite3")
@@ -257,8 +272,11 @@ def test_embed_corpus_rerun_embeds_only_the_edited_file(tmp_path: Path) -> None:
     path = corpus / edited
     path.write_text(path.read_text().replace("TCP", "UDP"), encoding="utf-8")
     rerun = run("edited")
-    unchanged = sum(count for rel, count in chunks.items() if rel != edited)
-    assert cache_counts(rerun.stdout) == {"split": (3, 1), "embed": (unchanged, chunks[edited])}
+    # The edited file's split runs again; its chunks without "TCP" are as they
+    # were, and their embeddings come from the cache.
+    new_chunks = load_chunks(path.read_bytes())
+    same = sum("TCP" not in text for text in load_chunks(expected[edited]))
+    assert cache_counts(rerun.stdout) == {"split": (3, 1), "embed": (same, len(new_chunks) - same)}
     rows = stored_rows(tmp_path / "edited.sqlite3")
     assert [r for r in rows if r[0] != edited] == [
         r for r in stored_rows(tmp_path / "cold.sqlite3") if r[0] != edited

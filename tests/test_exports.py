@@ -73,6 +73,7 @@ PUBLIC: dict[str, list[str]] = {
         "Event",
         "TaskFinished",
         "TaskNotCached",
+        "TaskAdded",
         "TaskRetrying",
         "TaskStarted",
         "TaskState",
@@ -82,12 +83,14 @@ PUBLIC: dict[str, list[str]] = {
         "BrokenPromise",
         "DagPlan",
         "DagShape",
+        "Growth",
         "Interrupt",
         "Recorder",
         "check_run",
         "dag_plans",
         "dag_shapes",
         "dags",
+        "growing_dags",
     ],
 }
 MODULES = sorted(PUBLIC)

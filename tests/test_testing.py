@@ -46,6 +46,8 @@ def test_public_names() -> None:
         "dag_plans",
         "dag_shapes",
         "dags",
+        "Growth",
+        "growing_dags",
     }
     for name in public - {"RULES"}:
         assert getattr(trio_dag.testing, name).__doc__

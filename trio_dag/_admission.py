@@ -86,7 +86,13 @@ class Admission:
         self.uses: list[Uses] | None = None
         # The resources the run's tasks use (for the warning about unused ones).
         self.used: set[str] = set()
-        if snap.has_uses:
+        # Each resource's quanta per unit (see _quantize), and the capacities
+        # given: a task added during the run (_growth) is quantized with them.
+        self.scale: dict[str, int] = {}
+        self.resources: Mapping[str, float] = resources or {}
+        # With resources given, tasks go through take() even when none uses
+        # any yet: a task added during the run may.
+        if snap.has_uses or resources:
             self.uses = self._quantize(snap, states, resources or {})
         self.threshold = strategy.n if isinstance(strategy, Threshold) else 0
         self.group_left = 0
@@ -154,7 +160,42 @@ class Admission:
                 q = quantized[o.uses] = tuple(pairs)
             out.append(q)
         self.free = capacities
+        self.scale = scale
         return out
+
+    def quantize_more(self, task: str, uses: tuple[tuple[str, float], ...]) -> Uses:
+        """The uses of a task added during the run, in quanta; ResourceError
+        as before the run. A resource whose quanta cannot count the amount
+        exactly is counted in finer quanta from now on (everything it holds
+        and every task's amount of it, scaled alike)."""
+        resources = self.resources
+        pairs = []
+        for name, amount in uses:
+            if name not in resources:
+                close = difflib.get_close_matches(name, list(resources), n=1)
+                raise ResourceError(task, name, amount, None, close[0] if close else None)
+            if exact(amount) > exact(resources[name]):
+                raise ResourceError(task, name, amount, resources[name])
+        for name, amount in uses:
+            quanta = exact(amount) * self.scale[name]
+            if quanta.denominator != 1:
+                self._rescale(name, quanta.denominator)
+                quanta = exact(amount) * self.scale[name]
+            self.used.add(name)
+            pairs.append((name, int(quanta)))
+        return tuple(pairs)
+
+    def _rescale(self, name: str, factor: int) -> None:
+        # Every amount of resource *name* in quanta, times factor.
+        def scaled(uses: Uses) -> Uses:
+            return tuple((r, a * factor if r == name else a) for r, a in uses)
+
+        self.scale[name] *= factor
+        self.free[name] *= factor
+        for v, held in self.held.items():
+            self.held[v] = scaled(held)
+        if self.uses is not None:
+            self.uses[:] = [scaled(u) if u else u for u in self.uses]
 
     def open(self, retry_waiting: int) -> bool:
         """Whether Threshold lets tasks start now.

@@ -15,6 +15,7 @@ suggestions), ``_dependencies`` (the handles in a task's arguments and
 from __future__ import annotations
 
 import bisect
+import copy
 import functools
 import gc
 from array import array
@@ -123,6 +124,7 @@ class DAG:
         "_all_done",
         "_args",
         "_b",
+        "_base",
         "_batched",
         "_default_like",
         "_fns",
@@ -164,6 +166,8 @@ class DAG:
         self._graph_cache: Graph | None = None
         self._snapshot: Snapshot | None = None
         self._runs = 0
+        # A fork (see _fork): the DAG whose run it is, whose handles it takes as its own.
+        self._base: DAG | None = None
         self._b = self._builder()
         if _compiled_add is not None:
             _install_compiled_add()
@@ -755,7 +759,7 @@ class DAG:
     def _task_index(self, task: Handle[Any] | str) -> int:
         """The index of a task given by handle or name (KeyError for an unknown name)."""
         if type(task) is Handle:
-            if task._dag is not self:
+            if task._dag is not self and (self._base is None or task._dag is not self._base):
                 raise ForeignHandleError(
                     f"{task!r} belongs to another DAG; look tasks up in their own DAG"
                 )
@@ -803,7 +807,8 @@ class DAG:
         is in no DAG (False, never an error).
         """
         if type(task) is Handle:
-            return task._dag is self
+            # A fork (see _fork) holds the tasks of the DAG it forks too.
+            return task._dag is self or (self._base is not None and task._dag is self._base)
         return isinstance(task, str) and self._lookup(task) is not None
 
     def __getitem__(self, name: str | Handle[Any]) -> Handle[Any]:
@@ -888,6 +893,24 @@ class DAG:
             yield
         finally:
             self._runs -= 1
+
+    def _fork(self) -> DAG:
+        """A DAG with copies of this one's columns, for a run that adds tasks.
+
+        The run adds its tasks to the fork (``_growth``), never to this DAG;
+        the fork takes this DAG's handles as its own (``_base``). It counts
+        as running (its ``add`` refuses) but while the run adds a task.
+        """
+        if self._pending:
+            self._resolve_pending()
+        fork = DAG.__new__(DAG)
+        for slot, value in self.__getstate__().items():
+            setattr(fork, slot, copy.copy(value))
+        fork._given = fork._graph_cache = fork._snapshot = None
+        fork._base = self
+        fork._runs = 1
+        fork._b = fork._builder()
+        return fork
 
     # --- freezing and validation -------------------------------------------
 

@@ -98,7 +98,7 @@ def scan(
     for a in args:
         t = type(a)
         if t is Handle:
-            if a._dag is not dag:
+            if a._dag is not dag and a not in dag:
                 raise _foreign(a, fn, i, name)
             data.append(a._index)
         elif t not in _PLAIN and (t in _CONTAINERS or isinstance(a, _SEARCHED)):
@@ -144,7 +144,7 @@ def _scan_nested(
         if obj is _LEAVE:
             on_path.discard(link)
         elif t is Handle:
-            if obj._dag is not dag:
+            if obj._dag is not dag and obj not in dag:
                 raise _foreign(obj, fn, i, name)
             found.append((_spell(link), obj._index))
         elif id(obj) in on_path:
@@ -239,7 +239,7 @@ def scan_after(
     out: list[int | str] = []
     for a in items:
         if type(a) is Handle:
-            if a._dag is not dag:
+            if a._dag is not dag and a not in dag:
                 raise _foreign(a, fn, i, name)
             out.append(a._index)
         elif isinstance(a, str) and a:

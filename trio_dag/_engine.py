@@ -42,6 +42,7 @@ from ._report import CACHED, STATE_OF, RunReport, task_outcome
 
 if TYPE_CHECKING:
     from ._control import Control
+    from ._growth import Growth
     from ._options import TaskOptions
     from ._snapshot import Snapshot
 
@@ -149,6 +150,9 @@ class Engine:
         cache: Any = None,
         executors: Executors | None = None,
     ) -> None:
+        # The run's own copy of the snapshot: tasks added while it runs
+        # (_growth) grow it, not the DAG's.
+        snap = snap.for_run()
         n = snap.n
         self.snap = snap
         # The run state and the loop come from the backend the snapshot was
@@ -173,8 +177,15 @@ class Engine:
         if self.limiter is not None:
             tokens = self.limiter.total_tokens
             self.cap = n if math.isinf(tokens) else max(1, int(tokens))
+            self.unbounded = math.isinf(tokens)
         else:
             self.cap = n if limit is None else int(limit)  # type: ignore[arg-type]
+            self.unbounded = limit is None
+        # Tasks added while the run goes on, and joins (see _growth): made at
+        # the first add. The policy (set by _run) and keys give added tasks theirs.
+        self.growth: Growth | None = None
+        self.policy: Any = None
+        self.keys = keys
         self.limited = limit is not None
         self.workers = 0
         # Workers with nothing to do wait here for _spawn to hand them a task.
@@ -235,19 +246,54 @@ class Engine:
         # Tasks of @batched functions run in batches, which the Batcher keeps.
         self.batcher: Batcher | None = None
         if snap.has_batched:
-            self.batcher = Batcher(
-                snap,
-                self.st,
-                self.loop,
-                self.admission,
-                self.teardown,
-                _Outcomes(self),
-                _Host(self),
-            )
-            if self.caching is not None and self.caching.parts:
-                self.batcher.unlooked = self.caching.asks
+            self.start_batching()
+
+    def start_batching(self) -> None:
+        """Make the Batcher: as the run starts, or when a batched task is added."""
+        self.batcher = Batcher(
+            self.snap,
+            self.st,
+            self.loop,
+            self.admission,
+            self.teardown,
+            _Outcomes(self),
+            _Host(self),
+        )
+        if self.caching is not None and self.caching.parts:
+            self.batcher.unlooked = self.caching.asks
 
     # -- the run as a whole --------------------------------------------------
+
+    def add(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        options: dict[str, Any],
+        parent: int,
+        wake: bool,
+    ) -> Any:
+        """Add a task while the run goes on (``Run.add``); *parent*: the adding
+        task, or -1; *wake*: give ready tasks workers now (the caller is no
+        async body, whose worker would go on to them)."""
+        if self.report is not None or (self.nursery is not None and self.st.finished):
+            # Every task has ended: the run is ending, its workers gone.
+            raise RuntimeError(
+                "the run has ended; run.add adds tasks only while the run goes on "
+                "(add them to the DAG for the next run)"
+            )
+        if self.admission.levels is not None:
+            raise RuntimeError(
+                "run.add cannot add tasks to a run with strategy='waves': its waves "
+                "are fixed as it starts"
+            )
+        if self.growth is None:
+            from ._growth import Growth
+
+            self.growth = Growth(self)
+        handle = self.growth.add(fn, args, options, parent)
+        if wake and self.nursery is not None and not self.halted:
+            self._spawn()
+        return handle
 
     async def execute(self) -> RunReport:
         """Run every task of the run; return the report once nothing runs."""
@@ -408,6 +454,8 @@ class Engine:
                 if was_hit:
                     marked[v] = CACHED
             states = bytes(marked)
+        if self.growth is not None:
+            self.growth.finish()
         self.report = RunReport(
             self.snap,
             states,
@@ -435,6 +483,9 @@ class Engine:
         """
         while True:
             v = self._pop()
+            if v >= 0 and self.growth is not None and self.growth.marks[v]:
+                self.growth.resolve(v)  # a joining task whose joins have ended
+                continue
             caching = self.caching
             if v >= 0 and caching is not None and caching.asks[v] and self._look_up(v):
                 continue
@@ -643,7 +694,10 @@ class Engine:
                         self._spawn()
                         v = await self._drive(slot)
                         continue
-                    if why == SLOW and loop.unlooked is not None and loop.unlooked[v]:
+                    if why == SLOW and self.growth is not None and self.growth.marks[v]:
+                        self.growth.resolve(v)  # a joining task whose joins have ended
+                        v = self._next()
+                    elif why == SLOW and loop.unlooked is not None and loop.unlooked[v]:
                         # A cached task the loop took: look it up (and the
                         # other ready ones); a miss goes back to the loop.
                         if self._look_up(v):
@@ -866,6 +920,10 @@ class Engine:
     def _returned(self, v: int, result: Any) -> None:
         """Task *v* returned *result*; its attempt has ended."""
         self.outputs[v] = result
+        if self.growth is not None:
+            if self.growth.joined(v, result):
+                return  # it waits for the tasks it joins
+            result = self.outputs[v]
         caching = self.caching
         if caching is not None:
             why = caching.returned(v, result)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Event",
+    "TaskAdded",
     "TaskFinished",
     "TaskInfo",
     "TaskNotCached",
@@ -186,9 +187,31 @@ class TaskNotCached:
     reason: str
 
 
-Event = TaskStarted | TaskRetrying | TaskFinished | TaskNotCached
+@final
+@attrs.frozen
+class TaskAdded:
+    """A task was added to the running run with :meth:`~trio_dag.Run.add`.
+
+    Told before any other event of the new task (which may follow at once:
+    a task added after a dependency that failed ends SKIPPED as it is
+    added).
+
+    Attributes:
+      task: The new task's :class:`~trio_dag.Handle`.
+      parent: The :class:`~trio_dag.Handle` of the task whose body added
+        it, or None when it was added from outside the run's tasks (the
+        ``Run`` of :func:`~trio_dag.open_run`).
+      time: When it was added, on the Trio clock (seconds).
+    """
+
+    task: Handle[Any]
+    parent: Handle[Any] | None
+    time: float
+
+
+Event = TaskStarted | TaskRetrying | TaskFinished | TaskNotCached | TaskAdded
 """Any event of a run: a :class:`TaskStarted`, :class:`TaskRetrying`,
-:class:`TaskFinished` or :class:`TaskNotCached`.
+:class:`TaskFinished`, :class:`TaskNotCached` or :class:`TaskAdded`.
 
 Use it to annotate an ``on_event`` callback: ``def progress(event: Event) -> None``.
 """

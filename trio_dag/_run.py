@@ -12,6 +12,7 @@ import numbers
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, final
 
 import outcome
@@ -22,7 +23,7 @@ from ._caching import check_store
 from ._control import Completed, RunCounts, control_of, counts_of, tally_of
 from ._dag import DAG
 from ._errors import RunFailedError, TaskFailedError
-from ._events import Event
+from ._events import _CURRENT, Event
 from ._executors import Executor, check_executors
 from ._handle import Handle
 from ._no_effect import warn_no_effect
@@ -139,6 +140,7 @@ def _engine(
         cache=cache,
         executors=on_executors,
     )
+    engine.policy = policy
     warn_no_effect(snap, members, policy, resources, engine.admission.used, cache)
     return engine
 
@@ -406,6 +408,8 @@ class Run:
         self._engine = engine
         self._receive = receive
         self._iterated = False
+        # Trio's thread (a Run is made in it): run.add from another goes through it.
+        self._thread = get_ident()
         # run.counts makes a new RunCounts only when the counters changed.
         self._tally: tuple[int, ...] = ()
         self._counts: RunCounts | None = None
@@ -458,6 +462,64 @@ class Run:
         async with self._receive:
             async for event in self._receive:
                 yield event
+
+    def add(self, fn: Callable[..., Any], /, *args: Any, **options: Any) -> Handle[Any]:
+        """Add a task to the run while it goes on; return its :class:`Handle`.
+
+        Exactly :meth:`DAG.add`'s arguments, options, checks and errors
+        (bad input is refused before anything is recorded), from a task's
+        body (``trio_dag.current_run().add(...)``, async, inline or in a
+        worker thread) or from the ``async with`` block of :func:`open_run`
+        while the run has tasks that have not ended::
+
+            async def split(path):
+                run = trio_dag.current_run()
+                return [run.add(embed, chunk) for chunk in chunks_of(path)]
+
+        The new task may depend on any task of the run, ended or not: on
+        one that SUCCEEDED it gets the output at once; on one that FAILED,
+        was SKIPPED or CANCELLED it ends SKIPPED as it is added (or, with
+        ``trigger="all_done"``, runs with its outcome). A name in
+        ``after=`` must be taken already. Its ``uses`` are counted against
+        the run's ``resources`` (ResourceError as before a run), and it
+        starts in the run's policy order (see the guide, *Adding tasks
+        while running*, for its rank under ``"critical_path"``). The DAG
+        itself does not change: the task belongs to the run, and its
+        handle's ``dag`` is a private fork of the DAG. The report covers
+        it, and listeners hear a :class:`~trio_dag.events.TaskAdded`.
+
+        A task that returns handles of its run (or a list, tuple or dict
+        holding them) joins them: its output becomes the same value with
+        each handle replaced by that task's output, once they have all
+        ended, and its dependents wait until then. Tasks of a
+        :func:`batched` function join batches as the DAG's do. See the
+        guide, *Adding tasks while running*.
+
+        Raises:
+          RuntimeError: The run has ended; or it runs with
+            ``strategy="waves"``.
+          TypeError: The run's policy is a key function (it ranks the
+            tasks before the run starts); and as :meth:`DAG.add`.
+          ValueError: A dependency that ``targets=`` left out of the run;
+            and as :meth:`DAG.add`.
+          UnknownDependencyError: An ``after=`` name that no task has.
+          ResourceError: ``uses=`` of a resource the run lacks, or more
+            than its capacity.
+          ForeignHandleError: A handle of another DAG (or run).
+          ExecutorError: ``run_in=`` names an executor the run did not
+            start with (a run opens its executors as it starts).
+        """
+        engine = self._engine
+        slot = _CURRENT.get(None)
+        parent = slot[1] if slot is not None and slot[0] is engine.snap else -1
+        if get_ident() == self._thread:
+            growth = engine.growth
+            if growth is not None and parent >= 0 and engine.report is None:
+                # The common call: from a body, once the run has grown.
+                return growth.add(fn, args, options, parent)
+            return engine.add(fn, args, options, parent, parent < 0)  # type: ignore[no-any-return]
+        # From a worker thread: the run is changed in Trio's thread only.
+        return trio.from_thread.run_sync(engine.add, fn, args, options, parent, True)
 
     def cancel(self) -> None:
         """Stop the run: cancel every running task and start nothing more.

@@ -120,7 +120,8 @@ class Snapshot:
     - ``dag``: the :class:`DAG` (for handles; the snapshot reads nothing private of it).
     - ``n``: the number of tasks.
     - ``graph``: the ``core.Graph``: node *i* is task *i*, an edge
-      ``dependency -> dependent`` for every data and ``after=`` dependency.
+      ``dependency -> dependent`` for every data and ``after=`` dependency
+      (a property: after a run added tasks, it is rebuilt over all of them).
     - ``backend``: the :class:`~trio_dag._native.Backend` whose core built
       ``graph``; a run of the snapshot takes its ``RunState`` and loop from it.
     - ``columns``: the :class:`Columns` the loops read.
@@ -135,8 +136,12 @@ class Snapshot:
     """
 
     __slots__ = (
+        "_base_n",
         "_close_name",
         "_costs",
+        "_fork",
+        "_graph",
+        "_graph_of",
         "_name",
         "_priorities",
         "_task_index",
@@ -144,7 +149,6 @@ class Snapshot:
         "backend",
         "columns",
         "dag",
-        "graph",
         "has_batched",
         "has_uses",
         "n",
@@ -174,7 +178,7 @@ class Snapshot:
         to a missing one, or None.
         """
         self.dag = dag
-        self.graph = graph
+        self._graph = graph
         self.backend = backend
         self.n: int = graph.n
         self.columns = columns
@@ -187,6 +191,65 @@ class Snapshot:
         self._close_name = close_name
         self._priorities: list[int] | None = None
         self._costs: array[float] | None = None
+        # A run that adds tasks (see _growth) keeps them in a fork of the
+        # DAG: tasks from _base_n on are the fork's.
+        self._fork: DAG | None = None
+        self._graph_of: Callable[[], Graph] | None = None
+        self._base_n = graph.n
+
+    @property
+    def graph(self) -> Graph:
+        """The core ``Graph`` of the snapshot's tasks (rebuilt after a run added tasks)."""
+        if self._graph_of is not None and self._graph.n != self.n:
+            self._graph = self._graph_of()
+        return self._graph
+
+    def for_run(self) -> Snapshot:
+        """A copy for one run, which may grow (:meth:`grow`) without changing this one."""
+        copy = Snapshot(
+            self.dag,
+            self._graph,
+            self.backend,
+            self.columns,
+            all_done=self.all_done,
+            has_batched=self.has_batched,
+            has_uses=self.has_uses,
+            with_notes=self.with_notes,
+            name=self._name,
+            task_index=self._task_index,
+            close_name=self._close_name,
+        )
+        copy._priorities = self._priorities
+        copy._costs = self._costs
+        return copy
+
+    def grow(
+        self,
+        fork: DAG,
+        columns: Columns,
+        n: int,
+        *,
+        name: Callable[[int], str],
+        task_index: Callable[[Handle[Any] | str], int],
+        close_name: Callable[[str], str | None],
+        graph: Callable[[], Graph],
+    ) -> None:
+        """Take the tasks a run added to *fork*, a fork of the DAG: *n* tasks in all.
+
+        The tasks of the DAG keep their handles; those added are the fork's.
+        *columns* are the fork's; *name*, *task_index* and *close_name* are as
+        for the constructor, over the fork; *graph* gives the fork's graph.
+        """
+        self.n = n
+        if self._fork is fork:
+            return
+        self._fork = fork
+        self.columns = columns
+        self._name = name
+        self._task_index = task_index
+        self._close_name = close_name
+        self._graph_of = graph
+        self._priorities = self._costs = None
 
     def fn(self, i: int) -> Callable[..., Any]:
         """The function of task *i*."""
@@ -202,7 +265,9 @@ class Snapshot:
 
     def handle(self, i: int) -> Handle[Any]:
         """A handle of task *i* (a new object; equal to every other handle of it)."""
-        return Handle(self.dag, i)
+        if i < self._base_n or self._fork is None:
+            return Handle(self.dag, i)
+        return Handle(self._fork, i)
 
     def index(self, task: Handle[Any] | str) -> int:
         """The index of a task given by handle or name, e.g. for ``targets=``.
@@ -223,14 +288,14 @@ class Snapshot:
     @property
     def priorities(self) -> list[int]:
         """``priority`` of every task, by index."""
-        if self._priorities is None:
+        if self._priorities is None or len(self._priorities) != self.n:
             self._priorities = list(map(_PRIORITY, islice(self.columns.opts, self.n)))
         return self._priorities
 
     @property
     def costs(self) -> array[float]:
         """``cost`` of every task, by index (for ``graph.upward_rank``)."""
-        if self._costs is None:
+        if self._costs is None or len(self._costs) != self.n:
             self._costs = array("d", map(_COST, islice(self.columns.opts, self.n)))
         return self._costs
 

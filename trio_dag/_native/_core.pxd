@@ -50,6 +50,18 @@ cdef class RunState:
     cdef Py_ssize_t _running
     cdef Py_ssize_t _ended
     cdef Py_ssize_t _total
+    # Growth during a run (add, join): _n nodes in arrays of _cap; the
+    # edges added since, as per-node lists (_xhead/_xtail: first and last
+    # edge, -1 none; _xnext, _xdst per edge); _joining marks joining nodes.
+    cdef int _n
+    cdef Py_ssize_t _cap
+    cdef uint8_t* _joining
+    cdef int* _xhead
+    cdef int* _xtail
+    cdef int* _xnext
+    cdef int* _xdst
+    cdef Py_ssize_t _xlen
+    cdef Py_ssize_t _xcap
     # How many nodes ended in each final state but SUCCEEDED (that one is the rest).
     cdef Py_ssize_t _failed
     cdef Py_ssize_t _skipped
@@ -66,3 +78,11 @@ cdef class RunState:
     cdef Py_ssize_t _check_state(self, object node_, int allowed, str action) except -1
     cdef Py_ssize_t _done(self, int node) except -1
     cdef list _end(self, int node, uint8_t final)
+    cdef int _unjoin(self, int c) except -1
+    cdef int _after_done(self, int c) except -1
+    cdef int _after_end(self, int c, list skipped) except -1
+    cdef int _after_cancel(self, int c) except -1
+    cdef Py_ssize_t _check_node(self, object node_) except -1
+    cdef int _grow_nodes(self) except -1
+    cdef int _grow_growth(self, Py_ssize_t cap) except -1
+    cdef int _add_edge(self, int p, int c) except -1

@@ -73,6 +73,13 @@ cdef void* _zeros(Py_ssize_t count, size_t size) except NULL:
     return p
 
 
+cdef void* _regrow(void* p, Py_ssize_t count, size_t size) except NULL:
+    cdef void* q = PyMem_RawRealloc(p, <size_t>(count if count > 0 else 1) * size)
+    if q == NULL:
+        raise MemoryError()
+    return q
+
+
 cdef array _int_result(const int* data, Py_ssize_t count):
     cdef array out = clone(_INT_TEMPLATE, count, False)
     if count:
@@ -614,6 +621,8 @@ cdef class RunState:
             self._heap_cap = n if n < 1024 else 1024
         self._heap = <int*>_alloc(self._heap_cap, sizeof(int))
         self._total = n
+        self._n = n
+        self._cap = n
         g._sync()
         for v in range(n):
             self._count[v] = g._par_off[v + 1] - g._par_off[v]
@@ -631,6 +640,11 @@ cdef class RunState:
         PyMem_RawFree(self._seq)
         PyMem_RawFree(self._heap)
         PyMem_RawFree(self._queue)
+        PyMem_RawFree(self._joining)
+        PyMem_RawFree(self._xhead)
+        PyMem_RawFree(self._xtail)
+        PyMem_RawFree(self._xnext)
+        PyMem_RawFree(self._xdst)
 
     cdef inline bint _before(self, int a, int b) noexcept:
         if self._keys != NULL and self._keys[a] != self._keys[b]:
@@ -660,7 +674,7 @@ cdef class RunState:
         # have become ready in one run (retries count), every node's seq is
         # renumbered 0..n-1 in its order, so every comparison stays as it was
         # and the next seq is past (with lifo: below) them all.
-        cdef Py_ssize_t n = self._graph._n, rank
+        cdef Py_ssize_t n = self._n, rank
         cdef list values = [self._seq[v] for v in range(n)]
         cdef list order = sorted(range(n), key=values.__getitem__)
         for rank in range(n):
@@ -760,8 +774,22 @@ cdef class RunState:
                 self._running += 1
                 return top
 
+    cdef Py_ssize_t _check_node(self, object node_) except -1:
+        cdef long v
+        cdef int overflow = 0
+        if self._n == self._graph._n:
+            return self._graph._check(node_)
+        if PyLong_CheckExact(node_):
+            v = PyLong_AsLongAndOverflow(node_, &overflow)
+            if 0 <= v < self._n and not overflow:
+                return v
+        node = _index(node_)
+        if not 0 <= node < self._n:
+            raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
+        return node
+
     cdef Py_ssize_t _check_state(self, object node_, int allowed, str action) except -1:
-        cdef Py_ssize_t node = self._graph._check(node_)
+        cdef Py_ssize_t node = self._check_node(node_)
         cdef uint8_t st = self._state[node]
         if not (allowed >> st) & 1:
             raise ValueError(f"cannot {action} node {node}: it is {STATE_NAMES[st]}")
@@ -812,11 +840,11 @@ cdef class RunState:
 
     def state(self, node):
         """The state of *node* (one of the module's state constants)."""
-        return self._state[self._graph._check(node)]
+        return self._state[self._check_node(node)]
 
     def states(self):
         """A copy of every node's state, one byte per node."""
-        return PyBytes_FromStringAndSize(<char*>self._state, self._graph._n)
+        return PyBytes_FromStringAndSize(<char*>self._state, self._n)
 
     def pop(self):
         """Take the next ready node and mark it RUNNING; -1 when none is ready."""
@@ -846,16 +874,64 @@ cdef class RunState:
     cdef Py_ssize_t _done(self, int node) except -1:
         cdef Graph g = self._graph
         cdef Py_ssize_t j, before = self._ready
-        cdef int c
+        cdef int c, e
+        if self._joining != NULL and (self._joining[node] or self._state[node] != C_RUNNING):
+            # A node that joins others (or went back to the heap to be
+            # resolved) ends when its joins are resolved, not when its body returns.
+            return 0
         self._running -= 1
         self._ended += 1
         self._state[node] = C_SUCCEEDED
-        for j in range(g._child_off[node], g._child_off[node + 1]):
-            c = g._child[j]
-            self._count[c] -= 1
-            if self._count[c] == 0 and self._state[c] == C_PENDING:
-                self._make_ready(c)
+        if node < g._n:
+            for j in range(g._child_off[node], g._child_off[node + 1]):
+                c = g._child[j]
+                self._count[c] -= 1
+                if self._count[c] == 0 and self._state[c] == C_PENDING:
+                    self._make_ready(c)
+        if self._xhead != NULL:
+            e = self._xhead[node]
+            while e >= 0:
+                self._after_done(self._xdst[e])
+                e = self._xnext[e]
         return self._ready - before
+
+    cdef int _after_done(self, int c) except -1:
+        self._count[c] -= 1
+        if self._count[c] == 0:
+            if self._state[c] == C_PENDING:
+                self._make_ready(c)
+            elif self._joining != NULL and self._joining[c] and self._state[c] == C_RUNNING:
+                self._unjoin(c)
+        return 0
+
+    cdef int _unjoin(self, int c) except -1:
+        # A joining node whose joins can be resolved goes back to the heap.
+        self._joining[c] = 0
+        self._running -= 1
+        return self._make_ready(c)
+
+    cdef int _after_end(self, int c, list skipped) except -1:
+        self._count[c] -= 1
+        if self._state[c] != C_PENDING:
+            if self._joining != NULL and self._joining[c] and self._state[c] == C_RUNNING:
+                self._unjoin(c)
+            return 0
+        if self._all_done != NULL and self._all_done[c]:
+            if self._count[c] == 0:
+                self._make_ready(c)
+        else:
+            self._state[c] = C_SKIPPED
+            self._ended += 1
+            skipped.append(c)
+        return 0
+
+    cdef int _after_cancel(self, int c) except -1:
+        self._count[c] -= 1
+        if self._count[c] == 0 and self._state[c] == C_PENDING:
+            self._make_ready(c)
+        elif self._joining != NULL and self._joining[c] and self._state[c] == C_RUNNING:
+            self._unjoin(c)
+        return 0
 
     def done(self, node_):
         """Mark a RUNNING node SUCCEEDED; return how many nodes became ready."""
@@ -877,7 +953,7 @@ cdef class RunState:
         cdef Graph g = self._graph
         cdef list skipped = []
         cdef Py_ssize_t i = -1, j
-        cdef int v = node, c
+        cdef int v = node, c, e
         self._state[node] = final
         self._ended += 1
         if final == C_FAILED:
@@ -885,18 +961,14 @@ cdef class RunState:
         else:
             self._cancelled += 1
         while True:
-            for j in range(g._child_off[v], g._child_off[v + 1]):
-                c = g._child[j]
-                self._count[c] -= 1
-                if self._state[c] != C_PENDING:
-                    continue
-                if self._all_done != NULL and self._all_done[c]:
-                    if self._count[c] == 0:
-                        self._make_ready(c)
-                else:
-                    self._state[c] = C_SKIPPED
-                    self._ended += 1
-                    skipped.append(c)
+            if v < g._n:
+                for j in range(g._child_off[v], g._child_off[v + 1]):
+                    self._after_end(g._child[j], skipped)
+            if self._xhead != NULL:
+                e = self._xhead[v]
+                while e >= 0:
+                    self._after_end(self._xdst[e], skipped)
+                    e = self._xnext[e]
             i += 1
             if i >= len(skipped):
                 self._skipped += len(skipped)
@@ -928,7 +1000,7 @@ cdef class RunState:
         once all their dependencies have ended (teardown under fail-fast).
         """
         cdef Graph g = self._graph
-        cdef int n = g._n, v, c
+        cdef int n = self._n, v, c, e
         cdef uint8_t st
         cdef Py_ssize_t j, i
         cdef list gone = []
@@ -945,12 +1017,195 @@ cdef class RunState:
         self._cancelled += len(gone)
         for i in range(len(gone)):
             v = gone[i]
-            for j in range(g._child_off[v], g._child_off[v + 1]):
-                c = g._child[j]
-                self._count[c] -= 1
-                if self._count[c] == 0 and self._state[c] == C_PENDING:
-                    self._make_ready(c)
+            if v < g._n:
+                for j in range(g._child_off[v], g._child_off[v + 1]):
+                    self._after_cancel(g._child[j])
+            if self._xhead != NULL:
+                e = self._xhead[v]
+                while e >= 0:
+                    self._after_cancel(self._xdst[e])
+                    e = self._xnext[e]
         return gone
+
+    # --- growth during a run -------------------------------------------------
+
+    @property
+    def n(self):
+        """The number of nodes: the graph's, and those added since."""
+        return self._n
+
+    cdef int _grow_nodes(self) except -1:
+        # Room for one more node: every per-node array doubles together.
+        cdef Py_ssize_t cap = self._cap * 2 if self._cap >= 8 else 16
+        cdef Py_ssize_t old = self._cap, i
+        self._state = <uint8_t*>_regrow(self._state, cap, sizeof(uint8_t))
+        self._count = <int*>_regrow(self._count, cap, sizeof(int))
+        self._seq = <int32_t*>_regrow(self._seq, cap, sizeof(int32_t))
+        if self._keys != NULL:
+            self._keys = <double*>_regrow(self._keys, cap, sizeof(double))
+        if self._all_done == NULL:
+            self._all_done = <uint8_t*>_zeros(cap, sizeof(uint8_t))
+        else:
+            self._all_done = <uint8_t*>_regrow(self._all_done, cap, sizeof(uint8_t))
+            memset(self._all_done + old, 0, <size_t>(cap - old))
+        self._grow_growth(cap)
+        self._cap = cap
+        return 0
+
+    cdef int _grow_growth(self, Py_ssize_t cap) except -1:
+        # The arrays of growth: made at the first add or join, with -1 heads.
+        cdef Py_ssize_t old = self._cap if self._xhead != NULL else 0, i
+        if self._xhead == NULL:
+            self._xhead = <int*>_alloc(cap, sizeof(int))
+            self._xtail = <int*>_alloc(cap, sizeof(int))
+            self._joining = <uint8_t*>_zeros(cap, sizeof(uint8_t))
+        else:
+            self._xhead = <int*>_regrow(self._xhead, cap, sizeof(int))
+            self._xtail = <int*>_regrow(self._xtail, cap, sizeof(int))
+            self._joining = <uint8_t*>_regrow(self._joining, cap, sizeof(uint8_t))
+            memset(self._joining + old, 0, <size_t>(cap - old))
+        for i in range(old, cap):
+            self._xhead[i] = -1
+            self._xtail[i] = -1
+        return 0
+
+    cdef int _add_edge(self, int p, int c) except -1:
+        # Append p -> c to p's list of edges added during the run.
+        cdef Py_ssize_t cap
+        if self._xlen == self._xcap:
+            cap = self._xcap * 2 if self._xcap else 64
+            self._xnext = <int*>_regrow(self._xnext, cap, sizeof(int))
+            self._xdst = <int*>_regrow(self._xdst, cap, sizeof(int))
+            self._xcap = cap
+        cdef int e = <int>self._xlen
+        self._xlen += 1
+        self._xdst[e] = c
+        self._xnext[e] = -1
+        if self._xtail[p] >= 0:
+            self._xnext[self._xtail[p]] = e
+        else:
+            self._xhead[p] = e
+        self._xtail[p] = e
+        return 0
+
+    def add(self, parents, bint all_done=False, double key=0.0):
+        """Append a node depending on *parents* (nodes of the run); return it.
+
+        Parents that SUCCEEDED are satisfied already, those that have not
+        ended are waited for. A parent that FAILED, was SKIPPED or CANCELLED
+        is ended too for an *all_done* node; any other node is then SKIPPED
+        at once (read ``state``). A node with nothing to wait for is READY.
+        *key* is its key in the ready heap (ignored without keys). Parents
+        are checked before anything changes: ValueError for one that the
+        run excludes, IndexError for one out of range.
+        """
+        cdef Py_ssize_t p, j, k
+        cdef uint8_t st
+        cdef int waiting = 0, v
+        cdef bint blocked = False
+        cdef list distinct = None
+        cdef array given
+        cdef int* at
+        if key != key:
+            raise ValueError("keys must not be NaN")
+        if type(parents) is array and (<array>parents).ob_descr.typecode == b"i":
+            # The common call (run.add's): a few parents in an int array,
+            # checked in place; duplicates are skipped below. Anything out of
+            # range or excluded takes the general way, for its error.
+            given = <array>parents
+            at = given.data.as_ints
+            for j in range(len(given)):
+                if not 0 <= at[j] < self._n or self._state[at[j]] == C_EXCLUDED:
+                    break
+            else:
+                distinct = []
+                for j in range(len(given)):
+                    for k in range(j):
+                        if at[k] == at[j]:
+                            break
+                    else:
+                        distinct.append(at[j])
+        if distinct is None:
+            distinct = sorted({self._check_node(p) for p in parents})
+            for p in distinct:
+                if self._state[p] == C_EXCLUDED:
+                    raise ValueError(f"cannot add a node after node {p}: it is excluded")
+        if self._n >= 2147483646:
+            raise ValueError("a run holds at most 2**31 - 2 nodes")
+        if self._n == self._cap:
+            self._grow_nodes()
+        elif self._xhead == NULL:
+            self._grow_growth(self._cap)
+        v = self._n
+        self._n = v + 1
+        self._total += 1
+        self._seq[v] = 0
+        self._all_done[v] = all_done
+        self._joining[v] = 0
+        if self._keys != NULL:
+            self._keys[v] = key
+        for p in distinct:
+            st = self._state[p]
+            if st == C_SUCCEEDED:
+                continue
+            if st == C_PENDING or st == C_READY or st == C_RUNNING:
+                waiting += 1
+                self._add_edge(<int>p, v)
+            elif not all_done:
+                blocked = True
+        self._count[v] = waiting
+        self._state[v] = C_PENDING
+        if blocked:
+            self._state[v] = C_SKIPPED
+            self._ended += 1
+            self._skipped += 1
+        elif waiting == 0:
+            self._make_ready(v)
+        return v
+
+    def added_children(self, node_):
+        """The nodes added during the run that wait for *node*: those added
+        after it (``add``) and those joining it (``join``), in that order."""
+        cdef Py_ssize_t node = self._check_node(node_)
+        cdef list out = []
+        cdef int e
+        if self._xhead != NULL:
+            e = self._xhead[node]
+            while e >= 0:
+                out.append(self._xdst[e])
+                e = self._xnext[e]
+        return out
+
+    def join(self, node_, on):
+        """Make the RUNNING *node* wait for the nodes *on*; return how many it waits for.
+
+        When every one of them has ended, or as soon as one ends other than
+        SUCCEEDED, *node* goes back to the ready heap (then pop it and end it
+        with done or fail). Nodes that have ended already are not waited for;
+        0 means nothing to wait for (*node* stays RUNNING).
+        """
+        cdef Py_ssize_t node = self._check_state(node_, 1 << C_RUNNING, "join")
+        cdef list distinct = sorted({self._check_node(j) for j in on} - {node})
+        cdef list live = []
+        cdef Py_ssize_t j
+        cdef uint8_t st
+        for j in distinct:
+            st = self._state[j]
+            if st == C_EXCLUDED:
+                raise ValueError(f"cannot join node {j}: it is excluded")
+            if st == C_PENDING or st == C_READY or st == C_RUNNING:
+                live.append(j)
+            elif st != C_SUCCEEDED:
+                return 0  # one has ended other than SUCCEEDED: resolve now
+        if not live:
+            return 0
+        if self._xhead == NULL:
+            self._grow_growth(self._cap)
+        for j in live:
+            self._add_edge(<int>j, <int>node)
+        self._count[node] += len(live)
+        self._joining[node] = 1
+        return len(live)
 
 
 cdef array _targets(array off, Py_ssize_t n):

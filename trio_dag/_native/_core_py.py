@@ -430,10 +430,14 @@ class RunState:
         "_count",
         "_ended",
         "_failed",
+        "_gn",
         "_graph",
+        "_grown",
         "_head",
         "_heap",
+        "_joining",
         "_keys",
+        "_n",
         "_next_seq",
         "_queue",
         "_running",
@@ -444,6 +448,7 @@ class RunState:
         "_step",
         "_take",
         "_total",
+        "_xchild",
     )
 
     def __init__(
@@ -501,6 +506,14 @@ class RunState:
         self._skipped = 0
         self._cancelled = 0
         self._total = n - state.count(EXCLUDED)
+        # Growth (see add and join): the graph's nodes are 0.._gn-1; nodes
+        # added during the run, and edges into them or into a joining node,
+        # live in _xchild {node: [children in the order added]}.
+        self._n = n
+        self._gn = n
+        self._grown = False
+        self._xchild: dict[int, list[int]] = {}
+        self._joining = bytearray(n)
         for v in _zeros(self._count):
             if state[v] == PENDING:
                 self._make_ready(v)
@@ -539,25 +552,54 @@ class RunState:
         return -1
 
     def _done(self, node: int) -> int:
+        if self._grown and (self._joining[node] or self._state[node] != RUNNING):
+            # A node that joins others (or went back to the heap to be
+            # resolved) ends when its joins are resolved, not when its body returns.
+            return 0
         self._running -= 1
         self._ended += 1
         state = self._state
         state[node] = SUCCEEDED
         count = self._count
         made = 0
-        for c in self._child[self._child_off[node] : self._child_off[node + 1]]:
+        for c in self._children(node):
             k = count[c] - 1
             count[c] = k
-            if k == 0 and state[c] == PENDING:
-                self._make_ready(c)
-                made += 1
+            if k == 0:
+                if state[c] == PENDING:
+                    self._make_ready(c)
+                    made += 1
+                elif self._joined(c):
+                    made += 1
         return made
+
+    def _children(self, node: int) -> list[int]:
+        """*node*'s children: the graph's, then those added during the run."""
+        kids = (
+            self._child[self._child_off[node] : self._child_off[node + 1]]
+            if node < self._gn
+            else []
+        )
+        if self._grown:
+            extra = self._xchild.get(node)
+            if extra:
+                kids = kids + extra
+        return kids
+
+    def _joined(self, c: int) -> bool:
+        """Make *c* ready if it is RUNNING and joining (its joins can be resolved)."""
+        if self._joining[c] and self._state[c] == RUNNING:
+            self._joining[c] = 0
+            self._running -= 1
+            self._make_ready(c)
+            return True
+        return False
 
     def _done_pop(self, node: int) -> int:
         # _done(node) then _pop(), written out for the deque alone (no keys,
         # nothing pushed back): one call per task for the loop. Popping a
         # node leaves _running as it was.
-        if self._keys is not None or self._heap:
+        if self._keys is not None or self._heap or self._grown:
             self._done(node)
             return self._pop()
         self._ended += 1
@@ -584,8 +626,16 @@ class RunState:
         self._running -= 1
         return -1
 
+    def _check_node(self, node: int) -> int:
+        if self._n == self._gn:
+            return self._graph._check(node)
+        node = _index(node)
+        if not 0 <= node < self._n:
+            raise IndexError(f"node {node} is out of range for a graph of {self._n} nodes")
+        return node
+
     def _check(self, node: int, allowed: tuple[int, ...], action: str) -> int:
-        node = self._graph._check(node)
+        node = self._check_node(node)
         st = self._state[node]
         if st not in allowed:
             raise ValueError(f"cannot {action} node {node}: it is {STATE_NAMES[st]}")
@@ -636,7 +686,7 @@ class RunState:
 
     def state(self, node: int) -> int:
         """The state of *node* (one of the module's state constants)."""
-        node = self._graph._check(node)
+        node = self._check_node(node)
         return self._state[node]
 
     def states(self) -> bytes:
@@ -688,18 +738,16 @@ class RunState:
             self._failed += 1
         else:
             self._cancelled += 1
-        g = self._graph
-        child_off = g._child_off
-        child = g._child
         count = self._count
         state = self._state
         all_done = self._all_done
         skipped: list[int] = []
         queue = [node]
-        for c in _breadth_first(queue, child_off, child):
+        for c in self._breadth_first(queue):
             k = count[c] - 1
             count[c] = k
             if state[c] != PENDING:
+                self._joined(c)
                 continue
             if all_done[c]:
                 if k == 0:
@@ -734,7 +782,7 @@ class RunState:
         With ``keep_all_done=True`` the all_done nodes stay, and become ready
         once all their dependencies have ended (teardown under fail-fast).
         """
-        n = self._graph._n
+        n = self._n
         state = self._state
         all_done = self._all_done
         gone = []
@@ -747,15 +795,115 @@ class RunState:
                 gone.append(v)
         self._ended += len(gone)
         self._cancelled += len(gone)
-        g = self._graph
-        child_off = g._child_off
-        child = g._child
         count = self._count
         for v in gone:
-            for j in range(child_off[v], child_off[v + 1]):
-                c = child[j]
+            for c in self._children(v):
                 k = count[c] - 1
                 count[c] = k
                 if k == 0 and state[c] == PENDING:
                     self._make_ready(c)
+                else:
+                    self._joined(c)
         return gone
+
+    def _breadth_first(self, queue: list[int]) -> Iterator[int]:
+        """The children of each node of *queue* in turn (see the module's ``_breadth_first``)."""
+        if not self._grown:
+            yield from _breadth_first(queue, self._child_off, self._child)
+            return
+        i = 0
+        while i < len(queue):
+            v = queue[i]
+            i += 1
+            yield from self._children(v)
+
+    # --- growth during a run -------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        """The number of nodes: the graph's, and those added since."""
+        return self._n
+
+    def add(self, parents: Iterable[int], all_done: bool = False, key: float = 0.0) -> int:
+        """Append a node depending on *parents* (nodes of the run); return it.
+
+        Parents that SUCCEEDED are satisfied already, those that have not
+        ended are waited for. A parent that FAILED, was SKIPPED or CANCELLED
+        is ended too for an *all_done* node; any other node is then SKIPPED
+        at once (read ``state``). A node with nothing to wait for is READY.
+        *key* is its key in the ready heap (ignored without keys). Parents
+        are checked before anything changes: ValueError for one that the
+        run excludes, IndexError for one out of range.
+        """
+        if key != key:
+            raise ValueError("keys must not be NaN")
+        distinct = sorted({self._check_node(p) for p in parents})
+        state = self._state
+        for p in distinct:
+            if state[p] == EXCLUDED:
+                raise ValueError(f"cannot add a node after node {p}: it is excluded")
+        v = self._n
+        self._n = v + 1
+        self._grown = True
+        self._total += 1
+        self._seq.append(0)
+        self._all_done.append(1 if all_done else 0)
+        self._joining.append(0)
+        if self._keys is not None:
+            self._keys.append(float(key))
+        waiting = 0
+        blocked = False
+        for p in distinct:
+            st = state[p]
+            if st == SUCCEEDED:
+                continue
+            if st in (PENDING, READY, RUNNING):
+                waiting += 1
+                self._xchild.setdefault(p, []).append(v)
+            elif not all_done:
+                blocked = True
+        self._count.append(waiting)
+        state.append(PENDING)
+        if blocked:
+            # Its dependents (none yet) have nothing to skip: only it ends.
+            state[v] = SKIPPED
+            self._ended += 1
+            self._skipped += 1
+        elif waiting == 0:
+            self._make_ready(v)
+        return v
+
+    def added_children(self, node: int) -> list[int]:
+        """The nodes added during the run that wait for *node*: those added
+        after it (``add``) and those joining it (``join``), in that order."""
+        node = self._check_node(node)
+        return list(self._xchild.get(node, ()))
+
+    def join(self, node: int, on: Iterable[int]) -> int:
+        """Make the RUNNING *node* wait for the nodes *on*; return how many it waits for.
+
+        When every one of them has ended, or as soon as one ends other than
+        SUCCEEDED, *node* goes back to the ready heap (then pop it and end it
+        with done or fail). Nodes that have ended already are not waited for;
+        0 means nothing to wait for (*node* stays RUNNING).
+        """
+        node = self._check(node, (RUNNING,), "join")
+        distinct = sorted({self._check_node(j) for j in on} - {node})
+        state = self._state
+        live = []
+        for j in distinct:
+            st = state[j]
+            if st == EXCLUDED:
+                raise ValueError(f"cannot join node {j}: it is excluded")
+            if st in (PENDING, READY, RUNNING):
+                live.append(j)
+            elif st != SUCCEEDED:
+                return 0  # one has ended other than SUCCEEDED: resolve now
+        for j in live:
+            self._xchild.setdefault(j, []).append(node)
+        waiting = len(live)
+        if waiting:
+            self._grown = True
+            self._count[node] += waiting
+            self._joining[node] = 1
+        return waiting

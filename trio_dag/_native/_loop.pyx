@@ -9,10 +9,11 @@ unless a body suspends; anything not that simple goes back to the engine.
 """
 
 cimport cython
-from cpython.array cimport array
+from cpython.array cimport array, resize_smart
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.math cimport NAN
 from libc.stdint cimport int64_t
 
 from trio_dag._native._core cimport RunState
@@ -69,6 +70,12 @@ cdef inline int _check_slot(list slot) except -1:
     return 0
 
 
+cdef inline bint _plain(object value) noexcept:
+    # A value that holds no handle, told at C speed.
+    t = type(value)
+    return value is None or t is int or t is str or t is float or t is bool or t is bytes
+
+
 cdef int _send_value(object coro, object value, PyObject** out) except -1:
     # 0: the body returned (*out is its value); 1: it yielded *out.
     cdef PySendResult r = PyIter_Send(coro, value, out)
@@ -100,6 +107,13 @@ cdef class Loop:
     # (SLOW) for its lookup; on_return(v, output) hears each output.
     cdef public bytearray unlooked
     cdef public object on_return
+    # Tasks added or joining during the run (see _growth): a task marked in
+    # handback is handed back (SLOW) for the engine to resolve its joins.
+    cdef public bytearray handback
+    # on_join(v, output) hears each output that is no plain value (None, a
+    # number, str or bytes) first; when it returns True the task joins
+    # others and on_return does not hear it now.
+    cdef public object on_join
     # Read-only: C code indexes them by task without a check.
     cdef readonly list outputs
     cdef readonly array start
@@ -147,6 +161,8 @@ cdef class Loop:
         self.before_end = None
         self.unlooked = None
         self.on_return = None
+        self.handback = None
+        self.on_join = None
         self._st = <RunState?>st
         cols = self._cols = snap.columns
         self._fns = cols.fns
@@ -170,6 +186,48 @@ cdef class Loop:
         self.end_order = _array("i", [0]) * n
         self.extra = []
         self.kinds = {}
+
+    def grow(self, object cols, Py_ssize_t n):
+        """Take the tasks added to the run: *n* tasks in all, read from *cols*.
+
+        The per-task records grow in place (the same objects, longer), and
+        the columns are read from *cols* from now on; a body may call it
+        while the chain runs, which reads them anew for each task.
+        """
+        cdef Py_ssize_t i, old = self._n, more = n - self._n
+        if more < 0:
+            raise ValueError(f"a loop grows, it does not shrink ({self._n} -> {n} tasks)")
+        if cols is not self._cols:
+            self._take_columns(cols)
+        if more:
+            # One task at a time, as run.add adds them: resize_smart grows
+            # each array by a share of its size, so appends are amortized O(1).
+            if more == 1:
+                self.outputs.append(None)
+            else:
+                self.outputs.extend([None] * more)
+            resize_smart(self.start, n)
+            resize_smart(self.end, n)
+            resize_smart(self.attempts, n)
+            resize_smart(self.end_order, n)
+            for i in range(old, n):
+                self.start.data.as_doubles[i] = NAN
+                self.end.data.as_doubles[i] = NAN
+                self.attempts.data.as_ints[i] = 0
+                self.end_order.data.as_ints[i] = 0
+            self._n = n
+
+    cdef int _take_columns(self, object cols) except -1:
+        self._cols = cols
+        self._fns = cols.fns
+        self._opts = cols.opts
+        self._args_of = cols.args
+        self._kwargs_of = cols.kwargs
+        self._off = cols.off
+        self._src = cols.src
+        self._where = cols.where
+        self._paths = cols.paths
+        return 0
 
     @property
     def now(self):
@@ -355,10 +413,9 @@ cdef class Loop:
         return self._chain(v, slot, self._time())
 
     cdef Py_ssize_t _chain(self, Py_ssize_t v, list slot, double now) except -2:
+        # The columns are read from self for each task: a body may add tasks
+        # (grow), which may give the loop other columns.
         cdef RunState st = self._st
-        cdef list fns = self._fns
-        cdef list opts_of = self._opts
-        cdef list outputs = self.outputs
         cdef object fn, opts, coro, ctx
         cdef tuple args
         cdef dict kwargs
@@ -370,9 +427,13 @@ cdef class Loop:
                 self.since_checkpoint = 0
                 self.why = C_CHECKPOINT
                 return v
-            opts = opts_of[v]
-            fn = fns[v]
-            if not self._simple(opts) or (self.unlooked is not None and self.unlooked[v]):
+            opts = self._opts[v]
+            fn = self._fns[v]
+            if (
+                not self._simple(opts)
+                or (self.unlooked is not None and self.unlooked[v])
+                or (self.handback is not None and self.handback[v])
+            ):
                 self.why = C_SLOW
                 return v
             if self._last_run_in_none:
@@ -429,8 +490,10 @@ cdef class Loop:
         self.outputs[v] = result
         if self.before_end is not None:
             self.before_end()
-        if self.on_return is not None:
-            self.on_return(v, result)
+        if self.on_join is not None and not _plain(result) and self.on_join(v, result):
+            pass  # it joins others: the core's _done leaves it running
+        elif self.on_return is not None:
+            self.on_return(v, self.outputs[v])
         self._st._done(<int>v)
         return 0
 

@@ -35,6 +35,8 @@ _NAN: Final = float("nan")
 _COROUTINE: Final = types.CoroutineType
 _CANCELLED: Final = trio.Cancelled
 _RETURNED: Final = object()  # what a runner yields once its body has returned
+# Outputs that hold no handle (no join), told without a call.
+_PLAIN: Final = frozenset({type(None), int, str, float, bool, bytes})
 
 
 class Loop:
@@ -65,6 +67,12 @@ class Loop:
         # (SLOW) for its lookup; on_return(v, output) hears each output.
         self.unlooked: bytearray | None = None
         self.on_return: Callable[[int, Any], Any] | None = None
+        # Tasks added or joining during the run (see _growth): a task marked
+        # in handback is handed back (SLOW) for the engine to resolve its joins.
+        self.handback: bytearray | None = None
+        # on_join(v, output) hears each output that is no plain value first;
+        # when it returns True the task joins others (on_return waits).
+        self.on_join: Callable[[int, Any], bool] | None = None
         self.stopped = False
         self.outputs: list[Any] = [None] * n
         self.start = array("d", [_NAN]) * n
@@ -90,6 +98,29 @@ class Loop:
         # The runner of the next body, and where runners leave return values.
         self._runner: Generator[Any, Any, None] | None = None
         self._result: list[Any] = [None]
+        # The columns, and how many times grow() changed them (the chain
+        # reads them anew after a body that added tasks).
+        self._cols = snap.columns
+        self._gen = 0
+
+    def grow(self, cols: Any, n: int) -> None:
+        """Take the tasks added to the run: *n* tasks in all, read from *cols*.
+
+        The per-task records grow in place (the same objects, longer), and
+        the columns are read from *cols* from now on; a body may call it
+        while the chain runs, which reads them anew after that body.
+        """
+        more = n - len(self.outputs)
+        if more < 0:
+            raise ValueError(f"a loop grows, it does not shrink ({len(self.outputs)} -> {n} tasks)")
+        self._cols = cols
+        self._gen += 1
+        if more:
+            self.outputs.extend([None] * more)
+            self.start.extend(array("d", [_NAN]) * more)
+            self.end.extend(array("d", [_NAN]) * more)
+            self.attempts.extend(array("i", [0]) * more)
+            self.end_order.extend(array("q", [0]) * more)
 
     @property
     def now(self) -> Callable[[], float]:
@@ -211,7 +242,8 @@ class Loop:
         # The clock is read once per task: when a body ends, that time is also
         # the next body's start. Counters stay in locals while the chain runs
         # and go back to the fields however it ends.
-        cols = self.snap.columns
+        cols = self._cols
+        gen = self._gen
         st = self.st
         outputs = self.outputs
         opts_of = cols.opts
@@ -244,6 +276,7 @@ class Loop:
         # Set by the engine while retries wait; no body of the chain can set it.
         before_end = self.before_end
         unlooked = self.unlooked
+        handback = self.handback
         fast = False
         retries = 0
         try:
@@ -259,7 +292,11 @@ class Loop:
                     last_opts = opts
                     last_fn = fn
                     retries = opts.retries
-                if not fast or (unlooked is not None and unlooked[v]):
+                if (
+                    not fast
+                    or (unlooked is not None and unlooked[v])
+                    or (handback is not None and handback[v])
+                ):
                     self.why = SLOW
                     return v
                 # Columns.bind, with its two common cases inline (as the
@@ -313,11 +350,23 @@ class Loop:
                 if retries:
                     self.extra.append((v, attempt, began, now))
                 outputs[v] = result[0]
+                if gen != self._gen:
+                    # The body added tasks: the columns may be others.
+                    gen = self._gen
+                    cols = self._cols
+                    opts_of, fns, bind = cols.opts, cols.fns, cols.bind
+                    args_of, kwargs_of, off, src = cols.args, cols.kwargs, cols.off, cols.src
+                    unlooked = self.unlooked
+                    handback = self.handback
                 if before_end is not None:
                     before_end()
-                if self.on_return is not None:
-                    # Read each time, as the compiled loop does: a body may
-                    # make the engine listen (run.result, as_completed).
+                out = outputs[v]
+                # Read each time, as the compiled loop does: a body may make the
+                # engine listen (run.result, as_completed) or add tasks (joins).
+                on_join = self.on_join
+                if on_join is not None and type(out) not in _PLAIN and on_join(v, out):
+                    pass  # it joins others: the core's _done leaves it running
+                elif self.on_return is not None:
                     self.on_return(v, outputs[v])
                 if self.stopped:
                     st._done(v)
@@ -381,11 +430,14 @@ class Loop:
             v = slot[1]
             slot[1] = -1
             now = self._time()
-            self._finish(v, slot[3], now, self.snap.columns.opts[v].retries)
+            self._finish(v, slot[3], now, self._cols.opts[v].retries)
             self.outputs[v] = self._result[0]
             if self.before_end is not None:
                 self.before_end()
-            if self.on_return is not None:
+            out = self.outputs[v]
+            if self.on_join is not None and type(out) not in _PLAIN and self.on_join(v, out):
+                pass  # it joins others: the core's _done leaves it running
+            elif self.on_return is not None:
                 self.on_return(v, self.outputs[v])
             self.st._done(v)
             v = self._chain(-1 if self.stopped else self.st._pop(), slot, now)

@@ -34,12 +34,16 @@ from ._plans import Interrupt as Interrupt
 from ._recorder import Recorder as Recorder
 
 if _typing.TYPE_CHECKING:
+    from ._growth_plans import Growth as Growth
+    from ._growth_plans import growing_dags as growing_dags
     from ._strategies import DagShape as DagShape
     from ._strategies import dag_plans as dag_plans
     from ._strategies import dag_shapes as dag_shapes
     from ._strategies import dags as dags
 else:
     try:
+        from ._growth_plans import Growth as Growth
+        from ._growth_plans import growing_dags as growing_dags
         from ._strategies import DagShape as DagShape
         from ._strategies import dag_plans as dag_plans
         from ._strategies import dag_shapes as dag_shapes
@@ -50,7 +54,7 @@ else:
         _MISSING = exc
 
         def __getattr__(name: str) -> _typing.Any:
-            if name in ("DagShape", "dag_plans", "dag_shapes", "dags"):
+            if name in ("DagShape", "Growth", "dag_plans", "dag_shapes", "dags", "growing_dags"):
                 raise ImportError(
                     f"trio_dag.testing.{name} needs Hypothesis, which is not installed; "
                     "install it with `pip install trio_dag[test]`",
@@ -64,12 +68,14 @@ __all__ = [
     "BrokenPromise",
     "DagPlan",
     "DagShape",
+    "Growth",
     "Interrupt",
     "Recorder",
     "check_run",
     "dag_plans",
     "dag_shapes",
     "dags",
+    "growing_dags",
 ]
 
 __dir__ = _public.publish(__name__, globals())

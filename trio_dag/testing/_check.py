@@ -184,7 +184,8 @@ def check_report(run: Run) -> None:
 def _membership(run: Run) -> None:
     expected = [True] * run.n
     if run.targets is not None:
-        expected = [False] * run.n
+        # Tasks added while the run went on are in it, whatever targets= says.
+        expected = [False] * run.base_n + [True] * (run.n - run.base_n)
         stack = list(run.targets)
         while stack:
             i = stack.pop()
@@ -454,7 +455,16 @@ def _fail_fast_by_timing(run: Run) -> None:
     if not run.fail_fast:
         return
     timing = run.report.timing
-    ends = [timing(run.handles[i]).end for i in run.members() if run.states[i] is TaskState.FAILED]
+    # A task that joined others (a run that added tasks) fails when a joined
+    # task does, after its body's end: its TaskFailedError is no failure time.
+    joined = {
+        name for name, error in run.errors.items() if run.grown and type(error) is TaskFailedError
+    }
+    ends = [
+        timing(run.handles[i]).end
+        for i in run.members()
+        if run.states[i] is TaskState.FAILED and run.names[i] not in joined
+    ]
     first = min((e for e in ends if e is not None), default=None)
     if first is None:
         return

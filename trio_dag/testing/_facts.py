@@ -48,7 +48,12 @@ class Run:
         if snap.dag is not dag:
             raise ValueError(f"the report is of a run of another DAG than {dag!r}")
         self.n = n = snap.n
-        self.handles = handles = list(itertools.islice(dag, n))
+        # Tasks from base_n on were added while the run went on (Run.add):
+        # their handles are of the run's fork of the DAG, which knows them.
+        self.base_n = base_n = snap._base_n
+        handles = list(itertools.islice(dag, min(n, base_n)))
+        handles += [snap.handle(i) for i in range(len(handles), n)]
+        self.handles = handles
         self.states = states = [report.state(h) for h in handles]
         self.names = [h.name for h in handles]
         self.opts: list[TaskOptions] = [snap.options(i) for i in range(n)]
@@ -57,7 +62,7 @@ class Run:
         self.batched: list[Batched[Any, Any] | None] = [
             fn if isinstance(fn, Batched) else None for fn in (snap.fn(i) for i in range(n))
         ]
-        self.parents = [sorted({d.index for d in dag.dependencies(h)}) for h in handles]
+        self.parents = [sorted({d.index for d in h.dag.dependencies(h)}) for h in handles]
         self.children: list[list[int]] = [[] for _ in range(n)]
         for i, ps in enumerate(self.parents):
             for p in ps:
@@ -101,6 +106,11 @@ class Run:
 
     def all_done(self, i: int) -> bool:
         return self.opts[i].trigger == "all_done"
+
+    @property
+    def grown(self) -> bool:
+        """Whether the run added tasks while it went on (Run.add)."""
+        return self.n > self.base_n
 
     def members(self) -> Iterable[int]:
         return (i for i in range(self.n) if self.in_run[i])

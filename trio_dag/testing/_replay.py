@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import outcome
 
 from .. import Batched, Handle, TaskState
-from ..events import Event, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
+from ..events import Event, TaskAdded, TaskFinished, TaskNotCached, TaskRetrying, TaskStarted
 from ._policy_order import first_out_of_order
 from ._resource_order import first_overtaking
 from ._rules import OK, RAN, broken, exact
@@ -66,6 +66,7 @@ class EventCheck:
             self.unended[run.levels[i]] += 1
         self.wave = 0
         self._advance()
+        self.added: set[int] = set()  # the tasks whose TaskAdded was told
 
     def check(self) -> None:
         last_time = -math.inf
@@ -75,6 +76,15 @@ class EventCheck:
             if type(event) is not TaskFinished or event.state not in _CASCADE:
                 last_other = pos
             i = self._index(pos, event)
+            if type(event) is TaskAdded:
+                self._added(pos, i, event)
+                continue
+            if i >= self.run.base_n and i not in self.added:
+                broken(
+                    "added",
+                    f"event #{pos} ({type(event).__name__}) is about {self.run.label(i)}, "
+                    "added while the run went on, before its TaskAdded",
+                )
             if type(event) is TaskNotCached:
                 if not self.run.opts[i].cache:
                     broken(
@@ -100,6 +110,14 @@ class EventCheck:
                 self._finished(pos, i, event)
         self._complete()
         self._stops()
+        if len(self.added) != self.run.n - self.run.base_n:
+            missing = next(i for i in range(self.run.base_n, self.run.n) if i not in self.added)
+            broken("added", f"task {self.run.label(missing)} was added without a TaskAdded")
+        if self.run.grown:
+            # The start order a policy gives, and what resources let overtake,
+            # are checked for the DAG's own graph only: tasks added meanwhile
+            # join the ready heap at times the events do not pin down.
+            return
         detail = first_out_of_order(self.run, self.events)
         if detail is not None:
             broken("policy", detail)
@@ -109,9 +127,11 @@ class EventCheck:
 
     def _index(self, pos: int, event: object) -> int:
         run = self.run
-        if type(event) not in (TaskStarted, TaskRetrying, TaskFinished, TaskNotCached):
+        if type(event) not in (TaskStarted, TaskRetrying, TaskFinished, TaskNotCached, TaskAdded):
             broken("events", f"event #{pos} is not an event of trio_dag.events: {event!r}")
-        assert isinstance(event, (TaskStarted, TaskRetrying, TaskFinished, TaskNotCached))
+        assert isinstance(
+            event, (TaskStarted, TaskRetrying, TaskFinished, TaskNotCached, TaskAdded)
+        )
         h = event.task
         if type(h) is not Handle or h.index >= run.n or h != run.handles[h.index]:
             broken("events", f"event #{pos} is about {h!r}, not a task of this run's DAG")
@@ -126,6 +146,22 @@ class EventCheck:
                 "events", f"event #{pos} about {run.label(h.index)} comes after its TaskFinished"
             )
         return h.index
+
+    def _added(self, pos: int, i: int, event: TaskAdded) -> None:
+        """TaskAdded: once, for a task added while the run went on, by a task running then."""
+        run = self.run
+        if i < run.base_n or i in self.added:
+            broken("added", f"TaskAdded of {run.label(i)} (event #{pos}): it was not added now")
+        self.added.add(i)
+        parent = event.parent
+        if parent is not None:
+            p = parent.index
+            if p >= run.n or parent != run.handles[p] or not self.running[p]:
+                broken(
+                    "added",
+                    f"TaskAdded of {run.label(i)} (event #{pos}) names {parent!r} as the task "
+                    "that added it, which was not running then",
+                )
 
     def _started(self, pos: int, i: int, event: TaskStarted) -> None:
         run = self.run
@@ -190,6 +226,11 @@ class EventCheck:
         self.calls[call] = [1, run.opts[i].uses]
         self.live += 1
         self.peak = max(self.peak, self.live)
+        if run.grown:
+            # A task that joins others holds no slot and no uses once its body
+            # has returned, which no event tells: a run that added tasks has
+            # its limit and resources checked by its timings (check_overlaps).
+            return
         if run.cap is not None and self.live > run.cap:
             others = [run.names[j] for j in range(run.n) if self.running[j] and j != i]
             broken(
@@ -449,7 +490,7 @@ class EventCheck:
                     f"last TaskStarted says batch {self.batch_of[i]}",
                 )
             self._outcome_agrees(i, finish)
-        if self.peak != report.stats.peak_concurrency:
+        if self.peak != report.stats.peak_concurrency and not run.grown:
             broken(
                 "report",
                 f"report.stats.peak_concurrency is {report.stats.peak_concurrency}, but the "

@@ -64,6 +64,10 @@ RULES: Final = {
         "of a SUCCEEDED task whose result the store failed to keep)"
     ),
     "report": "the report describes the run as it happened",
+    "added": (
+        "a task added while the run went on (Run.add) is told by one TaskAdded before its "
+        "other events, naming the task that was running and added it (or None)"
+    ),
 }
 """The rules :func:`check_run` checks: ``{name: what the rule promises}``.
 
