@@ -193,9 +193,43 @@ def test_growth_is_the_same_on_both_cores(
         g = core.Graph(n, [a for a, _ in pairs], [b for _, b in pairs])
         keys = [float(i % 3) for i in range(n)] if keyed == "keys" else None
         states.append(core.RunState(g, keys, lifo=keyed == "lifo"))
+    # What waits for what (graph edges, added parents, joins): a join on a node
+    # that waits for the joiner would wait forever, which the engine refuses
+    # before it reaches the core, so the steps leave it out.
+    waits: dict[int, set[int]] = {v: set() for v in range(n)}
+    for a, b in pairs:
+        waits[a].add(b)
+
+    def reaches(v: int, targets: set[int]) -> bool:
+        seen, todo = {v}, [v]
+        while todo:
+            for w in waits.get(todo.pop(), ()):
+                if w in targets:
+                    return True
+                if w not in seen:
+                    seen.add(w)
+                    todo.append(w)
+        return False
+
     for op in steps:
+        first = states[0]
+        before = first.n
+        running = [v for v in range(first.n) if first.state(v) == twin.RUNNING]
+        if op[0] == "join" and running:
+            v = running[op[1] % len(running)]
+            joined = {j % before for j in op[2]} - {v}
+            if reaches(v, joined):
+                continue
         results = [_apply(s, op) for s in states]
         assert all(r == results[0] for r in results), (op, results)
+        if op[0] == "add" and isinstance(results[0], int):
+            waits[results[0]] = set()
+            for parent in op[1] if before else ():
+                waits[parent % before].add(results[0])
+        elif op[0] == "join" and running and results[0] is not None:
+            if not isinstance(results[0], tuple):
+                for j in {j % before for j in op[2]} - {v}:
+                    waits[j].add(v)
         snaps = [(s.states(), s.tally(), s.n) for s in states]
         assert all(x == snaps[0] for x in snaps), (op, snaps)
     for s in states:

@@ -375,8 +375,9 @@ async def test_awaiting_itself_or_a_dependent_raises_at_once(
     assert me is not None
 
 
+@pytest.mark.parametrize("limiter", [False, True])
 async def test_timeout_of_a_task_awaiting_a_result(
-    dag_core: Any, autojump_clock: MockClock
+    dag_core: Any, autojump_clock: MockClock, limiter: bool
 ) -> None:
     active = Active()
     dag = trio_dag.DAG()
@@ -385,7 +386,8 @@ async def test_timeout_of_a_task_awaiting_a_result(
     for k in range(3):
         dag.add(counted, active, 1, k, name=f"other-{k}")
     with trio.fail_after(30):
-        report = await trio_dag.run(dag, limit=1, check=False)
+        limit = trio.CapacityLimiter(1) if limiter else 1
+        report = await trio_dag.run(dag, limit=limit, check=False)
     assert isinstance(report.errors["impatient"], trio_dag.TaskTimeoutError)
     assert report["slow"] == "late"
     assert active.peak == 1
@@ -407,8 +409,9 @@ async def test_fail_fast_cancels_a_task_awaiting_a_result(
     assert active.peak <= 2
 
 
+@pytest.mark.parametrize("limiter", [False, True])
 async def test_cancelling_a_task_awaiting_a_result(
-    dag_core: Any, autojump_clock: MockClock
+    dag_core: Any, autojump_clock: MockClock, limiter: bool
 ) -> None:
     active = Active()
     dag = trio_dag.DAG()
@@ -417,7 +420,8 @@ async def test_cancelling_a_task_awaiting_a_result(
     for k in range(4):
         dag.add(counted, active, 1, k, name=f"other-{k}")
     with trio.fail_after(30):
-        async with trio_dag.open_run(dag, limit=1) as run:
+        limit = trio.CapacityLimiter(1) if limiter else 1
+        async with trio_dag.open_run(dag, limit=limit) as run:
             await trio.sleep(0.5)
             run.cancel_task("waiting")
     report = run.report
@@ -870,3 +874,69 @@ async def test_cancel_task_of_a_batched_task(dag_core: Any, autojump_clock: Mock
     report = run.report
     assert [report[f"d{k}"] for k in range(3)] == [0, 2, 4]
     assert report.state("later") is trio_dag.TaskState.CANCELLED
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_a_chain_of_tasks_awaiting_each_other(
+    dag_core: Any, autojump_clock: MockClock, limit: int
+) -> None:
+    async def relay(k: int) -> int:
+        await trio.sleep(0.5)
+        if k == 4:
+            return 0
+        return await trio_dag.current_run().result(f"r{k + 1}") + 1
+
+    dag = trio_dag.DAG()
+    for k in range(5):
+        dag.add(relay, k, name=f"r{k}")
+    with trio.fail_after(30):
+        report = await trio_dag.run(dag, limit=limit)
+    assert [report[f"r{k}"] for k in range(5)] == [4, 3, 2, 1, 0]
+
+
+@_suite
+@given(
+    waits=st.lists(st.lists(st.integers(1, 7), max_size=3), min_size=1, max_size=8),
+    seconds=st.lists(st.integers(0, 3), min_size=8, max_size=8),
+    limit=st.sampled_from([1, 2, 3, "limiter"]),
+)
+def test_random_tasks_awaiting_later_ones_finish_within_the_limit(
+    dag_core: Any, waits: list[list[int]], seconds: list[int], limit: Any
+) -> None:
+    # Task k awaits the results of tasks after it (never a cycle), between sleeps.
+    n = len(waits)
+    active = Active()
+
+    async def body(k: int) -> int:
+        run = trio_dag.current_run()
+        total = k
+        active.enter()
+        try:
+            await trio.sleep(seconds[k] / 2)
+        finally:
+            active.leave()
+        for step in waits[k]:
+            j = k + step
+            if j < n:
+                total += await run.result(f"k{j}")
+        active.enter()
+        try:
+            await trio.sleep(seconds[k] / 2)
+        finally:
+            active.leave()
+        return total
+
+    dag = trio_dag.DAG()
+    for k in range(n):
+        dag.add(body, k, name=f"k{k}")
+
+    async def main() -> trio_dag.RunReport:
+        cap = trio.CapacityLimiter(2) if limit == "limiter" else limit
+        return await trio_dag.run(dag, limit=cap)
+
+    report = on_mock_clock(main)
+    expected: list[int] = [0] * n
+    for k in reversed(range(n)):
+        expected[k] = k + sum(expected[k + s] for s in waits[k] if k + s < n)
+    assert [report[f"k{k}"] for k in range(n)] == expected
+    assert active.peak <= (2 if limit == "limiter" else limit)

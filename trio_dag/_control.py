@@ -253,7 +253,7 @@ class Control:
         count of workers) asks whether it goes on, in a new scope."""
         e = self.engine
         self.used_scopes -= 1
-        self._settle()
+        self._grant()  # its place, now free, goes first to a task waiting to go on
         if e.workers < e.cap:
             return True
         # A slot given back by the task it held is over: it leaves.
@@ -378,6 +378,7 @@ class Control:
             given = _KEPT
         if given != _KEPT:
             e.cap += 1
+            self._grant()  # a task waiting to go on takes the place first
             e._spawn()
         try:
             await event.wait()
@@ -395,13 +396,23 @@ class Control:
         elif given == _PLACE:
             await self._take_place()
 
+    def _grant(self) -> None:
+        """Give free places to the tasks waiting to go on, longest waiting first.
+
+        Busy workers (all but the idle ones) hold a place each, and ``cap``
+        counts the limit plus one per task that gave its place back; a
+        waiting task's place comes back as ``cap`` goes down by one.
+        """
+        e = self.engine
+        while self.rejoining and e.workers - len(e.idle) < e.cap:
+            e.cap -= 1
+            self.rejoining.popleft().set()
+        self._settle()
+
     async def _take_place(self) -> None:
         e = self.engine
-        if e.workers - len(e.idle) < e.cap:
-            if e.workers >= e.cap:
-                # The free place is an idle worker's: it leaves.
-                trio.lowlevel.reschedule(e.idle.pop(), outcome.Value(-1))
-            e.cap -= 1
+        if not self.rejoining and e.workers - len(e.idle) < e.cap:
+            e.cap -= 1  # a place is free (an idle worker's, or one not taken)
             self._settle()
             return
         turn = trio.Event()

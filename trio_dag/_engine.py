@@ -602,7 +602,9 @@ class Engine:
             caching.store_pending()  # before the wait: a crash keeps what has ended
             if caching.unstored:
                 self._tell_unstored()
-        while self.idle or self.workers < self.cap:
+        # An idle worker is woken only while fewer than cap workers are busy:
+        # with run.result() there may be more workers than cap (see _control).
+        while (self.idle and self.workers - len(self.idle) < self.cap) or self.workers < self.cap:
             v = self._next()
             if v < 0:
                 return

@@ -563,9 +563,9 @@ class Run:
         From the :func:`open_run` block it just waits. From inside a task
         of the run (through :func:`current_run`), the waiting task gives
         back its ``limit`` slot while it waits, so another task may start,
-        and takes one again before it goes on, waiting for a free slot like
-        any task that has not started (so ``limit=1`` with a task that
-        awaits another, independent one finishes). It does not give back
+        and takes one again before it goes on: when none is free it waits
+        for one, before the tasks that have not started (so ``limit=1``
+        with a task that awaits another, independent one finishes). It does not give back
         its ``uses``: a task holds its resources for its whole attempt, as
         its body may be using them while it waits. A ``timeout=`` of the
         waiting task counts the wait, and cancelling it (``fail_fast``,
