@@ -305,11 +305,6 @@ def importable() -> ModuleType:
     return importlib.import_module(Path(__file__).stem)
 
 
-def load_model() -> None:
-    """Load this process's model now (the task that makes the run open its executor)."""
-    local_model()
-
-
 @trio_dag.batched(max_size=64)
 def embed_chunks(texts: list[str]) -> list[Any]:
     """Embed the batch's chunks, whatever file they come from, in one call of this
@@ -449,11 +444,6 @@ def pipeline(
         return chunks, vectors
 
     dag = trio_dag.DAG()
-    if run_in != "thread":
-        # A run opens the executors of the tasks it starts with, and the embed
-        # tasks come later (added by the splits): this one is there from the
-        # start, and loads the model in the worker that runs it meanwhile.
-        dag.add(importable().load_model, name="load model", run_in=run_in)
     splits: list[trio_dag.Handle[Any]] = []
     stores: list[trio_dag.Handle[Any]] = []
     for source in sources:

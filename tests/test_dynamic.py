@@ -520,12 +520,11 @@ def test_added_tasks_on_executors_the_run_has() -> None:
 
     async def adder() -> Any:
         run = trio_dag.current_run()
-        with pytest.raises(trio_dag.ExecutorError, match="did not start with"):
+        with pytest.raises(trio_dag.ExecutorError, match="does not provide"):
             run.add(_times_two, 1, run_in="elsewhere")
         return run.add(_times_two, 21, run_in="pool")
 
     with ThreadPoolExecutor(2) as pool:
-        dag.add(_times_two, 1, run_in="pool")
         made["joiner"] = dag.add(adder)
         report = _run(dag, real_clock=True, executors={"pool": pool})
     assert report[made["joiner"]] == 42
@@ -540,3 +539,21 @@ def test_the_report_keeps_the_run_graph_when_the_fork_grows_later() -> None:
     assert report.stats.tasks == 3
     assert len(report.critical_path()) >= 1
     assert "3 tasks" in report.summary()
+
+
+def test_added_tasks_may_use_process_workers_no_dag_task_started() -> None:
+    import multiprocessing
+
+    dag = trio_dag.DAG()
+
+    async def adder() -> Any:
+        run = trio_dag.current_run()
+        with pytest.raises(trio_dag.ExecutorError, match="cannot be"):
+            run.add(lambda: 1, run_in="process")
+        return [run.add(_times_two, k, run_in="process") for k in range(3)]
+
+    joiner = dag.add(adder)
+    report = _run(dag, real_clock=True)
+    assert report[joiner] == [0, 2, 4]
+    # The run's own worker context: none of its workers outlives it.
+    assert not [p for p in multiprocessing.active_children() if "Resource" not in p.name]

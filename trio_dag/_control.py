@@ -31,9 +31,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import attrs
 import outcome
 import trio
 
@@ -53,14 +52,14 @@ _FINAL = frozenset({core.SUCCEEDED, core.FAILED, core.SKIPPED, core.CANCELLED})
 _NOT_STARTED = frozenset({core.PENDING, core.READY})
 
 
-@final
-@attrs.frozen(slots=True)
-class RunCounts:
+class RunCounts(NamedTuple):
     """How many tasks of a running run are in each state, as ``run.counts`` gives it.
 
     A snapshot, read in constant time from the counters the run keeps. The
     states add up to ``total``: ``pending + ready + running`` tasks have not
-    ended, the others have.
+    ended, the others have. A named tuple, not an attrs class: a progress
+    display may read it after every task, and a tuple is made in a quarter
+    of the time a frozen attrs instance of nine fields takes.
 
     Attributes:
       pending: Waiting for their dependencies, or for the delay before a
@@ -89,6 +88,7 @@ class RunCounts:
 
 
 Tally = tuple[int, ...]
+_new_tuple = tuple.__new__
 
 
 def tally_of(engine: Engine) -> Tally:
@@ -108,16 +108,20 @@ def counts_of(tally: Tally) -> RunCounts:
     # core counts them running.
     ready += parked
     running -= parked + retrying
-    return RunCounts(
-        total - ended - ready - running,
-        ready,
-        running,
-        ended - failed - skipped - cancelled - cached,
-        failed,
-        skipped,
-        cancelled,
-        cached,
-        total,
+    # tuple.__new__ skips the named tuple's own __new__ (a Python function).
+    return _new_tuple(
+        RunCounts,
+        (
+            total - ended - ready - running,
+            ready,
+            running,
+            ended - failed - skipped - cancelled - cached,
+            failed,
+            skipped,
+            cancelled,
+            cached,
+            total,
+        ),
     )
 
 

@@ -43,7 +43,9 @@ __all__ = [
     "Executor",
     "Executors",
     "check_executors",
+    "executors_of",
     "open_workers",
+    "unpicklable",
 ]
 
 PROCESS: Final = "process"
@@ -148,19 +150,53 @@ class _Futures:
 
 
 class _Processes:
-    """trio-parallel's worker processes, in the worker context of one run."""
+    """trio-parallel's worker processes, in a worker context of one run.
 
-    __slots__ = ("context",)
+    The context is opened by the first call (so a run that never sends a
+    body to a process, or adds its first such task while running, imports
+    and starts nothing before that) and closed by :meth:`aclose` as the run
+    ends, so no worker outlives the run.
+    """
+
+    __slots__ = ("_opened", "_opening", "context")
 
     def __init__(self) -> None:
         self.context: trio_parallel.WorkerContext | None = None
+        self._opened: Any = None  # the context manager, to exit as the run ends
+        self._opening = trio.Lock()
+
+    async def _open(self) -> trio_parallel.WorkerContext:
+        async with self._opening:
+            if self.context is None:
+                # Imported only by runs that use it: it starts nothing, but takes
+                # time to import.
+                import trio_parallel
+
+                opened = trio_parallel.open_worker_context()
+                self.context = await opened.__aenter__()
+                self._opened = opened
+            return self.context
+
+    async def aclose(self) -> None:
+        """Shut the run's worker processes down, if it started any."""
+        opened, self._opened, self.context = self._opened, None, None
+        if opened is None:
+            return
+        import trio_parallel
+
+        try:
+            await opened.__aexit__(None, None, None)
+        except trio_parallel.BrokenWorkerError:
+            # An idle worker that would not exit in time was killed; every
+            # task has ended by now, so there is no one to tell.
+            pass
 
     async def call(
         self, task: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
     ) -> Any:
         import trio_parallel
 
-        assert self.context is not None, "the run opens the worker context first"
+        context = self.context or await self._open()
         # Pickled here, with the standard pickle the run's check used, so that
         # arguments that cannot cross fail with a message that says so.
         try:
@@ -172,7 +208,7 @@ class _Processes:
                 "such as built-in types, arrays or instances of module-level classes"
             ) from None
         try:
-            data = await self.context.run_sync(_in_worker, job, kill_on_cancel=True)
+            data = await context.run_sync(_in_worker, job, kill_on_cancel=True)
         except trio_parallel.BrokenWorkerError as exc:
             raise WorkerDiedError(task, _exit_code(exc)) from None
         return pickle.loads(data)
@@ -220,31 +256,17 @@ class Executors:
 
 @asynccontextmanager
 async def open_workers(executors: Executors | None) -> AsyncIterator[None]:
-    """Open the worker processes a run's tasks need for as long as it runs.
+    """Close the worker processes a run's tasks started, as the run ends.
 
-    Only a run with a task on ``"process"`` (not mapped elsewhere) opens a
-    trio-parallel worker context; its workers are reused by the run's tasks
-    and shut down as the run ends, so none outlives it.
+    trio-parallel's workers (``"process"``, unless the run maps it) start
+    in a worker context of the run's own when its first task needs one; they
+    are reused by the run's tasks and shut down here, so none outlives it.
     """
-    processes = None if executors is None else executors._processes
-    if processes is None:
-        yield
-        return
-    # Imported only by runs that use it: it starts nothing, but takes time to import.
-    import trio_parallel
-
-    workers = trio_parallel.open_worker_context()
-    processes.context = await workers.__aenter__()
     try:
         yield
     finally:
-        processes.context = None
-        try:
-            await workers.__aexit__(None, None, None)
-        except trio_parallel.BrokenWorkerError:
-            # An idle worker that would not exit in time was killed; every
-            # task has ended by now, so there is no one to tell.
-            pass
+        if executors is not None and executors._processes is not None:
+            await executors._processes.aclose()
 
 
 def _task_list(snap: Snapshot, tasks: Sequence[int]) -> str:
@@ -279,7 +301,7 @@ def _check_mapping(executors: object) -> dict[str, Any]:
     return dict(executors)
 
 
-def _unpicklable(fn: Callable[..., Any]) -> str | None:
+def unpicklable(fn: Callable[..., Any]) -> str | None:
     """Why *fn* cannot be pickled (standard pickle, by reference), or None."""
     try:
         pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
@@ -288,14 +310,13 @@ def _unpicklable(fn: Callable[..., Any]) -> str | None:
     return None
 
 
-def check_executors(
-    snap: Snapshot, members: Sequence[int] | None, executors: object
-) -> Executors | None:
+def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: object) -> Executors:
     """Check *executors* (the run's ``executors=``) against the tasks of the run.
 
     Reads only the tasks the snapshot notes (``with_notes`` holds every task
     whose ``run_in`` names an executor), so a run without executor tasks
-    pays for none. Returns None when no task of the run uses an executor.
+    pays for none. Returns the run's :class:`Executors` (see
+    :func:`executors_of`), which start nothing until a task is sent to one.
 
     Raises TypeError for an ``executors=`` that is not a mapping of names
     to objects with ``submit``; :class:`ExecutorError` for a name no
@@ -317,7 +338,7 @@ def check_executors(
         in_run = set(members)
         users = {k: kept for k, v in users.items() if (kept := [i for i in v if i in in_run])}
     if not users:
-        return None
+        return executors_of(mapping)
     for name, tasks in users.items():
         if name not in mapping and name != PROCESS:
             known = ", ".join(repr(k) for k in [PROCESS, *mapping])
@@ -336,7 +357,7 @@ def check_executors(
             fn = fns[i]
             key = id(fn)
             if key not in why_of:
-                why_of[key] = _unpicklable(fn)
+                why_of[key] = unpicklable(fn)
             if why_of[key] is not None:
                 bad.append(i)
                 why = why or why_of[key]
@@ -349,12 +370,21 @@ def check_executors(
                 f"cannot be ({why}); define it at module level (not a lambda, a local "
                 "function or a method of a local class), so that pickle finds it by name",
             )
-    processes = _Processes() if PROCESS in users and PROCESS not in mapping else None
+    return executors_of(mapping)
+
+
+def executors_of(mapping: Mapping[str, Any]) -> Executors:
+    """Every executor of a run: each name it maps, and ``"process"``.
+
+    Tasks added while the run goes on may use any of them, so the run holds
+    all, not only the ones its first tasks use; nothing is started until a
+    task is sent to it.
+    """
+    processes = None if PROCESS in mapping else _Processes()
     by_name: dict[str, _Futures | _Processes | DaskFutures] = {
         # A Dask client's own adapter: see _dask.py.
-        name: (DaskFutures if is_dask_client(mapping[name]) else _Futures)(mapping[name])
-        for name in users
-        if name in mapping
+        name: (DaskFutures if is_dask_client(executor) else _Futures)(executor)
+        for name, executor in mapping.items()
     }
     if processes is not None:
         by_name[PROCESS] = processes

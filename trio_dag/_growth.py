@@ -29,8 +29,10 @@ from ._batching import Batched
 from ._dependencies import rebuild, scan
 from ._errors import ExecutorError, TaskFailedError, UnknownDependencyError
 from ._events import TaskAdded
+from ._executors import unpicklable
 from ._handle import Handle
 from ._keys import Uncacheable, framed_digest, output_digest
+from ._names import fn_name
 from ._native import core
 from ._native._shared import PLAIN_TYPES
 from ._options import BUILT_IN, DEFAULT_OPTIONS
@@ -223,17 +225,27 @@ class Growth:
         )
 
     def _check_executor(self, i: int, name: str) -> None:
-        """Refuse task *i* on executor *name* unless the run has it at work: a
-        run opens its executors as it starts, for the tasks it has then."""
+        """Refuse task *i* on executor *name* unless the run has it: ``"process"``
+        or a name of its ``executors=``."""
         executors = self.engine.executors
         if executors is None or name not in executors._by_name:
             task = self.fork._name(i)
             raise ExecutorError(
                 name,
                 [task],
-                f"task {task!r} runs on executor {name!r}, which this run did not start "
-                "with: a run opens the executors its DAG's tasks use as it starts; add a "
-                "task on it to the DAG (and pass executors= for a name of yours)",
+                f"task {task!r} runs on executor {name!r}, which the run does not "
+                f"provide; pass executors={{{name!r}: ...}} to the run",
+            )
+        why = unpicklable(self._fns[i])
+        if why is not None:
+            task = self.fork._name(i)
+            raise ExecutorError(
+                name,
+                [task],
+                f"task {task!r} runs on executor {name!r}, which needs its function "
+                f"pickled, but {fn_name(self._fns[i])} cannot be ({why}); define it at "
+                "module level (not a lambda, a local function or a method of a local "
+                "class), so that pickle finds it by name",
             )
 
     def _check_dependencies(self, i: int, parents: Any) -> None:
@@ -298,6 +310,7 @@ class Growth:
         caching = engine.caching
         assert caching is not None
         caching.asks.append(0)
+        caching.plain.append(0)
         caching.hit.append(0)
         caching.wants_digest.append(0)
         caching.digests.append(None)

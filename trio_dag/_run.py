@@ -506,8 +506,8 @@ class Run:
           ResourceError: ``uses=`` of a resource the run lacks, or more
             than its capacity.
           ForeignHandleError: A handle of another DAG (or run).
-          ExecutorError: ``run_in=`` names an executor the run did not
-            start with (a run opens its executors as it starts).
+          ExecutorError: ``run_in=`` names an executor the run does not
+            have (``"process"`` or a name of its ``executors=``).
         """
         engine = self._engine
         slot = _CURRENT.get(None)
