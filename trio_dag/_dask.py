@@ -59,7 +59,7 @@ class _Waiting:
 class DaskFutures:
     """A ``distributed.Client``, awaited without a thread per task; made per run."""
 
-    __slots__ = ("_lock", "_woken", "client", "fetch", "unfetched")
+    __slots__ = ("_cancelling", "_lock", "_woken", "client", "fetch", "unfetched")
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -68,6 +68,8 @@ class DaskFutures:
         # Ended in Dask's callback thread, not yet told to the event loop;
         # one wake-up of the loop tells all of them.
         self._woken: list[_Waiting] = []
+        # Futures of cancelled tasks, for a thread to cancel on the cluster.
+        self._cancelling: list[Any] = []
         self._lock = threading.Lock()
 
     async def call(
@@ -103,9 +105,32 @@ class DaskFutures:
         except BaseException:
             # Cancelled (or a KeyboardInterrupt): a body already running on the
             # cluster is not waited for but abandoned, its result discarded.
-            waiting.future.cancel()
+            self._cancel_soon(waiting.future)
             raise
         return waiting.outcome.unwrap()
+
+    def _cancel_soon(self, future: Any) -> None:
+        """Cancel *future* on the cluster from a thread: ``Future.cancel`` of a
+        synchronous client waits for the scheduler, which would hold the event
+        loop a round trip per task when fail_fast stops many at once. The
+        futures cancelled meanwhile go in one ``client.cancel``."""
+        with self._lock:
+            self._cancelling.append(future)
+            if len(self._cancelling) > 1:
+                return  # a thread is on its way, and takes it with the others
+        trio.lowlevel.start_thread_soon(self._cancel_all, _ignore)
+
+    def _cancel_all(self) -> None:
+        # In a thread of its own.
+        while True:
+            with self._lock:
+                batch, self._cancelling = self._cancelling, []
+            if not batch:
+                return
+            try:
+                self.client.cancel(batch)
+            except Exception:
+                pass  # the client is closed or the scheduler gone: nothing runs for us
 
     def _ended(self) -> None:
         with self._lock:
@@ -130,6 +155,10 @@ class DaskFutures:
                     self.unfetched.append(waiting)
             self.fetch = None
             done.set()
+
+
+def _ignore(_: outcome.Outcome[None]) -> None:
+    """What start_thread_soon tells of a cancelling thread: nothing to do."""
 
 
 def _gather(client: Any, batch: list[_Waiting]) -> list[outcome.Outcome[Any]]:
