@@ -413,6 +413,8 @@ class Run:
         # run.counts makes a new RunCounts only when the counters changed.
         self._tally: tuple[int, ...] = ()
         self._counts: RunCounts | None = None
+        # run.add's compiled common call (_growth makes it at the first add).
+        self._grower: Any = None
 
     def events(self) -> AsyncIterator[Event]:
         """Every event of the run, from its start, in the order they happened.
@@ -509,6 +511,11 @@ class Run:
           ExecutorError: ``run_in=`` names an executor the run did not
             start with (a run opens its executors as it starts).
         """
+        grower = self._grower
+        if grower is not None:
+            handle = grower.add(fn, args, options)
+            if handle is not None:
+                return handle  # type: ignore[no-any-return]
         engine = self._engine
         slot = _CURRENT.get(None)
         parent = slot[1] if slot is not None and slot[0] is engine.snap else -1
