@@ -1288,6 +1288,9 @@ cdef class Grower:
 
     def add(self, fn, tuple args, dict options):
         """Add ``fn(*args)`` with *options* (``Run.add``'s); its handle, or None."""
+        return self._add(fn, args, options)
+
+    cdef object _add(self, object fn, tuple args, dict options):
         cdef object slot, name = None, after = self.no_after, handle, uses, engine
         cdef Py_ssize_t parent, i, n, k, start
         cdef tuple d = self.defaults
@@ -1343,4 +1346,25 @@ cdef class Grower:
         if k and self.st._state[v] == C_SKIPPED:
             engine._ended(v, C_SKIPPED)
         return handle
+
+
+cdef object _general_run_add = None
+
+
+def set_general_run_add(general):
+    """Take *general* (Run.add in Python) for every call :func:`run_add` does not take itself."""
+    global _general_run_add
+    _general_run_add = general
+
+
+def run_add(self, fn, /, *args, **options):
+    """``Run.add`` without a Python frame: the common call goes to the run's
+    :class:`Grower`; every other (no Grower yet, or one that declines) to
+    the Python ``Run.add`` as it came."""
+    cdef object grower = getattr(self, "_grower", None), handle
+    if type(grower) is Grower:
+        handle = (<Grower>grower)._add(fn, args, options)
+        if handle is not None:
+            return handle
+    return _general_run_add(self, fn, *args, **options)
 
