@@ -14,6 +14,8 @@ from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.contextvars cimport get_value
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
@@ -1249,8 +1251,9 @@ cdef class Grower:
     """
 
     cdef RunState st
-    cdef object growth, engine, snap, fork, builder, loop, columns, current
-    cdef object batched, default_options, no_after, marks, teardown, admission
+    cdef object growth, engine, snap, fork, builder_add, loop_grow, columns, current
+    cdef object batched, default_options, no_after, admission
+    cdef bytearray marks, teardown
     cdef list fns, opts
     cdef array off, src
     cdef tuple defaults
@@ -1268,12 +1271,12 @@ cdef class Grower:
         self.engine = engine
         self.snap = engine.snap
         self.fork = fork
-        self.builder = fork._b
+        self.builder_add = fork._b.add
         self.fns = fork._fns
         self.opts = fork._opts
         self.off = fork._off
         self.src = fork._src
-        self.loop = loop
+        self.loop_grow = loop.grow
         self.columns = columns
         self.current = current
         self.batched = batched
@@ -1307,7 +1310,7 @@ cdef class Grower:
                 k -= 1
             if k:
                 return None
-        slot = self.current.get(None)
+        slot = get_value(self.current)
         if slot is None or slot[0] is not self.snap:
             return None
         parent = slot[1]
@@ -1315,7 +1318,7 @@ cdef class Grower:
         i = len(self.fns)
         if parent < 0 or engine.report is not None or self.growth.n != i:
             return None
-        handle = self.builder.add(
+        handle = self.builder_add(
             self.fork, fn, args, name, None, after, d[0], d[1], d[2], d[3], d[4], d[5],
             d[6], d[7], d[8], d[9], d[10],
         )
@@ -1335,9 +1338,9 @@ cdef class Grower:
         n = i + 1
         self.growth.n = n
         self.snap.n = n
-        self.loop.grow(self.columns, n)
-        self.marks.append(0)
-        self.teardown.append(0)
+        self.loop_grow(self.columns, n)
+        _append_zero(self.marks)
+        _append_zero(self.teardown)
         uses = self.admission.uses
         if uses is not None:
             uses.append(())
@@ -1346,6 +1349,13 @@ cdef class Grower:
         if k and self.st._state[v] == C_SKIPPED:
             engine._ended(v, C_SKIPPED)
         return handle
+
+
+cdef inline int _append_zero(bytearray b) except -1:
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(b)
+    PyByteArray_Resize(b, n + 1)  # over-allocates: amortized O(1)
+    PyByteArray_AS_STRING(b)[n] = 0
+    return 0
 
 
 cdef object _general_run_add = None
