@@ -15,6 +15,13 @@ output becomes its return value with each handle replaced by that task's
 output, or it fails with the first joined task that did not succeed as the
 cause. While it waits it holds no ``limit`` slot and none of its ``uses``.
 
+The common add (from a body, with ``name=`` and ``after=`` at most, in a
+run whose added tasks need no heap key, cache lookup or event) does not
+come here after the first: the compiled core's ``Grower`` (which ``Run.add``,
+compiled as ``_core.run_add``, calls) appends it to the fork with the DAG's
+builder and to the core, the loop and the engine's per-task records as
+``add`` below does, and hands whatever else it meets to ``took``.
+
 Everything here runs only for a run that adds or joins; a run that never
 does pays for none of it.
 """
