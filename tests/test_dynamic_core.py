@@ -123,6 +123,22 @@ def test_join_on_ended_nodes(core: ModuleType) -> None:
         st.join(1, [0])
 
 
+def _waiting_for(st: Any, v: int) -> set[int]:
+    """The nodes that wait for *v*: its children, and theirs, added ones too."""
+    seen: set[int] = set()
+    stack = [v]
+    while stack:
+        u = stack.pop()
+        nexts = list(st.added_children(u))
+        if u < st.graph.n:
+            nexts += list(st.graph.children(u))
+        for c in nexts:
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
+
+
 def _apply(st: Any, op: tuple[Any, ...]) -> Any:
     kind = op[0]
     try:
@@ -143,7 +159,11 @@ def _apply(st: Any, op: tuple[Any, ...]) -> Any:
         if kind == "cancel":
             return st.cancel(op[2] % n)
         if kind == "join":
-            return st.join(v, [j % n for j in op[2]])
+            on = [j % n for j in op[2]]
+            if _waiting_for(st, v) & set(on):
+                # The engine refuses such a join (Growth._join_error): it would never end.
+                return "refused"
+            return st.join(v, on)
         if kind == "cancel_pending":
             return st.cancel_pending(keep_all_done=op[2])
     except (ValueError, IndexError) as exc:
