@@ -1294,13 +1294,8 @@ cdef class Grower:
         return self._add(fn, args, options)
 
     cdef object _add(self, object fn, tuple args, dict options):
-        cdef object slot, name = None, after = self.no_after, handle, uses, engine
-        cdef Py_ssize_t parent, i, n, k, start
-        cdef tuple d = self.defaults
-        cdef int v
-        if PyThread_get_thread_ident() != self.thread or type(fn) is self.batched:
-            return None
-        k = len(options)
+        cdef object name = None, after = self.no_after
+        cdef Py_ssize_t k = len(options)
         if k:
             if "after" in options:
                 after = options["after"]
@@ -1310,6 +1305,15 @@ cdef class Grower:
                 k -= 1
             if k:
                 return None
+        return self._add_common(fn, args, name, after)
+
+    cdef object _add_common(self, object fn, tuple args, object name, object after):
+        cdef object slot, handle, uses, engine
+        cdef Py_ssize_t parent, i, n, k, start
+        cdef tuple d = self.defaults
+        cdef int v
+        if PyThread_get_thread_ident() != self.thread or type(fn) is self.batched:
+            return None
         slot = get_value(self.current)
         if slot is None or slot[0] is not self.snap:
             return None
@@ -1334,7 +1338,11 @@ cdef class Grower:
             return self.growth.took(i, handle, parent)
         start = self.off.data.as_ints[i]
         k = self.off.data.as_ints[i + 1] - start
-        v = self.st._append(self.src.data.as_ints + start, k, False, 0.0, True)
+        try:
+            v = self.st._append(self.src.data.as_ints + start, k, False, 0.0, True)
+        except BaseException:
+            self.fork._truncate(i)  # as Growth.took: a failed add records nothing
+            raise
         n = i + 1
         self.growth.n = n
         self.snap.n = n
@@ -1367,14 +1375,23 @@ def set_general_run_add(general):
     _general_run_add = general
 
 
-def run_add(self, fn, /, *args, **options):
+cdef object _NO_AFTER = object()  # after= not given (the Grower passes DAG.add's default)
+
+
+def run_add(self, fn, /, *args, name=None, after=_NO_AFTER, **options):
     """``Run.add`` without a Python frame: the common call goes to the run's
     :class:`Grower`; every other (no Grower yet, or one that declines) to
-    the Python ``Run.add`` as it came."""
+    the Python ``Run.add`` as it came (name= and after= only if given)."""
     cdef object grower = getattr(self, "_grower", None), handle
-    if type(grower) is Grower:
-        handle = (<Grower>grower)._add(fn, args, options)
+    if not options and type(grower) is Grower:
+        handle = (<Grower>grower)._add_common(
+            fn, args, name, (<Grower>grower).no_after if after is _NO_AFTER else after
+        )
         if handle is not None:
             return handle
+    if name is not None:
+        options["name"] = name
+    if after is not _NO_AFTER:
+        options["after"] = after
     return _general_run_add(self, fn, *args, **options)
 
