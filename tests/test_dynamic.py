@@ -156,6 +156,52 @@ def test_run_add_checks_as_dag_add_and_records_nothing_on_error() -> None:
     assert str(caught.value).replace("-2", "-N") == str(errors[0]).replace("-2", "-N")
 
 
+def test_the_common_add_after_a_first_one_checks_and_grows_as_the_general_one() -> None:
+    # Once a run has added a task, a body's add with name= and after= only
+    # takes the compiled core's shortcut (_core.Grower): the same checks,
+    # errors, skips and records as the first (general) add.
+    dag = trio_dag.DAG()
+    dag.add(square, 1, name="taken")
+    bad = dag.add(boom, name="bad")
+    errors: list[BaseException] = []
+    made: dict[str, Any] = {}
+
+    async def adder() -> None:
+        run = trio_dag.current_run()
+        made["first"] = run.add(square, 2)
+        for call in (
+            lambda: run.add(square, 1, name="taken"),
+            lambda: run.add(square, 1, after="nobody"),
+            lambda: run.add(square, 1, after=["taken", "nobody"]),
+            lambda: run.add(square, trio_dag.DAG().add(square, 1)),
+        ):
+            try:
+                call()
+            except Exception as exc:
+                errors.append(exc)
+        made["named"] = run.add(square, 3, name="named")
+        made["after"] = run.add(square, made["named"], after=["taken", made["first"]])
+        made["twice"] = run.add(total, [made["first"], made["first"]], after=made["first"])
+        made["skipped"] = run.add(square, bad)
+        made["by name"] = run.add(square, 4, after="named")
+
+    dag.add(adder, after=bad, trigger="all_done")
+    report = _run(dag, check=False)
+    assert [type(e) for e in errors] == [
+        trio_dag.DuplicateTaskError,
+        trio_dag.UnknownDependencyError,
+        trio_dag.UnknownDependencyError,
+        trio_dag.ForeignHandleError,
+    ]
+    assert report.stats.tasks == 3 + len(made)  # nothing recorded for the errors
+    assert report[made["after"]] == 81
+    assert report[made["twice"]] == 8
+    assert report.state(made["skipped"]) == TaskState.SKIPPED
+    assert report[made["by name"]] == 16
+    assert made["named"].name == "named"
+    assert [h.index for h in made.values()] == list(range(3, 3 + len(made)))
+
+
 def test_adding_after_the_run_ended_and_dag_add_while_running() -> None:
     dag = trio_dag.DAG()
     dag.add(square, 2)

@@ -15,6 +15,13 @@ output becomes its return value with each handle replaced by that task's
 output, or it fails with the first joined task that did not succeed as the
 cause. While it waits it holds no ``limit`` slot and none of its ``uses``.
 
+The common add (from a body, with ``name=`` and ``after=`` at most, in a
+run whose added tasks need no heap key, cache lookup or event) does not
+come here after the first: the compiled core's ``Grower`` (which ``Run.add``,
+compiled as ``_core.run_add``, calls) appends it to the fork with the DAG's
+builder and to the core, the loop and the engine's per-task records as
+``add`` below does, and hands whatever else it meets to ``took``.
+
 Everything here runs only for a run that adds or joins; a run that never
 does pays for none of it.
 """
@@ -26,9 +33,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from ._batching import Batched
+from ._dag import _NO_AFTER, _OPTION_DEFAULTS
 from ._dependencies import rebuild, scan
 from ._errors import ExecutorError, TaskFailedError, UnknownDependencyError
-from ._events import TaskAdded
+from ._events import _CURRENT, TaskAdded
 from ._executors import unpicklable
 from ._handle import Handle
 from ._keys import Uncacheable, framed_digest, output_digest
@@ -126,6 +134,31 @@ class Growth:
         self.joins: dict[int, tuple[Any, tuple[tuple[Any, ...], ...] | None, list[int]]] = {}
         # Joins that failed at once: the error to fail the task with.
         self.errors: dict[int, Exception] = {}
+        # run.add's common call, compiled (the core's Grower), for a run whose
+        # added tasks need no key, cache, event or dependency check.
+        if (
+            engine.run is not None
+            and engine.keys is None
+            and engine.caching is None
+            and engine.on_event is None
+            and engine.stream is None
+            and engine.admission.levels is None
+            and not self.excluding
+        ):
+            engine.run._grower = snap.backend.core.Grower(
+                engine.st,
+                self,
+                engine,
+                fork,
+                loop,
+                self.columns,
+                _CURRENT,
+                Batched,
+                DEFAULT_OPTIONS,
+                _OPTION_DEFAULTS,
+                _NO_AFTER,
+                self._unbounded,
+            )
 
     # -- adding ----------------------------------------------------------------
 
@@ -141,6 +174,14 @@ class Growth:
         if type(fn) is Batched and engine.batcher is None:
             engine.start_batching()
         handle = fork.add(fn, *args, **options)
+        return self.took(i, handle, parent)
+
+    def took(self, i: int, handle: Handle[Any], parent: int) -> Handle[Any]:
+        """Task *i*, just added to the fork as *handle*, joins the run (the
+        rest of ``add``; the compiled ``Grower`` calls it for an add it does
+        not finish itself). A check that fails takes the task off the fork."""
+        fork = self.fork
+        engine = self.engine
         try:
             off = self._off
             parents = self._src[off[i] : off[i + 1]]

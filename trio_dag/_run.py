@@ -6,6 +6,7 @@ policy into core keys, and hand over to the engine.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, final
 import outcome
 import trio
 
+from . import _native
 from ._bodies import THREAD, fatal, kind_of
 from ._caching import check_store
 from ._control import Completed, RunCounts, control_of, counts_of, tally_of
@@ -410,9 +412,13 @@ class Run:
         self._iterated = False
         # Trio's thread (a Run is made in it): run.add from another goes through it.
         self._thread = get_ident()
+        if _compiled_add is not None:
+            _install_compiled_add()
         # run.counts makes a new RunCounts only when the counters changed.
         self._tally: tuple[int, ...] = ()
         self._counts: RunCounts | None = None
+        # run.add's compiled common call (_growth makes it at the first add).
+        self._grower: Any = None
 
     def events(self) -> AsyncIterator[Event]:
         """Every event of the run, from its start, in the order they happened.
@@ -509,6 +515,13 @@ class Run:
           ExecutorError: ``run_in=`` names an executor the run does not
             have (``"process"`` or a name of its ``executors=``).
         """
+        grower = self._grower
+        if grower is not None:
+            # Under the pure-Python core (the compiled one has taken the call
+            # already, in _core.run_add): the twin's Grower declines.
+            handle = grower.add(fn, args, options)
+            if handle is not None:
+                return handle  # type: ignore[no-any-return]
         engine = self._engine
         slot = _CURRENT.get(None)
         parent = slot[1] if slot is not None and slot[0] is engine.snap else -1
@@ -805,3 +818,20 @@ async def open_run(
         raise failure[0]
     assert engine.report is not None
     _checked(engine.report, check)
+
+
+# The compiled core's module also has Run.add without a Python frame (see
+# _core.run_add): the common call from a body is its Grower's, every other
+# goes to the add above, as it came. Installed at the first Run(), as
+# DAG.add's (see _dag), and only when the compiled backend was chosen.
+_compiled_add: Any = _native.BACKEND.core if _native.BACKEND.name == "cython" else None
+
+
+def _install_compiled_add() -> None:
+    global _compiled_add
+    core, _compiled_add = _compiled_add, None
+    general = Run.__dict__["add"]
+    fast = core.run_add
+    core.set_general_run_add(general)
+    functools.update_wrapper(fast, general)
+    type.__setattr__(Run, "add", fast)

@@ -78,6 +78,9 @@ cdef class RunState:
     cdef Py_ssize_t _check_state(self, object node_, int allowed, str action) except -1
     cdef Py_ssize_t _done(self, int node) except -1
     cdef list _end(self, int node, uint8_t final)
+    cdef int _append(
+        self, const int* at, Py_ssize_t k, bint all_done, double key, bint repeats
+    ) except -1
     cdef int _unjoin(self, int c) except -1
     cdef int _after_done(self, int c) except -1
     cdef int _after_end(self, int c, list skipped) except -1

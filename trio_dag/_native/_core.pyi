@@ -92,3 +92,26 @@ class RunState:
     def add(self, parents: Iterable[int], all_done: bool = False, key: float = 0.0) -> int: ...
     def added_children(self, node: int) -> list[int]: ...
     def join(self, node: int, on: Iterable[int]) -> int: ...
+
+class Grower:
+    """``Run.add``'s common call without a Python frame (the twin's never takes it)."""
+
+    def __init__(
+        self,
+        st: RunState,
+        growth: object,
+        engine: object,
+        fork: object,
+        loop: object,
+        columns: object,
+        current: object,
+        batched: type,
+        default_options: object,
+        defaults: tuple[object, ...],
+        no_after: object,
+        unbounded: bool,
+    ) -> None: ...
+    def add(self, fn: object, args: tuple[object, ...], options: dict[str, object]) -> object: ...
+
+def set_general_run_add(general: object) -> None: ...
+def run_add(self: object, fn: object, /, *args: object, **options: object) -> object: ...

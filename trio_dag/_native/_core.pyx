@@ -14,6 +14,9 @@ from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.contextvars cimport get_value
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
@@ -1099,10 +1102,7 @@ cdef class RunState:
         are checked before anything changes: ValueError for one that the
         run excludes, IndexError for one out of range.
         """
-        cdef Py_ssize_t p, j, k
-        cdef uint8_t st
-        cdef int waiting = 0, v
-        cdef bint blocked = False
+        cdef Py_ssize_t p, j
         cdef list distinct = None
         cdef array given
         cdef int* at
@@ -1110,26 +1110,32 @@ cdef class RunState:
             raise ValueError("keys must not be NaN")
         if type(parents) is array and (<array>parents).ob_descr.typecode == b"i":
             # The common call (run.add's): a few parents in an int array,
-            # checked in place; duplicates are skipped below. Anything out of
-            # range or excluded takes the general way, for its error.
+            # checked in place; duplicates are skipped (_append). Anything out
+            # of range or excluded takes the general way, for its error.
             given = <array>parents
             at = given.data.as_ints
             for j in range(len(given)):
                 if not 0 <= at[j] < self._n or self._state[at[j]] == C_EXCLUDED:
                     break
             else:
-                distinct = []
-                for j in range(len(given)):
-                    for k in range(j):
-                        if at[k] == at[j]:
-                            break
-                    else:
-                        distinct.append(at[j])
-        if distinct is None:
-            distinct = sorted({self._check_node(p) for p in parents})
-            for p in distinct:
-                if self._state[p] == C_EXCLUDED:
-                    raise ValueError(f"cannot add a node after node {p}: it is excluded")
+                return self._append(at, len(given), all_done, key, True)
+        distinct = sorted({self._check_node(p) for p in parents})
+        for p in distinct:
+            if self._state[p] == C_EXCLUDED:
+                raise ValueError(f"cannot add a node after node {p}: it is excluded")
+        given = array("i", distinct)
+        return self._append(given.data.as_ints, len(distinct), all_done, key, False)
+
+    cdef int _append(
+        self, const int* at, Py_ssize_t k, bint all_done, double key, bint repeats
+    ) except -1:
+        """``add`` of a node after the *k* nodes *at* (in range, not excluded,
+        checked by the caller; with *repeats*, a node may come more than once:
+        it counts once); return the node."""
+        cdef Py_ssize_t j, m
+        cdef uint8_t st
+        cdef int waiting = 0, v, p
+        cdef bint blocked = False
         if self._n >= 2147483646:
             raise ValueError("a run holds at most 2**31 - 2 nodes")
         if self._n == self._cap:
@@ -1144,13 +1150,22 @@ cdef class RunState:
         self._joining[v] = 0
         if self._keys != NULL:
             self._keys[v] = key
-        for p in distinct:
+        for j in range(k):
+            p = at[j]
+            if repeats:
+                for m in range(j):
+                    if at[m] == p:
+                        break
+                else:
+                    m = -1
+                if m >= 0:
+                    continue
             st = self._state[p]
             if st == C_SUCCEEDED:
                 continue
             if st == C_PENDING or st == C_READY or st == C_RUNNING:
                 waiting += 1
-                self._add_edge(<int>p, v)
+                self._add_edge(p, v)
             elif not all_done:
                 blocked = True
         self._count[v] = waiting
@@ -1220,3 +1235,163 @@ cdef array _targets(array off, Py_ssize_t n):
         for e in range(o[i], o[i + 1]):
             t[e] = <int>i
     return out
+
+
+
+@cython.final
+cdef class Grower:
+    """``Run.add``'s common call, compiled: a task body adds a task with
+    ``name=`` and ``after=`` at most, to a run whose added tasks need no key,
+    cache or event (see ``_growth``, which makes it).
+
+    ``add`` returns the new task's handle, or None having changed nothing:
+    the call then takes the general path, ``Growth.add``. Past the DAG's
+    builder, a task this path cannot finish (a name still pending, the run
+    stopping, levels kept) is finished by ``Growth.took``.
+    """
+
+    cdef RunState st
+    cdef object growth, engine, snap, fork, builder_add, loop_grow, columns, current
+    cdef object batched, default_options, no_after, admission
+    cdef bytearray marks, teardown
+    cdef list fns, opts
+    cdef array off, src
+    cdef tuple defaults
+    cdef unsigned long thread
+    cdef bint unbounded
+
+    def __init__(
+        self, RunState st, growth, engine, fork, loop, columns, current, batched,
+        default_options, tuple defaults, no_after, bint unbounded,
+    ):
+        if len(defaults) != 11:
+            raise ValueError("defaults holds the 11 option defaults of DAG.add")
+        self.st = st
+        self.growth = growth
+        self.engine = engine
+        self.snap = engine.snap
+        self.fork = fork
+        self.builder_add = fork._b.add
+        self.fns = fork._fns
+        self.opts = fork._opts
+        self.off = fork._off
+        self.src = fork._src
+        self.loop_grow = loop.grow
+        self.columns = columns
+        self.current = current
+        self.batched = batched
+        self.default_options = default_options
+        self.defaults = defaults
+        self.no_after = no_after
+        self.marks = growth.marks
+        self.teardown = engine.teardown
+        self.admission = engine.admission
+        self.unbounded = unbounded
+        self.thread = PyThread_get_thread_ident()
+
+    def add(self, fn, tuple args, dict options):
+        """Add ``fn(*args)`` with *options* (``Run.add``'s); its handle, or None."""
+        return self._add(fn, args, options)
+
+    cdef object _add(self, object fn, tuple args, dict options):
+        cdef object name = None, after = self.no_after
+        cdef Py_ssize_t k = len(options)
+        if k:
+            if "after" in options:
+                after = options["after"]
+                k -= 1
+            if "name" in options:
+                name = options["name"]
+                k -= 1
+            if k:
+                return None
+        return self._add_common(fn, args, name, after)
+
+    cdef object _add_common(self, object fn, tuple args, object name, object after):
+        cdef object slot, handle, uses, engine
+        cdef Py_ssize_t parent, i, n, k, start
+        cdef tuple d = self.defaults
+        cdef int v
+        if PyThread_get_thread_ident() != self.thread or type(fn) is self.batched:
+            return None
+        slot = get_value(self.current)
+        if slot is None or slot[0] is not self.snap:
+            return None
+        parent = slot[1]
+        engine = self.engine
+        i = len(self.fns)
+        if parent < 0 or engine.report is not None or self.growth.n != i:
+            return None
+        handle = self.builder_add(
+            self.fork, fn, args, name, None, after, d[0], d[1], d[2], d[3], d[4], d[5],
+            d[6], d[7], d[8], d[9], d[10],
+        )
+        if handle is None:
+            return None
+        if (
+            self.fork._pending
+            or self.opts[i] is not self.default_options
+            or self.growth.levels is not None
+            or engine.halted
+            or engine.failing
+        ):
+            return self.growth.took(i, handle, parent)
+        start = self.off.data.as_ints[i]
+        k = self.off.data.as_ints[i + 1] - start
+        try:
+            v = self.st._append(self.src.data.as_ints + start, k, False, 0.0, True)
+        except BaseException:
+            self.fork._truncate(i)  # as Growth.took: a failed add records nothing
+            raise
+        n = i + 1
+        self.growth.n = n
+        self.snap.n = n
+        self.loop_grow(self.columns, n)
+        _append_zero(self.marks)
+        _append_zero(self.teardown)
+        uses = self.admission.uses
+        if uses is not None:
+            uses.append(())
+        if self.unbounded:
+            engine.cap = n
+        if k and self.st._state[v] == C_SKIPPED:
+            engine._ended(v, C_SKIPPED)
+        return handle
+
+
+cdef inline int _append_zero(bytearray b) except -1:
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(b)
+    PyByteArray_Resize(b, n + 1)  # over-allocates: amortized O(1)
+    PyByteArray_AS_STRING(b)[n] = 0
+    return 0
+
+
+cdef object _general_run_add = None
+
+
+def set_general_run_add(general):
+    """Take *general* (Run.add in Python) for every call :func:`run_add` does not take itself."""
+    global _general_run_add
+    _general_run_add = general
+
+
+cdef object _NO_AFTER = object()  # after= not given (the Grower passes DAG.add's default)
+
+
+def run_add(self, fn, /, *args, name=None, after=_NO_AFTER, **options):
+    """``Run.add`` without a Python frame: the common call goes to the run's
+    :class:`Grower`; every other (no Grower yet, or one that declines) to
+    the Python ``Run.add`` as it came (name= and after= only if given)."""
+    cdef object grower = getattr(self, "_grower", None), handle
+    if not options and type(grower) is Grower:
+        handle = (<Grower>grower)._add_common(
+            fn, args, name, (<Grower>grower).no_after if after is _NO_AFTER else after
+        )
+        if handle is not None:
+            return handle
+    if name is not None:
+        options["name"] = name
+    if after is not _NO_AFTER:
+        options["after"] = after
+    return _general_run_add(self, fn, *args, **options)
+

@@ -907,3 +907,31 @@ class RunState:
             self._count[node] += waiting
             self._joining[node] = 1
         return waiting
+
+
+class Grower:
+    """The compiled core's ``Run.add`` shortcut (see ``_core.Grower``), absent
+    here: ``add`` always returns None, so every add takes ``Growth.add``,
+    the path the compiled one matches."""
+
+    def __init__(
+        self,
+        st: RunState,
+        growth: object,
+        engine: object,
+        fork: object,
+        loop: object,
+        columns: object,
+        current: object,
+        batched: type,
+        default_options: object,
+        defaults: tuple[object, ...],
+        no_after: object,
+        unbounded: bool,
+    ) -> None:
+        if len(defaults) != 11:
+            raise ValueError("defaults holds the 11 option defaults of DAG.add")
+
+    def add(self, fn: object, args: tuple[object, ...], options: dict[str, object]) -> None:
+        """None: the general path adds the task."""
+        return None
