@@ -940,3 +940,30 @@ def test_random_tasks_awaiting_later_ones_finish_within_the_limit(
         expected[k] = k + sum(expected[k + s] for s in waits[k] if k + s < n)
     assert [report[f"k{k}"] for k in range(n)] == expected
     assert active.peak <= (2 if limit == "limiter" else limit)
+
+
+def test_cancelling_a_retry_as_it_falls_due_lets_the_run_end(dag_core: Any) -> None:
+    # The retry timer and the cancelling task wake at the same instant, in an
+    # order Trio picks at random: when the retry was handed to a worker first,
+    # that worker ended it CANCELLED as the run's last task and left, and an
+    # idle worker waited on, so the run never ended. Repeated for both orders.
+    async def body() -> None:
+        await trio.sleep(2)
+
+    async def canceller() -> None:
+        await trio.sleep(4)
+        trio_dag.current_run().cancel_task("t0")
+
+    for _ in range(20):
+        dag = trio_dag.DAG()
+        dag.add(body, name="t0", retries=1, retry_delay=2, timeout=2, uses={"gpu": 0.1})
+
+        dag.add(canceller, name="w")
+
+        async def main(dag: trio_dag.DAG = dag) -> trio_dag.RunReport:
+            with trio.fail_after(100):
+                return await trio_dag.run(dag, resources={"gpu": 2.0}, check=False)
+
+        report = trio.run(main, clock=MockClock(autojump_threshold=0))
+        assert report.state("t0") == trio_dag.TaskState.CANCELLED
+        assert report.state("w") == trio_dag.TaskState.SUCCEEDED

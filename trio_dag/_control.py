@@ -227,9 +227,13 @@ class Control:
     def received(self, v: int) -> int:
         """A worker picks up task *v*: end it if cancel_task asked; the task to run, or -1."""
         e = self.engine
+        ended = False
         while v >= 0 and v in self.cancelling and e.st.state(v) == core.RUNNING:
             e._ended(v, core.CANCELLED, e.st.cancel(v))
+            ended = True
             v = e._next()
+        if ended and e.st.finished:
+            e._dismiss_idle()  # that was the last task: idle workers leave too
         self._settle()
         return v
 
