@@ -143,6 +143,7 @@ class RunCache:
         "pending_tasks",
         "plain",
         "snap",
+        "snapshot",
         "store",
         "store_error",
         "stored",
@@ -171,6 +172,9 @@ class RunCache:
         # The entries not yet handed to the store: their keys, and each entry
         # as the SQLite cache keeps it (``whole``: see _cache._RESULTS) or a CacheEntry.
         self.whole = type(store) is Cache
+        # The SQLite cache's table read whole at the first lookup, when the
+        # run asks for many of its keys (see Cache._snapshot); False until then.
+        self.snapshot: Any = False
         self.pending_keys: list[bytes] = []
         self.pending: list[Any] = []
         self.pending_tasks: list[int] = []  # the task of each pending entry
@@ -332,7 +336,10 @@ class RunCache:
         store = self.store
         try:
             if self.whole:  # (digest, payload) pairs: no CacheEntry made per hit
-                found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(keys)
+                if self.snapshot is False:
+                    self.snapshot = None  # if _snapshot raises, as _lookup_pairs would
+                    self.snapshot = store._snapshot(len(self.parts), self.kh.snapshot_found)
+                found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(keys, self.snapshot)
             else:
                 found = {k: (e.digest, e.payload) for k, e in store.lookup(keys).items()}
         except Exception as exc:
@@ -469,6 +476,9 @@ class RunCache:
         A flush that raises leaves unstored every task the store took this run.
         """
         self.closed = True
+        if self.snapshot:
+            self.store._release(self.snapshot)
+            self.snapshot = None
         self.store_pending()
         flush = getattr(self.store, "flush", None)
         if callable(flush):
