@@ -953,7 +953,7 @@ async def test_a_run_asking_for_much_of_the_file_reads_it_once(
     taken: list[Any] = []
     snapshot = trio_dag._cache.Cache._snapshot
 
-    def spy(self: Any, asked: int, match: Any = None) -> Any:
+    def spy(self: Any, asked: int, match: Any) -> Any:
         taken.append(snapshot(self, asked, match))
         return taken[-1]
 

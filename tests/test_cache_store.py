@@ -471,13 +471,15 @@ def test_a_snapshot_answers_lookups_and_sees_what_this_cache_stores_after_it(
 def test_a_snapshot_is_not_taken_of_a_large_file_or_many_more_rows_than_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from trio_dag._native._keyhash_py import snapshot_found as match
+
     monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_MIN", 2)
     path = tmp_path / "c.db"
     with Cache(path) as cache:
         cache.store([(k(i), entry(i)) for i in range(40)])
     with Cache(path) as cache:
-        assert cache._snapshot(9) is None  # 40 rows: more than 4 times 9
+        assert cache._snapshot(9, match) is None  # 40 rows: more than 4 times 9
         monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_BYTES", 100)
-        assert cache._snapshot(40) is None
+        assert cache._snapshot(40, match) is None
         monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_BYTES", 1 << 30)
-        assert cache._snapshot(10) is not None
+        assert cache._snapshot(10, match) is not None

@@ -12,8 +12,9 @@ was given, and at once on :meth:`Cache.flush` and :meth:`Cache.close`: a
 crash loses at most that window and never corrupts the file. Lookups read
 from a connection of the calling thread: a run that will ask for at least a
 quarter as many keys as a small file holds reads the whole table once, in
-file order, at its first lookup (a ``_Snapshot``), not one B-tree seek a key. Another process may use the same
-file at once: SQLite's locks and a busy timeout order the writes.
+file order, at its first lookup (a ``_Snapshot``), not one B-tree seek a
+key. Another process may use the same file at once: SQLite's locks and a
+busy timeout order the writes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from typing import Any, Final, Protocol, Self, final, runtime_checkable
 import attrs
 
 from ._errors import CacheFileError
-from ._native import _keyhash_py
 
 __all__ = [
     "Cache",
@@ -519,11 +519,13 @@ class Cache:
         hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
         return {k: CacheEntry(d, p) for k, (d, p) in self._lookup_pairs(list(keys)).items()}
 
-    def _snapshot(self, asked: int, match: Any = None) -> _Snapshot | None:
+    def _snapshot(self, asked: int, match: Any) -> _Snapshot | None:
         """For a run about to look up *asked* keys: the whole table read once
         (see _SNAPSHOT_SHARE), to pass to :meth:`_lookup_pairs` and then to
-        :meth:`_release`; or None when seeking each key is cheaper, or the
-        file too large to hold, or the keys stored here are all it holds."""
+        :meth:`_release`, matched with *match* (the backend's
+        ``keyhash.snapshot_found``, compiled or its twin); or None when
+        seeking each key is cheaper, or the file too large to hold, or the
+        keys stored here are all it holds."""
         self._check_open()
         if asked < _SNAPSHOT_MIN or self._alone is not None:
             return None
@@ -542,7 +544,7 @@ class Cache:
             snapshot = _Snapshot(
                 dict(db.execute(_ALL + " WHERE used >= ?", cut)),
                 dict(db.execute(_ALL + " WHERE used < ?", cut)),
-                match or _keyhash_py.snapshot_found,
+                match,
             )
         finally:
             db.execute("COMMIT")
