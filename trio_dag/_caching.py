@@ -200,6 +200,7 @@ class RunCache:
         pass over the cached tasks, work shared between tasks of one function
         and between tasks whose arguments are only handles."""
         in_run = None if members is None else set(members)
+        self._grow_plain()
         cols = snap.columns
         opts, fns, stored_args = cols.opts, cols.fns, cols.args
         kwargs, paths, off, src = cols.kwargs, cols.paths, cols.off, cols.src
@@ -286,6 +287,14 @@ class RunCache:
             for j in deps:
                 wants[j] = 1
 
+    def _grow_plain(self) -> None:
+        """``plain`` as long as ``asks``: a task added to the running run
+        (``_growth``) grows ``asks``, ``hit``, ``wants_digest`` and
+        ``digests`` by one, and ``plain`` here (once a call, not per task)."""
+        grown = len(self.asks) - len(self.plain)
+        if grown > 0:
+            self.plain.extend(bytes(grown))
+
     @staticmethod
     def _args_digest(snap: Snapshot, i: int, handles: _Handles) -> tuple[bytes, tuple[int, ...]]:
         """Task *i*'s arguments' digest and dependencies, the general way."""
@@ -319,6 +328,7 @@ class RunCache:
         digests = self.digests
         keys: list[bytes] = []
         asking: list[int] = []
+        self._grow_plain()
         # The keys of the tasks with cache=True whose dependencies all have digests.
         rest = self.kh.task_keys(
             tasks, self.parts, digests, self.plain, KEY_TEMPLATE, keys, asking, self.asks
