@@ -944,3 +944,57 @@ def test_two_processes_on_one_cache_file_both_finish(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     db.close()
+
+
+# -- the SQLite cache's snapshot: a run asking for many keys reads the table once --
+
+
+async def test_a_run_asking_for_much_of_the_file_reads_it_once(
+    dag_core: Any, autojump_clock: MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio_dag._cache
+
+    monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_MIN", 2)
+    taken: list[Any] = []
+    snapshot = trio_dag._cache.Cache._snapshot
+
+    def spy(self: Any, asked: int, match: Any) -> Any:
+        taken.append(snapshot(self, asked, match))
+        return taken[-1]
+
+    monkeypatch.setattr(trio_dag._cache.Cache, "_snapshot", spy)
+    calls: list[Any] = []
+
+    def make(extra: bool) -> trio_dag.DAG:
+        dag = DAG()
+        hs = [dag.add(counted(double, calls), i, cache=True, name=f"t{i}") for i in range(6)]
+        dag.add(counted(add, calls), hs[0], hs[1], cache=True, name="s")
+        if extra:  # a new task: missed, run, stored after the snapshot
+            dag.add(counted(add, calls), hs[2], hs[3], cache=True, name="new")
+        return dag
+
+    path = tmp_path / "c.sqlite3"
+    with trio_dag.Cache(path) as cache:
+        await run(make(False), cache)  # an empty file: every lookup answered from memory
+    assert taken == [None] and len(calls) == 7
+    sqlite3.connect(path).execute("UPDATE results SET used = used - 7200").connection.commit()
+    calls.clear()
+    with trio_dag.Cache(path) as cache:
+        report, _ = await run(make(True), cache)
+        assert taken[-1] is not None and not cache._snapshots  # taken, then released
+        assert len(report.cached) == 7
+        assert calls == [(4, 6)]
+        calls.clear()
+        report, _ = await run(make(True), cache)  # the new task's entry, stored after it
+        assert len(report.cached) == 8 and calls == []
+        assert len(taken) == 3 and taken[-1] is not None
+        stats = cache.stats()
+        assert (stats.hits, stats.misses) == (15, 1)
+    # Every hit of a row last used over an hour ago marked it used now.
+    db = sqlite3.connect(path)
+    try:
+        cut = time.time() - 3600
+        (old,) = db.execute("SELECT count(*) FROM results WHERE used < ?", (cut,)).fetchone()
+    finally:
+        db.close()
+    assert old == 0

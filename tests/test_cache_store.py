@@ -424,3 +424,62 @@ def test_finalizer_commits_a_cache_never_closed(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, timeout=TIMEOUT, check=True)
     # The entry: the key's last 24 bytes, the digest, the payload.
     assert sql(path, "SELECT entry FROM results") == [(b"k" * 24 + b"d" * 32 + b"payload",)]
+
+
+def test_a_snapshot_answers_lookups_and_sees_what_this_cache_stores_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_dag._native import _keyhash_py
+
+    monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_MIN", 2)
+    matchers: list[object] = [_keyhash_py.snapshot_found]
+    try:
+        from trio_dag._native import _keyhash
+
+        matchers.append(_keyhash.snapshot_found)
+    except ImportError:
+        pass
+    for n, match in enumerate(matchers):
+        path = tmp_path / f"c{n}.db"
+        with Cache(path) as cache:
+            cache.store([(k(i), entry(i)) for i in range(4)])
+        sql(path, "UPDATE results SET used = used - 7200 WHERE id = ?", row_id(k(0)))
+        with Cache(path) as cache, Cache(path) as other:
+            assert cache._snapshot(1, match) is None  # too few keys asked
+            snap = cache._snapshot(4, match)
+            assert snap is not None
+            cache._release(snap)
+            snap = cache._snapshot(4, match)
+            assert snap is not None
+            pairs = cache._lookup_pairs([k(i) for i in range(6)], snap)
+            assert pairs == {k(i): (entry(i).digest, entry(i).payload) for i in range(4)}
+            cache.store([(k(4), entry(4))])  # after the snapshot: pending, then committed
+            other.store([(k(5), entry(5))])  # another connection's, after it: not seen
+            other.flush()
+            assert set(cache._lookup_pairs([k(4), k(5)], snap)) == {k(4)}
+            cache.flush()
+            assert set(cache._lookup_pairs([k(4), k(5)], snap)) == {k(4)}
+            assert set(cache._lookup_pairs([k(5)])) == {k(5)}  # no snapshot: the file
+            cache._release(snap)
+            assert cache.stats().hits == 4 + 2 + 1
+            # The stale row's hit marked it used.
+            assert sql(path, "SELECT count(*) FROM results WHERE used < ?", time.time() - 3600) == [
+                (0,)
+            ]
+
+
+def test_a_snapshot_is_not_taken_of_a_large_file_or_many_more_rows_than_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_dag._native._keyhash_py import snapshot_found as match
+
+    monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_MIN", 2)
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(i), entry(i)) for i in range(40)])
+    with Cache(path) as cache:
+        assert cache._snapshot(9, match) is None  # 40 rows: more than 4 times 9
+        monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_BYTES", 100)
+        assert cache._snapshot(40, match) is None
+        monkeypatch.setattr(trio_dag._cache, "_SNAPSHOT_BYTES", 1 << 30)
+        assert cache._snapshot(10, match) is not None

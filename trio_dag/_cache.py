@@ -10,8 +10,11 @@ calls both from the Trio thread, so :meth:`CacheStore.store` must not block
 write connection and commits whatever it was given at most 100 ms after it
 was given, and at once on :meth:`Cache.flush` and :meth:`Cache.close`: a
 crash loses at most that window and never corrupts the file. Lookups read
-from a connection of the calling thread. Another process may use the same
-file at once: SQLite's locks and a busy timeout order the writes.
+from a connection of the calling thread: a run that will ask for at least a
+quarter as many keys as a small file holds reads the whole table once, in
+file order, at its first lookup (a ``_Snapshot``), not one B-tree seek a
+key. Another process may use the same file at once: SQLite's locks and a
+busy timeout order the writes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ _ALONE_MAX: Final = 1_000_000
 # A hit marks its entry used only when its last use is older than this, so
 # a rerun within the hour writes nothing; prune's LRU order is to the hour.
 USE_GRANULARITY: Final = 3600.0
+# A run that will look up at least a quarter as many keys as the file holds
+# (and at least _SNAPSHOT_MIN) reads the whole table once, in file order, at
+# its first lookup, instead of one B-tree seek a key: see Cache._snapshot.
+# Only for a file of at most _SNAPSHOT_BYTES (the rows are then held in memory).
+_SNAPSHOT_MIN: Final = 2048
+_SNAPSHOT_SHARE: Final = 4
+_SNAPSHOT_BYTES: Final = 32 << 20
 _FORMAT: Final = "trio_dag cache"
 
 _RESULTS: Final = """
@@ -299,6 +309,29 @@ def _id(key: bytes) -> int:
 
 
 @final
+class _Snapshot:
+    """The results table as a run's first lookup read it: ``rows`` maps an id
+    to its entry, of the rows used within the hour (see USE_GRANULARITY),
+    ``stale`` those of the others (a hit there is marked used); ``since``
+    holds the keys stored through the Cache after the read (they are looked
+    up in the file, not here). Two dicts of ``id: entry``, not a dict of
+    rows: the read makes no tuple a row.
+
+    A key in neither is a miss with no SELECT: an entry another process
+    commits during the run is not seen by that run (a miss is always
+    correct; what was committed before the run began is seen). A row pruned
+    meanwhile may still be a hit: its entry is still right for its key."""
+
+    __slots__ = ("match", "rows", "since", "stale")
+
+    def __init__(self, rows: dict[int, bytes], stale: dict[int, bytes], match: Any) -> None:
+        self.rows = rows
+        self.stale = stale
+        self.since: set[bytes] = set()
+        self.match = match  # _keyhash's snapshot_found, compiled or its twin
+
+
+@final
 class _Writer:
     """The thread that owns the write connection and commits every 100 ms.
 
@@ -444,6 +477,7 @@ class Cache:
         # then read and missed, never a wrong hit.
         self._alone: set[bytes] | None = set() if empty else None
         self._alone_db = reader
+        self._snapshots: list[_Snapshot] = []  # taken and not yet released
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r})"
@@ -485,9 +519,53 @@ class Cache:
         hour, see ``USE_GRANULARITY``), for :meth:`prune`."""
         return {k: CacheEntry(d, p) for k, (d, p) in self._lookup_pairs(list(keys)).items()}
 
-    def _lookup_pairs(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
-        """:meth:`lookup`, each entry as ``(digest, payload)``: what a run reads."""
+    def _snapshot(self, asked: int, match: Any) -> _Snapshot | None:
+        """For a run about to look up *asked* keys: the whole table read once
+        (see _SNAPSHOT_SHARE), to pass to :meth:`_lookup_pairs` and then to
+        :meth:`_release`, matched with *match* (the backend's
+        ``keyhash.snapshot_found``, compiled or its twin); or None when
+        seeking each key is cheaper, or the file too large to hold, or the
+        keys stored here are all it holds."""
         self._check_open()
+        if asked < _SNAPSHOT_MIN or self._alone is not None:
+            return None
+        size = sum(
+            os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p)
+        )
+        if size > _SNAPSHOT_BYTES:
+            return None
+        db = self._reader()
+        db.execute("BEGIN")
+        try:
+            (rows,) = db.execute("SELECT count(*) FROM results").fetchone()
+            if rows > _SNAPSHOT_SHARE * asked:
+                return None
+            cut = (time.time() - USE_GRANULARITY,)
+            snapshot = _Snapshot(
+                dict(db.execute(_ALL + " WHERE used >= ?", cut)),
+                dict(db.execute(_ALL + " WHERE used < ?", cut)),
+                match,
+            )
+        finally:
+            db.execute("COMMIT")
+        self._snapshots.append(snapshot)
+        return snapshot
+
+    def _release(self, snapshot: _Snapshot) -> None:
+        """The run that took *snapshot* has ended."""
+        try:
+            self._snapshots.remove(snapshot)
+        except ValueError:
+            pass
+
+    def _lookup_pairs(
+        self, keys: list[bytes], snapshot: _Snapshot | None = None
+    ) -> dict[bytes, tuple[bytes, bytes]]:
+        """:meth:`lookup`, each entry as ``(digest, payload)``: what a run
+        reads; with *snapshot* (see :meth:`_snapshot`), read from it."""
+        self._check_open()
+        if snapshot is not None:
+            return self._from_snapshot(keys, snapshot)
         found: dict[bytes, tuple[bytes, bytes]] = {}
         pending = self._pending
         db = self._reader()
@@ -535,6 +613,31 @@ class Cache:
             self._writer.queue.put((now, touched))
         return found
 
+    def _from_snapshot(
+        self, keys: list[bytes], snapshot: _Snapshot
+    ) -> dict[bytes, tuple[bytes, bytes]]:
+        found: dict[bytes, tuple[bytes, bytes]] = {}
+        now = time.time()
+        touched: list[bytes] = []
+        later: list[bytes] = []
+        snapshot.match(
+            keys,
+            snapshot.rows,
+            snapshot.stale,
+            self._pending,
+            snapshot.since,
+            found,
+            touched,
+            later,
+        )
+        self._hits += len(found)
+        self._misses += len(keys) - len(found) - len(later)
+        if touched:
+            self._writer.queue.put((now, touched))
+        if later:  # stored through this object after the snapshot: pending, or in the file
+            found.update(self._lookup_pairs(later))
+        return found
+
     def store(self, entries: Sequence[tuple[bytes, CacheEntry]]) -> None:
         """Queue the entries for the writer; return at once.
 
@@ -562,6 +665,8 @@ class Cache:
                 self._alone = None
             else:
                 alone.update(keys)
+        for snapshot in self._snapshots:
+            snapshot.since.update(keys)
         self._writer.queue.put((keys, entries))
 
     def flush(self) -> None:
@@ -650,6 +755,7 @@ def _prune(db: sqlite3.Connection, older_than: float | None, max_bytes: int | No
     return removed
 
 
+_ALL: Final = "SELECT id, entry FROM results"
 _SELECTS: dict[int, str] = {}
 
 

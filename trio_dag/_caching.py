@@ -143,6 +143,7 @@ class RunCache:
         "pending_tasks",
         "plain",
         "snap",
+        "snapshot",
         "store",
         "store_error",
         "stored",
@@ -171,6 +172,9 @@ class RunCache:
         # The entries not yet handed to the store: their keys, and each entry
         # as the SQLite cache keeps it (``whole``: see _cache._RESULTS) or a CacheEntry.
         self.whole = type(store) is Cache
+        # The SQLite cache's table read whole at the first lookup, when the
+        # run asks for many of its keys (see Cache._snapshot); False until then.
+        self.snapshot: Any = False
         self.pending_keys: list[bytes] = []
         self.pending: list[Any] = []
         self.pending_tasks: list[int] = []  # the task of each pending entry
@@ -196,6 +200,7 @@ class RunCache:
         pass over the cached tasks, work shared between tasks of one function
         and between tasks whose arguments are only handles."""
         in_run = None if members is None else set(members)
+        self._grow_plain()
         cols = snap.columns
         opts, fns, stored_args = cols.opts, cols.fns, cols.args
         kwargs, paths, off, src = cols.kwargs, cols.paths, cols.off, cols.src
@@ -282,6 +287,14 @@ class RunCache:
             for j in deps:
                 wants[j] = 1
 
+    def _grow_plain(self) -> None:
+        """``plain`` as long as ``asks``: a task added to the running run
+        (``_growth``) grows ``asks``, ``hit``, ``wants_digest`` and
+        ``digests`` by one, and ``plain`` here (once a call, not per task)."""
+        grown = len(self.asks) - len(self.plain)
+        if grown > 0:
+            self.plain.extend(bytes(grown))
+
     @staticmethod
     def _args_digest(snap: Snapshot, i: int, handles: _Handles) -> tuple[bytes, tuple[int, ...]]:
         """Task *i*'s arguments' digest and dependencies, the general way."""
@@ -315,6 +328,7 @@ class RunCache:
         digests = self.digests
         keys: list[bytes] = []
         asking: list[int] = []
+        self._grow_plain()
         # The keys of the tasks with cache=True whose dependencies all have digests.
         rest = self.kh.task_keys(
             tasks, self.parts, digests, self.plain, KEY_TEMPLATE, keys, asking, self.asks
@@ -332,7 +346,10 @@ class RunCache:
         store = self.store
         try:
             if self.whole:  # (digest, payload) pairs: no CacheEntry made per hit
-                found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(keys)
+                if self.snapshot is False:
+                    self.snapshot = None  # if _snapshot raises, as _lookup_pairs would
+                    self.snapshot = store._snapshot(len(self.parts), self.kh.snapshot_found)
+                found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(keys, self.snapshot)
             else:
                 found = {k: (e.digest, e.payload) for k, e in store.lookup(keys).items()}
         except Exception as exc:
@@ -469,6 +486,9 @@ class RunCache:
         A flush that raises leaves unstored every task the store took this run.
         """
         self.closed = True
+        if self.snapshot:
+            self.store._release(self.snapshot)
+            self.snapshot = None
         self.store_pending()
         flush = getattr(self.store, "flush", None)
         if callable(flush):

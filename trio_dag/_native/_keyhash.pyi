@@ -61,3 +61,16 @@ def hash_tasks(
 ) -> list[int]:
     """Fill ``parts``, ``asks``, ``plain``, ``wants`` for the cached tasks
     whose arguments are a flat tuple; return the other cached tasks."""
+
+def snapshot_found(
+    keys: Sequence[bytes],
+    rows: dict[int, bytes],
+    stale: dict[int, bytes],
+    pending: dict[bytes, bytes],
+    since: set[bytes],
+    found: dict[bytes, tuple[bytes, bytes]],
+    touched: list[bytes],
+    later: list[bytes],
+) -> None:
+    """Look up 32-byte *keys* in a cache's snapshot: hits into *found* (and
+    *touched* when found in *stale*), misses in *since* or *pending* to *later*."""

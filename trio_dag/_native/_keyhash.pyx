@@ -10,7 +10,7 @@ Python object per part.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import pickle
 
@@ -278,3 +278,45 @@ def hash_tasks(
                 raise IndexError(f"hash_tasks: dependency {k} out of range")
             wanted[k] = 1
     return rest
+
+
+cdef inline bint _match(object e, const unsigned char* key) except -1:
+    """Whether entry *e* (bytes) holds the other 24 bytes of *key*."""
+    return PyBytes_GET_SIZE(e) >= 56 and memcmp(PyBytes_AS_STRING(e), key + 8, 24) == 0
+
+
+def snapshot_found(
+    list keys,
+    dict rows,
+    dict stale,
+    dict pending,
+    set since,
+    dict found,
+    list touched,
+    list later,
+):
+    cdef Py_ssize_t i, j, n = len(keys)
+    cdef object k, row, e
+    cdef const unsigned char* p
+    cdef uint64_t u
+    cdef object ident
+    for i in range(n):
+        k = keys[i]
+        if type(k) is not bytes or PyBytes_GET_SIZE(k) != 32:
+            later.append(k)  # not a run's key: the file answers
+            continue
+        p = <const unsigned char*>PyBytes_AS_STRING(k)
+        u = 0
+        for j in range(8):
+            u |= (<uint64_t>p[j]) << (8 * j)
+        ident = <int64_t>u
+        e = rows.get(ident)
+        if e is None:
+            e = stale.get(ident)
+            if e is not None and _match(e, p):
+                touched.append(k)
+        if e is not None and _match(e, p):
+            found[k] = (e[24:56], e[56:])
+            continue
+        if k in since or k in pending:
+            later.append(k)

@@ -217,3 +217,36 @@ def hash_tasks(
         for j in deps:
             wants[j] = 1
     return rest
+
+
+def snapshot_found(
+    keys: Sequence[bytes],
+    rows: dict[int, bytes],
+    stale: dict[int, bytes],
+    pending: dict[bytes, bytes],
+    since: set[bytes],
+    found: dict[bytes, tuple[bytes, bytes]],
+    touched: list[bytes],
+    later: list[bytes],
+) -> None:
+    """Look up 32-byte *keys* in a cache's snapshot (``rows`` and ``stale``:
+    id -> entry, see ``trio_dag._cache._Snapshot``): each hit's ``(digest,
+    payload)`` into *found*, and to *touched* when found in *stale*; a miss
+    that is in *since* or *pending* (or not a 32-byte key) to *later*, for
+    the file to answer."""
+    get = rows.get
+    for k in keys:
+        if type(k) is not bytes or len(k) != 32:
+            later.append(k)
+            continue
+        ident = int.from_bytes(k[:8], "little", signed=True)
+        e = get(ident)
+        if e is None:
+            e = stale.get(ident)
+            if e is not None and e[:24] == k[8:]:
+                touched.append(k)
+        if e is not None and len(e) >= 56 and e[:24] == k[8:]:
+            found[k] = (e[24:56], e[56:])
+            continue
+        if k in since or k in pending:
+            later.append(k)
