@@ -200,7 +200,6 @@ class RunCache:
         pass over the cached tasks, work shared between tasks of one function
         and between tasks whose arguments are only handles."""
         in_run = None if members is None else set(members)
-        self._grow_plain()
         cols = snap.columns
         opts, fns, stored_args = cols.opts, cols.fns, cols.args
         kwargs, paths, off, src = cols.kwargs, cols.paths, cols.off, cols.src
@@ -287,13 +286,14 @@ class RunCache:
             for j in deps:
                 wants[j] = 1
 
-    def _grow_plain(self) -> None:
-        """``plain`` as long as ``asks``: a task added to the running run
-        (``_growth``) grows ``asks``, ``hit``, ``wants_digest`` and
-        ``digests`` by one, and ``plain`` here (once a call, not per task)."""
-        grown = len(self.asks) - len(self.plain)
-        if grown > 0:
-            self.plain.extend(bytes(grown))
+    def grow(self) -> None:
+        """One more task: a task was added to the running run (``_growth``);
+        every per-task column grows here, in one place."""
+        self.asks.append(0)
+        self.plain.append(0)
+        self.hit.append(0)
+        self.wants_digest.append(0)
+        self.digests.append(None)
 
     @staticmethod
     def _args_digest(snap: Snapshot, i: int, handles: _Handles) -> tuple[bytes, tuple[int, ...]]:
@@ -328,7 +328,6 @@ class RunCache:
         digests = self.digests
         keys: list[bytes] = []
         asking: list[int] = []
-        self._grow_plain()
         # The keys of the tasks with cache=True whose dependencies all have digests.
         rest = self.kh.task_keys(
             tasks, self.parts, digests, self.plain, KEY_TEMPLATE, keys, asking, self.asks

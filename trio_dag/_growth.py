@@ -350,11 +350,7 @@ class Growth:
         engine = self.engine
         caching = engine.caching
         assert caching is not None
-        caching.asks.append(0)
-        caching.plain.append(0)
-        caching.hit.append(0)
-        caching.wants_digest.append(0)
-        caching.digests.append(None)
+        caching.grow()
         if not cached:
             return
         caching._hash_tasks(_One(engine.snap, i), None)  # type: ignore[arg-type]
