@@ -766,11 +766,14 @@ def test_cancelling_random_tasks_at_random_moments(
     plan: list[tuple[int, str]] = []
     called: list[str] = []
 
+    asked: dict[str, float] = {}  # when each task was first asked to cancel
+
     async def watch(run: trio_dag.Run) -> None:
         for at, name in sorted(plan):
             await trio.sleep_until(at / 2)
             run.cancel_task(name)
             called.append(name)
+            asked.setdefault(name, trio.current_time())
             assert run.counts.total == len(names) + inside
 
     async def watcher() -> None:
@@ -818,12 +821,14 @@ def test_cancelling_random_tasks_at_random_moments(
                     or dag.options(h).trigger == "all_done"
                 ), h.name
     # A task asked to cancel that did not end CANCELLED had ended by then (or
-    # its body returned before the cancellation reached it).
-    for at, name in picks:
-        if name in called and states[name] is not trio_dag.TaskState.CANCELLED:
+    # its body returned before the cancellation reached it). "Then" is when
+    # the watcher asked: a watcher inside the run may itself start late (a
+    # policy or strategy that holds it back), after its drawn moment.
+    for name, when in asked.items():
+        if states[name] is not trio_dag.TaskState.CANCELLED:
             timing = report.timing(name)
             ended = timing.end if timing.end is not None else -1.0  # SKIPPED: never ran
-            assert ended <= at / 2 or states[name] is trio_dag.TaskState.SKIPPED, name
+            assert ended <= when or states[name] is trio_dag.TaskState.SKIPPED, name
 
 
 async def test_as_completed_reads_back_ends_of_the_fast_loop(
@@ -855,7 +860,14 @@ async def test_as_completed_reads_back_ends_of_the_fast_loop(
     assert report["late"] == expected
 
 
-async def test_cancel_task_of_a_batched_task(dag_core: Any, autojump_clock: MockClock) -> None:
+@pytest.mark.parametrize("when", [0.5, 1.5])
+async def test_cancel_task_of_a_batched_task(
+    dag_core: Any, autojump_clock: MockClock, when: float
+) -> None:
+    # At 0.5 the batch waits for more tasks (max_delay=1): d1, which joined
+    # it, leaves it. At 1.5 the call (from 1 to 3) is under way: d1 ends
+    # CANCELLED now and its result is dropped. Either way the call serves
+    # d0 and d2, and its opener d0 cannot be cancelled alone while it waits.
     @trio_dag.batched(max_size=4, max_delay=1)
     async def double(items: list[int]) -> list[int]:
         await trio.sleep(2)
@@ -865,15 +877,29 @@ async def test_cancel_task_of_a_batched_task(dag_core: Any, autojump_clock: Mock
     for k in range(3):
         dag.add(double, k, name=f"d{k}")
     dag.add(double, 9, name="later", after=["d0"])
+    dag.add(double, 5, name="after_d1", after=["d1"])
+    recorder = trio_dag.testing.Recorder()
     with trio.fail_after(30):
-        async with trio_dag.open_run(dag) as run:
-            await trio.sleep(0.5)
-            with pytest.raises(RuntimeError, match="cannot be cancelled alone"):
-                run.cancel_task("d1")
+        async with trio_dag.open_run(dag, on_event=recorder) as run:
+            await trio.sleep(when)
+            if when < 1:
+                with pytest.raises(RuntimeError, match="cannot be cancelled alone"):
+                    run.cancel_task("d0")
+            run.cancel_task("d1")
+            assert run.counts.cancelled == 1 and run.counts.skipped == 1
             run.cancel_task("later")  # not started: fine
     report = run.report
-    assert [report[f"d{k}"] for k in range(3)] == [0, 2, 4]
+    assert [report.state(f"d{k}") for k in range(3)] == [
+        trio_dag.TaskState.SUCCEEDED,
+        trio_dag.TaskState.CANCELLED,
+        trio_dag.TaskState.SUCCEEDED,
+    ]
+    assert report["d0"] == 0 and report["d2"] == 4
+    assert report.state("after_d1") is trio_dag.TaskState.SKIPPED
     assert report.state("later") is trio_dag.TaskState.CANCELLED
+    started = {e.task.name for e in recorder.events if isinstance(e, TaskStarted)}
+    assert ("d1" in started) == (when > 1)
+    trio_dag.testing.check_run(dag, report, recorder, cancelled_tasks=["d1", "later"])
 
 
 @pytest.mark.parametrize("limit", [1, 2])
@@ -967,3 +993,55 @@ def test_cancelling_a_retry_as_it_falls_due_lets_the_run_end(dag_core: Any) -> N
         report = trio.run(main, clock=MockClock(autojump_threshold=0))
         assert report.state("t0") == trio_dag.TaskState.CANCELLED
         assert report.state("w") == trio_dag.TaskState.SUCCEEDED
+
+
+@_suite
+@given(
+    dag=trio_dag.testing.dags(max_tasks=12, batched=True, resources=RESOURCES),
+    options=run_options(),
+    data=st.data(),
+)
+def test_cancelling_random_batched_tasks_keeps_the_rules(
+    dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any], data: st.DataObject
+) -> None:
+    # Tasks of @batched functions, cancelled alone at random moments: before
+    # their batch is called they leave it, during the call their result is
+    # dropped; an opener holding the call's uses (or waiting for more) refuses.
+    names = [h.name for h in dag]
+    picks = (
+        data.draw(
+            st.lists(st.tuples(st.integers(0, 8), st.sampled_from(names)), max_size=4),
+            label="cancels (half seconds, task)",
+        )
+        if names
+        else []
+    )
+    called: list[str] = []
+    recorder = trio_dag.testing.Recorder()
+    # Under fail_fast, this draw finds a task of a batch waiting for more
+    # (max_delay) that starts after the first failure, also without any
+    # cancel_task (an open bug, reported; the batching matrix runs without
+    # open_run): skip only, until it is fixed.
+    used = real_options({**options, "on_failure": "skip"})
+
+    async def main() -> trio_dag.RunReport:
+        async with trio_dag.open_run(dag, check=False, on_event=recorder, **used) as run:
+            for at, name in sorted(picks):
+                await trio.sleep_until(at / 2)
+                try:
+                    run.cancel_task(name)
+                except RuntimeError as error:
+                    assert "cannot be cancelled alone" in str(error)
+                else:
+                    called.append(name)
+        return run.report
+
+    report = on_mock_clock(main)
+    trio_dag.testing.check_run(dag, report, recorder, cancelled_tasks=sorted(set(called)), **used)
+    for name in called:
+        assert report.state(name) in (
+            trio_dag.TaskState.CANCELLED,
+            trio_dag.TaskState.SUCCEEDED,
+            trio_dag.TaskState.FAILED,
+            trio_dag.TaskState.SKIPPED,
+        )

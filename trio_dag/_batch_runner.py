@@ -141,6 +141,12 @@ class Batcher:
         # Set by the engine of a run with a cache: 1 for a cached task not yet
         # looked up, which joins a batch only once the engine has looked it up.
         self.unlooked: bytearray | None = None
+        # Batches whose openers gather them or wait for more; the tasks of
+        # calls under way (with the call's start); tasks cancelled alone
+        # during their call, whose results are dropped (see cancel).
+        self.gathering: set[OpenBatch] = set()
+        self.in_flight: dict[int, tuple[float, list[Any], list[int]]] = {}
+        self.discarded: set[int] = set()
 
     def claim(self, v: int, fn: Batched[Any, Any]) -> bool:
         """Task *v* of *fn* was just taken: open a batch with it (True), or join one (False).
@@ -186,11 +192,46 @@ class Batcher:
             if not self.claim(v, fn):
                 return
             batch = self.openers.pop(v)
-        self._gather(batch)
-        if len(batch.tasks) < fn.max_size and fn.max_delay > 0:
-            await self._wait_for_more(batch)
+        self.gathering.add(batch)
+        try:
+            self._gather(batch)
+            if len(batch.tasks) < fn.max_size and fn.max_delay > 0:
+                await self._wait_for_more(batch)
+        finally:
+            self.gathering.discard(batch)
         self._close(batch)
         await self._call(batch, opts, slot)
+
+    def cancel(self, v: int) -> bool | list[Any]:
+        """``run.cancel_task`` of task *v*, taken to start: True if it may end
+        CANCELLED alone now (the caller ends it), the worker's slot if its
+        call now serves it alone (the caller cancels the call), False if it
+        cannot be cancelled alone.
+
+        A task that joined a batch not called yet leaves it. One whose call is
+        under way has its attempt ended now and its result dropped when the
+        call returns, while the call serves the other tasks on; the last task
+        a call serves cancels the call. The opener of a call that holds the
+        call's ``uses`` cannot while others remain (they go back when the
+        call ends), nor an opener waiting for more tasks.
+        """
+        entry = self.in_flight.get(v)
+        if entry is not None:
+            began, slot, members = entry
+            if all(u == v or u in self.discarded for u in members):
+                return slot
+            if v in self.admission.held:
+                return False
+            self.loop.finish_batch(v, began, self.snap.options(v).retries)
+            self.discarded.add(v)
+            return True
+        if v in self.admission.held:
+            return False
+        for batch in [*self.open_batches.values(), *self.openers.values(), *self.gathering]:
+            if v in batch.tasks[1:]:
+                batch.tasks.remove(v)
+                return True
+        return False
 
     def _close(self, batch: OpenBatch) -> None:
         # No task joins the batch from now on.
@@ -349,6 +390,9 @@ class Batcher:
             for u in members:
                 host.cancelled(u)
             return
+        in_flight = self.in_flight
+        for u in members:
+            in_flight[u] = (began, slot, members)
         leader = members[0]
         ctx = contextvars.copy_context()
         slot[1] = leader
@@ -383,7 +427,11 @@ class Batcher:
             # Outside the except block, as in Engine._body.
             self._call_raised(members, raised)
             return
+        discarded = self.discarded
         for u, result in zip(members, results, strict=True):
+            if u in discarded:
+                discarded.discard(u)  # cancelled alone during the call: ended already
+                continue
             host.succeeded(u, result)
 
     def _call_raised(self, members: list[int], exc: BaseException) -> None:
@@ -391,6 +439,11 @@ class Batcher:
         # uses went back in _end_call.
         host = self.host
         cancelled, failure = _bodies.split_cancelled(exc)
+        if self.discarded:
+            # Cancelled alone during the call: ended already.
+            dropped = self.discarded.intersection(members)
+            self.discarded -= dropped
+            members = [u for u in members if u not in dropped]
         if cancelled is None:
             for u in members:
                 host.raised(u, exc)
@@ -405,7 +458,11 @@ class Batcher:
         # call's uses go back before any task's end can start another.
         loop = self.loop
         snap = self.snap
+        in_flight = self.in_flight
+        discarded = self.discarded
         for u in members:
-            loop.finish_batch(u, began, snap.options(u).retries)
+            in_flight.pop(u, None)
+            if u not in discarded:  # a discarded task's attempt ended as it was cancelled
+                loop.finish_batch(u, began, snap.options(u).retries)
         loop.end_batch(began)
         self._give_back(batch)

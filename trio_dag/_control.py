@@ -483,10 +483,22 @@ class Control:
             return
         if isinstance(e.snap.fn(v), Batched):
             # Its call serves other tasks too: cancelling the worker's scope
-            # would cancel them all.
+            # would cancel them all. It leaves its batch, or its result is
+            # dropped (see Batcher.cancel).
+            how = False if e.batcher is None else e.batcher.cancel(v)
+            if how is True:
+                self._end_now(v)
+                return
+            if how is not False:  # the call serves v alone now: cancel it
+                self.cancelling.add(v)
+                self.used_scopes += 1
+                how[5].cancel()
+                self._settle()
+                return
             raise RuntimeError(
-                f"task {e.snap.name(v)!r} has joined a call of its batched function, which "
-                "serves other tasks too: it cannot be cancelled alone once taken to start"
+                f"task {e.snap.name(v)!r} opened a call of its batched function that "
+                "serves other tasks too and holds their uses= (or waits for more tasks): "
+                "it cannot be cancelled alone now"
             )
         for slot in e.slots.values():
             if slot[1] == v or (slot[1] < 0 and slot[6] == v):

@@ -629,8 +629,13 @@ class Run:
         Raises:
           KeyError: It is not part of the run.
           ForeignHandleError: *task* is a handle of another DAG.
-          RuntimeError: It is a task of a :func:`batched` function taken
-            to start: it has joined a call that may serve other tasks too.
+          RuntimeError: It is the opener of a :func:`batched` call that
+            serves other tasks too and holds their ``uses=``, or that waits
+            for more tasks (``max_delay``). Any other task of a batch is
+            cancelled alone: before its call it leaves the batch, during
+            the call it ends CANCELLED at once and its result is dropped
+            (the call goes on for the others; a call left serving no task
+            is cancelled).
         """
         control = control_of(self._engine)
         control.cancel_task(control.index(task, "run.cancel_task()"))
