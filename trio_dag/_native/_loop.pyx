@@ -164,15 +164,7 @@ cdef class Loop:
         self.handback = None
         self.on_join = None
         self._st = <RunState?>st
-        cols = self._cols = snap.columns
-        self._fns = cols.fns
-        self._opts = cols.opts
-        self._args_of = cols.args
-        self._kwargs_of = cols.kwargs
-        self._off = cols.off
-        self._src = cols.src
-        self._where = cols.where
-        self._paths = cols.paths
+        self._take_columns(snap.columns)
         self.now = now
         self.fast = fast
         self.outputs = [None] * n
