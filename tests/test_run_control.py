@@ -740,6 +740,16 @@ def _descendants(dag: trio_dag.DAG, roots: set[int]) -> set[int]:
     return seen
 
 
+def _draw_cancels(data: st.DataObject, names: list[str]) -> list[tuple[int, str]]:
+    """Up to 4 (moment in half seconds, task name) pairs to cancel at."""
+    if not names:
+        return []
+    return data.draw(
+        st.lists(st.tuples(st.integers(0, 8), st.sampled_from(names)), max_size=4),
+        label="cancels (half seconds, task)",
+    )
+
+
 @pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 @_suite
 @given(
@@ -751,14 +761,7 @@ def test_cancelling_random_tasks_at_random_moments(
     dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any], data: st.DataObject
 ) -> None:
     names = [h.name for h in dag]
-    picks = (
-        data.draw(
-            st.lists(st.tuples(st.integers(0, 8), st.sampled_from(names)), max_size=4),
-            label="cancels (half seconds, task)",
-        )
-        if names
-        else []
-    )
+    picks = _draw_cancels(data, names)
     # The watcher cancels each drawn task at its drawn moment: a task of the run
     # itself (through current_run) when the run has no limit, else the block of
     # open_run. In the run without cancels it does nothing.
@@ -1008,14 +1011,7 @@ def test_cancelling_random_batched_tasks_keeps_the_rules(
     # their batch is called they leave it, during the call their result is
     # dropped; an opener holding the call's uses (or waiting for more) refuses.
     names = [h.name for h in dag]
-    picks = (
-        data.draw(
-            st.lists(st.tuples(st.integers(0, 8), st.sampled_from(names)), max_size=4),
-            label="cancels (half seconds, task)",
-        )
-        if names
-        else []
-    )
+    picks = _draw_cancels(data, names)
     called: list[str] = []
     recorder = trio_dag.testing.Recorder()
     # Under fail_fast, this draw finds a task of a batch waiting for more
