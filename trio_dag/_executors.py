@@ -44,6 +44,7 @@ __all__ = [
     "Executors",
     "check_executors",
     "executors_of",
+    "not_pickled",
     "open_workers",
     "unpicklable",
 ]
@@ -301,6 +302,16 @@ def _check_mapping(executors: object) -> dict[str, Any]:
     return dict(executors)
 
 
+def not_pickled(who: str, name: str, fn: Callable[..., Any], why: str | None) -> str:
+    """The message of an :class:`ExecutorError` for *fn*, which cannot be
+    pickled (*why*): *who* (``"task 'x' runs"``) on executor *name*."""
+    return (
+        f"{who} on executor {name!r}, which needs its function pickled, but {fn_name(fn)} "
+        f"cannot be ({why}); define it at module level (not a lambda, a local "
+        "function or a method of a local class), so that pickle finds it by name"
+    )
+
+
 def unpicklable(fn: Callable[..., Any]) -> str | None:
     """Why *fn* cannot be pickled (standard pickle, by reference), or None."""
     try:
@@ -365,10 +376,12 @@ def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: ob
             raise ExecutorError(
                 name,
                 [snap.name(i) for i in bad],
-                f"{_task_list(snap, bad)} run{'s' if len(bad) == 1 else ''} on executor "
-                f"{name!r}, which needs its function pickled, but {fn_name(fns[bad[0]])} "
-                f"cannot be ({why}); define it at module level (not a lambda, a local "
-                "function or a method of a local class), so that pickle finds it by name",
+                not_pickled(
+                    f"{_task_list(snap, bad)} run{'s' if len(bad) == 1 else ''}",
+                    name,
+                    fns[bad[0]],
+                    why,
+                ),
             )
     return executors_of(mapping)
 

@@ -37,10 +37,9 @@ from ._dag import _NO_AFTER, _OPTION_DEFAULTS
 from ._dependencies import rebuild, scan
 from ._errors import ExecutorError, TaskFailedError, UnknownDependencyError
 from ._events import _CURRENT, TaskAdded
-from ._executors import unpicklable
+from ._executors import not_pickled, unpicklable
 from ._handle import Handle
 from ._keys import Uncacheable, framed_digest, output_digest
-from ._names import fn_name
 from ._native import core
 from ._native._shared import PLAIN_TYPES
 from ._options import BUILT_IN, DEFAULT_OPTIONS
@@ -74,6 +73,7 @@ class Growth:
         "_keys",
         "_off",
         "_opts",
+        "_pickles",
         "_src",
         "_st",
         "_teardown",
@@ -134,6 +134,9 @@ class Growth:
         self.joins: dict[int, tuple[Any, tuple[tuple[Any, ...], ...] | None, list[int]]] = {}
         # Joins that failed at once: the error to fail the task with.
         self.errors: dict[int, Exception] = {}
+        # The functions of added executor tasks known to pickle: checked once
+        # each, as the run checks the DAG's (by function, not per task).
+        self._pickles: set[int] = set()
         # run.add's common call, compiled (the core's Grower), for a run whose
         # added tasks need no key, cache, event or dependency check.
         if (
@@ -277,17 +280,15 @@ class Growth:
                 f"task {task!r} runs on executor {name!r}, which the run does not "
                 f"provide; pass executors={{{name!r}: ...}} to the run",
             )
-        why = unpicklable(self._fns[i])
-        if why is not None:
+        fn = self._fns[i]
+        if id(fn) in self._pickles:
+            return
+        why = unpicklable(fn)
+        if why is None:
+            self._pickles.add(id(fn))
+        else:
             task = self.fork._name(i)
-            raise ExecutorError(
-                name,
-                [task],
-                f"task {task!r} runs on executor {name!r}, which needs its function "
-                f"pickled, but {fn_name(self._fns[i])} cannot be ({why}); define it at "
-                "module level (not a lambda, a local function or a method of a local "
-                "class), so that pickle finds it by name",
-            )
+            raise ExecutorError(name, [task], not_pickled(f"task {task!r} runs", name, fn, why))
 
     def _check_dependencies(self, i: int, parents: Any) -> None:
         """Refuse task *i*, just added to the fork, if the run cannot wait for
