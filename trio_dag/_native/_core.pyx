@@ -1373,9 +1373,10 @@ cdef class Grower:
         self, object fn, PyObject** argv, Py_ssize_t nargs, object name, PyObject* after
     ):
         # fn(*argv[:nargs]), name=, after= (NULL: not given).
-        cdef object slot, handle, engine
+        cdef object slot, handle, count
         cdef Py_ssize_t parent, i, n, k, start
         cdef PyObject* known
+        cdef bint appended
         cdef int v
         if (
             self.closed
@@ -1403,20 +1404,23 @@ cdef class Grower:
             return self.growth.took(i, handle, parent)
         start = self.off.data.as_ints[i]
         k = self.off.data.as_ints[i + 1] - start
-        try:
+        appended = False
+        try:  # not try/except: entering that saves the exception state, a cost per add
             v = self.st._append(self.src.data.as_ints + start, k, False, 0.0, True)
-        except BaseException:
-            self.fork._truncate(i)  # as Growth.took: a failed add records nothing
-            raise
+            appended = True
+        finally:
+            if not appended:
+                self.fork._truncate(i)  # as Growth.took: a failed add records nothing
         n = i + 1
-        _slot_set(self.snap, self.n_offset, n)
+        count = n
+        _slot_set(self.snap, self.n_offset, count)
         self.loop_grow(self.loop, self.columns, n)
         _append_zero(self.marks)
         _append_zero(self.teardown)
         if self.uses is not None:
             self.uses.append(())
         if self.unbounded:
-            self.engine_dict["cap"] = n
+            self.engine_dict["cap"] = count
         if k and self.st._state[v] == C_SKIPPED:
             self.engine._ended(v, C_SKIPPED)
         return handle
