@@ -3,6 +3,9 @@
 # call through the DAG's builder (_build), the core and the loop (_loop), the
 # other modules' parts reached as C functions through their capsules.
 
+from types import MemberDescriptorType as _MEMBER_DESCRIPTOR
+
+
 ctypedef object (*_builder_add_t)(
     object, object, object, PyObject**, Py_ssize_t, object, PyObject*
 )
@@ -86,7 +89,11 @@ cdef class Grower:
         self.growth = growth
         self.engine = engine
         self.snap = engine.snap
-        self.n_offset = _slot_offset(type(self.snap).__dict__["n"])
+        # The snapshot's n in its slot; read and set as an attribute if it has none.
+        self.n_offset = -1
+        n_slot = getattr(type(self.snap), "n", None)
+        if type(n_slot) is _MEMBER_DESCRIPTOR:
+            self.n_offset = _slot_offset(n_slot)
         self.fork = fork
         self.builder = fork._b
         self.builder_add = <_builder_add_t>PyCapsule_GetPointer(
@@ -108,7 +115,10 @@ cdef class Grower:
         self.marks = growth.marks
         self.teardown = engine.teardown
         self.uses = engine.admission.uses
-        self.engine_dict = engine.__dict__
+        # The engine's cap in its __dict__ (None: set as an attribute).
+        self.engine_dict = getattr(engine, "__dict__", None)
+        if hasattr(type(engine), "cap"):
+            self.engine_dict = None
         self.unbounded = unbounded
         self.thread = PyThread_get_thread_ident()
 
@@ -134,7 +144,6 @@ cdef class Grower:
         # fn(*argv[:nargs]), name=, after= (NULL: not given).
         cdef object slot, handle, count
         cdef Py_ssize_t parent, i, n, k, start
-        cdef PyObject* known
         cdef bint appended
         cdef int v
         if (
@@ -148,8 +157,7 @@ cdef class Grower:
             return None
         parent = (<list>slot)[1]
         i = PyList_GET_SIZE(self.fns)
-        known = _slot_get(self.snap, self.n_offset)
-        if parent < 0 or known is NULL or PyLong_AsSsize_t(<object>known) != i:
+        if parent < 0 or self._known() != i:
             return None  # tasks added to the fork directly: Growth.add refuses
         handle = self.builder_add(self.builder, self.fork, fn, argv, nargs, name, after)
         if handle is None:
@@ -172,17 +180,32 @@ cdef class Grower:
                 self.fork._truncate(i)  # as Growth.took: a failed add records nothing
         n = i + 1
         count = n
-        _slot_set(self.snap, self.n_offset, count)
+        if self.n_offset >= 0:
+            _slot_set(self.snap, self.n_offset, count)
+        else:
+            self.snap.n = count
         self.loop_grow(self.loop, self.columns, n)
         _append_zero(self.marks)
         _append_zero(self.teardown)
         if self.uses is not None:
             self.uses.append(())
         if self.unbounded:
-            self.engine_dict["cap"] = count
+            if self.engine_dict is not None:
+                self.engine_dict["cap"] = count
+            else:
+                self.engine.cap = count
         if k and self.st._state[v] == C_SKIPPED:
             self.engine._ended(v, C_SKIPPED)
         return handle
+
+
+    cdef inline Py_ssize_t _known(self) except? -1:
+        # The run's task count: the snapshot's n (-1 when unset).
+        cdef PyObject* known
+        if self.n_offset < 0:
+            return self.snap.n
+        known = _slot_get(self.snap, self.n_offset)
+        return -1 if known is NULL else PyLong_AsSsize_t(<object>known)
 
 
 cdef inline int _append_zero(bytearray b) except -1:
