@@ -202,6 +202,123 @@ def test_the_common_add_after_a_first_one_checks_and_grows_as_the_general_one() 
     assert [h.index for h in made.values()] == list(range(3, 3 + len(made)))
 
 
+def _outcome_of(call: Any) -> Any:
+    """What *call* gives: a handle's index and name, or its error's type and message."""
+    try:
+        handle = call()
+    except Exception as exc:
+        return type(exc), str(exc)
+    return handle.index, handle.name
+
+
+def test_every_call_of_the_common_add_is_the_general_one() -> None:
+    # Once the run has grown, Run.add (compiled: a vectorcall callable whose
+    # common call is the Grower's) takes each call shape to the same task,
+    # name and error as dag.add on the same tasks (an after= name no task has
+    # is the one difference, tested above). Other keywords, another spelling
+    # of name=/after=, an unbound call or bad input go the general way.
+    dag = trio_dag.DAG()
+    dag.add(square, 1, name="taken")
+    mirror = trio_dag.DAG()
+    mirror.add(square, 1, name="taken")
+    mirror.add(square, 0, name="adder")
+    outcomes: list[Any] = []
+
+    def calls(add: Any, first: Any) -> list[Any]:
+        name = "".join(["na", "me"])  # a keyword not interned as the call site's
+        return [
+            lambda: add(square, 2),
+            lambda: add(square, first),
+            lambda: add(square, 3, name="n1"),
+            lambda: add(square, 3, name="n1"),
+            lambda: add(square, 4, after=first),
+            lambda: add(square, 4, after=(first, "taken")),
+            lambda: add(square, 4, after=["n1"], name="n2"),
+            lambda: add(square, 5, after=None),
+            lambda: add(square, 5, kwargs=None),
+            lambda: add(square, 5, **{name: "n3"}),
+            lambda: add(total, [first, first]),
+            lambda: add(square, 6, retries=1),
+            lambda: add(square, 6, name=""),
+            lambda: add(square, 6, name="square-99"),
+            lambda: add(square, x=6),
+            lambda: add(42),
+            lambda: add(square, trio_dag.DAG().add(square, 1)),
+        ]
+
+    async def adder() -> None:
+        run = trio_dag.current_run()
+        first = run.add(square, 7)  # the first add: the run grows, the Grower is made
+        outcomes.append([_outcome_of(c) for c in calls(run.add, first)])
+        unbound = type(run).add
+        outcomes.append(_outcome_of(lambda: unbound(run, square, 8)))
+        # No fn: Python's own refusal, of Run.add's signature.
+        outcomes.append([_outcome_of(lambda: run.add(fn=square)), _outcome_of(run.add)])
+
+    dag.add(adder, name="adder")
+    report = _run(dag)
+    first = mirror.add(square, 7)
+    expected = [_outcome_of(c) for c in calls(mirror.add, first)]
+    assert outcomes[0] == expected
+    assert outcomes[1] == _outcome_of(lambda: mirror.add(square, 8))
+    missing = (TypeError, "Run.add() missing 1 required positional argument: 'fn'")
+    assert outcomes[2] == [missing, missing]
+    assert report.stats.tasks == len(mirror)
+    assert report.ok
+
+
+def test_the_common_add_while_fail_fast_stops_cancels_the_new_tasks() -> None:
+    # The run has grown before the failure: the teardown's adds take the
+    # Grower, which leaves them to the general path (the core marks the run
+    # stopping), and they end CANCELLED as there.
+    dag = trio_dag.DAG()
+    made: list[Any] = []
+
+    async def grows() -> None:
+        trio_dag.current_run().add(square, 1)
+
+    async def fails_soon() -> None:
+        await trio.sleep(1)
+        raise ValueError("stop")
+
+    async def teardown(o: Any) -> None:
+        run = trio_dag.current_run()
+        made.extend(run.add(square, i) for i in range(3))
+        made.append(run.add(square, made[0], after=made[1]))
+
+    dag.add(grows)
+    bad = dag.add(fails_soon)
+    dag.add(teardown, bad, trigger="all_done")
+    report = _run(dag, on_failure="fail_fast", check=False)
+    assert report.state(bad) == TaskState.FAILED
+    assert [report.state(h) for h in made] == [TaskState.CANCELLED] * 4
+
+
+def test_added_tasks_of_an_unbounded_run_run_at_once() -> None:
+    # Each common add raises the engine's worker cap of an unbounded run:
+    # the added tasks all sleep together.
+    dag = trio_dag.DAG()
+
+    async def nap(i: int) -> int:
+        await trio.sleep(1)
+        return i
+
+    async def adder() -> list[trio_dag.Handle[int]]:
+        run = trio_dag.current_run()
+        return [run.add(nap, i) for i in range(20)]
+
+    joiner = dag.add(adder)
+
+    async def main() -> tuple[trio_dag.RunReport, float]:
+        with trio.fail_after(60):
+            report = await trio_dag.run(dag)
+            return report, trio.current_time()
+
+    report, took = trio.run(main, clock=MockClock(autojump_threshold=0))
+    assert report[joiner] == list(range(20))
+    assert took == 1
+
+
 def test_adding_after_the_run_ended_and_dag_add_while_running() -> None:
     dag = trio_dag.DAG()
     dag.add(square, 2)

@@ -33,7 +33,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from ._batching import Batched
-from ._dag import _NO_AFTER, _OPTION_DEFAULTS
 from ._dependencies import rebuild, scan
 from ._errors import ExecutorError, TaskFailedError, UnknownDependencyError
 from ._events import _CURRENT, TaskAdded
@@ -85,16 +84,18 @@ class Growth:
         "excluding",
         "fork",
         "graph",
+        "grower",
         "joins",
         "levels",
         "marks",
-        "n",
     )
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         snap = engine.snap
-        self.base_n = self.n = snap.n
+        # The run's task count is the snapshot's n (the Grower's too).
+        self.base_n = snap.n
+        self.grower: Any = None
         self.fork: DAG = snap.dag._fork()
         fork = self.fork
         self.columns = Columns(
@@ -148,7 +149,7 @@ class Growth:
             and engine.admission.levels is None
             and not self.excluding
         ):
-            engine.run._grower = snap.backend.core.Grower(
+            self.grower = engine.run._grower = snap.backend.core.Grower(
                 engine.st,
                 self,
                 engine,
@@ -158,8 +159,6 @@ class Growth:
                 _CURRENT,
                 Batched,
                 DEFAULT_OPTIONS,
-                _OPTION_DEFAULTS,
-                _NO_AFTER,
                 self._unbounded,
             )
 
@@ -170,7 +169,7 @@ class Growth:
     ) -> Handle[Any]:
         """Add a task to the running run; *parent* is the adding task's index, or -1."""
         fork = self.fork
-        i = self.n
+        i = self.engine.snap.n
         if len(self._fns) != i:
             self._refuse(i)
         engine = self.engine
@@ -216,8 +215,7 @@ class Growth:
         except BaseException:
             fork._truncate(i)
             raise
-        n = self.n = i + 1
-        engine.snap.n = n
+        n = engine.snap.n = i + 1
         self._grow_loop(n)
         self.marks.append(0)
         self._teardown.append(all_done)
@@ -243,9 +241,12 @@ class Growth:
     def finish(self) -> None:
         """The run has ended: its snapshot's graph is built now, over the tasks
         it ran, whatever is added to the fork later (``handle.dag.add``)."""
-        graph = self.engine.snap.graph  # a property: built now, once
-        if graph.n != self.n:
-            raise RuntimeError(f"the run's graph has {graph.n} tasks, not {self.n}")
+        if self.grower is not None:
+            self.grower.closed = True  # every add after this takes the general path
+        snap = self.engine.snap
+        graph = snap.graph  # a property: built now, once
+        if graph.n != snap.n:
+            raise RuntimeError(f"the run's graph has {graph.n} tasks, not {snap.n}")
 
     def _refuse(self, i: int) -> None:
         # Tasks were added to the fork itself (h.dag.add with a handle of the
@@ -332,6 +333,8 @@ class Growth:
         levels = self.levels
         if levels is None:
             levels = self.levels = array("i", self.graph.levels())
+            if self.grower is not None:
+                self.grower.levels = True  # each add appends its level (took)
             for v in range(self.base_n, self.engine.snap.n):
                 levels.append(max([levels[p] + 1 for p in self._parents(v)], default=0))
         return max([levels[p] + 1 for p in parents], default=0)

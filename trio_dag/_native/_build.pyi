@@ -76,3 +76,6 @@ def set_general_add(dag_class: type, general: Callable[..., Any]) -> None:
 # DAG.add without a Python frame (a callable that binds as a method): the
 # common call here, every other to the general one.
 add: Callable[..., Any]
+
+# Builder.add's common call as a C function, for the core's Grower (compiled only).
+run_add_capsule: object

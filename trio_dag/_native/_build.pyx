@@ -20,6 +20,7 @@ from cpython.array cimport array
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.object cimport Py_SIZE, Py_TYPE
+from cpython.pycapsule cimport PyCapsule_New
 from cpython.list cimport PyList_GET_SIZE
 from cpython.sequence cimport PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
@@ -454,3 +455,20 @@ cdef class Builder:
 
 
 include "_build_add.pxi"
+
+
+cdef object _run_add(
+    object b, object dag, object fn, PyObject** argv, Py_ssize_t k, object name, PyObject* after
+):
+    # Builder.add's common call (name= and after= at most; *after* NULL when
+    # not given) for run.add's compiled common call (_core.Grower): the
+    # handle, or None when the call needs the general path.
+    if type(b) is not Builder or (<Builder>b).checked_fn is not fn:
+        return None
+    return (<Builder>b)._add(
+        dag, fn, argv, k, None, name, (<Builder>b).no_after if after is NULL else <object>after
+    )
+
+
+run_add_capsule = PyCapsule_New(<void*>_run_add, b"trio_dag._native._build.run_add", NULL)
+"""``Builder.add``'s common call as a C function, for ``_core.Grower`` (see ``_run_add``)."""

@@ -66,6 +66,9 @@ cdef class RunState:
     cdef Py_ssize_t _failed
     cdef Py_ssize_t _skipped
     cdef Py_ssize_t _cancelled
+    # Set by cancel_pending: the run is stopping (run.add's Grower then
+    # leaves each add to the general path).
+    cdef bint _stopping
 
     cdef inline bint _before(self, int a, int b) noexcept
     cdef int _make_ready(self, int v) except -1

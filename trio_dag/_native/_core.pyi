@@ -107,10 +107,10 @@ class Grower:
         current: object,
         batched: type,
         default_options: object,
-        defaults: tuple[object, ...],
-        no_after: object,
         unbounded: bool,
     ) -> None: ...
+    closed: bool
+    levels: bool
     def add(self, fn: object, args: tuple[object, ...], options: dict[str, object]) -> object: ...
 
 def set_general_run_add(general: object) -> None: ...

@@ -12,11 +12,16 @@ same thing about bad input, and nothing reaches a C int that does not fit.
 cimport cython
 from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsSsize_t, PyLong_CheckExact
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.contextvars cimport get_value
+from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.sequence cimport PySequence_Fast_ITEMS
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
@@ -1007,6 +1012,7 @@ cdef class RunState:
         cdef uint8_t st
         cdef Py_ssize_t j, i
         cdef list gone = []
+        self._stopping = True
         for v in range(n):
             st = self._state[v]
             if (st == C_PENDING or st == C_READY) and not (
@@ -1237,161 +1243,4 @@ cdef array _targets(array off, Py_ssize_t n):
     return out
 
 
-
-@cython.final
-cdef class Grower:
-    """``Run.add``'s common call, compiled: a task body adds a task with
-    ``name=`` and ``after=`` at most, to a run whose added tasks need no key,
-    cache or event (see ``_growth``, which makes it).
-
-    ``add`` returns the new task's handle, or None having changed nothing:
-    the call then takes the general path, ``Growth.add``. Past the DAG's
-    builder, a task this path cannot finish (a name still pending, the run
-    stopping, levels kept) is finished by ``Growth.took``.
-    """
-
-    cdef RunState st
-    cdef object growth, engine, snap, fork, builder_add, loop_grow, columns, current
-    cdef object batched, default_options, no_after, admission
-    cdef bytearray marks, teardown
-    cdef list fns, opts
-    cdef array off, src
-    cdef tuple defaults
-    cdef unsigned long thread
-    cdef bint unbounded
-
-    def __init__(
-        self, RunState st, growth, engine, fork, loop, columns, current, batched,
-        default_options, tuple defaults, no_after, bint unbounded,
-    ):
-        if len(defaults) != 11:
-            raise ValueError("defaults holds the 11 option defaults of DAG.add")
-        self.st = st
-        self.growth = growth
-        self.engine = engine
-        self.snap = engine.snap
-        self.fork = fork
-        self.builder_add = fork._b.add
-        self.fns = fork._fns
-        self.opts = fork._opts
-        self.off = fork._off
-        self.src = fork._src
-        self.loop_grow = loop.grow
-        self.columns = columns
-        self.current = current
-        self.batched = batched
-        self.default_options = default_options
-        self.defaults = defaults
-        self.no_after = no_after
-        self.marks = growth.marks
-        self.teardown = engine.teardown
-        self.admission = engine.admission
-        self.unbounded = unbounded
-        self.thread = PyThread_get_thread_ident()
-
-    def add(self, fn, tuple args, dict options):
-        """Add ``fn(*args)`` with *options* (``Run.add``'s); its handle, or None."""
-        return self._add(fn, args, options)
-
-    cdef object _add(self, object fn, tuple args, dict options):
-        cdef object name = None, after = self.no_after
-        cdef Py_ssize_t k = len(options)
-        if k:
-            if "after" in options:
-                after = options["after"]
-                k -= 1
-            if "name" in options:
-                name = options["name"]
-                k -= 1
-            if k:
-                return None
-        return self._add_common(fn, args, name, after)
-
-    cdef object _add_common(self, object fn, tuple args, object name, object after):
-        cdef object slot, handle, uses, engine
-        cdef Py_ssize_t parent, i, n, k, start
-        cdef tuple d = self.defaults
-        cdef int v
-        if PyThread_get_thread_ident() != self.thread or type(fn) is self.batched:
-            return None
-        slot = get_value(self.current)
-        if slot is None or slot[0] is not self.snap:
-            return None
-        parent = slot[1]
-        engine = self.engine
-        i = len(self.fns)
-        if parent < 0 or engine.report is not None or self.growth.n != i:
-            return None
-        handle = self.builder_add(
-            self.fork, fn, args, name, None, after, d[0], d[1], d[2], d[3], d[4], d[5],
-            d[6], d[7], d[8], d[9], d[10],
-        )
-        if handle is None:
-            return None
-        if (
-            self.fork._pending
-            or self.opts[i] is not self.default_options
-            or self.growth.levels is not None
-            or engine.halted
-            or engine.failing
-        ):
-            return self.growth.took(i, handle, parent)
-        start = self.off.data.as_ints[i]
-        k = self.off.data.as_ints[i + 1] - start
-        try:
-            v = self.st._append(self.src.data.as_ints + start, k, False, 0.0, True)
-        except BaseException:
-            self.fork._truncate(i)  # as Growth.took: a failed add records nothing
-            raise
-        n = i + 1
-        self.growth.n = n
-        self.snap.n = n
-        self.loop_grow(self.columns, n)
-        _append_zero(self.marks)
-        _append_zero(self.teardown)
-        uses = self.admission.uses
-        if uses is not None:
-            uses.append(())
-        if self.unbounded:
-            engine.cap = n
-        if k and self.st._state[v] == C_SKIPPED:
-            engine._ended(v, C_SKIPPED)
-        return handle
-
-
-cdef inline int _append_zero(bytearray b) except -1:
-    cdef Py_ssize_t n = PyByteArray_GET_SIZE(b)
-    PyByteArray_Resize(b, n + 1)  # over-allocates: amortized O(1)
-    PyByteArray_AS_STRING(b)[n] = 0
-    return 0
-
-
-cdef object _general_run_add = None
-
-
-def set_general_run_add(general):
-    """Take *general* (Run.add in Python) for every call :func:`run_add` does not take itself."""
-    global _general_run_add
-    _general_run_add = general
-
-
-cdef object _NO_AFTER = object()  # after= not given (the Grower passes DAG.add's default)
-
-
-def run_add(self, fn, /, *args, name=None, after=_NO_AFTER, **options):
-    """``Run.add`` without a Python frame: the common call goes to the run's
-    :class:`Grower`; every other (no Grower yet, or one that declines) to
-    the Python ``Run.add`` as it came (name= and after= only if given)."""
-    cdef object grower = getattr(self, "_grower", None), handle
-    if not options and type(grower) is Grower:
-        handle = (<Grower>grower)._add_common(
-            fn, args, name, (<Grower>grower).no_after if after is _NO_AFTER else after
-        )
-        if handle is not None:
-            return handle
-    if name is not None:
-        options["name"] = name
-    if after is not _NO_AFTER:
-        options["after"] = after
-    return _general_run_add(self, fn, *args, **options)
-
+include "_core_grow.pxi"

@@ -925,12 +925,11 @@ class Grower:
         current: object,
         batched: type,
         default_options: object,
-        defaults: tuple[object, ...],
-        no_after: object,
         unbounded: bool,
     ) -> None:
-        if len(defaults) != 11:
-            raise ValueError("defaults holds the 11 option defaults of DAG.add")
+        # What the compiled one tells it: the run has ended; the growth keeps levels.
+        self.closed = False
+        self.levels = False
 
     def add(self, fn: object, args: tuple[object, ...], options: dict[str, object]) -> None:
         """None: the general path adds the task."""

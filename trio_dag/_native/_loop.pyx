@@ -11,6 +11,7 @@ unless a body suspends; anything not that simple goes back to the engine.
 cimport cython
 from cpython.array cimport array, resize_smart
 from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport NAN
@@ -186,6 +187,9 @@ cdef class Loop:
         the columns are read from *cols* from now on; a body may call it
         while the chain runs, which reads them anew for each task.
         """
+        self._grow(cols, n)
+
+    cdef int _grow(self, object cols, Py_ssize_t n) except -1:
         cdef Py_ssize_t i, old = self._n, more = n - self._n
         if more < 0:
             raise ValueError(f"a loop grows, it does not shrink ({self._n} -> {n} tasks)")
@@ -208,6 +212,7 @@ cdef class Loop:
                 self.attempts.data.as_ints[i] = 0
                 self.end_order.data.as_ints[i] = 0
             self._n = n
+        return 0
 
     cdef int _take_columns(self, object cols) except -1:
         self._cols = cols
@@ -610,3 +615,16 @@ cdef class _Drive:
         trap = self.trap
         self.trap = None
         return trap
+
+
+cdef int _grow_loop(object loop, object cols, Py_ssize_t n) except -1:
+    # Loop.grow for the compiled core's Grower, a C call (see grow_capsule).
+    if type(loop) is Loop:
+        return (<Loop>loop)._grow(cols, n)
+    loop.grow(cols, n)
+    return 0
+
+
+grow_capsule = PyCapsule_New(<void*>_grow_loop, b"trio_dag._native._loop.grow", NULL)
+"""``Loop.grow(cols, n)`` as a C function ``int (object, object, Py_ssize_t) except -1``:
+run.add's compiled common call (``_core.Grower``) grows the loop without a Python call."""
