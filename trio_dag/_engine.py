@@ -161,7 +161,7 @@ class Engine:
         self.st = backend.core.RunState(
             snap.graph, keys, lifo=lifo, all_done=snap.all_done, targets=members
         )
-        self.admission = Admission(snap, self.st, resources, strategy, keys, lifo)
+        self.admission = Admission(snap, self.st, resources, strategy, keys, executors)
         self.errors: dict[int, BaseException] = {}
         self.on_event = on_event
         self.stream = stream
