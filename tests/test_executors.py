@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import trio
 from _executor_bodies import fail, lengths, lock, pid, square, whoami
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from trio.testing import MockClock
 
 import trio_dag
@@ -692,6 +694,79 @@ async def test_process_tasks_never_start_more_than_trio_parallels_workers() -> N
     assert most_at_once(recorder) <= 2
     assert started(recorder) == ["t7", "t6", "t2", "t4", "t0", "t5", "t3", "t1"]
     assert no_worker_left()
+
+
+@st.composite
+def capacity_plans(draw: st.DrawFn) -> dict[str, Any]:
+    """Random DAGs of tasks on a fake executor given a capacity, beside others."""
+    n = draw(st.integers(1, 10))
+    tasks = []
+    for i in range(n):
+        tasks.append(
+            {
+                "deps": sorted(draw(st.sets(st.integers(0, i - 1), max_size=2))) if i else [],
+                "where": draw(st.sampled_from(["fake", "fake", "inline"])),
+                "gpu": draw(st.integers(0, 4)) == 0,
+                "fails": draw(st.integers(0, 5)) == 0,
+                "retries": draw(st.integers(0, 1)),
+                "priority": draw(st.integers(0, 3)),
+            }
+        )
+    return {
+        "tasks": tasks,
+        "capacity": draw(st.integers(1, 3)),
+        "limit": draw(st.sampled_from([None, 1, 2, 4])),
+        "policy": draw(st.sampled_from(["fifo", "lifo", "priority", "critical_path"])),
+        "on_failure": draw(st.sampled_from(["skip", "fail_fast"])),
+    }
+
+
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=capacity_plans())
+def test_runs_on_an_executor_with_a_capacity_keep_every_rule(
+    dag_core: Any, plan: dict[str, Any]
+) -> None:
+    options: dict[str, Any] = {
+        "resources": {"gpu": 1},
+        **{k: plan[k] for k in ("limit", "policy", "on_failure")},
+    }
+
+    async def main() -> tuple[trio_dag.DAG, Any, Any, list[Any]]:
+        recorder = trio_dag.testing.Recorder()
+        dag = trio_dag.DAG()
+        handles: list[Any] = []
+        gated = []
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                fake = FakeExecutor(nursery, running=1.0)
+                for i, t in enumerate(plan["tasks"]):
+                    fn: Any = fail if t["fails"] else square
+                    h = dag.add(
+                        fn,
+                        f"t{i}" if t["fails"] else i,
+                        after=[handles[d] for d in t["deps"]],
+                        run_in=t["where"],
+                        uses={"gpu": 1} if t["gpu"] else None,
+                        retries=t["retries"],
+                        priority=t["priority"],
+                        name=f"t{i}",
+                    )
+                    handles.append(h)
+                    if t["where"] == "fake" and not t["gpu"]:
+                        gated.append(h)
+                report = await trio_dag.run(
+                    dag,
+                    executors={"fake": (fake, plan["capacity"])},
+                    on_event=recorder,
+                    check=False,
+                    **options,
+                )
+        return dag, report, recorder, gated
+
+    dag, report, recorder, gated = trio.run(main, clock=MockClock(autojump_threshold=0))
+    trio_dag.testing.check_run(dag, report, recorder, check=False, **options)
+    assert most_at_once(recorder, gated) <= plan["capacity"]
 
 
 # -- process faults (real clock) -------------------------------------------------------
