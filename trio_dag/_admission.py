@@ -321,7 +321,9 @@ class Admission:
     def _place(self, v: int) -> Place:
         # The place the core's heap gave v: its key, then when it became
         # ready (the last first under lifo), so a queue starts its tasks in
-        # the order the heap would have.
+        # the order the heap would have. Should the core renumber (after
+        # 2**31 - 1 readinesses), a place kept from before may misplace a
+        # waiter against later ones: their order, never what they hold.
         place = self.places.get(v)
         if place is None:
             key = 0.0 if self.keys is None else self.keys[v]
