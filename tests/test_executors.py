@@ -677,6 +677,31 @@ async def test_a_pool_given_its_capacity_runs_every_task() -> None:
     assert [report[h] for h in handles] == [i * i for i in range(8)]
 
 
+def test_the_capacity_of_process_is_trio_parallels_limiter_within_a_trio_run() -> None:
+    import trio_parallel
+
+    from trio_dag._executors import executors_of
+
+    assert executors_of({}).capacity("process") is None  # no Trio run to read it in
+
+    async def main() -> list[int | None]:
+        limiter = trio_parallel.current_default_worker_limiter()
+        found = [executors_of({}).capacity("process")]
+        limiter.total_tokens = 3
+        found.append(executors_of({}).capacity("process"))
+        limiter.total_tokens = math.inf
+        found.append(executors_of({}).capacity("process"))
+        return found
+
+    assert trio.run(main) == [os.cpu_count() or 1, 3, None]
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        given = executors_of({"process": pool, "pool": pool}, {"pool": 2})
+        assert (given.capacity("pool"), given.capacity("process")) == (2, None)
+    finally:
+        pool.shutdown()
+
+
 async def test_process_tasks_never_start_more_than_trio_parallels_workers() -> None:
     import trio_parallel
 
