@@ -743,6 +743,7 @@ def capacity_plans(draw: st.DrawFn) -> dict[str, Any]:
         "limit": draw(st.sampled_from([None, 1, 2, 4])),
         "policy": draw(st.sampled_from(["fifo", "lifo", "priority", "critical_path"])),
         "on_failure": draw(st.sampled_from(["skip", "fail_fast"])),
+        "strategy": draw(st.sampled_from(["immediate", "waves", trio_dag.Threshold(2)])),
     }
 
 
@@ -754,7 +755,7 @@ def test_runs_on_an_executor_with_a_capacity_keep_every_rule(
 ) -> None:
     options: dict[str, Any] = {
         "resources": {"gpu": 1},
-        **{k: plan[k] for k in ("limit", "policy", "on_failure")},
+        **{k: plan[k] for k in ("limit", "policy", "on_failure", "strategy")},
     }
 
     async def main() -> tuple[trio_dag.DAG, Any, Any, list[Any]]:
