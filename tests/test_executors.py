@@ -544,6 +544,27 @@ async def test_tasks_waiting_for_an_executor_start_in_policy_order(
     assert await start_order(capacity=1) == await start_order(limit=1)
 
 
+async def test_slots_alone_leave_the_other_tasks_the_fast_loop(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    seen = []
+
+    async def nothing(i: int) -> int:
+        engine = trio_dag.current_run()._engine  # type: ignore[attr-defined]
+        seen.append((engine.admission.gate, engine.loop.fast))
+        return i
+
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=1.0)
+        dag = trio_dag.DAG()
+        on_fake = [dag.add(square, i, run_in="fake") for i in range(3)]
+        here = [dag.add(nothing, i) for i in range(3)]
+        report = await trio_dag.run(dag, executors={"fake": (fake, 1)})
+    assert seen == [(True, True)] * 3
+    assert [report[h] for h in on_fake + here] == [0, 1, 4, 0, 1, 2]
+    assert trio.current_time() == 3.0 and fake.peak == 1
+
+
 async def test_a_timeout_counts_from_the_start_not_the_wait_for_the_executor(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:

@@ -123,7 +123,13 @@ class Admission:
             self.levels = levels
             self.remaining = remaining
             self._advance()
-        self.plain = self.uses is None and self.levels is None and not self.threshold
+        # Executor slots alone leave the engine its fast loop: it asks admit()
+        # only of the tasks that leave the loop (gate), never of the others.
+        slots_only = self.uses is not None and not (snap.has_uses or resources)
+        self.plain = (
+            (self.uses is None or slots_only) and self.levels is None and not self.threshold
+        )
+        self.gate = slots_only and self.plain
 
     def _quantize(
         self, snap: Snapshot, states: bytes, resources: Mapping[str, float]
@@ -300,23 +306,36 @@ class Admission:
                 # The heap is ordered by wave first: nothing behind v may start.
                 st.push_back(v)
                 return -1
-            if uses_of is not None:
-                uses = uses_of[v]
-                if uses:
-                    place = self._place(v)
-                    lacking = self._lacking(uses, place)
-                    woken_for = self.woken.pop(v, None)
-                    if lacking is not None:
-                        heapq.heappush(self.waiting.setdefault(lacking, []), place)
-                        if woken_for is not None:
-                            self._wake(woken_for)
-                        continue
-                    del self.places[v]
-                    for name, amount in uses:
-                        self.free[name] -= amount
-                    self.held[v] = uses
+            if uses_of is not None and uses_of[v] and not self.admit(v):
+                continue
             self.group_left -= 1
             return v
+
+    def admit(self, v: int) -> bool:
+        """Whether task *v*, taken from the heap, may start now: take what it
+        uses (True), or queue it where it waits (False; see :meth:`take`).
+
+        A task that holds what it uses already is admitted again as it is.
+        With ``gate`` set (executor slots alone), the engine asks this of
+        each task it takes outside its fast loop, which pops the core itself.
+        """
+        assert self.uses is not None
+        uses = self.uses[v]
+        if not uses or v in self.held:
+            return True
+        place = self._place(v)
+        lacking = self._lacking(uses, place)
+        woken_for = self.woken.pop(v, None)
+        if lacking is not None:
+            heapq.heappush(self.waiting.setdefault(lacking, []), place)
+            if woken_for is not None:
+                self._wake(woken_for)
+            return False
+        del self.places[v]
+        for name, amount in uses:
+            self.free[name] -= amount
+        self.held[v] = uses
+        return True
 
     def _place(self, v: int) -> Place:
         # The place the core's heap gave v: its key, then when it became
