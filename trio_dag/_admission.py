@@ -188,7 +188,7 @@ class Admission:
         """Give each task on an executor of known capacity one slot of it to use.
 
         Only where it matters: an executor that has more such tasks than its
-        capacity (a run with fewer keeps the fast loop). Left out, and sent
+        capacity (a run with fewer pays nothing for it). Left out, and sent
         to the executor as they start, as before: tasks with ``uses=`` (a
         task that waited for a slot would not set their amounts aside, which
         SPEC's resource order asks) and ``@batched`` ones (a batch holds
