@@ -8,7 +8,8 @@ taking turns within a round:
   Trio program that opens a trio-parallel worker context and calls
   ``context.run_sync`` once per item from a nursery, as many at once as
   trio-parallel's default limiter lets (the CPU count; trio_dag's run goes
-  through the same limiter). Both pay for starting their workers: a run
+  through the same limiter, and starts no more of its tasks at once than it
+  lets: the others wait in the run's ready queue). Both pay for starting their workers: a run
   opens its worker context and closes it as it ends, and so does the plain
   program.
 - **Dask dispatch**: the same tasks on a ``LocalCluster`` of 2

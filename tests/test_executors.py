@@ -25,11 +25,14 @@ from typing import Any
 import pytest
 import trio
 from _executor_bodies import fail, lengths, lock, pid, square, whoami
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from trio.testing import MockClock
 
 import trio_dag
 import trio_dag.testing
 from trio_dag import TaskState
+from trio_dag.events import TaskFinished, TaskRetrying, TaskStarted
 
 # Generous: a worker process starts in well under a second, but the machine is shared.
 BOUND = 60.0
@@ -471,6 +474,346 @@ def test_a_batched_function_refuses_what_does_not_suit_it() -> None:
     dag = trio_dag.DAG()
     with pytest.raises(ValueError, match=r"run_in='async' does not apply to batched lengths"):
         dag.add(lengths, "a", run_in="async")
+
+
+# -- capacity: tasks wait among the ready ones, not on the executor --------------------
+
+
+def most_at_once(events: Any, of: Any = None) -> int:
+    """The most attempts the events show running at once (of the handles *of*)."""
+    running: set[int] = set()
+    most = 0
+    counted = None if of is None else {h.index for h in of}
+    for event in events:
+        if counted is not None and event.task.index not in counted:
+            continue
+        if type(event) is TaskStarted:
+            running.add(event.task.index)
+            most = max(most, len(running))
+        elif type(event) in (TaskRetrying, TaskFinished):
+            running.discard(event.task.index)
+    return most
+
+
+def started(events: Any) -> list[str]:
+    return [e.task.name for e in events if type(e) is TaskStarted]
+
+
+async def test_an_executor_given_a_capacity_starts_no_more_of_its_tasks_at_once(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    recorder = trio_dag.testing.Recorder()
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=1.0)
+        dag = trio_dag.DAG()
+        handles = [dag.add(square, i, run_in="fake") for i in range(6)]
+        here = [dag.add(square, i, run_in="inline", name=f"here{i}") for i in range(3)]
+        report = await trio_dag.run(dag, executors={"fake": (fake, 2)}, on_event=recorder)
+    trio_dag.testing.check_run(dag, report, recorder)
+    assert [report[h] for h in handles] == [i * i for i in range(6)]
+    assert fake.peak == 2 and most_at_once(recorder, handles) == 2
+    assert trio.current_time() == 3.0
+    # A task starts when the executor can take it (the wait is not its run
+    # time); the others are not held back.
+    assert [report.timing(h).start for h in handles] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert all(report.timing(h).start == 0.0 for h in here)
+
+
+@pytest.mark.parametrize("policy", ["fifo", "lifo", "priority", "critical_path", "depth_first"])
+async def test_tasks_waiting_for_an_executor_start_in_policy_order(
+    dag_core: Any, autojump_clock: MockClock, policy: str
+) -> None:
+    async def start_order(**options: Any) -> list[str]:
+        recorder = trio_dag.testing.Recorder()
+        async with trio.open_nursery() as nursery:
+            fake = FakeExecutor(nursery, running=1.0)
+            dag = trio_dag.DAG()
+            for i, priority in enumerate([3, 0, 5, 1, 4, 2]):
+                mine = {"priority": priority} if policy == "priority" else {}
+                first = dag.add(square, i, run_in="fake", name=f"f{i}", **mine)
+                if i % 2:
+                    mine = {"cost": i} if policy == "critical_path" else {}
+                    dag.add(square, first, run_in="inline", name=f"g{i}", **mine)
+            executors = {"fake": (fake, options.pop("capacity")) if "capacity" in options else fake}
+            await trio_dag.run(
+                dag, policy=policy, executors=executors, on_event=recorder, **options
+            )
+        return [name for name in started(recorder) if name.startswith("f")]
+
+    # The executor's one slot starts its tasks in the order limit=1 starts them.
+    assert await start_order(capacity=1) == await start_order(limit=1)
+
+
+async def test_slots_alone_leave_the_other_tasks_the_fast_loop(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    seen = []
+
+    async def nothing(i: int) -> int:
+        engine = trio_dag.current_run()._engine  # type: ignore[attr-defined]
+        seen.append((engine.admission.gate, engine.loop.fast))
+        return i
+
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=1.0)
+        dag = trio_dag.DAG()
+        on_fake = [dag.add(square, i, run_in="fake") for i in range(3)]
+        here = [dag.add(nothing, i) for i in range(3)]
+        report = await trio_dag.run(dag, executors={"fake": (fake, 1)})
+    assert seen == [(True, True)] * 3
+    assert [report[h] for h in on_fake + here] == [0, 1, 4, 0, 1, 2]
+    assert trio.current_time() == 3.0 and fake.peak == 1
+
+
+async def test_a_timeout_counts_from_the_start_not_the_wait_for_the_executor(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=1.0)
+        dag = trio_dag.DAG()
+        handles = [dag.add(square, i, run_in="fake", timeout=1.5) for i in range(3)]
+        report = await trio_dag.run(dag, executors={"fake": (fake, 1)})
+    assert report.ok and [report[h] for h in handles] == [0, 1, 4]
+    assert trio.current_time() == 3.0
+
+
+async def test_tasks_on_an_executor_with_a_capacity_retry_and_count_limit_and_uses(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    recorder = trio_dag.testing.Recorder()
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=1.0)
+        dag = trio_dag.DAG()
+        bad = dag.add(fail, "no", run_in="fake", retries=2, name="bad")
+        after_bad = dag.add(square, bad, run_in="fake")
+        good = [dag.add(square, i, run_in="fake") for i in range(4)]
+        gpu = [dag.add(square, i, run_in="fake", uses={"gpu": 1}) for i in range(3)]
+        options: dict[str, Any] = {"limit": 3, "resources": {"gpu": 1}}
+        report = await trio_dag.run(
+            dag, executors={"fake": (fake, 2)}, check=False, on_event=recorder, **options
+        )
+    trio_dag.testing.check_run(dag, report, recorder, check=False, **options)
+    assert report.state(bad) == TaskState.FAILED
+    assert report.state(after_bad) == TaskState.SKIPPED
+    assert [report[h] for h in good + gpu] == [0, 1, 4, 9, 0, 1, 4]
+    assert len(fake.calls) == 3 + 4 + 3
+    # Tasks with uses= go to the executor as they start (they hold their
+    # amounts meanwhile, as SPEC's resource order asks): one gpu task at a
+    # time beside the two slots.
+    assert fake.peak <= 3 and most_at_once(recorder) <= 3
+
+
+@pytest.mark.parametrize("stop", ["cancel_task", "fail_fast", "run.cancel()"])
+async def test_tasks_waiting_for_an_executor_are_cancelled_without_a_submission(
+    dag_core: Any, autojump_clock: MockClock, stop: str
+) -> None:
+    recorder = trio_dag.testing.Recorder()
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=2.0)
+        dag = trio_dag.DAG()
+        handles = [dag.add(square, i, run_in="fake", name=f"t{i}") for i in range(4)]
+        if stop == "fail_fast":
+            dag.add(fail_at, 1.0)
+        options: dict[str, Any] = {"on_failure": "fail_fast" if stop == "fail_fast" else "skip"}
+        async with trio_dag.open_run(
+            dag, executors={"fake": (fake, 1)}, on_event=recorder, check=False, **options
+        ) as run:
+            await trio.sleep(1.0)
+            if stop == "cancel_task":
+                run.cancel_task(handles[2])
+            elif stop == "run.cancel()":
+                run.cancel()
+        report = run.report
+        ended = trio.current_time()
+    assert report is not None
+    if stop == "cancel_task":
+        trio_dag.testing.check_run(dag, report, recorder, cancelled_tasks=[handles[2]])
+        assert [report.state(h) for h in handles] == [
+            TaskState.SUCCEEDED,
+            TaskState.SUCCEEDED,
+            TaskState.CANCELLED,
+            TaskState.SUCCEEDED,
+        ]
+        assert [args for _, *args in fake.calls] == [[0], [1], [3]]
+        assert fake.cancel_calls == 0
+        return
+    trio_dag.testing.check_run(
+        dag, report, recorder, check=False, cancelled=stop == "run.cancel()", **options
+    )
+    # The one running is cancelled; those waiting for the executor never reach it.
+    assert [report.state(h) for h in handles] == [TaskState.CANCELLED] * 4
+    assert len(fake.futures) == 1 and fake.cancel_calls == 1
+    assert ended == 1.0  # the run did not wait for the call it abandoned
+
+
+async def test_tasks_added_to_a_run_wait_for_the_executor_too(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    recorder = trio_dag.testing.Recorder()
+
+    async def adds(count: int) -> list[trio_dag.Handle[int]]:
+        run = trio_dag.current_run()
+        return [run.add(square, i, run_in="fake") for i in range(count)]
+
+    async with trio.open_nursery() as nursery:
+        fake = FakeExecutor(nursery, running=1.0)
+        dag = trio_dag.DAG()
+        first = [dag.add(square, i, run_in="fake") for i in range(3)]
+        joined = dag.add(adds, 4)
+        report = await trio_dag.run(dag, executors={"fake": (fake, 2)}, on_event=recorder)
+    trio_dag.testing.check_run(dag, report, recorder)
+    assert [report[h] for h in first] == [0, 1, 4] and report[joined] == [0, 1, 4, 9]
+    on_fake = [e.task for e in recorder if e.task.index != joined.index]
+    assert fake.peak == 2 and most_at_once(recorder, on_fake) == 2
+    assert trio.current_time() == 4.0
+
+
+@pytest.mark.parametrize(
+    ("entry", "error", "message"),
+    [
+        ((object, 0), ValueError, r"executor 'x': its capacity .* an int >= 1, got 0"),
+        ((object, True), ValueError, r"an int >= 1, got True"),
+        ((object, 2.0), ValueError, r"an int >= 1, got 2.0"),
+        ((object,), TypeError, r"executors= entry 'x' is a tuple of 1; give an executor, or"),
+        ((object(), 2), TypeError, r"executor 'x' has no submit method"),
+    ],
+)
+def test_an_executors_capacity_is_checked(entry: Any, error: type, message: str) -> None:
+    dag = trio_dag.DAG()
+    dag.add(square, 1, run_in="x")
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    entry = tuple(pool if part is object else part for part in entry)
+    try:
+        with pytest.raises(error, match=message):
+            trio_dag.run_sync(dag, executors={"x": entry})
+    finally:
+        pool.shutdown()
+
+
+async def test_a_pool_given_its_capacity_runs_every_task() -> None:
+    dag = trio_dag.DAG()
+    handles = [dag.add(square, i, run_in="pool") for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        report = await run_bounded(dag, executors={"pool": (pool, 2)})
+    assert [report[h] for h in handles] == [i * i for i in range(8)]
+
+
+def test_the_capacity_of_process_is_trio_parallels_limiter_within_a_trio_run() -> None:
+    import trio_parallel
+
+    from trio_dag._executors import executors_of
+
+    assert executors_of({}).capacity("process") is None  # no Trio run to read it in
+
+    async def main() -> list[int | None]:
+        limiter = trio_parallel.current_default_worker_limiter()
+        found = [executors_of({}).capacity("process")]
+        limiter.total_tokens = 3
+        found.append(executors_of({}).capacity("process"))
+        limiter.total_tokens = math.inf
+        found.append(executors_of({}).capacity("process"))
+        return found
+
+    assert trio.run(main) == [os.cpu_count() or 1, 3, None]
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        given = executors_of({"process": pool, "pool": pool}, {"pool": 2})
+        assert (given.capacity("pool"), given.capacity("process")) == (2, None)
+    finally:
+        pool.shutdown()
+
+
+async def test_process_tasks_never_start_more_than_trio_parallels_workers() -> None:
+    import trio_parallel
+
+    # The default limiter of this Trio run: trio-parallel's workers at once.
+    trio_parallel.current_default_worker_limiter().total_tokens = 2
+    recorder = trio_dag.testing.Recorder()
+    dag = trio_dag.DAG()
+    handles = [
+        dag.add(square, i, run_in="process", priority=p, name=f"t{i}")
+        for i, p in enumerate([3, 0, 5, 1, 4, 2, 6, 7])
+    ]
+    report = await run_bounded(dag, policy="priority", on_event=recorder)
+    trio_dag.testing.check_run(dag, report, recorder, policy="priority")
+    assert [report[h] for h in handles] == [i * i for i in range(8)]
+    assert most_at_once(recorder) <= 2
+    assert started(recorder) == ["t7", "t6", "t2", "t4", "t0", "t5", "t3", "t1"]
+    assert no_worker_left()
+
+
+@st.composite
+def capacity_plans(draw: st.DrawFn) -> dict[str, Any]:
+    """Random DAGs of tasks on a fake executor given a capacity, beside others."""
+    n = draw(st.integers(1, 10))
+    tasks = []
+    for i in range(n):
+        tasks.append(
+            {
+                "deps": sorted(draw(st.sets(st.integers(0, i - 1), max_size=2))) if i else [],
+                "where": draw(st.sampled_from(["fake", "fake", "inline"])),
+                "gpu": draw(st.integers(0, 4)) == 0,
+                "fails": draw(st.integers(0, 5)) == 0,
+                "retries": draw(st.integers(0, 1)),
+                "priority": draw(st.integers(0, 3)),
+            }
+        )
+    return {
+        "tasks": tasks,
+        "capacity": draw(st.integers(1, 3)),
+        "limit": draw(st.sampled_from([None, 1, 2, 4])),
+        "policy": draw(st.sampled_from(["fifo", "lifo", "priority", "critical_path"])),
+        "on_failure": draw(st.sampled_from(["skip", "fail_fast"])),
+        "strategy": draw(st.sampled_from(["immediate", "waves", trio_dag.Threshold(2)])),
+    }
+
+
+@pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=capacity_plans())
+def test_runs_on_an_executor_with_a_capacity_keep_every_rule(
+    dag_core: Any, plan: dict[str, Any]
+) -> None:
+    options: dict[str, Any] = {
+        "resources": {"gpu": 1},
+        **{k: plan[k] for k in ("limit", "policy", "on_failure", "strategy")},
+    }
+
+    async def main() -> tuple[trio_dag.DAG, Any, Any, list[Any]]:
+        recorder = trio_dag.testing.Recorder()
+        dag = trio_dag.DAG()
+        handles: list[Any] = []
+        gated = []
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                fake = FakeExecutor(nursery, running=1.0)
+                for i, t in enumerate(plan["tasks"]):
+                    fn: Any = fail if t["fails"] else square
+                    h = dag.add(
+                        fn,
+                        f"t{i}" if t["fails"] else i,
+                        after=[handles[d] for d in t["deps"]],
+                        run_in=t["where"],
+                        uses={"gpu": 1} if t["gpu"] else None,
+                        retries=t["retries"],
+                        priority=t["priority"],
+                        name=f"t{i}",
+                    )
+                    handles.append(h)
+                    if t["where"] == "fake" and not t["gpu"]:
+                        gated.append(h)
+                report = await trio_dag.run(
+                    dag,
+                    executors={"fake": (fake, plan["capacity"])},
+                    on_event=recorder,
+                    check=False,
+                    **options,
+                )
+        return dag, report, recorder, gated
+
+    dag, report, recorder, gated = trio.run(main, clock=MockClock(autojump_threshold=0))
+    trio_dag.testing.check_run(dag, report, recorder, check=False, **options)
+    assert most_at_once(recorder, gated) <= plan["capacity"]
 
 
 # -- process faults (real clock) -------------------------------------------------------

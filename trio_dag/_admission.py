@@ -1,7 +1,13 @@
-"""Which ready task may start now: weighted resources, the wave barrier, Threshold groups.
+"""Which ready task may start now: weighted resources, executor slots, the wave
+barrier, Threshold groups.
 
 The core's heap already holds ready tasks in policy order (waves first under
 ``strategy="waves"``); admission only decides whether the next ones may start.
+An executor whose capacity is known (``Executors.capacity``) is a resource
+of its own, counted under ``("run_in", name)`` (never a resource name, which
+is a str): each of its tasks uses one slot, so no more start than it runs at
+once and the rest wait here, in policy order, instead of as started tasks
+parked on the executor.
 """
 
 from __future__ import annotations
@@ -15,16 +21,22 @@ from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from ._batching import Batched
 from ._errors import ResourceError
 from ._native import core
+from ._options import BUILT_IN
 from ._policies import Strategy, Threshold
 
 if TYPE_CHECKING:
+    from ._executors import Executors
     from ._snapshot import Snapshot
 
 __all__ = ["Admission", "exact"]
 
-Uses = tuple[tuple[str, int], ...]  # amounts in units of the resource's quantum
+# What admission counts: a resource of the run (its name), or the slots of an
+# executor with a known capacity, ("run_in", its name).
+Counted = str | tuple[str, str]
+Uses = tuple[tuple[Counted, int], ...]  # amounts in units of the resource's quantum
 Place = tuple[float, int, int]  # a waiter's place in policy order: key, order, task
 
 
@@ -46,8 +58,9 @@ class Admission:
     """Resources, waves and Threshold gating for one run.
 
     ``plain`` is True when none applies: the engine then pops the core directly.
-    *keys* and *lifo* are the core's: they order the tasks that wait for a
-    resource as the ready heap orders tasks.
+    *keys* are the core's: with the core's readiness order
+    (``RunState.order``) they order the tasks that wait for a resource as
+    the ready heap orders tasks.
 
     Resource amounts are accounted exactly, never in floats: each capacity
     and amount is taken as an exact rational (see :func:`exact`), and each
@@ -64,23 +77,21 @@ class Admission:
         resources: Mapping[str, float] | None,
         strategy: Strategy,
         keys: Sequence[float] | None = None,
-        lifo: bool = False,
+        executors: Executors | None = None,
     ) -> None:
         self.st = st
         states = st.states()
         # What each resource has free, in its quanta.
-        self.free: dict[str, int] = {}
+        self.free: dict[Counted, int] = {}
         # Tasks waiting for a resource, by the resource they lack: heaps in
         # policy order. Those woken from a queue back into the ready heap,
         # with the resource whose queue they left.
-        self.waiting: dict[str, list[Place]] = {}
-        self.woken: dict[int, str] = {}
+        self.waiting: dict[Counted, list[Place]] = {}
+        self.woken: dict[int, Counted] = {}
         self.keys = keys
-        self.lifo = lifo
         # Each waiting task's place, kept from the first time it was taken
         # from the heap (its readiness order) until it starts.
         self.places: dict[int, Place] = {}
-        self.taken = 0
         # What each task that took its uses holds until it gives them back.
         self.held: dict[int, Uses] = {}
         self.uses: list[Uses] | None = None
@@ -94,6 +105,10 @@ class Admission:
         # any yet: a task added during the run may.
         if snap.has_uses or resources:
             self.uses = self._quantize(snap, states, resources or {})
+        # The executors whose tasks take a slot, by name: what each counts under.
+        self.slots: dict[str, Counted] = {}
+        if executors is not None and snap.with_notes:
+            self._count_slots(snap, states, executors)
         self.threshold = strategy.n if isinstance(strategy, Threshold) else 0
         self.group_left = 0
         self.levels: array[int] | None = None
@@ -108,7 +123,13 @@ class Admission:
             self.levels = levels
             self.remaining = remaining
             self._advance()
-        self.plain = self.uses is None and self.levels is None and not self.threshold
+        # Executor slots alone leave the engine its fast loop: it asks admit()
+        # only of the tasks that leave the loop (gate), never of the others.
+        slots_only = self.uses is not None and not (snap.has_uses or resources)
+        self.plain = (
+            (self.uses is None or slots_only) and self.levels is None and not self.threshold
+        )
+        self.gate = slots_only and self.plain
 
     def _quantize(
         self, snap: Snapshot, states: bytes, resources: Mapping[str, float]
@@ -145,7 +166,7 @@ class Admission:
                 if states[i] == core.EXCLUDED:
                     out.append(())
                     continue
-                pairs = []
+                pairs: list[tuple[Counted, int]] = []
                 for name, amount in o.uses:
                     capacity = capacities.get(name)
                     quanta = -1 if capacity is None else int(rational(amount) * scale[name])
@@ -159,9 +180,50 @@ class Admission:
                     pairs.append((name, quanta))
                 q = quantized[o.uses] = tuple(pairs)
             out.append(q)
-        self.free = capacities
+        self.free.update(capacities)
         self.scale = scale
         return out
+
+    def _count_slots(self, snap: Snapshot, states: bytes, executors: Executors) -> None:
+        """Give each task on an executor of known capacity one slot of it to use.
+
+        Only where it matters: an executor that has more such tasks than its
+        capacity (a run with fewer pays nothing for it). Left out, and sent
+        to the executor as they start, as before: tasks with ``uses=`` (a
+        task that waited for a slot would not set their amounts aside, which
+        SPEC's resource order asks) and ``@batched`` ones (a batch holds
+        what it uses while it gathers, one slot per call would idle the
+        executor meanwhile).
+        """
+        opts, fns = snap.columns.opts, snap.columns.fns
+        users: dict[str, list[int]] = {}
+        last = on = None  # most noted tasks share their options with the one before
+        for i in snap.with_notes:
+            o = opts[i]
+            if o is not last:
+                last = o
+                on = o.run_in if o.run_in not in BUILT_IN and not o.uses else None
+            if on is not None and states[i] != core.EXCLUDED and not isinstance(fns[i], Batched):
+                users.setdefault(on, []).append(i)
+        for name, tasks in users.items():
+            capacity = executors.capacity(name)
+            if capacity is None or len(tasks) <= capacity:
+                continue
+            if self.uses is None:
+                self.uses = [()] * snap.n
+            key = self.slots[name] = ("run_in", name)
+            self.free[key] = capacity
+            one: Uses = ((key, 1),)
+            for i in tasks:
+                self.uses[i] = one
+
+    def slot_of(self, run_in: str | None, fn: object) -> Uses:
+        """The uses of a task added during the run with neither ``uses=`` nor
+        anything else to count: a slot of its executor, if the run counts them."""
+        key = self.slots.get(run_in) if run_in is not None and self.slots else None
+        if key is None or isinstance(fn, Batched):
+            return ()
+        return ((key, 1),)
 
     def quantize_more(self, task: str, uses: tuple[tuple[str, float], ...]) -> Uses:
         """The uses of a task added during the run, in quanta; ResourceError
@@ -169,7 +231,7 @@ class Admission:
         exactly is counted in finer quanta from now on (everything it holds
         and every task's amount of it, scaled alike)."""
         resources = self.resources
-        pairs = []
+        pairs: list[tuple[Counted, int]] = []
         for name, amount in uses:
             if name not in resources:
                 close = difflib.get_close_matches(name, list(resources), n=1)
@@ -225,7 +287,7 @@ class Admission:
         queue of the first resource it lacks, until a release of that resource
         can let it start: so each waiting task is looked at again only when it
         may fit, however many wait. Queues are in policy order (the core's
-        key, then the order tasks left the heap, reversed under lifo): a task
+        key, then when the task became ready, the last first under lifo): a task
         that needs a resource others already wait for waits behind those that
         come before it (it cannot starve them) and goes ahead of the others,
         as SPEC's "considered in policy order" asks; tasks that need other
@@ -244,33 +306,50 @@ class Admission:
                 # The heap is ordered by wave first: nothing behind v may start.
                 st.push_back(v)
                 return -1
-            if uses_of is not None:
-                uses = uses_of[v]
-                if uses:
-                    place = self._place(v)
-                    lacking = self._lacking(uses, place)
-                    woken_for = self.woken.pop(v, None)
-                    if lacking is not None:
-                        heapq.heappush(self.waiting.setdefault(lacking, []), place)
-                        if woken_for is not None:
-                            self._wake(woken_for)
-                        continue
-                    del self.places[v]
-                    for name, amount in uses:
-                        self.free[name] -= amount
-                    self.held[v] = uses
+            if uses_of is not None and uses_of[v] and not self.admit(v):
+                continue
             self.group_left -= 1
             return v
 
+    def admit(self, v: int) -> bool:
+        """Whether task *v*, taken from the heap, may start now: take what it
+        uses (True), or queue it where it waits (False; see :meth:`take`).
+
+        A task that holds what it uses already is admitted again as it is.
+        With ``gate`` set (executor slots alone), the engine asks this of
+        each task it takes outside its fast loop, which pops the core itself.
+        """
+        assert self.uses is not None
+        uses = self.uses[v]
+        if not uses or v in self.held:
+            return True
+        place = self._place(v)
+        lacking = self._lacking(uses, place)
+        woken_for = self.woken.pop(v, None)
+        if lacking is not None:
+            heapq.heappush(self.waiting.setdefault(lacking, []), place)
+            if woken_for is not None:
+                self._wake(woken_for)
+            return False
+        del self.places[v]
+        for name, amount in uses:
+            self.free[name] -= amount
+        self.held[v] = uses
+        return True
+
     def _place(self, v: int) -> Place:
+        # The place the core's heap gave v: its key, then when it became
+        # ready (the last first under lifo), so a queue starts its tasks in
+        # the order the heap would have. Should the core renumber (after
+        # 2**31 - 1 readinesses), a place kept from before may misplace a
+        # waiter against later ones: their order, never what they hold.
         place = self.places.get(v)
         if place is None:
-            self.taken += 1
             key = 0.0 if self.keys is None else self.keys[v]
-            place = self.places[v] = (key, -self.taken if self.lifo else self.taken, v)
+            place = self.places[v] = (key, self.st.order(v), v)
         return place
 
-    def _lacking(self, uses: Uses, place: Place) -> str | None:
+    def _lacking(self, uses: Uses, place: Place) -> Counted | None:
         # The first resource a task at *place* must wait for, or None when all
         # fit: one too little is free of, or one a task before it in policy
         # order waits for (SPEC: it set aside what is free). A task woken from
@@ -296,7 +375,7 @@ class Admission:
                 self.free[name] += amount
                 self._wake(name)
 
-    def _wake(self, name: str) -> None:
+    def _wake(self, name: Counted) -> None:
         # Back to the heap go the first waiters of the resource whose
         # amounts fit in what is free; they start in policy order from there.
         queue = self.waiting.get(name)

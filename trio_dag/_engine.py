@@ -161,7 +161,7 @@ class Engine:
         self.st = backend.core.RunState(
             snap.graph, keys, lifo=lifo, all_done=snap.all_done, targets=members
         )
-        self.admission = Admission(snap, self.st, resources, strategy, keys, lifo)
+        self.admission = Admission(snap, self.st, resources, strategy, keys, executors)
         self.errors: dict[int, BaseException] = {}
         self.on_event = on_event
         self.stream = stream
@@ -489,6 +489,8 @@ class Engine:
             caching = self.caching
             if v >= 0 and caching is not None and caching.asks[v] and self._look_up(v):
                 continue
+            if v >= 0 and self.admission.gate and not self.admission.admit(v):
+                continue  # it waits for a slot of its executor (see _admission)
             batcher = self.batcher
             if v < 0 or batcher is None:
                 return v
@@ -704,6 +706,8 @@ class Engine:
                             v = self._next()
                     elif why == CHECKPOINT:
                         await self._checkpoint(v)
+                    elif why == SLOW and self.admission.gate and not self.admission.admit(v):
+                        v = self._next()  # v waits for a slot of its executor
                     else:
                         broke: Exception | None = None
                         try:
@@ -910,7 +914,7 @@ class Engine:
     def _end_attempt(self, v: int, began: float, opts: TaskOptions) -> None:
         """End the attempt of task *v* begun at *began* and give back its resources."""
         self.loop.finish(v, began, opts.retries)
-        if not self.admission.plain:
+        if self.admission.held:
             self.admission.release(v)
 
     def _succeeded(self, v: int, began: float, opts: TaskOptions, result: Any) -> None:

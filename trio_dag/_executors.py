@@ -20,6 +20,7 @@ abandoned, its result discarded); trio-parallel's workers are killed instead.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -178,6 +179,18 @@ class _Processes:
                 self._opened = opened
             return self.context
 
+    def capacity(self) -> int | None:
+        """How many bodies run at once: the total of trio-parallel's default
+        limiter in this Trio run (the CPU count unless changed), or None
+        when it is unbounded or there is no Trio run."""
+        import trio_parallel
+
+        try:
+            tokens = trio_parallel.current_default_worker_limiter().total_tokens
+        except RuntimeError:
+            return None  # no Trio run: nothing to read it from
+        return None if math.isinf(tokens) else max(1, int(tokens))
+
     async def aclose(self) -> None:
         """Shut the run's worker processes down, if it started any."""
         opened, self._opened, self.context = self._opened, None, None
@@ -225,13 +238,30 @@ def _exit_code(exc: trio_parallel.BrokenWorkerError) -> int | None:
 class Executors:
     """The executors of one run, by name; made by :func:`check_executors`."""
 
-    __slots__ = ("_by_name", "_processes")
+    __slots__ = ("_by_name", "_capacities", "_processes")
 
     def __init__(
-        self, by_name: dict[str, _Futures | _Processes | DaskFutures], processes: _Processes | None
+        self,
+        by_name: dict[str, _Futures | _Processes | DaskFutures],
+        processes: _Processes | None,
+        capacities: Mapping[str, int] | None = None,
     ):
         self._by_name = by_name
         self._processes = processes
+        self._capacities = capacities or {}
+
+    def capacity(self, name: str) -> int | None:
+        """How many bodies executor *name* runs at once, when that is known:
+        the capacity given with it (``executors={name: (executor, n)}``), or
+        for trio-parallel's ``"process"`` its default limiter's total; else None.
+
+        The run starts no more of its tasks on the executor than this at
+        once (see ``_admission``): the others wait among the ready tasks.
+        """
+        capacity = self._capacities.get(name)
+        if capacity is None and self._processes is not None and name == PROCESS:
+            capacity = self._processes.capacity()
+        return capacity
 
     async def call(
         self,
@@ -278,20 +308,26 @@ def _task_list(snap: Snapshot, tasks: Sequence[int]) -> str:
     return ("task " if len(tasks) == 1 else "tasks ") + ", ".join(names)
 
 
-def _check_mapping(executors: object) -> dict[str, Any]:
+def _check_mapping(executors: object) -> tuple[dict[str, Any], dict[str, int]]:
+    """The executors of *executors* (``executors=``) by name, and the capacities given."""
     if executors is None:
-        return {}
+        return {}, {}
     if not isinstance(executors, Mapping):
         raise TypeError(
             "executors must be a mapping {name: executor}, such as "
             f"{{'cluster': distributed.Client(...)}}, not {type(executors).__name__}"
         )
+    by_name: dict[str, Any] = {}
+    capacities: dict[str, int] = {}
     for name, executor in executors.items():
         if not isinstance(name, str) or name in BUILT_IN or not name:
             raise TypeError(
                 f"executors= keys are the names tasks give to run_in=, non-empty str other "
                 f"than 'async', 'inline' and 'thread'; got {name!r}"
             )
+        if isinstance(executor, tuple):
+            executor, capacity = _with_capacity(name, executor)
+            capacities[name] = capacity
         if not callable(getattr(executor, "submit", None)):
             raise TypeError(
                 f"executor {name!r} has no submit method: an executor is an object with "
@@ -299,7 +335,24 @@ def _check_mapping(executors: object) -> dict[str, Any]:
                 "concurrent.futures.ProcessPoolExecutor or a distributed.Client; "
                 f"got {executor!r}"
             )
-    return dict(executors)
+        by_name[name] = executor
+    return by_name, capacities
+
+
+def _with_capacity(name: str, entry: tuple[Any, ...]) -> tuple[Any, int]:
+    """An ``(executor, capacity)`` entry of ``executors=``, checked."""
+    if len(entry) != 2:
+        raise TypeError(
+            f"executors= entry {name!r} is a tuple of {len(entry)}; give an executor, or "
+            "(executor, capacity): the executor and how many bodies it runs at once"
+        )
+    executor, capacity = entry
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+        raise ValueError(
+            f"executor {name!r}: its capacity (how many bodies it runs at once) must be "
+            f"an int >= 1, got {capacity!r}"
+        )
+    return executor, capacity
 
 
 def not_pickled(who: str, name: str, fn: Callable[..., Any], why: str | None) -> str:
@@ -334,7 +387,7 @@ def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: ob
     executor answers to, or a function that cannot be pickled, naming the
     tasks.
     """
-    mapping = _check_mapping(executors)
+    mapping, capacities = _check_mapping(executors)
     opts, fns = snap.columns.opts, snap.columns.fns
     users: dict[str, list[int]] = {}
     last = on = None  # most noted tasks share their options with the one before
@@ -349,7 +402,7 @@ def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: ob
         in_run = set(members)
         users = {k: kept for k, v in users.items() if (kept := [i for i in v if i in in_run])}
     if not users:
-        return executors_of(mapping)
+        return executors_of(mapping, capacities)
     for name, tasks in users.items():
         if name not in mapping and name != PROCESS:
             known = ", ".join(repr(k) for k in [PROCESS, *mapping])
@@ -383,11 +436,14 @@ def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: ob
                     why,
                 ),
             )
-    return executors_of(mapping)
+    return executors_of(mapping, capacities)
 
 
-def executors_of(mapping: Mapping[str, Any]) -> Executors:
-    """Every executor of a run: each name it maps, and ``"process"``.
+def executors_of(
+    mapping: Mapping[str, Any], capacities: Mapping[str, int] | None = None
+) -> Executors:
+    """Every executor of a run: each name it maps, and ``"process"``;
+    *capacities*: how many bodies those given one run at once.
 
     Tasks added while the run goes on may use any of them, so the run holds
     all, not only the ones its first tasks use; nothing is started until a
@@ -401,4 +457,4 @@ def executors_of(mapping: Mapping[str, Any]) -> Executors:
     }
     if processes is not None:
         by_name[PROCESS] = processes
-    return Executors(by_name, processes)
+    return Executors(by_name, processes, capacities)

@@ -205,7 +205,7 @@ class Growth:
                 if opts.uses:
                     uses = admission.quantize_more(fork._name(i), opts.uses)
                 elif admission.uses is not None:
-                    uses = ()
+                    uses = admission.slot_of(opts.run_in, self._fns[i])
             key = 0.0 if keys is None else self._key(opts, parents)
             st = self._st
             # The run is stopping: the new task never starts, and ends

@@ -102,7 +102,7 @@ def _engine(
     on_event: Callable[[Event], None] | None,
     stream: Callable[[Event], None] | None,
     cache: CacheStore | None = None,
-    executors: Mapping[str, Executor] | None = None,
+    executors: Mapping[str, Executor | tuple[Executor, int]] | None = None,
 ) -> Engine:
     from ._engine import Engine
 
@@ -178,7 +178,7 @@ async def run(
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
     cache: CacheStore | None = None,
-    executors: Mapping[str, Executor] | None = None,
+    executors: Mapping[str, Executor | tuple[Executor, int]] | None = None,
 ) -> RunReport:
     """Run every task of *dag* (or only *targets* and what they need); return the report.
 
@@ -290,9 +290,13 @@ async def run(
         ``ProcessPoolExecutor``, a ``distributed.Client``. ``"process"``
         needs no entry: unless mapped here it is trio-parallel's worker
         processes, started for the run and shut down as it ends. A task's
-        function must pickle (it is defined at module level). The run never
-        shuts an executor down. Default ``None``: only ``"process"``. See
-        the user guide, *Executors*.
+        function must pickle (it is defined at module level). An entry
+        ``(executor, n)`` also says the executor runs *n* bodies at once:
+        the run starts no more of its tasks at once (for ``"process"``,
+        trio-parallel's default limiter says it), the others wait among the
+        ready tasks in policy order. The run never shuts an executor down.
+        Default ``None``: only ``"process"``. See the user guide,
+        *Executors*.
 
     Returns:
       The :class:`RunReport` of the run.
@@ -322,7 +326,7 @@ async def run(
         ``executors=`` does not map, or a task with an executor has a
         function that cannot be pickled (a lambda, a local function);
         before anything starts. An ``executors=`` entry without ``submit``
-        is a TypeError.
+        is a TypeError, a capacity that is not an int >= 1 a ValueError.
       RunFailedError: ``check=True`` and at least one task FAILED: an
         ``ExceptionGroup`` of one :class:`TaskFailedError` per failed task,
         each with the task's exception as ``__cause__``.
@@ -705,7 +709,7 @@ async def open_run(
     check: bool = True,
     on_event: Callable[[Event], None] | None = None,
     cache: CacheStore | None = None,
-    executors: Mapping[str, Executor] | None = None,
+    executors: Mapping[str, Executor | tuple[Executor, int]] | None = None,
 ) -> AsyncIterator[Run]:
     """Start a run in the background; give a :class:`Run` to watch it or stop it.
 

@@ -867,6 +867,14 @@ cdef class RunState:
             out[i] = self._pop()
         return out
 
+    def order(self, Py_ssize_t node):
+        """Where *node* stands among ready nodes of equal key, as of its last
+        becoming ready (smaller first; with lifo the last to become ready is
+        smallest). Renumbered (order kept) after 2**31 - 1 nodes became ready."""
+        if node < 0 or node >= self._n:
+            raise IndexError(f"node {node} out of range")
+        return self._seq[node]
+
     def push_back(self, node_):
         """Return a popped node to the heap at the place it had (it could not start yet)."""
         cdef Py_ssize_t node = self._check_state(node_, 1 << C_RUNNING, "push back")

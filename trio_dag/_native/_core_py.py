@@ -706,6 +706,14 @@ class RunState:
             v = self._pop()
         return out
 
+    def order(self, node: int) -> int:
+        """Where *node* stands among ready nodes of equal key, as of its last
+        becoming ready (smaller first; with lifo the last to become ready is
+        smallest)."""
+        if not 0 <= node < self._n:
+            raise IndexError(f"node {node} out of range")
+        return self._seq[node]
+
     def push_back(self, node: int) -> None:
         """Return a popped node to the heap at the place it had (it could not start yet)."""
         node = self._check(node, (RUNNING,), "push back")
