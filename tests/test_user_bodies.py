@@ -20,13 +20,19 @@ Each test runs on both cores (``dag_core``). Time is a MockClock (with no
 Trio deadline of the test's own: the clock may jump while a thread runs) or,
 in one small test, the real clock; every run is bounded (a hang fails with
 the drawn plan). ``--hypothesis-profile=long`` runs 100 times more examples.
+
+Last, what users pass that trio_dag does not look into: a handle inside a
+dataclass or attrs instance (the guide says so; SPEC lists the containers
+searched).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from _reliability import (
@@ -222,3 +228,34 @@ def test_what_users_write_keeps_the_rules_on_the_real_clock(
         dag, report, recorder, cancelled=stops.run, cancelled_tasks=sorted(set(stops.tasks)), **used
     )
     _errors_are_the_bodies_own(plan, report)
+
+
+# -- a handle inside an object of the user's own ---------------------------------------
+
+
+@dataclasses.dataclass
+class _Config:
+    source: Any
+
+
+@attrs.define
+class _Settings:
+    source: Any
+
+
+def test_a_handle_inside_a_dataclass_or_attrs_instance_is_not_looked_for(dag_core: Any) -> None:
+    # As the guide says (graphs.md, "Handles are not looked for anywhere
+    # else"): only lists, tuples and dicts (and their subclasses) are
+    # searched, as walking arbitrary objects at every add would cost every
+    # user. The task does not depend on the handle, and its body receives the
+    # object as it was passed, handle inside.
+    dag = trio_dag.DAG()
+    source = dag.add(str, "data", name="source", run_in="inline")
+    boxes = [_Config(source), _Settings(source)]
+    tasks = [
+        dag.add(lambda box: box, box, name=f"t{k}", run_in="inline") for k, box in enumerate(boxes)
+    ]
+    assert [dag.dependencies(t) for t in tasks] == [(), ()]
+    report = on_mock_clock(lambda: trio_dag.run(dag))
+    assert [report[t] for t in tasks] == boxes
+    assert all(report[t].source is source for t in tasks)
