@@ -193,6 +193,53 @@ def test_what_users_write_keeps_the_rules_when_cancelled_at_drawn_moments(
     _errors_are_the_bodies_own(plan, report)
 
 
+@settings(suite, max_examples=examples(0.5))
+@given(
+    plan=dag_plans(
+        priorities=True, max_tasks=8, resources=EXACT_RESOURCES, bodies=MOCK_BODIES, batched=True
+    ),
+    options=run_options(EXACT_RESOURCES),
+    release_at=st.integers(0, 8),
+    data=st.data(),
+)
+def test_a_limiter_shared_with_the_caller_keeps_the_rules(
+    dag_core: Any, plan: DagPlan, options: dict[str, Any], release_at: int, data: st.DataObject
+) -> None:
+    # The run's limit is a CapacityLimiter the caller also holds a token of,
+    # and gives back at a drawn moment: a worker of the run waits for a token
+    # (the run has as many workers as tokens), and gets it then.
+    dag = plan.build()
+    picks, stop_at = _draw_stops(data, plan)
+    recorder = Recorder()
+    used: dict[str, Any] = {}
+    stops = _Stops()
+
+    async def main() -> trio_dag.RunReport:
+        limiter = trio.CapacityLimiter(2)
+        await limiter.acquire_on_behalf_of("caller")
+        used.update({**options, "limit": limiter})
+
+        async def give_back() -> None:
+            await trio.sleep(release_at / 2)
+            limiter.release_on_behalf_of("caller")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(give_back)
+            report = await _run_and_stop(dag, used, recorder, picks, stop_at, 1.0, stops)
+        assert limiter.borrowed_tokens == 0
+        return report
+
+    report = on_mock_clock(
+        main,
+        threads=True,
+        what=describe(plan, options, picks=picks, stop_at=stop_at, release_at=release_at),
+    )
+    check_run(
+        dag, report, recorder, cancelled=stops.run, cancelled_tasks=sorted(set(stops.tasks)), **used
+    )
+    _errors_are_the_bodies_own(plan, report)
+
+
 @settings(suite, max_examples=examples(0.1))
 @given(
     plan=dag_plans(
