@@ -328,6 +328,40 @@ def test_a_batch_opener_cancelled_in_max_delay_gives_back_its_uses(dag_core: Any
     assert report.state(cleanup) is TaskState.SUCCEEDED
 
 
+def _fails_now(*deps: Any) -> None:
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize("policy", ["fifo", "lifo"])
+def test_a_batch_filled_as_the_run_fails_fast_never_starts(dag_core: Any, policy: str) -> None:
+    # "a" opens a batch and waits for more (max_delay). When "t0" ends, one
+    # worker, without a checkpoint, adds "b" to the batch (which fills it and
+    # wakes "a") and runs "boom" inline, which fails. "a" was woken by the
+    # full batch before fail-fast cancelled it, so its wait ended without
+    # Cancelled: the batch must still not start (it did, under "lifo").
+    for attempt in range(5):
+        model = Model()
+        embed = batched_model(model, max_size=2, max_delay=5)
+        dag = trio_dag.DAG()
+        first = dag.add(embed, "a", name="a")
+        t0 = dag.add(ready_at, 1, "x", name="t0")
+        second = dag.add(embed, t0, name="b")
+        boom = dag.add(_fails_now, t0, name="boom", run_in="inline")
+        recorder = Recorder()
+        report = bounded(
+            lambda dag=dag, recorder=recorder: trio_dag.run(
+                dag, on_failure="fail_fast", policy=policy, on_event=recorder, check=False
+            ),
+            60,
+            f"a batch filled as the run fails fast, attempt {attempt}",
+        )
+        assert model.calls == []
+        assert [report.state(h) for h in (first, second)] == [TaskState.CANCELLED] * 2
+        assert report.state(boom) is TaskState.FAILED
+        assert not [e for e in recorder if isinstance(e, TaskStarted) and e.batch is not None]
+        check_run(dag, report, recorder, on_failure="fail_fast", policy=policy)
+
+
 def test_a_batch_never_strands_a_task_waiting_for_a_resource(dag_core: Any) -> None:
     # When "hold" gives back R, admission wakes "a" (and sets R aside for
     # it) but not "b", which waits behind it. The batch that "opener" opens

@@ -142,6 +142,44 @@ async def test_fail_fast_cancels_the_rest_but_runs_teardown(
     assert report.stats.makespan == 2 + 3
 
 
+@pytest.mark.parametrize("stop", ["fail_fast", "cancel"])
+async def test_a_task_given_a_shared_limiter_s_token_as_the_run_stops_never_starts(
+    dag_core: Any, autojump_clock: MockClock, stop: str
+) -> None:
+    # The caller holds one of the limiter's 3 tokens; "boom" (first to start)
+    # takes one, "a" or "b" (Trio picks) the last, and the other waits for a
+    # token. At 1 s "boom" gives the caller's token back, which hands it to
+    # the waiting task, and in the same step stops the run: by failing
+    # (fail_fast) or by run.cancel(). The waiting task was woken with its
+    # token before the stop cancelled it, so its wait ended without
+    # Cancelled: it must still not start (it did), and its token goes back.
+    limiter = trio.CapacityLimiter(3)
+    await limiter.acquire_on_behalf_of("caller")
+
+    async def boom() -> None:
+        await trio.sleep(1)
+        limiter.release_on_behalf_of("caller")
+        if stop == "cancel":
+            trio_dag.current_run().cancel()
+            await trio.sleep(0)
+        raise ValueError("boom")
+
+    async def nap() -> None:
+        await trio.sleep(5)
+
+    dag = trio_dag.DAG()
+    dag.add(boom, name="boom")
+    pair = [dag.add(nap, name="a"), dag.add(nap, name="b")]
+    recorder = trio_dag.testing.Recorder()
+    options: dict[str, Any] = {"limit": limiter, "on_failure": "fail_fast"}
+    with trio.fail_after(60):
+        report = await trio_dag.run(dag, on_event=recorder, check=False, **options)
+    assert [report.state(h) for h in pair] == [TaskState.CANCELLED] * 2
+    assert sorted(report.timing(h).start is None for h in pair) == [False, True]
+    assert limiter.borrowed_tokens == 0
+    trio_dag.testing.check_run(dag, report, recorder, cancelled=stop == "cancel", **options)
+
+
 async def test_fail_fast_lets_a_running_teardown_finish(
     dag_core: Any, autojump_clock: MockClock
 ) -> None:

@@ -137,7 +137,10 @@ async def test_float_amounts_given_back_fit_again(dag_core: Any, autojump_clock:
         ([1 / 3, 2 / 3], 1.0),
         ([0.45, 0.45], 0.9),
         ([1e-20, 1e-20], 2e-20),
-        ([Fraction(1, 3), Fraction(2, 3)], Fraction(1)),  # Fractions arrive as floats
+        ([Fraction(1, 3), Fraction(2, 3)], Fraction(1)),
+        # Counted as given: as floats, 5/6 reads 0.8333333333333334, and two
+        # of them were more than 5/3, so they ran one after the other.
+        ([Fraction(5, 6), Fraction(5, 6)], Fraction(5, 3)),
     ],
 )
 async def test_amounts_that_sum_to_the_capacity_run_together(
@@ -167,6 +170,25 @@ async def test_amount_over_the_capacity_by_the_last_digit_is_a_resource_error(
         await trio_dag.run(dag, resources={"r": 0.3})
     assert (info.value.amount, info.value.capacity) == (0.1 + 0.2, 0.3)
     assert ledger.started == []
+
+
+async def test_a_resource_error_shows_amounts_as_they_were_given(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # A Fraction stays a Fraction (its message said 0.333333, and a Fraction
+    # capacity made the message itself raise TypeError); floats show as %g.
+    dag = trio_dag.DAG()
+    dag.add(work, Ledger({}), {}, 0, name="t", uses={"r": Fraction(1, 3)})
+    cases = [
+        ({"r": Fraction(1, 4)}, "uses 1/3 of resource 'r', more than its whole capacity 1/4"),
+        ({"r": 0.25}, "uses 1/3 of resource 'r', more than its whole capacity 0.25"),
+        ({"s": 1}, "uses 1/3 of resource 'r', which the run does not provide"),
+    ]
+    for resources, message in cases:
+        with pytest.raises(trio_dag.ResourceError, match=message) as info:
+            await trio_dag.run(dag, resources=resources)
+        assert info.value.amount == Fraction(1, 3)
+        assert type(info.value.amount) is Fraction
 
 
 async def test_capacity_may_be_an_int_too_large_for_a_float(

@@ -1014,11 +1014,7 @@ def test_cancelling_random_batched_tasks_keeps_the_rules(
     picks = _draw_cancels(data, names)
     called: list[str] = []
     recorder = trio_dag.testing.Recorder()
-    # Under fail_fast, this draw finds a task of a batch waiting for more
-    # (max_delay) that starts after the first failure, also without any
-    # cancel_task (an open bug, reported; the batching matrix runs without
-    # open_run): skip only, until it is fixed.
-    used = real_options({**options, "on_failure": "skip"})
+    used = real_options(options)
 
     async def main() -> trio_dag.RunReport:
         async with trio_dag.open_run(dag, check=False, on_event=recorder, **used) as run:

@@ -200,6 +200,12 @@ class Batcher:
         finally:
             self.gathering.discard(batch)
         self._close(batch)
+        if self._stopped(batch):
+            # The run stopped while the opener waited, too late for its wait
+            # to see Cancelled (the batch filled, or max_delay ran out, in the
+            # same step): as for a task stopped before it starts, nothing starts.
+            self._abandon(batch)
+            return
         await self._call(batch, opts, slot)
 
     def cancel(self, v: int) -> bool | list[Any]:
@@ -294,11 +300,15 @@ class Batcher:
             with trio.move_on_after(batch.fn.max_delay):
                 await batch.full.wait()
         except trio.Cancelled:
-            self._close(batch)
-            self._give_back(batch)
-            for u in batch.tasks:
-                self.host.cancelled(u)
+            self._abandon(batch)
             raise
+
+    def _abandon(self, batch: OpenBatch) -> None:
+        # The batch never starts: every task of it ends CANCELLED unstarted.
+        self._close(batch)
+        self._give_back(batch)
+        for u in batch.tasks:
+            self.host.cancelled(u)
 
     def _start(self, batch: OpenBatch, began: float, number: int) -> None:
         """Start an attempt of every task of the batch, in call *number* begun at *began*.

@@ -816,6 +816,12 @@ class Engine:
         limiter = self.limiter
         if limiter is not None and not _took_token(limiter):
             await self._wait_for_token(v, limiter)
+            if self.halted or (self.failing and not self.teardown[v]):
+                # The run stopped as the token came, too late for the wait to
+                # see Cancelled: as in _scoped, the task never starts.
+                limiter.release()
+                self._cancelled(v)
+                return
         try:
             await self._body(v, slot)
         finally:

@@ -11,6 +11,7 @@ Each class pickles with its attributes, so errors can cross process boundaries.
 from __future__ import annotations
 
 import graphlib
+import math
 import signal
 from collections.abc import Sequence
 from typing import Any, Self
@@ -224,7 +225,7 @@ class ResourceError(GraphError):
         self.suggestion = suggestion
         if capacity is None:
             message = (
-                f"task {task!r} uses {amount:g} of resource {resource!r}, which the run "
+                f"task {task!r} uses {_amount(amount)} of resource {resource!r}, which the run "
                 "does not provide; "
             )
             if suggestion is not None:
@@ -233,8 +234,8 @@ class ResourceError(GraphError):
                 message += f"pass resources={{{resource!r}: ...}} to the run"
         else:
             message = (
-                f"task {task!r} uses {amount:g} of resource {resource!r}, more than its "
-                f"whole capacity {capacity:g}, so it could never start; raise the capacity "
+                f"task {task!r} uses {_amount(amount)} of resource {resource!r}, more than its "
+                f"whole capacity {_amount(capacity)}, so it could never start; raise the capacity "
                 "or lower the task's uses="
             )
         super().__init__(message)
@@ -245,6 +246,16 @@ class ResourceError(GraphError):
             (self.task, self.resource, self.amount, self.capacity, self.suggestion),
             self.__dict__,
         )
+
+
+def _amount(x: float) -> str:
+    """An amount or capacity as it was given: a float as ``%g``, an int or a
+    ``Fraction`` exactly (``1/3``; a huge int, which no float holds, by its size)."""
+    if isinstance(x, float):
+        return f"{x:g}"
+    if isinstance(x, int) and x.bit_length() > 1000:
+        return f"an int of about {int(x.bit_length() * math.log10(2)) + 1} digits"
+    return str(x)
 
 
 class ForeignHandleError(TrioDagError, TypeError):

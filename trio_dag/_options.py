@@ -234,9 +234,11 @@ def make_options(
                     f"task {label}: uses= keys must be resource names (str), got {resource!r}"
                 )
             what = f"uses[{resource!r}]"
-            pairs.append(
-                (resource, _real(amount, what, label, low=0, strict=True, hint="an amount"))
-            )
+            checked = _real(amount, what, label, low=0, strict=True, hint="an amount")
+            if isinstance(amount, numbers.Rational) and not isinstance(amount, numbers.Integral):
+                # A Fraction stays as given: counted exactly and shown as given.
+                checked = amount  # type: ignore[assignment]
+            pairs.append((resource, checked))
         uses = tuple(pairs)
     else:
         raise TypeError(f"task {label}: uses= must be a mapping {{resource: amount}}, got {uses!r}")

@@ -6,12 +6,17 @@ A :class:`DagPlan` prints as the program that builds it
 fresh bodies, so that one plan can be run twice and the runs compared.
 
 The bodies are the ones users write: a coroutine that sleeps, returns or
-raises; one that opens a nursery of two children; one that runs a short
-real process with captured output; one that catches ``Cancelled``, cleans
-up and raises it again; sync functions run inline or in a thread; and
-``@batched`` functions. A body that sees the engine break a promise it can
-see (a batch of more than ``max_size`` items, a ``Handle`` passed in place
-of an output, a ``Cancelled`` whose ``__context__`` is another task's error)
+raises (an exception, or an ExceptionGroup of one); one that opens a
+nursery of two children; one that runs a short real process with captured
+output; one that catches ``Cancelled``, cleans up and raises it again; one
+whose ``finally`` awaits a clean-up behind a shield; one that hands work to
+``trio.to_thread.run_sync``; one that times out by its own
+``trio.fail_after``; sync functions run inline or in a thread; and
+``@batched`` functions, async or sync (inline or in a thread). A body that
+sees the engine break a promise it can see (a batch of more than
+``max_size`` items, a ``Handle`` passed in place of an output, a
+``Cancelled`` whose ``__context__`` is another task's error, a
+``current_task()`` that is not its own in a worker thread)
 raises ``BrokenPromise``, a BaseException, which therefore propagates from
 the run and fails the test that ran it.
 """
@@ -35,10 +40,11 @@ __all__ = ["BrokenPromise", "DagPlan", "Interrupt", "build_dag"]
 RunIn = Literal["async", "inline", "thread"]
 Trigger = Literal["all_succeeded", "all_done"]
 # What an async body does besides sleeping, returning and raising.
-Body = Literal["sleep", "nursery", "catch", "process"]
-BODIES: Final = ("sleep", "nursery", "catch", "process")
-# How a drawn failure looks: a ValueError, or an exception that cannot be printed.
-ErrorKind = Literal["value", "unprintable"]
+Body = Literal["sleep", "nursery", "catch", "process", "finally", "to_thread", "fail_after"]
+BODIES: Final = ("sleep", "nursery", "catch", "process", "finally", "to_thread", "fail_after")
+# How a drawn failure looks: a ValueError, an exception that cannot be
+# printed, or an ExceptionGroup holding a ValueError.
+ErrorKind = Literal["value", "unprintable", "group"]
 # How a dependency is given to DAG.add: a positional handle, a handle inside a
 # list, after= by handle, after= by name, a handle as a dict value, in kwargs=,
 # inside a namedtuple. Shrinks towards the first.
@@ -106,7 +112,20 @@ def _failure(fails: int, error: ErrorKind) -> Exception | None:
     if task.attempt > fails:
         return None
     message = f"drawn failure of task {task.name!r}, attempt {task.attempt}"
-    return Unprintable(message) if error == "unprintable" else ValueError(message)
+    if error == "unprintable":
+        return Unprintable(message)
+    if error == "group":
+        return ExceptionGroup(message, [ValueError(message)])
+    return ValueError(message)
+
+
+def _in_thread(name: str) -> str:
+    """What a ``to_thread`` body runs: ``current_task()`` holds in the thread too
+    (``trio.to_thread.run_sync`` copies the context)."""
+    seen = current_task().name
+    if seen != name:
+        raise BrokenPromise(f"task {name!r} saw current_task() {seen!r} in its worker thread")
+    return seen
 
 
 async def _child(seconds: float, error: BaseException | None) -> None:
@@ -122,6 +141,10 @@ class AsyncBody:
     fails its first *fails* attempts, raises Interrupt (*interrupt*) or returns its name.
 
     A body of 0 seconds that only sleeps returns without suspending at all.
+    ``"finally"`` awaits half its time more behind a shield however it ends;
+    ``"to_thread"`` first runs a function in a worker thread; ``"fail_after"``
+    sleeps inside its own ``trio.fail_after``, which a failing attempt sets to
+    half its time, so that it raises ``TooSlowError`` in place of its error.
     """
 
     body: Body
@@ -146,6 +169,20 @@ class AsyncBody:
             await self._catch(name)
         elif self.body == "process":
             return await self._process(name, error)
+        elif self.body == "finally":
+            try:
+                await trio.sleep(self.seconds)
+                return _end(name, error, self.interrupt)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(self.seconds / 2)  # a clean-up that must finish
+        elif self.body == "to_thread":
+            await trio.to_thread.run_sync(_in_thread, name)
+            await trio.sleep(self.seconds)
+        elif self.body == "fail_after":
+            with trio.fail_after(self.seconds / 2 if error is not None else self.seconds + 1):
+                await trio.sleep(self.seconds)
+            error = None  # a failing attempt's fail_after raised TooSlowError
         elif self.seconds:
             await trio.sleep(self.seconds)
         return _end(name, error, self.interrupt)
@@ -205,7 +242,9 @@ class SyncBody:
 class BatchPlan:
     """A ``@batched`` function of a drawn DAG: its options, how long a call takes, and
     which calls go wrong (the first *fails* raise, the next *short* return a list one
-    item short). Tasks of it share its *uses*."""
+    item short). Tasks of it share its *uses* and *run_in*: ``"async"``, or a sync
+    function run ``"inline"`` or in a ``"thread"`` (which sleeps its *seconds* of
+    wall-clock time)."""
 
     max_size: int = 64
     max_delay: float = 0.0
@@ -213,6 +252,7 @@ class BatchPlan:
     fails: int = 0
     short: int = 0
     uses: tuple[tuple[str, float], ...] = ()
+    run_in: RunIn = "async"
 
     def __repr__(self) -> str:
         return f"batched({', '.join(_changed(self, BatchPlan))})"
@@ -222,7 +262,7 @@ class BatchPlan:
         calls = 0
         plan = self
 
-        async def call(items: list[Any]) -> list[Any]:
+        def begin(items: list[Any]) -> int:
             nonlocal calls
             calls += 1
             if len(items) > plan.max_size:
@@ -230,15 +270,29 @@ class BatchPlan:
                     f"batched {name} (max_size={plan.max_size}) was called with {len(items)} items"
                 )
             _no_handles(items, f"batched {name}")
+            return calls
+
+        def finish(items: list[Any], number: int) -> list[Any]:
+            if number <= plan.fails:
+                raise ValueError(f"drawn failure of call {number} of batched {name}")
+            results = [(name, item) for item in items]
+            return results[:-1] if number <= plan.fails + plan.short else results
+
+        async def call(items: list[Any]) -> list[Any]:
+            number = begin(items)
             if plan.seconds:
                 await trio.sleep(plan.seconds)
-            if calls <= plan.fails:
-                raise ValueError(f"drawn failure of call {calls} of batched {name}")
-            results = [(name, item) for item in items]
-            return results[:-1] if calls <= plan.fails + plan.short else results
+            return finish(items, number)
 
-        call.__name__ = call.__qualname__ = name
-        return batched(max_size=self.max_size, max_delay=self.max_delay)(call)
+        def call_sync(items: list[Any]) -> list[Any]:
+            number = begin(items)
+            if plan.seconds:
+                time.sleep(plan.seconds)
+            return finish(items, number)
+
+        fn: Any = call if self.run_in == "async" else call_sync
+        fn.__name__ = fn.__qualname__ = name
+        return batched(max_size=self.max_size, max_delay=self.max_delay)(fn)
 
 
 def _changed(instance: object, cls: type) -> list[str]:
@@ -391,9 +445,11 @@ def build_dag(plan: DagPlan) -> DAG:
             else:
                 after.append(handles[p] if how == "after" else f"t{p}")
         uses = task.uses
+        run_in = task.run_in
         if task.batch is not None:
             args = args or [name]  # the item: a dependency's output or a value
             uses = plan.batched[int(task.batch[1:])].uses
+            run_in = plan.batched[int(task.batch[1:])].run_in
         handles.append(
             dag.add(
                 task.fn(batched_fns, name),
@@ -409,7 +465,7 @@ def build_dag(plan: DagPlan) -> DAG:
                 retry_backoff=task.retry_backoff,
                 retry_on=task.retry_on,
                 timeout=task.timeout,
-                run_in=None if task.run_in == "async" else task.run_in,
+                run_in=None if run_in == "async" else run_in,
                 trigger=task.trigger,
             )
         )

@@ -42,6 +42,8 @@ _REAL_UNIT: Final = 0.002
 _P = ParamSpec("_P")
 # Priorities users write too: ints beyond 2**53, where floats tie.
 _HUGE_PRIORITIES: Final = (2**53, 2**53 + 1, -(2**53) - 1, 2**64 + 1)
+# Of amounts of one value, which comes first (see _amounts).
+_TYPE_ORDER: Final = {int: 0, float: 1, Fraction: 2}
 
 
 def _check_parents(
@@ -195,10 +197,11 @@ def _amounts(capacity: float) -> list[float]:
     Whole numbers (as ints, and one as a float), tenths and what they leave of
     the capacity, halves and thirds of it, and all of it: amounts that add up
     exactly to the capacity, as 0.1 + 0.2 to 0.3 or 0.2 + 0.7 to 0.9, where
-    float sums drift.
+    float sums drift; each tenth also as a ``Fraction``, as users give exact
+    amounts.
     """
     exact = Fraction(repr(capacity))
-    found: dict[tuple[type, float], float] = {}
+    found: dict[tuple[type, float], Any] = {}
     for k in range(1, min(int(exact), 8) + 1):
         found[int, k] = k
     if exact >= 1:
@@ -208,10 +211,16 @@ def _amounts(capacity: float) -> list[float]:
         for amount in (tenth, exact - tenth):
             if amount > 0:
                 found.setdefault((float, float(amount)), float(amount))
+        found.setdefault((Fraction, float(tenth)), tenth)
     for amount in (exact / 2, exact / 3, exact):
         if amount > 0:
             found.setdefault((float, float(amount)), float(amount))
-    return sorted(found.values(), key=lambda a: (a, isinstance(a, float)))
+    # By value (a float as the decimal it shows), then int, float, Fraction:
+    # draws shrink towards the smallest amount, written plainest.
+    return sorted(
+        found.values(),
+        key=lambda a: (Fraction(repr(a)) if type(a) is float else a, _TYPE_ORDER[type(a)]),
+    )
 
 
 def _uses(draw: st.DrawFn, o: _Options) -> tuple[tuple[str, float], ...]:
@@ -256,7 +265,7 @@ def _tasks(draw: st.DrawFn, o: _Options) -> Drawn:
     if o.failures and "batch" not in plan and _one_in(draw, 4):
         plan["fails"] = draw(st.integers(1, plan.get("retries", 0) + 1))
         if _one_in(draw, 6):
-            plan["error"] = "unprintable"
+            plan["error"] = draw(st.sampled_from(["unprintable", "group"]))
     if o.timeouts and _one_in(draw, 4):
         plan["timeout"] = draw(st.integers(1, 3)) * unit
     if "batch" not in plan:
@@ -274,13 +283,16 @@ def _batch_plans(draw: st.DrawFn, o: _Options) -> BatchPlan:
         fails = draw(st.integers(1, 2))
     if o.failures and _one_in(draw, 3):
         short = draw(st.integers(1, 2))
+    run_in = draw(st.sampled_from(o.run_in))
+    timed = run_in == "async" or (run_in == "thread" and o.real_clock)
     return BatchPlan(
         max_size=draw(st.integers(1, 5)),
         max_delay=draw(st.sampled_from([0.0, 0.5, 1.0])) * unit,
-        seconds=draw(o.seconds),
+        seconds=draw(o.seconds) if timed else 0.0,
         fails=fails,
         short=short,
         uses=_uses(draw, o),
+        run_in=run_in,
     )
 
 
@@ -455,21 +467,31 @@ def dags() -> None:
     namedtuple, in ``kwargs=``, or ``after=`` by handle or name. Its body
     waits a time drawn from *seconds* (default: 0 to 3 whole seconds) on the
     Trio clock, then returns its name, or raises (a ``ValueError``, or now
-    and then an exception whose ``str()`` raises) for its first few attempts
-    when *failures*. Bodies may be given behind ``functools.partial``.
+    and then an exception whose ``str()`` raises, or an ``ExceptionGroup``
+    holding a ``ValueError``) for its first few attempts when *failures*.
+    Bodies may be given behind ``functools.partial``.
 
     - *bodies*: what async bodies do while they wait: ``"sleep"``;
       ``"nursery"`` (an inner nursery of two children, the failure raised by
       one of them); ``"catch"`` (catches ``Cancelled``, cleans up behind a
-      shield, raises it again); ``"process"`` (``trio.run_process`` of a
+      shield, raises it again); ``"finally"`` (a ``try``/``finally`` whose
+      clean-up awaits half the body's time more behind a shield, however the
+      body ends); ``"to_thread"`` (first runs a function through
+      ``trio.to_thread.run_sync``, which checks ``current_task()`` there: a
+      MockClock may jump while it runs, so run these with no Trio deadline
+      of your own); ``"fail_after"`` (sleeps inside its own
+      ``trio.fail_after``, which a failing attempt sets short, so that it
+      raises ``trio.TooSlowError``); ``"process"`` (``trio.run_process`` of a
       short real Python process with captured output; a failure is its
       nonzero exit, ``CalledProcessError``; needs *real_clock*).
     - *run_in*: ``"async"`` bodies as above; ``"inline"`` and ``"thread"``
       sync bodies, which return at once (on the real clock a thread body
       sleeps its time first).
     - *batched*: tasks of one or two ``@batched`` functions mixed with the
-      others (``max_size`` 1 to 5, ``max_delay`` 0 or more; with *failures*,
-      calls that raise and calls that return a list one item short).
+      others (``max_size`` 1 to 5, ``max_delay`` 0 or more, ``uses``, and
+      retries and timeouts as other tasks; async, or sync and run as one of
+      *run_in* says; with *failures*, calls that raise and calls that return
+      a list one item short).
     - *interrupts*: a task may raise :class:`Interrupt`, a BaseException
       that is not an Exception, which propagates from the run.
     - *real_clock*: every drawn duration (sleeps by default, retry delays,
