@@ -1,27 +1,37 @@
-"""Dask distributed's ``Client`` as a run's executor: fresh submissions, results fetched in bulk.
+"""Dask distributed's ``Client`` as a run's executor: fresh submissions, sent and awaited in bulk.
 
 A ``distributed.Client`` follows the ``concurrent.futures`` protocol that
 ``executors=`` asks for, and :class:`~trio_dag._executors` could await its
-futures like any other; two things of Dask's make it worth an adapter:
+futures like any other; but Dask's own dispatch costs about a millisecond of
+CPU a task, and doing it one future at a time from another thread would
+add half as much again. So this adapter:
 
-- ``submit`` names a submission by its function and arguments
-  (``pure=True``, its default) and hands back the existing future for the
-  same ones: a retry would get its failed attempt's future again, at once,
-  and two tasks with equal arguments would share one call. Every attempt
-  here is submitted with ``pure=False``, a call of its own.
-- ``Future.result()`` is a round trip to the cluster for the value, made
-  from the calling thread: one per task, waited for in turn, would cost more
-  than Dask's own dispatch. Here a task whose future has ended fetches, in
-  a worker thread, the values of every future of the run that has ended and
-  is not fetched yet, in one ``client.gather``; the others that ended
-  meanwhile wait for that fetch instead of making their own.
+- submits every attempt with ``pure=False``, a call of its own. With
+  ``pure=True``, Dask's default, ``submit`` names a submission by its
+  function and arguments and hands back the existing future for the same
+  ones: a retry would get its failed attempt's future again, at once, and
+  two tasks with equal arguments would share one call;
+- submits the tasks that become ready together in one go: the first of
+  them to reach :meth:`DaskFutures.call` waits one checkpoint for the
+  others, then sends the calls of one function with as many arguments in
+  one ``client.map`` (one message to the scheduler), the others with
+  ``submit``;
+- learns of ended futures without a callback per future (Dask runs each
+  through its event loop and then a thread of its own): one
+  ``distributed.as_completed`` on the client's event loop tracks them, and
+  one coroutine there (:meth:`DaskFutures._pump`) takes the ended ones in
+  batches, fetches the finished ones' values in one ``client.gather`` per
+  batch, and wakes the run once per batch with ``TrioToken.run_sync_soon``.
+  A future that failed, was cancelled, or whose value could not be fetched
+  with the others is fetched on its own (``Future.result()``), in a worker
+  thread.
 
 A body's keyword arguments are bound with ``functools.partial``: given to
 ``submit`` as they are, one named ``key``, ``workers``, ``priority`` or
 ``retries`` would be taken by Dask for itself.
 
-Nothing here imports ``distributed``: a client is recognised by its
-class's module (:func:`is_dask_client`).
+``distributed`` is imported only once a run sends a task to a client: a
+client is recognised by its class's module (:func:`is_dask_client`).
 """
 
 from __future__ import annotations
