@@ -19,12 +19,15 @@ add half as much again. So this adapter:
 - learns of ended futures without a callback per future (Dask runs each
   through its event loop and then a thread of its own): one
   ``distributed.as_completed`` on the client's event loop tracks them, and
-  one coroutine there (:meth:`DaskFutures._pump`) takes the ended ones in
-  batches, fetches the finished ones' values in one ``client.gather`` per
-  batch, and wakes the run once per batch with ``TrioToken.run_sync_soon``.
-  A future that failed, was cancelled, or whose value could not be fetched
-  with the others is fetched on its own (``Future.result()``), in a worker
-  thread.
+  one coroutine there (:meth:`DaskFutures._pump`) hands the ended ones to
+  the run in batches, one ``TrioToken.run_sync_soon`` per batch;
+- fetches values in bulk: ``Future.result()`` is a round trip to the
+  cluster, made from the calling thread. A task whose future has ended
+  fetches, in a worker thread, the values of every future of the run that
+  has ended and is not fetched yet, in one ``client.gather``; the others
+  that ended meanwhile wait for that fetch instead of making their own.
+  (Fetching in the coroutine instead, before waking the run, held the
+  next batch back for a round trip: the run took longer, for the same CPU.)
 
 A body's keyword arguments are bound with ``functools.partial``: given to
 ``submit`` as they are, one named ``key``, ``workers``, ``priority`` or
@@ -106,8 +109,7 @@ class DaskFutures:
         # futures not ended yet, and whether _pump reads it.
         self._tracker: Any = None
         self._pumping = False
-        # Ended but not fetched by the pump (an error, a cancel, a lost value):
-        # fetched on their own, in a worker thread.
+        # Ended, their values not asked for yet: fetched together, in a worker thread.
         self.unfetched: list[_Waiting] = []
         self.fetch: trio.Event | None = None  # set when the fetch under way is done
         # Futures of cancelled tasks, for a thread to cancel on the cluster.
@@ -214,8 +216,8 @@ class DaskFutures:
             self.client.loop.add_callback(self._pump)
 
     async def _pump(self) -> None:
-        """In the client's loop: tell the run of futures as they end, with the values
-        of the finished ones, in batches; return once none is left to track."""
+        """In the client's loop: tell the run of futures as they end, in batches;
+        return once none is left to track."""
         tracker = self._tracker
         try:
             while True:
@@ -224,38 +226,21 @@ class DaskFutures:
                 except StopAsyncIteration:
                     return  # _track starts another pump for the next ones
                 batch = [first, *tracker.next_batch(block=False)]
-                values: dict[Any, Any] = {}
                 try:
-                    finished = [f for f in batch if f.status == "finished"]
-                    if finished:
-                        got = await self.client.gather(finished, asynchronous=True)
-                        values = {f.key: v for f, v in zip(finished, got, strict=True)}
-                except Exception:
-                    pass  # a value lost meanwhile: each is fetched on its own
-                finally:
-                    self._tell(batch, values)
+                    self._token.run_sync_soon(self._ended, batch)  # type: ignore[union-attr]
+                except trio.RunFinishedError:
+                    pass  # the run is gone: nobody waits for the values
         finally:
             self._pumping = False
 
-    def _tell(self, batch: list[Any], values: dict[Any, Any]) -> None:
-        """From the client's loop: hand *batch* (ended futures) to the run."""
-        assert self._token is not None
-        try:
-            self._token.run_sync_soon(self._ended, batch, values)
-        except trio.RunFinishedError:
-            pass  # the run is gone: nobody waits for the values
-
-    def _ended(self, batch: list[Any], values: dict[Any, Any]) -> None:
-        """In the run: wake the tasks of *batch*, with their values where fetched."""
+    def _ended(self, batch: list[Any]) -> None:
+        """In the run: wake the tasks of *batch*, ended futures; the first to run
+        fetches the values of all."""
         for future in batch:
             waiting = self._waiting.get(future.key)
-            if waiting is None:
-                continue  # its task was cancelled
-            if future.key in values:
-                waiting.outcome = outcome.Value(values[future.key])
-            else:
+            if waiting is not None:  # else its task was cancelled
                 self.unfetched.append(waiting)
-            waiting.ended.set()
+                waiting.ended.set()
 
     def _cancel_soon(self, future: Any) -> None:
         """Cancel *future* on the cluster from a thread: ``Future.cancel`` of a
