@@ -390,3 +390,86 @@ async def test_a_killed_scheduler_ends_the_run_and_says_so(tmp_path: Path) -> No
     assert "lost the connection to the scheduler" in str(report.errors["held"])
     assert report.state(downstream) is TaskState.SKIPPED
     assert report.state(local) is TaskState.SUCCEEDED
+
+
+class CountingClient(distributed.Client):  # type: ignore[misc]
+    """A client that records how its tasks were submitted: the size of each ``map``, and
+    how many ``submit`` calls."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.maps: list[int] = []
+        self.submits = 0
+
+    def map(self, func: Any, *iterables: Any, **kwargs: Any) -> Any:
+        futures = super().map(func, *iterables, **kwargs)
+        self.maps.append(len(futures))
+        return futures
+
+    def submit(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        self.submits += 1
+        return super().submit(func, *args, **kwargs)
+
+
+@pytest.fixture
+def counting_client(cluster: Any) -> Iterator[CountingClient]:
+    """A :class:`CountingClient` of the module's cluster, once both of its workers are up."""
+    with CountingClient(cluster) as client:
+        client.wait_for_workers(2, timeout=BOUND)
+        yield client
+
+
+async def test_tasks_ready_together_are_submitted_together_each_its_own_call(
+    counting_client: CountingClient, tmp_path: Path
+) -> None:
+    # Sixteen tasks ready at once: ten of one function with equal arguments,
+    # five of another, and one with keyword arguments (a call of its own).
+    dag = trio_dag.DAG()
+    calls = [dag.add(count_call, str(tmp_path), run_in="cluster") for _ in range(10)]
+    pairs = [dag.add(where, i, run_in="cluster") for i in range(5)]
+    named = dag.add(keywords, 1, kwargs={"key": "k", "retries": 5}, run_in="cluster")
+    with trio.fail_after(BOUND):
+        report = await trio_dag.run(dag, executors={"cluster": counting_client})
+    # Each task is a call of its own (pure=False), also inside one map.
+    assert sorted(report[task] for task in calls) == list(range(1, 11))
+    assert [report[task][0] for task in pairs] == list(range(5))
+    assert report[named] == (1, "k", 5)
+    assert sum(counting_client.maps) + counting_client.submits == 16
+    # Fewer messages to the scheduler than tasks.
+    assert len(counting_client.maps) + counting_client.submits < 16
+
+
+async def test_an_argument_that_cannot_be_pickled_fails_only_its_task(client: Any) -> None:
+    import threading
+
+    dag = trio_dag.DAG()
+    fine = [dag.add(where, i, run_in="cluster") for i in range(4)]
+    # Submitted together with the others, in one map that cannot be sent.
+    lock = dag.add(where, threading.Lock(), run_in="cluster", name="lock")
+    with trio.fail_after(BOUND):
+        report = await trio_dag.run(dag, executors={"cluster": client}, check=False)
+    assert report.state(lock) is TaskState.FAILED
+    assert "serialize" in str(report.errors["lock"])
+    assert [report[task][0] for task in fine] == list(range(4))
+
+
+def fail_now(*after: object) -> None:
+    """Fail at once (*after* is not used)."""
+    raise ValueError("boom")
+
+
+async def test_fail_fast_as_tasks_are_being_submitted_ends_every_task(client: Any) -> None:
+    # The failing task and the cluster tasks become ready together: fail_fast
+    # cancels tasks still queued for submission as well as submitted ones,
+    # whichever Trio runs first (it picks the order at random: a few runs).
+    for _ in range(5):
+        dag = trio_dag.DAG()
+        gate = dag.add(trio.sleep, 0, name="gate")
+        held = [dag.add(where, i, gate, run_in="cluster") for i in range(8)]
+        fails = dag.add(fail_now, gate, run_in="inline")
+        with trio.fail_after(BOUND):
+            report = await trio_dag.run(
+                dag, executors={"cluster": client}, on_failure="fail_fast", check=False
+            )
+        assert report.state(fails) is TaskState.FAILED
+        assert {report.state(task) for task in held} == {TaskState.CANCELLED}
