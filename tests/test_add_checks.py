@@ -15,6 +15,7 @@ import math
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import pytest
@@ -681,3 +682,51 @@ def test_a_function_checked_once_is_still_checked_for_each_task() -> None:
     with pytest.raises(TypeError, match="exactly one positional argument"):
         dag.add(embed, "a", "b")  # the same batched function as before, other arguments
     assert len(dag) == 2
+
+
+# -- options checked once for a loop of adds alike (_options.options_of) ------
+
+
+def test_adds_with_the_same_options_share_one_checked_taskoptions(dag_core: Any) -> None:
+    dag = trio_dag.DAG()
+    hs = [dag.add(_sync, i, run_in="thread", retries=3, tags=("io",)) for i in range(3)]
+    assert len({id(dag._opts[h.index]) for h in hs}) == 1
+    assert dag._opts[hs[0].index].retries == 3
+
+
+def test_a_changed_dict_or_list_of_options_is_checked_again(dag_core: Any) -> None:
+    dag = trio_dag.DAG()
+    uses: dict[str, Any] = {"gpu": 1}
+    tags = ["a"]
+    first = dag.add(_sync, 0, uses=uses, tags=tags)
+    uses["gpu"] = 2
+    tags.append("b")
+    second = dag.add(_sync, 1, uses=uses, tags=tags)
+    # Equal amounts of another type are other options: a Fraction stays one.
+    third = dag.add(_sync, 2, uses={"gpu": Fraction(2)}, tags=tags)
+    assert dag._opts[first.index].uses == (("gpu", 1.0),)
+    assert dag._opts[first.index].tags == ("a",)
+    assert dag._opts[second.index].uses == (("gpu", 2.0),)
+    assert dag._opts[second.index].tags == ("a", "b")
+    assert type(dag._opts[third.index].uses[0][1]) is Fraction
+
+
+def test_options_equal_to_ones_checked_before_but_refused_are_still_refused(
+    dag_core: Any,
+) -> None:
+    dag = trio_dag.DAG()
+    dag.add(_sync, 0, priority=1)
+    with pytest.raises(TypeError, match="priority must be an int"):
+        dag.add(_sync, 1, priority=True)
+
+    async def body() -> None:
+        pass
+
+    dag.add(_sync, 2, run_in="inline")
+    with pytest.raises(ValueError, match="calls a sync function"):
+        dag.add(body, run_in="inline")
+    assert len(dag) == 2
+
+
+def _sync(x: int) -> int:
+    return x

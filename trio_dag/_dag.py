@@ -38,7 +38,7 @@ from ._options import (
     TaskOptions,
     Trigger,
     check_fn,
-    make_options,
+    options_of,
 )
 from ._snapshot import Columns, Snapshot
 
@@ -537,7 +537,7 @@ class DAG:
             and retry_delay is not False
             and cache is False
             and version is None
-            else make_options(fn, task_label(fn, i, name), *values, cache, version)
+            else options_of(fn, lambda: task_label(fn, i, name), (*values, cache, version))
         )
         if name is not None:
             check_name(name, fn, i, self._lookup)

@@ -14,7 +14,9 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from types import CodeType, FunctionType, MethodType
+from fractions import Fraction
+from operator import is_
+from types import BuiltinFunctionType, CodeType, FunctionType, MethodType
 from typing import Any, Final, Literal, final
 
 import attrs
@@ -32,6 +34,7 @@ __all__ = [
     "Trigger",
     "check_fn",
     "make_options",
+    "options_of",
     "show_number",
 ]
 
@@ -293,6 +296,81 @@ def make_options(
         cache=cache,
         version=version,
     )
+
+
+# The options of the last add that had any (see options_of): the function,
+# each option as compared (see _frozen), and the TaskOptions made of them.
+_last: tuple[object, tuple[object, ...], TaskOptions] | None = None
+
+# Options of these types are compared by identity: nothing can change them.
+_ATOMS: Final = frozenset(
+    {type(None), bool, int, float, str, Fraction, FunctionType, BuiltinFunctionType, type}
+)
+
+
+def _frozen(value: object) -> object:
+    """*value* as options_of compares it, or ``_frozen`` itself when it cannot be.
+
+    Atoms (and tuples of atoms, such as ``tags`` or ``retry_on``) stand for
+    themselves and are compared by identity. A dict or list (``uses={...}``,
+    ``tags=[...]``), which the caller may change, is copied as a tuple of its
+    items and their types, compared by value: ``1`` and ``1.0`` are equal,
+    but not the same option.
+    """
+    t = type(value)
+    if t in _ATOMS or isinstance(value, type):
+        return value
+    if isinstance(value, tuple):
+        atoms = all(type(x) in _ATOMS or isinstance(x, type) for x in value)
+        return value if t is tuple and atoms else _frozen
+    if isinstance(value, dict) and t is dict:
+        copied: tuple[Any, ...] = tuple(value.items())
+        flat = [x for item in copied for x in item]
+    elif isinstance(value, list) and t is list:
+        copied = tuple(value)
+        flat = list(copied)
+    else:
+        return _frozen
+    if not all(type(x) in _ATOMS for x in flat):
+        return _frozen
+    return (_Copy, t, copied, tuple(map(type, flat)))
+
+
+class _Copy:
+    """Marks a copied dict or list among _frozen's values."""
+
+
+def _same(value: object, kept: object) -> bool:
+    if value is kept:
+        return True
+    return type(kept) is tuple and kept[:1] == (_Copy,) and _frozen(value) == kept
+
+
+def options_of(
+    fn: Callable[..., Any], label: Callable[[], str], values: tuple[Any, ...]
+) -> TaskOptions:
+    """``make_options(fn, label(), *values)``, made once for a run of adds alike.
+
+    A loop that adds many tasks of one function with the same options (say
+    ``run_in="thread"``, ``retries=3``) checks them once: the last function
+    and options checked are kept, and an add whose function is that one and
+    whose options are the same objects (or, for a dict or list, equal
+    copies with the same types) shares its TaskOptions. *label* is called
+    only when the options are checked.
+    """
+    global _last
+    last = _last
+    if (
+        last is not None
+        and last[0] is fn
+        and (all(map(is_, values, last[1])) or all(map(_same, values, last[1])))
+    ):
+        return last[2]
+    opts = make_options(fn, label(), *values)
+    kept = tuple(map(_frozen, values))
+    if all(k is not _frozen for k in kept):
+        _last = (fn, kept, opts)
+    return opts
 
 
 def _check_run_in(fn: Callable[..., Any], run_in: object, label: str) -> str | None:
