@@ -10,6 +10,7 @@ import fractions
 import functools
 import os
 import pathlib
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,8 @@ from typing import Any
 import attrs
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import trio_dag
 from trio_dag import _native
@@ -760,3 +763,32 @@ def test_the_writers_rows_are_in_id_order_and_unpend_keeps_newer_entries(
     pending[keys[0]] = newer
     kh.unpend(pending, keys, entries)
     assert pending == {keys[0]: newer}
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**40), max_value=2**40),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=300),
+        st.binary(max_size=4),
+        st.tuples(st.integers()),
+    )
+)
+def test_the_small_pickles_are_pickles_own_bytes(value: object) -> None:
+    from trio_dag._native import _keyhash_py
+
+    modules = [_keyhash_py]
+    if _native.BACKEND.name == "cython":
+        modules.append(_native.BACKEND.keyhash)
+    expected = pickle.dumps(value, protocol=5)
+    small = type(value) in (type(None), bool, float) or (
+        type(value) is int and -(2**31) <= value < 2**31  # type: ignore[operator]
+    )
+    if type(value) is str:
+        small = len(value.encode("utf-8", "surrogatepass")) < 256
+    for kh in modules:
+        got = kh.small_pickle(value)
+        assert got == (expected if small else None)
+    assert _native.BACKEND.keyhash.encode_entry(value, bytes(32), b"p")[1][56:] == expected

@@ -11,6 +11,10 @@ from typing import Any
 def blake2b_digest(data: bytes, person: bytes) -> bytes:
     """``hashlib.blake2b(data, digest_size=32, person=person).digest()``."""
 
+def small_pickle(value: Any) -> bytes | None:
+    """``pickle.dumps(value, protocol=5)`` of None, a bool, an int in 32 bits,
+    a float or a str under 256 bytes of UTF-8 (exact types); else None."""
+
 def flat_args_digest(
     args: tuple[Any, ...], handle_type: type, person: bytes
 ) -> tuple[bytes, tuple[int, ...]] | None:

@@ -24,7 +24,7 @@ cdef enum:
     _BUF = 4096  # bytes of an argument tuple's encoding hashed from the stack
 
 
-cdef inline Py_ssize_t _put_u64(char* p, uint64_t v) noexcept:
+cdef inline Py_ssize_t _put_u64(char* p, uint64_t v) noexcept nogil:
     cdef int k
     for k in range(8):
         p[k] = <char>((v >> (8 * k)) & 0xFF)
@@ -207,35 +207,132 @@ def encode_entry(object value, bytes key, bytes person):
     return _encode(value, key, _start(person))
 
 
+cdef enum:
+    _SMALL = 300  # room for the pickle of any value _small_pickle takes
+
+
+cdef Py_ssize_t _small_pickle(object value, char* out) except -2:
+    """Write ``pickle.dumps(value, protocol=5)`` into *out* for a value of
+    an exact type among None, bool, int in 32 bits, float and str under 256
+    bytes of UTF-8, and return its length; -1 for any other value (pickle
+    it). The bytes are pickle's own (tests/test_cache_keys.py compares)."""
+    cdef char body[_SMALL]
+    cdef Py_ssize_t n = 0, size
+    cdef type t = type(value)
+    cdef long long i
+    cdef int overflow
+    cdef double x
+    cdef uint64_t bits
+    cdef int k
+    cdef object data
+    if value is None:
+        body[0] = b"N"
+        n = 1
+    elif t is bool:
+        body[0] = b"\x88" if value else b"\x89"
+        n = 1
+    elif t is int:
+        i = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow or i < -2147483648 or i > 2147483647:
+            return -1
+        if 0 <= i < 256:
+            body[0] = b"K"
+            body[1] = <char>i
+            n = 2
+        elif 0 <= i < 65536:
+            body[0] = b"M"
+            body[1] = <char>(i & 0xFF)
+            body[2] = <char>((i >> 8) & 0xFF)
+            n = 3
+        else:
+            body[0] = b"J"
+            _put_u64(body + 1, <uint64_t><int64_t>i)  # the low 4 bytes are the int32's
+            n = 5
+    elif t is float:
+        x = value
+        memcpy(&bits, &x, 8)
+        body[0] = b"G"
+        for k in range(8):
+            body[1 + k] = <char>((bits >> (8 * (7 - k))) & 0xFF)  # big-endian
+        n = 9
+    elif t is str:
+        data = (<str>value).encode("utf-8", "surrogatepass")
+        size = PyBytes_GET_SIZE(data)
+        if size >= 256:
+            return -1
+        body[0] = b"\x8c"  # SHORT_BINUNICODE, then MEMOIZE
+        body[1] = <char>size
+        memcpy(body + 2, PyBytes_AS_STRING(data), size)
+        body[2 + size] = b"\x94"
+        n = 3 + size
+    else:
+        return -1
+    body[n] = b"."
+    n += 1
+    out[0] = b"\x80"
+    out[1] = 5
+    if n < 4:  # pickle frames 4 bytes or more
+        memcpy(out + 2, body, n)
+        return 2 + n
+    out[2] = b"\x95"
+    _put_u64(out + 3, <uint64_t>n)
+    memcpy(out + 11, body, n)
+    return 11 + n
+
+
+def small_pickle(object value):
+    """``pickle.dumps(value, protocol=5)`` for the values _small_pickle takes, else None."""
+    cdef char buf[_SMALL]
+    cdef Py_ssize_t n = _small_pickle(value, buf)
+    return None if n < 0 else PyBytes_FromStringAndSize(buf, n)
+
+
 cdef object _encode(object value, bytes key, const uint64_t* start):
     """``(digest, entry)`` of *value* stored for *key*, or None (out-of-band buffers)."""
-    cdef list buffers = []
-    cdef bytes data = _dumps(value, protocol=5, buffer_callback=buffers.append)
-    if buffers:
-        return None
+    cdef char small[_SMALL]
+    cdef list buffers
+    cdef bytes data = None
+    cdef const char* at
+    cdef Py_ssize_t size = _small_pickle(value, small)
+    if size >= 0:
+        at = small
+    else:
+        buffers = []
+        data = _dumps(value, protocol=5, buffer_callback=buffers.append)
+        if buffers:
+            return None
+        at = PyBytes_AS_STRING(data)
+        size = PyBytes_GET_SIZE(data)
     if PyBytes_GET_SIZE(key) != 32:
         raise ValueError("encode_entry: keys and digests are 32 bytes")
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     cdef bytes entry = PyBytes_FromStringAndSize(NULL, 24 + 32 + size)
     cdef char* p = PyBytes_AS_STRING(entry)
     memcpy(p, PyBytes_AS_STRING(key) + 8, 24)
-    _b2_hash(start, <const uint8_t*>PyBytes_AS_STRING(data), size, <uint8_t*>(p + 24))
-    memcpy(p + 56, PyBytes_AS_STRING(data), size)
+    _b2_hash(start, <const uint8_t*>at, size, <uint8_t*>(p + 24))
+    memcpy(p + 56, at, size)
     return PyBytes_FromStringAndSize(p + 24, 32), entry
 
 
 cdef object _digest_of(object value, const uint64_t* start):
     """The framed digest of *value*'s pickle, or None (out-of-band buffers)."""
-    cdef list buffers = []
-    cdef bytes data = _dumps(value, protocol=5, buffer_callback=buffers.append)
-    if buffers:
-        return None
+    cdef char small[_SMALL]
+    cdef list buffers
+    cdef bytes data = None
+    cdef const char* at
+    cdef Py_ssize_t size = _small_pickle(value, small)
+    if size >= 0:
+        at = small
+    else:
+        buffers = []
+        data = _dumps(value, protocol=5, buffer_callback=buffers.append)
+        if buffers:
+            return None
+        at = PyBytes_AS_STRING(data)
+        size = PyBytes_GET_SIZE(data)
     cdef bytes framed = PyBytes_FromStringAndSize(NULL, 8 + 32)
     cdef char* p = PyBytes_AS_STRING(framed)
     memcpy(p, PyBytes_AS_STRING(_FRAME), 8)
-    _b2_hash(
-        start, <const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), <uint8_t*>(p + 8)
-    )
+    _b2_hash(start, <const uint8_t*>at, size, <uint8_t*>(p + 8))
     return framed
 
 

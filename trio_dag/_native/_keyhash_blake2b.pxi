@@ -6,6 +6,7 @@
 # checks it against hashlib). Included by _keyhash.pyx.
 
 from libc.stdint cimport uint8_t
+from libc.string cimport memset
 
 cdef extern from *:
     """
@@ -99,11 +100,11 @@ cdef void _b2_hash(
         _b2_compress(h, data + at, <uint64_t>(at + 128), False)
         at += 128
     rest = size - at
-    for k in range(128):
-        block[k] = data[at + k] if k < rest else 0
+    memcpy(block, data + at, rest)
+    memset(block + rest, 0, 128 - rest)
     _b2_compress(h, block, <uint64_t>size, True)
-    for k in range(32):
-        out[k] = <uint8_t>((h[k >> 3] >> (8 * (k & 7))) & 0xFF)
+    for k in range(4):
+        _put_u64(<char*>out + 8 * k, h[k])
 
 
 cdef class _Person:

@@ -33,6 +33,7 @@ __all__ = [
     "flat_args_digest",
     "hash_tasks",
     "insert_rows",
+    "small_pickle",
     "snapshot_found",
     "take_hits",
     "task_keys",
@@ -49,6 +50,22 @@ _FRAME: Final = _u64(32)
 def blake2b_digest(data: bytes, person: bytes) -> bytes:
     """``hashlib.blake2b(data, digest_size=32, person=person).digest()``."""
     return hashlib.blake2b(data, digest_size=32, person=person).digest()
+
+
+def small_pickle(value: Any) -> bytes | None:
+    """``pickle.dumps(value, protocol=5)`` for a value of an exact type among
+    None, bool, int in 32 bits, float and str under 256 bytes of UTF-8 (the
+    compiled module writes those itself); None for any other value."""
+    t = type(value)
+    if t is int:
+        if not -(2**31) <= value < 2**31:
+            return None
+    elif t is str:
+        if len(value.encode("utf-8", "surrogatepass")) >= 256:
+            return None
+    elif value is not None and t is not bool and t is not float:
+        return None
+    return pickle.dumps(value, protocol=5)
 
 
 def flat_args_digest(
