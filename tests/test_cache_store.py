@@ -19,6 +19,7 @@ import pytest
 
 import trio_dag
 import trio_dag._cache
+import trio_dag._cache_file
 from trio_dag._cache import (
     Cache,
     CacheEntry,
@@ -141,7 +142,7 @@ def test_entries_are_committed_within_the_commit_window(tmp_path: Path) -> None:
 
 def test_writes_wait_for_the_commit_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A window of an hour: nothing is committed unprompted during this test.
-    monkeypatch.setattr(trio_dag._cache, "COMMIT_INTERVAL", 3600.0)
+    monkeypatch.setattr(trio_dag._cache_file, "COMMIT_INTERVAL", 3600.0)
     path = tmp_path / "c.db"
     with Cache(path) as cache:
         cache.store([(k(1), entry(1))])

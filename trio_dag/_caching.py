@@ -173,7 +173,7 @@ class RunCache:
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
         # The entries not yet handed to the store: their keys, and each entry
-        # as the SQLite cache keeps it (``whole``: see _cache._RESULTS) or a CacheEntry.
+        # as the SQLite cache keeps it (``whole``: see _cache_file._RESULTS) or a CacheEntry.
         self.whole = type(store) is Cache
         # The SQLite cache's table read whole at the first lookup, when the
         # run asks for many of its keys (see Cache._snapshot); False until then.
