@@ -44,7 +44,7 @@ __all__ = [
     "writer_mark",
 ]
 
-SCHEMA: Final = 2  # of the file: the tables below; 1 is migrated (see _migrate)
+SCHEMA: Final = 3  # of the file: the tables below; 1 and 2 are migrated (see _migrate)
 COMMIT_INTERVAL: Final = 0.1  # seconds an entry may wait in the writer before its commit
 BUSY_TIMEOUT: Final = 60.0  # seconds a statement waits for another process's lock
 # A hit marks its entry used only when its last use is older than this, so
@@ -57,16 +57,22 @@ _PAGE_SIZE: Final = 16384
 
 _RESULTS: Final = """
 CREATE TABLE IF NOT EXISTS results (
-    id INTEGER PRIMARY KEY, -- the key's first 8 bytes: one B-tree, found by rowid
-    entry BLOB NOT NULL,    -- the key's other 24 bytes (a lookup checks them: a clash of
-                            -- ids is a miss), the output's digest (32 bytes), its payload
-    used REAL NOT NULL      -- time.time() of the store or of a hit, to the hour: prune's LRU
+    seq INTEGER PRIMARY KEY,    -- the rowid, in the order rows were written
+    id INTEGER NOT NULL UNIQUE, -- the key's first 8 bytes: found through its index
+    entry BLOB NOT NULL,        -- the key's other 24 bytes (a lookup checks them: a clash
+                                -- of ids is a miss), the output's digest (32 bytes), its payload
+    used REAL NOT NULL          -- time.time() of the store or of a hit, to the hour: prune's LRU
 );
 """
+# Schema 3's rows are in the order they were written, found by id through
+# its index: a commit of a window of random ids writes its rows at the
+# table's end and changes the index's small pages, where schema 2 (rows
+# keyed by id) rewrote most of the table's pages at each commit (the writer
+# spends about a quarter less CPU a row). Schemas 1 and 2 are migrated.
 _CREATE: Final = (
     """
 CREATE TABLE IF NOT EXISTS trio_dag_meta (name TEXT PRIMARY KEY, value ANY NOT NULL);
-INSERT OR IGNORE INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 2);
+INSERT OR IGNORE INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 3);
 """
     + _RESULTS
 )
@@ -129,22 +135,27 @@ def open_file(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Rewrite a schema 1 file's rows as schema 2's, in one transaction; its entries
-    stay valid, as keys did not change. (A trio_dag of schema 1 still using the
-    file then fails to write, and says so.)"""
+    """Rewrite a schema 1 or 2 file's rows as schema 3's, in one transaction; its
+    entries stay valid, as keys did not change. (A trio_dag of an older schema
+    still using the file then fails to write, and says so.)"""
     db.execute("BEGIN IMMEDIATE")
     try:
         (schema,) = db.execute("SELECT value FROM trio_dag_meta WHERE name = 'schema'").fetchone()
+        old = None
         if schema == 1:  # not migrated meanwhile by another process
-            db.execute("ALTER TABLE results RENAME TO results_1")
-            db.execute(_RESULTS)
-            db.execute(
-                "INSERT INTO results SELECT id, "
-                "CAST(substr(key, 9) || digest || payload AS BLOB), used "
-                "FROM results_1 WHERE length(key) = 32 AND length(digest) = 32"
+            # One row: the key, its digest, its payload, their size, when used.
+            old = (
+                "SELECT id, CAST(substr(key, 9) || digest || payload AS BLOB), used "
+                "FROM results_old WHERE length(key) = 32 AND length(digest) = 32"
             )
-            db.execute("DROP TABLE results_1")
-            db.execute("UPDATE trio_dag_meta SET value = 2 WHERE name = 'schema'")
+        elif schema == 2:  # rows keyed by id, one blob each
+            old = "SELECT id, entry, used FROM results_old"
+        if old is not None:
+            db.execute("ALTER TABLE results RENAME TO results_old")
+            db.execute(_RESULTS)
+            db.execute(f"INSERT INTO results(id, entry, used) {old} ORDER BY 1")
+            db.execute("DROP TABLE results_old")
+            db.execute(f"UPDATE trio_dag_meta SET value = {SCHEMA} WHERE name = 'schema'")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -188,7 +199,9 @@ def _insert(n: int) -> str:
     if sql is None:
         if len(_INSERTS) > 64:
             _INSERTS.clear()
-        sql = _INSERTS[n] = "INSERT OR REPLACE INTO results VALUES " + ", ".join(["(?, ?, ?)"] * n)
+        sql = _INSERTS[n] = "INSERT OR REPLACE INTO results(id, entry, used) VALUES " + ", ".join(
+            ["(?, ?, ?)"] * n
+        )
     return sql
 
 
