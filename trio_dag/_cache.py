@@ -437,7 +437,7 @@ class Cache:
 
     def _request(self, call: Callable[[sqlite3.Connection], Any] | None) -> Any:
         request = Flush(call)
-        self._writer.queue.put(request)
+        self._writer.request(request)
         request.done.wait()
         self._check_open()
         if isinstance(request.result, BaseException):

@@ -224,11 +224,17 @@ class Writer:
     """The thread that owns the write connection and commits every 100 ms.
 
     Its queue takes ``(keys, entries)`` (two lists) to write, ``(time,
-    keys)`` of lookup hits to mark used, a :class:`Flush`, or ``_STOP``.
-    Each commit marks the file with ``token`` (the meta row ``writer``),
-    having checked that the mark is still the one it left (``last``; at
-    first, the one the file had when opened): if not, another connection
-    wrote the file, and ``alone`` is cleared for good (see ``_cache.Cache._alone``).
+    keys)`` of lookup hits to mark used, or (through :meth:`request`) a
+    :class:`Flush` or ``_STOP``. Each commit marks the file with ``token``
+    (the meta row ``writer``), having checked that the mark is still the one
+    it left (``last``; at first, the one the file had when opened): if not,
+    another connection wrote the file, and ``alone`` is cleared for good (see
+    ``_cache.Cache._alone``).
+
+    Idle, the thread waits for the queue's first item; from then on it sleeps
+    until the commit is due, woken sooner only by a request (``urgent``),
+    and takes what was queued meanwhile at once. So it does not wake, and
+    take the GIL from the event loop's thread, for each batch a run stores.
     """
 
     def __init__(
@@ -242,9 +248,15 @@ class Writer:
         self.alone = True
         self.commits = 0  # counted as each ends
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.urgent = threading.Event()  # set with each request
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self.run, name="trio_dag cache writer", daemon=True)
         self.thread.start()
+
+    def request(self, item: Flush | object) -> None:
+        """Queue a :class:`Flush` or ``_STOP``, and wake the thread for it."""
+        self.queue.put(item)
+        self.urgent.set()
 
     def run(self) -> None:
         keys: list[bytes] = []
@@ -252,32 +264,44 @@ class Writer:
         touched: dict[bytes, float] = {}
         deadline = math.inf
         while True:
-            timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
-            try:
-                item = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if type(item) is tuple:
-                if not keys and not touched:
-                    deadline = time.monotonic() + COMMIT_INTERVAL
-                if type(item[0]) is list:  # (keys, entries) to write
-                    keys += item[0]
-                    entries += item[1]
-                else:  # (time, keys) of lookup hits
-                    touched.update(dict.fromkeys(item[1], item[0]))
-                continue
-            self.commit(keys, entries, touched)
-            keys, entries, touched, deadline = [], [], {}, math.inf
-            if isinstance(item, Flush):
-                if item.call is not None and self.error is None:
-                    try:
-                        item.result = item.call(self.db)
-                    except BaseException as exc:
-                        item.result = exc
-                item.done.set()
-            elif item is _STOP:
-                self.db.close()
-                return
+            if deadline == math.inf:
+                items = [self.queue.get()]  # idle: the first item wakes it
+            else:
+                self.urgent.wait(max(0.0, deadline - time.monotonic()))
+                # Cleared before the queue is read: a request queued after
+                # this is found now, or sets it again for the next round.
+                self.urgent.clear()
+                items = []
+            while True:  # and whatever else is queued
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if type(item) is tuple:
+                    if not keys and not touched:
+                        deadline = time.monotonic() + COMMIT_INTERVAL
+                    if type(item[0]) is list:  # (keys, entries) to write
+                        keys += item[0]
+                        entries += item[1]
+                    else:  # (time, keys) of lookup hits
+                        touched.update(dict.fromkeys(item[1], item[0]))
+                    continue
+                self.commit(keys, entries, touched)
+                keys, entries, touched, deadline = [], [], {}, math.inf
+                if isinstance(item, Flush):
+                    if item.call is not None and self.error is None:
+                        try:
+                            item.result = item.call(self.db)
+                        except BaseException as exc:
+                            item.result = exc
+                    item.done.set()
+                elif item is _STOP:
+                    self.db.close()
+                    return
+            if deadline != math.inf and time.monotonic() >= deadline:
+                self.commit(keys, entries, touched)
+                keys, entries, touched, deadline = [], [], {}, math.inf
 
     def commit(self, keys: list[bytes], entries: list[bytes], touched: dict[bytes, float]) -> None:
         if (not keys and not touched) or self.error is not None:
@@ -351,7 +375,7 @@ def select(n: int) -> str:
 
 def shut(writer: Writer, readers: Iterable[sqlite3.Connection]) -> None:
     """Stop the writer after its last commit and close the readers (also at exit)."""
-    writer.queue.put(_STOP)
+    writer.request(_STOP)
     writer.thread.join()
     for db in list(readers):
         db.close()
