@@ -10,6 +10,7 @@ import fractions
 import functools
 import os
 import pathlib
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,8 @@ from typing import Any
 import attrs
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import trio_dag
 from trio_dag import _native
@@ -514,7 +517,7 @@ def test_large_numpy_buffers_are_hashed_without_copies() -> None:
 
 
 def test_the_fast_argument_digests_match_args_digest(dag_core: ModuleType) -> None:
-    from trio_dag._keys import ARGS_TEMPLATE, slots_digest
+    from trio_dag._keys import ARGS_PERSON, slots_digest
 
     kh = _native.BACKEND.keyhash
     dag = trio_dag.DAG()
@@ -530,7 +533,7 @@ def test_the_fast_argument_digests_match_args_digest(dag_core: ModuleType) -> No
         ("é" * 127,) * 40,
     ]:
         expected = args_digest(args, {})
-        got = kh.flat_args_digest(args, trio_dag.Handle, ARGS_TEMPLATE)
+        got = kh.flat_args_digest(args, trio_dag.Handle, ARGS_PERSON)
         if got is None:
             assert len(args) >= 40  # a long tuple may be left to args_digest
             continue
@@ -553,11 +556,11 @@ def test_the_fast_argument_digests_match_args_digest(dag_core: ModuleType) -> No
         (1, decimal.Decimal(1)),
     ]:
         # Left to args_digest.
-        assert kh.flat_args_digest(args, trio_dag.Handle, ARGS_TEMPLATE) is None
+        assert kh.flat_args_digest(args, trio_dag.Handle, ARGS_PERSON) is None
 
 
 def test_the_fast_task_keys_match_task_key(dag_core: ModuleType) -> None:
-    from trio_dag._keys import KEY_TEMPLATE, framed_digest, key_head
+    from trio_dag._keys import KEY_PERSON, framed_digest, key_head
 
     kh = _native.BACKEND.keyhash
     fp = fingerprint(len)
@@ -574,7 +577,7 @@ def test_the_fast_task_keys_match_task_key(dag_core: ModuleType) -> None:
     asks = bytearray(b"\x01" * 20)
     keys: list[bytes] = []
     asking: list[int] = []
-    rest = kh.task_keys([10, 11, 12, 13], parts, digests, plain, KEY_TEMPLATE, keys, asking, asks)
+    rest = kh.task_keys([10, 11, 12, 13], parts, digests, plain, KEY_PERSON, keys, asking, asks)
     assert rest == [12, 13]
     assert asking == [10, 11]
     assert keys == [
@@ -585,7 +588,7 @@ def test_the_fast_task_keys_match_task_key(dag_core: ModuleType) -> None:
 
 
 def test_the_fast_hits_and_entries_match_encode_output(dag_core: ModuleType) -> None:
-    from trio_dag._keys import OUTPUT_TEMPLATE, framed_digest
+    from trio_dag._keys import OUTPUT_PERSON, framed_digest
 
     kh = _native.BACKEND.keyhash
     key = bytes(range(32))
@@ -593,7 +596,7 @@ def test_the_fast_hits_and_entries_match_encode_output(dag_core: ModuleType) -> 
     found = {}
     for i, value in enumerate(values):
         digest, payload = encode_output(value)
-        got = kh.encode_entry(value, key, OUTPUT_TEMPLATE)
+        got = kh.encode_entry(value, key, OUTPUT_PERSON)
         if isinstance(value, np.ndarray):
             assert got is None  # out-of-band buffers: left to encode_output
         else:
@@ -603,7 +606,7 @@ def test_the_fast_hits_and_entries_match_encode_output(dag_core: ModuleType) -> 
     with pytest.raises(Uncacheable):
         encode_output(threading.Lock())
     with pytest.raises(TypeError):
-        kh.encode_entry(threading.Lock(), key, OUTPUT_TEMPLATE)
+        kh.encode_entry(threading.Lock(), key, OUTPUT_PERSON)
     n = len(values)
     asking = [*range(n), n, n + 1]
     keys = [*(bytes([i]) * 32 for i in range(n)), b"x" * 32, b"missing" + b"." * 25]
@@ -654,3 +657,138 @@ def test_a_runs_key_parts_are_the_same_on_both_backends_and_match_args_digest(
         expected = args_digest(args, kwargs)
         assert head[-40:-8] == expected.digest
         assert tuple(deps) == tuple(h.index for h in expected.handles)
+
+
+def test_the_per_task_blake2b_matches_hashlib(dag_core: ModuleType) -> None:
+    import hashlib
+
+    from trio_dag._keys import ARGS_PERSON, KEY_PERSON, OUTPUT_PERSON
+
+    kh = _native.BACKEND.keyhash
+    rng = np.random.default_rng(17)
+    for size in [0, 1, 63, 64, 127, 128, 129, 255, 256, 257, 1000, 4096, 70_000]:
+        data = rng.bytes(size)
+        for person in [b"", ARGS_PERSON, KEY_PERSON, OUTPUT_PERSON, b"0123456789abcdef"]:
+            expected = hashlib.blake2b(data, digest_size=32, person=person).digest()
+            assert kh.blake2b_digest(data, person) == expected
+    with pytest.raises(ValueError, match="16 bytes"):
+        kh.blake2b_digest(b"", b"seventeen bytes!!")
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_the_fast_returned_matches_its_slow_path(dag_core: ModuleType, whole: bool) -> None:
+    from trio_dag._keys import OUTPUT_PERSON, framed_digest
+
+    kh = _native.BACKEND.keyhash
+    keys = {v: bytes([v]) * 32 for v in range(6)}
+    pending_keys: list[bytes] = []
+    pending: list[Any] = []
+    pending_tasks: list[int] = []
+    wants = bytearray([1, 0, 1, 1, 0, 1, 1, 0])
+    digests: list[bytes | None] = [None] * 8
+    flushed: list[int] = []
+    slow: list[tuple[int, Any, bytes | None]] = []
+
+    def flush() -> None:
+        flushed.append(len(pending_keys))
+
+    def slow_path(v: int, result: Any, key: bytes | None) -> str | None:
+        slow.append((v, result, key))
+        return "slow" if key is not None else None
+
+    returned = kh.Returns(
+        keys,
+        pending_keys,
+        pending,
+        pending_tasks,
+        wants,
+        digests,
+        OUTPUT_PERSON,
+        whole,
+        2,
+        flush,
+        slow_path,
+    )
+    lock = threading.Lock()
+    array = np.arange(3)
+    results = {0: 7, 1: "text", 2: lock, 3: array, 6: {"a": 1}, 7: 3}
+    said = {v: returned(v, r) for v, r in results.items()}
+    assert 0 not in keys and 1 not in keys and 2 not in keys and 3 not in keys
+    if whole:
+        # In band: queued here; unpicklable or out of band: the slow path's.
+        assert pending_keys == [keys_of(0), keys_of(1)]
+        assert pending == [
+            keys_of(v)[8:] + encode_output(results[v])[0] + encode_output(results[v])[1]
+            for v in (0, 1)
+        ]
+        assert pending_tasks == [0, 1]
+        assert flushed == [2]
+        assert [(v, k) for v, _, k in slow] == [(2, keys_of(2)), (3, keys_of(3))]
+        assert said == {0: None, 1: None, 2: "slow", 3: "slow", 6: None, 7: None}
+        assert digests[0] == framed_digest(encode_output(7)[0])
+    else:
+        # Every entry is the slow path's (it makes CacheEntry objects).
+        assert pending_keys == [] and flushed == []
+        assert [(v, k) for v, _, k in slow] == [(v, keys_of(v)) for v in range(4)]
+    # A task without a key: its digest when wanted, in either case.
+    assert digests[6] == framed_digest(output_digest({"a": 1}))
+    assert digests[7] is None  # not wanted
+    assert digests[1] is None  # not wanted either
+    with pytest.raises(IndexError):
+        returned(8, 1)
+
+
+def keys_of(v: int) -> bytes:
+    return bytes([v]) * 32
+
+
+def test_the_writers_rows_are_in_id_order_and_unpend_keeps_newer_entries(
+    dag_core: ModuleType,
+) -> None:
+    kh = _native.BACKEND.keyhash
+    ids = [5, -3, 5, 0, 2**63 - 1, -(2**63), -3]
+    keys = [i.to_bytes(8, "little", signed=True) + bytes([n]) * 24 for n, i in enumerate(ids)]
+    entries = [b"e%d" % n for n in range(len(ids))]
+    values = kh.insert_rows(keys, entries, 1.5)
+    # By id; two rows of one id in the order given (the later one replaces the earlier).
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    assert values == [x for n in order for x in (ids[n], entries[n], 1.5)]
+    assert kh.insert_rows([], [], 0.0) == []
+    with pytest.raises(ValueError):
+        kh.insert_rows(keys, entries[:-1], 0.0)
+    with pytest.raises(TypeError):
+        kh.insert_rows([b"short"], [b""], 0.0)
+    newer = b"newer"
+    pending = dict(zip(keys, entries, strict=True))
+    pending[keys[0]] = newer
+    kh.unpend(pending, keys, entries)
+    assert pending == {keys[0]: newer}
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**40), max_value=2**40),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=300),
+        st.binary(max_size=4),
+        st.tuples(st.integers()),
+    )
+)
+def test_the_small_pickles_are_pickles_own_bytes(value: object) -> None:
+    from trio_dag._native import _keyhash_py
+
+    modules = [_keyhash_py]
+    if _native.BACKEND.name == "cython":
+        modules.append(_native.BACKEND.keyhash)
+    expected = pickle.dumps(value, protocol=5)
+    small = type(value) in (type(None), bool, float) or (
+        type(value) is int and -(2**31) <= value < 2**31  # type: ignore[operator]
+    )
+    if type(value) is str:
+        small = len(value.encode("utf-8", "surrogatepass")) < 256
+    for kh in modules:
+        got = kh.small_pickle(value)
+        assert got == (expected if small else None)
+    assert _native.BACKEND.keyhash.encode_entry(value, bytes(32), b"p")[1][56:] == expected

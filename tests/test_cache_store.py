@@ -19,6 +19,7 @@ import pytest
 
 import trio_dag
 import trio_dag._cache
+import trio_dag._cache_file
 from trio_dag._cache import (
     Cache,
     CacheEntry,
@@ -141,7 +142,7 @@ def test_entries_are_committed_within_the_commit_window(tmp_path: Path) -> None:
 
 def test_writes_wait_for_the_commit_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A window of an hour: nothing is committed unprompted during this test.
-    monkeypatch.setattr(trio_dag._cache, "COMMIT_INTERVAL", 3600.0)
+    monkeypatch.setattr(trio_dag._cache_file, "COMMIT_INTERVAL", 3600.0)
     path = tmp_path / "c.db"
     with Cache(path) as cache:
         cache.store([(k(1), entry(1))])
@@ -222,7 +223,59 @@ def test_a_schema_1_file_is_migrated_with_its_entries(tmp_path: Path) -> None:
     with Cache(path) as cache:
         assert cache.lookup([k(i) for i in range(25)]) == {k(i): entry(i) for i in range(20)}
         assert cache.stats().bytes == 20 * (32 + 32 + 10)
-    assert sql(path, "SELECT value FROM trio_dag_meta WHERE name = 'schema'") == [(2,)]
+    assert sql(path, "SELECT value FROM trio_dag_meta WHERE name = 'schema'") == [(3,)]
+    assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+SCHEMA_2 = """
+CREATE TABLE trio_dag_meta (name TEXT PRIMARY KEY, value ANY NOT NULL);
+INSERT INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 2);
+CREATE TABLE results (id INTEGER PRIMARY KEY, entry BLOB NOT NULL, used REAL NOT NULL);
+"""
+
+
+def test_a_schema_2_file_is_migrated_with_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_2)
+    with db:
+        db.executemany(
+            "INSERT INTO results VALUES (?, ?, ?)",
+            [
+                (row_id(k(i)), k(i)[8:] + entry(i).digest + entry(i).payload, 1e9 + i)
+                for i in range(20)
+            ],
+        )
+    db.close()
+    with Cache(path) as cache:
+        assert cache.lookup([k(i) for i in range(25)]) == {k(i): entry(i) for i in range(20)}
+        assert cache.stats().bytes == 20 * (32 + 32 + 10)
+        cache.store([(k(1), entry(30)), (k(40), entry(40))])  # a replaced entry, a new one
+        cache.flush()
+        assert cache.lookup([k(1), k(40)]) == {k(1): entry(30), k(40): entry(40)}
+        assert cache.stats().entries == 21
+    assert sql(path, "SELECT value FROM trio_dag_meta WHERE name = 'schema'") == [(3,)]
+    # Schema 3: rows in the order written, each id once, found through its index.
+    assert sql(path, "SELECT count(DISTINCT id), count(*) FROM results") == [(21, 21)]
+    assert sql(path, "SELECT id FROM results ORDER BY seq DESC LIMIT 1") in (
+        [(row_id(k(1)),)],
+        [(row_id(k(40)),)],
+    )
+    assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_file_older_trio_dag_still_writes_fails_there_not_here(tmp_path: Path) -> None:
+    # A trio_dag of schema 2 still holding the file after the migration: its
+    # INSERT of three values into four columns fails; the file stays whole.
+    path = tmp_path / "c.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_2)
+    db.close()
+    Cache(path).close()
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.OperationalError), db:
+        db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (1, b"e" * 56, 1.0))
+    db.close()
     assert sql(path, "PRAGMA integrity_check") == [("ok",)]
 
 

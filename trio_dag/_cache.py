@@ -6,7 +6,8 @@ a whole ready wave of keys at once and stores results as tasks finish; it
 calls both from the Trio thread, so :meth:`CacheStore.store` must not block
 (:class:`Cache` hands the entries to its writer thread).
 
-``Cache`` keeps one SQLite file in WAL mode. Its writer thread owns the one
+``Cache`` keeps one SQLite file in WAL mode (the file, its schema and its
+writer thread are ``_cache_file``'s). Its writer thread owns the one
 write connection and commits whatever it was given at most 100 ms after it
 was given, and at once on :meth:`Cache.flush` and :meth:`Cache.close`: a
 crash loses at most that window and never corrupts the file. Lookups read
@@ -20,14 +21,12 @@ busy timeout order the writes.
 from __future__ import annotations
 
 import functools
-import math
 import os
-import queue
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +34,22 @@ from typing import Any, Final, Protocol, Self, final, runtime_checkable
 
 import attrs
 
+from ._cache_file import (
+    KEY_SIZE,
+    PAYLOAD,
+    SELECT_ALL,
+    SIZE_SQL,
+    TAIL,
+    USE_GRANULARITY,
+    Flush,
+    Writer,
+    connect,
+    open_file,
+    prune_file,
+    select,
+    shut,
+    writer_mark,
+)
 from ._errors import CacheFileError
 
 __all__ = [
@@ -46,16 +61,10 @@ __all__ = [
     "MemoryCache",
 ]
 
-SCHEMA: Final = 2  # of the file: the tables below; 1 is migrated (see _migrate)
-COMMIT_INTERVAL: Final = 0.1  # seconds an entry may wait in the writer before its commit
-BUSY_TIMEOUT: Final = 60.0  # seconds a statement waits for another process's lock
 _CHUNK: Final = 500  # keys per SELECT ... IN (...): under SQLite's variable limit
 # Keys a Cache remembers storing while it knows they are all the file holds
 # (see Cache._alone): about 100 bytes each.
 _ALONE_MAX: Final = 1_000_000
-# A hit marks its entry used only when its last use is older than this, so
-# a rerun within the hour writes nothing; prune's LRU order is to the hour.
-USE_GRANULARITY: Final = 3600.0
 # A run that will look up at least a quarter as many keys as the file holds
 # (and at least _SNAPSHOT_MIN) reads the whole table once, in file order, at
 # its first lookup, instead of one B-tree seek a key: see Cache._snapshot.
@@ -63,28 +72,6 @@ USE_GRANULARITY: Final = 3600.0
 _SNAPSHOT_MIN: Final = 2048
 _SNAPSHOT_SHARE: Final = 4
 _SNAPSHOT_BYTES: Final = 32 << 20
-_FORMAT: Final = "trio_dag cache"
-
-_RESULTS: Final = """
-CREATE TABLE IF NOT EXISTS results (
-    id INTEGER PRIMARY KEY, -- the key's first 8 bytes: one B-tree, found by rowid
-    entry BLOB NOT NULL,    -- the key's other 24 bytes (a lookup checks them: a clash of
-                            -- ids is a miss), the output's digest (32 bytes), its payload
-    used REAL NOT NULL      -- time.time() of the store or of a hit, to the hour: prune's LRU
-);
-"""
-_CREATE: Final = (
-    """
-CREATE TABLE IF NOT EXISTS trio_dag_meta (name TEXT PRIMARY KEY, value ANY NOT NULL);
-INSERT OR IGNORE INTO trio_dag_meta VALUES ('format', 'trio_dag cache'), ('schema', 2);
-"""
-    + _RESULTS
-)
-KEY_SIZE: Final = 32  # bytes of a key and of a digest: what Cache stores
-_TAIL: Final = KEY_SIZE - 8  # the key's bytes kept in the entry
-_PAYLOAD: Final = _TAIL + KEY_SIZE  # where the payload starts in an entry
-# What an entry's bytes count as (prune's max_bytes, stats): the key, the digest, the payload.
-_SIZE: Final = "(length(entry) + 8)"
 
 
 @final
@@ -177,137 +164,6 @@ class MemoryCache:
         return f"<MemoryCache of {len(self.entries)} entries>"
 
 
-# --- the SQLite store -------------------------------------------------------
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # check_same_thread=False only so close() may close every thread's reader;
-    # each connection is used by one thread.
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across a crash of the process
-    db.execute("PRAGMA cache_size = -32768")  # 32 MiB: a wave's random keys touch many pages
-    return db
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    """Connect, check the file is a cache of this schema, create it if empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        db = _connect(path)
-    except sqlite3.DatabaseError as exc:
-        raise _unusable(path, exc) from None
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
-        if not tables:
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # prune gives space back
-            db.execute("PRAGMA journal_mode = WAL")
-            # One transaction: two processes may create it at once.
-            db.executescript("BEGIN IMMEDIATE;" + _CREATE + "COMMIT;")
-            tables = {"trio_dag_meta"}
-        if "trio_dag_meta" not in tables:
-            raise CacheFileError(
-                f"{str(path)!r} is a SQLite database but not a trio_dag cache (it has "
-                f"tables {', '.join(sorted(tables))}); give Cache() another path"
-            )
-        meta = dict(db.execute("SELECT name, value FROM trio_dag_meta").fetchall())
-        if meta.get("format") != _FORMAT:
-            raise CacheFileError(f"{str(path)!r} is not a trio_dag cache; give another path")
-        if not isinstance(meta.get("schema"), int) or meta["schema"] > SCHEMA:
-            raise CacheFileError(
-                f"{str(path)!r} was written by a newer trio_dag (cache schema "
-                f"{meta.get('schema')!r}, this one reads {SCHEMA}); upgrade trio_dag or "
-                "give another path"
-            )
-        if meta["schema"] < SCHEMA:
-            _migrate(db)
-        db.execute("PRAGMA journal_mode = WAL")
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise _unusable(path, exc) from None
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Rewrite a schema 1 file's rows as schema 2's, in one transaction; its entries
-    stay valid, as keys did not change. (A trio_dag of schema 1 still using the
-    file then fails to write, and says so.)"""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        (schema,) = db.execute("SELECT value FROM trio_dag_meta WHERE name = 'schema'").fetchone()
-        if schema == 1:  # not migrated meanwhile by another process
-            db.execute("ALTER TABLE results RENAME TO results_1")
-            db.execute(_RESULTS)
-            db.execute(
-                "INSERT INTO results SELECT id, "
-                "CAST(substr(key, 9) || digest || payload AS BLOB), used "
-                "FROM results_1 WHERE length(key) = 32 AND length(digest) = 32"
-            )
-            db.execute("DROP TABLE results_1")
-            db.execute("UPDATE trio_dag_meta SET value = 2 WHERE name = 'schema'")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-
-
-def _unusable(path: Path, exc: sqlite3.DatabaseError) -> CacheFileError:
-    return CacheFileError(
-        f"cannot use {str(path)!r} as a trio_dag cache: {exc}; give Cache() another path"
-    )
-
-
-@final
-class _Flush:
-    """A request to the writer: commit now, then set ``done``; or run ``call``."""
-
-    __slots__ = ("call", "done", "result")
-
-    def __init__(self, call: Callable[[sqlite3.Connection], Any] | None = None) -> None:
-        self.call = call
-        self.done = threading.Event()
-        self.result: Any = None
-
-
-_STOP: Final = object()
-# Rows an INSERT writes: 2 variables each (and the time), under SQLite's limit of 32766.
-# Many rows a statement: sqlite3 lets go of the GIL at each step, and a step
-# a row would hand the GIL to and fro with the event loop's thread once a
-# row (the convoy effect), slowing it down.
-_ROWS: Final = 4096
-_INSERTS: dict[int, str] = {}
-
-
-def _insert(n: int) -> str:
-    """INSERT OR REPLACE of *n* rows in one statement, ``?1`` the time of all:
-    a later row of an id replaces an earlier (two keys of one id, a chance of
-    2**-64 a pair, keep the later one: an eviction)."""
-    sql = _INSERTS.get(n)
-    if sql is None:
-        if len(_INSERTS) > 64:
-            _INSERTS.clear()
-        sql = _INSERTS[n] = "INSERT OR REPLACE INTO results VALUES " + ", ".join(
-            f"(?{j}, ?{j + 1}, ?1)" for j in range(2, 2 * n + 2, 2)
-        )
-    return sql
-
-
-_TOUCH: Final = "UPDATE results SET used = ? WHERE id = ?"
-_MARK: Final = "INSERT OR REPLACE INTO trio_dag_meta VALUES ('writer', ?)"
-
-
-def _mark(db: sqlite3.Connection) -> Any:
-    """The token of the Cache whose writer last committed to the file, or None."""
-    row = db.execute("SELECT value FROM trio_dag_meta WHERE name = 'writer'").fetchone()
-    return None if row is None else row[0]
-
-
-def _id(key: bytes) -> int:
-    return int.from_bytes(key[:8], "little", signed=True)
-
-
 @final
 class _Snapshot:
     """The results table as a run's first lookup read it: ``rows`` maps an id
@@ -332,101 +188,6 @@ class _Snapshot:
 
 
 @final
-class _Writer:
-    """The thread that owns the write connection and commits every 100 ms.
-
-    Its queue takes ``(keys, entries)`` (two lists) to write, ``(time,
-    keys)`` of lookup hits to mark used, a :class:`_Flush`, or ``_STOP``.
-    Each commit marks the file with ``token`` (the meta row ``writer``),
-    having checked that the mark is still the one it left (``last``; at
-    first, the one the file had when opened): if not, another connection
-    wrote the file, and ``alone`` is cleared for good (see Cache._alone).
-    """
-
-    def __init__(
-        self, db: sqlite3.Connection, pending: dict[bytes, bytes], token: str, last: Any
-    ) -> None:
-        self.db = db
-        self.pending = pending
-        self.token = token
-        self.last = last
-        self.alone = True
-        self.commits = 0  # counted as each ends
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self.run, name="trio_dag cache writer", daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        keys: list[bytes] = []
-        entries: list[bytes] = []
-        touched: dict[bytes, float] = {}
-        deadline = math.inf
-        while True:
-            timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
-            try:
-                item = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if type(item) is tuple:
-                if not keys and not touched:
-                    deadline = time.monotonic() + COMMIT_INTERVAL
-                if type(item[0]) is list:  # (keys, entries) to write
-                    keys += item[0]
-                    entries += item[1]
-                else:  # (time, keys) of lookup hits
-                    touched.update(dict.fromkeys(item[1], item[0]))
-                continue
-            self.commit(keys, entries, touched)
-            keys, entries, touched, deadline = [], [], {}, math.inf
-            if isinstance(item, _Flush):
-                if item.call is not None and self.error is None:
-                    try:
-                        item.result = item.call(self.db)
-                    except BaseException as exc:
-                        item.result = exc
-                item.done.set()
-            elif item is _STOP:
-                self.db.close()
-                return
-
-    def commit(self, keys: list[bytes], entries: list[bytes], touched: dict[bytes, float]) -> None:
-        if (not keys and not touched) or self.error is not None:
-            return
-        now = time.time()
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            if self.alone and _mark(db) != self.last:
-                self.alone = False
-            ids = [int.from_bytes(k[:8], "little", signed=True) for k in keys]
-            # In id order: neighbours in the B-tree are written together.
-            order = sorted(range(len(ids)), key=ids.__getitem__)
-            for at in range(0, len(order), _ROWS):
-                part = order[at : at + _ROWS]
-                values: list[Any] = [now] * (2 * len(part) + 1)
-                values[1::2] = [ids[j] for j in part]
-                values[2::2] = [entries[j] for j in part]
-                db.execute(_insert(len(part)), values)
-            if touched:
-                db.executemany(_TOUCH, sorted((t, _id(k)) for k, t in touched.items()))
-            db.execute(_MARK, (self.token,))
-            db.execute("COMMIT")
-            self.last = self.token
-            self.commits += 1
-        except BaseException as exc:
-            self.error = exc
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            return
-        pending = self.pending
-        for k, e in zip(keys, entries, strict=True):
-            # A newer entry of this key, stored meanwhile, stays until its own commit.
-            if pending.get(k) is e:
-                pending.pop(k, None)
-
-
-@final
 class Cache:
     """The SQLite cache: results kept in one file across runs and processes.
 
@@ -441,7 +202,7 @@ class Cache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        db = _open(self.path)
+        db = open_file(self.path)
         # Entries stored and not yet committed: key -> entry (see _RESULTS).
         self._pending: dict[bytes, bytes] = {}
         self._readers: list[sqlite3.Connection] = []
@@ -455,7 +216,7 @@ class Cache:
             reader.execute("BEGIN")
             try:
                 (empty,) = reader.execute("SELECT NOT EXISTS (SELECT 1 FROM results)").fetchone()
-                self._first = _mark(reader)
+                self._first = writer_mark(reader)
             finally:
                 reader.execute("COMMIT")
         except BaseException:
@@ -463,14 +224,14 @@ class Cache:
             for r in self._readers:
                 r.close()
             raise
-        self._writer = _Writer(db, self._pending, os.urandom(16).hex(), self._first)
-        self._finalizer = weakref.finalize(self, _shut, self._writer, self._readers)
+        self._writer = Writer(db, self._pending, os.urandom(16).hex(), self._first)
+        self._finalizer = weakref.finalize(self, shut, self._writer, self._readers)
         # While the file held nothing when this thread's reader first saw it
         # and no other connection has written it since, the keys stored
         # through this object are all it holds: a lookup (from this thread)
         # of any other key is a miss with no SELECT. None once that is not
         # known (or too many keys to keep). Another connection's commit is
-        # seen by the file's mark (see _Writer): by the writer when it
+        # seen by the file's mark (see Writer): by the writer when it
         # commits, and here at each lookup (the mark neither the one the
         # file had at open while the writer has not committed, nor the
         # writer's). A prune deletes without marking: a key it dropped is
@@ -496,7 +257,7 @@ class Cache:
     def _reader(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = _connect(self.path)
+            db = connect(self.path)
             with self._lock:
                 self._readers.append(db)
             self._local.db = db
@@ -542,8 +303,8 @@ class Cache:
                 return None
             cut = (time.time() - USE_GRANULARITY,)
             snapshot = _Snapshot(
-                dict(db.execute(_ALL + " WHERE used >= ?", cut)),
-                dict(db.execute(_ALL + " WHERE used < ?", cut)),
+                dict(db.execute(SELECT_ALL + " WHERE used >= ?", cut)),
+                dict(db.execute(SELECT_ALL + " WHERE used < ?", cut)),
                 match,
             )
         finally:
@@ -573,7 +334,7 @@ class Cache:
         alone = self._alone
         if alone is not None and db is self._alone_db:
             writer = self._writer
-            mark = _mark(db)
+            mark = writer_mark(db)
             if mark != writer.token and (mark != self._first or writer.commits):
                 writer.alone = False  # the last commit was not the writer's: another's
             if not writer.alone:
@@ -588,7 +349,7 @@ class Cache:
             for k in keys:
                 e = pending.get(k)
                 if e is not None:
-                    found[k] = (e[_TAIL:_PAYLOAD], e[_PAYLOAD:])
+                    found[k] = (e[TAIL:PAYLOAD], e[PAYLOAD:])
         now = time.time()
         stale = now - USE_GRANULARITY
         touched = []
@@ -601,10 +362,10 @@ class Cache:
             }
             if not chunk:
                 continue
-            for i, e, used in db.execute(_select(len(chunk)), list(chunk)).fetchall():
+            for i, e, used in db.execute(select(len(chunk)), list(chunk)).fetchall():
                 k = chunk[i]
-                if k.endswith(e[:_TAIL]):  # the key's other 24 bytes: not a clash of ids
-                    found[k] = (e[_TAIL:_PAYLOAD], e[_PAYLOAD:])
+                if k.endswith(e[:TAIL]):  # the key's other 24 bytes: not a clash of ids
+                    found[k] = (e[TAIL:PAYLOAD], e[PAYLOAD:])
                     if used < stale:
                         touched.append(k)
         self._hits += len(found)
@@ -675,8 +436,8 @@ class Cache:
         self._request(None)
 
     def _request(self, call: Callable[[sqlite3.Connection], Any] | None) -> Any:
-        request = _Flush(call)
-        self._writer.queue.put(request)
+        request = Flush(call)
+        self._writer.request(request)
         request.done.wait()
         self._check_open()
         if isinstance(request.result, BaseException):
@@ -699,7 +460,7 @@ class Cache:
         self.flush()
         entries, size = (
             self._reader()
-            .execute(f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM results")
+            .execute(f"SELECT count(*), coalesce(sum({SIZE_SQL}), 0) FROM results")
             .fetchone()
         )
         file_size = sum(
@@ -724,53 +485,6 @@ class Cache:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes!r}")
         self.flush()
         removed: int = self._request(
-            functools.partial(_prune, older_than=older_than, max_bytes=max_bytes)
+            functools.partial(prune_file, older_than=older_than, max_bytes=max_bytes)
         )
         return removed
-
-
-def _prune(db: sqlite3.Connection, older_than: float | None, max_bytes: int | None) -> int:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        removed = 0
-        if older_than is not None:
-            cut = time.time() - older_than
-            removed += db.execute("DELETE FROM results WHERE used < ?", (cut,)).rowcount
-        if max_bytes is not None:
-            removed += db.execute(
-                f"""DELETE FROM results WHERE rowid IN (
-                       SELECT rowid FROM (
-                           SELECT rowid, sum{_SIZE} OVER (
-                               ORDER BY used DESC, rowid DESC) AS kept
-                           FROM results)
-                       WHERE kept > ?)""",
-                (max_bytes,),
-            ).rowcount
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("PRAGMA incremental_vacuum")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return removed
-
-
-_ALL: Final = "SELECT id, entry FROM results"
-_SELECTS: dict[int, str] = {}
-
-
-def _select(n: int) -> str:
-    sql = _SELECTS.get(n)
-    if sql is None:
-        sql = _SELECTS[n] = (
-            f"SELECT id, entry, used FROM results WHERE id IN ({', '.join('?' * n)})"
-        )
-    return sql
-
-
-def _shut(writer: _Writer, readers: Iterable[sqlite3.Connection]) -> None:
-    """Stop the writer after its last commit and close the readers (also at exit)."""
-    writer.queue.put(_STOP)
-    writer.thread.join()
-    for db in list(readers):
-        db.close()

@@ -33,7 +33,9 @@ arguments are only handles, the tasks whose arguments are a flat tuple of
 scalars and handles hashed in one pass (``keyhash.hash_tasks``), the keys of
 a ready set each one blake2b of precomputed parts (``keyhash.task_keys``),
 the hits taken and the outputs encoded without a Python call per part
-(``take_hits``, ``encode_entry``). For the SQLite :class:`Cache`, entries
+(``take_hits``; ``returned`` is ``keyhash.Returns``, which the loop calls
+with no Python frame). The compiled module hashes with its own blake2b in
+C buffers, not hashlib objects. For the SQLite :class:`Cache`, entries
 are queued as the bytes its table keeps (no object per entry, so a cold run
 does not wake the cyclic GC again and again).
 
@@ -56,9 +58,9 @@ from typing import TYPE_CHECKING, Any, Final
 from ._cache import Cache, CacheEntry
 from ._handle import Handle
 from ._keys import (
-    ARGS_TEMPLATE,
-    KEY_TEMPLATE,
-    OUTPUT_TEMPLATE,
+    ARGS_PERSON,
+    KEY_PERSON,
+    OUTPUT_PERSON,
     Uncacheable,
     args_digest,
     decode_output,
@@ -142,6 +144,7 @@ class RunCache:
         "pending_keys",
         "pending_tasks",
         "plain",
+        "returned",
         "snap",
         "snapshot",
         "store",
@@ -170,7 +173,7 @@ class RunCache:
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
         # The entries not yet handed to the store: their keys, and each entry
-        # as the SQLite cache keeps it (``whole``: see _cache._RESULTS) or a CacheEntry.
+        # as the SQLite cache keeps it (``whole``: see _cache_file._RESULTS) or a CacheEntry.
         self.whole = type(store) is Cache
         # The SQLite cache's table read whole at the first lookup, when the
         # run asks for many of its keys (see Cache._snapshot); False until then.
@@ -184,6 +187,21 @@ class RunCache:
         # Why the store failed, once it has: what comes next is not handed to it.
         self.store_error: str | None = None
         self.not_cached: list[tuple[int, str]] = []
+        # returned(v, output): task v returned; see _returned. Compiled (or
+        # its twin), called by the loop for each output with no Python frame.
+        self.returned: Callable[[int, Any], str | None] = self.kh.Returns(
+            self.keys,
+            self.pending_keys,
+            self.pending,
+            self.pending_tasks,
+            self.wants_digest,
+            self.digests,
+            OUTPUT_PERSON,
+            self.whole,
+            _STORE_EVERY,
+            self.store_pending,
+            self._returned,
+        )
         # The cyclic GC would walk the whole heap again and again while a
         # tuple is made per task (most of the time here, on a large DAG);
         # what is made here forms no cycle, so it waits until the end.
@@ -232,7 +250,7 @@ class RunCache:
             in_run,
             head_of,
             Handle,
-            ARGS_TEMPLATE,
+            ARGS_PERSON,
             parts,
             asks,
             plain,
@@ -269,7 +287,7 @@ class RunCache:
                 else:
                     flat = None
                     if type(stored) is tuple and i not in kwargs and i not in paths:
-                        flat = flat_args_digest(stored, Handle, ARGS_TEMPLATE)
+                        flat = flat_args_digest(stored, Handle, ARGS_PERSON)
                     if flat is not None:
                         digest, deps = flat
                     else:
@@ -330,7 +348,7 @@ class RunCache:
         asking: list[int] = []
         # The keys of the tasks with cache=True whose dependencies all have digests.
         rest = self.kh.task_keys(
-            tasks, self.parts, digests, self.plain, KEY_TEMPLATE, keys, asking, self.asks
+            tasks, self.parts, digests, self.plain, KEY_PERSON, keys, asking, self.asks
         )
         dropped: list[tuple[int, str]] = []
         if rest:
@@ -417,36 +435,26 @@ class RunCache:
                 keys.append(key_of(b"".join(body)))
                 asking.append(v)
 
-    def returned(self, v: int, result: Any) -> str | None:
-        """Task *v* returned *result*: queue its entry if it is cached, keep its
-        digest if a dependent needs it. Return why it cannot be stored, or None."""
-        key = self.keys.pop(v, None) if self.keys else None
+    def _returned(self, v: int, result: Any, key: bytes | None) -> str | None:
+        """Task *v* returned *result*, which ``returned`` (``keyhash.Returns``)
+        leaves here: a cached task that missed (*key*, its key) has its entry
+        queued for the store; a task whose output a cached dependent needs
+        gets its digest (*key* None). Return why it cannot be stored, or None."""
         if key is not None:
-            encoded = None
-            if self.whole:
-                try:
-                    encoded = self.kh.encode_entry(result, key, OUTPUT_TEMPLATE)
-                except Exception:  # encode_output says why, below
-                    pass
-            if encoded is not None:
-                # As the SQLite cache's table keeps it: bytes, no object per entry.
-                digest, entry = encoded
-                self.pending.append(entry)
+            try:
+                digest, payload = encode_output(result)
+            except Uncacheable as exc:
+                return exc.reason
+            if self.whole:  # as the SQLite cache's table keeps it
+                self.pending.append(b"".join((key[8:], digest, payload)))
             else:
-                try:
-                    digest, payload = encode_output(result)
-                except Uncacheable as exc:
-                    return exc.reason
-                if self.whole:
-                    self.pending.append(b"".join((key[8:], digest, payload)))
-                else:
-                    self.pending.append(CacheEntry(digest, payload))
+                self.pending.append(CacheEntry(digest, payload))
             self.pending_keys.append(key)
             self.pending_tasks.append(v)
-            if len(self.pending_keys) >= _STORE_EVERY:
-                self.store_pending()
             if self.wants_digest[v]:
                 self.digests[v] = framed_digest(digest)
+            if len(self.pending_keys) >= _STORE_EVERY:
+                self.store_pending()
         elif self.wants_digest[v]:
             try:
                 self.digests[v] = framed_digest(output_digest(result))
@@ -459,9 +467,11 @@ class RunCache:
 
         When the store raises (now or before), their tasks go to ``unstored``.
         """
-        keys, self.pending_keys = self.pending_keys, []
-        pending, self.pending = self.pending, []
-        tasks, self.pending_tasks = self.pending_tasks, []
+        # Emptied in place: returned holds these lists.
+        keys, pending, tasks = self.pending_keys[:], self.pending[:], self.pending_tasks[:]
+        self.pending_keys.clear()
+        self.pending.clear()
+        self.pending_tasks.clear()
         if not keys:
             return
         if self.store_error is None:

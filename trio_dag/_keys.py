@@ -138,14 +138,15 @@ def _hasher(person: bytes, data: Any = b"") -> Any:
     return h
 
 
-_ARGS_HASH: Final = _hasher(b"trio_dag.args")
-_KEY_HASH: Final = _hasher(b"trio_dag.key")
-_OUTPUT_HASH: Final = _hasher(b"trio_dag.output")
-# The same templates, for the per-task hashing of _native's keyhash (which
-# copies them, as _hasher does): arguments, keys, outputs.
-ARGS_TEMPLATE: Final = _ARGS_HASH
-KEY_TEMPLATE: Final = _KEY_HASH
-OUTPUT_TEMPLATE: Final = _OUTPUT_HASH
+# The personalisations of arguments' digests, keys and output digests; the
+# per-task hashing of _native's keyhash takes them (it hashes with blake2b
+# of the same parameters).
+ARGS_PERSON: Final = b"trio_dag.args"
+KEY_PERSON: Final = b"trio_dag.key"
+OUTPUT_PERSON: Final = b"trio_dag.output"
+_ARGS_HASH: Final = _hasher(ARGS_PERSON)
+_KEY_HASH: Final = _hasher(KEY_PERSON)
+_OUTPUT_HASH: Final = _hasher(OUTPUT_PERSON)
 
 
 def _type_id(cls: type) -> bytes:

@@ -1,14 +1,22 @@
 """Types of the cache's per-task hashing: ``_keyhash`` (Cython) and ``_keyhash_py`` (its twin).
 
 Both give the bytes of ``trio_dag._keys`` (the twin's docstring gives the
-layouts); each hashes with a copy of the blake2b template it is given.
+layouts); each hashes with blake2b (32-byte digests) personalised with the
+*person* it is given (``_keys.ARGS_PERSON``, ``KEY_PERSON``, ``OUTPUT_PERSON``).
 """
 
 from collections.abc import Callable, Container, Sequence
 from typing import Any
 
+def blake2b_digest(data: bytes, person: bytes) -> bytes:
+    """``hashlib.blake2b(data, digest_size=32, person=person).digest()``."""
+
+def small_pickle(value: Any) -> bytes | None:
+    """``pickle.dumps(value, protocol=5)`` of None, a bool, an int in 32 bits,
+    a float or a str under 256 bytes of UTF-8 (exact types); else None."""
+
 def flat_args_digest(
-    args: tuple[Any, ...], handle_type: type, template: Any
+    args: tuple[Any, ...], handle_type: type, person: bytes
 ) -> tuple[bytes, tuple[int, ...]] | None:
     """The arguments' digest of a flat tuple of handles, ints, short strs,
     None and bools, and its handles' indices in slot order; None for any
@@ -19,7 +27,7 @@ def task_keys(
     parts: dict[int, tuple[bytes, Sequence[int]]],
     digests: list[bytes | None],
     plain: bytearray,
-    template: Any,
+    person: bytes,
     keys: list[bytes],
     asking: list[int],
     asks: bytearray,
@@ -41,7 +49,7 @@ def take_hits(
     """Load the hits' outputs, keep their framed digests, mark them; misses
     go to *missed*; return the hits in order."""
 
-def encode_entry(value: Any, key: bytes, template: Any) -> tuple[bytes, bytes] | None:
+def encode_entry(value: Any, key: bytes, person: bytes) -> tuple[bytes, bytes] | None:
     """``(digest, entry)`` of an output with no out-of-band buffer, else None."""
 
 def hash_tasks(
@@ -53,7 +61,7 @@ def hash_tasks(
     in_run: Container[int] | None,
     head_of: Callable[[Any, Any], bytes | None],
     handle_type: type,
-    template: Any,
+    person: bytes,
     parts: dict[int, tuple[bytes, Sequence[int]]],
     asks: bytearray,
     plain: bytearray,
@@ -74,3 +82,28 @@ def snapshot_found(
 ) -> None:
     """Look up 32-byte *keys* in a cache's snapshot: hits into *found* (and
     *touched* when found in *stale*), misses in *since* or *pending* to *later*."""
+
+class Returns:
+    """``RunCache.returned``: queue a returned output's entry, keep its digest."""
+
+    def __init__(
+        self,
+        keys: dict[int, bytes],
+        pending_keys: list[bytes],
+        pending: list[Any],
+        pending_tasks: list[int],
+        wants: bytearray,
+        digests: list[bytes | None],
+        person: bytes,
+        whole: bool,
+        every: int,
+        flush: Callable[[], None],
+        slow: Callable[[int, Any, bytes | None], str | None],
+    ) -> None: ...
+    def __call__(self, v: int, result: Any) -> str | None: ...
+
+def insert_rows(keys: list[bytes], entries: list[bytes], now: float) -> list[Any]:
+    """A cache's INSERT values, ``id, entry, now`` a row, in id order (stable)."""
+
+def unpend(pending: dict[bytes, bytes], keys: list[bytes], entries: list[bytes]) -> None:
+    """Drop each committed ``(key, entry)`` from *pending*, unless replaced meanwhile."""

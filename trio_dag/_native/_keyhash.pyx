@@ -3,14 +3,17 @@
 
 Same API and bytes as the twin ``trio_dag._native._keyhash_py`` (its
 docstring gives the layouts); see ``_keyhash.pyi``. Each encoding is written
-into one C buffer and hashed with one copy of the blake2b template: no
-Python object per part.
+into one C buffer and hashed there by the blake2b of
+``_keyhash_blake2b.pxi``: no Python object per part, no hashlib call.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcmp, memcpy
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 
 import pickle
 
@@ -21,7 +24,7 @@ cdef enum:
     _BUF = 4096  # bytes of an argument tuple's encoding hashed from the stack
 
 
-cdef inline Py_ssize_t _put_u64(char* p, uint64_t v) noexcept:
+cdef inline Py_ssize_t _put_u64(char* p, uint64_t v) noexcept nogil:
     cdef int k
     for k in range(8):
         p[k] = <char>((v >> (8 * k)) & 0xFF)
@@ -30,12 +33,14 @@ cdef inline Py_ssize_t _put_u64(char* p, uint64_t v) noexcept:
 
 cdef bytes _FRAME = b"\x20\x00\x00\x00\x00\x00\x00\x00"  # u64(32): a digest's frame
 
-
-def flat_args_digest(tuple args, type handle_type, object template):
-    return _flat(args, handle_type, template)
+include "_keyhash_blake2b.pxi"
 
 
-cdef object _flat(tuple args, type handle_type, object template):
+def flat_args_digest(tuple args, type handle_type, bytes person):
+    return _flat(args, handle_type, _start(person))
+
+
+cdef object _flat(tuple args, type handle_type, const uint64_t* start):
     cdef char buf[_BUF]
     cdef Py_ssize_t n = len(args), at = 0, i, k, size, slot
     cdef list deps = []
@@ -87,9 +92,7 @@ cdef object _flat(tuple args, type handle_type, object template):
             return None
     buf[at] = b"k"
     at += 1 + _put_u64(buf + at + 1, 0)
-    h = template.copy()
-    h.update(PyBytes_FromStringAndSize(buf, at))
-    return h.digest(), tuple(deps)
+    return _b2_digest(start, buf, at), tuple(deps)
 
 
 def task_keys(
@@ -97,17 +100,20 @@ def task_keys(
     dict parts,
     list digests,
     bytearray plain,
-    object template,
+    bytes person,
     list keys,
     list asking,
     bytearray asks,
 ):
     cdef list rest = []
     cdef Py_ssize_t v, size, at, j
-    cdef object deps, d, head, body
+    cdef object deps, d, head
+    cdef bytes body
     cdef tuple pair
+    cdef char buf[_BUF]
     cdef char* p
     cdef bint ok
+    cdef const uint64_t* start = _start(person)
     cdef unsigned char* is_plain = plain
     cdef unsigned char* asked = asks
     cdef Py_ssize_t n = len(plain)
@@ -134,8 +140,13 @@ def task_keys(
         if not ok:
             rest.append(v)
             continue
-        body = PyBytes_FromStringAndSize(NULL, size)
-        p = PyBytes_AS_STRING(body)
+        # The body in a stack buffer, or in a bytes object when it is long.
+        body = None
+        if size <= _BUF:
+            p = buf
+        else:
+            body = PyBytes_FromStringAndSize(NULL, size)
+            p = PyBytes_AS_STRING(body)
         at = PyBytes_GET_SIZE(head)
         memcpy(p, PyBytes_AS_STRING(head), at)
         for j in deps:
@@ -143,9 +154,7 @@ def task_keys(
             memcpy(p + at, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d))
             at += PyBytes_GET_SIZE(d)
         p[at] = b"0"
-        h = template.copy()
-        h.update(body)
-        keys.append(h.digest())
+        keys.append(_b2_digest(start, p, size))
         asking.append(v)
     return rest
 
@@ -194,23 +203,137 @@ def take_hits(
     return hits
 
 
-def encode_entry(object value, bytes key, object template):
-    cdef list buffers = []
-    cdef bytes data = _dumps(value, protocol=5, buffer_callback=buffers.append)
-    if buffers:
-        return None
-    h = template.copy()
-    h.update(data)
-    cdef bytes digest = h.digest()
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+def encode_entry(object value, bytes key, bytes person):
+    return _encode(value, key, _start(person))
+
+
+cdef enum:
+    _SMALL = 300  # room for the pickle of any value _small_pickle takes
+
+
+cdef Py_ssize_t _small_pickle(object value, char* out) except -2:
+    """Write ``pickle.dumps(value, protocol=5)`` into *out* for a value of
+    an exact type among None, bool, int in 32 bits, float and str under 256
+    bytes of UTF-8, and return its length; -1 for any other value (pickle
+    it). The bytes are pickle's own (tests/test_cache_keys.py compares)."""
+    cdef char body[_SMALL]
+    cdef Py_ssize_t n = 0, size
+    cdef type t = type(value)
+    cdef long long i
+    cdef int overflow
+    cdef double x
+    cdef uint64_t bits
+    cdef int k
+    cdef object data
+    if value is None:
+        body[0] = b"N"
+        n = 1
+    elif t is bool:
+        body[0] = b"\x88" if value else b"\x89"
+        n = 1
+    elif t is int:
+        i = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow or i < -2147483648 or i > 2147483647:
+            return -1
+        if 0 <= i < 256:
+            body[0] = b"K"
+            body[1] = <char>i
+            n = 2
+        elif 0 <= i < 65536:
+            body[0] = b"M"
+            body[1] = <char>(i & 0xFF)
+            body[2] = <char>((i >> 8) & 0xFF)
+            n = 3
+        else:
+            body[0] = b"J"
+            _put_u64(body + 1, <uint64_t><int64_t>i)  # the low 4 bytes are the int32's
+            n = 5
+    elif t is float:
+        x = value
+        memcpy(&bits, &x, 8)
+        body[0] = b"G"
+        for k in range(8):
+            body[1 + k] = <char>((bits >> (8 * (7 - k))) & 0xFF)  # big-endian
+        n = 9
+    elif t is str:
+        data = (<str>value).encode("utf-8", "surrogatepass")
+        size = PyBytes_GET_SIZE(data)
+        if size >= 256:
+            return -1
+        body[0] = b"\x8c"  # SHORT_BINUNICODE, then MEMOIZE
+        body[1] = <char>size
+        memcpy(body + 2, PyBytes_AS_STRING(data), size)
+        body[2 + size] = b"\x94"
+        n = 3 + size
+    else:
+        return -1
+    body[n] = b"."
+    n += 1
+    out[0] = b"\x80"
+    out[1] = 5
+    if n < 4:  # pickle frames 4 bytes or more
+        memcpy(out + 2, body, n)
+        return 2 + n
+    out[2] = b"\x95"
+    _put_u64(out + 3, <uint64_t>n)
+    memcpy(out + 11, body, n)
+    return 11 + n
+
+
+def small_pickle(object value):
+    """``pickle.dumps(value, protocol=5)`` for the values _small_pickle takes, else None."""
+    cdef char buf[_SMALL]
+    cdef Py_ssize_t n = _small_pickle(value, buf)
+    return None if n < 0 else PyBytes_FromStringAndSize(buf, n)
+
+
+cdef object _encode(object value, bytes key, const uint64_t* start):
+    """``(digest, entry)`` of *value* stored for *key*, or None (out-of-band buffers)."""
+    cdef char small[_SMALL]
+    cdef list buffers
+    cdef bytes data = None
+    cdef const char* at
+    cdef Py_ssize_t size = _small_pickle(value, small)
+    if size >= 0:
+        at = small
+    else:
+        buffers = []
+        data = _dumps(value, protocol=5, buffer_callback=buffers.append)
+        if buffers:
+            return None
+        at = PyBytes_AS_STRING(data)
+        size = PyBytes_GET_SIZE(data)
+    if PyBytes_GET_SIZE(key) != 32:
+        raise ValueError("encode_entry: keys and digests are 32 bytes")
     cdef bytes entry = PyBytes_FromStringAndSize(NULL, 24 + 32 + size)
     cdef char* p = PyBytes_AS_STRING(entry)
-    if PyBytes_GET_SIZE(key) != 32 or PyBytes_GET_SIZE(digest) != 32:
-        raise ValueError("encode_entry: keys and digests are 32 bytes")
     memcpy(p, PyBytes_AS_STRING(key) + 8, 24)
-    memcpy(p + 24, PyBytes_AS_STRING(digest), 32)
-    memcpy(p + 56, PyBytes_AS_STRING(data), size)
-    return digest, entry
+    _b2_hash(start, <const uint8_t*>at, size, <uint8_t*>(p + 24))
+    memcpy(p + 56, at, size)
+    return PyBytes_FromStringAndSize(p + 24, 32), entry
+
+
+cdef object _digest_of(object value, const uint64_t* start):
+    """The framed digest of *value*'s pickle, or None (out-of-band buffers)."""
+    cdef char small[_SMALL]
+    cdef list buffers
+    cdef bytes data = None
+    cdef const char* at
+    cdef Py_ssize_t size = _small_pickle(value, small)
+    if size >= 0:
+        at = small
+    else:
+        buffers = []
+        data = _dumps(value, protocol=5, buffer_callback=buffers.append)
+        if buffers:
+            return None
+        at = PyBytes_AS_STRING(data)
+        size = PyBytes_GET_SIZE(data)
+    cdef bytes framed = PyBytes_FromStringAndSize(NULL, 8 + 32)
+    cdef char* p = PyBytes_AS_STRING(framed)
+    memcpy(p, PyBytes_AS_STRING(_FRAME), 8)
+    _b2_hash(start, <const uint8_t*>at, size, <uint8_t*>(p + 8))
+    return framed
 
 
 def hash_tasks(
@@ -222,7 +345,7 @@ def hash_tasks(
     in_run,
     object head_of,
     type handle_type,
-    object template,
+    bytes person,
     dict parts,
     bytearray asks,
     bytearray plain,
@@ -235,7 +358,10 @@ def hash_tasks(
     cdef unsigned char* asked = asks
     cdef unsigned char* is_plain = plain
     cdef unsigned char* wanted = wants
-    cdef char count[8]
+    cdef const uint64_t* start = _start(person)
+    cdef bytes part
+    cdef char* p
+    cdef Py_ssize_t size
     if len(plain) != n or len(wants) != n or len(opts) < n or len(fns) < n or len(stored_args) < n:
         raise ValueError("hash_tasks: columns shorter than the run")
     for i in tasks:
@@ -259,16 +385,24 @@ def hash_tasks(
             if head is None:
                 rest.append(i)
                 continue
+            if type(head) is not bytes:
+                raise TypeError("hash_tasks: head_of must return bytes or None")
         if o is not last_opts:
             last_opts = o
             last_version = o.version
-        flat = _flat(<tuple>stored, handle_type, template)
+        flat = _flat(<tuple>stored, handle_type, start)
         if flat is None:
             rest.append(i)
             continue
         digest, deps = flat
-        _put_u64(count, <uint64_t>len(deps))
-        parts[i] = (head + digest + PyBytes_FromStringAndSize(count, 8), deps)
+        # head + digest + u64(len(deps)), as one bytes object
+        size = PyBytes_GET_SIZE(head)
+        part = PyBytes_FromStringAndSize(NULL, size + 32 + 8)
+        p = PyBytes_AS_STRING(part)
+        memcpy(p, PyBytes_AS_STRING(head), size)
+        memcpy(p + size, PyBytes_AS_STRING(digest), 32)
+        _put_u64(p + size + 32, <uint64_t>len(deps))
+        parts[i] = (part, deps)
         asked[i] = 1
         if o.cache is True:
             is_plain[i] = 1
@@ -320,3 +454,139 @@ def snapshot_found(
             continue
         if k in since or k in pending:
             later.append(k)
+
+
+cdef class Returns:
+    """What a run's cache does with each returned output (``RunCache.returned``), compiled."""
+
+    cdef dict keys
+    cdef list pending_keys, pending, pending_tasks, digests
+    cdef bytearray wants
+    cdef bytes person
+    cdef bint whole
+    cdef Py_ssize_t every
+    cdef object flush, slow
+
+    def __init__(
+        self,
+        dict keys,
+        list pending_keys,
+        list pending,
+        list pending_tasks,
+        bytearray wants,
+        list digests,
+        bytes person,
+        bint whole,
+        Py_ssize_t every,
+        object flush,
+        object slow,
+    ):
+        _start(person)  # checks it
+        self.keys = keys
+        self.pending_keys = pending_keys
+        self.pending = pending
+        self.pending_tasks = pending_tasks
+        self.wants = wants
+        self.digests = digests
+        self.person = person
+        self.whole = whole
+        self.every = every
+        self.flush = flush
+        self.slow = slow
+
+    def __call__(self, Py_ssize_t v, object result):
+        cdef object key = None, encoded, framed
+        cdef const uint64_t* start = _start(self.person)
+        if v < 0 or v >= len(self.wants) or v >= len(self.digests):
+            raise IndexError(f"Returns: task {v} out of range")
+        if self.keys:
+            key = self.keys.pop(v, None)
+        if key is not None:
+            if not self.whole or type(key) is not bytes or PyBytes_GET_SIZE(key) != 32:
+                return self.slow(v, result, key)
+            try:
+                encoded = _encode(result, <bytes>key, start)
+            except Exception:  # the slow path says why
+                encoded = None
+            if encoded is None:
+                return self.slow(v, result, key)
+            self.pending.append((<tuple>encoded)[1])
+            self.pending_keys.append(key)
+            self.pending_tasks.append(v)
+            if self.wants[v]:
+                self.digests[v] = _FRAME + (<tuple>encoded)[0]
+            if len(self.pending_keys) >= self.every:
+                self.flush()
+        elif self.wants[v]:
+            try:
+                framed = _digest_of(result, start)
+            except Exception:  # the slow path says why
+                framed = None
+            if framed is None:
+                return self.slow(v, result, None)
+            self.digests[v] = framed
+        return None
+
+
+cdef struct _Row:
+    int64_t ident
+    Py_ssize_t at
+
+
+cdef int _by_id(const void* a, const void* b) noexcept nogil:
+    cdef const _Row* x = <const _Row*>a
+    cdef const _Row* y = <const _Row*>b
+    if x.ident != y.ident:
+        return -1 if x.ident < y.ident else 1
+    return -1 if x.at < y.at else (1 if x.at > y.at else 0)
+
+
+def insert_rows(list keys, list entries, object now):
+    cdef Py_ssize_t n = len(keys), i, j, at
+    cdef const unsigned char* p
+    cdef uint64_t u
+    cdef _Row* rows
+    cdef list values
+    cdef object k, e, ident
+    if len(entries) != n:
+        raise ValueError("insert_rows: keys and entries differ in length")
+    for i in range(n):
+        k = keys[i]
+        if type(k) is not bytes or PyBytes_GET_SIZE(k) < 8:
+            raise TypeError("insert_rows: a key is bytes of at least 8")
+    rows = <_Row*>malloc((n if n else 1) * sizeof(_Row))
+    if rows == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            p = <const unsigned char*>PyBytes_AS_STRING(keys[i])
+            u = 0
+            for j in range(8):
+                u |= (<uint64_t>p[j]) << (8 * j)
+            rows[i].ident = <int64_t>u
+            rows[i].at = i
+        qsort(rows, n, sizeof(_Row), _by_id)
+        values = PyList_New(3 * n)
+        for i in range(n):
+            ident = rows[i].ident
+            e = entries[rows[i].at]
+            Py_INCREF(ident)
+            PyList_SET_ITEM(values, 3 * i, ident)
+            Py_INCREF(e)
+            PyList_SET_ITEM(values, 3 * i + 1, e)
+            Py_INCREF(now)
+            PyList_SET_ITEM(values, 3 * i + 2, now)
+    finally:
+        free(rows)
+    return values
+
+
+def unpend(dict pending, list keys, list entries):
+    cdef Py_ssize_t i, n = len(keys)
+    cdef object k
+    if len(entries) != n:
+        raise ValueError("unpend: keys and entries differ in length")
+    for i in range(n):
+        k = keys[i]
+        if pending.get(k) is entries[i]:
+            del pending[k]

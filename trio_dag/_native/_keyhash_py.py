@@ -4,8 +4,9 @@ What a run with ``cache=`` does once per cached task, in bulk (see
 ``trio_dag._caching``): hash a flat tuple of arguments at the freeze, build
 the keys of a ready set, take the hits of a lookup, encode a returned output.
 Both give the same bytes as ``trio_dag._keys`` (tests/test_cache_keys.py
-checks them against it); each takes the blake2b templates it hashes with, so
-neither imports the rest of trio_dag. Layouts (``_keys`` documents them):
+checks them against it); each takes the blake2b personalisations it hashes
+with (``_keys.ARGS_PERSON``...: a 32-byte digest, no key), so neither imports
+the rest of trio_dag. Layouts (``_keys`` documents them):
 
 - an argument tuple: ``b"(" u64(n)``, each item (``b"H" u64(slot)`` a
   handle, ``b"i" i64`` an int, ``b"u" u64(len) utf-8`` a str under 256
@@ -19,12 +20,25 @@ neither imports the rest of trio_dag. Layouts (``_keys`` documents them):
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 from collections.abc import Callable, Container, Sequence
 from typing import Any, Final
 
-__all__ = ["encode_entry", "flat_args_digest", "hash_tasks", "take_hits", "task_keys"]
+__all__ = [
+    "Returns",
+    "blake2b_digest",
+    "encode_entry",
+    "flat_args_digest",
+    "hash_tasks",
+    "insert_rows",
+    "small_pickle",
+    "snapshot_found",
+    "take_hits",
+    "task_keys",
+    "unpend",
+]
 
 _u64 = struct.Struct("<Q").pack
 _i64 = struct.Struct("<q").pack
@@ -33,10 +47,31 @@ _TAIL: Final = b"k" + _u64(0)
 _FRAME: Final = _u64(32)
 
 
+def blake2b_digest(data: bytes, person: bytes) -> bytes:
+    """``hashlib.blake2b(data, digest_size=32, person=person).digest()``."""
+    return hashlib.blake2b(data, digest_size=32, person=person).digest()
+
+
+def small_pickle(value: Any) -> bytes | None:
+    """``pickle.dumps(value, protocol=5)`` for a value of an exact type among
+    None, bool, int in 32 bits, float and str under 256 bytes of UTF-8 (the
+    compiled module writes those itself); None for any other value."""
+    t = type(value)
+    if t is int:
+        if not -(2**31) <= value < 2**31:
+            return None
+    elif t is str:
+        if len(value.encode("utf-8", "surrogatepass")) >= 256:
+            return None
+    elif value is not None and t is not bool and t is not float:
+        return None
+    return pickle.dumps(value, protocol=5)
+
+
 def flat_args_digest(
-    args: tuple[Any, ...], handle_type: type, template: Any
+    args: tuple[Any, ...], handle_type: type, person: bytes
 ) -> tuple[bytes, tuple[int, ...]] | None:
-    """The digest (hashed with a copy of *template*) of a flat tuple of
+    """The digest (blake2b personalised with *person*) of a flat tuple of
     handles (of *handle_type*, read by ``_index``), ints, short strs, None and
     bools, and its handles' indices in slot order; None for any other tuple."""
     parts = [b"(" + _u64(len(args))]
@@ -67,9 +102,7 @@ def flat_args_digest(
         else:
             return None
     add(_TAIL)
-    h = template.copy()
-    h.update(b"".join(parts))
-    return h.digest(), tuple(deps)
+    return blake2b_digest(b"".join(parts), person), tuple(deps)
 
 
 def task_keys(
@@ -77,7 +110,7 @@ def task_keys(
     parts: dict[int, tuple[bytes, Sequence[int]]],
     digests: list[bytes | None],
     plain: bytearray,
-    template: Any,
+    person: bytes,
     keys: list[bytes],
     asking: list[int],
     asks: bytearray,
@@ -102,9 +135,7 @@ def task_keys(
             body.append(d)
         else:
             body.append(b"0")
-            h = template.copy()
-            h.update(b"".join(body))
-            keys.append(h.digest())
+            keys.append(blake2b_digest(b"".join(body), person))
             asking.append(v)
     return rest
 
@@ -146,18 +177,18 @@ def take_hits(
     return hits
 
 
-def encode_entry(value: Any, key: bytes, template: Any) -> tuple[bytes, bytes] | None:
-    """``(digest, entry)`` of an output pickled in band: its digest (hashed
-    with a copy of *template*) and its stored entry for *key*. None when it
+def encode_entry(value: Any, key: bytes, person: bytes) -> tuple[bytes, bytes] | None:
+    """``(digest, entry)`` of an output pickled in band: its digest (blake2b
+    personalised with *person*) and its stored entry for *key*. None when it
     has out-of-band buffers (the caller encodes those); raises what pickling
     raises."""
     buffers: list[Any] = []
     data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     if buffers:
         return None
-    h = template.copy()
-    h.update(data)
-    digest: bytes = h.digest()
+    if len(key) != 32:
+        raise ValueError("encode_entry: keys and digests are 32 bytes")
+    digest = blake2b_digest(data, person)
     return digest, b"".join((key[8:], digest, data))
 
 
@@ -170,7 +201,7 @@ def hash_tasks(
     in_run: Container[int] | None,
     head_of: Callable[[Any, Any], bytes | None],
     handle_type: type,
-    template: Any,
+    person: bytes,
     parts: dict[int, tuple[bytes, Sequence[int]]],
     asks: bytearray,
     plain: bytearray,
@@ -203,9 +234,11 @@ def hash_tasks(
             if head is None:
                 rest.append(i)
                 continue
+            if type(head) is not bytes:
+                raise TypeError("hash_tasks: head_of must return bytes or None")
         if o is not last_opts:
             last_opts, last_version = o, o.version
-        flat = flat_args_digest(stored, handle_type, template)
+        flat = flat_args_digest(stored, handle_type, person)
         if flat is None:
             rest.append(i)
             continue
@@ -250,3 +283,119 @@ def snapshot_found(
             continue
         if k in since or k in pending:
             later.append(k)
+
+
+class Returns:
+    """What a run's cache does with each returned output: ``returned(v,
+    output)`` of ``trio_dag._caching.RunCache``, for the common cases.
+
+    Called with a task and its output; returns why the output cannot be
+    stored, or None. A task with a key in *keys* (popped): with *whole*,
+    its entry (see :func:`encode_entry`) goes to *pending*, its key to
+    *pending_keys*, the task to *pending_tasks*, and *flush* is called once
+    *every* are pending. A task with ``wants[v]`` gets its framed output
+    digest in *digests*. Anything else (not *whole*, out-of-band buffers,
+    an output that does not pickle) is ``slow(v, output, key)``'s: the key,
+    or None for a digest alone.
+    """
+
+    __slots__ = (
+        "digests",
+        "every",
+        "flush",
+        "keys",
+        "pending",
+        "pending_keys",
+        "pending_tasks",
+        "person",
+        "slow",
+        "wants",
+        "whole",
+    )
+
+    def __init__(
+        self,
+        keys: dict[int, bytes],
+        pending_keys: list[bytes],
+        pending: list[Any],
+        pending_tasks: list[int],
+        wants: bytearray,
+        digests: list[bytes | None],
+        person: bytes,
+        whole: bool,
+        every: int,
+        flush: Callable[[], None],
+        slow: Callable[[int, Any, bytes | None], str | None],
+    ) -> None:
+        blake2b_digest(b"", person)  # checks it
+        self.keys = keys
+        self.pending_keys = pending_keys
+        self.pending = pending
+        self.pending_tasks = pending_tasks
+        self.wants = wants
+        self.digests = digests
+        self.person = person
+        self.whole = whole
+        self.every = every
+        self.flush = flush
+        self.slow = slow
+
+    def __call__(self, v: int, result: Any) -> str | None:
+        if not 0 <= v < min(len(self.wants), len(self.digests)):
+            raise IndexError(f"Returns: task {v} out of range")
+        key = self.keys.pop(v, None) if self.keys else None
+        if key is not None:
+            if not self.whole or type(key) is not bytes or len(key) != 32:
+                return self.slow(v, result, key)
+            try:
+                encoded = encode_entry(result, key, self.person)
+            except Exception:  # the slow path says why
+                encoded = None
+            if encoded is None:
+                return self.slow(v, result, key)
+            digest, entry = encoded
+            self.pending.append(entry)
+            self.pending_keys.append(key)
+            self.pending_tasks.append(v)
+            if self.wants[v]:
+                self.digests[v] = _FRAME + digest
+            if len(self.pending_keys) >= self.every:
+                self.flush()
+        elif self.wants[v]:
+            buffers: list[Any] = []
+            try:
+                data = pickle.dumps(result, protocol=5, buffer_callback=buffers.append)
+            except Exception:  # the slow path says why
+                return self.slow(v, result, None)
+            if buffers:
+                return self.slow(v, result, None)
+            self.digests[v] = _FRAME + blake2b_digest(data, self.person)
+        return None
+
+
+def insert_rows(keys: list[bytes], entries: list[bytes], now: float) -> list[Any]:
+    """The values of a cache's INSERT of each key's entry: ``id, entry, now``
+    a row (the id: the key's first 8 bytes, little-endian, signed), the rows
+    in id order (neighbours in the B-tree written together), rows of one id
+    in the order given (the later one replaces the earlier)."""
+    if len(entries) != len(keys):
+        raise ValueError("insert_rows: keys and entries differ in length")
+    for k in keys:
+        if type(k) is not bytes or len(k) < 8:
+            raise TypeError("insert_rows: a key is bytes of at least 8")
+    ids = [int.from_bytes(k[:8], "little", signed=True) for k in keys]
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    values: list[Any] = [now] * (3 * len(order))
+    values[0::3] = [ids[j] for j in order]
+    values[1::3] = [entries[j] for j in order]
+    return values
+
+
+def unpend(pending: dict[bytes, bytes], keys: list[bytes], entries: list[bytes]) -> None:
+    """Drop each committed ``(key, entry)`` from *pending*, unless a newer
+    entry of that key was stored meanwhile (it stays until its own commit)."""
+    if len(entries) != len(keys):
+        raise ValueError("unpend: keys and entries differ in length")
+    for k, e in zip(keys, entries, strict=True):
+        if pending.get(k) is e:
+            del pending[k]
