@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._batching import Batched
 from ._errors import ResourceError
+from ._executors import executor_users
 from ._native import core
-from ._options import BUILT_IN
 from ._policies import Strategy, Threshold
 
 if TYPE_CHECKING:
@@ -195,17 +195,11 @@ class Admission:
         what it uses while it gathers, one slot per call would idle the
         executor meanwhile).
         """
-        opts, fns = snap.columns.opts, snap.columns.fns
-        users: dict[str, list[int]] = {}
-        last = on = None  # most noted tasks share their options with the one before
-        for i in snap.with_notes:
-            o = opts[i]
-            if o is not last:
-                last = o
-                on = o.run_in if o.run_in not in BUILT_IN and not o.uses else None
-            if on is not None and states[i] != core.EXCLUDED and not isinstance(fns[i], Batched):
-                users.setdefault(on, []).append(i)
-        for name, tasks in users.items():
+        fns = snap.columns.fns
+        for name, noted in executor_users(snap, with_uses=False).items():
+            tasks = [
+                i for i in noted if states[i] != core.EXCLUDED and not isinstance(fns[i], Batched)
+            ]
             capacity = executors.capacity(name)
             if capacity is None or len(tasks) <= capacity:
                 continue

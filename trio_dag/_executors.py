@@ -44,6 +44,7 @@ __all__ = [
     "Executor",
     "Executors",
     "check_executors",
+    "executor_users",
     "executors_of",
     "not_pickled",
     "open_workers",
@@ -374,6 +375,25 @@ def unpicklable(fn: Callable[..., Any]) -> str | None:
     return None
 
 
+def executor_users(snap: Snapshot, *, with_uses: bool = True) -> dict[str, list[int]]:
+    """The tasks whose ``run_in`` names an executor, by that name, in task order.
+
+    Reads only the tasks the snapshot notes. ``with_uses=False`` leaves out
+    the tasks that give ``uses=``.
+    """
+    opts = snap.columns.opts
+    users: dict[str, list[int]] = {}
+    last = on = None  # most noted tasks share their options with the one before
+    for i in snap.with_notes:
+        o = opts[i]
+        if o is not last:
+            last = o
+            on = o.run_in if o.run_in not in BUILT_IN and (with_uses or not o.uses) else None
+        if on is not None:
+            users.setdefault(on, []).append(i)
+    return users
+
+
 def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: object) -> Executors:
     """Check *executors* (the run's ``executors=``) against the tasks of the run.
 
@@ -388,16 +408,8 @@ def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: ob
     tasks.
     """
     mapping, capacities = _check_mapping(executors)
-    opts, fns = snap.columns.opts, snap.columns.fns
-    users: dict[str, list[int]] = {}
-    last = on = None  # most noted tasks share their options with the one before
-    for i in snap.with_notes:
-        o = opts[i]
-        if o is not last:
-            last = o
-            on = o.run_in if o.run_in not in BUILT_IN else None
-        if on is not None:
-            users.setdefault(on, []).append(i)
+    fns = snap.columns.fns
+    users = executor_users(snap)
     if members is not None and users:
         in_run = set(members)
         users = {k: kept for k, v in users.items() if (kept := [i for i in v if i in in_run])}

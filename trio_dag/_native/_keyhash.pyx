@@ -287,22 +287,36 @@ def small_pickle(object value):
     return None if n < 0 else PyBytes_FromStringAndSize(buf, n)
 
 
+cdef bytes _pickled(object value, char* small, const char** at, Py_ssize_t* size):
+    """Pickle *value* and point *at* to its *size* bytes: in *small* when it is
+    small (then None is returned), else in the bytes returned, which the caller
+    keeps while it reads them. *size* is -1 when the pickle has out-of-band
+    buffers (none is taken as an entry)."""
+    cdef list buffers
+    cdef bytes data
+    cdef Py_ssize_t n = _small_pickle(value, small)
+    if n >= 0:
+        at[0] = small
+        size[0] = n
+        return None
+    buffers = []
+    data = _dumps(value, protocol=5, buffer_callback=buffers.append)
+    if buffers:
+        size[0] = -1
+        return None
+    at[0] = PyBytes_AS_STRING(data)
+    size[0] = PyBytes_GET_SIZE(data)
+    return data
+
+
 cdef object _encode(object value, bytes key, const uint64_t* start):
     """``(digest, entry)`` of *value* stored for *key*, or None (out-of-band buffers)."""
     cdef char small[_SMALL]
-    cdef list buffers
-    cdef bytes data = None
     cdef const char* at
-    cdef Py_ssize_t size = _small_pickle(value, small)
-    if size >= 0:
-        at = small
-    else:
-        buffers = []
-        data = _dumps(value, protocol=5, buffer_callback=buffers.append)
-        if buffers:
-            return None
-        at = PyBytes_AS_STRING(data)
-        size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t size
+    cdef bytes data = _pickled(value, small, &at, &size)  # keeps a large pickle alive
+    if size < 0:
+        return None
     if PyBytes_GET_SIZE(key) != 32:
         raise ValueError("encode_entry: keys and digests are 32 bytes")
     cdef bytes entry = PyBytes_FromStringAndSize(NULL, 24 + 32 + size)
@@ -316,19 +330,11 @@ cdef object _encode(object value, bytes key, const uint64_t* start):
 cdef object _digest_of(object value, const uint64_t* start):
     """The framed digest of *value*'s pickle, or None (out-of-band buffers)."""
     cdef char small[_SMALL]
-    cdef list buffers
-    cdef bytes data = None
     cdef const char* at
-    cdef Py_ssize_t size = _small_pickle(value, small)
-    if size >= 0:
-        at = small
-    else:
-        buffers = []
-        data = _dumps(value, protocol=5, buffer_callback=buffers.append)
-        if buffers:
-            return None
-        at = PyBytes_AS_STRING(data)
-        size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t size
+    cdef bytes data = _pickled(value, small, &at, &size)  # keeps a large pickle alive
+    if size < 0:
+        return None
     cdef bytes framed = PyBytes_FromStringAndSize(NULL, 8 + 32)
     cdef char* p = PyBytes_AS_STRING(framed)
     memcpy(p, PyBytes_AS_STRING(_FRAME), 8)
