@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import copy
-import functools
 import gc
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -1073,8 +1072,4 @@ _compiled_add: Any = _native.BACKEND.build if _native.BACKEND.name == "cython" e
 def _install_compiled_add() -> None:
     global _compiled_add
     build, _compiled_add = _compiled_add, None
-    general = DAG.__dict__["add"]
-    fast = build.add
-    build.set_general_add(DAG, general)
-    functools.update_wrapper(fast, general)
-    type.__setattr__(DAG, "add", fast)
+    _native.install_compiled_add(DAG, build.add, lambda add: build.set_general_add(DAG, add))

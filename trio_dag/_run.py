@@ -6,7 +6,6 @@ policy into core keys, and hand over to the engine.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import numbers
@@ -839,8 +838,4 @@ _compiled_add: Any = _native.BACKEND.core if _native.BACKEND.name == "cython" el
 def _install_compiled_add() -> None:
     global _compiled_add
     core, _compiled_add = _compiled_add, None
-    general = Run.__dict__["add"]
-    fast = core.run_add
-    core.set_general_run_add(general)
-    functools.update_wrapper(fast, general)
-    type.__setattr__(Run, "add", fast)
+    _native.install_compiled_add(Run, core.run_add, core.set_general_run_add)

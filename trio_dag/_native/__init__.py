@@ -21,11 +21,12 @@ module or a twin by name. Both halves take these codes from ``_shared``.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import import_module
 from types import ModuleType
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, final
 
 import attrs
 
@@ -47,6 +48,7 @@ __all__ = [
     "choose",
     "compiled",
     "core",
+    "install_compiled_add",
     "python",
 ]
 
@@ -118,6 +120,19 @@ def choose(environ: Mapping[str, str] = os.environ) -> Backend:
         if required:
             raise ImportError(f"TRIO_DAG_REQUIRE_EXTENSION is set but {exc.msg}") from exc
         return python()
+
+
+def install_compiled_add(cls: type, fast: Any, set_general: Callable[[Any], None]) -> None:
+    """Make *fast*, a compiled module's ``add`` (a vectorcall callable), ``cls.add``.
+
+    It takes the common call itself and hands every other, as it came, to
+    the Python ``add`` it replaces, which *set_general* gives it; it shows
+    that ``add``'s name, docstring and signature (``DAG.add``, ``Run.add``).
+    """
+    general = cls.__dict__["add"]
+    set_general(general)
+    functools.update_wrapper(fast, general)
+    type.__setattr__(cls, "add", fast)
 
 
 BACKEND: Backend = choose()
