@@ -47,21 +47,27 @@ BOUND = 30.0
 NO_FIXED_PORT = {"dashboard_address": ":0"}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """A LocalCluster of 2 single-threaded worker processes, closed at the module's end."""
-    # Dask logs a killed worker and a lost connection as errors; the tests
-    # check what the run says about them instead.
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+def local_cluster(workers: int) -> Any:
+    """A LocalCluster of *workers* single-threaded worker processes on 127.0.0.1,
+    whose scheduler lets no task be run again after its worker dies."""
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        local = distributed.LocalCluster(
-            n_workers=2,
+        return distributed.LocalCluster(
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
             scheduler_kwargs=NO_FIXED_PORT,
         )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A LocalCluster of 2 single-threaded worker processes, closed at the module's end."""
+    # Dask logs a killed worker and a lost connection as errors; the tests
+    # check what the run says about them instead.
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    local = local_cluster(2)
     try:
         yield local
     finally:
@@ -208,15 +214,7 @@ async def test_without_retries_a_killed_worker_fails_its_task_and_says_so(
 
 async def test_a_lost_scheduler_connection_ends_the_run_and_says_so(tmp_path: Path) -> None:
     # A cluster of its own: this one's client is cut off from its scheduler.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        own = distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            scheduler_kwargs=NO_FIXED_PORT,
-        )
+    own = local_cluster(1)
     try:
         with distributed.Client(own) as client:
             dag = trio_dag.DAG()
