@@ -123,6 +123,21 @@ async def _run_and_stop(
     return run.report
 
 
+def _check_stopped_run(
+    plan: DagPlan,
+    dag: trio_dag.DAG,
+    report: trio_dag.RunReport,
+    recorder: Recorder,
+    stops: _Stops,
+    used: dict[str, Any],
+) -> None:
+    """check_run's rules, with the cancels that took, and each error the body's own."""
+    check_run(
+        dag, report, recorder, cancelled=stops.run, cancelled_tasks=sorted(set(stops.tasks)), **used
+    )
+    _errors_are_the_bodies_own(plan, report)
+
+
 def _errors_are_the_bodies_own(plan: DagPlan, report: trio_dag.RunReport) -> None:
     """Each FAILED task holds what its body (or its batched call, or its timeout)
     raised, of the drawn kind: never another task's error, never a timeout where
@@ -187,10 +202,7 @@ def test_what_users_write_keeps_the_rules_when_cancelled_at_drawn_moments(
     report = on_mock_clock(
         main, threads=True, what=describe(plan, options, picks=picks, stop_at=stop_at)
     )
-    check_run(
-        dag, report, recorder, cancelled=stops.run, cancelled_tasks=sorted(set(stops.tasks)), **used
-    )
-    _errors_are_the_bodies_own(plan, report)
+    _check_stopped_run(plan, dag, report, recorder, stops, used)
 
 
 @settings(suite, max_examples=examples(0.5))
@@ -234,10 +246,7 @@ def test_a_limiter_shared_with_the_caller_keeps_the_rules(
         threads=True,
         what=describe(plan, options, picks=picks, stop_at=stop_at, release_at=release_at),
     )
-    check_run(
-        dag, report, recorder, cancelled=stops.run, cancelled_tasks=sorted(set(stops.tasks)), **used
-    )
-    _errors_are_the_bodies_own(plan, report)
+    _check_stopped_run(plan, dag, report, recorder, stops, used)
 
 
 @settings(suite, max_examples=examples(0.1))
@@ -271,10 +280,7 @@ def test_what_users_write_keeps_the_rules_on_the_real_clock(
     report = on_real_clock(
         main, seconds=10, what=describe(plan, options, picks=picks, stop_at=stop_at)
     )
-    check_run(
-        dag, report, recorder, cancelled=stops.run, cancelled_tasks=sorted(set(stops.tasks)), **used
-    )
-    _errors_are_the_bodies_own(plan, report)
+    _check_stopped_run(plan, dag, report, recorder, stops, used)
 
 
 # -- a handle inside an object of the user's own ---------------------------------------
