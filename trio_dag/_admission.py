@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._batching import Batched
 from ._errors import ResourceError
-from ._executors import executor_users
 from ._native import core
 from ._policies import Strategy, Threshold
 
@@ -107,7 +106,7 @@ class Admission:
             self.uses = self._quantize(snap, states, resources or {})
         # The executors whose tasks take a slot, by name: what each counts under.
         self.slots: dict[str, Counted] = {}
-        if executors is not None and snap.with_notes:
+        if executors is not None and executors.users:
             self._count_slots(snap, states, executors)
         self.threshold = strategy.n if isinstance(strategy, Threshold) else 0
         self.group_left = 0
@@ -195,10 +194,14 @@ class Admission:
         what it uses while it gathers, one slot per call would idle the
         executor meanwhile).
         """
-        fns = snap.columns.fns
-        for name, noted in executor_users(snap, with_uses=False).items():
+        opts, fns = snap.columns.opts, snap.columns.fns
+        for name, users in executors.users.items():
             tasks = [
-                i for i in noted if states[i] != core.EXCLUDED and not isinstance(fns[i], Batched)
+                i
+                for i in users
+                if not opts[i].uses
+                and states[i] != core.EXCLUDED
+                and not isinstance(fns[i], Batched)
             ]
             capacity = executors.capacity(name)
             if capacity is None or len(tasks) <= capacity:

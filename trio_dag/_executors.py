@@ -44,7 +44,6 @@ __all__ = [
     "Executor",
     "Executors",
     "check_executors",
-    "executor_users",
     "executors_of",
     "not_pickled",
     "open_workers",
@@ -239,7 +238,7 @@ def _exit_code(exc: trio_parallel.BrokenWorkerError) -> int | None:
 class Executors:
     """The executors of one run, by name; made by :func:`check_executors`."""
 
-    __slots__ = ("_by_name", "_capacities", "_processes")
+    __slots__ = ("_by_name", "_capacities", "_processes", "users")
 
     def __init__(
         self,
@@ -250,6 +249,9 @@ class Executors:
         self._by_name = by_name
         self._processes = processes
         self._capacities = capacities or {}
+        # The run's tasks on an executor, by its name, in task order: what
+        # check_executors found (admission counts their slots from it).
+        self.users: dict[str, list[int]] = {}
 
     def capacity(self, name: str) -> int | None:
         """How many bodies executor *name* runs at once, when that is known:
@@ -375,11 +377,10 @@ def unpicklable(fn: Callable[..., Any]) -> str | None:
     return None
 
 
-def executor_users(snap: Snapshot, *, with_uses: bool = True) -> dict[str, list[int]]:
+def _executor_users(snap: Snapshot) -> dict[str, list[int]]:
     """The tasks whose ``run_in`` names an executor, by that name, in task order.
 
-    Reads only the tasks the snapshot notes. ``with_uses=False`` leaves out
-    the tasks that give ``uses=``.
+    Reads only the tasks the snapshot notes.
     """
     opts = snap.columns.opts
     users: dict[str, list[int]] = {}
@@ -388,7 +389,7 @@ def executor_users(snap: Snapshot, *, with_uses: bool = True) -> dict[str, list[
         o = opts[i]
         if o is not last:
             last = o
-            on = o.run_in if o.run_in not in BUILT_IN and (with_uses or not o.uses) else None
+            on = o.run_in if o.run_in not in BUILT_IN else None
         if on is not None:
             users.setdefault(on, []).append(i)
     return users
@@ -409,7 +410,7 @@ def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: ob
     """
     mapping, capacities = _check_mapping(executors)
     fns = snap.columns.fns
-    users = executor_users(snap)
+    users = _executor_users(snap)
     if members is not None and users:
         in_run = set(members)
         users = {k: kept for k, v in users.items() if (kept := [i for i in v if i in in_run])}
@@ -448,7 +449,9 @@ def check_executors(snap: Snapshot, members: Sequence[int] | None, executors: ob
                     why,
                 ),
             )
-    return executors_of(mapping, capacities)
+    on = executors_of(mapping, capacities)
+    on.users = users
+    return on
 
 
 def executors_of(
