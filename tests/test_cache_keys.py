@@ -559,6 +559,22 @@ def test_the_fast_argument_digests_match_args_digest(dag_core: ModuleType) -> No
         assert kh.flat_args_digest(args, trio_dag.Handle, ARGS_PERSON) is None
 
 
+def test_a_part_holds_its_dependencies_and_head_the_same_on_both_backends(
+    dag_core: ModuleType,
+) -> None:
+    from trio_dag._native import _keyhash_py
+
+    kh = _native.BACKEND.keyhash
+    for prefix, deps in [(b"", ()), (b"head" * 20, (3,)), (b"h", (0, 2**40, 7, 7))]:
+        part = kh.make_part(prefix, deps)
+        assert part == _keyhash_py.make_part(prefix, deps)
+        assert len(part) == 8 + 8 * len(deps) + len(prefix)
+        assert kh.split_part(part) == (prefix, tuple(deps))
+    for broken in [b"", b"\x01" + b"\x00" * 7, b"\x09" + b"\x00" * 15]:
+        with pytest.raises(ValueError, match="not a part"):
+            kh.split_part(broken)
+
+
 def test_the_fast_task_keys_match_task_key(dag_core: ModuleType) -> None:
     from trio_dag._keys import KEY_PERSON, framed_digest, key_head
 
@@ -566,12 +582,12 @@ def test_the_fast_task_keys_match_task_key(dag_core: ModuleType) -> None:
     fp = fingerprint(len)
     outs = [output_digest(i) for i in range(4)]
     digests: list[bytes | None] = [framed_digest(d) for d in outs] + [None]
-    parts = {
-        10: (key_head(fp, None) + b"A" * 32 + (0).to_bytes(8, "little"), ()),
-        11: (key_head(fp, "v2") + b"B" * 32 + (2).to_bytes(8, "little"), (2, 0)),
-        12: (key_head(fp, None) + b"C" * 32 + (1).to_bytes(8, "little"), (4,)),  # no digest
-        13: (key_head(fp, None) + b"D" * 32 + (1).to_bytes(8, "little"), (1,)),  # not plain
-    }
+    parts: list[bytes | None] = [None] * 20
+    parts[10] = kh.make_part(key_head(fp, None) + b"A" * 32 + (0).to_bytes(8, "little"), ())
+    parts[11] = kh.make_part(key_head(fp, "v2") + b"B" * 32 + (2).to_bytes(8, "little"), (2, 0))
+    # no digest, then not plain
+    parts[12] = kh.make_part(key_head(fp, None) + b"C" * 32 + (1).to_bytes(8, "little"), (4,))
+    parts[13] = kh.make_part(key_head(fp, None) + b"D" * 32 + (1).to_bytes(8, "little"), (1,))
     plain = bytearray(20)
     plain[10] = plain[11] = plain[12] = 1
     asks = bytearray(b"\x01" * 20)
@@ -649,10 +665,14 @@ def test_a_runs_key_parts_are_the_same_on_both_backends_and_match_args_digest(
     run = RunCache(snap, trio_dag.MemoryCache(), None)
     assert run.not_cached == [(8, run.not_cached[0][1])]
     assert "cannot be hashed" in run.not_cached[0][1]
-    assert sorted(run.parts) == [0, 1, 2, 3, 4, 5, 6]
+    assert [i for i, part in enumerate(run.parts) if part is not None] == [0, 1, 2, 3, 4, 5, 6]
+    assert run.count == 7 and run.asked == 8
     assert list(run.plain[:9]) == [1, 1, 1, 1, 1, 1, 0, 0, 0]
     assert list(run.wants_digest[:3]) == [1, 1, 0]
-    for i, (head, deps) in run.parts.items():
+    for i, part in enumerate(run.parts):
+        if part is None:
+            continue
+        head, deps = run.kh.split_part(part)
         args, kwargs = snap.bind(i, [snap.handle(j) for j in range(snap.n)])
         expected = args_digest(args, kwargs)
         assert head[-40:-8] == expected.digest

@@ -167,9 +167,11 @@ class RunCache:
         # Output digests, as keys lay them out (length-prefixed), of the
         # tasks with cached dependents.
         self.digests: list[bytes | None] = [None] * n
-        # Per cached task: what its key starts with (fingerprint, version=,
-        # arguments' digest, dependency count) and its dependencies in slot order.
-        self.parts: dict[int, tuple[bytes, Sequence[int]]] = {}
+        # Per cached task, its part (``keyhash.make_part``, None for the
+        # others): its dependencies in slot order and what its key starts
+        # with (fingerprint, version=, arguments' digest, dependency count).
+        # One bytes object a task: nothing for the cyclic GC to walk.
+        self.parts: list[bytes | None] = [None] * n
         # The key of each cached task that missed: its entry is stored when it returns.
         self.keys: dict[int, bytes] = {}
         # The entries not yet handed to the store: their keys, and each entry
@@ -228,6 +230,7 @@ class RunCache:
         wants = self.wants_digest
         flat_args_digest = self.kh.flat_args_digest
         heads: dict[tuple[int, str | None], bytes] = {}  # (id(fn), version): key_head
+        make_part = self.kh.make_part
 
         def head_of(fn: Any, o: Any) -> bytes | None:
             """The key head of *fn* and the options' version=; None when
@@ -297,7 +300,7 @@ class RunCache:
                 continue
             except RuntimeError:
                 continue  # its arguments changed after add: the task fails as it starts
-            parts[i] = (head + digest + pack(len(deps)), deps)
+            parts[i] = make_part(head + digest + pack(len(deps)), deps)
             asks[i] = 1
             if o.cache is True:
                 plain[i] = 1
@@ -307,6 +310,7 @@ class RunCache:
     def grow(self) -> None:
         """One more task: a task was added to the running run (``_growth``);
         every per-task column grows here, in one place."""
+        self.parts.append(None)
         self.asks.append(0)
         self.plain.append(0)
         self.hit.append(0)
@@ -326,9 +330,14 @@ class RunCache:
         return digest.digest, tuple(h._index for h in digest.handles)
 
     @property
+    def count(self) -> int:
+        """How many tasks of the run are cached (have a key)."""
+        return len(self.parts) - self.parts.count(None)
+
+    @property
     def asked(self) -> int:
         """How many tasks of the run asked for the cache."""
-        return len(self.parts) + len(self.not_cached)
+        return self.count + len(self.not_cached)
 
     def look_up(
         self,
@@ -365,7 +374,7 @@ class RunCache:
             if self.whole:  # (digest, payload) pairs: no CacheEntry made per hit
                 if self.snapshot is False:
                     self.snapshot = None  # if _snapshot raises, as _lookup_pairs would
-                    self.snapshot = store._snapshot(len(self.parts), self.kh.snapshot_found)
+                    self.snapshot = store._snapshot(self.count, self.kh.snapshot_found)
                 found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(keys, self.snapshot)
             else:
                 found = {k: (e.digest, e.payload) for k, e in store.lookup(keys).items()}
@@ -403,8 +412,9 @@ class RunCache:
         opts = snap.columns.opts
         digests = self.digests
         parts = self.parts
+        split_part = self.kh.split_part
         for v in tasks:
-            head, deps = parts[v]
+            head, deps = split_part(parts[v])
             body = [head]
             for j in deps:
                 d = digests[j]

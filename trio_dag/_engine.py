@@ -236,7 +236,7 @@ class Engine:
             and stream is None
         )
         self.loop = backend.loop.Loop(snap, self.st, trio.current_time, fast, self._spawn)
-        if fast and self.caching is not None and self.caching.parts:
+        if fast and self.caching is not None and self.caching.count:
             # The loop hands back a cached task not looked up yet (the worker
             # looks it up) and runs those that missed, telling the cache
             # their outputs.
@@ -259,7 +259,7 @@ class Engine:
             _Outcomes(self),
             _Host(self),
         )
-        if self.caching is not None and self.caching.parts:
+        if self.caching is not None and self.caching.count:
             self.batcher.unlooked = self.caching.asks
 
     # -- the run as a whole --------------------------------------------------

@@ -365,11 +365,11 @@ class Growth:
             loop.on_return = caching.returned
         if caching.asks[i] and engine.batcher is not None and engine.batcher.unlooked is None:
             engine.batcher.unlooked = caching.asks
-        part = caching.parts.get(i)
+        part = caching.parts[i]
         if part is None:
             return
         outputs = engine.outputs
-        for j in part[1]:
+        for j in caching.kh.split_part(part)[1]:
             if caching.digests[j] is None and engine.st.state(j) == core.SUCCEEDED:
                 try:
                     caching.digests[j] = framed_digest(output_digest(outputs[j]))

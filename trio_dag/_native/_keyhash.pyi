@@ -22,9 +22,16 @@ def flat_args_digest(
     None and bools, and its handles' indices in slot order; None for any
     other tuple."""
 
+def make_part(prefix: bytes, deps: Sequence[int]) -> bytes:
+    """A task's part: ``u64(len(deps))``, each dependency as a u64, then *prefix*
+    (its key body's head)."""
+
+def split_part(part: bytes) -> tuple[bytes, tuple[int, ...]]:
+    """``(prefix, deps)`` of a part made by :func:`make_part`."""
+
 def task_keys(
     tasks: Sequence[int],
-    parts: dict[int, tuple[bytes, Sequence[int]]],
+    parts: list[bytes | None],
     digests: list[bytes | None],
     plain: bytearray,
     person: bytes,
@@ -62,7 +69,7 @@ def hash_tasks(
     head_of: Callable[[Any, Any], bytes | None],
     handle_type: type,
     person: bytes,
-    parts: dict[int, tuple[bytes, Sequence[int]]],
+    parts: list[bytes | None],
     asks: bytearray,
     plain: bytearray,
     wants: bytearray,

@@ -35,16 +35,30 @@ cdef bytes _FRAME = b"\x20\x00\x00\x00\x00\x00\x00\x00"  # u64(32): a digest's f
 
 include "_keyhash_blake2b.pxi"
 
+cdef enum:
+    _MAX_DEPS = 456  # _BUF // 9: more handles than a flat tuple's encoding can hold
+
 
 def flat_args_digest(tuple args, type handle_type, bytes person):
-    return _flat(args, handle_type, _start(person))
+    cdef Py_ssize_t deps[_MAX_DEPS]
+    cdef bytes digest = PyBytes_FromStringAndSize(NULL, 32)
+    cdef Py_ssize_t k, n = _flat(
+        args, handle_type, _start(person), <uint8_t*>PyBytes_AS_STRING(digest), deps
+    )
+    if n < 0:
+        return None
+    return digest, tuple([deps[k] for k in range(n)])
 
 
-cdef object _flat(tuple args, type handle_type, const uint64_t* start):
+cdef Py_ssize_t _flat(
+    tuple args, type handle_type, const uint64_t* start, uint8_t* digest, Py_ssize_t* deps
+) except -2:
+    """Hash a flat tuple of arguments into *digest* (32 bytes) and write its
+    handles' indices in slot order to *deps*; return how many, or -1 when
+    the tuple is not flat (see flat_args_digest)."""
     cdef char buf[_BUF]
-    cdef Py_ssize_t n = len(args), at = 0, i, k, size, slot
-    cdef list deps = []
-    cdef object a, data, j
+    cdef Py_ssize_t n = len(args), at = 0, i, k, size, slot, nd = 0, j
+    cdef object a, data
     cdef type t
     cdef long long value
     cdef int overflow
@@ -52,32 +66,33 @@ cdef object _flat(tuple args, type handle_type, const uint64_t* start):
     at = 1 + _put_u64(buf + 1, <uint64_t>n)
     for i in range(n):
         if at > _BUF - 300:  # room for the longest item and the tail
-            return None
+            return -1
         a = args[i]
         t = type(a)
         if t is handle_type:
             j = a._index
             slot = -1
-            for k in range(len(deps)):
+            for k in range(nd):
                 if deps[k] == j:
                     slot = k
                     break
             if slot < 0:
-                slot = len(deps)
-                deps.append(j)
+                slot = nd
+                deps[nd] = j
+                nd += 1
             buf[at] = b"H"
             at += 1 + _put_u64(buf + at + 1, <uint64_t>slot)
         elif t is int:
             value = PyLong_AsLongLongAndOverflow(a, &overflow)
             if overflow:
-                return None
+                return -1
             buf[at] = b"i"
             at += 1 + _put_u64(buf + at + 1, <uint64_t><int64_t>value)
         elif t is str:
             data = (<str>a).encode("utf-8", "surrogatepass")
             size = PyBytes_GET_SIZE(data)
             if size >= 256:
-                return None
+                return -1
             buf[at] = b"u"
             at += 1 + _put_u64(buf + at + 1, <uint64_t>size)
             memcpy(buf + at, PyBytes_AS_STRING(data), size)
@@ -89,15 +104,45 @@ cdef object _flat(tuple args, type handle_type, const uint64_t* start):
             buf[at] = b"T" if a else b"F"
             at += 1
         else:
-            return None
+            return -1
     buf[at] = b"k"
     at += 1 + _put_u64(buf + at + 1, 0)
-    return _b2_digest(start, buf, at), tuple(deps)
+    _b2_hash(start, <const uint8_t*>buf, at, digest)
+    return nd
+
+
+cdef inline uint64_t _get_u64(const char* p) noexcept nogil:
+    return _b2_load(<const uint8_t*>p)
+
+
+def make_part(bytes prefix, deps):
+    cdef Py_ssize_t nd = len(deps), k, size = PyBytes_GET_SIZE(prefix)
+    cdef bytes part = PyBytes_FromStringAndSize(NULL, 8 + 8 * nd + size)
+    cdef char* p = PyBytes_AS_STRING(part)
+    _put_u64(p, <uint64_t>nd)
+    for k in range(nd):
+        _put_u64(p + 8 + 8 * k, <uint64_t><Py_ssize_t>deps[k])
+    memcpy(p + 8 + 8 * nd, PyBytes_AS_STRING(prefix), size)
+    return part
+
+
+def split_part(bytes part):
+    cdef const char* p = PyBytes_AS_STRING(part)
+    cdef Py_ssize_t nd, k
+    if PyBytes_GET_SIZE(part) < 8:
+        raise ValueError("split_part: not a part")
+    nd = <Py_ssize_t>_get_u64(p)
+    if nd < 0 or PyBytes_GET_SIZE(part) < 8 + 8 * nd:
+        raise ValueError("split_part: not a part")
+    return (
+        PyBytes_FromStringAndSize(p + 8 + 8 * nd, PyBytes_GET_SIZE(part) - 8 - 8 * nd),
+        tuple([<Py_ssize_t>_get_u64(p + 8 + 8 * k) for k in range(nd)]),
+    )
 
 
 def task_keys(
     tasks,
-    dict parts,
+    list parts,
     list digests,
     bytearray plain,
     bytes person,
@@ -106,19 +151,20 @@ def task_keys(
     bytearray asks,
 ):
     cdef list rest = []
-    cdef Py_ssize_t v, size, at, j
-    cdef object deps, d, head
+    cdef Py_ssize_t v, size, at, j, k, nd, head_size
+    cdef object d, part
     cdef bytes body
-    cdef tuple pair
     cdef char buf[_BUF]
     cdef char* p
+    cdef const char* q
+    cdef const char* head
     cdef bint ok
     cdef const uint64_t* start = _start(person)
     cdef unsigned char* is_plain = plain
     cdef unsigned char* asked = asks
-    cdef Py_ssize_t n = len(plain)
-    if len(asks) != n:
-        raise ValueError("task_keys: plain and asks differ in length")
+    cdef Py_ssize_t n = len(plain), m = len(digests)
+    if len(asks) != n or len(parts) < n:
+        raise ValueError("task_keys: plain, asks and parts differ in length")
     for v in tasks:
         if v < 0 or v >= n:
             raise IndexError(f"task_keys: task {v} out of range")
@@ -126,12 +172,21 @@ def task_keys(
         if not is_plain[v]:
             rest.append(v)
             continue
-        pair = <tuple>parts[v]
-        head = pair[0]
-        deps = pair[1]
-        size = PyBytes_GET_SIZE(head) + 1
+        part = parts[v]
+        if type(part) is not bytes or PyBytes_GET_SIZE(part) < 8:
+            raise TypeError(f"task_keys: task {v} has no part")
+        q = PyBytes_AS_STRING(part)
+        nd = <Py_ssize_t>_get_u64(q)
+        if nd < 0 or PyBytes_GET_SIZE(part) < 8 + 8 * nd:
+            raise ValueError(f"task_keys: task {v}'s part is malformed")
+        head = q + 8 + 8 * nd
+        head_size = PyBytes_GET_SIZE(part) - 8 - 8 * nd
+        size = head_size + 1
         ok = True
-        for j in deps:
+        for k in range(nd):
+            j = <Py_ssize_t>_get_u64(q + 8 + 8 * k)
+            if j < 0 or j >= m:
+                raise IndexError(f"task_keys: dependency {j} out of range")
             d = digests[j]
             if d is None:
                 ok = False
@@ -147,10 +202,10 @@ def task_keys(
         else:
             body = PyBytes_FromStringAndSize(NULL, size)
             p = PyBytes_AS_STRING(body)
-        at = PyBytes_GET_SIZE(head)
-        memcpy(p, PyBytes_AS_STRING(head), at)
-        for j in deps:
-            d = digests[j]
+        memcpy(p, head, head_size)
+        at = head_size
+        for k in range(nd):
+            d = digests[<Py_ssize_t>_get_u64(q + 8 + 8 * k)]
             memcpy(p + at, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d))
             at += PyBytes_GET_SIZE(d)
         p[at] = b"0"
@@ -352,13 +407,16 @@ def hash_tasks(
     object head_of,
     type handle_type,
     bytes person,
-    dict parts,
+    list parts,
     bytearray asks,
     bytearray plain,
     bytearray wants,
 ):
     cdef list rest = []
-    cdef object o, fn, stored, flat, digest, deps, j
+    cdef object o, fn, stored
+    cdef Py_ssize_t deps[_MAX_DEPS]
+    cdef uint8_t digest[32]
+    cdef Py_ssize_t nd, j
     cdef object last_opts = None, last_fn = None, head = None, last_version = None
     cdef Py_ssize_t i, k, n = len(asks)
     cdef unsigned char* asked = asks
@@ -368,7 +426,10 @@ def hash_tasks(
     cdef bytes part
     cdef char* p
     cdef Py_ssize_t size
-    if len(plain) != n or len(wants) != n or len(opts) < n or len(fns) < n or len(stored_args) < n:
+    if (
+        len(plain) != n or len(wants) != n or len(parts) < n
+        or len(opts) < n or len(fns) < n or len(stored_args) < n
+    ):
         raise ValueError("hash_tasks: columns shorter than the run")
     for i in tasks:
         if i < 0 or i >= n:
@@ -396,27 +457,32 @@ def hash_tasks(
         if o is not last_opts:
             last_opts = o
             last_version = o.version
-        flat = _flat(<tuple>stored, handle_type, start)
-        if flat is None:
+        nd = _flat(<tuple>stored, handle_type, start, digest, deps)
+        if nd < 0:
             rest.append(i)
             continue
-        digest, deps = flat
-        # head + digest + u64(len(deps)), as one bytes object
+        for k in range(nd):
+            j = deps[k]
+            if j < 0 or j >= n:
+                raise IndexError(f"hash_tasks: dependency {j} out of range")
+        # u64(len(deps)), the deps, then head + digest + u64(len(deps)), as one
+        # bytes object (see make_part): no tuple per task for the GC to walk.
         size = PyBytes_GET_SIZE(head)
-        part = PyBytes_FromStringAndSize(NULL, size + 32 + 8)
+        part = PyBytes_FromStringAndSize(NULL, 8 + 8 * nd + size + 32 + 8)
         p = PyBytes_AS_STRING(part)
+        _put_u64(p, <uint64_t>nd)
+        for k in range(nd):
+            _put_u64(p + 8 + 8 * k, <uint64_t>deps[k])
+        p += 8 + 8 * nd
         memcpy(p, PyBytes_AS_STRING(head), size)
-        memcpy(p + size, PyBytes_AS_STRING(digest), 32)
-        _put_u64(p + size + 32, <uint64_t>len(deps))
-        parts[i] = (part, deps)
+        memcpy(p + size, digest, 32)
+        _put_u64(p + size + 32, <uint64_t>nd)
+        parts[i] = part
         asked[i] = 1
         if o.cache is True:
             is_plain[i] = 1
-        for j in deps:
-            k = j
-            if k < 0 or k >= n:
-                raise IndexError(f"hash_tasks: dependency {k} out of range")
-            wanted[k] = 1
+        for k in range(nd):
+            wanted[deps[k]] = 1
     return rest
 
 

@@ -11,6 +11,9 @@ the rest of trio_dag. Layouts (``_keys`` documents them):
 - an argument tuple: ``b"(" u64(n)``, each item (``b"H" u64(slot)`` a
   handle, ``b"i" i64`` an int, ``b"u" u64(len) utf-8`` a str under 256
   bytes, ``b"0"`` None, ``b"T"``/``b"F"`` a bool), then ``b"k" u64(0)``;
+- a task's part (what the freeze keeps per cached task, one bytes object):
+  ``u64(len(deps))``, each dependency's index as a u64 (slot order), then
+  the key body's head;
 - a key body: its head (key head, arguments' digest, dependency count), each
   dependency's framed digest (``u64(32) digest``), ``b"0"`` (no ``cache=``
   function);
@@ -33,8 +36,10 @@ __all__ = [
     "flat_args_digest",
     "hash_tasks",
     "insert_rows",
+    "make_part",
     "small_pickle",
     "snapshot_found",
+    "split_part",
     "take_hits",
     "task_keys",
     "unpend",
@@ -105,9 +110,24 @@ def flat_args_digest(
     return blake2b_digest(b"".join(parts), person), tuple(deps)
 
 
+def make_part(prefix: bytes, deps: Sequence[int]) -> bytes:
+    """A task's part: its dependencies (slot order) and its key body's head *prefix*."""
+    return struct.pack(f"<{len(deps) + 1}Q", len(deps), *deps) + prefix
+
+
+def split_part(part: bytes) -> tuple[bytes, tuple[int, ...]]:
+    """``(prefix, deps)`` of a part made by :func:`make_part`."""
+    if len(part) < 8:
+        raise ValueError("split_part: not a part")
+    (n,) = struct.unpack_from("<Q", part)
+    if len(part) < 8 + 8 * n:
+        raise ValueError("split_part: not a part")
+    return part[8 + 8 * n :], struct.unpack_from(f"<{n}Q", part, 8)
+
+
 def task_keys(
     tasks: Sequence[int],
-    parts: dict[int, tuple[bytes, Sequence[int]]],
+    parts: list[bytes | None],
     digests: list[bytes | None],
     plain: bytearray,
     person: bytes,
@@ -117,15 +137,19 @@ def task_keys(
 ) -> list[int]:
     """Append to *keys* and *asking* the key and index of each task of
     *tasks* whose key needs no Python: ``plain[v]`` (``cache=True``) and every
-    dependency's digest there. Return the others, in order. Clear
-    ``asks[v]`` of every task (each is looked up now)."""
+    dependency's digest there (``parts[v]`` holds its head and dependencies,
+    see :func:`make_part`). Return the others, in order. Clear ``asks[v]``
+    of every task (each is looked up now)."""
     rest = []
     for v in tasks:
         asks[v] = 0
-        head, deps = parts[v]
         if not plain[v]:
             rest.append(v)
             continue
+        part = parts[v]
+        if type(part) is not bytes:
+            raise TypeError(f"task_keys: task {v} has no part")
+        head, deps = split_part(part)
         body = [head]
         for j in deps:
             d = digests[j]
@@ -202,7 +226,7 @@ def hash_tasks(
     head_of: Callable[[Any, Any], bytes | None],
     handle_type: type,
     person: bytes,
-    parts: dict[int, tuple[bytes, Sequence[int]]],
+    parts: list[bytes | None],
     asks: bytearray,
     plain: bytearray,
     wants: bytearray,
@@ -210,10 +234,10 @@ def hash_tasks(
     """Hash the arguments of each task of *tasks* (ascending) whose options
     say ``cache`` and that is *in_run* (None: all), when they are a flat tuple
     (see :func:`flat_args_digest`) and the task is not in *other* (tasks with
-    kwargs or nested handles): ``parts[i]`` is its key head (``head_of(fn,
-    opts)``, reused while a task shares its function and ``version=`` with
-    the one before), arguments'
-    digest and dependency count, and its dependencies; ``asks[i]``,
+    kwargs or nested handles): ``parts[i]`` is its part (:func:`make_part`):
+    its dependencies and its key head (``head_of(fn, opts)``, reused while a
+    task shares its function and ``version=`` with the one before),
+    arguments' digest and dependency count; ``asks[i]``,
     ``plain[i]`` (``cache=True``) and each dependency's ``wants`` are set.
     Return the other cached tasks (a head_of of None among them), in order."""
     rest = []
@@ -243,7 +267,7 @@ def hash_tasks(
             rest.append(i)
             continue
         digest, deps = flat
-        parts[i] = (head + digest + _u64(len(deps)), deps)
+        parts[i] = make_part(head + digest + _u64(len(deps)), deps)
         asks[i] = 1
         if o.cache is True:
             plain[i] = 1
