@@ -710,6 +710,21 @@ def test_keys_may_be_ints(core: ModuleType) -> None:
     assert core.RunState(core.Graph(3, [], []), (2, 1, 3)).pop_all() == [1, 0, 2]
 
 
+def test_pop_marked_pops_the_marked_ready_nodes_and_leaves_the_others_in_place(
+    core: ModuleType,
+) -> None:
+    rs = core.RunState(graph(core, 6, (0, 5)))
+    assert rs.pop_marked(bytearray([0, 1, 0, 1])) == [1, 3]  # 4 and 5: past the marks
+    assert rs.running == 2 and rs.ready == 3
+    assert rs.pop_all() == [0, 2, 4]  # as they were
+    rs.push_back_unmarked([1, 3, 0], bytearray([0, 1]))  # 1 stays popped
+    assert rs.running == 3 and rs.ready == 2
+    assert rs.pop_all() == [0, 3]
+    with pytest.raises(ValueError):
+        rs.push_back_unmarked([5], bytearray())  # pending, not popped
+    assert rs.pop_marked(bytearray()) == []
+
+
 def test_pop_returns_minus_one_when_nothing_is_ready(core: ModuleType) -> None:
     rs = core.RunState(graph(core, 2, (0, 1)))
     assert rs.pop() == 0

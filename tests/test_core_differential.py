@@ -128,6 +128,8 @@ OPERATIONS = (
     "cancel",
     "done_many",
     "cancel_pending",
+    "pop_marked",
+    "push_back_unmarked",
 )
 
 
@@ -145,6 +147,11 @@ def step(left: Any, right: Any, data: st.DataObject) -> None:
         agree(left, right, op, data.draw(st.lists(node, max_size=len(running) + 1)))
     elif op == "cancel_pending":
         agree(left, right, op, keep_all_done=data.draw(st.booleans()))
+    elif op == "pop_marked":
+        agree(left, right, op, bytearray(data.draw(st.lists(st.booleans(), max_size=n + 1))))
+    elif op == "push_back_unmarked":
+        marks = bytearray(data.draw(st.lists(st.booleans(), max_size=n + 1)))
+        agree(left, right, op, data.draw(st.lists(node, max_size=len(running) + 1)), marks)
     else:
         agree(left, right, op, data.draw(node))
 

@@ -511,23 +511,25 @@ class Engine:
         assert caching is not None
         st = self.st
         batch = [v]
-        rest = []
         asks = caching.asks
         admission = self.admission
         seen = admission.places
         levels = admission.levels
-        for u in st.pop_all():
-            if asks[u] and u not in seen and (levels is None or levels[u] <= admission.wave):
-                batch.append(u)
-            else:
-                rest.append(u)
-        for u in rest:
-            st.push_back(u)
+        if not seen and levels is None:
+            batch += st.pop_marked(asks)  # the common case, in one call
+        else:
+            rest = []
+            for u in st.pop_all():
+                if asks[u] and u not in seen and (levels is None or levels[u] <= admission.wave):
+                    batch.append(u)
+                else:
+                    rest.append(u)
+            for u in rest:
+                st.push_back(u)
         hits, dropped = caching.look_up(batch, self.outputs, self._bind)
         hit = caching.hit
-        for u in batch[1:]:
-            if not hit[u]:
-                st.push_back(u)
+        if len(batch) > 1:
+            st.push_back_unmarked(batch[1:], hit)  # the misses
         if dropped and (self.on_event is not None or self.stream is not None):
             self._tell_not_cached(dropped)
         if hits:

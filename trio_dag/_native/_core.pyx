@@ -881,6 +881,46 @@ cdef class RunState:
         self._running -= 1
         self._push(<int>node)
 
+    def pop_marked(self, bytearray marks):
+        """Pop every ready node whose mark is set (``marks[node]``), in heap
+        order; the other ready nodes stay ready, at the places they had (as
+        :meth:`pop_all` then :meth:`push_back` of each would leave them)."""
+        cdef Py_ssize_t i, r = 0, k = self._ready, m = len(marks)
+        cdef const unsigned char* mark = marks
+        cdef list out = []
+        cdef int v
+        cdef int* rest = <int*>PyMem_RawMalloc(<size_t>(k if k else 1) * sizeof(int))
+        if rest == NULL:
+            raise MemoryError()
+        try:
+            for i in range(k):
+                v = self._pop()
+                if v < 0:
+                    break
+                if v < m and mark[v]:
+                    out.append(v)
+                else:
+                    rest[r] = v
+                    r += 1
+            for i in range(r):
+                self._running -= 1
+                self._push(rest[i])
+        finally:
+            PyMem_RawFree(rest)
+        return out
+
+    def push_back_unmarked(self, list nodes, bytearray marks):
+        """:meth:`push_back` each node of *nodes* whose mark (``marks[node]``) is 0."""
+        cdef Py_ssize_t m = len(marks), node
+        cdef object node_
+        cdef const unsigned char* mark = marks
+        for node_ in nodes:
+            node = self._check_state(node_, 1 << C_RUNNING, "push back")
+            if node < m and mark[node]:
+                continue
+            self._running -= 1
+            self._push(<int>node)
+
     def requeue(self, node_):
         """Return a popped node to the heap as if it became ready now (a retry)."""
         cdef Py_ssize_t node = self._check_state(node_, 1 << C_RUNNING, "requeue")

@@ -720,6 +720,33 @@ class RunState:
         self._running -= 1
         self._push(node)
 
+    def pop_marked(self, marks: bytearray) -> list[int]:
+        """Pop every ready node whose mark is set (``marks[node]``), in heap
+        order; the other ready nodes stay ready, at the places they had (as
+        :meth:`pop_all` then :meth:`push_back` of each would leave them)."""
+        out = []
+        rest = []
+        m = len(marks)
+        for v in self.pop_all():
+            if v < m and marks[v]:
+                out.append(v)
+            else:
+                rest.append(v)
+        for v in rest:
+            self._running -= 1
+            self._push(v)
+        return out
+
+    def push_back_unmarked(self, nodes: list[int], marks: bytearray) -> None:
+        """:meth:`push_back` each node of *nodes* whose mark (``marks[node]``) is 0."""
+        m = len(marks)
+        for node in nodes:
+            node = self._check(node, (RUNNING,), "push back")
+            if node < m and marks[node]:
+                continue
+            self._running -= 1
+            self._push(node)
+
     def requeue(self, node: int) -> None:
         """Return a popped node to the heap as if it became ready now (a retry)."""
         node = self._check(node, (RUNNING,), "requeue")

@@ -364,8 +364,9 @@ cdef bytes _pickled(object value, char* small, const char** at, Py_ssize_t* size
     return data
 
 
-cdef object _encode(object value, bytes key, const uint64_t* start):
-    """``(digest, entry)`` of *value* stored for *key*, or None (out-of-band buffers)."""
+cdef bytes _entry(object value, bytes key, const uint64_t* start):
+    """The entry of *value* stored for *key* (the key's last 24 bytes, the
+    output's digest, its pickle), or None (out-of-band buffers)."""
     cdef char small[_SMALL]
     cdef const char* at
     cdef Py_ssize_t size
@@ -379,7 +380,24 @@ cdef object _encode(object value, bytes key, const uint64_t* start):
     memcpy(p, PyBytes_AS_STRING(key) + 8, 24)
     _b2_hash(start, <const uint8_t*>at, size, <uint8_t*>(p + 24))
     memcpy(p + 56, at, size)
-    return PyBytes_FromStringAndSize(p + 24, 32), entry
+    return entry
+
+
+cdef object _encode(object value, bytes key, const uint64_t* start):
+    """``(digest, entry)`` of *value* stored for *key*, or None (out-of-band buffers)."""
+    cdef bytes entry = _entry(value, key, start)
+    if entry is None:
+        return None
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(entry) + 24, 32), entry
+
+
+cdef bytes _framed(const char* digest):
+    """A digest as keys lay it out among the dependencies': ``u64(32) digest``."""
+    cdef bytes framed = PyBytes_FromStringAndSize(NULL, 8 + 32)
+    cdef char* p = PyBytes_AS_STRING(framed)
+    memcpy(p, PyBytes_AS_STRING(_FRAME), 8)
+    memcpy(p + 8, digest, 32)
+    return framed
 
 
 cdef object _digest_of(object value, const uint64_t* start):
@@ -567,7 +585,8 @@ cdef class Returns:
         self.slow = slow
 
     def __call__(self, Py_ssize_t v, object result):
-        cdef object key = None, encoded, framed
+        cdef object key = None, framed
+        cdef bytes entry
         cdef const uint64_t* start = _start(self.person)
         if v < 0 or v >= len(self.wants) or v >= len(self.digests):
             raise IndexError(f"Returns: task {v} out of range")
@@ -577,16 +596,16 @@ cdef class Returns:
             if not self.whole or type(key) is not bytes or PyBytes_GET_SIZE(key) != 32:
                 return self.slow(v, result, key)
             try:
-                encoded = _encode(result, <bytes>key, start)
+                entry = _entry(result, <bytes>key, start)
             except Exception:  # the slow path says why
-                encoded = None
-            if encoded is None:
+                entry = None
+            if entry is None:
                 return self.slow(v, result, key)
-            self.pending.append((<tuple>encoded)[1])
+            self.pending.append(entry)
             self.pending_keys.append(key)
             self.pending_tasks.append(v)
             if self.wants[v]:
-                self.digests[v] = _FRAME + (<tuple>encoded)[0]
+                self.digests[v] = _framed(PyBytes_AS_STRING(entry) + 24)
             if len(self.pending_keys) >= self.every:
                 self.flush()
         elif self.wants[v]:
