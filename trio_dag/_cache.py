@@ -340,8 +340,12 @@ class Cache:
             if not writer.alone:
                 alone = self._alone = None
             else:
-                # Only the keys stored through this object can be hits.
-                keys = [k for k in keys if k in alone]
+                # Only the keys stored through this object can be hits (a
+                # cold run's keys are none of them: one C call says so).
+                if not alone.isdisjoint(keys):
+                    keys = [k for k in keys if k in alone]
+                else:
+                    keys = []
                 if not keys:
                     self._misses += asked
                     return found
