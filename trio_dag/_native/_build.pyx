@@ -156,9 +156,8 @@ A task of a :class:`DAG`, as :meth:`DAG.add` returns it.
 
     # The compiled twin of trio_dag._handle's class, with the same behaviour:
     # the index is a C integer, not an int object, so a handle is 48 bytes in
-    # all. The building modules read _dag and _index; nothing else does.
-    cdef readonly object _dag
-    cdef readonly Py_ssize_t _index
+    # all. The building modules read _dag and _index (declared in _build.pxd,
+    # which _keyhash cimports); nothing else does.
 
     def __init__(self, dag, Py_ssize_t index):
         self._dag = dag

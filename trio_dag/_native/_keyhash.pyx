@@ -15,6 +15,8 @@ from libc.string cimport memcmp, memcpy
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 
+from trio_dag._native._build cimport Handle as _CHandle
+
 import pickle
 
 cdef object _loads = pickle.loads
@@ -70,7 +72,7 @@ cdef Py_ssize_t _flat(
         a = args[i]
         t = type(a)
         if t is handle_type:
-            j = a._index
+            j = (<_CHandle>a)._index if t is _CHandle else a._index
             slot = -1
             for k in range(nd):
                 if deps[k] == j:
