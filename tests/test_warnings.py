@@ -117,6 +117,26 @@ async def test_default_priority_and_tasks_outside_targets_do_not_warn(
     assert (await trio_dag.run(dag, targets=[first])).ok
 
 
+async def test_options_shared_or_not_warn_for_exactly_the_tasks_in_the_run(
+    dag_core: Any, autojump_clock: MockClock
+) -> None:
+    # The warnings ask each distinct TaskOptions once (tasks added alike
+    # share one): interleaved, equal-but-not-shared and outside-targets
+    # options must still name exactly the tasks of the run that set them.
+    dag = trio_dag.DAG()
+    tasks = [
+        dag.add(nothing, name=f"t{i}", priority=i % 2, tags=("x",) if i == 4 else ())
+        for i in range(6)
+    ]
+    dag.add(nothing, name="outside", cache=True, priority=3)
+    with warned() as caught:
+        await trio_dag.run(dag, targets=tasks, resources={"x": 1})
+    shown = [str(w.message) for w in caught]
+    assert len(shown) == 2
+    assert shown[0].startswith("tasks 't1', 't3', 't5' set priority=")
+    assert shown[1].startswith("task 't4' has a tag named like a resource of the run ('x')")
+
+
 # -- a resource no task uses -------------------------------------------------------------------
 
 

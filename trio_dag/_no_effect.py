@@ -12,8 +12,8 @@ import contextlib
 import os
 import sys
 import warnings
-from bisect import bisect_left
 from collections.abc import Callable, Collection, Mapping, Sequence
+from itertools import groupby, islice
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -51,29 +51,30 @@ def warn_no_effect(
     *used* the resources they use, *cache* the run's ``cache=``.
     """
     opts = snap.columns.opts
-
-    def in_run(i: int) -> bool:
-        if members is None:
-            return True
-        k = bisect_left(members, i)
-        return k < len(members) and members[k] == i
-
-    noted = [i for i in snap.with_notes if in_run(i)]
-    _warn_cache(snap, noted, cache)
-    if policy != "priority":
+    noted: Sequence[int] = snap.with_notes
+    if members is not None:
+        noted = sorted(set(noted).intersection(members))
+    # The distinct options among the tasks' (tasks added alike share one
+    # TaskOptions, and groupby compares by identity first): what every task
+    # would be asked is asked of these, so a run of many tasks with options
+    # pays one C-level pass, no Python loop per task. Tasks without notes
+    # have options that ask for nothing, so all of them may be looked at.
+    of = islice(opts, snap.n) if members is None else map(opts.__getitem__, noted)
+    kinds = [o for o, _ in groupby(of)]
+    _warn_cache(snap, noted, any(o.cache for o in kinds), cache)
+    if policy != "priority" and any(o.priority for o in kinds):
         prioritized = [i for i in noted if opts[i].priority]
-        if prioritized:
-            shown = (
-                f"the policy key function {_name_of(policy)}"
-                if callable(policy)
-                else f"policy={policy!r}"
-            )
-            _warn(
-                f"{_tasks(snap, prioritized)} set{'s' if len(prioritized) == 1 else ''} "
-                f"priority=, which {shown} ignores: only "
-                "policy='priority' starts tasks by priority (higher first); run with "
-                "policy='priority', or leave priority= out"
-            )
+        shown = (
+            f"the policy key function {_name_of(policy)}"
+            if callable(policy)
+            else f"policy={policy!r}"
+        )
+        _warn(
+            f"{_tasks(snap, prioritized)} set{'s' if len(prioritized) == 1 else ''} "
+            f"priority=, which {shown} ignores: only "
+            "policy='priority' starts tasks by priority (higher first); run with "
+            "policy='priority', or leave priority= out"
+        )
     if not resources:
         return
     # A run with no task to run uses nothing, and is not worth a warning.
@@ -87,19 +88,22 @@ def warn_no_effect(
             f"with uses={{{unused[0]!r}: amount}} in dag.add; add uses= to the tasks that "
             f"need {it}, or leave {it} out of resources="
         )
-    _warn_tags(snap, noted, resources)
+    if any(o.tags for o in kinds):
+        _warn_tags(snap, [i for i in noted if opts[i].tags], resources)
 
 
-def _warn_cache(snap: Snapshot, noted: list[int], cache: object) -> None:
-    opts = snap.columns.opts
-    asking = [i for i in noted if opts[i].cache]
-    if asking and cache is None:
+def _warn_cache(snap: Snapshot, noted: Sequence[int], asked: bool, cache: object) -> None:
+    """Warn when tasks ask for a cache the run lacks, or the run's cache is
+    asked for by none (*asked*: whether any task of *noted* asks)."""
+    if asked and cache is None:
+        opts = snap.columns.opts
+        asking = [i for i in noted if opts[i].cache]
         _warn(
             f"{_tasks(snap, asking)} set{'s' if len(asking) == 1 else ''} cache=, but the run "
             "has no cache: every task runs; pass cache=trio_dag.Cache(path) (or another "
             "store) to the run, or leave cache= out of dag.add"
         )
-    elif cache is not None and not asking:
+    elif cache is not None and not asked:
         _warn(
             "the run has cache=, but no task of the run asks for it (tasks left out by "
             "targets= do not count): a task is cached only when added with "
@@ -108,7 +112,7 @@ def _warn_cache(snap: Snapshot, noted: list[int], cache: object) -> None:
         )
 
 
-def _warn_tags(snap: Snapshot, noted: list[int], resources: Mapping[str, float]) -> None:
+def _warn_tags(snap: Snapshot, noted: Sequence[int], resources: Mapping[str, float]) -> None:
     opts = snap.columns.opts
     tagged = []
     tag = ""
