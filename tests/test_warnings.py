@@ -132,9 +132,10 @@ async def test_options_shared_or_not_warn_for_exactly_the_tasks_in_the_run(
     with warned() as caught:
         await trio_dag.run(dag, targets=tasks, resources={"x": 1})
     shown = [str(w.message) for w in caught]
-    assert len(shown) == 2
+    assert len(shown) == 3
     assert shown[0].startswith("tasks 't1', 't3', 't5' set priority=")
-    assert shown[1].startswith("task 't4' has a tag named like a resource of the run ('x')")
+    assert shown[1].startswith("resources= gives 'x', but no task of the run uses it")
+    assert shown[2].startswith("task 't4' has a tag named like a resource of the run ('x')")
 
 
 # -- a resource no task uses -------------------------------------------------------------------
