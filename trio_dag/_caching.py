@@ -172,8 +172,9 @@ class RunCache:
         # with (fingerprint, version=, arguments' digest, dependency count).
         # One bytes object a task: nothing for the cyclic GC to walk.
         self.parts: list[bytes | None] = [None] * n
-        # The key of each cached task that missed: its entry is stored when it returns.
-        self.keys: dict[int, bytes] = {}
+        # The key of each cached task that missed (None for the others): its
+        # entry is stored when it returns (``returned`` clears it).
+        self.keys: list[bytes | None] = [None] * n
         # The entries not yet handed to the store: their keys, and each entry
         # as the SQLite cache keeps it (``whole``: see _cache_file._RESULTS) or a CacheEntry.
         self.whole = type(store) is Cache
@@ -311,6 +312,7 @@ class RunCache:
         """One more task: a task was added to the running run (``_growth``);
         every per-task column grows here, in one place."""
         self.parts.append(None)
+        self.keys.append(None)
         self.asks.append(0)
         self.plain.append(0)
         self.hit.append(0)
@@ -381,9 +383,6 @@ class RunCache:
         except Exception as exc:
             why = f"the cache's lookup raised {_named(exc)}"
             dropped += [(v, why) for v in asking]
-            return [], dropped
-        if not found:
-            self.keys.update(zip(asking, keys, strict=True))
             return [], dropped
         hits: list[int] = self.kh.take_hits(
             asking,

@@ -50,7 +50,7 @@ def take_hits(
     wants: bytearray,
     digests: list[bytes | None],
     hit: bytearray,
-    missed: dict[int, bytes],
+    missed: list[bytes | None],
     decode: Callable[[bytes], Any],
 ) -> list[int]:
     """Load the hits' outputs, keep their framed digests, mark them; misses
@@ -95,7 +95,7 @@ class Returns:
 
     def __init__(
         self,
-        keys: dict[int, bytes],
+        keys: list[bytes | None],
         pending_keys: list[bytes],
         pending: list[Any],
         pending_tasks: list[int],

@@ -224,7 +224,7 @@ def take_hits(
     bytearray wants,
     list digests,
     bytearray hit,
-    dict missed,
+    list missed,
     object decode,
 ):
     cdef list hits = []
@@ -234,9 +234,10 @@ def take_hits(
     cdef unsigned char* was_hit = hit
     if len(keys) != n:
         raise ValueError("take_hits: asking and keys differ in length")
+    cdef Py_ssize_t m = len(missed)
     for i in range(n):
         v = asking[i]
-        if v < 0 or v >= len(wants) or v >= len(hit):
+        if v < 0 or v >= len(wants) or v >= len(hit) or v >= m:
             raise IndexError(f"take_hits: task {v} out of range")
         key = keys[i]
         entry = found.get(key)
@@ -551,7 +552,7 @@ def snapshot_found(
 cdef class Returns:
     """What a run's cache does with each returned output (``RunCache.returned``), compiled."""
 
-    cdef dict keys
+    cdef list keys
     cdef list pending_keys, pending, pending_tasks, digests
     cdef bytearray wants
     cdef bytes person
@@ -561,7 +562,7 @@ cdef class Returns:
 
     def __init__(
         self,
-        dict keys,
+        list keys,
         list pending_keys,
         list pending,
         list pending_tasks,
@@ -592,8 +593,11 @@ cdef class Returns:
         cdef const uint64_t* start = _start(self.person)
         if v < 0 or v >= len(self.wants) or v >= len(self.digests):
             raise IndexError(f"Returns: task {v} out of range")
-        if self.keys:
-            key = self.keys.pop(v, None)
+        if v >= len(self.keys):
+            raise IndexError(f"Returns: task {v} out of range")
+        key = self.keys[v]
+        if key is not None:
+            self.keys[v] = None
         if key is not None:
             if not self.whole or type(key) is not bytes or PyBytes_GET_SIZE(key) != 32:
                 return self.slow(v, result, key)

@@ -172,14 +172,14 @@ def take_hits(
     wants: bytearray,
     digests: list[bytes | None],
     hit: bytearray,
-    missed: dict[int, bytes],
+    missed: list[bytes | None],
     decode: Callable[[bytes], Any],
 ) -> list[int]:
     """Take *found* (``(digest, payload)`` by key) for the tasks *asking*:
     each hit's output unpickled into *outputs* (a payload that is not a
     plain pickle by *decode*), its framed digest kept when ``wants[v]``,
     ``hit[v]`` set; return the hits in order. A miss, or a payload that
-    does not load, goes to *missed* (task: key)."""
+    does not load, has its key in *missed* (``missed[v]``)."""
     hits = []
     get = found.get
     for v, key in zip(asking, keys, strict=True):
@@ -314,7 +314,7 @@ class Returns:
     output)`` of ``trio_dag._caching.RunCache``, for the common cases.
 
     Called with a task and its output; returns why the output cannot be
-    stored, or None. A task with a key in *keys* (popped): with *whole*,
+    stored, or None. A task with a key in *keys* (``keys[v]``, cleared): with *whole*,
     its entry (see :func:`encode_entry`) goes to *pending*, its key to
     *pending_keys*, the task to *pending_tasks*, and *flush* is called once
     *every* are pending. A task with ``wants[v]`` gets its framed output
@@ -339,7 +339,7 @@ class Returns:
 
     def __init__(
         self,
-        keys: dict[int, bytes],
+        keys: list[bytes | None],
         pending_keys: list[bytes],
         pending: list[Any],
         pending_tasks: list[int],
@@ -367,8 +367,9 @@ class Returns:
     def __call__(self, v: int, result: Any) -> str | None:
         if not 0 <= v < min(len(self.wants), len(self.digests)):
             raise IndexError(f"Returns: task {v} out of range")
-        key = self.keys.pop(v, None) if self.keys else None
+        key = self.keys[v]
         if key is not None:
+            self.keys[v] = None
             if not self.whole or type(key) is not bytes or len(key) != 32:
                 return self.slow(v, result, key)
             try:
