@@ -53,13 +53,15 @@ __all__ = [
 ]
 
 # Each part of a backend: its field, the compiled module and its pure-Python
-# twin (relative to this package), and what errors call it.
+# twin (relative to this package), and what errors call it. In the order the
+# compiled modules cimport one another (_keyhash needs _build's Handle, _loop
+# needs _core and _keyhash), so a module that does not import is the one named.
 _PARTS: Final = (
     ("core", "_core", "_core_py", "core"),
-    ("loop", "_loop", "_loop_py", "loop"),
     ("intern", "_intern", "_intern_py", "interner"),
     ("build", "_build", "_build_py", "builder"),
     ("keyhash", "_keyhash", "_keyhash_py", "cache key hasher"),
+    ("loop", "_loop", "_loop_py", "loop"),
 )
 
 

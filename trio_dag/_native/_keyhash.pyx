@@ -550,15 +550,11 @@ def snapshot_found(
 
 
 cdef class Returns:
-    """What a run's cache does with each returned output (``RunCache.returned``), compiled."""
+    """What a run's cache does with each returned output (``RunCache.returned``), compiled.
 
-    cdef list keys
-    cdef list pending_keys, pending, pending_tasks, digests
-    cdef bytearray wants
-    cdef bytes person
-    cdef bint whole
-    cdef Py_ssize_t every
-    cdef object flush, slow
+    Its attributes are declared in ``_keyhash.pxd``: the compiled loop calls
+    :meth:`call` directly.
+    """
 
     def __init__(
         self,
@@ -574,7 +570,7 @@ cdef class Returns:
         object flush,
         object slow,
     ):
-        _start(person)  # checks it
+        self.start = _start(person)  # checks it; cached for good in _PERSONS
         self.keys = keys
         self.pending_keys = pending_keys
         self.pending = pending
@@ -588,9 +584,12 @@ cdef class Returns:
         self.slow = slow
 
     def __call__(self, Py_ssize_t v, object result):
+        return self.call(v, result)
+
+    cdef object call(self, Py_ssize_t v, object result):
         cdef object key = None, framed
         cdef bytes entry
-        cdef const uint64_t* start = _start(self.person)
+        cdef const uint64_t* start = self.start
         if v < 0 or v >= len(self.wants) or v >= len(self.digests):
             raise IndexError(f"Returns: task {v} out of range")
         if v >= len(self.keys):

@@ -18,6 +18,7 @@ from libc.math cimport NAN
 from libc.stdint cimport int64_t
 
 from trio_dag._native._core cimport RunState
+from trio_dag._native._keyhash cimport Returns as _Returns
 
 import contextvars
 import types
@@ -490,7 +491,10 @@ cdef class Loop:
         if self.on_join is not None and not _plain(result) and self.on_join(v, result):
             pass  # it joins others: the core's _done leaves it running
         elif self.on_return is not None:
-            self.on_return(v, self.outputs[v])
+            if type(self.on_return) is _Returns:  # the cache's, compiled: a C call
+                (<_Returns>self.on_return).call(v, result)
+            else:
+                self.on_return(v, result)
         self._st._done(<int>v)
         return 0
 
