@@ -311,6 +311,22 @@ def test_another_connections_commit_after_the_writers_is_seen_at_once(tmp_path: 
         assert first._alone is None
 
 
+def test_a_runs_lookups_read_the_mark_at_most_once_per_interval(tmp_path: Path) -> None:
+    # A run's waves of lookups (within=COMMIT_INTERVAL) read the file's mark
+    # at most once an interval: another connection's commit is seen once
+    # the interval has passed since the last read (here: never, then at once).
+    path = tmp_path / "c.db"
+    with Cache(path) as first, Cache(path) as other:
+        assert first._lookup_pairs([k(3)], within=3600.0) == {}  # reads the mark
+        other.store([(k(3), entry(3))])
+        other.flush()
+        assert first._lookup_pairs([k(3)], within=3600.0) == {}  # within the interval
+        assert first._alone is not None
+        got = first._lookup_pairs([k(3)], within=0.0)  # as lookup() does: reads it
+        assert got == {k(3): (entry(3).digest, entry(3).payload)}
+        assert first._alone is None
+
+
 def test_a_writer_sees_another_connections_commit_at_its_own(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     with Cache(path) as first, Cache(path) as other:

@@ -21,6 +21,7 @@ busy timeout order the writes.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sqlite3
 import threading
@@ -237,6 +238,7 @@ class Cache:
         # writer's). A prune deletes without marking: a key it dropped is
         # then read and missed, never a wrong hit.
         self._alone: set[bytes] | None = set() if empty else None
+        self._mark_read = -math.inf  # time.monotonic() of the last read of the mark
         self._alone_db = reader
         self._snapshots: list[_Snapshot] = []  # taken and not yet released
 
@@ -320,10 +322,17 @@ class Cache:
             pass
 
     def _lookup_pairs(
-        self, keys: list[bytes], snapshot: _Snapshot | None = None
+        self, keys: list[bytes], snapshot: _Snapshot | None = None, *, within: float = 0.0
     ) -> dict[bytes, tuple[bytes, bytes]]:
         """:meth:`lookup`, each entry as ``(digest, payload)``: what a run
-        reads; with *snapshot* (see :meth:`_snapshot`), read from it."""
+        reads; with *snapshot* (see :meth:`_snapshot`), read from it.
+
+        While this Cache is the file's only writer (``_alone``), the file's
+        mark is read again only when it was last read *within* seconds ago
+        or more: a run passes ``COMMIT_INTERVAL``, so its waves of lookups
+        read it at most ten times a second (the writer reads it too at each
+        commit), and another process's commit is seen within that; a call of
+        :meth:`lookup` (*within* 0) reads it every time."""
         self._check_open()
         if snapshot is not None:
             return self._from_snapshot(keys, snapshot)
@@ -334,9 +343,12 @@ class Cache:
         alone = self._alone
         if alone is not None and db is self._alone_db:
             writer = self._writer
-            mark = writer_mark(db)
-            if mark != writer.token and (mark != self._first or writer.commits):
-                writer.alone = False  # the last commit was not the writer's: another's
+            now_m = time.monotonic()
+            if not within or now_m - self._mark_read >= within:
+                self._mark_read = now_m
+                mark = writer_mark(db)
+                if mark != writer.token and (mark != self._first or writer.commits):
+                    writer.alone = False  # the last commit was not the writer's: another's
             if not writer.alone:
                 alone = self._alone = None
             else:

@@ -56,6 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._cache import Cache, CacheEntry
+from ._cache_file import COMMIT_INTERVAL
 from ._handle import Handle
 from ._keys import (
     ARGS_PERSON,
@@ -377,7 +378,9 @@ class RunCache:
                 if self.snapshot is False:
                     self.snapshot = None  # if _snapshot raises, as _lookup_pairs would
                     self.snapshot = store._snapshot(self.count, self.kh.snapshot_found)
-                found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(keys, self.snapshot)
+                found: dict[bytes, tuple[bytes, bytes]] = store._lookup_pairs(
+                    keys, self.snapshot, within=COMMIT_INTERVAL
+                )
             else:
                 found = {k: (e.digest, e.payload) for k, e in store.lookup(keys).items()}
         except Exception as exc:
