@@ -19,7 +19,7 @@ else:
                 [f"trio_dag/_native/{name}.pyx"],
                 extra_compile_args=["-O3"],
             )
-            for name in ("_core", "_loop", "_intern", "_build", "_keyhash")
+            for name in ("_core", "_loop", "_intern", "_build", "_keyhash", "_sqlwriter")
         ],
         compiler_directives={"language_level": "3"},
     )

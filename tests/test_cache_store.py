@@ -20,6 +20,7 @@ import pytest
 import trio_dag
 import trio_dag._cache
 import trio_dag._cache_file
+import trio_dag._native
 from trio_dag._cache import (
     Cache,
     CacheEntry,
@@ -53,6 +54,21 @@ def sql(path: Path, query: str, *args: object) -> list[tuple[object, ...]]:
             return db.execute(query, args).fetchall()
     finally:
         db.close()
+
+
+@pytest.fixture(autouse=True, params=["c-writer", "python-writer"])
+def writer_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each SQLite writer (see _cache_file.start_writer):
+    the compiled one when it is there, and the Python one (forced through the
+    environment, which subprocesses inherit)."""
+    if request.param == "python-writer":
+        monkeypatch.setenv("TRIO_DAG_PYTHON_WRITER", "1")
+    else:
+        monkeypatch.delenv("TRIO_DAG_PYTHON_WRITER", raising=False)
+        sqlwriter = trio_dag._native.SQLWRITER
+        if sqlwriter is None or not sqlwriter.available():
+            pytest.skip("the compiled cache writer is not built here")
+    return str(request.param)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -141,8 +157,10 @@ def test_entries_are_committed_within_the_commit_window(tmp_path: Path) -> None:
 
 
 def test_writes_wait_for_the_commit_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A window of an hour: nothing is committed unprompted during this test.
+    # A window of an hour (and, for the compiled writer, an hour between its
+    # commits): nothing is committed unprompted during this test.
     monkeypatch.setattr(trio_dag._cache_file, "COMMIT_INTERVAL", 3600.0)
+    monkeypatch.setattr(trio_dag._cache_file, "COMMIT_GAP", 3600.0)
     path = tmp_path / "c.db"
     with Cache(path) as cache:
         cache.store([(k(1), entry(1))])

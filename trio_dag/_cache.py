@@ -42,13 +42,12 @@ from ._cache_file import (
     SIZE_SQL,
     TAIL,
     USE_GRANULARITY,
-    Flush,
-    Writer,
     connect,
     open_file,
     prune_file,
     select,
     shut,
+    start_writer,
     writer_mark,
 )
 from ._errors import CacheFileError
@@ -220,19 +219,22 @@ class Cache:
                 self._first = writer_mark(reader)
             finally:
                 reader.execute("COMMIT")
+            # It closes db (the C writer opens its own connection), or takes it.
+            self._writer = start_writer(
+                self.path, db, self._pending, os.urandom(16).hex(), self._first
+            )
         except BaseException:
-            db.close()
+            db.close()  # a no-op when closed
             for r in self._readers:
                 r.close()
             raise
-        self._writer = Writer(db, self._pending, os.urandom(16).hex(), self._first)
         self._finalizer = weakref.finalize(self, shut, self._writer, self._readers)
         # While the file held nothing when this thread's reader first saw it
         # and no other connection has written it since, the keys stored
         # through this object are all it holds: a lookup (from this thread)
         # of any other key is a miss with no SELECT. None once that is not
         # known (or too many keys to keep). Another connection's commit is
-        # seen by the file's mark (see Writer): by the writer when it
+        # seen by the file's mark (see _cache_file.Writer): by the writer when it
         # commits, and here at each lookup (the mark neither the one the
         # file had at open while the writer has not committed, nor the
         # writer's). A prune deletes without marking: a key it dropped is
@@ -387,7 +389,7 @@ class Cache:
         self._hits += len(found)
         self._misses += asked - len(found)
         if touched:
-            self._writer.queue.put((now, touched))
+            self._writer.touch(now, touched)
         return found
 
     def _from_snapshot(
@@ -410,7 +412,7 @@ class Cache:
         self._hits += len(found)
         self._misses += len(keys) - len(found) - len(later)
         if touched:
-            self._writer.queue.put((now, touched))
+            self._writer.touch(now, touched)
         if later:  # stored through this object after the snapshot: pending, or in the file
             found.update(self._lookup_pairs(later))
         return found
@@ -444,7 +446,7 @@ class Cache:
                 alone.update(keys)
         for snapshot in self._snapshots:
             snapshot.since.update(keys)
-        self._writer.queue.put((keys, entries))
+        self._writer.put(keys, entries)
 
     def flush(self) -> None:
         """Commit every entry stored so far; return when it is on disk."""
@@ -452,13 +454,17 @@ class Cache:
         self._request(None)
 
     def _request(self, call: Callable[[sqlite3.Connection], Any] | None) -> Any:
-        request = Flush(call)
-        self._writer.request(request)
-        request.done.wait()
+        """Commit, then (with *call*) ``call(db)`` on a connection that may write."""
+        writer = self._writer
+        result = None
+        if call is None:
+            writer.flush()
+        else:
+            result = writer.call(call)
         self._check_open()
-        if isinstance(request.result, BaseException):
-            raise request.result
-        return request.result
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def close(self) -> None:
         """Commit what is pending and close the file; idempotent."""

@@ -8,24 +8,35 @@ one write connection and commits whatever it was given at most
 ``COMMIT_INTERVAL`` after it was given (and at once when asked): a crash
 loses at most that window and never corrupts the file. Readers
 (``_cache.Cache``'s lookups) use connections of their own threads.
+
+Two writers do that job alike (:func:`start_writer` picks one as a Cache
+opens). The compiled one (:class:`CWriter`, on ``_native._sqlwriter``) is
+a C thread that never takes the GIL: it commits as a run goes on, where a
+Python thread is starved of the GIL by the event loop's thread. It needs
+SQLite's C API, found in the library Python's ``sqlite3`` uses; without it,
+without the compiled modules, or with the environment variable
+``TRIO_DAG_PYTHON_WRITER`` set non-empty (read at each open), the Python
+:class:`Writer` is used.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from . import _native
 from ._errors import CacheFileError
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "COMMIT_GAP",
     "COMMIT_INTERVAL",
     "KEY_SIZE",
     "PAYLOAD",
@@ -34,6 +45,7 @@ __all__ = [
     "SIZE_SQL",
     "TAIL",
     "USE_GRANULARITY",
+    "CWriter",
     "Flush",
     "Writer",
     "connect",
@@ -41,11 +53,15 @@ __all__ = [
     "prune_file",
     "select",
     "shut",
+    "start_writer",
     "writer_mark",
 ]
 
 SCHEMA: Final = 3  # of the file: the tables below; 1 and 2 are migrated (see _migrate)
 COMMIT_INTERVAL: Final = 0.1  # seconds an entry may wait in the writer before its commit
+# The compiled writer commits sooner, as soon as this long has passed since
+# its last commit ended: it keeps up with a run, leaving little for its end.
+COMMIT_GAP: Final = 0.02
 BUSY_TIMEOUT: Final = 60.0  # seconds a statement waits for another process's lock
 # A hit marks its entry used only when its last use is older than this, so
 # a rerun within the hour writes nothing; prune's LRU order is to the hour.
@@ -258,6 +274,34 @@ class Writer:
         self.queue.put(item)
         self.urgent.set()
 
+    def put(self, keys: list[bytes], entries: list[bytes]) -> None:
+        """Queue rows to write: each key and its entry (see ``_RESULTS``)."""
+        self.queue.put((keys, entries))
+
+    def touch(self, now: float, keys: list[bytes]) -> None:
+        """Queue lookup hits to mark used at *now*."""
+        self.queue.put((now, keys))
+
+    def flush(self) -> None:
+        """Commit what is queued; return when done (or failed: see ``error``)."""
+        request = Flush()
+        self.request(request)
+        request.done.wait()
+
+    def call(self, call: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Commit what is queued, then ``call(db)`` on the write connection:
+        its result, or the exception it raised (returned, not raised); None
+        after an error."""
+        request = Flush(call)
+        self.request(request)
+        request.done.wait()
+        return request.result
+
+    def stop(self) -> None:
+        """Commit what is queued, close the connection, end the thread."""
+        self.request(_STOP)
+        self.thread.join()
+
     def run(self) -> None:
         keys: list[bytes] = []
         entries: list[bytes] = []
@@ -373,9 +417,63 @@ def select(n: int) -> str:
     return sql
 
 
-def shut(writer: Writer, readers: Iterable[sqlite3.Connection]) -> None:
+if TYPE_CHECKING:
+    from ._native._sqlwriter import Writer as _CBase
+else:
+    _CBase = object if _native.SQLWRITER is None else _native.SQLWRITER.Writer
+
+
+@final
+class CWriter(_CBase):
+    """The compiled writer (``_native._sqlwriter.Writer``, a C thread), with
+    :meth:`call`: a :class:`Flush`'s call runs, after a commit, on a Python
+    connection of its own (the C thread's is not one)."""
+
+    def __init__(
+        self, path: Path, pending: dict[bytes, bytes], token: str, last: Any, unpend: Any
+    ) -> None:
+        super().__init__(
+            path, pending, token, last, unpend, COMMIT_INTERVAL, COMMIT_GAP, BUSY_TIMEOUT
+        )
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+        self.calls = threading.Lock()  # one call at a time on self.db
+
+    def call(self, call: Callable[[sqlite3.Connection], Any]) -> Any:
+        """As :meth:`Writer.call`."""
+        self.flush()
+        if self.error is not None:
+            return None
+        with self.calls:
+            if self.db is None:
+                self.db = connect(self.path)
+            try:
+                return call(self.db)
+            except BaseException as exc:
+                return exc
+
+    def stop(self) -> None:
+        """As :meth:`Writer.stop`."""
+        super().stop()
+        with self.calls:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+
+
+def start_writer(
+    path: Path, db: sqlite3.Connection, pending: dict[bytes, bytes], token: str, last: Any
+) -> Writer | CWriter:
+    """The writer of a Cache of *path*, opened as *db* (see the module's docstring)."""
+    module = _native.SQLWRITER
+    if module is not None and not os.environ.get("TRIO_DAG_PYTHON_WRITER") and module.available():
+        db.close()  # the C thread opens its own connection
+        return CWriter(path, pending, token, last, _native.BACKEND.keyhash.unpend)
+    return Writer(db, pending, token, last)
+
+
+def shut(writer: Writer | CWriter, readers: Iterable[sqlite3.Connection]) -> None:
     """Stop the writer after its last commit and close the readers (also at exit)."""
-    writer.request(_STOP)
-    writer.thread.join()
+    writer.stop()
     for db in list(readers):
         db.close()

@@ -40,6 +40,7 @@ __all__ = [
     "BACKEND",
     "CHECKPOINT",
     "CORE",
+    "SQLWRITER",
     "FAIRNESS_EVERY",
     "RAISED",
     "SLOW",
@@ -50,6 +51,7 @@ __all__ = [
     "core",
     "install_compiled_add",
     "python",
+    "sqlwriter",
 ]
 
 # Each part of a backend: its field, the compiled module and its pure-Python
@@ -124,6 +126,29 @@ def choose(environ: Mapping[str, str] = os.environ) -> Backend:
         return python()
 
 
+def sqlwriter(environ: Mapping[str, str] = os.environ) -> ModuleType | None:
+    """The compiled SQLite cache writer (``_sqlwriter``), or None as *environ* asks.
+
+    Not part of a :class:`Backend`: its twin is ``_cache_file``'s Python
+    writer, and a ``Cache`` picks one each time it opens (the compiled one
+    only when it finds SQLite's C API, see ``_sqlwriter.available``). None
+    when ``TRIO_DAG_NO_EXTENSIONS`` is set, or when it does not import
+    (then an ImportError if ``TRIO_DAG_REQUIRE_EXTENSION`` is set).
+    """
+    if environ.get("TRIO_DAG_NO_EXTENSIONS"):
+        return None
+    try:
+        return _load("_sqlwriter")
+    except ImportError as exc:
+        if environ.get("TRIO_DAG_REQUIRE_EXTENSION"):
+            raise ImportError(
+                f"TRIO_DAG_REQUIRE_EXTENSION is set but the compiled cache writer "
+                f"{__package__}._sqlwriter did not import ({exc})",
+                name=f"{__package__}._sqlwriter",
+            ) from exc
+        return None
+
+
 def install_compiled_add(cls: type, fast: Any, set_general: Callable[[Any], None]) -> None:
     """Make *fast*, a compiled module's ``add`` (a vectorcall callable), ``cls.add``.
 
@@ -139,6 +164,9 @@ def install_compiled_add(cls: type, fast: Any, set_general: Callable[[Any], None
 
 BACKEND: Backend = choose()
 """The backend DAGs are frozen with (tests patch this attribute to pick one)."""
+
+SQLWRITER: Final = sqlwriter()
+"""The compiled cache writer module, or None (see :func:`sqlwriter`)."""
 
 CORE: Final = BACKEND.name
 """Which graph core is in use: ``"cython"`` (compiled) or ``"python"`` (its pure-Python twin).

@@ -1,0 +1,790 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""The SQLite cache's writer as a C thread that never takes the GIL.
+
+``_cache_file.Writer`` (Python) is starved of the GIL while a run goes on:
+the event loop's thread lets go of it only briefly and often, so a thread
+waiting for it rarely wins it, and each SQLite statement of the Python
+``sqlite3`` module needs it back. This writer owns its write connection
+through SQLite's C API and runs all its work without the GIL: the event
+loop's thread only copies each row into a C buffer (:meth:`Writer.put`).
+
+SQLite's functions are resolved at run time from the very library Python's
+``sqlite3`` module uses (``_sqlite3``'s shared object, whose dependencies
+dlsym searches too), so both share one SQLite instance: two copies of
+SQLite in one process would break its POSIX file locks. No header and no
+link-time dependency. :func:`available` says whether every function was
+found; if not, ``_cache_file`` uses the Python writer.
+
+What a commit does, and the writer's mark (``alone``, ``last``, ``token``),
+are exactly ``_cache_file.Writer``'s; its error is kept (the code and
+message) and shown as the ``sqlite3`` exception the Python writer would
+have raised.
+"""
+
+import os
+
+from libc.stdlib cimport malloc, realloc, free, qsort
+from libc.string cimport memcpy, memcmp, memset, strlen
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.pythread cimport (
+    PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+    PyThread_acquire_lock, PyThread_release_lock, PyLockStatus, PY_LOCK_ACQUIRED, WAIT_LOCK,
+)
+
+cdef extern from "pythread.h":
+    unsigned long PyThread_start_new_thread(void (*)(void*) noexcept nogil, void*)
+    unsigned long PYTHREAD_INVALID_THREAD_ID
+    PyLockStatus PyThread_acquire_lock_timed(
+        PyThread_type_lock, long long microseconds, int intr_flag) nogil
+
+cdef extern from *:
+    """
+    #include <time.h>
+    #ifdef _WIN32
+    #include <windows.h>
+    static double tdw_monotonic(void) { return (double)GetTickCount64() / 1e3; }
+    #else
+    static double tdw_monotonic(void) {
+        struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+    }
+    #endif
+    static double tdw_wallclock(void) {
+        struct timespec t; timespec_get(&t, TIME_UTC);
+        return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+    }
+    """
+    double tdw_monotonic() nogil
+    double tdw_wallclock() nogil
+
+# --- SQLite's C API, resolved at run time ------------------------------------
+
+ctypedef int (*open_v2_t)(const char*, void**, int, const char*) noexcept nogil
+ctypedef int (*db_t)(void*) noexcept nogil  # close_v2, errcode
+ctypedef int (*exec_t)(void*, const char*, void*, void*, char**) noexcept nogil
+ctypedef int (*prepare_t)(void*, const char*, int, void**, const char**) noexcept nogil
+ctypedef int (*stmt_t)(void*) noexcept nogil  # step, reset, finalize
+ctypedef int (*bind_int64_t)(void*, int, long long) noexcept nogil
+ctypedef int (*bind_double_t)(void*, int, double) noexcept nogil
+ctypedef int (*bind_blob_t)(void*, int, const void*, int, void*) noexcept nogil
+ctypedef int (*column_int_t)(void*, int) noexcept nogil  # column_type, column_bytes
+ctypedef const unsigned char* (*column_text_t)(void*, int) noexcept nogil
+ctypedef int (*busy_timeout_t)(void*, int) noexcept nogil
+ctypedef const char* (*errmsg_t)(void*) noexcept nogil
+
+cdef struct _Api:
+    open_v2_t open_v2
+    db_t close_v2
+    db_t errcode
+    db_t get_autocommit
+    exec_t exec_
+    prepare_t prepare_v2
+    stmt_t step
+    stmt_t reset
+    stmt_t finalize
+    bind_int64_t bind_int64
+    bind_double_t bind_double
+    bind_blob_t bind_blob
+    bind_blob_t bind_text
+    column_int_t column_type
+    column_int_t column_bytes
+    column_text_t column_text
+    busy_timeout_t busy_timeout
+    errmsg_t errmsg
+
+cdef _Api api
+cdef int _resolved = -1  # -1 not tried, 0 missing, 1 found
+
+_NAMES = (
+    "open_v2", "close_v2", "extended_errcode", "get_autocommit", "exec", "prepare_v2",
+    "step", "reset", "finalize", "bind_int64", "bind_double", "bind_blob", "bind_text",
+    "column_type", "column_bytes", "column_text", "busy_timeout", "errmsg",
+)
+
+DEF SQLITE_OK = 0
+DEF SQLITE_ROW = 100
+DEF SQLITE_DONE = 101
+DEF SQLITE_TEXT = 3
+DEF SQLITE_TOOBIG = 18
+DEF SQLITE_NOMEM = 7
+DEF SQLITE_MISUSE = 21
+DEF SQLITE_OPEN_READWRITE = 0x2
+DEF INT_MAX = 2147483647
+
+
+def available():
+    """Whether every SQLite function this writer needs was found in the library
+    Python's ``sqlite3`` module uses (resolved once, at the first call)."""
+    global _resolved
+    if _resolved < 0:
+        _resolved = 0
+        try:
+            import ctypes
+            import _sqlite3
+
+            lib = ctypes.CDLL(_sqlite3.__file__)
+            found = [ctypes.cast(getattr(lib, "sqlite3_" + name), ctypes.c_void_p).value
+                     for name in _NAMES]
+        except (ImportError, OSError, AttributeError):
+            return False
+        if not all(found):
+            return False
+        _set_api(found)
+        _resolved = 1
+    return _resolved == 1
+
+
+cdef void _set_api(list found):
+    cdef size_t[18] p
+    for i in range(18):
+        p[i] = <size_t>found[i]
+    api.open_v2 = <open_v2_t>p[0]
+    api.close_v2 = <db_t>p[1]
+    api.errcode = <db_t>p[2]
+    api.get_autocommit = <db_t>p[3]
+    api.exec_ = <exec_t>p[4]
+    api.prepare_v2 = <prepare_t>p[5]
+    api.step = <stmt_t>p[6]
+    api.reset = <stmt_t>p[7]
+    api.finalize = <stmt_t>p[8]
+    api.bind_int64 = <bind_int64_t>p[9]
+    api.bind_double = <bind_double_t>p[10]
+    api.bind_blob = <bind_blob_t>p[11]
+    api.bind_text = <bind_blob_t>p[12]
+    api.column_type = <column_int_t>p[13]
+    api.column_bytes = <column_int_t>p[14]
+    api.column_text = <column_text_t>p[15]
+    api.busy_timeout = <busy_timeout_t>p[16]
+    api.errmsg = <errmsg_t>p[17]
+
+
+# --- the queue ---------------------------------------------------------------
+
+cdef struct _Rec:
+    long long ident   # the key's first 8 bytes, little-endian, signed (_cache_file._id)
+    size_t at         # a row: where its entry starts in the buffer's data
+    size_t size       # a row: its entry's length
+    double used       # a touch: the time of the hit
+    size_t order      # queued order: of two rows of one id, the later wins
+    int kind          # _ROW or _TOUCH
+
+DEF _ROW = 0
+DEF _TOUCH = 1
+
+
+cdef struct _Buf:
+    char* data
+    size_t used
+    size_t cap
+    _Rec* recs
+    size_t n
+    size_t ncap
+    size_t batches    # put() calls of rows in it: what a commit of it lets unpend
+    double first      # monotonic time its first record was queued
+
+
+cdef struct _Req:
+    PyThread_type_lock done
+    _Req* next
+
+
+cdef struct _State:
+    PyThread_type_lock mutex    # guards q, requests, signalled, stop, running
+    PyThread_type_lock wake     # held while nothing is signalled; released to wake the thread
+    PyThread_type_lock finished # held until the thread has ended
+    _Buf q                      # the event loop's side: appended to under the mutex
+    _Buf mine                   # the thread's side: the rows of one commit
+    _Req* requests
+    int signalled
+    int stop
+    int running
+    double interval             # COMMIT_INTERVAL
+    double gap                  # the least time between two commits, unless asked
+    double last_end             # monotonic time the last commit ended
+    # the connection, its statements, the mark
+    void* db
+    void* begin
+    void* commit
+    void* rollback
+    void* insert
+    void* touch
+    void* mark
+    void* read_mark
+    char token[64]
+    int token_len
+    char last[256]
+    int last_len                # -1: the file had no mark; -2: a mark never matched
+    int alone
+    long long commits
+    long long committed_batches
+    int error_code
+    char error_msg[512]
+
+
+cdef int _grow(_Buf* b, size_t nrecs, size_t nbytes) noexcept nogil:
+    cdef size_t cap
+    cdef void* p
+    if b.n + nrecs > b.ncap:
+        cap = b.ncap * 2 if b.ncap else 1024
+        while cap < b.n + nrecs:
+            cap *= 2
+        p = realloc(b.recs, cap * sizeof(_Rec))
+        if p == NULL:
+            return -1
+        b.recs = <_Rec*>p
+        b.ncap = cap
+    if b.used + nbytes > b.cap:
+        cap = b.cap * 2 if b.cap else 65536
+        while cap < b.used + nbytes:
+            cap *= 2
+        p = realloc(b.data, cap)
+        if p == NULL:
+            return -1
+        b.data = <char*>p
+        b.cap = cap
+    return 0
+
+
+cdef inline long long _ident(const unsigned char* p) noexcept nogil:
+    cdef unsigned long long u = 0
+    cdef int j
+    for j in range(8):
+        u |= (<unsigned long long>p[j]) << (8 * j)
+    return <long long>u
+
+
+cdef int _by_kind_id_order(const void* a, const void* b) noexcept nogil:
+    cdef const _Rec* x = <const _Rec*>a
+    cdef const _Rec* y = <const _Rec*>b
+    if x.kind != y.kind:
+        return -1 if x.kind < y.kind else 1
+    if x.ident != y.ident:
+        return -1 if x.ident < y.ident else 1
+    return -1 if x.order < y.order else (1 if x.order > y.order else 0)
+
+
+cdef void _signal(_State* s) noexcept nogil:
+    """Wake the thread (the caller holds the mutex)."""
+    if not s.signalled:
+        s.signalled = 1
+        PyThread_release_lock(s.wake)
+
+
+# --- the thread --------------------------------------------------------------
+
+cdef void _fail(_State* s, int code, const char* msg) noexcept nogil:
+    cdef size_t n = strlen(msg)
+    if n > 511:
+        n = 511
+    memcpy(s.error_msg, msg, n)
+    s.error_msg[n] = 0
+    s.error_code = code if code else SQLITE_MISUSE
+
+
+cdef int _run_stmt(_State* s, void* stmt) noexcept nogil:
+    """Step *stmt* to its end; 0, or the error code (the message kept)."""
+    cdef int rc = api.step(stmt)
+    api.reset(stmt)
+    if rc == SQLITE_DONE or rc == SQLITE_ROW:
+        return 0
+    return rc
+
+
+cdef int _mark_is_last(_State* s) noexcept nogil:
+    """1 if the file's writer mark is still the one this writer last saw,
+    0 if not, -1 on an error."""
+    cdef int rc = api.step(s.read_mark)
+    cdef int same, n
+    cdef const unsigned char* text
+    if rc == SQLITE_DONE:
+        same = s.last_len == -1
+    elif rc == SQLITE_ROW:
+        same = 0
+        if s.last_len >= 0 and api.column_type(s.read_mark, 0) == SQLITE_TEXT:
+            text = api.column_text(s.read_mark, 0)
+            n = api.column_bytes(s.read_mark, 0)
+            same = n == s.last_len and memcmp(text, s.last, n) == 0
+    else:
+        api.reset(s.read_mark)
+        return -1
+    api.reset(s.read_mark)
+    return same
+
+
+cdef void _commit(_State* s) noexcept nogil:
+    """Commit the thread's buffer in one transaction, as _cache_file.Writer.commit does."""
+    cdef _Buf* b = &s.mine
+    cdef size_t i
+    cdef _Rec* r
+    cdef double now
+    cdef int rc = 0, same
+    if b.n == 0 or s.error_code:
+        return
+    now = tdw_wallclock()
+    qsort(b.recs, b.n, sizeof(_Rec), _by_kind_id_order)
+    rc = _run_stmt(s, s.begin)
+    if rc == 0 and s.alone:
+        same = _mark_is_last(s)
+        if same < 0:
+            rc = api.errcode(s.db)
+        elif not same:
+            s.alone = 0
+    i = 0
+    while rc == 0 and i < b.n:
+        r = &b.recs[i]
+        if r.kind == _ROW:
+            if r.size > INT_MAX:
+                _fail(s, SQLITE_TOOBIG, "string or blob too big")
+                break
+            api.bind_int64(s.insert, 1, r.ident)
+            api.bind_blob(s.insert, 2, b.data + r.at, <int>r.size, NULL)
+            api.bind_double(s.insert, 3, now)
+            rc = _run_stmt(s, s.insert)
+        else:
+            api.bind_double(s.touch, 1, r.used)
+            api.bind_int64(s.touch, 2, r.ident)
+            rc = _run_stmt(s, s.touch)
+        i += 1
+    if rc == 0 and not s.error_code:
+        api.bind_text(s.mark, 1, s.token, s.token_len, NULL)
+        rc = _run_stmt(s, s.mark)
+    if rc == 0 and not s.error_code:
+        rc = _run_stmt(s, s.commit)
+    if rc != 0 and not s.error_code:
+        _fail(s, api.errcode(s.db), api.errmsg(s.db))
+    if s.error_code:
+        if not api.get_autocommit(s.db):
+            _run_stmt(s, s.rollback)
+        return
+    memcpy(s.last, s.token, s.token_len)
+    s.last_len = s.token_len
+    s.commits += 1
+    s.committed_batches += b.batches
+
+
+cdef void _main(void* arg) noexcept nogil:
+    cdef _State* s = <_State*>arg
+    cdef _Buf swap
+    cdef _Req* reqs
+    cdef _Req* nxt
+    cdef double now, due
+    cdef int go, stop, acquired
+    cdef long long us
+    while True:
+        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+        stop = s.stop
+        reqs = s.requests
+        go = stop or reqs != NULL
+        due = -1.0
+        if not go and s.q.n:
+            now = tdw_monotonic()
+            due = s.q.first + s.interval
+            if s.last_end + s.gap < due:
+                due = s.last_end + s.gap
+            go = now >= due
+        if go:
+            s.requests = NULL
+            swap = s.mine
+            s.mine = s.q
+            s.q = swap
+            s.q.n = s.q.used = s.q.batches = 0
+        PyThread_release_lock(s.mutex)
+        if go:
+            _commit(s)
+            s.mine.n = s.mine.used = s.mine.batches = 0
+            s.last_end = tdw_monotonic()
+            while reqs != NULL:  # a waiter frees its request once released
+                nxt = reqs.next
+                PyThread_release_lock(reqs.done)
+                reqs = nxt
+            if stop:
+                break
+            continue
+        if due < 0:
+            acquired = PyThread_acquire_lock(s.wake, WAIT_LOCK)
+        else:
+            us = <long long>((due - now) * 1e6) + 1
+            acquired = PyThread_acquire_lock_timed(s.wake, us, 0) == PY_LOCK_ACQUIRED
+        if acquired:
+            PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+            s.signalled = 0
+            PyThread_release_lock(s.mutex)
+    _close_db(s)
+    PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+    s.running = 0
+    PyThread_release_lock(s.mutex)
+    PyThread_release_lock(s.finished)
+
+
+cdef inline void _finalize(void** stmt) noexcept nogil:
+    if stmt[0] != NULL:
+        api.finalize(stmt[0])
+        stmt[0] = NULL
+
+
+cdef void _close_db(_State* s) noexcept nogil:
+    _finalize(&s.begin)
+    _finalize(&s.commit)
+    _finalize(&s.rollback)
+    _finalize(&s.insert)
+    _finalize(&s.touch)
+    _finalize(&s.mark)
+    _finalize(&s.read_mark)
+    if s.db != NULL:
+        api.close_v2(s.db)
+        s.db = NULL
+
+
+# --- the Python side ---------------------------------------------------------
+
+_PRIMARY = {
+    1: "ERROR", 2: "INTERNAL", 3: "PERM", 4: "ABORT", 5: "BUSY", 6: "LOCKED", 7: "NOMEM",
+    8: "READONLY", 9: "INTERRUPT", 10: "IOERR", 11: "CORRUPT", 12: "NOTFOUND", 13: "FULL",
+    14: "CANTOPEN", 15: "PROTOCOL", 16: "EMPTY", 17: "SCHEMA", 18: "TOOBIG",
+    19: "CONSTRAINT", 20: "MISMATCH", 21: "MISUSE", 22: "NOLFS", 23: "AUTH", 24: "FORMAT",
+    25: "RANGE", 26: "NOTADB",
+}
+
+
+def _exception(int code, str message):
+    """The ``sqlite3`` exception the ``sqlite3`` module raises for *code* (as its
+    ``_pysqlite_seterror`` maps them), with its ``sqlite_errorcode`` and name."""
+    import sqlite3
+
+    primary = code & 0xFF
+    if primary in (2, 12):
+        kind = sqlite3.InternalError
+    elif primary == 7:
+        return MemoryError()
+    elif primary in (1, 3, 4, 5, 6, 8, 9, 10, 13, 14, 15, 16, 17):
+        kind = sqlite3.OperationalError
+    elif primary == 18:
+        kind = sqlite3.DataError
+    elif primary in (19, 20):
+        kind = sqlite3.IntegrityError
+    elif primary in (21, 25):
+        kind = sqlite3.InterfaceError
+    else:
+        kind = sqlite3.DatabaseError
+    exc = kind(message)
+    exc.sqlite_errorcode = code
+    exc.sqlite_errorname = "SQLITE_" + _PRIMARY.get(primary, "ERROR")
+    return exc
+
+
+cdef class Writer:
+    """The C writer thread of one ``Cache``; the Python side of ``_cache_file.Writer``'s job.
+
+    ``Writer(path, pending, token, last, unpend, interval, gap, busy_timeout)``
+    opens *path* (a file ``_cache_file.open_file`` has checked) and starts
+    the thread. :meth:`put` queues rows, :meth:`touch` hits to mark used,
+    :meth:`flush` commits and waits, :meth:`stop` commits, closes and
+    joins. The rows of a ``put`` leave *pending* (through *unpend*, with the
+    GIL: at the next call into this object) once their commit has ended.
+    """
+
+    cdef _State* s
+    cdef readonly str token
+    cdef object pending
+    cdef object unpend
+    cdef object batches      # list of (keys, entries) queued and not yet unpended
+    cdef long long retired   # batches unpended so far
+    cdef long long queued    # batches put so far
+    cdef object _error
+
+    def __cinit__(self):
+        self.s = NULL
+
+    def __init__(self, path, dict pending, str token, last, unpend,
+                 double interval, double gap, double busy_timeout):
+        cdef bytes name, tok, prev
+        cdef _State* s
+        if not available():
+            raise RuntimeError("SQLite's C API was not found")
+        name = os.fsencode(path)
+        tok = token.encode()
+        s = <_State*>malloc(sizeof(_State))
+        if s == NULL:
+            raise MemoryError()
+        memset(s, 0, sizeof(_State))
+        self.s = s
+        self.token = token
+        self.pending = pending
+        self.unpend = unpend
+        self.batches = []
+        self.retired = self.queued = 0
+        self._error = None
+        if len(tok) >= 64:
+            raise ValueError("token too long")
+        memcpy(s.token, <char*>tok, len(tok))
+        s.token_len = len(tok)
+        if last is None:
+            s.last_len = -1
+        elif isinstance(last, str) and len(last.encode()) < 256:
+            prev = last.encode()
+            memcpy(s.last, <char*>prev, len(prev))
+            s.last_len = len(prev)
+        else:
+            s.last_len = -2
+        s.alone = 1
+        s.interval = interval
+        s.gap = gap
+        s.last_end = tdw_monotonic()
+        s.mutex = PyThread_allocate_lock()
+        s.wake = PyThread_allocate_lock()
+        s.finished = PyThread_allocate_lock()
+        if s.mutex == NULL or s.wake == NULL or s.finished == NULL:
+            raise MemoryError()
+        PyThread_acquire_lock(s.wake, WAIT_LOCK)
+        PyThread_acquire_lock(s.finished, WAIT_LOCK)
+        self._open(name, busy_timeout)
+        s.running = 1
+        if PyThread_start_new_thread(_main, <void*>s) == PYTHREAD_INVALID_THREAD_ID:
+            s.running = 0
+            _close_db(s)
+            raise RuntimeError("cannot start the cache's writer thread")
+
+    cdef _open(self, bytes name, double busy_timeout):
+        cdef _State* s = self.s
+        cdef int rc
+        cdef const char* c_name = name
+        with nogil:
+            rc = api.open_v2(c_name, &s.db, SQLITE_OPEN_READWRITE, NULL)
+        if rc == SQLITE_OK:
+            api.busy_timeout(s.db, <int>(busy_timeout * 1000))
+            rc = self._prepare(
+                b"PRAGMA synchronous = NORMAL", NULL)  # as _cache_file.connect
+        if rc == SQLITE_OK:
+            rc = self._prepare(b"PRAGMA cache_size = -32768", NULL)
+        # The statements of _cache_file's Python writer (its _insert(1), _TOUCH, _MARK).
+        if rc == SQLITE_OK:
+            rc = self._prepare(b"BEGIN IMMEDIATE", &s.begin)
+        if rc == SQLITE_OK:
+            rc = self._prepare(b"COMMIT", &s.commit)
+        if rc == SQLITE_OK:
+            rc = self._prepare(b"ROLLBACK", &s.rollback)
+        if rc == SQLITE_OK:
+            rc = self._prepare(
+                b"INSERT OR REPLACE INTO results(id, entry, used) VALUES (?, ?, ?)", &s.insert)
+        if rc == SQLITE_OK:
+            rc = self._prepare(b"UPDATE results SET used = ? WHERE id = ?", &s.touch)
+        if rc == SQLITE_OK:
+            rc = self._prepare(
+                b"INSERT OR REPLACE INTO trio_dag_meta VALUES ('writer', ?)", &s.mark)
+        if rc == SQLITE_OK:
+            rc = self._prepare(
+                b"SELECT value FROM trio_dag_meta WHERE name = 'writer'", &s.read_mark)
+        if rc != SQLITE_OK:
+            code = api.errcode(s.db) if s.db != NULL else rc
+            message = (api.errmsg(s.db) if s.db != NULL else b"cannot open").decode(
+                "utf-8", "replace")
+            _close_db(s)
+            raise _exception(code, message)
+
+    cdef int _prepare(self, bytes sql, void** slot):
+        """Prepare *sql* into *slot*; with no slot, run it once."""
+        cdef void* stmt = NULL
+        cdef int rc = api.prepare_v2(self.s.db, <const char*>sql, -1, &stmt, NULL)
+        if rc != SQLITE_OK:
+            return rc
+        if slot == NULL:
+            rc = api.step(stmt)
+            api.finalize(stmt)
+            return SQLITE_OK if rc in (SQLITE_DONE, SQLITE_ROW) else rc
+        slot[0] = stmt
+        return SQLITE_OK
+
+    def __dealloc__(self):
+        cdef _State* s = self.s
+        if s == NULL:
+            return
+        if s.mutex != NULL and s.running:
+            with nogil:
+                _stop(s)
+        _close_db(s)
+        if s.mutex != NULL:
+            PyThread_free_lock(s.mutex)
+        if s.wake != NULL:
+            PyThread_free_lock(s.wake)
+        if s.finished != NULL:
+            PyThread_free_lock(s.finished)
+        free(s.q.data)
+        free(s.q.recs)
+        free(s.mine.data)
+        free(s.mine.recs)
+        free(s)
+        self.s = NULL
+
+    cdef int _retire(self) except -1:
+        """Unpend the rows of every batch committed since the last call."""
+        cdef long long done
+        cdef _State* s = self.s
+        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+        done = s.committed_batches
+        PyThread_release_lock(s.mutex)
+        if done == self.retired:
+            return 0
+        cut = <Py_ssize_t>(done - self.retired)
+        for keys, entries in self.batches[:cut]:
+            self.unpend(self.pending, keys, entries)
+        del self.batches[:cut]
+        self.retired = done
+        return 0
+
+    def put(self, list keys, list entries):
+        """Queue rows: each key's first 8 bytes (the id) and its entry, copied."""
+        cdef _State* s = self.s
+        cdef Py_ssize_t n = len(keys), i
+        cdef size_t total = 0, at
+        cdef object k, e
+        cdef _Rec* r
+        cdef _Buf* q
+        cdef int failed = 0
+        if len(entries) != n:
+            raise ValueError("put: keys and entries differ in length")
+        for i in range(n):
+            k = keys[i]
+            e = entries[i]
+            if type(k) is not bytes or PyBytes_GET_SIZE(k) < 8 or type(e) is not bytes:
+                raise TypeError("put: keys are bytes of at least 8, entries bytes")
+            total += <size_t>PyBytes_GET_SIZE(e)
+        if self.batches:
+            self._retire()
+        if n == 0:
+            return
+        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+        q = &s.q
+        if _grow(q, <size_t>n, total) < 0:
+            failed = 1
+        else:
+            if q.n == 0:
+                q.first = tdw_monotonic()
+                _signal(s)
+            at = q.used
+            for i in range(n):
+                k = keys[i]
+                e = entries[i]
+                r = &q.recs[q.n]
+                r.kind = _ROW
+                r.ident = _ident(<const unsigned char*>PyBytes_AS_STRING(k))
+                r.at = at
+                r.size = <size_t>PyBytes_GET_SIZE(e)
+                r.order = q.n
+                memcpy(q.data + at, PyBytes_AS_STRING(e), r.size)
+                at += r.size
+                q.n += 1
+            q.used = at
+            q.batches += 1
+        PyThread_release_lock(s.mutex)
+        if failed:
+            raise MemoryError()
+        self.batches.append((keys, entries))
+        self.queued += 1
+
+    def touch(self, double now, list keys):
+        """Queue lookup hits to mark used at *now*."""
+        cdef _State* s = self.s
+        cdef Py_ssize_t n = len(keys), i
+        cdef object k
+        cdef _Rec* r
+        cdef _Buf* q
+        cdef int failed = 0
+        for i in range(n):
+            k = keys[i]
+            if type(k) is not bytes or PyBytes_GET_SIZE(k) < 8:
+                raise TypeError("touch: keys are bytes of at least 8")
+        if n == 0:
+            return
+        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+        q = &s.q
+        if _grow(q, <size_t>n, 0) < 0:
+            failed = 1
+        else:
+            if q.n == 0:
+                q.first = tdw_monotonic()
+                _signal(s)
+            for i in range(n):
+                r = &q.recs[q.n]
+                r.kind = _TOUCH
+                r.ident = _ident(<const unsigned char*>PyBytes_AS_STRING(keys[i]))
+                r.used = now
+                r.order = q.n
+                q.n += 1
+        PyThread_release_lock(s.mutex)
+        if failed:
+            raise MemoryError()
+
+    def flush(self):
+        """Commit everything queued; return when the commit has ended (or failed)."""
+        cdef _State* s = self.s
+        cdef _Req req
+        cdef int waiting = 0
+        req.done = PyThread_allocate_lock()
+        if req.done == NULL:
+            raise MemoryError()
+        with nogil:
+            PyThread_acquire_lock(req.done, WAIT_LOCK)
+            PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+            if s.running and not s.stop:
+                req.next = s.requests
+                s.requests = &req
+                _signal(s)
+                waiting = 1
+            PyThread_release_lock(s.mutex)
+            if waiting:
+                PyThread_acquire_lock(req.done, WAIT_LOCK)  # released by the thread
+            PyThread_release_lock(req.done)
+        PyThread_free_lock(req.done)
+        self._retire()
+
+    def stop(self):
+        """Commit what is queued, close the connection and end the thread; idempotent."""
+        if self.s != NULL:
+            with nogil:
+                _stop(self.s)
+            self._retire()
+
+    @property
+    def alone(self):
+        """False once another connection was seen to write the file (see _cache_file.Writer)."""
+        return bool(self.s.alone)
+
+    @alone.setter
+    def alone(self, value):
+        if not value:
+            self.s.alone = 0
+
+    @property
+    def commits(self):
+        """Commits ended."""
+        return self.s.commits
+
+    @property
+    def error(self):
+        """The exception of the commit that failed, as ``sqlite3`` raises it; or None."""
+        cdef _State* s = self.s
+        if self._error is None and s.error_code:
+            self._error = _exception(
+                s.error_code, s.error_msg[:strlen(s.error_msg)].decode("utf-8", "replace"))
+        return self._error
+
+    @property
+    def running(self):
+        """Whether the thread has not ended."""
+        return bool(self.s.running)
+
+
+cdef void _stop(_State* s) noexcept nogil:
+    """Ask the thread to end after its last commit, and wait until it has."""
+    cdef int wait = 0
+    PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+    if s.running and not s.stop:
+        s.stop = 1
+        _signal(s)
+        wait = 1
+    elif s.running:
+        wait = 1
+    PyThread_release_lock(s.mutex)
+    if wait:
+        PyThread_acquire_lock(s.finished, WAIT_LOCK)
+        PyThread_release_lock(s.finished)  # for any other waiter
