@@ -27,11 +27,13 @@ from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.string cimport memcpy, memcmp, memset, strlen
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.pythread cimport (
-    PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
-    PyThread_acquire_lock, PyThread_release_lock, PyLockStatus, PY_LOCK_ACQUIRED, WAIT_LOCK,
+    PyThread_type_lock, PyThread_allocate_lock, PyThread_acquire_lock, PyThread_release_lock, PyLockStatus, PY_LOCK_ACQUIRED, WAIT_LOCK,
+    NOWAIT_LOCK,
 )
+from cpython.exc cimport PyErr_CheckSignals
 
 cdef extern from "pythread.h":
+    void PyThread_free_lock(PyThread_type_lock) nogil
     unsigned long PyThread_start_new_thread(void (*)(void*) noexcept nogil, void*)
     unsigned long PYTHREAD_INVALID_THREAD_ID
     PyLockStatus PyThread_acquire_lock_timed(
@@ -61,7 +63,6 @@ cdef extern from *:
 
 ctypedef int (*open_v2_t)(const char*, void**, int, const char*) noexcept nogil
 ctypedef int (*db_t)(void*) noexcept nogil  # close_v2, errcode
-ctypedef int (*exec_t)(void*, const char*, void*, void*, char**) noexcept nogil
 ctypedef int (*prepare_t)(void*, const char*, int, void**, const char**) noexcept nogil
 ctypedef int (*stmt_t)(void*) noexcept nogil  # step, reset, finalize
 ctypedef int (*bind_int64_t)(void*, int, long long) noexcept nogil
@@ -77,7 +78,6 @@ cdef struct _Api:
     db_t close_v2
     db_t errcode
     db_t get_autocommit
-    exec_t exec_
     prepare_t prepare_v2
     stmt_t step
     stmt_t reset
@@ -96,20 +96,22 @@ cdef _Api api
 cdef int _resolved = -1  # -1 not tried, 0 missing, 1 found
 
 _NAMES = (
-    "open_v2", "close_v2", "extended_errcode", "get_autocommit", "exec", "prepare_v2",
+    "open_v2", "close_v2", "extended_errcode", "get_autocommit", "prepare_v2",
     "step", "reset", "finalize", "bind_int64", "bind_double", "bind_blob", "bind_text",
     "column_type", "column_bytes", "column_text", "busy_timeout", "errmsg",
 )
 
-DEF SQLITE_OK = 0
-DEF SQLITE_ROW = 100
-DEF SQLITE_DONE = 101
-DEF SQLITE_TEXT = 3
-DEF SQLITE_TOOBIG = 18
-DEF SQLITE_NOMEM = 7
-DEF SQLITE_MISUSE = 21
-DEF SQLITE_OPEN_READWRITE = 0x2
-DEF INT_MAX = 2147483647
+cdef enum:
+    SQLITE_OK = 0
+    SQLITE_TEXT = 3
+    SQLITE_TOOBIG = 18
+    SQLITE_MISUSE = 21
+    SQLITE_ROW = 100
+    SQLITE_DONE = 101
+    SQLITE_OPEN_READWRITE = 0x2
+    INT_MAX = 2147483647
+    _ROW = 0    # a _Rec of a row to write
+    _TOUCH = 1  # a _Rec of a hit to mark used
 
 
 def available():
@@ -127,7 +129,7 @@ def available():
                      for name in _NAMES]
         except (ImportError, OSError, AttributeError):
             return False
-        if not all(found):
+        if not all(found) or len(found) * sizeof(void*) != sizeof(_Api):
             return False
         _set_api(found)
         _resolved = 1
@@ -135,27 +137,11 @@ def available():
 
 
 cdef void _set_api(list found):
-    cdef size_t[18] p
-    for i in range(18):
-        p[i] = <size_t>found[i]
-    api.open_v2 = <open_v2_t>p[0]
-    api.close_v2 = <db_t>p[1]
-    api.errcode = <db_t>p[2]
-    api.get_autocommit = <db_t>p[3]
-    api.exec_ = <exec_t>p[4]
-    api.prepare_v2 = <prepare_t>p[5]
-    api.step = <stmt_t>p[6]
-    api.reset = <stmt_t>p[7]
-    api.finalize = <stmt_t>p[8]
-    api.bind_int64 = <bind_int64_t>p[9]
-    api.bind_double = <bind_double_t>p[10]
-    api.bind_blob = <bind_blob_t>p[11]
-    api.bind_text = <bind_blob_t>p[12]
-    api.column_type = <column_int_t>p[13]
-    api.column_bytes = <column_int_t>p[14]
-    api.column_text = <column_text_t>p[15]
-    api.busy_timeout = <busy_timeout_t>p[16]
-    api.errmsg = <errmsg_t>p[17]
+    """Fill ``api`` from the addresses of _NAMES, in its fields' order."""
+    cdef void** fields = <void**>&api
+    cdef Py_ssize_t i
+    for i in range(len(found)):
+        fields[i] = <void*><size_t>found[i]
 
 
 # --- the queue ---------------------------------------------------------------
@@ -167,9 +153,6 @@ cdef struct _Rec:
     double used       # a touch: the time of the hit
     size_t order      # queued order: of two rows of one id, the later wins
     int kind          # _ROW or _TOUCH
-
-DEF _ROW = 0
-DEF _TOUCH = 1
 
 
 cdef struct _Buf:
@@ -183,8 +166,9 @@ cdef struct _Buf:
     double first      # monotonic time its first record was queued
 
 
-cdef struct _Req:
-    PyThread_type_lock done
+cdef struct _Req:               # a flush() waiting, on the heap
+    PyThread_type_lock done     # held until the thread has committed for it
+    int abandoned               # its waiter was interrupted: the thread frees it
     _Req* next
 
 
@@ -222,6 +206,7 @@ cdef struct _State:
 
 
 cdef int _grow(_Buf* b, size_t nrecs, size_t nbytes) noexcept nogil:
+    """Room for *nrecs* more records and *nbytes* more data; -1 if out of memory."""
     cdef size_t cap
     cdef void* p
     if b.n + nrecs > b.ncap:
@@ -263,6 +248,11 @@ cdef int _by_kind_id_order(const void* a, const void* b) noexcept nogil:
     return -1 if x.order < y.order else (1 if x.order > y.order else 0)
 
 
+cdef void _free_req(_Req* r) noexcept nogil:
+    PyThread_free_lock(r.done)
+    free(r)
+
+
 cdef void _signal(_State* s) noexcept nogil:
     """Wake the thread (the caller holds the mutex)."""
     if not s.signalled:
@@ -273,12 +263,15 @@ cdef void _signal(_State* s) noexcept nogil:
 # --- the thread --------------------------------------------------------------
 
 cdef void _fail(_State* s, int code, const char* msg) noexcept nogil:
+    """Keep the error (the thread's first); nothing more is written after it."""
     cdef size_t n = strlen(msg)
     if n > 511:
         n = 511
+    PyThread_acquire_lock(s.mutex, WAIT_LOCK)
     memcpy(s.error_msg, msg, n)
     s.error_msg[n] = 0
     s.error_code = code if code else SQLITE_MISUSE
+    PyThread_release_lock(s.mutex)
 
 
 cdef int _run_stmt(_State* s, void* stmt) noexcept nogil:
@@ -358,8 +351,10 @@ cdef void _commit(_State* s) noexcept nogil:
         return
     memcpy(s.last, s.token, s.token_len)
     s.last_len = s.token_len
+    PyThread_acquire_lock(s.mutex, WAIT_LOCK)
     s.commits += 1
     s.committed_batches += b.batches
+    PyThread_release_lock(s.mutex)
 
 
 cdef void _main(void* arg) noexcept nogil:
@@ -393,10 +388,15 @@ cdef void _main(void* arg) noexcept nogil:
             _commit(s)
             s.mine.n = s.mine.used = s.mine.batches = 0
             s.last_end = tdw_monotonic()
+            PyThread_acquire_lock(s.mutex, WAIT_LOCK)
             while reqs != NULL:  # a waiter frees its request once released
                 nxt = reqs.next
-                PyThread_release_lock(reqs.done)
+                if reqs.abandoned:
+                    _free_req(reqs)
+                else:
+                    PyThread_release_lock(reqs.done)
                 reqs = nxt
+            PyThread_release_lock(s.mutex)
             if stop:
                 break
             continue
@@ -437,25 +437,17 @@ cdef void _close_db(_State* s) noexcept nogil:
 
 # --- the Python side ---------------------------------------------------------
 
-_PRIMARY = {
-    1: "ERROR", 2: "INTERNAL", 3: "PERM", 4: "ABORT", 5: "BUSY", 6: "LOCKED", 7: "NOMEM",
-    8: "READONLY", 9: "INTERRUPT", 10: "IOERR", 11: "CORRUPT", 12: "NOTFOUND", 13: "FULL",
-    14: "CANTOPEN", 15: "PROTOCOL", 16: "EMPTY", 17: "SCHEMA", 18: "TOOBIG",
-    19: "CONSTRAINT", 20: "MISMATCH", 21: "MISUSE", 22: "NOLFS", 23: "AUTH", 24: "FORMAT",
-    25: "RANGE", 26: "NOTADB",
-}
-
 
 def _exception(int code, str message):
-    """The ``sqlite3`` exception the ``sqlite3`` module raises for *code* (as its
-    ``_pysqlite_seterror`` maps them), with its ``sqlite_errorcode`` and name."""
+    """The ``sqlite3`` exception the ``sqlite3`` module raises for *code* (its
+    ``_pysqlite_seterror``'s mapping), with its ``sqlite_errorcode``."""
     import sqlite3
 
     primary = code & 0xFF
+    if primary == 7:
+        return MemoryError()
     if primary in (2, 12):
         kind = sqlite3.InternalError
-    elif primary == 7:
-        return MemoryError()
     elif primary in (1, 3, 4, 5, 6, 8, 9, 10, 13, 14, 15, 16, 17):
         kind = sqlite3.OperationalError
     elif primary == 18:
@@ -468,28 +460,27 @@ def _exception(int code, str message):
         kind = sqlite3.DatabaseError
     exc = kind(message)
     exc.sqlite_errorcode = code
-    exc.sqlite_errorname = "SQLITE_" + _PRIMARY.get(primary, "ERROR")
     return exc
 
 
 cdef class Writer:
-    """The C writer thread of one ``Cache``; the Python side of ``_cache_file.Writer``'s job.
+    """The C writer thread of one ``Cache``: ``_cache_file.Writer``'s job without the GIL.
 
     ``Writer(path, pending, token, last, unpend, interval, gap, busy_timeout)``
     opens *path* (a file ``_cache_file.open_file`` has checked) and starts
-    the thread. :meth:`put` queues rows, :meth:`touch` hits to mark used,
-    :meth:`flush` commits and waits, :meth:`stop` commits, closes and
-    joins. The rows of a ``put`` leave *pending* (through *unpend*, with the
-    GIL: at the next call into this object) once their commit has ended.
+    the thread. :meth:`put` queues rows and :meth:`touch` hits to mark used;
+    the thread commits what it holds once *gap* seconds have passed since
+    its last commit, and at most *interval* after it was queued; :meth:`flush`
+    commits now and waits; :meth:`stop` commits, closes and ends the thread.
+    The rows of a ``put`` leave *pending* (``unpend(pending, keys, entries)``,
+    with the GIL: at the next call into this object) once committed.
     """
 
     cdef _State* s
     cdef readonly str token
-    cdef object pending
-    cdef object unpend
-    cdef object batches      # list of (keys, entries) queued and not yet unpended
-    cdef long long retired   # batches unpended so far
-    cdef long long queued    # batches put so far
+    cdef object pending, unpend
+    cdef list batches        # (keys, entries) of each put not yet unpended
+    cdef long long retired   # puts unpended so far
     cdef object _error
 
     def __cinit__(self):
@@ -503,37 +494,34 @@ cdef class Writer:
             raise RuntimeError("SQLite's C API was not found")
         name = os.fsencode(path)
         tok = token.encode()
-        s = <_State*>malloc(sizeof(_State))
+        if len(tok) >= 64:
+            raise ValueError("the token is too long")
+        s = self.s = <_State*>malloc(sizeof(_State))
         if s == NULL:
             raise MemoryError()
         memset(s, 0, sizeof(_State))
-        self.s = s
-        self.token = token
-        self.pending = pending
-        self.unpend = unpend
+        self.token, self.pending, self.unpend = token, pending, unpend
         self.batches = []
-        self.retired = self.queued = 0
-        self._error = None
-        if len(tok) >= 64:
-            raise ValueError("token too long")
         memcpy(s.token, <char*>tok, len(tok))
         s.token_len = len(tok)
+        s.last_len = -2  # a mark that matches none: alone is cleared at the first commit
         if last is None:
             s.last_len = -1
         elif isinstance(last, str) and len(last.encode()) < 256:
             prev = last.encode()
             memcpy(s.last, <char*>prev, len(prev))
             s.last_len = len(prev)
-        else:
-            s.last_len = -2
         s.alone = 1
-        s.interval = interval
-        s.gap = gap
-        s.last_end = tdw_monotonic()
-        s.mutex = PyThread_allocate_lock()
+        s.interval, s.gap, s.last_end = interval, gap, tdw_monotonic()
         s.wake = PyThread_allocate_lock()
         s.finished = PyThread_allocate_lock()
-        if s.mutex == NULL or s.wake == NULL or s.finished == NULL:
+        if s.wake != NULL and s.finished != NULL:
+            s.mutex = PyThread_allocate_lock()
+        if s.mutex == NULL:
+            if s.wake != NULL:
+                PyThread_free_lock(s.wake)
+            if s.finished != NULL:
+                PyThread_free_lock(s.finished)
             raise MemoryError()
         PyThread_acquire_lock(s.wake, WAIT_LOCK)
         PyThread_acquire_lock(s.finished, WAIT_LOCK)
@@ -545,18 +533,18 @@ cdef class Writer:
             raise RuntimeError("cannot start the cache's writer thread")
 
     cdef _open(self, bytes name, double busy_timeout):
+        """Open the connection as ``_cache_file.connect`` does, and prepare the
+        Python writer's statements (``_insert(1)``, ``_TOUCH``, ``_MARK``)."""
         cdef _State* s = self.s
-        cdef int rc
         cdef const char* c_name = name
+        cdef int rc
         with nogil:
             rc = api.open_v2(c_name, &s.db, SQLITE_OPEN_READWRITE, NULL)
         if rc == SQLITE_OK:
             api.busy_timeout(s.db, <int>(busy_timeout * 1000))
-            rc = self._prepare(
-                b"PRAGMA synchronous = NORMAL", NULL)  # as _cache_file.connect
+            rc = self._prepare(b"PRAGMA synchronous = NORMAL", NULL)
         if rc == SQLITE_OK:
             rc = self._prepare(b"PRAGMA cache_size = -32768", NULL)
-        # The statements of _cache_file's Python writer (its _insert(1), _TOUCH, _MARK).
         if rc == SQLITE_OK:
             rc = self._prepare(b"BEGIN IMMEDIATE", &s.begin)
         if rc == SQLITE_OK:
@@ -575,38 +563,36 @@ cdef class Writer:
             rc = self._prepare(
                 b"SELECT value FROM trio_dag_meta WHERE name = 'writer'", &s.read_mark)
         if rc != SQLITE_OK:
-            code = api.errcode(s.db) if s.db != NULL else rc
-            message = (api.errmsg(s.db) if s.db != NULL else b"cannot open").decode(
+            if s.db != NULL:
+                rc = api.errcode(s.db)
+            message = (api.errmsg(s.db) if s.db != NULL else b"out of memory").decode(
                 "utf-8", "replace")
             _close_db(s)
-            raise _exception(code, message)
+            raise _exception(rc, message)
 
     cdef int _prepare(self, bytes sql, void** slot):
         """Prepare *sql* into *slot*; with no slot, run it once."""
         cdef void* stmt = NULL
         cdef int rc = api.prepare_v2(self.s.db, <const char*>sql, -1, &stmt, NULL)
-        if rc != SQLITE_OK:
+        if rc != SQLITE_OK or slot != NULL:
+            if slot != NULL:
+                slot[0] = stmt
             return rc
-        if slot == NULL:
-            rc = api.step(stmt)
-            api.finalize(stmt)
-            return SQLITE_OK if rc in (SQLITE_DONE, SQLITE_ROW) else rc
-        slot[0] = stmt
-        return SQLITE_OK
+        rc = api.step(stmt)
+        api.finalize(stmt)
+        return SQLITE_OK if rc in (SQLITE_DONE, SQLITE_ROW) else rc
 
     def __dealloc__(self):
         cdef _State* s = self.s
         if s == NULL:
             return
-        if s.mutex != NULL and s.running:
+        if s.running:
             with nogil:
                 _stop(s)
         _close_db(s)
-        if s.mutex != NULL:
+        if s.mutex != NULL:  # else none is
             PyThread_free_lock(s.mutex)
-        if s.wake != NULL:
             PyThread_free_lock(s.wake)
-        if s.finished != NULL:
             PyThread_free_lock(s.finished)
         free(s.q.data)
         free(s.q.recs)
@@ -615,138 +601,142 @@ cdef class Writer:
         free(s)
         self.s = NULL
 
+    cdef long long _read(self, long long* field):
+        """A counter the thread updates, read under the mutex."""
+        cdef long long value
+        PyThread_acquire_lock(self.s.mutex, WAIT_LOCK)
+        value = field[0]
+        PyThread_release_lock(self.s.mutex)
+        return value
+
     cdef int _retire(self) except -1:
-        """Unpend the rows of every batch committed since the last call."""
-        cdef long long done
-        cdef _State* s = self.s
-        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
-        done = s.committed_batches
-        PyThread_release_lock(s.mutex)
+        """Unpend the rows of every put committed since the last call."""
+        cdef long long done = self._read(&self.s.committed_batches)
         if done == self.retired:
             return 0
         cut = <Py_ssize_t>(done - self.retired)
-        for keys, entries in self.batches[:cut]:
-            self.unpend(self.pending, keys, entries)
-        del self.batches[:cut]
+        batches = self.batches[:cut]
+        del self.batches[:cut]  # before unpend, which another thread may enter meanwhile
         self.retired = done
+        for keys, entries in batches:
+            self.unpend(self.pending, keys, entries)
         return 0
 
-    def put(self, list keys, list entries):
-        """Queue rows: each key's first 8 bytes (the id) and its entry, copied."""
+    cdef int _queue(self, list keys, list entries, double now) except -1:
+        """Copy rows (*entries* a list) or hits at *now* (*entries* None) into the queue."""
         cdef _State* s = self.s
         cdef Py_ssize_t n = len(keys), i
-        cdef size_t total = 0, at
+        cdef size_t total = 0
         cdef object k, e
         cdef _Rec* r
-        cdef _Buf* q
+        cdef _Buf* q = &s.q
         cdef int failed = 0
-        if len(entries) != n:
-            raise ValueError("put: keys and entries differ in length")
+        if entries is not None and len(entries) != n:
+            raise ValueError("keys and entries differ in length")
         for i in range(n):
             k = keys[i]
-            e = entries[i]
-            if type(k) is not bytes or PyBytes_GET_SIZE(k) < 8 or type(e) is not bytes:
-                raise TypeError("put: keys are bytes of at least 8, entries bytes")
-            total += <size_t>PyBytes_GET_SIZE(e)
-        if self.batches:
-            self._retire()
+            if type(k) is not bytes or PyBytes_GET_SIZE(k) < 8:
+                raise TypeError("a key is bytes of at least 8")
+            if entries is not None:
+                e = entries[i]
+                if type(e) is not bytes:
+                    raise TypeError("an entry is bytes")
+                total += <size_t>PyBytes_GET_SIZE(e)
         if n == 0:
-            return
-        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
-        q = &s.q
+            return 0
+        PyThread_acquire_lock(s.mutex, WAIT_LOCK)  # the thread holds it only briefly
         if _grow(q, <size_t>n, total) < 0:
             failed = 1
         else:
             if q.n == 0:
                 q.first = tdw_monotonic()
                 _signal(s)
-            at = q.used
             for i in range(n):
-                k = keys[i]
-                e = entries[i]
                 r = &q.recs[q.n]
-                r.kind = _ROW
-                r.ident = _ident(<const unsigned char*>PyBytes_AS_STRING(k))
-                r.at = at
-                r.size = <size_t>PyBytes_GET_SIZE(e)
+                r.ident = _ident(<const unsigned char*>PyBytes_AS_STRING(keys[i]))
                 r.order = q.n
-                memcpy(q.data + at, PyBytes_AS_STRING(e), r.size)
-                at += r.size
                 q.n += 1
-            q.used = at
-            q.batches += 1
+                if entries is None:
+                    r.kind = _TOUCH
+                    r.used = now
+                    continue
+                e = entries[i]
+                r.kind = _ROW
+                r.at = q.used
+                r.size = <size_t>PyBytes_GET_SIZE(e)
+                memcpy(q.data + q.used, PyBytes_AS_STRING(e), r.size)
+                q.used += r.size
+            if entries is not None:
+                q.batches += 1
         PyThread_release_lock(s.mutex)
         if failed:
             raise MemoryError()
-        self.batches.append((keys, entries))
-        self.queued += 1
+        return 0
+
+    def put(self, list keys, list entries):
+        """Queue rows: each key's first 8 bytes (its id) and its entry (copied)."""
+        if self.batches:
+            self._retire()
+        self._queue(keys, entries, 0.0)
+        if keys:
+            self.batches.append((keys, entries))
 
     def touch(self, double now, list keys):
         """Queue lookup hits to mark used at *now*."""
-        cdef _State* s = self.s
-        cdef Py_ssize_t n = len(keys), i
-        cdef object k
-        cdef _Rec* r
-        cdef _Buf* q
-        cdef int failed = 0
-        for i in range(n):
-            k = keys[i]
-            if type(k) is not bytes or PyBytes_GET_SIZE(k) < 8:
-                raise TypeError("touch: keys are bytes of at least 8")
-        if n == 0:
-            return
-        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
-        q = &s.q
-        if _grow(q, <size_t>n, 0) < 0:
-            failed = 1
-        else:
-            if q.n == 0:
-                q.first = tdw_monotonic()
-                _signal(s)
-            for i in range(n):
-                r = &q.recs[q.n]
-                r.kind = _TOUCH
-                r.ident = _ident(<const unsigned char*>PyBytes_AS_STRING(keys[i]))
-                r.used = now
-                r.order = q.n
-                q.n += 1
-        PyThread_release_lock(s.mutex)
-        if failed:
-            raise MemoryError()
+        self._queue(keys, None, now)
 
     def flush(self):
-        """Commit everything queued; return when the commit has ended (or failed)."""
+        """Commit everything queued; return when that commit has ended (or failed).
+
+        The wait lets go of the GIL, and ends early (raising) if a signal
+        handler raises, as ``threading.Event.wait`` would."""
         cdef _State* s = self.s
-        cdef _Req req
+        cdef _Req* req = <_Req*>malloc(sizeof(_Req))
         cdef int waiting = 0
+        cdef PyLockStatus got = PY_LOCK_ACQUIRED
+        if req == NULL:
+            raise MemoryError()
+        req.abandoned = 0
         req.done = PyThread_allocate_lock()
         if req.done == NULL:
+            free(req)
             raise MemoryError()
-        with nogil:
-            PyThread_acquire_lock(req.done, WAIT_LOCK)
-            PyThread_acquire_lock(s.mutex, WAIT_LOCK)
-            if s.running and not s.stop:
-                req.next = s.requests
-                s.requests = &req
-                _signal(s)
-                waiting = 1
-            PyThread_release_lock(s.mutex)
-            if waiting:
-                PyThread_acquire_lock(req.done, WAIT_LOCK)  # released by the thread
-            PyThread_release_lock(req.done)
-        PyThread_free_lock(req.done)
+        PyThread_acquire_lock(req.done, WAIT_LOCK)
+        PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+        if s.running and not s.stop:
+            req.next = s.requests
+            s.requests = req
+            _signal(s)
+            waiting = 1
+        PyThread_release_lock(s.mutex)
+        try:
+            while waiting:
+                with nogil:
+                    got = PyThread_acquire_lock_timed(req.done, 50000, 0)
+                if got == PY_LOCK_ACQUIRED:
+                    break
+                PyErr_CheckSignals()  # raises what a signal handler raised
+        finally:
+            if got == PY_LOCK_ACQUIRED:
+                _free_req(req)
+            else:  # interrupted: the thread frees it, unless it is done already
+                PyThread_acquire_lock(s.mutex, WAIT_LOCK)
+                if PyThread_acquire_lock(req.done, NOWAIT_LOCK):
+                    _free_req(req)
+                else:
+                    req.abandoned = 1
+                PyThread_release_lock(s.mutex)
         self._retire()
 
     def stop(self):
         """Commit what is queued, close the connection and end the thread; idempotent."""
-        if self.s != NULL:
-            with nogil:
-                _stop(self.s)
-            self._retire()
+        with nogil:
+            _stop(self.s)
+        self._retire()
 
     @property
     def alone(self):
-        """False once another connection was seen to write the file (see _cache_file.Writer)."""
+        """False once another connection was seen to write the file (see ``_cache_file.Writer``)."""
         return bool(self.s.alone)
 
     @alone.setter
@@ -757,33 +747,38 @@ cdef class Writer:
     @property
     def commits(self):
         """Commits ended."""
-        return self.s.commits
+        return self._read(&self.s.commits)
 
     @property
     def error(self):
         """The exception of the commit that failed, as ``sqlite3`` raises it; or None."""
-        cdef _State* s = self.s
-        if self._error is None and s.error_code:
-            self._error = _exception(
-                s.error_code, s.error_msg[:strlen(s.error_msg)].decode("utf-8", "replace"))
+        cdef int code
+        if self._error is None:
+            PyThread_acquire_lock(self.s.mutex, WAIT_LOCK)
+            code = self.s.error_code
+            PyThread_release_lock(self.s.mutex)
+            if code:  # its message is written before its code, and then never again
+                self._error = _exception(code, (<bytes>self.s.error_msg).decode(
+                    "utf-8", "replace"))
         return self._error
 
     @property
     def running(self):
         """Whether the thread has not ended."""
-        return bool(self.s.running)
+        PyThread_acquire_lock(self.s.mutex, WAIT_LOCK)
+        running = self.s.running
+        PyThread_release_lock(self.s.mutex)
+        return bool(running)
 
 
 cdef void _stop(_State* s) noexcept nogil:
     """Ask the thread to end after its last commit, and wait until it has."""
-    cdef int wait = 0
+    cdef int wait
     PyThread_acquire_lock(s.mutex, WAIT_LOCK)
-    if s.running and not s.stop:
+    wait = s.running
+    if wait and not s.stop:
         s.stop = 1
         _signal(s)
-        wait = 1
-    elif s.running:
-        wait = 1
     PyThread_release_lock(s.mutex)
     if wait:
         PyThread_acquire_lock(s.finished, WAIT_LOCK)
