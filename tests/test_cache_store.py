@@ -356,6 +356,134 @@ def test_a_writer_sees_another_connections_commit_at_its_own(tmp_path: Path) -> 
         assert first.lookup([k(1), k(3)]) == {k(1): entry(1), k(3): entry(3)}
 
 
+def test_the_writer_is_the_one_asked_for(tmp_path: Path, writer_kind: str) -> None:
+    with Cache(tmp_path / "c.db") as cache:
+        kind = (
+            trio_dag._cache_file.CWriter
+            if writer_kind == "c-writer"
+            else trio_dag._cache_file.Writer
+        )
+        assert type(cache._writer) is kind
+
+
+def test_a_commit_leaves_nothing_pending_and_keeps_the_later_of_two_entries(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(1), entry(1)), (k(2), entry(2))])
+        cache.store([(k(1), entry(7))])  # one window: the later entry of k(1) is kept
+        cache.flush()
+        assert cache._pending == {}
+    assert sql(path, "SELECT count(*) FROM results") == [(2,)]
+    with Cache(path) as cache:
+        assert cache.lookup([k(1), k(2)]) == {k(1): entry(7), k(2): entry(2)}
+
+
+def test_the_compiled_writer_commits_without_waiting_for_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer_kind: str
+) -> None:
+    if writer_kind != "c-writer":
+        pytest.skip("the Python writer commits at the window's end")
+    monkeypatch.setattr(trio_dag._cache_file, "COMMIT_INTERVAL", 3600.0)
+    monkeypatch.setattr(trio_dag._cache_file, "COMMIT_GAP", 0.0)
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        cache.store([(k(1), entry(1))])
+        start = time.monotonic()
+        while not sql(path, "SELECT count(*) FROM results")[0][0]:
+            assert time.monotonic() - start < TIMEOUT
+            time.sleep(0.01)
+        # The next store also commits unprompted. Committed rows leave pending
+        # at the next call that queues or flushes: k(1) at this store.
+        cache.store([(k(2), entry(2))])
+        while sql(path, "SELECT count(*) FROM results")[0][0] < 2:
+            assert time.monotonic() - start < TIMEOUT
+            time.sleep(0.01)
+        assert cache._pending == {k(2): k(2)[8:] + entry(2).digest + entry(2).payload}
+
+
+def test_a_file_that_stopped_being_a_cache_fails_the_commit_and_every_use_after(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    cache = Cache(path)
+    cache.store([(k(1), entry(1))])
+    cache.flush()
+    sql(path, "DROP TABLE results")
+    cache.store([(k(2), entry(2))])
+    with pytest.raises(CacheFileError, match="could not write: OperationalError") as info:
+        cache.flush()
+    error = info.value.__cause__
+    assert isinstance(error, sqlite3.OperationalError)
+    assert str(error) == "no such table: results"
+    assert cache._writer.error is error
+    with pytest.raises(CacheFileError, match="no such table"):
+        cache.store([(k(3), entry(3))])
+    with pytest.raises(CacheFileError, match="no such table"):
+        cache.lookup([k(1)])
+    with pytest.raises(CacheFileError, match="no such table"):
+        cache.close()
+    cache.close()  # closed: nothing more to say
+    assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_lock_held_past_the_busy_timeout_fails_the_commit_and_nothing_more_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trio_dag._cache_file, "BUSY_TIMEOUT", 0.05)
+    path = tmp_path / "c.db"
+    cache = Cache(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's write lock
+        cache.store([(k(1), entry(1))])
+        with pytest.raises(CacheFileError, match="database is locked") as info:
+            cache.flush()
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        other.execute("COMMIT")
+        # The entry stays pending, so this object still sees it; the file never gets it.
+        assert cache._pending
+        with pytest.raises(CacheFileError, match="database is locked"):
+            cache.close()
+    finally:
+        other.close()
+    assert sql(path, "SELECT count(*) FROM results") == [(0,)]
+    assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="setitimer is POSIX")
+def test_a_flush_waiting_for_a_lock_ends_when_a_signal_handler_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    monkeypatch.setattr(trio_dag._cache_file, "BUSY_TIMEOUT", float(TIMEOUT))
+    path = tmp_path / "c.db"
+    with Cache(path) as cache:
+        other = sqlite3.connect(path, isolation_level=None)
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            cache.store([(k(1), entry(1))])
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            start = time.monotonic()
+            with pytest.raises(Interrupted):
+                cache.flush()
+            assert time.monotonic() - start < TIMEOUT / 2
+            other.execute("COMMIT")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            other.close()
+        cache.flush()  # the lock is gone: the commit goes through
+        assert sql(path, "SELECT count(*) FROM results") == [(1,)]
+
+
 def test_cache_store_takes_32_byte_keys_and_digests(tmp_path: Path) -> None:
     with Cache(tmp_path / "c.db") as cache:
         with pytest.raises(ValueError, match="32-byte keys"):

@@ -57,6 +57,14 @@ COMPILED_MODULES = [
     "trio_dag._native._keyhash",
 ]
 
+# Not part of a backend: its twin is _cache_file's Python writer.
+SQLWRITER = "trio_dag._native._sqlwriter"
+SHOW_WRITER = (
+    "import tempfile, trio_dag, trio_dag._native as i\n"
+    "with tempfile.TemporaryDirectory() as d, trio_dag.Cache(d + '/c.db') as c:\n"
+    "    print(i.BACKEND.name, i.SQLWRITER is None, type(c._writer).__name__)\n"
+)
+
 
 def broken(module: str) -> str:
     """Code that makes importing *module* raise ImportError, as a broken build would."""
@@ -211,7 +219,7 @@ def test_the_compiled_backend_needs_no_twin(compiled_core: ModuleType) -> None:
 def test_the_python_backend_needs_no_compiled_module() -> None:
     """Outside the chooser nothing imports a compiled module: with all three
     unimportable and TRIO_DAG_NO_EXTENSIONS set, the package imports and runs."""
-    compiled = "".join(broken(module) for module in COMPILED_MODULES)
+    compiled = "".join(broken(module) for module in [*COMPILED_MODULES, SQLWRITER])
     code = compiled + "import trio_dag.graphlib, trio_dag.testing\n" + SHOW_BACKEND + RUN_A_DAG
     result = core_of(code, TRIO_DAG_NO_EXTENSIONS="1")
     assert result.splitlines() == [PYTHON_BACKEND, "3"]
@@ -220,9 +228,27 @@ def test_the_python_backend_needs_no_compiled_module() -> None:
 def test_no_compiled_module_imports_a_twin() -> None:
     twin_import = re.compile(r"^\s*(from|import|cimport)\s+trio_dag\.[\w.]+_py\b", re.MULTILINE)
     sources = sorted((ROOT / "trio_dag" / "_native").glob("*.pyx"))
-    assert len(sources) == 5
+    assert len(sources) == 6  # the five of a backend, and the cache's writer
     for pyx in sources:
         assert not twin_import.search(pyx.read_text()), pyx.name
+
+
+def test_the_cache_writer_is_compiled_unless_asked_or_unable(compiled_core: ModuleType) -> None:
+    assert core_of(SHOW_WRITER) == "cython False CWriter"
+    assert core_of(SHOW_WRITER, TRIO_DAG_PYTHON_WRITER="1") == "cython False Writer"
+    assert core_of(SHOW_WRITER, TRIO_DAG_NO_EXTENSIONS="1") == "python True Writer"
+    # Unlike a backend's module, a writer that does not import leaves the backend compiled.
+    assert core_of(broken(SQLWRITER) + SHOW_WRITER) == "cython True Writer"
+    # Or no SQLite C API found in the sqlite3 module's library.
+    no_api = f"import {SQLWRITER} as w; w.available = lambda: False\n"
+    assert core_of(no_api + SHOW_WRITER) == "cython False Writer"
+    stderr = import_error_of(broken(SQLWRITER) + "import trio_dag", TRIO_DAG_REQUIRE_EXTENSION="1")
+    assert f"the compiled cache writer {SQLWRITER} did not import" in stderr
+
+
+def test_sqlwriter_honours_the_environment_it_is_given() -> None:
+    assert _native.sqlwriter({"TRIO_DAG_NO_EXTENSIONS": "1"}) is None
+    assert _native.sqlwriter({}) is _native.SQLWRITER
 
 
 def test_choose_honours_the_environment_it_is_given() -> None:
