@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -16,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import trio
 
 import trio_dag
 import trio_dag._cache
@@ -29,6 +31,7 @@ from trio_dag._cache import (
     CacheStore,
     MemoryCache,
 )
+from trio_dag.events import TaskNotCached
 
 ROOT = Path(trio_dag.__file__).parent.parent
 TIMEOUT = 60  # seconds any subprocess or wait may take
@@ -450,6 +453,31 @@ def test_a_lock_held_past_the_busy_timeout_fails_the_commit_and_nothing_more_is_
         other.close()
     assert sql(path, "SELECT count(*) FROM results") == [(0,)]
     assert sql(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_run_whose_commits_fail_still_ends_ok_and_says_which_tasks_were_not_kept(
+    tmp_path: Path,
+) -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    events: list[object] = []
+    dag = trio_dag.DAG()
+    a = dag.add(double, 1, cache=True, name="a")
+    dag.add(double, a, cache=True, name="b")
+    dag.add(double, 3, name="c")
+    path = tmp_path / "c.db"
+    cache = Cache(path)
+    sql(path, "DROP TABLE results")  # the file stops being a cache under it
+    report = trio.run(functools.partial(trio_dag.run, dag, cache=cache, on_event=events.append))
+    assert report.ok and report["b"] == 4
+    told = {e.task.name: e.reason for e in events if isinstance(e, TaskNotCached)}
+    assert sorted(told) == ["a", "b"]
+    assert all(
+        "could not write: OperationalError('no such table: results')" in r for r in told.values()
+    )
+    with pytest.raises(CacheFileError, match="no such table"):
+        cache.close()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="setitimer is POSIX")
