@@ -377,10 +377,34 @@ def test_a_commit_leaves_nothing_pending_and_keeps_the_later_of_two_entries(
         cache.store([(k(1), entry(1)), (k(2), entry(2))])
         cache.store([(k(1), entry(7))])  # one window: the later entry of k(1) is kept
         cache.flush()
-        assert cache._pending == {}
+        assert cache._writer.pending() == {}
     assert sql(path, "SELECT count(*) FROM results") == [(2,)]
     with Cache(path) as cache:
         assert cache.lookup([k(1), k(2)]) == {k(1): entry(7), k(2): entry(2)}
+
+
+def row(key: int, value: int) -> bytes:
+    """The entry of key *key* storing ``entry(value)``, as the table keeps it."""
+    return k(key)[8:] + entry(value).digest + entry(value).payload
+
+
+def test_the_writers_pending_entries_are_those_stored_and_not_yet_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trio_dag._cache_file, "COMMIT_INTERVAL", 3600.0)
+    monkeypatch.setattr(trio_dag._cache_file, "COMMIT_GAP", 3600.0)
+    with Cache(tmp_path / "c.db") as cache:
+        writer = cache._writer
+        cache.store([(k(1), entry(1))])
+        assert writer.pending() == {k(1): row(1, 1)}
+        cache.store([(k(1), entry(7)), (k(2), entry(2))])
+        assert writer.pending() == {k(1): row(1, 7), k(2): row(2, 2)}
+        cache.store([(k(3), entry(3))])  # never asked for before its commit
+        cache.flush()
+        assert writer.pending() == {}
+        cache.store([(k(1), entry(8))])
+        assert writer.pending() == {k(1): row(1, 8)}
+        assert cache.lookup([k(1), k(2), k(3)]) == {k(1): entry(8), k(2): entry(2), k(3): entry(3)}
 
 
 def test_the_compiled_writer_commits_without_waiting_for_the_window(
@@ -397,13 +421,11 @@ def test_the_compiled_writer_commits_without_waiting_for_the_window(
         while not sql(path, "SELECT count(*) FROM results")[0][0]:
             assert time.monotonic() - start < TIMEOUT
             time.sleep(0.01)
-        # The next store also commits unprompted. Committed rows leave pending
-        # at the next call that queues or flushes: k(1) at this store.
-        cache.store([(k(2), entry(2))])
+        cache.store([(k(2), entry(2))])  # and the next too
         while sql(path, "SELECT count(*) FROM results")[0][0] < 2:
             assert time.monotonic() - start < TIMEOUT
             time.sleep(0.01)
-        assert cache._pending == {k(2): k(2)[8:] + entry(2).digest + entry(2).payload}
+        assert cache._writer.pending() == {}
 
 
 def test_a_file_that_stopped_being_a_cache_fails_the_commit_and_every_use_after(
@@ -446,7 +468,7 @@ def test_a_lock_held_past_the_busy_timeout_fails_the_commit_and_nothing_more_is_
         assert isinstance(info.value.__cause__, sqlite3.OperationalError)
         other.execute("COMMIT")
         # The entry stays pending, so this object still sees it; the file never gets it.
-        assert cache._pending
+        assert cache._writer.pending()
         with pytest.raises(CacheFileError, match="database is locked"):
             cache.close()
     finally:

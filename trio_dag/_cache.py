@@ -203,7 +203,8 @@ class Cache:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         db = open_file(self.path)
-        # Entries stored and not yet committed: key -> entry (see _RESULTS).
+        # Entries stored and not yet committed: key -> entry (see _RESULTS),
+        # the writer's to keep (see its pending()).
         self._pending: dict[bytes, bytes] = {}
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
@@ -339,7 +340,6 @@ class Cache:
         if snapshot is not None:
             return self._from_snapshot(keys, snapshot)
         found: dict[bytes, tuple[bytes, bytes]] = {}
-        pending = self._pending
         db = self._reader()
         asked = len(keys)
         alone = self._alone
@@ -363,6 +363,7 @@ class Cache:
                 if not keys:
                     self._misses += asked
                     return found
+        pending = self._writer.pending()
         if pending:
             for k in keys:
                 e = pending.get(k)
@@ -403,7 +404,7 @@ class Cache:
             keys,
             snapshot.rows,
             snapshot.stale,
-            self._pending,
+            self._writer.pending(),
             snapshot.since,
             found,
             touched,
@@ -437,7 +438,7 @@ class Cache:
         self._check_open()
         if not keys:
             return
-        self._pending.update(zip(keys, entries, strict=True))
+        self._writer.put(keys, entries)
         alone = self._alone
         if alone is not None:
             if len(alone) + len(keys) > _ALONE_MAX:
@@ -446,7 +447,6 @@ class Cache:
                 alone.update(keys)
         for snapshot in self._snapshots:
             snapshot.since.update(keys)
-        self._writer.put(keys, entries)
 
     def flush(self) -> None:
         """Commit every entry stored so far; return when it is on disk."""

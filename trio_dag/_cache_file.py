@@ -258,7 +258,7 @@ class Writer:
     ) -> None:
         self.kh = _native.BACKEND.keyhash  # insert_rows and unpend, compiled or their twins
         self.db = db
-        self.pending = pending
+        self.uncommitted = pending  # what pending() returns
         self.token = token
         self.last = last
         self.alone = True
@@ -276,7 +276,13 @@ class Writer:
 
     def put(self, keys: list[bytes], entries: list[bytes]) -> None:
         """Queue rows to write: each key and its entry (see ``_RESULTS``)."""
+        self.uncommitted.update(zip(keys, entries, strict=True))  # before the thread may unpend
         self.queue.put((keys, entries))
+
+    def pending(self) -> dict[bytes, bytes]:
+        """The entries put and not yet committed: key to entry (the thread
+        drops each after its commit)."""
+        return self.uncommitted
 
     def touch(self, now: float, keys: list[bytes]) -> None:
         """Queue lookup hits to mark used at *now*."""
@@ -375,7 +381,7 @@ class Writer:
                 db.execute("ROLLBACK")
             return
         # A newer entry of a key, stored meanwhile, stays until its own commit.
-        self.kh.unpend(self.pending, keys, entries)
+        self.kh.unpend(self.uncommitted, keys, entries)
 
 
 def prune_file(db: sqlite3.Connection, older_than: float | None, max_bytes: int | None) -> int:

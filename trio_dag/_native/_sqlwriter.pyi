@@ -26,6 +26,8 @@ class Writer:
     ) -> None: ...
     def put(self, keys: list[bytes], entries: list[bytes]) -> None:
         """Queue rows: each key's first 8 bytes (its id) and its entry (copied)."""
+    def pending(self) -> dict[bytes, bytes]:
+        """The entries put and not yet committed: key to entry."""
     def touch(self, now: float, keys: list[bytes]) -> None:
         """Queue lookup hits to mark used at *now*."""
     def flush(self) -> None:

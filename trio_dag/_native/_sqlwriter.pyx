@@ -184,15 +184,20 @@ cdef class Writer:
     the thread commits what it holds once *gap* seconds have passed since
     its last commit, and at most *interval* after it was queued; :meth:`flush`
     commits now and waits; :meth:`stop` commits, closes and ends the thread.
-    The rows of a ``put`` leave *pending* (``unpend(pending, keys, entries)``,
-    with the GIL: at the next call into this object) once committed.
+    *pending* (key to entry) holds what was put and not yet committed, as
+    :meth:`pending` returns it: each put is merged into it only when asked
+    (a cold run from an empty file never asks), and leaves it once its
+    commit has ended (``unpend(pending, keys, entries)``, with the GIL: at
+    the next call into this object), or is dropped unmerged.
     """
 
     cdef _State* s
     cdef readonly str token
-    cdef object pending, unpend
-    cdef list batches        # (keys, entries) of each put not yet unpended
-    cdef long long retired   # puts unpended so far
+    cdef dict _pending
+    cdef object unpend
+    cdef list batches        # (keys, entries) of each put not yet committed, in order
+    cdef Py_ssize_t merged   # how many of them, from the first, are in pending
+    cdef long long retired   # puts committed and dropped from batches so far
     cdef object _error
 
     def __cinit__(self):
@@ -212,8 +217,9 @@ cdef class Writer:
         if s == NULL:
             raise MemoryError()
         memset(s, 0, sizeof(_State))
-        self.token, self.pending, self.unpend = token, pending, unpend
+        self.token, self._pending, self.unpend = token, pending, unpend
         self.batches = []
+        self.merged = 0
         memcpy(s.token, <char*>tok, len(tok))
         s.token_len = len(tok)
         s.last_len = -2  # a mark that matches none: alone is cleared at the first commit
@@ -322,17 +328,34 @@ cdef class Writer:
         return value
 
     cdef int _retire(self) except -1:
-        """Unpend the rows of every put committed since the last call."""
+        """Drop the puts committed since the last call, unpending the merged ones."""
         cdef long long done = self._read(&self.s.committed_batches)
+        cdef Py_ssize_t cut, merged
         if done == self.retired:
             return 0
         cut = <Py_ssize_t>(done - self.retired)
-        batches = self.batches[:cut]
+        merged = min(cut, self.merged)
+        batches = self.batches[:merged]
         del self.batches[:cut]  # before unpend, which another thread may enter meanwhile
+        self.merged -= merged
         self.retired = done
         for keys, entries in batches:
-            self.unpend(self.pending, keys, entries)
+            self.unpend(self._pending, keys, entries)
         return 0
+
+    def pending(self):
+        """The entries put and not yet committed: key to entry, the later put's
+        entry of a key put twice (this object's *pending*, brought up to date)."""
+        cdef Py_ssize_t n
+        cdef dict pending = self._pending
+        if self.batches:
+            self._retire()
+            n = len(self.batches)
+            while self.merged < n:
+                keys, entries = self.batches[self.merged]
+                self.merged += 1
+                pending.update(zip(keys, entries))
+        return pending
 
     cdef int _queue(self, list keys, list entries, double now) except -1:
         """Copy rows (*entries* a list) or hits at *now* (*entries* None) into the queue."""

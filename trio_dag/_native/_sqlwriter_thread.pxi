@@ -4,6 +4,10 @@
 
 # --- the queue ---------------------------------------------------------------
 
+cdef enum:
+    _KEEP_BYTES = 16 << 20  # a buffer larger than this is let go of once committed
+
+
 cdef struct _Rec:
     long long ident   # the key's first 8 bytes, little-endian, signed (_cache_file._id)
     size_t at         # a row: where its entry starts in the buffer's data
@@ -86,6 +90,19 @@ cdef int _grow(_Buf* b, size_t nrecs, size_t nbytes) noexcept nogil:
         b.data = <char*>p
         b.cap = cap
     return 0
+
+
+cdef void _empty(_Buf* b) noexcept nogil:
+    """Empty *b*, keeping its memory for the next rows unless it grew large."""
+    b.n = b.used = b.batches = 0
+    if b.cap > _KEEP_BYTES:
+        free(b.data)
+        b.data = NULL
+        b.cap = 0
+    if b.ncap * sizeof(_Rec) > _KEEP_BYTES:
+        free(b.recs)
+        b.recs = NULL
+        b.ncap = 0
 
 
 cdef inline long long _ident(const unsigned char* p) noexcept nogil:
@@ -244,7 +261,7 @@ cdef void _main(void* arg) noexcept nogil:
         PyThread_release_lock(s.mutex)
         if go:
             _commit(s)
-            s.mine.n = s.mine.used = s.mine.batches = 0
+            _empty(&s.mine)
             s.last_end = tdw_monotonic()
             PyThread_acquire_lock(s.mutex, WAIT_LOCK)
             while reqs != NULL:  # a waiter frees its request once released
