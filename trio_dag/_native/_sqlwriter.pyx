@@ -109,6 +109,7 @@ cdef enum:
     SQLITE_ROW = 100
     SQLITE_DONE = 101
     SQLITE_OPEN_READWRITE = 0x2
+    SQLITE_OPEN_NOMUTEX = 0x8000  # one thread at a time uses the connection: no mutex a call
     INT_MAX = 2147483647
     _ROW = 0    # a _Rec of a row to write
     _TOUCH = 1  # a _Rec of a hit to mark used
@@ -257,7 +258,7 @@ cdef class Writer:
         cdef const char* c_name = name
         cdef int rc
         with nogil:
-            rc = api.open_v2(c_name, &s.db, SQLITE_OPEN_READWRITE, NULL)
+            rc = api.open_v2(c_name, &s.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
         if rc == SQLITE_OK:
             api.busy_timeout(s.db, <int>(busy_timeout * 1000))
             rc = self._prepare(b"PRAGMA synchronous = NORMAL", NULL)
