@@ -479,7 +479,12 @@ def start_writer(
 
 
 def shut(writer: Writer | CWriter, readers: Iterable[sqlite3.Connection]) -> None:
-    """Stop the writer after its last commit and close the readers (also at exit)."""
-    writer.stop()
-    for db in list(readers):
-        db.close()
+    """Stop the writer after its last commit and close the readers (also at exit).
+
+    A signal handler that raises ends the wait for the writer (it still
+    commits and ends); the readers are closed all the same."""
+    try:
+        writer.stop()
+    finally:
+        for db in list(readers):
+            db.close()

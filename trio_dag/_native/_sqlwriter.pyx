@@ -465,9 +465,23 @@ cdef class Writer:
         self._retire()
 
     def stop(self):
-        """Commit what is queued, close the connection and end the thread; idempotent."""
+        """Commit what is queued, close the connection and end the thread; idempotent.
+
+        The wait lets go of the GIL, and ends early (raising) if a signal
+        handler raises, as ``Thread.join`` would: the thread still ends
+        after its commit."""
+        cdef _State* s = self.s
+        cdef int wait
+        cdef PyLockStatus got
         with nogil:
-            _stop(self.s)
+            wait = _ask_stop(s)
+        while wait:
+            with nogil:
+                got = PyThread_acquire_lock_timed(s.finished, 50000, 0)
+            if got == PY_LOCK_ACQUIRED:
+                PyThread_release_lock(s.finished)  # for any other waiter
+                break
+            PyErr_CheckSignals()
         self._retire()
 
     @property
@@ -507,15 +521,20 @@ cdef class Writer:
         return bool(running)
 
 
-cdef void _stop(_State* s) noexcept nogil:
-    """Ask the thread to end after its last commit, and wait until it has."""
-    cdef int wait
+cdef int _ask_stop(_State* s) noexcept nogil:
+    """Ask the thread to end after its last commit; whether it had not ended."""
+    cdef int running
     PyThread_acquire_lock(s.mutex, WAIT_LOCK)
-    wait = s.running
-    if wait and not s.stop:
+    running = s.running
+    if running and not s.stop:
         s.stop = 1
         _signal(s)
     PyThread_release_lock(s.mutex)
-    if wait:
+    return running
+
+
+cdef void _stop(_State* s) noexcept nogil:
+    """Ask the thread to end after its last commit, and wait until it has."""
+    if _ask_stop(s):
         PyThread_acquire_lock(s.finished, WAIT_LOCK)
         PyThread_release_lock(s.finished)  # for any other waiter
