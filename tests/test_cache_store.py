@@ -59,7 +59,10 @@ def sql(path: Path, query: str, *args: object) -> list[tuple[object, ...]]:
         db.close()
 
 
-@pytest.fixture(autouse=True, params=["c-writer", "python-writer"])
+@pytest.fixture(
+    autouse=True,
+    params=[pytest.param("c-writer", marks=pytest.mark.c_extension), "python-writer"],
+)
 def writer_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test here runs with each SQLite writer (see _cache_file.start_writer):
     the compiled one when it is there, and the Python one (forced through the
