@@ -35,7 +35,8 @@ cdef struct _Req:               # a flush() waiting, on the heap
 
 
 cdef struct _State:
-    PyThread_type_lock mutex    # guards q, requests, signalled, stop, running
+    PyThread_type_lock mutex    # guards q, requests, signalled, stop, running, and the
+                                # counters and error the Python side reads
     PyThread_type_lock wake     # held while nothing is signalled; released to wake the thread
     PyThread_type_lock finished # held until the thread has ended
     _Buf q                      # the event loop's side: appended to under the mutex
@@ -60,7 +61,7 @@ cdef struct _State:
     int token_len
     char last[256]
     int last_len                # -1: the file had no mark; -2: a mark never matched
-    int alone
+    int alone                   # only ever cleared, by either side: read without the mutex
     long long commits
     long long committed_batches
     int error_code
