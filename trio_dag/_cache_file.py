@@ -61,7 +61,7 @@ SCHEMA: Final = 3  # of the file: the tables below; 1 and 2 are migrated (see _m
 COMMIT_INTERVAL: Final = 0.1  # seconds an entry may wait in the writer before its commit
 # The compiled writer commits sooner, as soon as this long has passed since
 # its last commit ended: it keeps up with a run, leaving little for its end.
-COMMIT_GAP: Final = 0.02
+COMMIT_GAP: Final = 0.01
 BUSY_TIMEOUT: Final = 60.0  # seconds a statement waits for another process's lock
 # A hit marks its entry used only when its last use is older than this, so
 # a rerun within the hour writes nothing; prune's LRU order is to the hour.
