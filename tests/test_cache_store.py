@@ -733,6 +733,47 @@ def test_finalizer_commits_a_cache_never_closed(tmp_path: Path) -> None:
     assert sql(path, "SELECT entry FROM results") == [(b"k" * 24 + b"d" * 32 + b"payload",)]
 
 
+FORKED = """
+import hashlib, os, sys
+from trio_dag._cache import Cache, CacheEntry, CacheFileError
+cache = Cache(sys.argv[1])
+k = hashlib.blake2b(b"1", digest_size=32).digest()
+cache.store([(k, CacheEntry(k, b"parent"))])
+pid = os.fork()
+if pid == 0:
+    try:
+        cache.store([(k, CacheEntry(k, b"child"))])
+        print("child stored", flush=True)
+    except CacheFileError as exc:
+        print("child:", exc, flush=True)
+    sys.exit(0)  # runs the finalizer: it must not wait for the parent's writer
+_, status = os.waitpid(pid, 0)
+cache.flush()
+print("parent", os.waitstatus_to_exitcode(status), cache.lookup([k])[k].payload.decode())
+cache.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_neither_hangs_at_exit_nor_disturbs_the_parents_writer(
+    tmp_path: Path, writer_kind: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED, str(tmp_path / "c.db")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    child, parent = result.stdout.splitlines()
+    assert parent == "parent 0 parent"
+    if writer_kind == "c-writer":  # its thread stayed in the parent: the child is told
+        assert "forked from the one that opened the Cache" in child
+    else:  # the Python writer takes the child's entries and never writes them
+        assert child == "child stored"
+
+
 def test_a_snapshot_answers_lookups_and_sees_what_this_cache_stores_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

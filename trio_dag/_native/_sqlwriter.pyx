@@ -150,6 +150,19 @@ include "_sqlwriter_thread.pxi"
 
 # --- the Python side ---------------------------------------------------------
 
+# Forks of this process so far, as the child sees it: a writer made before a
+# fork has no thread in the child (and its mutex may be held for good there).
+cdef long long _forks = 0
+
+
+def _after_fork_in_child():
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def _exception(int code, str message):
     """The ``sqlite3`` exception the ``sqlite3`` module raises for *code* (its
@@ -196,6 +209,7 @@ cdef class Writer:
     cdef readonly str token
     cdef dict _pending
     cdef object unpend
+    cdef long long forks     # _forks when made: another value means a forked child
     cdef list batches        # (keys, entries) of each put not yet committed, in order
     cdef Py_ssize_t merged   # how many of them, from the first, are in pending
     cdef long long retired   # puts committed and dropped from batches so far
@@ -221,6 +235,7 @@ cdef class Writer:
         self.token, self._pending, self.unpend = token, pending, unpend
         self.batches = []
         self.merged = 0
+        self.forks = _forks
         memcpy(s.token, <char*>tok, len(tok))
         s.token_len = len(tok)
         s.last_len = -2  # a mark that matches none: alone is cleared at the first commit
@@ -305,6 +320,8 @@ cdef class Writer:
         cdef _State* s = self.s
         if s == NULL:
             return
+        if self.forks != _forks:  # a forked child: its thread and connection are the parent's
+            return
         if s.running:
             with nogil:
                 _stop(s)
@@ -330,8 +347,11 @@ cdef class Writer:
 
     cdef int _retire(self) except -1:
         """Drop the puts committed since the last call, unpending the merged ones."""
-        cdef long long done = self._read(&self.s.committed_batches)
+        cdef long long done
         cdef Py_ssize_t cut, merged
+        if self.forks != _forks:
+            return 0
+        done = self._read(&self.s.committed_batches)
         if done == self.retired:
             return 0
         cut = <Py_ssize_t>(done - self.retired)
@@ -411,6 +431,8 @@ cdef class Writer:
 
     def put(self, list keys, list entries):
         """Queue rows: each key's first 8 bytes (its id) and its entry (copied)."""
+        if self.forks != _forks:
+            return  # nothing to write them (see error)
         if self.batches:
             self._retire()
         self._queue(keys, entries, 0.0)
@@ -419,7 +441,8 @@ cdef class Writer:
 
     def touch(self, double now, list keys):
         """Queue lookup hits to mark used at *now*."""
-        self._queue(keys, None, now)
+        if self.forks == _forks:
+            self._queue(keys, None, now)
 
     def flush(self):
         """Commit everything queued; return when that commit has ended (or failed).
@@ -430,6 +453,9 @@ cdef class Writer:
         cdef _Req* req = <_Req*>malloc(sizeof(_Req))
         cdef int waiting = 0
         cdef PyLockStatus got = PY_LOCK_ACQUIRED
+        if self.forks != _forks:
+            free(req)
+            return  # nothing to commit with (see error)
         if req == NULL:
             raise MemoryError()
         req.abandoned = 0
@@ -473,6 +499,8 @@ cdef class Writer:
         cdef _State* s = self.s
         cdef int wait
         cdef PyLockStatus got
+        if self.forks != _forks:
+            return
         with nogil:
             wait = _ask_stop(s)
         while wait:
@@ -497,12 +525,16 @@ cdef class Writer:
     @property
     def commits(self):
         """Commits ended."""
-        return self._read(&self.s.commits)
+        return self._read(&self.s.commits) if self.forks == _forks else self.s.commits
 
     @property
     def error(self):
         """The exception of the commit that failed, as ``sqlite3`` raises it; or None."""
         cdef int code
+        if self._error is None and self.forks != _forks:
+            self._error = RuntimeError(
+                "this process was forked from the one that opened the Cache, and its "
+                "writer thread stayed there; open the Cache again in this process")
         if self._error is None:
             PyThread_acquire_lock(self.s.mutex, WAIT_LOCK)
             code = self.s.error_code
@@ -514,7 +546,9 @@ cdef class Writer:
 
     @property
     def running(self):
-        """Whether the thread has not ended."""
+        """Whether the thread has not ended (in this process)."""
+        if self.forks != _forks:
+            return False
         PyThread_acquire_lock(self.s.mutex, WAIT_LOCK)
         running = self.s.running
         PyThread_release_lock(self.s.mutex)
