@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -509,34 +510,45 @@ def test_a_run_whose_commits_fail_still_ends_ok_and_says_which_tasks_were_not_ke
         cache.close()
 
 
+class _Interrupted(Exception):
+    """What the SIGALRM handler of the two tests below raises."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+@contextlib.contextmanager
+def _locked_then_interrupted(path: Path, cache: Cache) -> Iterator[None]:
+    """Another connection holds *path*'s write lock while *cache* stores a
+    row; a SIGALRM handler raises 0.1 s into the block. The lock is let go
+    at the block's end (and the timer and handler restored)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        cache.store([(k(1), entry(1))])
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        yield
+        other.execute("COMMIT")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        other.close()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="setitimer is POSIX")
 def test_a_flush_waiting_for_a_lock_ends_when_a_signal_handler_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Interrupted(Exception):
-        pass
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Interrupted
-
     monkeypatch.setattr(trio_dag._cache_file, "BUSY_TIMEOUT", float(TIMEOUT))
     path = tmp_path / "c.db"
     with Cache(path) as cache:
-        other = sqlite3.connect(path, isolation_level=None)
-        previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            cache.store([(k(1), entry(1))])
-            signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with _locked_then_interrupted(path, cache):
             start = time.monotonic()
-            with pytest.raises(Interrupted):
+            with pytest.raises(_Interrupted):
                 cache.flush()
             assert time.monotonic() - start < TIMEOUT / 2
-            other.execute("COMMIT")
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-            other.close()
         cache.flush()  # the lock is gone: the commit goes through
         assert sql(path, "SELECT count(*) FROM results") == [(1,)]
 
@@ -545,28 +557,11 @@ def test_a_flush_waiting_for_a_lock_ends_when_a_signal_handler_raises(
 def test_a_close_waiting_for_a_lock_ends_when_a_signal_handler_raises_and_commits_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Interrupted(Exception):
-        pass
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Interrupted
-
     monkeypatch.setattr(trio_dag._cache_file, "BUSY_TIMEOUT", float(TIMEOUT))
     path = tmp_path / "c.db"
     cache = Cache(path)
-    other = sqlite3.connect(path, isolation_level=None)
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        cache.store([(k(1), entry(1))])
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(Interrupted):
-            cache.close()
-        other.execute("COMMIT")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        other.close()
+    with _locked_then_interrupted(path, cache), pytest.raises(_Interrupted):
+        cache.close()
     cache.close()  # closed already
     start = time.monotonic()  # the writer commits once the lock is gone, and ends
     while not sql(path, "SELECT count(*) FROM results")[0][0]:
