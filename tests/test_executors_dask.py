@@ -30,9 +30,12 @@ from typing import Any
 
 import pytest
 import trio
+from _dask_window import Window
+from trio.testing import wait_all_tasks_blocked
 
 import trio_dag
 from trio_dag import TaskState
+from trio_dag.testing import Recorder, check_run
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
@@ -471,3 +474,50 @@ async def test_fail_fast_as_tasks_are_being_submitted_ends_every_task(client: An
             )
         assert report.state(fails) is TaskState.FAILED
         assert {report.state(task) for task in held} == {TaskState.CANCELLED}
+
+
+def mark(folder: str, value: int) -> int:
+    """Write *folder*/ran<value>; *value* back."""
+    Path(folder, f"ran{value}").touch()
+    return value
+
+
+async def opens() -> None:
+    """A gate: the tasks after it become ready together."""
+
+
+async def test_a_task_cancelled_while_its_call_is_queued_never_reaches_the_cluster(
+    counting_client: CountingClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four tasks become ready together; the first call's wait for the others
+    # is held open (see _dask_window) while one of the others is cancelled:
+    # it gives up its call, and the three others go in one map.
+    window = Window().install(monkeypatch)
+    dag = trio_dag.DAG()
+    gate = dag.add(opens, name="gate")
+    tasks = [
+        dag.add(mark, str(tmp_path), i, after=gate, run_in="cluster", name=f"m{i}")
+        for i in range(4)
+    ]
+    recorder = Recorder()
+    with trio.fail_after(BOUND):
+        async with trio_dag.open_run(
+            dag, executors={"cluster": counting_client}, on_event=recorder, check=False
+        ) as run:
+            await wait_all_tasks_blocked()
+            try:
+                assert len(window.calls) == 4 and window.held == [window.calls[0][0]]
+                cancelled = window.calls[-1][0]
+                run.cancel_task(cancelled)
+                await wait_all_tasks_blocked()
+            finally:
+                window.release.set()  # else the held task, shielded, never ends
+    report = run.report
+    assert window.given_up() == [cancelled]
+    states = {t.name: report.state(t) for t in tasks}
+    assert states.pop(cancelled) is TaskState.CANCELLED
+    assert set(states.values()) == {TaskState.SUCCEEDED}
+    assert counting_client.maps == [3] and counting_client.submits == 0
+    ran = {p.name for p in tmp_path.iterdir()}
+    assert ran == {f"ran{name[1:]}" for name in states}
+    check_run(dag, report, recorder, cancelled_tasks=[cancelled])
