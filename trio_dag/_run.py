@@ -519,9 +519,9 @@ class Run:
             have (``"process"`` or a name of its ``executors=``).
         """
         grower = self._grower
-        if grower is not None:
-            # Under the pure-Python core (the compiled one has taken the call
-            # already, in _core.run_add): the twin's Grower declines.
+        if grower is not None and type(grower) is not _grower_tried:
+            # The twin's Grower (the compiled one has been offered the call
+            # already, in _core.run_add, and declined it: not asked twice).
             handle = grower.add(fn, args, options)
             if handle is not None:
                 return handle  # type: ignore[no-any-return]
@@ -835,7 +835,13 @@ async def open_run(
 _compiled_add: Any = _native.BACKEND.core if _native.BACKEND.name == "cython" else None
 
 
+# The Grower type whose adds _core.run_add offers before it calls the add
+# above (once it is installed): the add above does not offer them again.
+_grower_tried: Any = None
+
+
 def _install_compiled_add() -> None:
-    global _compiled_add
+    global _compiled_add, _grower_tried
     core, _compiled_add = _compiled_add, None
     _native.install_compiled_add(Run, core.run_add, core.set_general_run_add)
+    _grower_tried = core.Grower
