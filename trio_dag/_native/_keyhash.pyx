@@ -117,28 +117,49 @@ cdef inline uint64_t _get_u64(const char* p) noexcept nogil:
     return _b2_load(<const uint8_t*>p)
 
 
-def make_part(bytes prefix, deps):
-    cdef Py_ssize_t nd = len(deps), k, size = PyBytes_GET_SIZE(prefix)
-    cdef bytes part = PyBytes_FromStringAndSize(NULL, 8 + 8 * nd + size)
+# A part (see make_part): u64(len(deps)), each dependency as a u64, then the
+# key body's head. These two are the only places that know the layout.
+
+cdef bytes _new_part(Py_ssize_t nd, Py_ssize_t head_size, char** deps_at):
+    """A part of *nd* dependencies and a head of *head_size* bytes, its count
+    written; the dependencies (then the head) are the caller's to write, at
+    *deps_at* (the head at ``deps_at + 8 * nd``)."""
+    cdef bytes part = PyBytes_FromStringAndSize(NULL, 8 + 8 * nd + head_size)
     cdef char* p = PyBytes_AS_STRING(part)
     _put_u64(p, <uint64_t>nd)
+    deps_at[0] = p + 8
+    return part
+
+
+cdef Py_ssize_t _part_deps(bytes part, const char** deps_at) except -1:
+    """How many dependencies *part* has; *deps_at* points to the first (and
+    the head starts ``8 *`` that many bytes on). ValueError if it is not a part."""
+    cdef const char* p = PyBytes_AS_STRING(part)
+    cdef Py_ssize_t nd = -1
+    if PyBytes_GET_SIZE(part) >= 8:
+        nd = <Py_ssize_t>_get_u64(p)
+    if nd < 0 or PyBytes_GET_SIZE(part) < 8 + 8 * nd:
+        raise ValueError("split_part: not a part")
+    deps_at[0] = p + 8
+    return nd
+
+
+def make_part(bytes prefix, deps):
+    cdef Py_ssize_t nd = len(deps), k, size = PyBytes_GET_SIZE(prefix)
+    cdef char* p
+    cdef bytes part = _new_part(nd, size, &p)
     for k in range(nd):
-        _put_u64(p + 8 + 8 * k, <uint64_t><Py_ssize_t>deps[k])
-    memcpy(p + 8 + 8 * nd, PyBytes_AS_STRING(prefix), size)
+        _put_u64(p + 8 * k, <uint64_t><Py_ssize_t>deps[k])
+    memcpy(p + 8 * nd, PyBytes_AS_STRING(prefix), size)
     return part
 
 
 def split_part(bytes part):
-    cdef const char* p = PyBytes_AS_STRING(part)
-    cdef Py_ssize_t nd, k
-    if PyBytes_GET_SIZE(part) < 8:
-        raise ValueError("split_part: not a part")
-    nd = <Py_ssize_t>_get_u64(p)
-    if nd < 0 or PyBytes_GET_SIZE(part) < 8 + 8 * nd:
-        raise ValueError("split_part: not a part")
+    cdef const char* p
+    cdef Py_ssize_t k, nd = _part_deps(part, &p)
     return (
-        PyBytes_FromStringAndSize(p + 8 + 8 * nd, PyBytes_GET_SIZE(part) - 8 - 8 * nd),
-        tuple([<Py_ssize_t>_get_u64(p + 8 + 8 * k) for k in range(nd)]),
+        PyBytes_FromStringAndSize(p + 8 * nd, PyBytes_GET_SIZE(part) - 8 - 8 * nd),
+        tuple([<Py_ssize_t>_get_u64(p + 8 * k) for k in range(nd)]),
     )
 
 
@@ -175,18 +196,15 @@ def task_keys(
             rest.append(v)
             continue
         part = parts[v]
-        if type(part) is not bytes or PyBytes_GET_SIZE(part) < 8:
+        if type(part) is not bytes:
             raise TypeError(f"task_keys: task {v} has no part")
-        q = PyBytes_AS_STRING(part)
-        nd = <Py_ssize_t>_get_u64(q)
-        if nd < 0 or PyBytes_GET_SIZE(part) < 8 + 8 * nd:
-            raise ValueError(f"task_keys: task {v}'s part is malformed")
-        head = q + 8 + 8 * nd
+        nd = _part_deps(<bytes>part, &q)
+        head = q + 8 * nd
         head_size = PyBytes_GET_SIZE(part) - 8 - 8 * nd
         size = head_size + 1
         ok = True
         for k in range(nd):
-            j = <Py_ssize_t>_get_u64(q + 8 + 8 * k)
+            j = <Py_ssize_t>_get_u64(q + 8 * k)
             if j < 0 or j >= m:
                 raise IndexError(f"task_keys: dependency {j} out of range")
             d = digests[j]
@@ -207,7 +225,7 @@ def task_keys(
         memcpy(p, head, head_size)
         at = head_size
         for k in range(nd):
-            d = digests[<Py_ssize_t>_get_u64(q + 8 + 8 * k)]
+            d = digests[<Py_ssize_t>_get_u64(q + 8 * k)]
             memcpy(p + at, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d))
             at += PyBytes_GET_SIZE(d)
         p[at] = b"0"
@@ -262,7 +280,10 @@ def take_hits(
 
 
 def encode_entry(object value, bytes key, bytes person):
-    return _encode(value, key, _start(person))
+    cdef bytes entry = _entry(value, key, _start(person))
+    if entry is None:
+        return None
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(entry) + 24, 32), entry
 
 
 cdef enum:
@@ -386,14 +407,6 @@ cdef bytes _entry(object value, bytes key, const uint64_t* start):
     return entry
 
 
-cdef object _encode(object value, bytes key, const uint64_t* start):
-    """``(digest, entry)`` of *value* stored for *key*, or None (out-of-band buffers)."""
-    cdef bytes entry = _entry(value, key, start)
-    if entry is None:
-        return None
-    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(entry) + 24, 32), entry
-
-
 cdef bytes _framed(const char* digest):
     """A digest as keys lay it out among the dependencies': ``u64(32) digest``."""
     cdef bytes framed = PyBytes_FromStringAndSize(NULL, 8 + 32)
@@ -408,14 +421,12 @@ cdef object _digest_of(object value, const uint64_t* start):
     cdef char small[_SMALL]
     cdef const char* at
     cdef Py_ssize_t size
+    cdef uint8_t digest[32]
     cdef bytes data = _pickled(value, small, &at, &size)  # keeps a large pickle alive
     if size < 0:
         return None
-    cdef bytes framed = PyBytes_FromStringAndSize(NULL, 8 + 32)
-    cdef char* p = PyBytes_AS_STRING(framed)
-    memcpy(p, PyBytes_AS_STRING(_FRAME), 8)
-    _b2_hash(start, <const uint8_t*>at, size, <uint8_t*>(p + 8))
-    return framed
+    _b2_hash(start, <const uint8_t*>at, size, digest)
+    return _framed(<const char*>digest)
 
 
 def hash_tasks(
@@ -489,12 +500,10 @@ def hash_tasks(
         # u64(len(deps)), the deps, then head + digest + u64(len(deps)), as one
         # bytes object (see make_part): no tuple per task for the GC to walk.
         size = PyBytes_GET_SIZE(head)
-        part = PyBytes_FromStringAndSize(NULL, 8 + 8 * nd + size + 32 + 8)
-        p = PyBytes_AS_STRING(part)
-        _put_u64(p, <uint64_t>nd)
+        part = _new_part(nd, size + 32 + 8, &p)
         for k in range(nd):
-            _put_u64(p + 8 + 8 * k, <uint64_t>deps[k])
-        p += 8 + 8 * nd
+            _put_u64(p + 8 * k, <uint64_t>deps[k])
+        p += 8 * nd
         memcpy(p, PyBytes_AS_STRING(head), size)
         memcpy(p + size, digest, 32)
         _put_u64(p + size + 32, <uint64_t>nd)
@@ -590,14 +599,11 @@ cdef class Returns:
         cdef object key = None, framed
         cdef bytes entry
         cdef const uint64_t* start = self.start
-        if v < 0 or v >= len(self.wants) or v >= len(self.digests):
-            raise IndexError(f"Returns: task {v} out of range")
-        if v >= len(self.keys):
+        if v < 0 or v >= len(self.wants) or v >= len(self.digests) or v >= len(self.keys):
             raise IndexError(f"Returns: task {v} out of range")
         key = self.keys[v]
         if key is not None:
             self.keys[v] = None
-        if key is not None:
             if not self.whole or type(key) is not bytes or PyBytes_GET_SIZE(key) != 32:
                 return self.slow(v, result, key)
             try:
