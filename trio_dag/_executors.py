@@ -24,7 +24,7 @@ import math
 import pickle
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from itertools import groupby, islice
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
@@ -33,7 +33,7 @@ from ._batching import Batched
 from ._dask import DaskFutures, is_dask_client
 from ._errors import ExecutorError, WorkerDiedError, describe
 from ._names import fn_name
-from ._options import BUILT_IN
+from ._options import BUILT_IN, option_kinds
 
 if TYPE_CHECKING:
     import trio_parallel
@@ -385,10 +385,9 @@ def _executor_users(snap: Snapshot) -> dict[str, list[int]]:
     """
     opts = snap.columns.opts
     users: dict[str, list[int]] = {}
-    # First the distinct options (one C-level pass; groupby compares by
-    # identity first): a run of many tasks with other options (cache=,
-    # priority=) pays no Python loop per task.
-    if all(o.run_in in BUILT_IN for o, _ in groupby(islice(opts, snap.n))):
+    # First the options' kinds: a run of many tasks with other options
+    # (cache=, priority=) pays no Python loop per task.
+    if all(o.run_in in BUILT_IN for o in option_kinds(islice(opts, snap.n))):
         return users
     last = on = None  # most noted tasks share their options with the one before
     for i in snap.with_notes:

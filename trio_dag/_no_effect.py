@@ -13,12 +13,13 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
-from itertools import groupby, islice
+from itertools import islice
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from ._errors import NoEffectWarning
+from ._options import option_kinds
 
 if TYPE_CHECKING:
     from ._policies import Policy
@@ -54,13 +55,9 @@ def warn_no_effect(
     noted: Sequence[int] = snap.with_notes
     if members is not None:
         noted = sorted(set(noted).intersection(members))
-    # The distinct options among the tasks' (tasks added alike share one
-    # TaskOptions, and groupby compares by identity first): what every task
-    # would be asked is asked of these, so a run of many tasks with options
-    # pays one C-level pass, no Python loop per task. Tasks without notes
-    # have options that ask for nothing, so all of them may be looked at.
-    of = islice(opts, snap.n) if members is None else map(opts.__getitem__, noted)
-    kinds = [o for o, _ in groupby(of)]
+    # What every task would be asked is asked of its options' kinds. Tasks
+    # without notes have options that ask for nothing, so all may be looked at.
+    kinds = option_kinds(islice(opts, snap.n) if members is None else map(opts.__getitem__, noted))
     _warn_cache(snap, noted, any(o.cache for o in kinds), cache)
     if policy != "priority" and any(o.priority for o in kinds):
         prioritized = [i for i in noted if opts[i].priority]

@@ -15,6 +15,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
+from itertools import groupby
 from operator import is_
 from types import BuiltinFunctionType, CodeType, FunctionType, MethodType
 from typing import Any, Final, Literal, final
@@ -34,6 +35,7 @@ __all__ = [
     "Trigger",
     "check_fn",
     "make_options",
+    "option_kinds",
     "options_of",
     "show_number",
 ]
@@ -344,6 +346,15 @@ def _same(value: object, kept: object) -> bool:
     if value is kept:
         return True
     return type(kept) is tuple and kept[:1] == (_Copy,) and _frozen(value) == kept
+
+
+def option_kinds(options: Iterable[TaskOptions]) -> list[TaskOptions]:
+    """*options* with each run of equal neighbours taken once: what a run's
+    start asks of every task (its warnings, its executor tasks) it asks of
+    these. Tasks added alike share one TaskOptions (:func:`options_of`) and
+    ``groupby`` compares by identity first, so this is one C-level pass over
+    a run of many tasks, with no Python code per task."""
+    return [o for o, _ in groupby(options)]
 
 
 def options_of(
