@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import trio
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
@@ -40,6 +40,11 @@ RESOURCES = {"gpu": 2.0, "mem": 3.5}
 # Capacities whose parts add up exactly, where float sums drift: 0.1 + 0.2
 # in 0.3, 0.2 + 0.7 in 0.9; an int capacity and one with a fraction.
 EXACT_RESOURCES: dict[str, float] = {"gpu": 2, "mem": 3.5, "tenths": 0.3, "nines": 0.9}
+
+
+# The settings of the property suites that draw runs: their dag_core
+# fixture is function-scoped on purpose (one core for all examples).
+SUITE = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 def examples(share: float) -> int:

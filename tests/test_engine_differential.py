@@ -23,13 +23,14 @@ import conftest
 import pytest
 from _reliability import (
     EXACT_RESOURCES,
+    SUITE,
     describe,
     examples,
     on_mock_clock,
     real_options,
     run_options,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_dag
@@ -41,10 +42,7 @@ from trio_dag.testing import DagPlan, Recorder, dag_plans
 # settings without effect are part of the draw, not a mistake.
 pytestmark = pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 
-suite = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    max_examples=examples(0.6),
-)
+suite = settings(SUITE, max_examples=examples(0.6))
 BODIES = ("sleep", "nursery", "catch")
 PLANS = dag_plans(
     priorities=True, max_tasks=12, resources=EXACT_RESOURCES, bodies=BODIES, batched=True

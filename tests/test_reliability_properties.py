@@ -29,6 +29,7 @@ import trio
 from _reliability import (
     EXACT_RESOURCES,
     RESOURCES,
+    SUITE,
     cancels,
     check_spec,
     describe,
@@ -43,7 +44,7 @@ from _reliability import (
     run_drawn,
     run_options,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_dag
@@ -55,8 +56,6 @@ from trio_dag.testing import DagPlan, Recorder, check_run, dag_plans, dags
 # settings without effect are part of the draw, not a mistake.
 pytestmark = pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 
-# The dag_core fixture is function-scoped on purpose: one core for all examples.
-suite = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 DAGS = dags(priorities=True, max_tasks=16, resources=RESOURCES)
 # What users write, on the MockClock: every async body but processes, batched
 # functions, inline bodies, exact resources.
@@ -66,7 +65,7 @@ PLANS = dag_plans(
 )
 
 
-@suite
+@SUITE
 @given(dag=DAGS, options=run_options(), data=st.data())
 def test_every_run_keeps_the_guarantees(
     dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any], data: st.DataObject
@@ -79,7 +78,7 @@ def test_every_run_keeps_the_guarantees(
 CONTENDED = {"A": 2.0, "B": 1.0, "C": 3.0}
 
 
-@suite
+@SUITE
 @given(
     dag=dags(
         priorities=True,
@@ -103,7 +102,7 @@ def test_tasks_contending_for_resources_wait_their_turn(
     check_run(dag, report, recorder, **used)
 
 
-@suite
+@SUITE
 @given(dag=DAGS, options=run_options())
 def test_check_raises_exactly_when_a_task_failed(
     dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any]
@@ -130,7 +129,7 @@ def test_check_raises_exactly_when_a_task_failed(
     check_run(dag, report, recorder, **used)
 
 
-@suite
+@SUITE
 @given(
     dag=DAGS,
     options=run_options(),
@@ -169,7 +168,7 @@ def test_streamed_runs_keep_the_guarantees_also_when_cancelled(
     check_run(dag, report, events, cancelled=cancel_at is not None, **used)
 
 
-@suite
+@SUITE
 @given(dag=DAGS, options=run_options(), cancel_at=st.integers(1, 8).map(lambda k: k / 2))
 def test_runs_cancelled_by_the_caller_keep_the_guarantees(
     dag_core: Any, dag: trio_dag.DAG, options: dict[str, Any], cancel_at: float
@@ -188,7 +187,7 @@ def test_runs_cancelled_by_the_caller_keep_the_guarantees(
 
 
 @pytest.mark.parametrize("strategy", ["immediate", "waves"])
-@settings(suite, max_examples=examples(0.25))
+@settings(SUITE, max_examples=examples(0.25))
 @given(
     dag=dags(
         priorities=True,
@@ -213,7 +212,7 @@ def test_runs_with_thread_bodies_keep_the_guarantees(
 # -- what users write, cancelled from outside or not --------------------------------------
 
 
-@suite
+@SUITE
 @given(
     plan=dag_plans(
         priorities=True,
@@ -247,7 +246,7 @@ def test_nothing_leaves_a_run_but_what_spec_says(
         check_spec(dag, ran)
 
 
-@suite
+@SUITE
 @given(plan=PLANS, options=run_options(EXACT_RESOURCES), data=st.data())
 def test_drawn_runs_keep_the_guarantees_also_when_cancelled(
     dag_core: Any, plan: DagPlan, options: dict[str, Any], data: st.DataObject
@@ -265,7 +264,7 @@ def test_drawn_runs_keep_the_guarantees_also_when_cancelled(
         assert ran.streamed == ran.events, "run.events() and on_event saw different events"
 
 
-@suite
+@SUITE
 @given(
     plan=dag_plans(
         priorities=True,
@@ -297,7 +296,7 @@ def test_runs_where_nothing_fails_succeed_entirely(
 REAL_BODIES = ("process", "nursery", "catch", "sleep")
 
 
-@settings(suite, max_examples=examples(0.5))
+@settings(SUITE, max_examples=examples(0.5))
 @given(
     plan=dag_plans(
         priorities=True,

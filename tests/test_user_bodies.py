@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -37,6 +38,7 @@ import pytest
 import trio
 from _reliability import (
     EXACT_RESOURCES,
+    SUITE,
     describe,
     examples,
     on_mock_clock,
@@ -44,7 +46,7 @@ from _reliability import (
     real_options,
     run_options,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_dag
@@ -53,7 +55,6 @@ from trio_dag.testing import DagPlan, Recorder, check_run, dag_plans
 # Drawn DAGs run under every policy (priority= counts under "priority" only).
 pytestmark = pytest.mark.filterwarnings("ignore::trio_dag.NoEffectWarning")
 
-suite = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 MOCK_BODIES = ("sleep", "nursery", "catch", "finally", "to_thread", "fail_after")
 # Processes first, as only the real-clock test draws them.
@@ -173,7 +174,7 @@ def _errors_are_the_bodies_own(plan: DagPlan, report: trio_dag.RunReport) -> Non
             assert kind is not trio.TooSlowError, where
 
 
-@suite
+@SUITE
 @given(
     plan=dag_plans(
         priorities=True,
@@ -189,6 +190,21 @@ def _errors_are_the_bodies_own(plan: DagPlan, report: trio_dag.RunReport) -> Non
 def test_what_users_write_keeps_the_rules_when_cancelled_at_drawn_moments(
     dag_core: Any, plan: DagPlan, options: dict[str, Any], data: st.DataObject
 ) -> None:
+    _stopped_at_drawn_moments(
+        plan, options, data, 1.0, lambda main, what: on_mock_clock(main, threads=True, what=what)
+    )
+
+
+def _stopped_at_drawn_moments(
+    plan: DagPlan,
+    options: dict[str, Any],
+    data: st.DataObject,
+    gap: float,
+    run_on: Callable[[Callable[[], Awaitable[trio_dag.RunReport]], str], trio_dag.RunReport],
+) -> None:
+    """Run *plan* with *options*, stopping tasks or the run at drawn moments
+    (*gap* seconds apart), on the clock *run_on* gives (``run_on(main,
+    what)``), and check what it did."""
     dag = plan.build()
     picks, stop_at = _draw_stops(data, plan)
     recorder = Recorder()
@@ -197,15 +213,13 @@ def test_what_users_write_keeps_the_rules_when_cancelled_at_drawn_moments(
 
     async def main() -> trio_dag.RunReport:
         used.update(real_options(options))
-        return await _run_and_stop(dag, used, recorder, picks, stop_at, 1.0, stops)
+        return await _run_and_stop(dag, used, recorder, picks, stop_at, gap, stops)
 
-    report = on_mock_clock(
-        main, threads=True, what=describe(plan, options, picks=picks, stop_at=stop_at)
-    )
+    report = run_on(main, describe(plan, options, picks=picks, stop_at=stop_at))
     _check_stopped_run(plan, dag, report, recorder, stops, used)
 
 
-@settings(suite, max_examples=examples(0.5))
+@settings(SUITE, max_examples=examples(0.5))
 @given(
     plan=dag_plans(
         priorities=True, max_tasks=8, resources=EXACT_RESOURCES, bodies=MOCK_BODIES, batched=True
@@ -249,7 +263,7 @@ def test_a_limiter_shared_with_the_caller_keeps_the_rules(
     _check_stopped_run(plan, dag, report, recorder, stops, used)
 
 
-@settings(suite, max_examples=examples(0.1))
+@settings(SUITE, max_examples=examples(0.1))
 @given(
     plan=dag_plans(
         priorities=True,
@@ -267,20 +281,9 @@ def test_a_limiter_shared_with_the_caller_keeps_the_rules(
 def test_what_users_write_keeps_the_rules_on_the_real_clock(
     dag_core: Any, plan: DagPlan, options: dict[str, Any], data: st.DataObject
 ) -> None:
-    dag = plan.build()
-    picks, stop_at = _draw_stops(data, plan)
-    recorder = Recorder()
-    used: dict[str, Any] = {}
-    stops = _Stops()
-
-    async def main() -> trio_dag.RunReport:
-        used.update(real_options(options))
-        return await _run_and_stop(dag, used, recorder, picks, stop_at, 0.002, stops)
-
-    report = on_real_clock(
-        main, seconds=10, what=describe(plan, options, picks=picks, stop_at=stop_at)
+    _stopped_at_drawn_moments(
+        plan, options, data, 0.002, lambda main, what: on_real_clock(main, seconds=10, what=what)
     )
-    _check_stopped_run(plan, dag, report, recorder, stops, used)
 
 
 # -- a handle inside an object of the user's own ---------------------------------------
