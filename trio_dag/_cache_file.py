@@ -290,14 +290,12 @@ class Writer:
 
     def flush(self) -> None:
         """Commit what is queued; return when done (or failed: see ``error``)."""
-        request = Flush()
-        self.request(request)
-        request.done.wait()
+        self.call(None)
 
-    def call(self, call: Callable[[sqlite3.Connection], Any]) -> Any:
+    def call(self, call: Callable[[sqlite3.Connection], Any] | None) -> Any:
         """Commit what is queued, then ``call(db)`` on the write connection:
         its result, or the exception it raised (returned, not raised); None
-        after an error."""
+        after an error, or with no *call*."""
         request = Flush(call)
         self.request(request)
         request.done.wait()
